@@ -1,0 +1,596 @@
+//! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
+
+use crate::deliver::format::WireFormat;
+use crate::deliver::retry::{RetryPolicy, RetryToml, parse_duration};
+use crate::deliver::sign::{Secret, SecretSet};
+use crate::event::EventFilter;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+use uuid::Uuid;
+
+/// A setting that is missing or malformed; the binary prints it on one line and exits 2.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The setting, as the user names it (`WEBHOOK_URL (--webhook-url)`, `endpoints[1].url`).
+    pub setting: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A new error about `setting`.
+    pub fn new(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Flags of `run`; every one also reads the environment variable in brackets.
+#[derive(Debug, Clone, clap::Args, Default)]
+pub struct RunArgs {
+    /// TOML file with several endpoints, the retry policy and dispatch limits.
+    #[arg(long = "config", env = "CONFIG_FILE", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    /// Delivery attempt timeout.
+    #[arg(
+        long,
+        env = "WEBHOOK_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub webhook_timeout: String,
+    /// Lifecycle labels to deliver, comma-separated (create,kill,pause,resume,update,checkpoint or *).
+    #[arg(
+        long,
+        env = "WEBHOOK_EVENTS",
+        default_value = "create,kill,pause,resume"
+    )]
+    pub webhook_events: String,
+    /// Redis holding the orchestrator's event stream: redis://[:password@]host:port[/db] or rediss://.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Redis Cluster seed node (as the orchestrator reads it); used instead of REDIS_URL.
+    #[arg(
+        long,
+        env = "REDIS_CLUSTER_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub redis_cluster_url: Option<String>,
+    /// The orchestrator's event stream key.
+    #[arg(long, env = "REDIS_STREAM", default_value = "sandbox.events.stream")]
+    pub redis_stream: String,
+    /// Consumer group shared by every emitter instance.
+    #[arg(long, env = "REDIS_GROUP", default_value = "e2b-webhook-emitter")]
+    pub redis_group: String,
+    /// This instance's consumer name (default: the Nomad allocation id or the host name).
+    #[arg(long, env = "REDIS_CONSUMER")]
+    pub redis_consumer: Option<String>,
+    /// Teams whose events the orchestrator should publish (UUIDs, comma-separated).
+    #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
+    pub team_ids: String,
+    /// Nomad API address, to watch orchestrator allocations (http:// or https://).
+    #[arg(long, env = "NOMAD_ADDR", value_name = "URL")]
+    pub nomad_addr: Option<String>,
+    /// Nomad ACL token (needs namespace read-job).
+    #[arg(long, env = "NOMAD_TOKEN", hide_env_values = true)]
+    pub nomad_token: Option<String>,
+    /// Nomad namespace of the orchestrator job.
+    #[arg(long, env = "NOMAD_NAMESPACE", default_value = "default")]
+    pub nomad_namespace: String,
+    /// CA certificate (PEM) for an https NOMAD_ADDR.
+    #[arg(long, env = "NOMAD_CACERT", value_name = "FILE")]
+    pub nomad_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for Nomad mTLS.
+    #[arg(long, env = "NOMAD_CLIENT_CERT", value_name = "FILE")]
+    pub nomad_client_cert: Option<PathBuf>,
+    /// Client key (PEM) for Nomad mTLS.
+    #[arg(long, env = "NOMAD_CLIENT_KEY", value_name = "FILE")]
+    pub nomad_client_key: Option<PathBuf>,
+    /// NDJSON file of orchestrator events to feed in (the file source).
+    #[arg(long, env = "EVENTS_FILE", value_name = "FILE")]
+    pub events_file: Option<PathBuf>,
+    /// Directory of the durable outbox.
+    #[arg(long, env = "DATA_DIR", default_value = "data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: String,
+    /// Sandboxes delivered concurrently per endpoint.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+}
+
+/// Where and how to send: shared by `run`, `sign`, `verify`, `send-test` and `receive`.
+#[derive(Debug, Clone, clap::Args, Default)]
+pub struct WebhookArgs {
+    /// Endpoint receiving the webhooks (http:// or https://).
+    #[arg(long, visible_alias = "url", env = "WEBHOOK_URL", value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Shared signing secret; several, space-separated, during rotation (the first signs).
+    #[arg(
+        long,
+        visible_alias = "secret",
+        env = "WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// Wire format: x-e2b-signature, e2b-cloud or standard-webhooks.
+    #[arg(
+        long,
+        visible_alias = "format",
+        env = "WEBHOOK_FORMAT",
+        default_value = "x-e2b-signature"
+    )]
+    pub webhook_format: String,
+}
+
+impl WebhookArgs {
+    /// The validated format.
+    pub fn format(&self) -> Result<WireFormat, ConfigError> {
+        self.webhook_format
+            .parse()
+            .map_err(|e: String| ConfigError::new("WEBHOOK_FORMAT (--webhook-format)", e))
+    }
+
+    /// The validated secrets.
+    pub fn secrets(&self) -> Result<SecretSet, ConfigError> {
+        let setting = "WEBHOOK_SECRET (--webhook-secret)";
+        let raw = self.webhook_secret.as_deref().ok_or_else(|| {
+            ConfigError::new(
+                setting,
+                "is not set; pass --webhook-secret or set WEBHOOK_SECRET",
+            )
+        })?;
+        SecretSet::parse(raw).map_err(|e| ConfigError::new(setting, e))
+    }
+
+    /// The validated URL.
+    pub fn url(&self) -> Result<Url, ConfigError> {
+        let setting = "WEBHOOK_URL (--webhook-url)";
+        let raw = self.webhook_url.as_deref().ok_or_else(|| {
+            ConfigError::new(setting, "is not set; pass --webhook-url or set WEBHOOK_URL")
+        })?;
+        parse_http_url(raw).map_err(|e| ConfigError::new(setting, e))
+    }
+}
+
+/// One webhook destination.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Stable name: part of the delivery id and the outbox keys; `default` for WEBHOOK_URL.
+    pub id: String,
+    /// Where to POST.
+    pub url: Url,
+    /// Body shape and signature.
+    pub format: WireFormat,
+    /// Active secrets (the first signs).
+    pub secrets: SecretSet,
+    /// Which labels it receives.
+    pub events: EventFilter,
+    /// Attempt timeout.
+    pub timeout: Duration,
+}
+
+/// The Redis source settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Connection URL; may hold a password, so it is never logged.
+    pub url: Secret,
+    /// Whether `url` names a Redis Cluster node.
+    pub cluster: bool,
+    /// Stream key.
+    pub stream: String,
+    /// Consumer group.
+    pub group: String,
+    /// This consumer's name.
+    pub consumer: String,
+}
+
+/// The Nomad API settings.
+#[derive(Debug, Clone)]
+pub struct NomadConfig {
+    /// API address.
+    pub addr: Url,
+    /// ACL token.
+    pub token: Option<Secret>,
+    /// Namespace of the orchestrator job.
+    pub namespace: String,
+    /// CA certificate file.
+    pub cacert: Option<PathBuf>,
+    /// Client certificate file.
+    pub client_cert: Option<PathBuf>,
+    /// Client key file.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Everything `run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Webhook destinations (at least one).
+    pub endpoints: Vec<EndpointConfig>,
+    /// When to retry and when to give up.
+    pub retry: RetryPolicy,
+    /// Sandboxes delivered concurrently per endpoint.
+    pub max_in_flight: usize,
+    /// The Redis source, if configured.
+    pub redis: Option<RedisConfig>,
+    /// Teams whose `wh:<team>` gate keys we keep alive.
+    pub team_ids: Vec<Uuid>,
+    /// The Nomad watcher, if configured.
+    pub nomad: Option<NomadConfig>,
+    /// The file source, if configured.
+    pub events_file: Option<PathBuf>,
+    /// Outbox directory.
+    pub data_dir: PathBuf,
+    /// Health and metrics address.
+    pub listen: SocketAddr,
+}
+
+/// The config file (`--config`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    endpoints: Vec<EndpointToml>,
+    #[serde(default)]
+    retry: RetryToml,
+    max_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointToml {
+    id: String,
+    url: String,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    /// Name of an environment variable holding the secrets, to keep them out of the file.
+    #[serde(default)]
+    secrets_env: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+impl RunConfig {
+    /// Validates flags, environment and the optional config file.
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        "CONFIG_FILE (--config)",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    ConfigError::new(
+                        "CONFIG_FILE (--config)",
+                        format!("{}: {}", path.display(), e.to_string().replace('\n', " ")),
+                    )
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let timeout = parse_duration(&args.webhook_timeout)
+            .map_err(|e| ConfigError::new("WEBHOOK_TIMEOUT (--webhook-timeout)", e))?;
+        if timeout.is_zero() {
+            return Err(ConfigError::new(
+                "WEBHOOK_TIMEOUT (--webhook-timeout)",
+                "must be more than 0s",
+            ));
+        }
+        let mut endpoints = Vec::new();
+        if args.webhook.webhook_url.is_some() || file.endpoints.is_empty() {
+            endpoints.push(EndpointConfig {
+                id: "default".into(),
+                url: args.webhook.url()?,
+                format: args.webhook.format()?,
+                secrets: args.webhook.secrets()?,
+                events: EventFilter::parse(&args.webhook_events)
+                    .map_err(|e| ConfigError::new("WEBHOOK_EVENTS (--webhook-events)", e))?,
+                timeout,
+            });
+        }
+        for (i, ep) in file.endpoints.into_iter().enumerate() {
+            endpoints.push(endpoint_from_toml(i, ep, timeout)?);
+        }
+        let mut ids: Vec<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::new(
+                "endpoints.id",
+                format!("{:?} is used twice; ids must be unique", w[0]),
+            ));
+        }
+        let retry = file
+            .retry
+            .into_policy()
+            .map_err(|(key, msg)| ConfigError::new(key, msg))?;
+        let max_in_flight = file.max_in_flight.unwrap_or(args.max_in_flight);
+        if max_in_flight == 0 {
+            return Err(ConfigError::new(
+                "MAX_IN_FLIGHT (--max-in-flight)",
+                "must be at least 1",
+            ));
+        }
+        let redis = redis_config(args)?;
+        let team_ids = parse_team_ids(&args.team_ids)?;
+        let nomad = match &args.nomad_addr {
+            None => None,
+            Some(addr) => Some(NomadConfig {
+                addr: parse_http_url(addr)
+                    .map_err(|e| ConfigError::new("NOMAD_ADDR (--nomad-addr)", e))?,
+                token: args
+                    .nomad_token
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .map(Secret::new),
+                namespace: args.nomad_namespace.clone(),
+                cacert: args.nomad_cacert.clone(),
+                client_cert: args.nomad_client_cert.clone(),
+                client_key: args.nomad_client_key.clone(),
+            }),
+        };
+        let listen = args.listen.parse().map_err(|e| {
+            ConfigError::new(
+                "LISTEN_ADDR (--listen)",
+                format!("{:?} is not HOST:PORT ({e})", args.listen),
+            )
+        })?;
+        Ok(Self {
+            endpoints,
+            retry,
+            max_in_flight,
+            redis,
+            team_ids,
+            nomad,
+            events_file: args.events_file.clone(),
+            data_dir: args.data_dir.clone(),
+            listen,
+        })
+    }
+}
+
+fn endpoint_from_toml(
+    i: usize,
+    ep: EndpointToml,
+    default_timeout: Duration,
+) -> Result<EndpointConfig, ConfigError> {
+    let key = |field: &str| format!("endpoints[{i}].{field}");
+    if ep.id.is_empty()
+        || !ep
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ConfigError::new(
+            key("id"),
+            format!("{:?} must be non-empty letters, digits, - or _", ep.id),
+        ));
+    }
+    let url = parse_http_url(&ep.url).map_err(|e| ConfigError::new(key("url"), e))?;
+    let format = match ep.format {
+        Some(f) => f
+            .parse()
+            .map_err(|e: String| ConfigError::new(key("format"), e))?,
+        None => WireFormat::default(),
+    };
+    let mut secrets: Vec<Secret> = ep.secrets.into_iter().map(Secret::new).collect();
+    if let Some(var) = ep.secrets_env {
+        let value = std::env::var(&var).map_err(|_| {
+            ConfigError::new(
+                key("secrets_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?;
+        secrets.extend(value.split_whitespace().map(Secret::new));
+    }
+    let secrets =
+        SecretSet::from_secrets(secrets).map_err(|e| ConfigError::new(key("secrets"), e))?;
+    let events = match ep.events {
+        Some(list) => {
+            EventFilter::parse(&list.join(",")).map_err(|e| ConfigError::new(key("events"), e))?
+        }
+        None => EventFilter::default_labels(),
+    };
+    let timeout = match ep.timeout {
+        Some(t) => parse_duration(&t).map_err(|e| ConfigError::new(key("timeout"), e))?,
+        None => default_timeout,
+    };
+    Ok(EndpointConfig {
+        id: ep.id,
+        url,
+        format,
+        secrets,
+        events,
+        timeout,
+    })
+}
+
+fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
+    let (url, cluster, setting) = match (&args.redis_url, &args.redis_cluster_url) {
+        (_, Some(c)) if !c.is_empty() => (c, true, "REDIS_CLUSTER_URL (--redis-cluster-url)"),
+        (Some(u), _) if !u.is_empty() => (u, false, "REDIS_URL (--redis-url)"),
+        _ => return Ok(None),
+    };
+    // A bare host:port, as E2B's REDIS_CLUSTER_URL often is, means plain redis://.
+    let full = if url.contains("://") {
+        url.clone()
+    } else {
+        format!("redis://{url}")
+    };
+    let parsed = Url::parse(&full).map_err(|e| {
+        ConfigError::new(setting, format!("is not a redis:// or rediss:// URL ({e})"))
+    })?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::new(
+            setting,
+            format!("scheme {:?} is not redis or rediss", parsed.scheme()),
+        ));
+    }
+    let consumer = args
+        .redis_consumer
+        .clone()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(default_consumer);
+    Ok(Some(RedisConfig {
+        url: Secret::new(full),
+        cluster,
+        stream: args.redis_stream.clone(),
+        group: args.redis_group.clone(),
+        consumer,
+    }))
+}
+
+fn default_consumer() -> String {
+    std::env::var("NOMAD_ALLOC_ID")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("emitter-{}", std::process::id()))
+}
+
+/// Parses `E2B_TEAM_IDS`: UUIDs separated by commas or spaces.
+pub fn parse_team_ids(list: &str) -> Result<Vec<Uuid>, ConfigError> {
+    list.split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Uuid::parse_str(s).map_err(|_| {
+                ConfigError::new(
+                    "E2B_TEAM_IDS (--team-ids)",
+                    format!("{s:?} is not a team UUID"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Accepts only absolute http(s) URLs with a host.
+pub fn parse_http_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim())
+        .map_err(|e| format!("{raw:?} is not a URL ({e}); expected http(s)://host/path"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "{raw:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs {
+            webhook: WebhookArgs {
+                webhook_url: Some("https://example.com/hook".into()),
+                webhook_secret: Some("s3cret".into()),
+                webhook_format: "x-e2b-signature".into(),
+            },
+            webhook_timeout: "10s".into(),
+            webhook_events: "create,kill,pause,resume".into(),
+            redis_stream: "sandbox.events.stream".into(),
+            redis_group: "g".into(),
+            nomad_namespace: "default".into(),
+            data_dir: "data".into(),
+            listen: "127.0.0.1:0".into(),
+            max_in_flight: 8,
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn minimal_env_config_is_one_default_endpoint() {
+        let c = RunConfig::from_args(&args()).unwrap();
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.endpoints[0].id, "default");
+        assert_eq!(c.endpoints[0].timeout, Duration::from_secs(10));
+        assert!(c.redis.is_none() && c.nomad.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let mut a = args();
+        a.webhook.webhook_url = Some("ftp://x".into());
+        assert!(
+            RunConfig::from_args(&a)
+                .unwrap_err()
+                .setting
+                .starts_with("WEBHOOK_URL")
+        );
+        let mut a = args();
+        a.webhook.webhook_secret = Some(" ".into());
+        assert!(
+            RunConfig::from_args(&a)
+                .unwrap_err()
+                .setting
+                .starts_with("WEBHOOK_SECRET")
+        );
+        let mut a = args();
+        a.webhook.webhook_format = "xml".into();
+        assert!(
+            RunConfig::from_args(&a)
+                .unwrap_err()
+                .setting
+                .starts_with("WEBHOOK_FORMAT")
+        );
+        let mut a = args();
+        a.team_ids = "not-a-uuid".into();
+        assert!(
+            RunConfig::from_args(&a)
+                .unwrap_err()
+                .setting
+                .starts_with("E2B_TEAM_IDS")
+        );
+        let mut a = args();
+        a.redis_url = Some("http://localhost".into());
+        assert!(
+            RunConfig::from_args(&a)
+                .unwrap_err()
+                .setting
+                .starts_with("REDIS_URL")
+        );
+    }
+
+    #[test]
+    fn config_file_adds_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "max_in_flight = 3\n[[endpoints]]\nid = \"audit\"\nurl = \"http://127.0.0.1:1/x\"\nformat = \"standard-webhooks\"\nsecrets = [\"new\", \"old\"]\nevents = [\"kill\"]\n[retry]\nmax_age = \"1h\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        let c = RunConfig::from_args(&a).unwrap();
+        assert_eq!(c.endpoints.len(), 2);
+        assert_eq!(c.endpoints[1].secrets.all().len(), 2);
+        assert_eq!(c.max_in_flight, 3);
+        assert_eq!(c.retry.max_age, Duration::from_secs(3600));
+        std::fs::write(
+            &path,
+            "[[endpoints]]\nid = \"a\"\nurl = \"nope\"\nsecrets = [\"s\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            RunConfig::from_args(&a).unwrap_err().setting,
+            "endpoints[0].url"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The HTTP client: one POST, one typed outcome. Retries belong to the dispatcher.
+
+use crate::deliver::format::SignedRequest;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How many bytes of a rejecting response body are kept for logs and dead letters.
+const BODY_PREFIX_BYTES: usize = 256;
+
+/// What one POST achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The endpoint answered 2xx.
+    Delivered {
+        /// The status code.
+        status: u16,
+    },
+    /// The endpoint answered something else (redirects included: they are not followed).
+    Rejected {
+        /// The status code.
+        status: u16,
+        /// The first bytes of the response body, lossily decoded.
+        body_prefix: String,
+    },
+    /// No complete answer within the timeout.
+    TimedOut,
+    /// Connecting or talking to the endpoint failed.
+    Network(String),
+}
+
+impl Outcome {
+    /// Whether the event is delivered.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Self::Delivered { .. })
+    }
+
+    /// The HTTP status, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Delivered { status } | Self::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A short label for metrics and logs: `delivered`, `rejected`, `timeout`, `network`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Delivered { .. } => "delivered",
+            Self::Rejected { .. } => "rejected",
+            Self::TimedOut => "timeout",
+            Self::Network(_) => "network",
+        }
+    }
+
+    /// A one-line description for logs and dead letters.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Delivered { status } => format!("HTTP {status}"),
+            Self::Rejected {
+                status,
+                body_prefix,
+            } if body_prefix.is_empty() => format!("HTTP {status}"),
+            Self::Rejected {
+                status,
+                body_prefix,
+            } => format!("HTTP {status}: {body_prefix}"),
+            Self::TimedOut => "timed out".to_owned(),
+            Self::Network(e) => format!("network error: {e}"),
+        }
+    }
+}
+
+/// The result of one POST: outcome, `Retry-After` when given, and how long it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The parsed `Retry-After` header, if the endpoint sent one.
+    pub retry_after: Option<Duration>,
+    /// Time from sending to the end of the response.
+    pub elapsed: Duration,
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[from] reqwest::Error);
+
+/// A pooled HTTP client for webhook deliveries (rustls, no redirects).
+#[derive(Clone, Debug)]
+pub struct WebhookClient {
+    client: reqwest::Client,
+}
+
+impl WebhookClient {
+    /// Builds a client whose requests time out after `timeout`.
+    pub fn new(timeout: Duration) -> Result<Self, ClientError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { client })
+    }
+
+    /// Sends one signed request to `url` and classifies the answer.
+    pub async fn post(&self, url: &url::Url, request: &SignedRequest) -> DeliveryAttempt {
+        let started = Instant::now();
+        let mut builder = self.client.post(url.clone());
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        let result = builder.body(request.body.clone()).send().await;
+        let (outcome, retry_after) = match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                if response.status().is_success() {
+                    // Drain the body so the connection returns to the pool.
+                    let _ = response.bytes().await;
+                    (Outcome::Delivered { status }, retry_after)
+                } else {
+                    let body_prefix = match response.bytes().await {
+                        Ok(b) => {
+                            let cut = &b[..b.len().min(BODY_PREFIX_BYTES)];
+                            String::from_utf8_lossy(cut).trim().to_owned()
+                        }
+                        Err(_) => String::new(),
+                    };
+                    (
+                        Outcome::Rejected {
+                            status,
+                            body_prefix,
+                        },
+                        retry_after,
+                    )
+                }
+            }
+            Err(e) if e.is_timeout() => (Outcome::TimedOut, None),
+            Err(e) => (Outcome::Network(error_chain(&e)), None),
+        };
+        DeliveryAttempt {
+            outcome,
+            retry_after,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The error and its causes on one line, e.g. "error sending request: connection refused".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        // 1445412480 is Wed, 21 Oct 2015 07:28:00 GMT.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:29:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,6 @@
+//! Delivery: wire formats, signatures, the HTTP client and the retry policy.
+
+pub mod format;
+pub mod http;
+pub mod retry;
+pub mod sign;

@@ -1,0 +1,215 @@
+//! Signing and verification for the three wire formats, over the exact body bytes.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A signing secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret's bytes, as used by `x-e2b-signature` and `e2b-cloud`.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The Standard Webhooks key: `whsec_<base64>` decoded, anything else as raw bytes.
+    pub fn standard_webhooks_key(&self) -> Vec<u8> {
+        self.0
+            .strip_prefix("whsec_")
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .unwrap_or_else(|| self.0.as_bytes().to_vec())
+    }
+
+    /// Whether `text` contains the secret (used to keep it out of logs in tests and checks).
+    pub fn appears_in(&self, text: &str) -> bool {
+        !self.0.is_empty() && text.contains(&self.0)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The active secrets of an endpoint: the first signs, all are accepted (rotation).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SecretSet(Vec<Secret>);
+
+impl SecretSet {
+    /// Splits a whitespace-separated list; at least one secret is required.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let secrets: Vec<Secret> = list.split_whitespace().map(Secret::new).collect();
+        Self::from_secrets(secrets)
+    }
+
+    /// Builds a set from individual secrets; at least one, none empty.
+    pub fn from_secrets(secrets: Vec<Secret>) -> Result<Self, String> {
+        if secrets.is_empty() || secrets.iter().any(|s| s.0.is_empty()) {
+            return Err("is empty; set it to the shared secret (for example the output of `openssl rand -hex 32`)".into());
+        }
+        Ok(Self(secrets))
+    }
+
+    /// The secret that signs single-signature formats (the newest one, listed first).
+    pub fn primary(&self) -> &Secret {
+        &self.0[0]
+    }
+
+    /// Every active secret.
+    pub fn all(&self) -> &[Secret] {
+        &self.0
+    }
+}
+
+/// `X-E2B-Signature`: lowercase hex HMAC-SHA256 of the body (same as `openssl dgst -sha256 -hmac`).
+pub fn x_e2b_signature(secret: &Secret, body: &[u8]) -> String {
+    hex::encode(hmac_sha256(secret.as_bytes(), body))
+}
+
+/// `e2b-signature`: SHA-256 of secret bytes then body bytes, base64 URL-safe, no padding.
+pub fn e2b_cloud_signature(secret: &Secret, body: &[u8]) -> String {
+    let mut digest = Sha256::new();
+    digest.update(secret.as_bytes());
+    digest.update(body);
+    URL_SAFE_NO_PAD.encode(digest.finalize())
+}
+
+/// One Standard Webhooks signature entry: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+pub fn standard_webhooks_signature(
+    secret: &Secret,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    let mut mac = HmacSha256::new_from_slice(&secret.standard_webhooks_key())
+        .expect("HMAC accepts keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// The `webhook-signature` header value: one entry per active secret, space-separated.
+pub fn standard_webhooks_header(
+    secrets: &SecretSet,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    secrets
+        .all()
+        .iter()
+        .map(|s| standard_webhooks_signature(s, id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Checks an `X-E2B-Signature` value against every active secret, in constant time.
+pub fn verify_x_e2b(secrets: &SecretSet, body: &[u8], signature: &str) -> bool {
+    let Ok(given) = hex::decode(signature.trim()) else {
+        return false;
+    };
+    secrets.all().iter().any(|s| {
+        let mut mac = HmacSha256::new_from_slice(s.as_bytes()).expect("any key length");
+        mac.update(body);
+        mac.verify_slice(&given).is_ok()
+    })
+}
+
+/// Checks an `e2b-signature` value against every active secret, in constant time.
+pub fn verify_e2b_cloud(secrets: &SecretSet, body: &[u8], signature: &str) -> bool {
+    let given = signature.trim().as_bytes();
+    secrets
+        .all()
+        .iter()
+        .any(|s| bool::from(e2b_cloud_signature(s, body).as_bytes().ct_eq(given)))
+}
+
+/// Checks a `webhook-signature` header (any entry, any active secret), in constant time.
+pub fn verify_standard_webhooks(
+    secrets: &SecretSet,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let expected: Vec<String> = secrets
+        .all()
+        .iter()
+        .map(|s| standard_webhooks_signature(s, id, timestamp, body))
+        .collect();
+    header.split_whitespace().any(|given| {
+        expected
+            .iter()
+            .any(|e| bool::from(e.as_bytes().ct_eq(given.as_bytes())))
+    })
+}
+
+fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_e2b_matches_rfc4231_test_case_2() {
+        // RFC 4231 §4.3: key "Jefe", data "what do ya want for nothing?".
+        let sig = x_e2b_signature(&Secret::new("Jefe"), b"what do ya want for nothing?");
+        assert_eq!(
+            sig,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let set = SecretSet::parse("Jefe").unwrap();
+        assert!(verify_x_e2b(&set, b"what do ya want for nothing?", &sig));
+        assert!(!verify_x_e2b(&set, b"what do ya want for nothing!", &sig));
+        assert!(!verify_x_e2b(&set, b"x", "not-hex"));
+    }
+
+    #[test]
+    fn rotation_accepts_any_active_secret_and_signs_with_all() {
+        let set = SecretSet::parse("new-secret old-secret").unwrap();
+        assert_eq!(set.primary(), &Secret::new("new-secret"));
+        let old_only = x_e2b_signature(&Secret::new("old-secret"), b"{}");
+        assert!(verify_x_e2b(&set, b"{}", &old_only));
+        let header = standard_webhooks_header(&set, "msg", 1, b"{}");
+        assert_eq!(header.split(' ').count(), 2);
+        let old_set = SecretSet::parse("old-secret").unwrap();
+        assert!(verify_standard_webhooks(&old_set, "msg", 1, b"{}", &header));
+        assert!(!verify_standard_webhooks(
+            &old_set, "msg", 2, b"{}", &header
+        ));
+    }
+
+    #[test]
+    fn whsec_secrets_are_base64_decoded() {
+        let s = Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        assert_eq!(s.standard_webhooks_key().len(), 24);
+        assert_eq!(Secret::new("plain").standard_webhooks_key(), b"plain");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let set = SecretSet::parse("hunter2hunter2").unwrap();
+        assert!(!format!("{set:?}").contains("hunter2"));
+        assert!(SecretSet::parse("   ").is_err());
+    }
+}
