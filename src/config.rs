@@ -74,6 +74,17 @@ pub struct RunArgs {
     /// This instance's consumer name (default: the Nomad allocation id or the host name).
     #[arg(long, env = "REDIS_CONSUMER")]
     pub redis_consumer: Option<String>,
+    /// Claim stream entries another consumer has left unacknowledged for this long.
+    #[arg(
+        long,
+        env = "REDIS_CLAIM_IDLE",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub redis_claim_idle: String,
+    /// Trim the stream up to what the consumer group has acknowledged (false keeps every entry).
+    #[arg(long, env = "REDIS_TRIM", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub redis_trim: bool,
     /// Teams whose events the orchestrator should publish (UUIDs, comma-separated).
     #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
     pub team_ids: String,
@@ -193,6 +204,10 @@ pub struct RedisConfig {
     pub group: String,
     /// This consumer's name.
     pub consumer: String,
+    /// How long an entry stays pending for another consumer before this one claims it.
+    pub claim_idle: Duration,
+    /// Whether to trim acknowledged entries from the stream.
+    pub trim: bool,
 }
 
 /// The Nomad API settings.
@@ -446,12 +461,16 @@ fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
         .clone()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(default_consumer);
+    let claim_idle = parse_duration(&args.redis_claim_idle)
+        .map_err(|e| ConfigError::new("REDIS_CLAIM_IDLE (--redis-claim-idle)", e))?;
     Ok(Some(RedisConfig {
         url: Secret::new(full),
         cluster,
         stream: args.redis_stream.clone(),
         group: args.redis_group.clone(),
         consumer,
+        claim_idle,
+        trim: args.redis_trim,
     }))
 }
 

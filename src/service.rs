@@ -1,13 +1,211 @@
-//! `run`: wires sources, outbox, dispatcher and server together.
+//! Wiring: the delivery pipeline (outbox + one dispatcher per endpoint) and the `run` service.
 
-use crate::config::RunConfig;
+use crate::config::{EndpointConfig, RunConfig};
+use crate::deliver::dispatch::Dispatcher;
+use crate::deliver::retry::RetryPolicy;
+use crate::outbox::{Outbox, OutboxStatus, Route};
+use crate::server::{self, metrics::Metrics};
+use anyhow::Context;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-/// Runs the service until SIGTERM or SIGINT.
+/// How long in-flight deliveries may finish after SIGTERM (Nomad's kill_timeout must be longer).
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+/// How often the outbox gauges are refreshed.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
+/// How long delivered event ids are remembered, so a source re-sending them is harmless.
+const DEDUP_WINDOW: Duration = Duration::from_secs(48 * 3600);
+
+/// The outbox with a dispatcher per endpoint, plus any tasks (sources) attached to it.
+pub struct Pipeline {
+    /// The shared outbox.
+    pub outbox: Outbox,
+    shutdown: CancellationToken,
+    dispatchers: JoinSet<anyhow::Result<()>>,
+    sources: JoinSet<anyhow::Result<()>>,
+}
+
+impl Pipeline {
+    /// Opens the outbox in `data_dir` and starts delivering to `endpoints`.
+    pub fn start(
+        data_dir: &Path,
+        endpoints: &[EndpointConfig],
+        retry: &RetryPolicy,
+        max_in_flight: usize,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let routes = endpoints.iter().map(Route::from).collect();
+        let outbox = Outbox::open(data_dir, routes, metrics.clone())?;
+        metrics.set_component("outbox", true, format!("writable at {}", data_dir.display()));
+        let shutdown = CancellationToken::new();
+        let mut dispatchers = JoinSet::new();
+        for endpoint in endpoints {
+            tracing::info!(endpoint = %endpoint.id, url = %redacted_url(&endpoint.url), format = %endpoint.format, events = %endpoint.events, "delivering");
+            let dispatcher = Dispatcher::new(endpoint.clone(), outbox.clone(), retry.clone(), max_in_flight)?;
+            let token = shutdown.clone();
+            dispatchers.spawn(async move { Ok(dispatcher.run(token, DRAIN_DEADLINE).await?) });
+        }
+        let mut sources = JoinSet::new();
+        sources.spawn(housekeeping(outbox.clone(), shutdown.clone()));
+        Ok(Self { outbox, shutdown, dispatchers, sources })
+    }
+
+    /// A token cancelled when the pipeline stops; sources watch it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs a source (or any task) until the pipeline stops.
+    pub fn spawn_source(&mut self, task: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+        self.sources.spawn(task);
+    }
+
+    /// Waits for the first task failure, if any comes before `until` resolves.
+    pub async fn run_until(&mut self, until: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return Ok(()),
+                Some(done) = self.sources.join_next() => flatten(done).context("a source stopped")?,
+                Some(done) = self.dispatchers.join_next() => {
+                    flatten(done).context("a dispatcher stopped")?;
+                    anyhow::bail!("a dispatcher stopped unexpectedly");
+                }
+            }
+        }
+    }
+
+    /// Waits until nothing is pending for any endpoint.
+    pub async fn until_idle(&mut self, progress: impl FnMut(&OutboxStatus)) -> anyhow::Result<()> {
+        let idle = wait_idle(self.outbox.clone(), progress);
+        self.run_until(idle).await
+    }
+
+    /// Like [`Self::until_idle`], but also returns (with `true`) on SIGTERM or SIGINT.
+    pub async fn run_until_idle_or_signal(&mut self, progress: impl FnMut(&OutboxStatus)) -> anyhow::Result<bool> {
+        let outbox = self.outbox.clone();
+        let idle = wait_idle(outbox, progress);
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stopped.clone();
+        let either = async move {
+            tokio::select! {
+                _ = idle => {}
+                _ = shutdown_signal() => flag.store(true, std::sync::atomic::Ordering::Relaxed),
+            }
+        };
+        self.run_until(either).await?;
+        Ok(stopped.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Stops sources, drains deliveries up to the deadline, and makes everything durable.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut first_error = None;
+        while let Some(done) = self.sources.join_next().await {
+            if let Err(e) = flatten(done) {
+                first_error.get_or_insert(e);
+            }
+        }
+        while let Some(done) = self.dispatchers.join_next().await {
+            if let Err(e) = flatten(done) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn wait_idle(outbox: Outbox, mut progress: impl FnMut(&OutboxStatus)) {
+    loop {
+        match outbox.status().await {
+            Ok(status) => {
+                progress(&status);
+                if status.endpoints.iter().all(|e| e.depth == 0) {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read outbox status"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    done.map_err(|e| anyhow::anyhow!("task failed: {e}"))?
+}
+
+/// Refreshes backlog gauges and forgets old event ids.
+async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        let status = outbox.status().await?;
+        let now = jiff::Timestamp::now().as_millisecond();
+        for backlog in &status.endpoints {
+            let age = backlog.oldest_appended_at_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            outbox.metrics().set_outbox(&backlog.endpoint, backlog.depth, age);
+        }
+        if last_prune.elapsed() > Duration::from_secs(600) {
+            last_prune = tokio::time::Instant::now();
+            let removed = outbox.prune_event_ids(DEDUP_WINDOW).await?;
+            tracing::debug!(removed, "forgot old event ids");
+        }
+    }
+}
+
+/// The URL without credentials or query, safe to log.
+pub fn redacted_url(url: &url::Url) -> String {
+    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.port().map(|p| format!(":{p}")).unwrap_or_default()) + url.path()
+}
+
+/// Runs the service until SIGTERM or SIGINT; a second signal exits at once.
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the service is not built yet ({} endpoints configured)",
-        config.endpoints.len()
-    )
+    let metrics = Arc::new(Metrics::new());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| crate::config::ConfigError::new("LISTEN_ADDR (--listen)", format!("cannot listen on {}: {e}", config.listen)))?;
+    let mut pipeline = Pipeline::start(&config.data_dir, &config.endpoints, &config.retry, config.max_in_flight, metrics.clone())?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
+    pipeline.spawn_source({
+        let outbox = pipeline.outbox.clone();
+        let token = pipeline.shutdown_token();
+        async move { Ok(server::serve(listener, outbox, token).await?) }
+    });
+    if let Some(path) = &config.events_file {
+        let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot open EVENTS_FILE {}", path.display()))?;
+        let outbox = pipeline.outbox.clone();
+        let name = path.display().to_string();
+        metrics.set_component("file", true, format!("reading {name}"));
+        pipeline.spawn_source(async move {
+            let report = crate::source::file::read_ndjson(tokio::io::BufReader::new(file), "file", &outbox).await?;
+            tracing::info!(file = name, lines = report.lines, appended = report.appended, duplicates = report.duplicates, malformed = report.malformed, "events file read");
+            Ok(())
+        });
+    }
+    // sources:
+    if let Some(redis) = config.redis.clone() {
+        let source = crate::source::redis::RedisStreamSource::new(redis, config.team_ids.clone(), pipeline.outbox.clone(), metrics.clone());
+        let token = pipeline.shutdown_token();
+        pipeline.spawn_source(async move { Ok(source.run(token).await?) });
+    }
+    pipeline.run_until(shutdown_signal()).await?;
+    tracing::info!(deadline_s = DRAIN_DEADLINE.as_secs(), "stopping: finishing in-flight deliveries; a second signal exits at once");
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting now; undelivered events stay in the outbox");
+        std::process::exit(130);
+    });
+    pipeline.stop().await?;
+    tracing::info!("stopped; everything not delivered is kept in the outbox");
+    Ok(())
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

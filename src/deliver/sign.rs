@@ -19,6 +19,11 @@ impl Secret {
         Self(value.into())
     }
 
+    /// The secret's text, for the few places that must hand it on (a Redis URL to its client).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// The secret's bytes, as used by `x-e2b-signature` and `e2b-cloud`.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()

@@ -1,0 +1,314 @@
+//! The dispatcher of one endpoint: per-sandbox FIFO, bounded concurrency, retries, dead letters.
+//!
+//! Only a window of pending deliveries (sequence numbers and small state, never bodies) is held in
+//! memory; the rest of a backlog stays on disk. For each sandbox only the oldest pending event is
+//! eligible, so events of one sandbox arrive in order while other sandboxes proceed.
+
+use crate::config::EndpointConfig;
+use crate::deliver::format;
+use crate::deliver::http::{DeliveryAttempt, WebhookClient};
+use crate::deliver::retry::{RetryDecision, RetryPolicy};
+use crate::outbox::{Completion, Outbox, OutboxError, PendingDelivery, StoredEvent};
+use crate::outbox::DeliveryState;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Pending deliveries held in memory per endpoint; the rest waits on disk.
+const WINDOW: usize = 10_000;
+/// Delivery results are committed in batches: at this many, or after `COMMIT_DELAY`. A crash
+/// before the commit only means those events are delivered again (at least once).
+const COMMIT_BATCH: usize = 256;
+const COMMIT_DELAY: Duration = Duration::from_millis(25);
+
+/// Delivers one endpoint's events from the outbox.
+pub struct Dispatcher {
+    endpoint: Arc<EndpointConfig>,
+    outbox: Outbox,
+    client: WebhookClient,
+    policy: RetryPolicy,
+    max_in_flight: usize,
+}
+
+/// The result of one attempt, back from its task.
+struct Finished {
+    seq: u64,
+    sandbox: Arc<str>,
+    result: AttemptResult,
+}
+
+enum AttemptResult {
+    Sent(Box<StoredEvent>, DeliveryAttempt),
+    /// The pending row has no event record (should not happen; dead-lettered so it is visible).
+    Missing,
+    /// The outbox could not be read; try again shortly without counting an attempt.
+    ReadFailed,
+}
+
+/// In-memory scheduling state: per-sandbox queues and the heads that are ready to go.
+#[derive(Default)]
+struct Schedule {
+    cursor: u64,
+    loaded: usize,
+    queues: HashMap<Arc<str>, VecDeque<PendingDelivery>>,
+    /// Heads not in flight, by (not-before time, seq).
+    ready: BTreeSet<(i64, u64)>,
+    head_sandbox: HashMap<u64, Arc<str>>,
+}
+
+impl Schedule {
+    fn push(&mut self, row: PendingDelivery) {
+        self.cursor = self.cursor.max(row.seq);
+        self.loaded += 1;
+        let sandbox: Arc<str> = match self.queues.get_key_value(row.state.sandbox_id.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(row.state.sandbox_id.as_str()),
+        };
+        let queue = self.queues.entry(sandbox.clone()).or_default();
+        if queue.is_empty() {
+            self.ready.insert((row.state.next_attempt_at_ms, row.seq));
+            self.head_sandbox.insert(row.seq, sandbox);
+        }
+        queue.push_back(row);
+    }
+
+    /// Takes the next head whose time has come.
+    fn pop_due(&mut self, now_ms: i64) -> Option<(Arc<str>, PendingDelivery)> {
+        let &(at, seq) = self.ready.first()?;
+        if at > now_ms {
+            return None;
+        }
+        self.ready.pop_first();
+        let sandbox = self.head_sandbox.remove(&seq)?;
+        let head = self.queues.get(&sandbox)?.front()?.clone();
+        Some((sandbox, head))
+    }
+
+    /// The head of `sandbox` is finished (delivered or dead): the next one becomes eligible.
+    fn advance(&mut self, sandbox: &Arc<str>) {
+        let Some(queue) = self.queues.get_mut(sandbox) else { return };
+        queue.pop_front();
+        self.loaded -= 1;
+        match queue.front() {
+            Some(next) => {
+                self.ready.insert((next.state.next_attempt_at_ms, next.seq));
+                self.head_sandbox.insert(next.seq, sandbox.clone());
+            }
+            None => {
+                self.queues.remove(sandbox);
+            }
+        }
+    }
+
+    /// The head of `sandbox` failed and waits until `state.next_attempt_at_ms`.
+    fn reschedule(&mut self, sandbox: &Arc<str>, state: DeliveryState) {
+        let Some(head) = self.queues.get_mut(sandbox).and_then(|q| q.front_mut()) else { return };
+        head.state = state;
+        self.ready.insert((head.state.next_attempt_at_ms, head.seq));
+        self.head_sandbox.insert(head.seq, sandbox.clone());
+    }
+
+    fn next_due(&self) -> Option<i64> {
+        self.ready.first().map(|(at, _)| *at)
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl Dispatcher {
+    /// A dispatcher for `endpoint` with its own pooled HTTP client.
+    pub fn new(
+        endpoint: EndpointConfig,
+        outbox: Outbox,
+        policy: RetryPolicy,
+        max_in_flight: usize,
+    ) -> Result<Self, crate::deliver::http::ClientError> {
+        Ok(Self {
+            client: WebhookClient::new(endpoint.timeout)?,
+            endpoint: Arc::new(endpoint),
+            outbox,
+            policy,
+            max_in_flight: max_in_flight.max(1),
+        })
+    }
+
+    /// Delivers until `shutdown`; then lets in-flight attempts finish for up to `drain`.
+    pub async fn run(self, shutdown: CancellationToken, drain: Duration) -> Result<(), OutboxError> {
+        let mut appended = self.outbox.subscribe();
+        let mut schedule = Schedule::default();
+        let mut on_disk = true;
+        let mut in_flight: JoinSet<Finished> = JoinSet::new();
+        let mut completions: Vec<Completion> = Vec::new();
+        let mut stopping = false;
+        let mut first_uncommitted: Option<tokio::time::Instant> = None;
+        let drain_deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(drain_deadline);
+        loop {
+            if on_disk && !stopping && schedule.loaded < WINDOW {
+                let want = WINDOW - schedule.loaded;
+                let rows = self.outbox.pending_after(&self.endpoint.id, schedule.cursor, want).await?;
+                on_disk = rows.len() == want;
+                for row in rows {
+                    schedule.push(row);
+                }
+            }
+            while !stopping && in_flight.len() < self.max_in_flight {
+                let Some((sandbox, head)) = schedule.pop_due(now_ms()) else { break };
+                in_flight.spawn(attempt(
+                    self.outbox.clone(),
+                    self.client.clone(),
+                    self.endpoint.clone(),
+                    sandbox,
+                    head,
+                ));
+            }
+            let commit_due = completions.len() >= COMMIT_BATCH
+                || stopping
+                || first_uncommitted.is_some_and(|t: tokio::time::Instant| t.elapsed() >= COMMIT_DELAY);
+            if !completions.is_empty() && commit_due {
+                self.outbox.complete(std::mem::take(&mut completions)).await?;
+                first_uncommitted = None;
+            }
+            if stopping && in_flight.is_empty() {
+                break;
+            }
+            let wake_at = schedule.next_due().filter(|_| !stopping && in_flight.len() < self.max_in_flight);
+            let commit_at = first_uncommitted.map(|t| t + COMMIT_DELAY);
+            let timer = async {
+                let due = wake_at.map(|at| {
+                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                    tokio::time::Instant::now() + Duration::from_millis(wait)
+                });
+                match due.into_iter().chain(commit_at).min() {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    self.finish(joined, &mut schedule, &mut completions);
+                    while let Some(joined) = in_flight.try_join_next() {
+                        self.finish(joined, &mut schedule, &mut completions);
+                    }
+                    first_uncommitted.get_or_insert_with(tokio::time::Instant::now);
+                }
+                changed = appended.changed(), if !stopping => {
+                    if changed.is_ok() { on_disk = true; }
+                }
+                _ = timer => {}
+                _ = shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + drain);
+                    if !in_flight.is_empty() {
+                        tracing::info!(endpoint = %self.endpoint.id, in_flight = in_flight.len(), "draining in-flight deliveries");
+                    }
+                }
+                _ = &mut drain_deadline, if stopping => {
+                    tracing::warn!(endpoint = %self.endpoint.id, abandoned = in_flight.len(), "drain deadline reached; unfinished deliveries stay in the outbox");
+                    in_flight.abort_all();
+                    break;
+                }
+            }
+        }
+        self.outbox.complete(completions).await
+    }
+
+    fn finish(&self, joined: Result<Finished, tokio::task::JoinError>, schedule: &mut Schedule, completions: &mut Vec<Completion>) {
+        let Ok(done) = joined else {
+            // The attempt task panicked or was aborted; its head stays pending on disk and is
+            // retried after a restart. Nothing to record here.
+            return;
+        };
+        let endpoint = self.endpoint.id.clone();
+        let metrics = self.outbox.metrics();
+        let Finished { seq, sandbox, result } = done;
+        let (stored, attempt) = match result {
+            AttemptResult::Sent(stored, attempt) => (stored, attempt),
+            AttemptResult::ReadFailed => {
+                let mut state = schedule.queues.get(&sandbox).and_then(|q| q.front()).map(|h| h.state.clone()).unwrap_or_default();
+                state.next_attempt_at_ms = now_ms() + 1000;
+                schedule.reschedule(&sandbox, state);
+                return;
+            }
+            AttemptResult::Missing => {
+                tracing::error!(endpoint, seq, "outbox entry has no stored event; dead-lettering it");
+                let state = DeliveryState { sandbox_id: sandbox.to_string(), last_error: Some("event record missing from the outbox".into()), ..DeliveryState::default() };
+                completions.push(Completion::Dead { endpoint: endpoint.clone(), seq, state });
+                metrics.dead_letter(&endpoint);
+                schedule.advance(&sandbox);
+                return;
+            }
+        };
+        let previous = schedule.queues.get(&sandbox).and_then(|q| q.front()).map(|h| h.state.clone()).unwrap_or_default();
+        let attempts = previous.attempts + 1;
+        let event = &stored.event;
+        metrics.delivery(&endpoint, attempt.outcome.kind());
+        let status = attempt.outcome.status().map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let latency_ms = attempt.elapsed.as_millis() as u64;
+        if attempt.outcome.is_delivered() {
+            let since = event.timestamp().map(|t| t.as_millisecond()).unwrap_or(stored.appended_at_ms);
+            metrics.delivery_latency(&endpoint, (now_ms() - since).max(0) as f64 / 1000.0);
+            tracing::info!(event_id = event.id(), sandbox_id = event.sandbox_id(), label = event.lifecycle.label(), endpoint, status, attempt = attempts, latency_ms, "delivered");
+            completions.push(Completion::Delivered { endpoint, seq });
+            schedule.advance(&sandbox);
+            return;
+        }
+        let error = attempt.outcome.describe();
+        let age = Duration::from_millis(u64::try_from(now_ms() - stored.appended_at_ms).unwrap_or(0));
+        let mut state = DeliveryState {
+            sandbox_id: sandbox.to_string(),
+            attempts,
+            next_attempt_at_ms: 0,
+            last_error: Some(error.clone()),
+            last_status: attempt.outcome.status(),
+        };
+        match self.policy.decide(attempts, age, attempt.retry_after) {
+            RetryDecision::RetryAfter(delay) => {
+                state.next_attempt_at_ms = now_ms() + delay.as_millis() as i64;
+                tracing::warn!(event_id = event.id(), sandbox_id = event.sandbox_id(), label = event.lifecycle.label(), endpoint, status, attempt = attempts, latency_ms, error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+                metrics.retry(&endpoint);
+                completions.push(Completion::Retry { endpoint, seq, state: state.clone() });
+                schedule.reschedule(&sandbox, state);
+            }
+            RetryDecision::GiveUp => {
+                tracing::error!(event_id = event.id(), sandbox_id = event.sandbox_id(), label = event.lifecycle.label(), endpoint, status, attempt = attempts, error, "retry policy exhausted; moved to dead letters (replay with `e2b-webhook-emitter dead-letters replay`)");
+                metrics.dead_letter(&endpoint);
+                completions.push(Completion::Dead { endpoint, seq, state });
+                schedule.advance(&sandbox);
+            }
+        }
+    }
+}
+
+async fn attempt(
+    outbox: Outbox,
+    client: WebhookClient,
+    endpoint: Arc<EndpointConfig>,
+    sandbox: Arc<str>,
+    head: PendingDelivery,
+) -> Finished {
+    let result = match outbox.event(head.seq).await {
+        Ok(Some(stored)) => {
+            let request = format::render(
+                endpoint.format,
+                &stored.event,
+                &endpoint.id,
+                &endpoint.secrets,
+                head.state.attempts + 1,
+                jiff::Timestamp::now(),
+            );
+            let sent = client.post(&endpoint.url, &request).await;
+            AttemptResult::Sent(Box::new(stored), sent)
+        }
+        Ok(None) => AttemptResult::Missing,
+        Err(e) => {
+            tracing::error!(error = %e, seq = head.seq, "cannot read an event from the outbox; retrying");
+            AttemptResult::ReadFailed
+        }
+    };
+    Finished { seq: head.seq, sandbox, result }
+}

@@ -1,0 +1,755 @@
+//! The redb tables behind the outbox, and every transaction on them.
+//!
+//! Every commit is durable (fsync): the database is opened in redb's single-writer mode so that
+//! `status` and `dead-letters list` can read it while the service runs, and that mode has no
+//! non-durable commits. Callers batch writes to keep the number of fsyncs low.
+
+use super::Route;
+use crate::event::{Lifecycle, SandboxEvent};
+use redb::{
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// seq → stored event (JSON).
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// event id → time it was appended (ms); the de-duplication window.
+const EVENT_IDS: TableDefinition<&str, i64> = TableDefinition::new("event_ids");
+/// (endpoint, seq) → delivery state (JSON); one row per event an endpoint still has to get.
+const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
+/// dead-letter id → dead letter (JSON).
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// sandbox id → what the event stream says about it (JSON).
+const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
+/// Counters and source positions.
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+
+const NEXT_SEQ: &str = "outbox.next_seq";
+const NEXT_DEAD: &str = "outbox.next_dead_letter";
+
+/// Page cache size: the backlog lives on disk, so a small cache keeps memory flat.
+const CACHE_BYTES: usize = 8 << 20;
+
+/// An outbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The database file could not be opened.
+    #[error("cannot open the outbox at {path}: {source}; check DATA_DIR and that no other emitter uses it")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: redb::DatabaseError,
+    },
+    /// A read or write failed.
+    #[error("outbox storage error: {0}; check free disk space and permissions of DATA_DIR")]
+    Storage(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt outbox record {0}")]
+    Corrupt(String),
+    /// The blocking task running the operation panicked or was cancelled.
+    #[error("outbox task failed: {0}")]
+    Task(String),
+}
+
+impl OutboxError {
+    pub(super) fn task(e: tokio::task::JoinError) -> Self {
+        Self::Task(e.to_string())
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for OutboxError {
+            fn from(e: $t) -> Self { Self::Storage(e.to_string()) }
+        }
+    )*};
+}
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// What `append` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppendReport {
+    /// Events new to the outbox.
+    pub appended: usize,
+    /// Events whose id was already there (skipped).
+    pub duplicates: usize,
+    /// For each input event, whether it was new.
+    pub is_new: Vec<bool>,
+    /// The highest sequence number assigned, if any.
+    pub last_seq: Option<u64>,
+}
+
+/// An input that is not a valid event, kept for an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MalformedInput {
+    /// `redis`, `file`, …
+    pub source: String,
+    /// Where it was: a stream id, a line number.
+    pub position: String,
+    /// The input as received.
+    pub raw: String,
+    /// Why it was set aside.
+    pub reason: String,
+}
+
+/// An event as stored, with when and from where it entered the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The event.
+    pub event: SandboxEvent,
+    /// When it was appended (ms since the epoch).
+    pub appended_at_ms: i64,
+    /// Which source produced it.
+    pub source: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EventRecord {
+    appended_at_ms: i64,
+    source: String,
+    event: Value,
+}
+
+/// Delivery state of one event for one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeliveryState {
+    /// The sandbox (its deliveries are ordered).
+    pub sandbox_id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Not before this time (ms since the epoch).
+    pub next_attempt_at_ms: i64,
+    /// The last failure, for status and dead letters.
+    pub last_error: Option<String>,
+    /// The last HTTP status, if any.
+    pub last_status: Option<u16>,
+}
+
+/// A pending delivery: sequence number and state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDelivery {
+    /// Global append order.
+    pub seq: u64,
+    /// Where the delivery stands.
+    pub state: DeliveryState,
+}
+
+/// The result of one delivery, to be recorded.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// 2xx: forget it for this endpoint.
+    Delivered {
+        /// Endpoint id.
+        endpoint: String,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Failed; try again later.
+    Retry {
+        /// Endpoint id.
+        endpoint: String,
+        /// Sequence number.
+        seq: u64,
+        /// New state (attempts, next time, error).
+        state: DeliveryState,
+    },
+    /// The retry policy is exhausted.
+    Dead {
+        /// Endpoint id.
+        endpoint: String,
+        /// Sequence number.
+        seq: u64,
+        /// Final state.
+        state: DeliveryState,
+    },
+}
+
+/// An event that could not be delivered, or an input that was not an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Dead-letter id (for `replay`).
+    pub id: u64,
+    /// The endpoint that did not take it; none for malformed input.
+    pub endpoint: Option<String>,
+    /// The source it came from.
+    pub source: String,
+    /// Event id, when it was an event.
+    pub event_id: Option<String>,
+    /// Sandbox id, when it was an event.
+    pub sandbox_id: Option<String>,
+    /// Lifecycle label, when it was an event.
+    pub label: Option<String>,
+    /// The event (JSON) when it was one.
+    pub event: Option<Value>,
+    /// The raw input when it was malformed.
+    pub raw: Option<String>,
+    /// Where a malformed input was found.
+    pub position: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last HTTP status.
+    pub last_status: Option<u16>,
+    /// Why it is here.
+    pub reason: String,
+    /// When it entered the outbox (ms).
+    pub appended_at_ms: i64,
+    /// When it was set aside (ms).
+    pub dead_at_ms: i64,
+}
+
+/// Whether a sandbox runs or sleeps, according to the event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    /// Created or resumed.
+    Running,
+    /// Paused (it leaves the orchestrator's list but is not gone).
+    Paused,
+}
+
+/// One sandbox the event stream says exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// Sandbox id.
+    pub sandbox_id: String,
+    /// Running or paused.
+    pub state: SandboxState,
+    /// Team UUID.
+    pub team_id: String,
+    /// Template id, when known.
+    pub template_id: Option<String>,
+    /// Current execution id, when known.
+    pub execution_id: Option<String>,
+    /// Time of the last event about it (ms).
+    pub updated_at_ms: i64,
+}
+
+/// Backlog of one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointBacklog {
+    /// Endpoint id.
+    pub endpoint: String,
+    /// Events waiting.
+    pub depth: u64,
+    /// When the oldest waiting event entered the outbox (ms).
+    pub oldest_appended_at_ms: Option<i64>,
+    /// Its last error, if it has failed before.
+    pub oldest_last_error: Option<String>,
+}
+
+/// A summary for `status` and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxStatus {
+    /// Per-endpoint backlog.
+    pub endpoints: Vec<EndpointBacklog>,
+    /// Events stored (not yet delivered everywhere).
+    pub events: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Sandboxes tracked as running or paused.
+    pub sandboxes: u64,
+}
+
+/// What `replay` did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReplayReport {
+    /// Dead letters put back in the outbox.
+    pub replayed: Vec<u64>,
+    /// Ids that are malformed inputs (nothing to deliver) or unknown.
+    pub skipped: Vec<(u64, String)>,
+}
+
+enum Handle {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
+pub(super) struct Store {
+    db: Handle,
+    routes: Vec<Route>,
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join("outbox.redb")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, OutboxError> {
+    serde_json::from_slice(bytes).map_err(|e| OutboxError::Corrupt(format!("{what}: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("outbox records always serialize")
+}
+
+impl Store {
+    pub(super) fn open(dir: &Path, routes: Vec<Route>) -> Result<Self, OutboxError> {
+        std::fs::create_dir_all(dir).map_err(|e| OutboxError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let path = db_path(dir);
+        let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(&path)
+            .map_err(|source| OutboxError::Open { path: path.clone(), source })?;
+        let txn = db.begin_write()?;
+        {
+            // Create every table so read-only opens find them.
+            txn.open_table(EVENTS)?;
+            txn.open_table(EVENT_IDS)?;
+            txn.open_table(PENDING)?;
+            txn.open_table(DEAD)?;
+            txn.open_table(SANDBOXES)?;
+            txn.open_table(STATE)?;
+        }
+        txn.commit()?;
+        Ok(Self {
+            db: Handle::Write(db),
+            routes,
+        })
+    }
+
+    pub(super) fn open_read_only(dir: &Path) -> Result<Self, OutboxError> {
+        let path = db_path(dir);
+        if !path.exists() {
+            return Err(OutboxError::Storage(format!(
+                "no outbox at {}; pass the DATA_DIR the service uses (--data-dir)",
+                path.display()
+            )));
+        }
+        let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(&path)
+            .map_err(|source| OutboxError::Open { path, source })?;
+        Ok(Self {
+            db: Handle::Read(db),
+            routes: Vec::new(),
+        })
+    }
+
+    fn writer(&self) -> Result<&Database, OutboxError> {
+        match &self.db {
+            Handle::Write(db) => Ok(db),
+            Handle::Read(_) => Err(OutboxError::Storage("the outbox is open read-only".into())),
+        }
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {
+        Ok(match &self.db {
+            Handle::Write(db) => db.begin_read()?,
+            Handle::Read(db) => db.begin_read()?,
+        })
+    }
+
+    fn begin_durable(&self) -> Result<redb::WriteTransaction, OutboxError> {
+        let mut txn = self.writer()?.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        Ok(txn)
+    }
+
+    fn commit_durable(&self, txn: redb::WriteTransaction) -> Result<(), OutboxError> {
+        Ok(txn.commit()?)
+    }
+
+    pub(super) fn last_seq(&self) -> Result<u64, OutboxError> {
+        let txn = self.begin_read()?;
+        let state = txn.open_table(STATE)?;
+        Ok(read_counter(&state, NEXT_SEQ)?.saturating_sub(1))
+    }
+
+    pub(super) fn append(&self, source: &str, events: &[SandboxEvent]) -> Result<AppendReport, OutboxError> {
+        let mut report = AppendReport::default();
+        let now = now_ms();
+        let txn = self.begin_durable()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            let mut next_seq = read_counter(&state, NEXT_SEQ)?.max(1);
+            let mut table = txn.open_table(EVENTS)?;
+            let mut ids = txn.open_table(EVENT_IDS)?;
+            let mut pending = txn.open_table(PENDING)?;
+            let mut sandboxes = txn.open_table(SANDBOXES)?;
+            let mut seen_in_batch = HashSet::new();
+            for event in events {
+                let new = seen_in_batch.insert(event.id()) && ids.get(event.id())?.is_none();
+                report.is_new.push(new);
+                if !new {
+                    report.duplicates += 1;
+                    continue;
+                }
+                report.appended += 1;
+                ids.insert(event.id(), now)?;
+                track_sandbox(&mut sandboxes, event, now)?;
+                let routes: Vec<&Route> = self.routes.iter().filter(|r| r.filter.accepts(&event.lifecycle)).collect();
+                if routes.is_empty() {
+                    continue;
+                }
+                let seq = next_seq;
+                next_seq += 1;
+                let record = EventRecord {
+                    appended_at_ms: now,
+                    source: source.to_owned(),
+                    event: Value::Object(event.raw().clone()),
+                };
+                table.insert(seq, encode(&record).as_slice())?;
+                let delivery = encode(&DeliveryState {
+                    sandbox_id: event.sandbox_id().to_owned(),
+                    ..DeliveryState::default()
+                });
+                for route in routes {
+                    pending.insert((route.endpoint.as_str(), seq), delivery.as_slice())?;
+                }
+                report.last_seq = Some(seq);
+            }
+            state.insert(NEXT_SEQ, next_seq.to_be_bytes().as_slice())?;
+        }
+        self.commit_durable(txn)?;
+        Ok(report)
+    }
+
+    pub(super) fn set_aside(&self, inputs: &[MalformedInput]) -> Result<(), OutboxError> {
+        let now = now_ms();
+        let txn = self.begin_durable()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            let mut dead = txn.open_table(DEAD)?;
+            let mut next = read_counter(&state, NEXT_DEAD)?.max(1);
+            for input in inputs {
+                let letter = DeadLetter {
+                    id: next,
+                    endpoint: None,
+                    source: input.source.clone(),
+                    event_id: None,
+                    sandbox_id: None,
+                    label: None,
+                    event: None,
+                    raw: Some(input.raw.clone()),
+                    position: Some(input.position.clone()),
+                    attempts: 0,
+                    last_status: None,
+                    reason: input.reason.clone(),
+                    appended_at_ms: now,
+                    dead_at_ms: now,
+                };
+                dead.insert(next, encode(&letter).as_slice())?;
+                next += 1;
+            }
+            state.insert(NEXT_DEAD, next.to_be_bytes().as_slice())?;
+        }
+        self.commit_durable(txn)
+    }
+
+    pub(super) fn load_state(&self, key: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub(super) fn save_state(&self, key: &str, value: &[u8]) -> Result<(), OutboxError> {
+        let txn = self.begin_durable()?;
+        txn.open_table(STATE)?.insert(key, value)?;
+        self.commit_durable(txn)
+    }
+
+    pub(super) fn states(&self) -> Result<Vec<(String, Vec<u8>)>, OutboxError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            if !k.value().starts_with("outbox.") {
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn sandboxes(&self) -> Result<Vec<SandboxRecord>, OutboxError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(SANDBOXES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode("sandbox", v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn pending_after(&self, endpoint: &str, after: u64, limit: usize) -> Result<Vec<PendingDelivery>, OutboxError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(PENDING)?;
+        let mut out = Vec::new();
+        for row in table.range((endpoint, after.saturating_add(1))..=(endpoint, u64::MAX))? {
+            let (k, v) = row?;
+            out.push(PendingDelivery {
+                seq: k.value().1,
+                state: decode("pending", v.value())?,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn event(&self, seq: u64) -> Result<Option<StoredEvent>, OutboxError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let Some(bytes) = table.get(seq)? else {
+            return Ok(None);
+        };
+        stored_event(bytes.value()).map(Some)
+    }
+
+    pub(super) fn complete(&self, completions: &[Completion]) -> Result<(), OutboxError> {
+        if completions.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin_durable()?;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let mut pending = txn.open_table(PENDING)?;
+            let mut dead = txn.open_table(DEAD)?;
+            let mut state = txn.open_table(STATE)?;
+            let mut next_dead = read_counter(&state, NEXT_DEAD)?.max(1);
+            let mut finished = Vec::new();
+            for completion in completions {
+                match completion {
+                    Completion::Delivered { endpoint, seq } => {
+                        pending.remove((endpoint.as_str(), *seq))?;
+                        finished.push(*seq);
+                    }
+                    Completion::Retry { endpoint, seq, state } => {
+                        pending.insert((endpoint.as_str(), *seq), encode(state).as_slice())?;
+                    }
+                    Completion::Dead { endpoint, seq, state } => {
+                        pending.remove((endpoint.as_str(), *seq))?;
+                        let stored = match events.get(*seq)? {
+                            Some(bytes) => Some(stored_event(bytes.value())?),
+                            None => None,
+                        };
+                        let letter = DeadLetter {
+                            id: next_dead,
+                            endpoint: Some(endpoint.clone()),
+                            source: stored.as_ref().map(|s| s.source.clone()).unwrap_or_default(),
+                            event_id: stored.as_ref().map(|s| s.event.id().to_owned()),
+                            sandbox_id: Some(state.sandbox_id.clone()),
+                            label: stored.as_ref().map(|s| s.event.lifecycle.label().to_owned()),
+                            event: stored.as_ref().map(|s| Value::Object(s.event.raw().clone())),
+                            raw: None,
+                            position: None,
+                            attempts: state.attempts,
+                            last_status: state.last_status,
+                            reason: state.last_error.clone().unwrap_or_else(|| "retry policy exhausted".into()),
+                            appended_at_ms: stored.as_ref().map(|s| s.appended_at_ms).unwrap_or_default(),
+                            dead_at_ms: now_ms(),
+                        };
+                        dead.insert(next_dead, encode(&letter).as_slice())?;
+                        next_dead += 1;
+                        finished.push(*seq);
+                    }
+                }
+            }
+            state.insert(NEXT_DEAD, next_dead.to_be_bytes().as_slice())?;
+            // An event is kept until no endpoint has it pending.
+            for seq in finished {
+                let still_pending = self
+                    .routes
+                    .iter()
+                    .map(|r| pending.get((r.endpoint.as_str(), seq)).map(|v| v.is_some()))
+                    .collect::<Result<Vec<bool>, _>>()?
+                    .into_iter()
+                    .any(|p| p);
+                if !still_pending {
+                    events.remove(seq)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn prune_event_ids(&self, age: Duration) -> Result<usize, OutboxError> {
+        let cutoff = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let txn = self.begin_durable()?;
+        let mut removed = 0;
+        {
+            let mut ids = txn.open_table(EVENT_IDS)?;
+            ids.retain(|_, at| {
+                let keep = at >= cutoff;
+                removed += usize::from(!keep);
+                keep
+            })?;
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    pub(super) fn status(&self) -> Result<OutboxStatus, OutboxError> {
+        let txn = self.begin_read()?;
+        let pending = txn.open_table(PENDING)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut endpoints: Vec<EndpointBacklog> = Vec::new();
+        // Walk endpoint by endpoint: the first row of each is its oldest event.
+        let mut next_start: Option<String> = Some(String::new());
+        while let Some(start) = next_start.take() {
+            let mut iter = pending.range((start.as_str(), 0)..)?;
+            let Some(first) = iter.next() else { break };
+            let (k, v) = first?;
+            let endpoint = k.value().0.to_owned();
+            let state: DeliveryState = decode("pending", v.value())?;
+            let oldest = events.get(k.value().1)?.map(|b| stored_event(b.value())).transpose()?;
+            let mut depth = 1;
+            for row in pending.range((endpoint.as_str(), k.value().1 + 1)..=(endpoint.as_str(), u64::MAX))? {
+                row?;
+                depth += 1;
+            }
+            endpoints.push(EndpointBacklog {
+                endpoint: endpoint.clone(),
+                depth,
+                oldest_appended_at_ms: oldest.map(|o| o.appended_at_ms),
+                oldest_last_error: state.last_error,
+            });
+            next_start = Some(format!("{endpoint}\u{0}"));
+        }
+        for route in &self.routes {
+            if !endpoints.iter().any(|e| e.endpoint == route.endpoint) {
+                endpoints.push(EndpointBacklog {
+                    endpoint: route.endpoint.clone(),
+                    depth: 0,
+                    oldest_appended_at_ms: None,
+                    oldest_last_error: None,
+                });
+            }
+        }
+        Ok(OutboxStatus {
+            endpoints,
+            events: events.len()?,
+            dead_letters: txn.open_table(DEAD)?.len()?,
+            sandboxes: txn.open_table(SANDBOXES)?.len()?,
+        })
+    }
+
+    pub(super) fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(DEAD)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode("dead letter", v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn replay(&self, ids: Option<&[u64]>) -> Result<ReplayReport, OutboxError> {
+        let mut report = ReplayReport::default();
+        let wanted: Vec<u64> = match ids {
+            Some(ids) => ids.to_vec(),
+            None => self.dead_letters()?.iter().map(|d| d.id).collect(),
+        };
+        let now = now_ms();
+        let txn = self.begin_durable()?;
+        {
+            let mut dead = txn.open_table(DEAD)?;
+            let mut events = txn.open_table(EVENTS)?;
+            let mut pending = txn.open_table(PENDING)?;
+            let mut state = txn.open_table(STATE)?;
+            let mut next_seq = read_counter(&state, NEXT_SEQ)?.max(1);
+            for id in wanted {
+                let letter: DeadLetter = match dead.get(id)? {
+                    Some(bytes) => decode("dead letter", bytes.value())?,
+                    None => {
+                        report.skipped.push((id, "no such dead letter".into()));
+                        continue;
+                    }
+                };
+                let (Some(endpoint), Some(event)) = (&letter.endpoint, &letter.event) else {
+                    report.skipped.push((id, "malformed input: there is no event to deliver".into()));
+                    continue;
+                };
+                let seq = next_seq;
+                next_seq += 1;
+                // A fresh entry time: the replayed event gets the whole retry policy again.
+                let record = EventRecord {
+                    appended_at_ms: now,
+                    source: letter.source.clone(),
+                    event: event.clone(),
+                };
+                events.insert(seq, encode(&record).as_slice())?;
+                let delivery = DeliveryState {
+                    sandbox_id: letter.sandbox_id.clone().unwrap_or_default(),
+                    ..DeliveryState::default()
+                };
+                pending.insert((endpoint.as_str(), seq), encode(&delivery).as_slice())?;
+                dead.remove(id)?;
+                report.replayed.push(id);
+            }
+            state.insert(NEXT_SEQ, next_seq.to_be_bytes().as_slice())?;
+        }
+        self.commit_durable(txn)?;
+        Ok(report)
+    }
+}
+
+fn stored_event(bytes: &[u8]) -> Result<StoredEvent, OutboxError> {
+    let record: EventRecord = decode("event", bytes)?;
+    let event = SandboxEvent::from_value(record.event).map_err(|e| OutboxError::Corrupt(format!("event: {e}")))?;
+    Ok(StoredEvent {
+        event,
+        appended_at_ms: record.appended_at_ms,
+        source: record.source,
+    })
+}
+
+fn read_counter(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<u64, OutboxError> {
+    match table.get(key)? {
+        None => Ok(0),
+        Some(v) => {
+            let bytes: [u8; 8] = v.value().try_into().map_err(|_| OutboxError::Corrupt(key.into()))?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+    }
+}
+
+/// Keeps the running/paused view of sandboxes that reconciliation compares with the orchestrators.
+fn track_sandbox(table: &mut redb::Table<&str, &[u8]>, event: &SandboxEvent, now: i64) -> Result<(), OutboxError> {
+    let state = match event.lifecycle {
+        Lifecycle::Created | Lifecycle::Resumed => SandboxState::Running,
+        Lifecycle::Paused => SandboxState::Paused,
+        Lifecycle::Killed => {
+            table.remove(event.sandbox_id())?;
+            return Ok(());
+        }
+        Lifecycle::Updated | Lifecycle::Checkpointed => {
+            if table.get(event.sandbox_id())?.is_some() {
+                return Ok(());
+            }
+            SandboxState::Running
+        }
+        Lifecycle::Unknown(_) => return Ok(()),
+    };
+    let record = SandboxRecord {
+        sandbox_id: event.sandbox_id().to_owned(),
+        state,
+        team_id: event.team_id().to_owned(),
+        template_id: event.str_field("sandbox_template_id").map(str::to_owned),
+        execution_id: event.str_field("sandbox_execution_id").map(str::to_owned),
+        updated_at_ms: event.timestamp().map(|t| t.as_millisecond()).unwrap_or(now),
+    };
+    table.insert(event.sandbox_id(), encode(&record).as_slice())?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Prometheus metrics and component readiness, shared by every stage through one `Arc`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// Whether one component (a source, the outbox) is working, and why not.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ComponentState {
+    /// Ready to do its job.
+    pub ready: bool,
+    /// A short human explanation.
+    pub detail: String,
+}
+
+/// Every metric the service exports, plus the readiness of its components.
+pub struct Metrics {
+    registry: Registry,
+    events_received: Family<Labels, Counter>,
+    malformed_inputs: Family<Labels, Counter>,
+    deliveries: Family<Labels, Counter>,
+    retries: Family<Labels, Counter>,
+    delivery_latency: Family<Labels, Histogram>,
+    dead_letters: Family<Labels, Counter>,
+    outbox_depth: Family<Labels, Gauge>,
+    outbox_oldest_age: Family<Labels, Gauge<f64, AtomicU64>>,
+    source_connected: Family<Labels, Gauge>,
+    /// Entries in the Redis stream not yet delivered to our group (`XINFO GROUPS` lag).
+    pub redis_lag: Gauge,
+    /// The last Nomad event stream index processed.
+    pub nomad_last_index: Gauge,
+    /// Orchestrator allocations currently running.
+    pub orchestrators_known: Gauge,
+    reconcile_runs: Family<Labels, Counter>,
+    synthesized_events: Family<Labels, Counter>,
+    components: Mutex<BTreeMap<&'static str, ComponentState>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `e2b_webhook_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("e2b_webhook");
+        let m = Self {
+            events_received: Family::default(),
+            malformed_inputs: Family::default(),
+            deliveries: Family::default(),
+            retries: Family::default(),
+            delivery_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 20))
+            }),
+            dead_letters: Family::default(),
+            outbox_depth: Family::default(),
+            outbox_oldest_age: Family::default(),
+            source_connected: Family::default(),
+            redis_lag: Gauge::default(),
+            nomad_last_index: Gauge::default(),
+            orchestrators_known: Gauge::default(),
+            reconcile_runs: Family::default(),
+            synthesized_events: Family::default(),
+            components: Mutex::new(BTreeMap::new()),
+            registry: Registry::default(),
+        };
+        registry.register("events_received", "Lifecycle events accepted into the outbox, by source and label", m.events_received.clone());
+        registry.register("malformed_inputs", "Inputs set aside because they are not valid events, by source", m.malformed_inputs.clone());
+        registry.register("deliveries", "Delivery attempts by endpoint and outcome (delivered, rejected, timeout, network)", m.deliveries.clone());
+        registry.register("retries", "Failed attempts scheduled for a retry, by endpoint", m.retries.clone());
+        registry.register("delivery_latency_seconds", "Time from the event's timestamp to its 2xx answer, by endpoint", m.delivery_latency.clone());
+        registry.register("dead_letters", "Events moved to the dead-letter store, by endpoint", m.dead_letters.clone());
+        registry.register("outbox_depth", "Events waiting for delivery, by endpoint", m.outbox_depth.clone());
+        registry.register("outbox_oldest_age_seconds", "Age of the oldest undelivered event, by endpoint", m.outbox_oldest_age.clone());
+        registry.register("source_connected", "1 when the source is connected, by source", m.source_connected.clone());
+        registry.register("redis_lag", "Stream entries not yet read by our consumer group", m.redis_lag.clone());
+        registry.register("nomad_last_index", "Last Nomad event index processed", m.nomad_last_index.clone());
+        registry.register("orchestrators_known", "Orchestrator allocations currently tracked as running", m.orchestrators_known.clone());
+        registry.register("reconcile_runs", "Reconciliation runs by result", m.reconcile_runs.clone());
+        registry.register("synthesized_events", "Events synthesized by reconciliation, by label and reason", m.synthesized_events.clone());
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Counts an event accepted into the outbox.
+    pub fn event_received(&self, source: &str, label: &str) {
+        self.events_received.get_or_create(&labels(&[("source", source), ("type", label)])).inc();
+    }
+
+    /// Counts an input set aside as malformed.
+    pub fn malformed_input(&self, source: &str) {
+        self.malformed_inputs.get_or_create(&labels(&[("source", source)])).inc();
+    }
+
+    /// Counts one delivery attempt's outcome.
+    pub fn delivery(&self, endpoint: &str, outcome: &str) {
+        self.deliveries.get_or_create(&labels(&[("endpoint", endpoint), ("outcome", outcome)])).inc();
+    }
+
+    /// Counts a scheduled retry.
+    pub fn retry(&self, endpoint: &str) {
+        self.retries.get_or_create(&labels(&[("endpoint", endpoint)])).inc();
+    }
+
+    /// Records the event-time-to-2xx latency.
+    pub fn delivery_latency(&self, endpoint: &str, seconds: f64) {
+        self.delivery_latency.get_or_create(&labels(&[("endpoint", endpoint)])).observe(seconds);
+    }
+
+    /// Counts a dead letter.
+    pub fn dead_letter(&self, endpoint: &str) {
+        self.dead_letters.get_or_create(&labels(&[("endpoint", endpoint)])).inc();
+    }
+
+    /// Sets the backlog of one endpoint.
+    pub fn set_outbox(&self, endpoint: &str, depth: u64, oldest_age_seconds: f64) {
+        let l = labels(&[("endpoint", endpoint)]);
+        self.outbox_depth.get_or_create(&l).set(depth as i64);
+        self.outbox_oldest_age.get_or_create(&l).set(oldest_age_seconds);
+    }
+
+    /// Counts a reconciliation run.
+    pub fn reconcile_run(&self, result: &str) {
+        self.reconcile_runs.get_or_create(&labels(&[("result", result)])).inc();
+    }
+
+    /// Counts a synthesized event.
+    pub fn synthesized(&self, label: &str, reason: &str) {
+        self.synthesized_events.get_or_create(&labels(&[("type", label), ("reason", reason)])).inc();
+    }
+
+    /// Records whether a component is ready; sources also set `source_connected`.
+    pub fn set_component(&self, name: &'static str, ready: bool, detail: impl Into<String>) {
+        if name != "outbox" {
+            self.source_connected.get_or_create(&labels(&[("source", name)])).set(i64::from(ready));
+        }
+        let state = ComponentState { ready, detail: detail.into() };
+        self.components.lock().expect("metrics lock poisoned").insert(name, state);
+    }
+
+    /// Every component's state (for `/readyz`).
+    pub fn components(&self) -> BTreeMap<&'static str, ComponentState> {
+        self.components.lock().expect("metrics lock poisoned").clone()
+    }
+}

@@ -1,0 +1,88 @@
+//! The file source: NDJSON orchestrator events (a ClickHouse `sandbox_events` export, the demo's
+//! sample file) read into the outbox. Malformed lines are set aside with their line number.
+
+use crate::event::SandboxEvent;
+use crate::outbox::{MalformedInput, Outbox, OutboxError};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// Events appended per outbox transaction.
+const BATCH: usize = 500;
+
+/// What reading a file did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileReport {
+    /// Lines read (blank lines included).
+    pub lines: usize,
+    /// Events new to the outbox.
+    pub appended: usize,
+    /// Events already in the outbox.
+    pub duplicates: usize,
+    /// Lines set aside as malformed.
+    pub malformed: usize,
+}
+
+/// Why the file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSourceError {
+    /// Reading failed.
+    #[error("cannot read the events file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The outbox refused the events.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Reads NDJSON events from `input` into the outbox, `source` naming them in metrics.
+pub async fn read_ndjson(
+    input: impl AsyncBufRead + Unpin,
+    source: &'static str,
+    outbox: &Outbox,
+) -> Result<FileReport, FileSourceError> {
+    let mut report = FileReport::default();
+    let mut lines = input.lines();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut malformed = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        report.lines += 1;
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match SandboxEvent::parse(text.as_bytes()) {
+            Ok(event) => batch.push(event),
+            Err(e) => {
+                tracing::warn!(line = report.lines, reason = %e, "malformed event line set aside");
+                malformed.push(MalformedInput {
+                    source: source.to_owned(),
+                    position: format!("line {}", report.lines),
+                    raw: text.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        if batch.len() >= BATCH {
+            flush(outbox, source, &mut batch, &mut malformed, &mut report).await?;
+        }
+    }
+    flush(outbox, source, &mut batch, &mut malformed, &mut report).await?;
+    Ok(report)
+}
+
+async fn flush(
+    outbox: &Outbox,
+    source: &'static str,
+    batch: &mut Vec<SandboxEvent>,
+    malformed: &mut Vec<MalformedInput>,
+    report: &mut FileReport,
+) -> Result<(), OutboxError> {
+    if !malformed.is_empty() {
+        report.malformed += malformed.len();
+        outbox.set_aside(std::mem::take(malformed)).await?;
+    }
+    if !batch.is_empty() {
+        let appended = outbox.append(source, std::mem::take(batch)).await?;
+        report.appended += appended.appended;
+        report.duplicates += appended.duplicates;
+    }
+    Ok(())
+}
