@@ -46,7 +46,9 @@ enum Command {
     )]
     Receive(ReceiveArgs),
     /// Feed NDJSON orchestrator events (e.g. a ClickHouse sandbox_events export) through the pipeline.
-    #[command(after_help = "Example:\n  e2b-webhook-emitter backfill --data-dir /tmp/backfill --url https://example.com/hook --secret \"$WEBHOOK_SECRET\" events.ndjson\n\nUse a DATA_DIR of its own while the service runs (the service holds its own).")]
+    #[command(
+        after_help = "Example:\n  e2b-webhook-emitter backfill --data-dir /tmp/backfill --url https://example.com/hook --secret \"$WEBHOOK_SECRET\" events.ndjson\n\nUse a DATA_DIR of its own while the service runs (the service holds its own)."
+    )]
     Backfill(BackfillArgs),
     /// List or replay events that exhausted the retry policy.
     #[command(subcommand)]
@@ -163,7 +165,11 @@ struct ReceiveArgs {
 /// Runs the parsed command line; configuration errors exit 2, other failures 1.
 pub fn main(cli: Cli) -> ExitCode {
     // The demo prints its own progress and summary; only errors are worth a log line there.
-    let default_level = if matches!(cli.command, Command::Demo) { "error" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Demo) {
+        "error"
+    } else {
+        "info"
+    };
     init_logging(&cli.log_format, default_level);
     // One process-wide TLS provider for reqwest and redis (ring: no C toolchain beyond gcc).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -369,12 +375,30 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
 async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let config = RunConfig::from_args(&args.run)?;
     let metrics = std::sync::Arc::new(crate::server::metrics::Metrics::new());
-    let mut pipeline = crate::service::Pipeline::start(&config.data_dir, &config.endpoints, &config.retry, config.max_in_flight, metrics)?;
+    let mut pipeline = crate::service::Pipeline::start(
+        &config.data_dir,
+        &config.endpoints,
+        &config.retry,
+        config.max_in_flight,
+        metrics,
+    )?;
     let report = if args.file.as_os_str() == "-" {
-        crate::source::file::read_ndjson(tokio::io::BufReader::new(tokio::io::stdin()), "backfill", &pipeline.outbox).await?
+        crate::source::file::read_ndjson(
+            tokio::io::BufReader::new(tokio::io::stdin()),
+            "backfill",
+            &pipeline.outbox,
+        )
+        .await?
     } else {
-        let file = tokio::fs::File::open(&args.file).await.with_context(|| format!("cannot open {}", args.file.display()))?;
-        crate::source::file::read_ndjson(tokio::io::BufReader::new(file), "backfill", &pipeline.outbox).await?
+        let file = tokio::fs::File::open(&args.file)
+            .await
+            .with_context(|| format!("cannot open {}", args.file.display()))?;
+        crate::source::file::read_ndjson(
+            tokio::io::BufReader::new(file),
+            "backfill",
+            &pipeline.outbox,
+        )
+        .await?
     };
     eprintln!(
         "read {} lines: {} events queued, {} already queued, {} malformed (set aside; see `dead-letters list`)",
@@ -383,7 +407,10 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let stopped = pipeline
         .run_until_idle_or_signal(|status| {
             let depth: u64 = status.endpoints.iter().map(|e| e.depth).sum();
-            eprint!("\r  {depth} pending, {} dead letters   ", status.dead_letters);
+            eprint!(
+                "\r  {depth} pending, {} dead letters   ",
+                status.dead_letters
+            );
             let _ = std::io::stderr().flush();
         })
         .await?;
@@ -392,11 +419,23 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     pipeline.stop().await?;
     let left: u64 = status.endpoints.iter().map(|e| e.depth).sum();
     if stopped {
-        eprintln!("interrupted: {left} events stay in {}; run backfill again (same --data-dir) to finish", config.data_dir.display());
+        eprintln!(
+            "interrupted: {left} events stay in {}; run backfill again (same --data-dir) to finish",
+            config.data_dir.display()
+        );
         return Ok(ExitCode::FAILURE);
     }
-    println!("backfill done: {} events delivered or dead-lettered; {} dead letters in {}", report.appended, status.dead_letters, config.data_dir.display());
-    Ok(if report.malformed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    println!(
+        "backfill done: {} events delivered or dead-lettered; {} dead letters in {}",
+        report.appended,
+        status.dead_letters,
+        config.data_dir.display()
+    );
+    Ok(if report.malformed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
@@ -411,23 +450,53 @@ fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
             } else if letters.is_empty() {
                 writeln!(out, "no dead letters")?;
             } else {
-                writeln!(out, "{:>6}  {:<25}  {:<12}  {:<10}  {:<20}  {:>8}  REASON", "ID", "DEAD AT", "ENDPOINT", "LABEL", "SANDBOX", "ATTEMPTS")?;
+                writeln!(
+                    out,
+                    "{:>6}  {:<25}  {:<12}  {:<10}  {:<20}  {:>8}  REASON",
+                    "ID", "DEAD AT", "ENDPOINT", "LABEL", "SANDBOX", "ATTEMPTS"
+                )?;
                 for l in &letters {
-                    let when = jiff::Timestamp::from_millisecond(l.dead_at_ms).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+                    let when = jiff::Timestamp::from_millisecond(l.dead_at_ms)
+                        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                        .unwrap_or_default();
                     let what = l.label.clone().unwrap_or_else(|| "malformed".into());
-                    let sandbox = l.sandbox_id.clone().or_else(|| l.position.clone()).unwrap_or_default();
-                    writeln!(out, "{:>6}  {:<25}  {:<12}  {:<10}  {:<20}  {:>8}  {}", l.id, when, l.endpoint.as_deref().unwrap_or(&l.source), what, sandbox, l.attempts, l.reason)?;
+                    let sandbox = l
+                        .sandbox_id
+                        .clone()
+                        .or_else(|| l.position.clone())
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{:>6}  {:<25}  {:<12}  {:<10}  {:<20}  {:>8}  {}",
+                        l.id,
+                        when,
+                        l.endpoint.as_deref().unwrap_or(&l.source),
+                        what,
+                        sandbox,
+                        l.attempts,
+                        l.reason
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         DeadLettersCommand::Replay { data_dir, all, ids } => {
-            let report = crate::outbox::replay_dead_letters(&data_dir, if all { None } else { Some(&ids) })?;
+            let report =
+                crate::outbox::replay_dead_letters(&data_dir, if all { None } else { Some(&ids) })?;
             for (id, why) in &report.skipped {
                 eprintln!("skipped {id}: {why}");
             }
-            println!("replayed {} dead letters; they are delivered when the service runs", report.replayed.len());
-            Ok(if report.skipped.is_empty() || !report.replayed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            println!(
+                "replayed {} dead letters; they are delivered when the service runs",
+                report.replayed.len()
+            );
+            Ok(
+                if report.skipped.is_empty() || !report.replayed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
     }
 }
@@ -439,17 +508,39 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let positions: serde_json::Map<String, serde_json::Value> = states
             .iter()
-            .map(|(k, v)| (k.clone(), serde_json::from_slice(v).unwrap_or_else(|_| String::from_utf8_lossy(v).into_owned().into())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::from_slice(v)
+                        .unwrap_or_else(|_| String::from_utf8_lossy(v).into_owned().into()),
+                )
+            })
             .collect();
-        println!("{}", serde_json::json!({"outbox": status, "sources": positions}));
+        println!(
+            "{}",
+            serde_json::json!({"outbox": status, "sources": positions})
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let now = jiff::Timestamp::now().as_millisecond();
-    println!("outbox: {} events stored, {} dead letters, {} sandboxes tracked", status.events, status.dead_letters, status.sandboxes);
+    println!(
+        "outbox: {} events stored, {} dead letters, {} sandboxes tracked",
+        status.events, status.dead_letters, status.sandboxes
+    );
     for e in &status.endpoints {
-        let oldest = e.oldest_appended_at_ms.map(|t| format!("oldest {}s old", (now - t) / 1000)).unwrap_or_else(|| "nothing pending".into());
-        let error = e.oldest_last_error.as_deref().map(|err| format!(", last error: {err}")).unwrap_or_default();
-        println!("  endpoint {}: {} pending, {oldest}{error}", e.endpoint, e.depth);
+        let oldest = e
+            .oldest_appended_at_ms
+            .map(|t| format!("oldest {}s old", (now - t) / 1000))
+            .unwrap_or_else(|| "nothing pending".into());
+        let error = e
+            .oldest_last_error
+            .as_deref()
+            .map(|err| format!(", last error: {err}"))
+            .unwrap_or_default();
+        println!(
+            "  endpoint {}: {} pending, {oldest}{error}",
+            e.endpoint, e.depth
+        );
     }
     for (key, value) in &states {
         let text = String::from_utf8_lossy(value);

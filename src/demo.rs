@@ -42,7 +42,11 @@ struct DemoReceiver {
     log: Arc<Mutex<ReceiverLog>>,
 }
 
-async fn receive(State(rx): State<DemoReceiver>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+async fn receive(
+    State(rx): State<DemoReceiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
     let body = match rx.verifier.check(&headers, &body) {
         Verdict::Accepted(body) => body,
         Verdict::Unauthorized(_) => return (StatusCode::UNAUTHORIZED, "bad signature"),
@@ -50,16 +54,25 @@ async fn receive(State(rx): State<DemoReceiver>, headers: HeaderMap, body: Bytes
     };
     let sandbox = body["sandboxId"].as_str().unwrap_or_default().to_owned();
     if sandbox == REFUSED_SANDBOX {
-        return (StatusCode::UNPROCESSABLE_ENTITY, "this receiver does not know that sandbox");
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "this receiver does not know that sandbox",
+        );
     }
-    let first_attempt = headers.get("e2b-delivery-attempt").and_then(|v| v.to_str().ok()) == Some("1");
+    let first_attempt = headers
+        .get("e2b-delivery-attempt")
+        .and_then(|v| v.to_str().ok())
+        == Some("1");
     let mut log = rx.log.lock().expect("demo log lock");
     log.requests += 1;
     if first_attempt && log.requests % FAIL_EVERY == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "try again");
     }
     let id = body["id"].as_str().unwrap_or_default().to_owned();
-    if let Some(ts) = body["timestamp"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
+    if let Some(ts) = body["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    {
         let ms = (jiff::Timestamp::now() - ts).get_milliseconds() as f64;
         log.latencies_ms.push(ms);
     }
@@ -81,15 +94,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Runs the demo; returns an error if any event was lost, reordered or badly signed.
 pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let secret = SecretSet::parse("demo-secret-0123456789abcdef0123456789abcdef").expect("non-empty");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot listen on loopback")?;
+    let secret =
+        SecretSet::parse("demo-secret-0123456789abcdef0123456789abcdef").expect("non-empty");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen on loopback")?;
     let url: url::Url = format!("http://{}/api/webhooks/e2b", listener.local_addr()?).parse()?;
     let log = Arc::new(Mutex::new(ReceiverLog::default()));
     let receiver = DemoReceiver {
         verifier: Arc::new(Verifier::new(WireFormat::XE2bSignature, secret.clone())),
         log: log.clone(),
     };
-    let app = axum::Router::new().fallback(axum::routing::post(receive)).with_state(receiver);
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(receive))
+        .with_state(receiver);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     // Fresh timestamps, so latency means "event happened → receiver has it".
@@ -99,9 +117,15 @@ pub async fn run() -> anyhow::Result<()> {
         match SandboxEvent::parse(line.as_bytes()) {
             Ok(event) => {
                 let mut raw = event.raw().clone();
-                raw.insert("timestamp".into(), jiff::Timestamp::now().to_string().into());
+                raw.insert(
+                    "timestamp".into(),
+                    jiff::Timestamp::now().to_string().into(),
+                );
                 if event.sandbox_id() != REFUSED_SANDBOX {
-                    expected.entry(event.sandbox_id().to_owned()).or_default().push(event.id().to_owned());
+                    expected
+                        .entry(event.sandbox_id().to_owned())
+                        .or_default()
+                        .push(event.id().to_owned());
                 }
                 input.push_str(&serde_json::to_string(&raw)?);
             }
@@ -119,20 +143,33 @@ pub async fn run() -> anyhow::Result<()> {
     };
     // A compressed schedule so the demo finishes in seconds; `run` defaults to hours.
     let retry = RetryPolicy {
-        schedule: vec![Duration::from_millis(200), Duration::from_millis(500), Duration::from_secs(1)],
+        schedule: vec![
+            Duration::from_millis(200),
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+        ],
         jitter: 0.2,
         max_age: Duration::from_secs(3),
         max_retry_after: Duration::from_secs(1),
     };
     let metrics = Arc::new(Metrics::new());
     let mut pipeline = Pipeline::start(dir.path(), &[endpoint], &retry, 8, metrics.clone())?;
-    println!("demo: {} sample events → outbox in {} → signed POSTs to {url}", SAMPLE.lines().count(), dir.path().display());
-    let report = crate::source::file::read_ndjson(input.as_bytes(), "file", &pipeline.outbox).await?;
+    println!(
+        "demo: {} sample events → outbox in {} → signed POSTs to {url}",
+        SAMPLE.lines().count(),
+        dir.path().display()
+    );
+    let report =
+        crate::source::file::read_ndjson(input.as_bytes(), "file", &pipeline.outbox).await?;
     let total = report.appended;
     pipeline
         .until_idle(|status| {
             let depth: u64 = status.endpoints.iter().map(|e| e.depth).sum();
-            eprint!("\r  delivering: {:>2}/{total} done, {depth} pending, {} dead letters ", total as u64 - depth, status.dead_letters);
+            eprint!(
+                "\r  delivering: {:>2}/{total} done, {depth} pending, {} dead letters ",
+                total as u64 - depth,
+                status.dead_letters
+            );
             let _ = std::io::stderr().flush();
         })
         .await?;
@@ -159,11 +196,26 @@ pub async fn run() -> anyhow::Result<()> {
         &got == ids
     });
     println!("summary:");
-    println!("  events read        {} ({} malformed line set aside)", report.appended, report.malformed);
-    println!("  delivered          {delivered} (signature verified by the receiver, {} duplicates)", log.duplicates);
-    println!("  retried            {}", counter("e2b_webhook_retries_total"));
-    println!("  dead-lettered      {} (the receiver refuses sandbox {REFUSED_SANDBOX})", status.dead_letters.saturating_sub(report.malformed as u64));
-    println!("  order per sandbox  {}", if in_order { "kept" } else { "BROKEN" });
+    println!(
+        "  events read        {} ({} malformed line set aside)",
+        report.appended, report.malformed
+    );
+    println!(
+        "  delivered          {delivered} (signature verified by the receiver, {} duplicates)",
+        log.duplicates
+    );
+    println!(
+        "  retried            {}",
+        counter("e2b_webhook_retries_total")
+    );
+    println!(
+        "  dead-lettered      {} (the receiver refuses sandbox {REFUSED_SANDBOX})",
+        status.dead_letters.saturating_sub(report.malformed as u64)
+    );
+    println!(
+        "  order per sandbox  {}",
+        if in_order { "kept" } else { "BROKEN" }
+    );
     println!(
         "  latency (event → 2xx)  p50 {:.1} ms · p99 {:.1} ms · max {:.1} ms",
         percentile(&latencies, 50.0),
@@ -171,6 +223,9 @@ pub async fn run() -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or(0.0)
     );
     let expected_count: usize = expected.values().map(Vec::len).sum();
-    anyhow::ensure!(in_order && delivered - log.duplicates == expected_count, "the demo lost or reordered events");
+    anyhow::ensure!(
+        in_order && delivered - log.duplicates == expected_count,
+        "the demo lost or reordered events"
+    );
     Ok(())
 }

@@ -5,11 +5,11 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod demo;
 pub mod event;
+pub mod outbox;
 pub mod receiver;
 pub mod reconcile;
-pub mod service;
-pub mod outbox;
 pub mod server;
+pub mod service;
 pub mod source;
-pub mod demo;

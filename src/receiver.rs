@@ -134,11 +134,9 @@ async fn handle(State(state): State<ReceiverState>, headers: HeaderMap, body: By
                 delivery_id: text("e2b-delivery-id"),
                 attempt: text("e2b-delivery-attempt").and_then(|a| a.parse().ok()),
             });
-            (
-                StatusCode::OK,
-                axum::Json(serde_json::json!({"success": true})),
-            )
-                .into_response()
+            // A trailing newline keeps a terminal prompt (after curl) on its own line.
+            let ok = [(axum::http::header::CONTENT_TYPE, "application/json")];
+            (StatusCode::OK, ok, "{\"success\":true}\n").into_response()
         }
         Verdict::Unauthorized(reason) => {
             tracing::warn!(%reason, "rejected delivery: 401");

@@ -40,18 +40,32 @@ impl Pipeline {
     ) -> anyhow::Result<Self> {
         let routes = endpoints.iter().map(Route::from).collect();
         let outbox = Outbox::open(data_dir, routes, metrics.clone())?;
-        metrics.set_component("outbox", true, format!("writable at {}", data_dir.display()));
+        metrics.set_component(
+            "outbox",
+            true,
+            format!("writable at {}", data_dir.display()),
+        );
         let shutdown = CancellationToken::new();
         let mut dispatchers = JoinSet::new();
         for endpoint in endpoints {
             tracing::info!(endpoint = %endpoint.id, url = %redacted_url(&endpoint.url), format = %endpoint.format, events = %endpoint.events, "delivering");
-            let dispatcher = Dispatcher::new(endpoint.clone(), outbox.clone(), retry.clone(), max_in_flight)?;
+            let dispatcher = Dispatcher::new(
+                endpoint.clone(),
+                outbox.clone(),
+                retry.clone(),
+                max_in_flight,
+            )?;
             let token = shutdown.clone();
             dispatchers.spawn(async move { Ok(dispatcher.run(token, DRAIN_DEADLINE).await?) });
         }
         let mut sources = JoinSet::new();
         sources.spawn(housekeeping(outbox.clone(), shutdown.clone()));
-        Ok(Self { outbox, shutdown, dispatchers, sources })
+        Ok(Self {
+            outbox,
+            shutdown,
+            dispatchers,
+            sources,
+        })
     }
 
     /// A token cancelled when the pipeline stops; sources watch it.
@@ -60,7 +74,10 @@ impl Pipeline {
     }
 
     /// Runs a source (or any task) until the pipeline stops.
-    pub fn spawn_source(&mut self, task: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+    pub fn spawn_source(
+        &mut self,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
         self.sources.spawn(task);
     }
 
@@ -86,7 +103,10 @@ impl Pipeline {
     }
 
     /// Like [`Self::until_idle`], but also returns (with `true`) on SIGTERM or SIGINT.
-    pub async fn run_until_idle_or_signal(&mut self, progress: impl FnMut(&OutboxStatus)) -> anyhow::Result<bool> {
+    pub async fn run_until_idle_or_signal(
+        &mut self,
+        progress: impl FnMut(&OutboxStatus),
+    ) -> anyhow::Result<bool> {
         let outbox = self.outbox.clone();
         let idle = wait_idle(outbox, progress);
         let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -150,8 +170,12 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
         let status = outbox.status().await?;
         let now = jiff::Timestamp::now().as_millisecond();
         for backlog in &status.endpoints {
-            let age = backlog.oldest_appended_at_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
-            outbox.metrics().set_outbox(&backlog.endpoint, backlog.depth, age);
+            let age = backlog
+                .oldest_appended_at_ms
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            outbox
+                .metrics()
+                .set_outbox(&backlog.endpoint, backlog.depth, age);
         }
         if last_prune.elapsed() > Duration::from_secs(600) {
             last_prune = tokio::time::Instant::now();
@@ -163,7 +187,12 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
 
 /// The URL without credentials or query, safe to log.
 pub fn redacted_url(url: &url::Url) -> String {
-    format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.port().map(|p| format!(":{p}")).unwrap_or_default()) + url.path()
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port().map(|p| format!(":{p}")).unwrap_or_default()
+    ) + url.path()
 }
 
 /// Runs the service until SIGTERM or SIGINT; a second signal exits at once.
@@ -171,8 +200,19 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| crate::config::ConfigError::new("LISTEN_ADDR (--listen)", format!("cannot listen on {}: {e}", config.listen)))?;
-    let mut pipeline = Pipeline::start(&config.data_dir, &config.endpoints, &config.retry, config.max_in_flight, metrics.clone())?;
+        .map_err(|e| {
+            crate::config::ConfigError::new(
+                "LISTEN_ADDR (--listen)",
+                format!("cannot listen on {}: {e}", config.listen),
+            )
+        })?;
+    let mut pipeline = Pipeline::start(
+        &config.data_dir,
+        &config.endpoints,
+        &config.retry,
+        config.max_in_flight,
+        metrics.clone(),
+    )?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
     pipeline.spawn_source({
         let outbox = pipeline.outbox.clone();
@@ -180,24 +220,43 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         async move { Ok(server::serve(listener, outbox, token).await?) }
     });
     if let Some(path) = &config.events_file {
-        let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot open EVENTS_FILE {}", path.display()))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open EVENTS_FILE {}", path.display()))?;
         let outbox = pipeline.outbox.clone();
         let name = path.display().to_string();
         metrics.set_component("file", true, format!("reading {name}"));
         pipeline.spawn_source(async move {
-            let report = crate::source::file::read_ndjson(tokio::io::BufReader::new(file), "file", &outbox).await?;
-            tracing::info!(file = name, lines = report.lines, appended = report.appended, duplicates = report.duplicates, malformed = report.malformed, "events file read");
+            let report =
+                crate::source::file::read_ndjson(tokio::io::BufReader::new(file), "file", &outbox)
+                    .await?;
+            tracing::info!(
+                file = name,
+                lines = report.lines,
+                appended = report.appended,
+                duplicates = report.duplicates,
+                malformed = report.malformed,
+                "events file read"
+            );
             Ok(())
         });
     }
     // sources:
     if let Some(redis) = config.redis.clone() {
-        let source = crate::source::redis::RedisStreamSource::new(redis, config.team_ids.clone(), pipeline.outbox.clone(), metrics.clone());
+        let source = crate::source::redis::RedisStreamSource::new(
+            redis,
+            config.team_ids.clone(),
+            pipeline.outbox.clone(),
+            metrics.clone(),
+        );
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }
     pipeline.run_until(shutdown_signal()).await?;
-    tracing::info!(deadline_s = DRAIN_DEADLINE.as_secs(), "stopping: finishing in-flight deliveries; a second signal exits at once");
+    tracing::info!(
+        deadline_s = DRAIN_DEADLINE.as_secs(),
+        "stopping: finishing in-flight deliveries; a second signal exits at once"
+    );
     tokio::spawn(async {
         shutdown_signal().await;
         eprintln!("second signal: exiting now; undelivered events stay in the outbox");

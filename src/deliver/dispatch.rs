@@ -8,8 +8,8 @@ use crate::config::EndpointConfig;
 use crate::deliver::format;
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
 use crate::deliver::retry::{RetryDecision, RetryPolicy};
-use crate::outbox::{Completion, Outbox, OutboxError, PendingDelivery, StoredEvent};
 use crate::outbox::DeliveryState;
+use crate::outbox::{Completion, Outbox, OutboxError, PendingDelivery, StoredEvent};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +88,9 @@ impl Schedule {
 
     /// The head of `sandbox` is finished (delivered or dead): the next one becomes eligible.
     fn advance(&mut self, sandbox: &Arc<str>) {
-        let Some(queue) = self.queues.get_mut(sandbox) else { return };
+        let Some(queue) = self.queues.get_mut(sandbox) else {
+            return;
+        };
         queue.pop_front();
         self.loaded -= 1;
         match queue.front() {
@@ -104,7 +106,9 @@ impl Schedule {
 
     /// The head of `sandbox` failed and waits until `state.next_attempt_at_ms`.
     fn reschedule(&mut self, sandbox: &Arc<str>, state: DeliveryState) {
-        let Some(head) = self.queues.get_mut(sandbox).and_then(|q| q.front_mut()) else { return };
+        let Some(head) = self.queues.get_mut(sandbox).and_then(|q| q.front_mut()) else {
+            return;
+        };
         head.state = state;
         self.ready.insert((head.state.next_attempt_at_ms, head.seq));
         self.head_sandbox.insert(head.seq, sandbox.clone());
@@ -137,7 +141,11 @@ impl Dispatcher {
     }
 
     /// Delivers until `shutdown`; then lets in-flight attempts finish for up to `drain`.
-    pub async fn run(self, shutdown: CancellationToken, drain: Duration) -> Result<(), OutboxError> {
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> Result<(), OutboxError> {
         let mut appended = self.outbox.subscribe();
         let mut schedule = Schedule::default();
         let mut on_disk = true;
@@ -150,14 +158,19 @@ impl Dispatcher {
         loop {
             if on_disk && !stopping && schedule.loaded < WINDOW {
                 let want = WINDOW - schedule.loaded;
-                let rows = self.outbox.pending_after(&self.endpoint.id, schedule.cursor, want).await?;
+                let rows = self
+                    .outbox
+                    .pending_after(&self.endpoint.id, schedule.cursor, want)
+                    .await?;
                 on_disk = rows.len() == want;
                 for row in rows {
                     schedule.push(row);
                 }
             }
             while !stopping && in_flight.len() < self.max_in_flight {
-                let Some((sandbox, head)) = schedule.pop_due(now_ms()) else { break };
+                let Some((sandbox, head)) = schedule.pop_due(now_ms()) else {
+                    break;
+                };
                 in_flight.spawn(attempt(
                     self.outbox.clone(),
                     self.client.clone(),
@@ -168,15 +181,20 @@ impl Dispatcher {
             }
             let commit_due = completions.len() >= COMMIT_BATCH
                 || stopping
-                || first_uncommitted.is_some_and(|t: tokio::time::Instant| t.elapsed() >= COMMIT_DELAY);
+                || first_uncommitted
+                    .is_some_and(|t: tokio::time::Instant| t.elapsed() >= COMMIT_DELAY);
             if !completions.is_empty() && commit_due {
-                self.outbox.complete(std::mem::take(&mut completions)).await?;
+                self.outbox
+                    .complete(std::mem::take(&mut completions))
+                    .await?;
                 first_uncommitted = None;
             }
             if stopping && in_flight.is_empty() {
                 break;
             }
-            let wake_at = schedule.next_due().filter(|_| !stopping && in_flight.len() < self.max_in_flight);
+            let wake_at = schedule
+                .next_due()
+                .filter(|_| !stopping && in_flight.len() < self.max_in_flight);
             let commit_at = first_uncommitted.map(|t| t + COMMIT_DELAY);
             let timer = async {
                 let due = wake_at.map(|at| {
@@ -217,7 +235,12 @@ impl Dispatcher {
         self.outbox.complete(completions).await
     }
 
-    fn finish(&self, joined: Result<Finished, tokio::task::JoinError>, schedule: &mut Schedule, completions: &mut Vec<Completion>) {
+    fn finish(
+        &self,
+        joined: Result<Finished, tokio::task::JoinError>,
+        schedule: &mut Schedule,
+        completions: &mut Vec<Completion>,
+    ) {
         let Ok(done) = joined else {
             // The attempt task panicked or was aborted; its head stays pending on disk and is
             // retried after a restart. Nothing to record here.
@@ -225,40 +248,83 @@ impl Dispatcher {
         };
         let endpoint = self.endpoint.id.clone();
         let metrics = self.outbox.metrics();
-        let Finished { seq, sandbox, result } = done;
+        let Finished {
+            seq,
+            sandbox,
+            result,
+        } = done;
         let (stored, attempt) = match result {
             AttemptResult::Sent(stored, attempt) => (stored, attempt),
             AttemptResult::ReadFailed => {
-                let mut state = schedule.queues.get(&sandbox).and_then(|q| q.front()).map(|h| h.state.clone()).unwrap_or_default();
+                let mut state = schedule
+                    .queues
+                    .get(&sandbox)
+                    .and_then(|q| q.front())
+                    .map(|h| h.state.clone())
+                    .unwrap_or_default();
                 state.next_attempt_at_ms = now_ms() + 1000;
                 schedule.reschedule(&sandbox, state);
                 return;
             }
             AttemptResult::Missing => {
-                tracing::error!(endpoint, seq, "outbox entry has no stored event; dead-lettering it");
-                let state = DeliveryState { sandbox_id: sandbox.to_string(), last_error: Some("event record missing from the outbox".into()), ..DeliveryState::default() };
-                completions.push(Completion::Dead { endpoint: endpoint.clone(), seq, state });
+                tracing::error!(
+                    endpoint,
+                    seq,
+                    "outbox entry has no stored event; dead-lettering it"
+                );
+                let state = DeliveryState {
+                    sandbox_id: sandbox.to_string(),
+                    last_error: Some("event record missing from the outbox".into()),
+                    ..DeliveryState::default()
+                };
+                completions.push(Completion::Dead {
+                    endpoint: endpoint.clone(),
+                    seq,
+                    state,
+                });
                 metrics.dead_letter(&endpoint);
                 schedule.advance(&sandbox);
                 return;
             }
         };
-        let previous = schedule.queues.get(&sandbox).and_then(|q| q.front()).map(|h| h.state.clone()).unwrap_or_default();
+        let previous = schedule
+            .queues
+            .get(&sandbox)
+            .and_then(|q| q.front())
+            .map(|h| h.state.clone())
+            .unwrap_or_default();
         let attempts = previous.attempts + 1;
         let event = &stored.event;
         metrics.delivery(&endpoint, attempt.outcome.kind());
-        let status = attempt.outcome.status().map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+        let status = attempt
+            .outcome
+            .status()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
         let latency_ms = attempt.elapsed.as_millis() as u64;
         if attempt.outcome.is_delivered() {
-            let since = event.timestamp().map(|t| t.as_millisecond()).unwrap_or(stored.appended_at_ms);
+            let since = event
+                .timestamp()
+                .map(|t| t.as_millisecond())
+                .unwrap_or(stored.appended_at_ms);
             metrics.delivery_latency(&endpoint, (now_ms() - since).max(0) as f64 / 1000.0);
-            tracing::info!(event_id = event.id(), sandbox_id = event.sandbox_id(), label = event.lifecycle.label(), endpoint, status, attempt = attempts, latency_ms, "delivered");
+            tracing::info!(
+                event_id = event.id(),
+                sandbox_id = event.sandbox_id(),
+                label = event.lifecycle.label(),
+                endpoint,
+                status,
+                attempt = attempts,
+                latency_ms,
+                "delivered"
+            );
             completions.push(Completion::Delivered { endpoint, seq });
             schedule.advance(&sandbox);
             return;
         }
         let error = attempt.outcome.describe();
-        let age = Duration::from_millis(u64::try_from(now_ms() - stored.appended_at_ms).unwrap_or(0));
+        let age =
+            Duration::from_millis(u64::try_from(now_ms() - stored.appended_at_ms).unwrap_or(0));
         let mut state = DeliveryState {
             sandbox_id: sandbox.to_string(),
             attempts,
@@ -269,15 +335,43 @@ impl Dispatcher {
         match self.policy.decide(attempts, age, attempt.retry_after) {
             RetryDecision::RetryAfter(delay) => {
                 state.next_attempt_at_ms = now_ms() + delay.as_millis() as i64;
-                tracing::warn!(event_id = event.id(), sandbox_id = event.sandbox_id(), label = event.lifecycle.label(), endpoint, status, attempt = attempts, latency_ms, error, retry_in_ms = delay.as_millis() as u64, "delivery failed; will retry");
+                tracing::warn!(
+                    event_id = event.id(),
+                    sandbox_id = event.sandbox_id(),
+                    label = event.lifecycle.label(),
+                    endpoint,
+                    status,
+                    attempt = attempts,
+                    latency_ms,
+                    error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "delivery failed; will retry"
+                );
                 metrics.retry(&endpoint);
-                completions.push(Completion::Retry { endpoint, seq, state: state.clone() });
+                completions.push(Completion::Retry {
+                    endpoint,
+                    seq,
+                    state: state.clone(),
+                });
                 schedule.reschedule(&sandbox, state);
             }
             RetryDecision::GiveUp => {
-                tracing::error!(event_id = event.id(), sandbox_id = event.sandbox_id(), label = event.lifecycle.label(), endpoint, status, attempt = attempts, error, "retry policy exhausted; moved to dead letters (replay with `e2b-webhook-emitter dead-letters replay`)");
+                tracing::error!(
+                    event_id = event.id(),
+                    sandbox_id = event.sandbox_id(),
+                    label = event.lifecycle.label(),
+                    endpoint,
+                    status,
+                    attempt = attempts,
+                    error,
+                    "retry policy exhausted; moved to dead letters (replay with `e2b-webhook-emitter dead-letters replay`)"
+                );
                 metrics.dead_letter(&endpoint);
-                completions.push(Completion::Dead { endpoint, seq, state });
+                completions.push(Completion::Dead {
+                    endpoint,
+                    seq,
+                    state,
+                });
                 schedule.advance(&sandbox);
             }
         }
@@ -310,5 +404,9 @@ async fn attempt(
             AttemptResult::ReadFailed
         }
     };
-    Finished { seq: head.seq, sandbox, result }
+    Finished {
+        seq: head.seq,
+        sandbox,
+        result,
+    }
 }

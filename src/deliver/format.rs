@@ -13,7 +13,7 @@ pub enum WireFormat {
     /// Seed 000's contract: camelCase body, `X-E2B-Signature` hex HMAC-SHA256.
     #[default]
     XE2bSignature,
-    /// E2B Cloud's webhooks: snake_case body, `e2b-signature` SHA-256(secret ‖ body).
+    /// E2B Cloud's webhooks: its documented payload, `e2b-signature` SHA-256(secret ‖ body).
     E2bCloud,
     /// The Standard Webhooks spec (Svix-compatible).
     StandardWebhooks,
@@ -81,8 +81,9 @@ impl SignedRequest {
 /// The body of an event in the given format.
 pub fn body(format: WireFormat, event: &SandboxEvent) -> Vec<u8> {
     let value = match format {
-        WireFormat::XE2bSignature => camel_case_body(event),
-        WireFormat::E2bCloud | WireFormat::StandardWebhooks => snake_case_body(event),
+        WireFormat::XE2bSignature => seed_000_body(event),
+        WireFormat::E2bCloud => e2b_cloud_body(event),
+        WireFormat::StandardWebhooks => standard_webhooks_body(event),
     };
     serde_json::to_vec(&value).expect("a JSON map always serializes")
 }
@@ -141,35 +142,82 @@ pub fn render(
 }
 
 /// Seed 000's keys first, then the rest of the event in camelCase; values as received.
-fn camel_case_body(event: &SandboxEvent) -> Value {
+fn seed_000_body(event: &SandboxEvent) -> Value {
     let mut out = Map::new();
     out.insert("eventCategory".into(), Value::from("sandbox"));
     out.insert("eventLabel".into(), Value::from(event.lifecycle.label()));
-    let raw = event.raw();
-    let copy = |out: &mut Map<String, Value>, from: &str, to: &str| {
-        if let Some(v) = raw.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.into(), v.clone());
-        }
-    };
-    copy(&mut out, "sandbox_id", "sandboxId");
-    copy(&mut out, "sandbox_team_id", "sandboxTeamId");
-    copy(&mut out, "timestamp", "timestamp");
-    copy(&mut out, "id", "id");
+    copy_fields(
+        event,
+        &mut out,
+        &[
+            ("sandbox_id", "sandboxId"),
+            ("sandbox_team_id", "sandboxTeamId"),
+            ("timestamp", "timestamp"),
+            ("id", "id"),
+        ],
+    );
     out.insert("type".into(), Value::from(event.lifecycle.event_type()));
-    copy(&mut out, "sandbox_execution_id", "sandboxExecutionId");
-    copy(&mut out, "sandbox_template_id", "sandboxTemplateId");
-    copy(&mut out, "sandbox_build_id", "sandboxBuildId");
-    copy(&mut out, "event_data", "eventData");
+    copy_fields(
+        event,
+        &mut out,
+        &[
+            ("sandbox_execution_id", "sandboxExecutionId"),
+            ("sandbox_template_id", "sandboxTemplateId"),
+            ("sandbox_build_id", "sandboxBuildId"),
+            ("event_data", "eventData"),
+        ],
+    );
     Value::Object(out)
 }
 
-/// The event as E2B shapes it; v1 events gain the `type` they imply.
-fn snake_case_body(event: &SandboxEvent) -> Value {
-    let mut out = event.raw().clone();
-    if !out.get("type").is_some_and(Value::is_string) {
-        out.insert("type".into(), Value::from(event.lifecycle.event_type()));
-    }
+/// The payload of E2B Cloud's webhooks, keys as in its documentation (seed 002) and in the order
+/// shown there: the verification examples there read `event.type` and `event.sandboxId`.
+fn e2b_cloud_body(event: &SandboxEvent) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "version".into(),
+        event
+            .raw()
+            .get("version")
+            .cloned()
+            .unwrap_or_else(|| "v1".into()),
+    );
+    copy_fields(event, &mut out, &[("id", "id")]);
+    out.insert("type".into(), Value::from(event.lifecycle.event_type()));
+    copy_fields(
+        event,
+        &mut out,
+        &[
+            ("event_data", "eventData"),
+            ("sandbox_build_id", "sandboxBuildId"),
+            ("sandbox_execution_id", "sandboxExecutionId"),
+            ("sandbox_id", "sandboxId"),
+            ("sandbox_team_id", "sandboxTeamId"),
+            ("sandbox_template_id", "sandboxTemplateId"),
+            ("timestamp", "timestamp"),
+        ],
+    );
     Value::Object(out)
+}
+
+/// The Standard Webhooks payload structure: `type`, `timestamp`, and the event as E2B shapes it
+/// (snake_case, unknown fields included) under `data`.
+fn standard_webhooks_body(event: &SandboxEvent) -> Value {
+    let mut out = Map::new();
+    out.insert("type".into(), Value::from(event.lifecycle.event_type()));
+    if let Some(ts) = event.raw().get("timestamp") {
+        out.insert("timestamp".into(), ts.clone());
+    }
+    out.insert("data".into(), Value::Object(event.raw().clone()));
+    Value::Object(out)
+}
+
+fn copy_fields(event: &SandboxEvent, out: &mut Map<String, Value>, pairs: &[(&str, &str)]) {
+    for (from, to) in pairs {
+        if let Some(v) = event.raw().get(*from).filter(|v| !v.is_null()) {
+            out.insert((*to).into(), v.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -190,11 +238,22 @@ mod tests {
     }
 
     #[test]
-    fn snake_case_body_keeps_unknown_fields_and_adds_type_to_v1() {
-        let body: Value = serde_json::from_slice(&body(WireFormat::E2bCloud, &event())).unwrap();
-        assert_eq!(body["extra"], true);
+    fn e2b_cloud_body_has_the_documented_keys_in_order() {
+        let body = String::from_utf8(body(WireFormat::E2bCloud, &event())).unwrap();
+        assert_eq!(
+            body,
+            r#"{"version":"v1","id":"ev-1","type":"sandbox.lifecycle.killed","sandboxId":"test-123","sandboxTeamId":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d","timestamp":"2025-10-15T12:00:00Z"}"#
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_body_wraps_the_whole_event() {
+        let body: Value =
+            serde_json::from_slice(&body(WireFormat::StandardWebhooks, &event())).unwrap();
         assert_eq!(body["type"], "sandbox.lifecycle.killed");
-        assert_eq!(body["event_label"], "kill");
+        assert_eq!(body["timestamp"], "2025-10-15T12:00:00Z");
+        assert_eq!(body["data"]["extra"], true);
+        assert_eq!(body["data"]["event_label"], "kill");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 mod store;
 
 pub use store::{
-    AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, MalformedInput, OutboxError, OutboxStatus,
-    PendingDelivery, SandboxRecord, SandboxState, StoredEvent,
+    AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, MalformedInput,
+    OutboxError, OutboxStatus, PendingDelivery, SandboxRecord, SandboxState, StoredEvent,
 };
 
 use crate::config::EndpointConfig;
@@ -44,7 +44,11 @@ pub struct Outbox {
 
 impl Outbox {
     /// Opens (or creates) the outbox in `dir` for writing; fails if another process holds it.
-    pub fn open(dir: &Path, routes: Vec<Route>, metrics: Arc<Metrics>) -> Result<Self, OutboxError> {
+    pub fn open(
+        dir: &Path,
+        routes: Vec<Route>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, OutboxError> {
         let store = Store::open(dir, routes)?;
         let last = store.last_seq()?;
         Ok(Self {
@@ -55,9 +59,16 @@ impl Outbox {
     }
 
     /// Durably appends events (one fsync for the batch); ids already in the outbox are skipped.
-    pub async fn append(&self, source: &'static str, events: Vec<SandboxEvent>) -> Result<AppendReport, OutboxError> {
+    pub async fn append(
+        &self,
+        source: &'static str,
+        events: Vec<SandboxEvent>,
+    ) -> Result<AppendReport, OutboxError> {
         let store = self.store.clone();
-        let labels: Vec<String> = events.iter().map(|e| e.lifecycle.label().to_owned()).collect();
+        let labels: Vec<String> = events
+            .iter()
+            .map(|e| e.lifecycle.label().to_owned())
+            .collect();
         let report = tokio::task::spawn_blocking(move || store.append(source, &events))
             .await
             .map_err(OutboxError::task)??;
@@ -110,7 +121,12 @@ impl Outbox {
     }
 
     /// Pending deliveries of `endpoint` with a sequence number above `after`, oldest first.
-    pub async fn pending_after(&self, endpoint: &str, after: u64, limit: usize) -> Result<Vec<PendingDelivery>, OutboxError> {
+    pub async fn pending_after(
+        &self,
+        endpoint: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, OutboxError> {
         let store = self.store.clone();
         let endpoint = endpoint.to_owned();
         tokio::task::spawn_blocking(move || store.pending_after(&endpoint, after, limit))
@@ -191,6 +207,9 @@ impl OutboxReader {
 }
 
 /// Puts dead letters back into the outbox; needs the service stopped (it holds the database).
-pub fn replay_dead_letters(dir: &Path, ids: Option<&[u64]>) -> Result<store::ReplayReport, OutboxError> {
+pub fn replay_dead_letters(
+    dir: &Path,
+    ids: Option<&[u64]>,
+) -> Result<store::ReplayReport, OutboxError> {
     Store::open(dir, Vec::new())?.replay(ids)
 }

@@ -7,8 +7,8 @@
 use super::Route;
 use crate::event::{Lifecycle, SandboxEvent};
 use redb::{
-    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition,
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,7 +39,9 @@ const CACHE_BYTES: usize = 8 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     /// The database file could not be opened.
-    #[error("cannot open the outbox at {path}: {source}; check DATA_DIR and that no other emitter uses it")]
+    #[error(
+        "cannot open the outbox at {path}: {source}; check DATA_DIR and that no other emitter uses it"
+    )]
     Open {
         /// The database file.
         path: PathBuf,
@@ -299,13 +301,17 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 impl Store {
     pub(super) fn open(dir: &Path, routes: Vec<Route>) -> Result<Self, OutboxError> {
-        std::fs::create_dir_all(dir).map_err(|e| OutboxError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OutboxError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = db_path(dir);
         let db = Builder::new()
             .set_cache_size(CACHE_BYTES)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
             .create(&path)
-            .map_err(|source| OutboxError::Open { path: path.clone(), source })?;
+            .map_err(|source| OutboxError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let txn = db.begin_write()?;
         {
             // Create every table so read-only opens find them.
@@ -372,7 +378,11 @@ impl Store {
         Ok(read_counter(&state, NEXT_SEQ)?.saturating_sub(1))
     }
 
-    pub(super) fn append(&self, source: &str, events: &[SandboxEvent]) -> Result<AppendReport, OutboxError> {
+    pub(super) fn append(
+        &self,
+        source: &str,
+        events: &[SandboxEvent],
+    ) -> Result<AppendReport, OutboxError> {
         let mut report = AppendReport::default();
         let now = now_ms();
         let txn = self.begin_durable()?;
@@ -394,7 +404,11 @@ impl Store {
                 report.appended += 1;
                 ids.insert(event.id(), now)?;
                 track_sandbox(&mut sandboxes, event, now)?;
-                let routes: Vec<&Route> = self.routes.iter().filter(|r| r.filter.accepts(&event.lifecycle)).collect();
+                let routes: Vec<&Route> = self
+                    .routes
+                    .iter()
+                    .filter(|r| r.filter.accepts(&event.lifecycle))
+                    .collect();
                 if routes.is_empty() {
                     continue;
                 }
@@ -489,7 +503,12 @@ impl Store {
         Ok(out)
     }
 
-    pub(super) fn pending_after(&self, endpoint: &str, after: u64, limit: usize) -> Result<Vec<PendingDelivery>, OutboxError> {
+    pub(super) fn pending_after(
+        &self,
+        endpoint: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, OutboxError> {
         let txn = self.begin_read()?;
         let table = txn.open_table(PENDING)?;
         let mut out = Vec::new();
@@ -533,10 +552,18 @@ impl Store {
                         pending.remove((endpoint.as_str(), *seq))?;
                         finished.push(*seq);
                     }
-                    Completion::Retry { endpoint, seq, state } => {
+                    Completion::Retry {
+                        endpoint,
+                        seq,
+                        state,
+                    } => {
                         pending.insert((endpoint.as_str(), *seq), encode(state).as_slice())?;
                     }
-                    Completion::Dead { endpoint, seq, state } => {
+                    Completion::Dead {
+                        endpoint,
+                        seq,
+                        state,
+                    } => {
                         pending.remove((endpoint.as_str(), *seq))?;
                         let stored = match events.get(*seq)? {
                             Some(bytes) => Some(stored_event(bytes.value())?),
@@ -545,17 +572,30 @@ impl Store {
                         let letter = DeadLetter {
                             id: next_dead,
                             endpoint: Some(endpoint.clone()),
-                            source: stored.as_ref().map(|s| s.source.clone()).unwrap_or_default(),
+                            source: stored
+                                .as_ref()
+                                .map(|s| s.source.clone())
+                                .unwrap_or_default(),
                             event_id: stored.as_ref().map(|s| s.event.id().to_owned()),
                             sandbox_id: Some(state.sandbox_id.clone()),
-                            label: stored.as_ref().map(|s| s.event.lifecycle.label().to_owned()),
-                            event: stored.as_ref().map(|s| Value::Object(s.event.raw().clone())),
+                            label: stored
+                                .as_ref()
+                                .map(|s| s.event.lifecycle.label().to_owned()),
+                            event: stored
+                                .as_ref()
+                                .map(|s| Value::Object(s.event.raw().clone())),
                             raw: None,
                             position: None,
                             attempts: state.attempts,
                             last_status: state.last_status,
-                            reason: state.last_error.clone().unwrap_or_else(|| "retry policy exhausted".into()),
-                            appended_at_ms: stored.as_ref().map(|s| s.appended_at_ms).unwrap_or_default(),
+                            reason: state
+                                .last_error
+                                .clone()
+                                .unwrap_or_else(|| "retry policy exhausted".into()),
+                            appended_at_ms: stored
+                                .as_ref()
+                                .map(|s| s.appended_at_ms)
+                                .unwrap_or_default(),
                             dead_at_ms: now_ms(),
                         };
                         dead.insert(next_dead, encode(&letter).as_slice())?;
@@ -612,9 +652,14 @@ impl Store {
             let (k, v) = first?;
             let endpoint = k.value().0.to_owned();
             let state: DeliveryState = decode("pending", v.value())?;
-            let oldest = events.get(k.value().1)?.map(|b| stored_event(b.value())).transpose()?;
+            let oldest = events
+                .get(k.value().1)?
+                .map(|b| stored_event(b.value()))
+                .transpose()?;
             let mut depth = 1;
-            for row in pending.range((endpoint.as_str(), k.value().1 + 1)..=(endpoint.as_str(), u64::MAX))? {
+            for row in pending
+                .range((endpoint.as_str(), k.value().1 + 1)..=(endpoint.as_str(), u64::MAX))?
+            {
                 row?;
                 depth += 1;
             }
@@ -678,7 +723,9 @@ impl Store {
                     }
                 };
                 let (Some(endpoint), Some(event)) = (&letter.endpoint, &letter.event) else {
-                    report.skipped.push((id, "malformed input: there is no event to deliver".into()));
+                    report
+                        .skipped
+                        .push((id, "malformed input: there is no event to deliver".into()));
                     continue;
                 };
                 let seq = next_seq;
@@ -707,7 +754,8 @@ impl Store {
 
 fn stored_event(bytes: &[u8]) -> Result<StoredEvent, OutboxError> {
     let record: EventRecord = decode("event", bytes)?;
-    let event = SandboxEvent::from_value(record.event).map_err(|e| OutboxError::Corrupt(format!("event: {e}")))?;
+    let event = SandboxEvent::from_value(record.event)
+        .map_err(|e| OutboxError::Corrupt(format!("event: {e}")))?;
     Ok(StoredEvent {
         event,
         appended_at_ms: record.appended_at_ms,
@@ -715,18 +763,28 @@ fn stored_event(bytes: &[u8]) -> Result<StoredEvent, OutboxError> {
     })
 }
 
-fn read_counter(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<u64, OutboxError> {
+fn read_counter(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<u64, OutboxError> {
     match table.get(key)? {
         None => Ok(0),
         Some(v) => {
-            let bytes: [u8; 8] = v.value().try_into().map_err(|_| OutboxError::Corrupt(key.into()))?;
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| OutboxError::Corrupt(key.into()))?;
             Ok(u64::from_be_bytes(bytes))
         }
     }
 }
 
 /// Keeps the running/paused view of sandboxes that reconciliation compares with the orchestrators.
-fn track_sandbox(table: &mut redb::Table<&str, &[u8]>, event: &SandboxEvent, now: i64) -> Result<(), OutboxError> {
+fn track_sandbox(
+    table: &mut redb::Table<&str, &[u8]>,
+    event: &SandboxEvent,
+    now: i64,
+) -> Result<(), OutboxError> {
     let state = match event.lifecycle {
         Lifecycle::Created | Lifecycle::Resumed => SandboxState::Running,
         Lifecycle::Paused => SandboxState::Paused,

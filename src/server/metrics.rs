@@ -78,20 +78,76 @@ impl Metrics {
             components: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
         };
-        registry.register("events_received", "Lifecycle events accepted into the outbox, by source and label", m.events_received.clone());
-        registry.register("malformed_inputs", "Inputs set aside because they are not valid events, by source", m.malformed_inputs.clone());
-        registry.register("deliveries", "Delivery attempts by endpoint and outcome (delivered, rejected, timeout, network)", m.deliveries.clone());
-        registry.register("retries", "Failed attempts scheduled for a retry, by endpoint", m.retries.clone());
-        registry.register("delivery_latency_seconds", "Time from the event's timestamp to its 2xx answer, by endpoint", m.delivery_latency.clone());
-        registry.register("dead_letters", "Events moved to the dead-letter store, by endpoint", m.dead_letters.clone());
-        registry.register("outbox_depth", "Events waiting for delivery, by endpoint", m.outbox_depth.clone());
-        registry.register("outbox_oldest_age_seconds", "Age of the oldest undelivered event, by endpoint", m.outbox_oldest_age.clone());
-        registry.register("source_connected", "1 when the source is connected, by source", m.source_connected.clone());
-        registry.register("redis_lag", "Stream entries not yet read by our consumer group", m.redis_lag.clone());
-        registry.register("nomad_last_index", "Last Nomad event index processed", m.nomad_last_index.clone());
-        registry.register("orchestrators_known", "Orchestrator allocations currently tracked as running", m.orchestrators_known.clone());
-        registry.register("reconcile_runs", "Reconciliation runs by result", m.reconcile_runs.clone());
-        registry.register("synthesized_events", "Events synthesized by reconciliation, by label and reason", m.synthesized_events.clone());
+        registry.register(
+            "events_received",
+            "Lifecycle events accepted into the outbox, by source and label",
+            m.events_received.clone(),
+        );
+        registry.register(
+            "malformed_inputs",
+            "Inputs set aside because they are not valid events, by source",
+            m.malformed_inputs.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts by endpoint and outcome (delivered, rejected, timeout, network)",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "retries",
+            "Failed attempts scheduled for a retry, by endpoint",
+            m.retries.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from the event's timestamp to its 2xx answer, by endpoint",
+            m.delivery_latency.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Events moved to the dead-letter store, by endpoint",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Events waiting for delivery, by endpoint",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest undelivered event, by endpoint",
+            m.outbox_oldest_age.clone(),
+        );
+        registry.register(
+            "source_connected",
+            "1 when the source is connected, by source",
+            m.source_connected.clone(),
+        );
+        registry.register(
+            "redis_lag",
+            "Stream entries not yet read by our consumer group",
+            m.redis_lag.clone(),
+        );
+        registry.register(
+            "nomad_last_index",
+            "Last Nomad event index processed",
+            m.nomad_last_index.clone(),
+        );
+        registry.register(
+            "orchestrators_known",
+            "Orchestrator allocations currently tracked as running",
+            m.orchestrators_known.clone(),
+        );
+        registry.register(
+            "reconcile_runs",
+            "Reconciliation runs by result",
+            m.reconcile_runs.clone(),
+        );
+        registry.register(
+            "synthesized_events",
+            "Events synthesized by reconciliation, by label and reason",
+            m.synthesized_events.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -104,62 +160,91 @@ impl Metrics {
 
     /// Counts an event accepted into the outbox.
     pub fn event_received(&self, source: &str, label: &str) {
-        self.events_received.get_or_create(&labels(&[("source", source), ("type", label)])).inc();
+        self.events_received
+            .get_or_create(&labels(&[("source", source), ("type", label)]))
+            .inc();
     }
 
     /// Counts an input set aside as malformed.
     pub fn malformed_input(&self, source: &str) {
-        self.malformed_inputs.get_or_create(&labels(&[("source", source)])).inc();
+        self.malformed_inputs
+            .get_or_create(&labels(&[("source", source)]))
+            .inc();
     }
 
     /// Counts one delivery attempt's outcome.
     pub fn delivery(&self, endpoint: &str, outcome: &str) {
-        self.deliveries.get_or_create(&labels(&[("endpoint", endpoint), ("outcome", outcome)])).inc();
+        self.deliveries
+            .get_or_create(&labels(&[("endpoint", endpoint), ("outcome", outcome)]))
+            .inc();
     }
 
     /// Counts a scheduled retry.
     pub fn retry(&self, endpoint: &str) {
-        self.retries.get_or_create(&labels(&[("endpoint", endpoint)])).inc();
+        self.retries
+            .get_or_create(&labels(&[("endpoint", endpoint)]))
+            .inc();
     }
 
     /// Records the event-time-to-2xx latency.
     pub fn delivery_latency(&self, endpoint: &str, seconds: f64) {
-        self.delivery_latency.get_or_create(&labels(&[("endpoint", endpoint)])).observe(seconds);
+        self.delivery_latency
+            .get_or_create(&labels(&[("endpoint", endpoint)]))
+            .observe(seconds);
     }
 
     /// Counts a dead letter.
     pub fn dead_letter(&self, endpoint: &str) {
-        self.dead_letters.get_or_create(&labels(&[("endpoint", endpoint)])).inc();
+        self.dead_letters
+            .get_or_create(&labels(&[("endpoint", endpoint)]))
+            .inc();
     }
 
     /// Sets the backlog of one endpoint.
     pub fn set_outbox(&self, endpoint: &str, depth: u64, oldest_age_seconds: f64) {
         let l = labels(&[("endpoint", endpoint)]);
         self.outbox_depth.get_or_create(&l).set(depth as i64);
-        self.outbox_oldest_age.get_or_create(&l).set(oldest_age_seconds);
+        self.outbox_oldest_age
+            .get_or_create(&l)
+            .set(oldest_age_seconds);
     }
 
     /// Counts a reconciliation run.
     pub fn reconcile_run(&self, result: &str) {
-        self.reconcile_runs.get_or_create(&labels(&[("result", result)])).inc();
+        self.reconcile_runs
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
     }
 
     /// Counts a synthesized event.
     pub fn synthesized(&self, label: &str, reason: &str) {
-        self.synthesized_events.get_or_create(&labels(&[("type", label), ("reason", reason)])).inc();
+        self.synthesized_events
+            .get_or_create(&labels(&[("type", label), ("reason", reason)]))
+            .inc();
     }
 
     /// Records whether a component is ready; sources also set `source_connected`.
     pub fn set_component(&self, name: &'static str, ready: bool, detail: impl Into<String>) {
         if name != "outbox" {
-            self.source_connected.get_or_create(&labels(&[("source", name)])).set(i64::from(ready));
+            self.source_connected
+                .get_or_create(&labels(&[("source", name)]))
+                .set(i64::from(ready));
         }
-        let state = ComponentState { ready, detail: detail.into() };
-        self.components.lock().expect("metrics lock poisoned").insert(name, state);
+        let state = ComponentState {
+            ready,
+            detail: detail.into(),
+        };
+        self.components
+            .lock()
+            .expect("metrics lock poisoned")
+            .insert(name, state);
     }
 
     /// Every component's state (for `/readyz`).
     pub fn components(&self) -> BTreeMap<&'static str, ComponentState> {
-        self.components.lock().expect("metrics lock poisoned").clone()
+        self.components
+            .lock()
+            .expect("metrics lock poisoned")
+            .clone()
     }
 }

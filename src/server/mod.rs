@@ -17,14 +17,21 @@ struct ServerState {
 }
 
 /// Serves the operator endpoints on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, outbox: Outbox, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let state = ServerState {
         metrics: outbox.metrics().clone(),
         outbox,
     };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_page))
-        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"alive": true})) }))
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"alive": true})) }),
+        )
         .route("/readyz", axum::routing::get(readyz))
         .route("/status", axum::routing::get(status))
         .with_state(state);
@@ -35,7 +42,10 @@ pub async fn serve(listener: tokio::net::TcpListener, outbox: Outbox, shutdown: 
 
 async fn metrics_page(State(state): State<ServerState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -49,8 +59,13 @@ async fn readyz(State(state): State<ServerState>) -> Response {
         .filter(|(_, c)| !c.ready)
         .map(|(name, c)| format!("{name}: {}", c.detail))
         .collect();
-    let body = serde_json::json!({ "ready": ready, "components": components, "problems": not_ready });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body =
+        serde_json::json!({ "ready": ready, "components": components, "problems": not_ready });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body)).into_response()
 }
 

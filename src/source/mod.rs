@@ -1,0 +1,3 @@
+pub mod file;
+pub mod nomad;
+pub mod redis;
