@@ -141,3 +141,206 @@ pub fn output(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One request the test receiver answered 2xx.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event_id: String,
+    pub sandbox_id: String,
+    pub label: String,
+    pub delivery_id: String,
+    pub attempt: u32,
+    pub signature_ok: bool,
+}
+
+/// Decides the status for a request: (event id, sandbox id, attempt header) → HTTP status.
+pub type Decide = dyn Fn(&str, &str, u32) -> u16 + Send + Sync;
+
+/// A webhook receiver on a real socket (axum on its own runtime) that verifies `X-E2B-Signature`,
+/// answers what `decide` says, and records every request it answered 2xx, in arrival order.
+pub struct TestReceiver {
+    pub port: u16,
+    pub accepted: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestReceiver {
+    /// Starts on `port` (0: any free port).
+    pub fn start(port: u16, secret: &str, decide: std::sync::Arc<Decide>) -> Self {
+        use axum::body::Bytes;
+        use axum::http::HeaderMap;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let secrets = e2b_webhook_emitter::deliver::sign::SecretSet::parse(secret).unwrap();
+        let (acc, reqs) = (accepted.clone(), requests.clone());
+        let handler = move |headers: HeaderMap, body: Bytes| {
+            let (acc, reqs, decide, secrets) =
+                (acc.clone(), reqs.clone(), decide.clone(), secrets.clone());
+            async move {
+                reqs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let signature_ok = e2b_webhook_emitter::deliver::sign::verify_x_e2b(
+                    &secrets,
+                    &body,
+                    &header("x-e2b-signature"),
+                );
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let event_id = json["id"].as_str().unwrap_or_default().to_owned();
+                let sandbox_id = json["sandboxId"].as_str().unwrap_or_default().to_owned();
+                let attempt: u32 = header("e2b-delivery-attempt").parse().unwrap_or(0);
+                let status = decide(&event_id, &sandbox_id, attempt);
+                if (200..300).contains(&status) {
+                    acc.lock().unwrap().push(Delivery {
+                        event_id,
+                        sandbox_id,
+                        label: json["eventLabel"].as_str().unwrap_or_default().to_owned(),
+                        delivery_id: header("e2b-delivery-id"),
+                        attempt,
+                        signature_ok,
+                    });
+                }
+                (axum::http::StatusCode::from_u16(status).unwrap(), "{}")
+            }
+        };
+        let app = axum::Router::new().fallback(axum::routing::post(handler));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            port,
+            accepted,
+            requests,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Everything answered 2xx so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    /// Stops listening (connections are closed).
+    pub fn stop(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns whether it did.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+/// NDJSON of `per_sandbox` events (created, then alternating pause/resume, then killed) for
+/// `sandboxes` sandboxes, interleaved; returns the text and the event ids in order per sandbox.
+pub fn lifecycle_ndjson(
+    sandboxes: usize,
+    per_sandbox: usize,
+) -> (String, HashMap<String, Vec<String>>) {
+    let team = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
+    let mut text = String::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    for step in 0..per_sandbox {
+        for s in 0..sandboxes {
+            let sandbox = format!("isb{s:05}");
+            let (kind, label) = if step == 0 {
+                ("created", "create")
+            } else if step == per_sandbox - 1 {
+                ("killed", "kill")
+            } else if step % 2 == 1 {
+                ("paused", "pause")
+            } else {
+                ("resumed", "resume")
+            };
+            let id = format!("00000000-0000-4000-8000-{:06}{:06}", s, step);
+            let line = serde_json::json!({
+                "id": id, "version": "v2", "type": format!("sandbox.lifecycle.{kind}"),
+                "timestamp": jiff::Timestamp::now().to_string(), "event_category": "lifecycle", "event_label": label,
+                "sandbox_id": sandbox, "sandbox_execution_id": format!("exec-{step}"), "sandbox_template_id": "base",
+                "sandbox_build_id": "b1", "sandbox_team_id": team
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+            order.entry(sandbox).or_default().push(id);
+        }
+    }
+    (text, order)
+}
+
+/// A running `e2b-webhook-emitter run`, its stderr captured to a file.
+pub struct RunningEmitter {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl RunningEmitter {
+    /// Starts `run` with the given extra arguments; logs go to `log`.
+    pub fn start(args: &[&str], log: PathBuf) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = emitter()
+            .arg("run")
+            .args(args)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RunningEmitter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
