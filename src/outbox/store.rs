@@ -31,6 +31,8 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 const NEXT_SEQ: &str = "outbox.next_seq";
 const NEXT_DEAD: &str = "outbox.next_dead_letter";
+/// The endpoint ids of the last `run`, so read-only `status` can list idle endpoints too.
+const ENDPOINTS: &str = "outbox.endpoints";
 
 /// Page cache size: the backlog lives on disk, so a small cache keeps memory flat.
 const CACHE_BYTES: usize = 8 << 20;
@@ -320,7 +322,11 @@ impl Store {
             txn.open_table(PENDING)?;
             txn.open_table(DEAD)?;
             txn.open_table(SANDBOXES)?;
-            txn.open_table(STATE)?;
+            let mut state = txn.open_table(STATE)?;
+            if !routes.is_empty() {
+                let ids: Vec<&str> = routes.iter().map(|r| r.endpoint.as_str()).collect();
+                state.insert(ENDPOINTS, encode(&ids).as_slice())?;
+            }
         }
         txn.commit()?;
         Ok(Self {
@@ -671,10 +677,14 @@ impl Store {
             });
             next_start = Some(format!("{endpoint}\u{0}"));
         }
-        for route in &self.routes {
-            if !endpoints.iter().any(|e| e.endpoint == route.endpoint) {
+        let configured: Vec<String> = match txn.open_table(STATE)?.get(ENDPOINTS)? {
+            Some(v) => decode("endpoints", v.value())?,
+            None => Vec::new(),
+        };
+        for endpoint in configured {
+            if !endpoints.iter().any(|e| e.endpoint == endpoint) {
                 endpoints.push(EndpointBacklog {
-                    endpoint: route.endpoint.clone(),
+                    endpoint,
                     depth: 0,
                     oldest_appended_at_ms: None,
                     oldest_last_error: None,

@@ -168,6 +168,16 @@ pub struct TestReceiver {
 impl TestReceiver {
     /// Starts on `port` (0: any free port).
     pub fn start(port: u16, secret: &str, decide: std::sync::Arc<Decide>) -> Self {
+        Self::start_slow(port, secret, decide, Duration::ZERO)
+    }
+
+    /// Like `start`, but every answer takes `delay`.
+    pub fn start_slow(
+        port: u16,
+        secret: &str,
+        decide: std::sync::Arc<Decide>,
+        delay: Duration,
+    ) -> Self {
         use axum::body::Bytes;
         use axum::http::HeaderMap;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -188,6 +198,7 @@ impl TestReceiver {
                 (acc.clone(), reqs.clone(), decide.clone(), secrets.clone());
             async move {
                 reqs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
                 let header = |n: &str| {
                     headers
                         .get(n)
