@@ -10,7 +10,7 @@
 # into the task's local/ directory.
 #
 # Usage: scripts/release.sh [--out DIR] [--base-url URL]
-#   --out DIR       where to write the files (default: dist/)
+#   --out DIR       where to write the files (default: dist/ in the repository)
 #   --base-url URL  where the tarball will be uploaded; only used to print the
 #                   complete artifact_url for terraform
 set -euo pipefail
@@ -33,7 +33,7 @@ usage_error() {
   exit 2
 }
 
-out_dir="dist"
+out_dir=""
 base_url=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -66,6 +66,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out_dir="${out_dir:-$repo_root/dist}"
 mkdir -p "$out_dir"
 out_dir="$(cd "$out_dir" && pwd)"
 cd "$repo_root"

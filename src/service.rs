@@ -18,7 +18,7 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 /// How often the outbox gauges are refreshed.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(2);
 /// How long delivered event ids are remembered, so a source re-sending them is harmless.
-const DEDUP_WINDOW: Duration = Duration::from_secs(48 * 3600);
+const DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// The outbox with a dispatcher per endpoint, plus any tasks (sources) attached to it.
 pub struct Pipeline {

@@ -1,0 +1,180 @@
+# e2b-webhook-emitter: Nomad service job.
+#
+# This file is a Terraform templatefile() template (rendered by
+# terraform/main.tf), in the style of E2B's own jobs in e2b-dev/infra: a
+# dollar-brace sequence is a template variable that Terraform fills in; a
+# doubled dollar sign escapes it, so that Nomad receives a single one and
+# resolves the value at runtime on the client (NOMAD_ALLOC_DIR, ports, ...).
+# Terraform renders comments too, so they must not contain either sequence
+# by accident.
+#
+# No secret is a template variable. WEBHOOK_SECRET and the Redis URLs (which
+# may embed a password) live in the Nomad Variable nomad/jobs/${job_name};
+# the task's own workload identity may read that path without any extra ACL
+# policy, and the template block below turns it into environment variables.
+# So they appear neither in the jobspec nor in `nomad job inspect`.
+
+job "${job_name}" {
+  type        = "service"
+  namespace   = "${namespace}"
+  datacenters = ${datacenters}
+  node_pool   = "${node_pool}"
+
+  # The release artifact is a static x86_64 Linux binary.
+  constraint {
+    attribute = "$${attr.kernel.name}"
+    value     = "linux"
+  }
+
+  constraint {
+    attribute = "$${attr.cpu.arch}"
+    value     = "amd64"
+  }
+
+  group "emitter" {
+    # Several instances may run at once: they share one Redis consumer group,
+    # so each stream entry goes to one of them.
+    count = ${instance_count}
+
+    # The durable outbox and the dead letters live on this disk (DATA_DIR).
+    # sticky: an updated allocation is placed on the same node and inherits
+    # alloc/data, so a rolling update keeps the backlog. migrate: Nomad also
+    # tries to copy the data when the allocation has to move to another node
+    # (best effort; see docs/operators-guide.md).
+    ephemeral_disk {
+      sticky  = true
+      migrate = true
+      size    = ${disk_mb}
+    }
+
+    network {
+      port "http" {}
+    }
+
+    # Nomad-native service (no Consul needed), like E2B's orchestrator job.
+    # The check uses the emitter's readiness endpoint, so a rolling update
+    # only proceeds once the new instance reports ready.
+    service {
+      name     = "${job_name}"
+      provider = "nomad"
+      port     = "http"
+      tags     = ["metrics"]
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/readyz"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
+
+    # Prefer restarting in place: a restart keeps the allocation, and with it
+    # the outbox. mode = "delay" keeps retrying instead of failing the
+    # allocation and rescheduling it away from its data.
+    restart {
+      attempts = 5
+      interval = "10m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    # One instance at a time, no canary: the old allocation stops (draining
+    # gracefully) before its replacement starts on the same node with the
+    # same alloc/data. A replacement that never turns healthy is rolled back.
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "15s"
+      healthy_deadline  = "5m"
+      progress_deadline = "10m"
+      auto_revert       = true
+    }
+
+    task "emitter" {
+      driver = "raw_exec"
+
+      # The release tarball holds the binary at its root; Nomad unpacks it
+      # into local/. With a checksum, a tampered or truncated download is
+      # refused instead of run.
+      artifact {
+        source      = "${artifact_url}"
+        destination = "local/"
+        %{~ if artifact_checksum != "" }
+        options {
+          checksum = "${artifact_checksum}"
+        }
+        %{~ endif }
+      }
+
+      config {
+        command = "local/e2b-webhook-emitter"
+        args    = ["run", "--log-format", "json"]
+      }
+
+      # Exposes the task's workload identity as NOMAD_TOKEN. The ACL policy
+      # that terraform/main.tf attaches to this job grants it read-job on the
+      # orchestrators' namespace, nothing more.
+      identity {
+        env = true
+      }
+
+      # Non-secret settings only (see the header). Every key must be an
+      # environment variable that `e2b-webhook-emitter run --help` lists.
+      env {
+        WEBHOOK_URL    = "${webhook_url}"
+        WEBHOOK_FORMAT = "${webhook_format}"
+        WEBHOOK_EVENTS = "${webhook_events}"
+        %{~ if team_ids != "" }
+        E2B_TEAM_IDS   = "${team_ids}"
+        %{~ endif }
+        REDIS_STREAM   = "${redis_stream}"
+        # The allocation name (job.group[index]) survives restarts and
+        # rolling updates, so a replacement instance resumes the Redis
+        # consumer that its predecessor left, pending entries included.
+        REDIS_CONSUMER = "$${NOMAD_ALLOC_NAME}"
+
+        # Where the orchestrators' allocations are read from. By default the
+        # local client's Task API socket, which accepts the workload identity
+        # and needs neither the agent's address nor its TLS settings.
+        NOMAD_ADDR      = "${task_nomad_addr}"
+        NOMAD_NAMESPACE = "${orchestrator_namespace}"
+
+        DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data"
+        LISTEN_ADDR = "$${NOMAD_ADDR_http}"
+      }
+
+      # Secrets, rendered from the Nomad Variable into secrets/ (never
+      # written to the jobspec). toJSON quotes each value so that any
+      # character in it survives the env-file parser. When the variable
+      # changes (secret rotation) the task is restarted with the new values.
+      template {
+        destination = "secrets/env"
+        env         = true
+        change_mode = "restart"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/${job_name}" }}
+          WEBHOOK_SECRET={{ .webhook_secret.Value | toJSON }}
+          {{- with .redis_url.Value }}
+          REDIS_URL={{ . | toJSON }}
+          {{- end }}
+          {{- with .redis_cluster_url.Value }}
+          REDIS_CLUSTER_URL={{ . | toJSON }}
+          {{- end }}
+          {{- end }}
+        EOT
+      }
+
+      # SIGTERM starts the emitter's graceful drain (in-flight deliveries are
+      # finished). Nomad waits kill_timeout before SIGKILL, capped by the
+      # client's max_kill_timeout (30s by default; E2B's API nodes allow 24h).
+      kill_signal  = "SIGTERM"
+      kill_timeout = "45s"
+
+      resources {
+        cpu    = ${cpu_mhz}
+        memory = ${memory_mb}
+      }
+    }
+  }
+}

@@ -1,0 +1,247 @@
+# Inputs of the e2b-webhook-emitter module.
+#
+# Values that end up in the Nomad jobspec are validated to contain no quote,
+# backslash or "${" sequence: the jobspec template puts them inside HCL
+# strings, and Nomad would otherwise misparse or interpolate them.
+
+# --- Webhook ---------------------------------------------------------------
+
+variable "webhook_url" {
+  description = "URL that receives the signed webhooks (http:// or https://), e.g. https://app.example.com/api/webhooks/e2b."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?([/?#][A-Za-z0-9._~:/?#@!&'()*+,;=%\\[\\]-]*)?$", var.webhook_url))
+    error_message = "The webhook_url must be an http:// or https:// URL with a host, without spaces, quotes, backslashes or '$'."
+  }
+}
+
+variable "webhook_secret" {
+  description = "Secret used to sign every webhook (e.g. the output of `openssl rand -hex 32`). During a rotation it may hold several secrets separated by spaces, newest first: standard-webhooks signs with each of them, the other formats with the first. Stored in a Nomad Variable, never in the jobspec."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for s in split(" ", trimspace(var.webhook_secret)) : length(s) >= 32])
+    error_message = "The webhook_secret must be at least 32 characters long (each one, when several are given separated by spaces)."
+  }
+}
+
+variable "webhook_format" {
+  description = "Wire format of the webhooks: \"x-e2b-signature\" (hex HMAC-SHA256 of the body in X-E2B-Signature), \"e2b-cloud\" (E2B Cloud's e2b-signature headers) or \"standard-webhooks\" (Standard Webhooks / Svix)."
+  type        = string
+  default     = "x-e2b-signature"
+
+  validation {
+    condition     = contains(["x-e2b-signature", "e2b-cloud", "standard-webhooks"], var.webhook_format)
+    error_message = "The webhook_format must be one of x-e2b-signature, e2b-cloud, standard-webhooks."
+  }
+}
+
+variable "webhook_events" {
+  description = "Lifecycle events to deliver; update and checkpoint are opt-in, [\"*\"] delivers all."
+  type        = list(string)
+  default     = ["create", "kill", "pause", "resume"]
+
+  validation {
+    condition = length(var.webhook_events) > 0 && alltrue([
+      for e in var.webhook_events : contains(["create", "kill", "pause", "resume", "update", "checkpoint", "*"], e)
+    ])
+    error_message = "The webhook_events must be a non-empty list of: create, kill, pause, resume, update, checkpoint (or \"*\" for all)."
+  }
+}
+
+variable "team_ids" {
+  description = "E2B team UUIDs whose sandbox events are delivered. The emitter keeps the wh:<team> Redis keys for them alive; the orchestrator only publishes events of teams that have that key."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for id in var.team_ids : can(regex("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", id))
+    ])
+    error_message = "Every entry of team_ids must be a UUID such as 3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718."
+  }
+}
+
+# --- Redis (the orchestrator's event stream) -------------------------------
+
+variable "redis_url" {
+  description = "URL of the Redis that E2B's orchestrator publishes to: redis://[:password@]host:port[/db] or rediss://... (E2B's own jobs get it as host:port; add the scheme). May contain a password, so it is kept in the Nomad Variable, not in the jobspec. Leave empty when redis_cluster_url is used."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.redis_url == "" || can(regex("^rediss?://[^\\s]+$", var.redis_url))
+    error_message = "The redis_url must be empty or a redis:// or rediss:// URL."
+  }
+}
+
+variable "redis_cluster_url" {
+  description = "URL of a Redis Cluster (the orchestrator's REDIS_CLUSTER_URL), used instead of redis_url. Kept in the Nomad Variable."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "redis_stream" {
+  description = "Redis stream the orchestrator writes lifecycle events to."
+  type        = string
+  default     = "sandbox.events.stream"
+
+  validation {
+    condition     = can(regex("^[^\\s\"\\\\$]+$", var.redis_stream))
+    error_message = "The redis_stream must not be empty or contain spaces, quotes, backslashes or '$'."
+  }
+}
+
+# --- Nomad -----------------------------------------------------------------
+
+variable "nomad_address" {
+  description = "Nomad API address Terraform uses to register the job, e.g. https://nomad.example.com. Null uses the provider default (NOMAD_ADDR, else http://127.0.0.1:4646)."
+  type        = string
+  default     = null
+}
+
+variable "nomad_token" {
+  description = "Nomad ACL token Terraform uses (needs to write jobs, variables and ACL policies). Null uses NOMAD_TOKEN from the environment. The emitter itself never gets this token: it runs with its workload identity."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "namespace" {
+  description = "Nomad namespace of the emitter job and of its Nomad Variable."
+  type        = string
+  default     = "default"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9-]{1,128}$", var.namespace))
+    error_message = "The namespace must be 1-128 letters, digits or dashes."
+  }
+}
+
+variable "orchestrator_namespace" {
+  description = "Nomad namespace in which E2B's orchestrator jobs run; the emitter gets read-job there and nowhere else."
+  type        = string
+  default     = "default"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9-]{1,128}$", var.orchestrator_namespace))
+    error_message = "The orchestrator_namespace must be 1-128 letters, digits or dashes."
+  }
+}
+
+variable "task_nomad_address" {
+  description = "NOMAD_ADDR given to the emitter task. The default is the Task API socket of the local Nomad client, which authenticates the task's workload identity; use an http(s):// agent address only if that socket cannot be used."
+  type        = string
+  default     = "unix://$${NOMAD_SECRETS_DIR}/api.sock"
+
+  validation {
+    condition     = can(regex("^(unix|https?)://[^\\s\"\\\\]+$", var.task_nomad_address))
+    error_message = "The task_nomad_address must start with unix://, http:// or https:// and contain no spaces, quotes or backslashes."
+  }
+}
+
+variable "job_name" {
+  description = "Nomad job ID of the emitter. Also names its Nomad Variable (nomad/jobs/<job_name>), its service and its ACL policy."
+  type        = string
+  default     = "e2b-webhook-emitter"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9-]{1,100}$", var.job_name))
+    error_message = "The job_name must be 1-100 letters, digits or dashes (it is also part of an ACL policy name)."
+  }
+}
+
+variable "datacenters" {
+  description = "Nomad datacenters the job may run in."
+  type        = list(string)
+  default     = ["*"]
+
+  validation {
+    condition     = length(var.datacenters) > 0 && alltrue([for dc in var.datacenters : can(regex("^[a-zA-Z0-9*._-]+$", dc))])
+    error_message = "The datacenters must be a non-empty list of datacenter names (letters, digits, '.', '_', '-', '*')."
+  }
+}
+
+variable "node_pool" {
+  description = "Nomad node pool to run in. Its nodes must have the raw_exec driver enabled (in E2B: the api pool)."
+  type        = string
+  default     = "default"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9._-]{1,128}$", var.node_pool))
+    error_message = "The node_pool must be 1-128 letters, digits, '.', '_' or '-'."
+  }
+}
+
+variable "instance_count" {
+  description = "Number of emitter instances. They share one Redis consumer group, so more than one gives redundancy, not duplicates."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.instance_count >= 1 && floor(var.instance_count) == var.instance_count
+    error_message = "The instance_count must be a whole number, at least 1."
+  }
+}
+
+# --- Artifact ----------------------------------------------------------------
+
+variable "artifact_url" {
+  description = "URL of the release tarball printed by scripts/release.sh (any source Nomad's artifact block accepts: https://..., gcs::https://..., s3::https://...)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9]+(::[a-z0-9]+)?://[^\\s\"\\\\$]+$", var.artifact_url))
+    error_message = "The artifact_url must be a URL such as https://host/path/file.tar.gz, without spaces, quotes, backslashes or '$'."
+  }
+}
+
+variable "artifact_checksum" {
+  description = "Checksum of the tarball, \"sha256:<hex>\" as printed by scripts/release.sh. Nomad refuses a download that does not match. Empty skips the check (not recommended)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.artifact_checksum == "" || can(regex("^sha256:[0-9a-f]{64}$", var.artifact_checksum))
+    error_message = "The artifact_checksum must be empty or \"sha256:\" followed by 64 lowercase hex digits."
+  }
+}
+
+# --- Resources and logging -------------------------------------------------
+
+variable "cpu_mhz" {
+  description = "CPU reserved for each instance, in MHz."
+  type        = number
+  default     = 200
+
+  validation {
+    condition     = var.cpu_mhz >= 50
+    error_message = "The cpu_mhz must be at least 50."
+  }
+}
+
+variable "memory_mb" {
+  description = "Memory reserved for each instance, in MB. The backlog lives on disk, so this does not grow with it."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.memory_mb >= 64
+    error_message = "The memory_mb must be at least 64."
+  }
+}
+
+variable "disk_mb" {
+  description = "Ephemeral disk for the outbox and dead letters, in MB (used by Nomad for placement). Size it for the longest receiver outage you want to ride out."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = var.disk_mb >= 300
+    error_message = "The disk_mb must be at least 300."
+  }
+}
