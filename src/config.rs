@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// Trim the stream up to what the consumer group has acknowledged (false keeps every entry).
     #[arg(long, env = "REDIS_TRIM", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub redis_trim: bool,
+    /// CA certificate (PEM, base64-encoded) that signed Redis's TLS certificate, as the orchestrator reads it.
+    #[arg(long, env = "REDIS_TLS_CA_BASE64", value_name = "BASE64")]
+    pub redis_tls_ca_base64: Option<String>,
     /// Teams whose events the orchestrator should publish (UUIDs, comma-separated).
     #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
     pub team_ids: String,
@@ -208,6 +211,8 @@ pub struct RedisConfig {
     pub claim_idle: Duration,
     /// Whether to trim acknowledged entries from the stream.
     pub trim: bool,
+    /// PEM CA certificate(s) to trust for rediss:// instead of the public roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// The Nomad API settings.
@@ -463,6 +468,27 @@ fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
         .unwrap_or_else(default_consumer);
     let claim_idle = parse_duration(&args.redis_claim_idle)
         .map_err(|e| ConfigError::new("REDIS_CLAIM_IDLE (--redis-claim-idle)", e))?;
+    let tls_ca_pem = match args.redis_tls_ca_base64.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(_) if parsed.scheme() != "rediss" => {
+            return Err(ConfigError::new(
+                "REDIS_TLS_CA_BASE64 (--redis-tls-ca-base64)",
+                "is set, but the Redis URL does not use TLS; write it as rediss://host:port, or remove the CA",
+            ));
+        }
+        Some(encoded) => Some(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).map_err(
+                |e| {
+                    ConfigError::new(
+                        "REDIS_TLS_CA_BASE64 (--redis-tls-ca-base64)",
+                        format!(
+                            "is not base64 ({e}); encode the PEM file with `base64 -w0 ca.pem`"
+                        ),
+                    )
+                },
+            )?,
+        ),
+    };
     Ok(Some(RedisConfig {
         url: Secret::new(full),
         cluster,
@@ -471,6 +497,7 @@ fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
         consumer,
         claim_idle,
         trim: args.redis_trim,
+        tls_ca_pem,
     }))
 }
 
@@ -584,6 +611,23 @@ mod tests {
                 .setting
                 .starts_with("REDIS_URL")
         );
+    }
+
+    #[test]
+    fn redis_tls_ca_needs_rediss_and_base64() {
+        let mut a = args();
+        a.redis_claim_idle = "60s".into();
+        a.redis_url = Some("rediss://:pw@redis:6380".into());
+        a.redis_tls_ca_base64 = Some("LS0tLS1CRUdJTg==".into());
+        let redis = RunConfig::from_args(&a).unwrap().redis.unwrap();
+        assert_eq!(redis.tls_ca_pem.as_deref(), Some(&b"-----BEGIN"[..]));
+        a.redis_tls_ca_base64 = Some("not base64!".into());
+        let err = RunConfig::from_args(&a).unwrap_err();
+        assert!(err.setting.starts_with("REDIS_TLS_CA_BASE64"), "{err}");
+        a.redis_url = Some("redis://redis:6379".into());
+        a.redis_tls_ca_base64 = Some("LS0tLS1CRUdJTg==".into());
+        let err = RunConfig::from_args(&a).unwrap_err();
+        assert!(err.message.contains("rediss://"), "{err}");
     }
 
     #[test]

@@ -308,7 +308,7 @@ fn sign_and_verify_commands_agree_with_openssl() {
 fn receive_accepts_valid_rejects_unsigned_and_malformed() {
     let port = free_port();
     let secret = "receiver-secret";
-    let mut child = emitter()
+    let child = emitter()
         .args([
             "receive",
             "--listen",

@@ -1,0 +1,1075 @@
+//! The Redis source: consumes the orchestrator's `sandbox.events.stream` through a consumer
+//! group, keeps the `wh:<team>` gate keys alive, claims what lost instances left behind and
+//! trims what the group has finished.
+//!
+//! An entry is acknowledged (`XACK`) only after the outbox has durably committed it, or set it
+//! aside as malformed. Whatever happens before that — a crash, a lost connection, a full disk —
+//! leaves the entry pending in the group, and it is read again: by this consumer when it comes
+//! back (pending entries are read first), or by another instance once it has been idle for
+//! `claim_idle` (`XAUTOCLAIM`).
+
+use crate::config::RedisConfig;
+use crate::event::SandboxEvent;
+use crate::outbox::{MalformedInput, Outbox, OutboxError};
+use crate::server::metrics::Metrics;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::streams::{
+    StreamInfoConsumersReply, StreamInfoGroupsReply, StreamPendingReply, StreamTrimOptions,
+    StreamTrimmingMode,
+};
+use redis::{AsyncCommands, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The source name in the outbox, the metrics and the readiness report.
+const SOURCE: &str = "redis";
+/// Entries per `XREADGROUP` / `XAUTOCLAIM`, and so per outbox commit.
+const BATCH: usize = 256;
+/// How long one `XREADGROUP` waits for new entries; timers run between reads.
+const BLOCK: Duration = Duration::from_secs(2);
+/// A blocked `XREADGROUP` answers after `BLOCK`; no answer well after that means a dead connection.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connecting (TCP, TLS, AUTH) longer than this counts as a failed attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The orchestrator only checks that `wh:<team>` exists (`EXISTS`); the value tells an operator
+/// reading the key who keeps it.
+const GATE_KEY_VALUE: &str = "e2b-webhook-emitter";
+/// Gate keys expire this long after the last refresh: the orchestrator keeps publishing through
+/// emitter restarts and short Redis outages, and stops within minutes once the emitter is gone.
+const GATE_KEY_TTL: Duration = Duration::from_secs(600);
+/// How often the gate keys are refreshed (a tenth of their lifetime).
+const GATE_KEY_REFRESH: Duration = Duration::from_secs(60);
+/// How often the group's lag is read and the stream trimmed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// A consumer idle this long with nothing pending is an instance that was replaced (consumer
+/// names are allocation ids); it is removed from the group so the consumer list stays short.
+/// A live consumer touches the group every `BLOCK`.
+const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The first delay before reconnecting; later ones grow exponentially, with jitter.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
+/// The longest delay between reconnection attempts.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// Why the Redis source stopped or is retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSourceError {
+    /// A connection setting cannot be used; the source does not start.
+    #[error("{setting}: {reason}")]
+    InvalidSetting {
+        /// `REDIS_URL`, `REDIS_CLUSTER_URL` or `REDIS_TLS_CA_BASE64`.
+        setting: &'static str,
+        /// What is wrong and what is expected (never the URL itself: it may hold a password).
+        reason: String,
+    },
+    /// Connecting to Redis or a command failed; retried after a delay.
+    #[error(
+        "Redis at {addr}: {error}; check that Redis is reachable and that the URL's host, port, password and scheme (rediss:// for TLS) are right"
+    )]
+    Redis {
+        /// `host:port` of the configured node.
+        addr: String,
+        /// What Redis or the connection reported (in the message, not chained, so it shows once).
+        error: RedisError,
+    },
+    /// Redis answered in a shape this source does not understand; retried after a delay.
+    #[error(
+        "unexpected reply from Redis to {command}: {detail}; Redis 7 or newer is required (XAUTOCLAIM, XINFO lag)"
+    )]
+    UnexpectedReply {
+        /// The command.
+        command: &'static str,
+        /// What was wrong with the reply.
+        detail: String,
+    },
+    /// Our consumer group vanished (deleted, or Redis lost its data); it is created again.
+    #[error(
+        "the consumer group {group} is gone from {stream} (deleted, or Redis restarted without its data); creating it again at the stream's end"
+    )]
+    GroupMissing {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+    /// The outbox could not commit a batch; the entries stay pending and are read again.
+    #[error("the outbox did not commit a batch from the stream: {0}")]
+    Outbox(OutboxError),
+}
+
+impl From<OutboxError> for RedisSourceError {
+    fn from(error: OutboxError) -> Self {
+        Self::Outbox(error)
+    }
+}
+
+/// Consumes the orchestrator's sandbox event stream into the outbox.
+pub struct RedisStreamSource {
+    config: RedisConfig,
+    team_ids: Vec<Uuid>,
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
+    /// `host:port` of the configured node: the only part of the URL that is ever logged.
+    addr: String,
+    /// Other consumer groups on the stream, as last reported (trimming ignores them).
+    other_groups: Vec<String>,
+}
+
+impl RedisStreamSource {
+    /// A source for `config`, keeping the gate keys of `team_ids`.
+    pub fn new(
+        config: RedisConfig,
+        team_ids: Vec<Uuid>,
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let addr = display_addr(url_of(&config));
+        Self {
+            config,
+            team_ids,
+            outbox,
+            metrics,
+            addr,
+            other_groups: Vec::new(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled; returns after the current batch is committed and acked.
+    ///
+    /// Connection and outbox failures are logged, reported through readiness and retried with
+    /// backoff; only an unusable setting (URL, TLS CA) ends the source with an error.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RedisSourceError> {
+        let client = RedisClient::open(&self.config)?;
+        self.warn_about_configuration();
+        self.metrics
+            .set_component(SOURCE, false, format!("connecting to {}", self.addr));
+        let mut backoff = Backoff::new();
+        loop {
+            let error = match self.consume(&client, &mut backoff, &shutdown).await {
+                Ok(()) => {
+                    tracing::info!(redis = %self.addr, "Redis source stopped");
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            let delay = backoff.next_delay();
+            self.metrics.set_component(SOURCE, false, error.to_string());
+            tracing::warn!(
+                redis = %self.addr,
+                retry_in_ms = delay.as_millis() as u64,
+                "Redis source not consuming, retrying (entries not yet acknowledged stay pending in Redis): {error}"
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn warn_about_configuration(&self) {
+        if self.team_ids.is_empty() {
+            tracing::warn!(
+                "E2B_TEAM_IDS is empty: no wh:<team> gate key is kept, so the orchestrator publishes no events to {}; set E2B_TEAM_IDS to the teams whose sandboxes should send webhooks",
+                self.config.stream
+            );
+        }
+        if let Some(db) = selected_database(url_of(&self.config)) {
+            tracing::warn!(
+                redis = %self.addr,
+                "the Redis URL selects database {db}, but the orchestrator writes the stream and checks the gate keys in database 0; remove /{db} from the URL"
+            );
+        }
+    }
+
+    /// One connection's life: set up, catch up, then read until shutdown or an error.
+    async fn consume(
+        &mut self,
+        client: &RedisClient,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RedisSourceError> {
+        let mut conn = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            conn = client.connect() => conn.map_err(|e| self.redis_error(e))?,
+        };
+        self.ensure_group(&mut conn).await?;
+        // Only once the group exists: see `ensure_group` for why the order matters.
+        self.refresh_gate_keys(&mut conn).await?;
+        self.metrics.set_component(
+            SOURCE,
+            true,
+            format!(
+                "consuming {} as {}/{} at {}",
+                self.config.stream, self.config.group, self.config.consumer, self.addr
+            ),
+        );
+        tracing::info!(
+            redis = %self.addr,
+            stream = %self.config.stream,
+            group = %self.config.group,
+            consumer = %self.config.consumer,
+            teams = self.team_ids.len(),
+            "consuming the orchestrator's event stream"
+        );
+        backoff.reset();
+        self.read_own_pending(&mut conn).await?;
+
+        let claim_interval =
+            (self.config.claim_idle / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+        let start = Instant::now();
+        let mut next_gate_refresh = start + GATE_KEY_REFRESH;
+        let mut next_claim = start;
+        let mut next_housekeeping = start;
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= next_gate_refresh {
+                self.refresh_gate_keys(&mut conn).await?;
+                next_gate_refresh = now + GATE_KEY_REFRESH;
+            }
+            if now >= next_claim {
+                self.claim_abandoned(&mut conn).await?;
+                next_claim = now + claim_interval;
+            }
+            if now >= next_housekeeping {
+                self.housekeeping(&mut conn).await?;
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            }
+            // Not abandoned on shutdown (it ends within BLOCK): what it returns is committed and
+            // acknowledged now, rather than left pending until a successor claims it.
+            let entries = self.read_group(&mut conn, ">", Some(BLOCK)).await?;
+            self.commit(&mut conn, entries).await?;
+        }
+    }
+
+    /// Creates the consumer group if it is missing.
+    ///
+    /// A new group starts at `$`, the stream's current end, not at `0`: the orchestrator writes
+    /// whenever any `wh:` key exists, so an existing stream may hold a history written for
+    /// someone else or a previous installation, and replaying it would send webhooks about
+    /// long-gone sandboxes. Nothing of ours is skipped, because the gate keys are set only after
+    /// the group exists: every event the orchestrator publishes because of them comes after the
+    /// group's start. An existing group keeps its position.
+    async fn ensure_group(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
+        let created: Result<(), RedisError> = conn
+            .xgroup_create_mkstream(&self.config.stream, &self.config.group, "$")
+            .await;
+        match created {
+            Ok(()) => {
+                tracing::info!(
+                    stream = %self.config.stream,
+                    group = %self.config.group,
+                    "created the consumer group at the end of the stream"
+                );
+                Ok(())
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(self.redis_error(e)),
+        }
+    }
+
+    /// Sets every team's `wh:<team>` key with a fresh expiry. Keys are never deleted: when the
+    /// emitter stops they expire by themselves, after the orchestrator has kept publishing
+    /// through a restart.
+    async fn refresh_gate_keys(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
+        // One command per key: in a cluster the keys live in different slots.
+        for team in &self.team_ids {
+            let () = conn
+                .set_ex(gate_key(team), GATE_KEY_VALUE, GATE_KEY_TTL.as_secs())
+                .await
+                .map_err(|e| self.redis_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads what this consumer was handed before and never acknowledged (a crash or a lost
+    /// connection between reading and acking), oldest first.
+    async fn read_own_pending(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
+        let mut after = "0".to_owned();
+        loop {
+            let entries = self.read_group(conn, &after, None).await?;
+            let Some(last) = entries.last() else {
+                return Ok(());
+            };
+            after = last.id.clone();
+            tracing::info!(
+                count = entries.len(),
+                "reading entries this consumer had received but not acknowledged"
+            );
+            self.commit(conn, entries).await?;
+        }
+    }
+
+    /// `XREADGROUP` from `id`: `>` for new entries, an id for this consumer's pending ones.
+    async fn read_group(
+        &self,
+        conn: &mut RedisConnection,
+        id: &str,
+        block: Option<Duration>,
+    ) -> Result<Vec<StreamEntry>, RedisSourceError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.config.group)
+            .arg(&self.config.consumer)
+            .arg("COUNT")
+            .arg(BATCH);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.config.stream).arg(id);
+        let reply: Value = cmd
+            .query_async(conn)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        parse_read_reply(reply).map_err(|detail| RedisSourceError::UnexpectedReply {
+            command: "XREADGROUP",
+            detail,
+        })
+    }
+
+    /// Takes over entries pending for another consumer for longer than `claim_idle`: a lost
+    /// instance's unfinished work. Scans the group's whole pending list.
+    async fn claim_abandoned(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
+        let min_idle_ms = self.config.claim_idle.as_millis() as u64;
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let reply: Value = redis::cmd("XAUTOCLAIM")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&self.config.consumer)
+                .arg(min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(conn)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            let claim = parse_autoclaim_reply(reply).map_err(|detail| {
+                RedisSourceError::UnexpectedReply {
+                    command: "XAUTOCLAIM",
+                    detail,
+                }
+            })?;
+            if !claim.entries.is_empty() {
+                tracing::info!(
+                    count = claim.entries.len(),
+                    idle_ms = min_idle_ms,
+                    "claimed entries another consumer left unacknowledged"
+                );
+            }
+            self.commit(conn, claim.entries).await?;
+            if claim.next == "0-0" {
+                break;
+            }
+            cursor = claim.next;
+        }
+        self.forget_replaced_consumers(conn).await
+    }
+
+    async fn forget_replaced_consumers(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<(), RedisSourceError> {
+        let reply: StreamInfoConsumersReply = conn
+            .xinfo_consumers(&self.config.stream, &self.config.group)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        let forget_after_ms = FORGET_CONSUMER_AFTER.as_millis() as usize;
+        for consumer in reply.consumers.iter().filter(|c| {
+            c.name != self.config.consumer && c.pending == 0 && c.idle > forget_after_ms
+        }) {
+            let _pending: usize = conn
+                .xgroup_delconsumer(&self.config.stream, &self.config.group, &consumer.name)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            tracing::info!(
+                consumer = %consumer.name,
+                idle_s = consumer.idle / 1000,
+                "removed a consumer idle for a day with nothing pending (a replaced instance)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Commits a batch to the outbox (malformed entries set aside), then acknowledges it.
+    async fn commit(
+        &self,
+        conn: &mut RedisConnection,
+        entries: Vec<StreamEntry>,
+    ) -> Result<(), RedisSourceError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let mut events = Vec::with_capacity(entries.len());
+        let mut malformed = Vec::new();
+        for entry in entries {
+            match entry.decode() {
+                Ok(event) => events.push(event),
+                Err(input) => {
+                    tracing::warn!(
+                        stream_id = %input.position,
+                        reason = %input.reason,
+                        "setting aside a stream entry that is not a valid event (kept in the dead-letter store)"
+                    );
+                    malformed.push(input);
+                }
+            }
+        }
+        if !events.is_empty() {
+            let report = self.outbox.append(SOURCE, events).await?;
+            if report.duplicates > 0 {
+                tracing::debug!(
+                    duplicates = report.duplicates,
+                    "skipped events already in the outbox (entries read again after a restart)"
+                );
+            }
+        }
+        if !malformed.is_empty() {
+            self.outbox.set_aside(malformed).await?;
+        }
+        let _acked: usize = conn
+            .xack(&self.config.stream, &self.config.group, &ids)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        Ok(())
+    }
+
+    /// Reports the group's lag and trims the stream up to what the group has finished.
+    async fn housekeeping(&mut self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
+        // Read before XPENDING: anything handed out after this read has an id above
+        // `last_delivered_id`, so the threshold below stays under it (see `trim_threshold`).
+        let groups: StreamInfoGroupsReply = conn
+            .xinfo_groups(&self.config.stream)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        let Some(ours) = groups.groups.iter().find(|g| g.name == self.config.group) else {
+            return Err(RedisSourceError::GroupMissing {
+                stream: self.config.stream.clone(),
+                group: self.config.group.clone(),
+            });
+        };
+        if let Some(lag) = ours.lag {
+            self.metrics.redis_lag.set(lag as i64);
+        }
+        if !self.config.trim {
+            return Ok(());
+        }
+        let last_delivered: EntryId = parse_id("XINFO GROUPS", &ours.last_delivered_id)?;
+        self.note_other_groups(&groups);
+        let pending: StreamPendingReply = conn
+            .xpending(&self.config.stream, &self.config.group)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        let oldest_pending = match pending {
+            StreamPendingReply::Data(data) => Some(parse_id("XPENDING", &data.start_id)?),
+            _ => None,
+        };
+        let min_id = trim_threshold(last_delivered, oldest_pending);
+        let trimmed: usize = conn
+            .xtrim_options(
+                &self.config.stream,
+                &StreamTrimOptions::minid(StreamTrimmingMode::Exact, min_id.to_string()),
+            )
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        if trimmed > 0 {
+            tracing::debug!(trimmed, %min_id, "trimmed acknowledged entries from the stream");
+        }
+        Ok(())
+    }
+
+    /// Warns when another consumer group reads the stream: trimming follows only ours.
+    fn note_other_groups(&mut self, groups: &StreamInfoGroupsReply) {
+        let others: Vec<String> = groups
+            .groups
+            .iter()
+            .map(|g| g.name.clone())
+            .filter(|name| *name != self.config.group)
+            .collect();
+        if !others.is_empty() && others != self.other_groups {
+            tracing::warn!(
+                stream = %self.config.stream,
+                other_groups = ?others,
+                "other consumer groups read this stream, but trimming follows only group {}; set REDIS_TRIM=false if they need entries this group has finished",
+                self.config.group
+            );
+        }
+        self.other_groups = others;
+    }
+
+    fn redis_error(&self, error: RedisError) -> RedisSourceError {
+        RedisSourceError::Redis {
+            addr: self.addr.clone(),
+            error,
+        }
+    }
+}
+
+/// The connection URL (built from a `String`, so always UTF-8).
+fn url_of(config: &RedisConfig) -> &str {
+    std::str::from_utf8(config.url.as_bytes()).unwrap_or_default()
+}
+
+/// The key whose existence makes the orchestrator publish `team`'s events.
+fn gate_key(team: &Uuid) -> String {
+    // Lowercase hyphenated, as the orchestrator formats it (Go's uuid.UUID.String()).
+    format!("wh:{}", team.hyphenated())
+}
+
+/// `host:port` of a Redis URL, for logs and readiness (the URL may hold a password).
+fn display_addr(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(6379)
+        ),
+        Err(_) => "<unparsable Redis URL>".to_owned(),
+    }
+}
+
+/// The database a Redis URL selects, when it is not 0.
+fn selected_database(url: &str) -> Option<u64> {
+    let url = url::Url::parse(url).ok()?;
+    let db: u64 = url.path().trim_matches('/').parse().ok()?;
+    (db != 0).then_some(db)
+}
+
+/// A stream entry id, `<milliseconds>-<sequence>`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct EntryId {
+    ms: u64,
+    seq: u64,
+}
+
+impl EntryId {
+    /// The smallest id above this one.
+    fn successor(self) -> Self {
+        match self.seq.checked_add(1) {
+            Some(seq) => Self { ms: self.ms, seq },
+            None => Self {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
+        }
+    }
+}
+
+impl FromStr for EntryId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        match (ms.parse(), seq.parse()) {
+            (Ok(ms), Ok(seq)) => Ok(Self { ms, seq }),
+            _ => Err(format!("{s:?} is not a stream entry id")),
+        }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+fn parse_id(command: &'static str, id: &str) -> Result<EntryId, RedisSourceError> {
+    id.parse()
+        .map_err(|detail| RedisSourceError::UnexpectedReply { command, detail })
+}
+
+/// The `XTRIM … MINID` threshold: every entry below it has been delivered to the group and
+/// acknowledged.
+///
+/// `last_delivered` must be read before `oldest_pending`. Entries below the oldest pending one
+/// are acknowledged; entries up to `last_delivered` have been delivered. Taking the smaller of
+/// the two bounds also covers entries handed out between the two reads: they are above
+/// `last_delivered`, so a threshold at most its successor never removes them.
+fn trim_threshold(last_delivered: EntryId, oldest_pending: Option<EntryId>) -> EntryId {
+    let after_delivered = last_delivered.successor();
+    oldest_pending.map_or(after_delivered, |pending| pending.min(after_delivered))
+}
+
+/// One stream entry as read.
+#[derive(Debug, Clone, PartialEq)]
+struct StreamEntry {
+    id: String,
+    /// Field/value pairs; `None` when the entry was deleted from the stream while pending.
+    fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl StreamEntry {
+    /// The event in the `payload` field, or the entry as a malformed input with the reason.
+    fn decode(self) -> Result<SandboxEvent, MalformedInput> {
+        let malformed = |raw: String, reason: String| MalformedInput {
+            source: SOURCE.to_owned(),
+            position: self.id.clone(),
+            raw,
+            reason,
+        };
+        let Some(fields) = &self.fields else {
+            return Err(malformed(
+                String::new(),
+                "the entry was deleted from the stream (XDEL or a trim by another client) before it was committed; its content is lost".to_owned(),
+            ));
+        };
+        let Some((_, payload)) = fields.iter().find(|(name, _)| name == b"payload") else {
+            let as_json: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned().into(),
+                    )
+                })
+                .collect();
+            return Err(malformed(
+                serde_json::Value::Object(as_json).to_string(),
+                "no `payload` field (the orchestrator writes XADD <stream> * payload <event JSON>)"
+                    .to_owned(),
+            ));
+        };
+        SandboxEvent::parse(payload).map_err(|e| {
+            malformed(
+                String::from_utf8_lossy(payload).into_owned(),
+                format!("invalid event: {e}"),
+            )
+        })
+    }
+}
+
+/// Parses an `XREADGROUP` reply (RESP2 array or RESP3 map; nil when the wait timed out).
+fn parse_read_reply(reply: Value) -> Result<Vec<StreamEntry>, String> {
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => Ok(pair.swap_remove(1)),
+                other => Err(format!("expected [stream, entries], got {other:?}")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+        other => return Err(format!("expected an array of streams, got {other:?}")),
+    };
+    let mut entries = Vec::new();
+    for stream_entries in streams {
+        entries.extend(parse_entries(stream_entries)?);
+    }
+    Ok(entries)
+}
+
+/// What one `XAUTOCLAIM` call returned.
+#[derive(Debug, PartialEq)]
+struct Claim {
+    /// The cursor for the next call; `0-0` when the scan is complete.
+    next: String,
+    /// Claimed entries, and the pending ids whose entries no longer exist (Redis has already
+    /// dropped those from the pending list; they are recorded as deleted).
+    entries: Vec<StreamEntry>,
+}
+
+/// Parses an `XAUTOCLAIM` reply: `[next, entries, deleted-ids]` (Redis 7).
+fn parse_autoclaim_reply(reply: Value) -> Result<Claim, String> {
+    let Value::Array(parts) = reply else {
+        return Err(format!("expected an array, got {reply:?}"));
+    };
+    let mut parts = parts.into_iter();
+    let (Some(next), Some(claimed), Some(deleted)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected [next-id, entries, deleted-ids]".to_owned());
+    };
+    let mut entries = parse_entries(claimed)?;
+    let Value::Array(deleted) = deleted else {
+        return Err(format!("expected an array of deleted ids, got {deleted:?}"));
+    };
+    for id in deleted {
+        entries.push(StreamEntry {
+            id: text(id)?,
+            fields: None,
+        });
+    }
+    Ok(Claim {
+        next: text(next)?,
+        entries,
+    })
+}
+
+/// Parses `[[id, [field, value, …] | nil], …]`.
+fn parse_entries(value: Value) -> Result<Vec<StreamEntry>, String> {
+    let Value::Array(entries) = value else {
+        return Err(format!("expected an array of entries, got {value:?}"));
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let Value::Array(parts) = entry else {
+                return Err(format!("expected [id, fields], got {entry:?}"));
+            };
+            let mut parts = parts.into_iter();
+            let id = text(parts.next().unwrap_or(Value::Nil))?;
+            let fields = match parts.next().unwrap_or(Value::Nil) {
+                Value::Nil => None,
+                Value::Array(flat) => {
+                    if flat.len() % 2 != 0 {
+                        return Err(format!("entry {id} has an odd number of field values"));
+                    }
+                    let mut pairs = Vec::with_capacity(flat.len() / 2);
+                    let mut flat = flat.into_iter();
+                    while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                        pairs.push((bytes(name)?, bytes(value)?));
+                    }
+                    Some(pairs)
+                }
+                Value::Map(map) => Some(
+                    map.into_iter()
+                        .map(|(name, value)| Ok((bytes(name)?, bytes(value)?)))
+                        .collect::<Result<_, String>>()?,
+                ),
+                other => return Err(format!("entry {id}: expected fields, got {other:?}")),
+            };
+            Ok(StreamEntry { id, fields })
+        })
+        .collect()
+}
+
+fn bytes(value: Value) -> Result<Vec<u8>, String> {
+    match value {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Ok(text.into_bytes()),
+        other => Err(format!("expected a string, got {other:?}")),
+    }
+}
+
+fn text(value: Value) -> Result<String, String> {
+    String::from_utf8(bytes(value)?).map_err(|e| format!("not UTF-8: {e}"))
+}
+
+/// A single-node or cluster client, chosen by `REDIS_URL` / `REDIS_CLUSTER_URL`.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one client per source, made once: boxing saves nothing"
+)]
+enum RedisClient {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl RedisClient {
+    fn open(config: &RedisConfig) -> Result<Self, RedisSourceError> {
+        let url_setting = if config.cluster {
+            "REDIS_CLUSTER_URL"
+        } else {
+            "REDIS_URL"
+        };
+        // Only the error's kind and detail, never the URL: it may hold a password.
+        let invalid = |setting: &'static str, hint: &'static str| {
+            move |e: RedisError| RedisSourceError::InvalidSetting {
+                setting,
+                reason: format!(
+                    "{:?}: {}; {hint}",
+                    e.kind(),
+                    e.detail().unwrap_or("cannot be used")
+                ),
+            }
+        };
+        let url_error = invalid(
+            url_setting,
+            "expected redis://[user:password@]host:port or rediss://… (TLS)",
+        );
+        let ca_error = invalid(
+            "REDIS_TLS_CA_BASE64",
+            "expected a base64-encoded PEM CA certificate",
+        );
+        // Parsed first, so a bad URL and a bad CA are told apart.
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(url_of(config)).map_err(url_error)?;
+        let certs = config
+            .tls_ca_pem
+            .as_ref()
+            .map(|pem| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            });
+        if config.cluster {
+            let mut builder = redis::cluster::ClusterClient::builder(vec![info])
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+                return builder.build().map(Self::Cluster).map_err(ca_error);
+            }
+            builder.build().map(Self::Cluster).map_err(url_error)
+        } else {
+            match certs {
+                Some(certs) => redis::Client::build_with_tls(info, certs)
+                    .map(Self::Single)
+                    .map_err(ca_error),
+                None => redis::Client::open(info)
+                    .map(Self::Single)
+                    .map_err(url_error),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<RedisConnection, RedisError> {
+        match self {
+            Self::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(RedisConnection::Single)
+            }
+            Self::Cluster(client) => client
+                .get_async_connection()
+                .await
+                .map(RedisConnection::Cluster),
+        }
+    }
+}
+
+/// A connection to a single node or to a cluster; commands are the same for both.
+enum RedisConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Delays between reconnection attempts; reset once a connection is working again.
+struct Backoff {
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(RETRY_MAX_DELAY)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            delays: builder.build(),
+            builder,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        self.delays.next().unwrap_or(RETRY_MAX_DELAY)
+    }
+
+    fn reset(&mut self) {
+        self.delays = self.builder.build();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> EntryId {
+        s.parse().unwrap()
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    const EVENT: &str = r#"{"id":"e1","version":"v2","type":"sandbox.lifecycle.killed","timestamp":"2025-10-15T12:00:00Z","sandbox_id":"s1","sandbox_team_id":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d"}"#;
+
+    #[test]
+    fn entry_ids_order_numerically_and_step_to_the_next_id() {
+        assert!(id("9-5") < id("10-0"));
+        assert!(id("10-2") < id("10-10"));
+        assert_eq!(
+            id("1700000000000-3").successor().to_string(),
+            "1700000000000-4"
+        );
+        assert_eq!(
+            id(&format!("5-{}", u64::MAX)).successor().to_string(),
+            "6-0"
+        );
+        assert_eq!(id("42").to_string(), "42-0");
+        assert!("x-1".parse::<EntryId>().is_err());
+    }
+
+    #[test]
+    fn trim_keeps_the_oldest_pending_entry() {
+        assert_eq!(trim_threshold(id("100-0"), Some(id("40-2"))), id("40-2"));
+    }
+
+    #[test]
+    fn trim_with_nothing_pending_removes_exactly_what_was_delivered() {
+        assert_eq!(trim_threshold(id("100-7"), None), id("100-8"));
+        // Nothing delivered yet: the threshold is above 0-0, so nothing goes.
+        assert_eq!(trim_threshold(id("0-0"), None), id("0-1"));
+    }
+
+    #[test]
+    fn trim_never_passes_entries_delivered_after_the_group_was_read() {
+        // XPENDING saw only entries handed out after XINFO GROUPS reported 100-7.
+        assert_eq!(trim_threshold(id("100-7"), Some(id("205-0"))), id("100-8"));
+    }
+
+    #[test]
+    fn read_reply_parses_resp2_entries_and_deleted_ones() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("sandbox.events.stream"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("payload"), bulk(EVENT)]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let entries = parse_read_reply(reply).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, "1-0");
+        assert_eq!(
+            entries[0].fields,
+            Some(vec![(b"payload".to_vec(), EVENT.as_bytes().to_vec())])
+        );
+        assert_eq!(entries[1].fields, None);
+        assert_eq!(parse_read_reply(Value::Nil).unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn read_reply_parses_resp3_maps() {
+        let reply = Value::Map(vec![(
+            bulk("s"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("3-1"),
+                Value::Array(vec![bulk("payload"), bulk("{}")]),
+            ])]),
+        )]);
+        assert_eq!(parse_read_reply(reply).unwrap()[0].id, "3-1");
+    }
+
+    #[test]
+    fn autoclaim_reply_reports_claimed_and_deleted_entries() {
+        let reply = Value::Array(vec![
+            bulk("0-0"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("5-0"),
+                Value::Array(vec![bulk("payload"), bulk(EVENT)]),
+            ])]),
+            Value::Array(vec![bulk("4-0")]),
+        ]);
+        let claim = parse_autoclaim_reply(reply).unwrap();
+        assert_eq!(claim.next, "0-0");
+        let ids: Vec<_> = claim.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["5-0", "4-0"]);
+        assert_eq!(claim.entries[1].fields, None);
+        assert!(parse_autoclaim_reply(Value::Array(vec![bulk("0-0")])).is_err());
+    }
+
+    fn entry(fields: &[(&str, &str)]) -> StreamEntry {
+        StreamEntry {
+            id: "7-0".into(),
+            fields: Some(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn valid_payload_decodes_to_an_event() {
+        let event = entry(&[("payload", EVENT)]).decode().unwrap();
+        assert_eq!(event.id(), "e1");
+        assert_eq!(event.lifecycle.label(), "kill");
+    }
+
+    #[test]
+    fn bad_entries_become_malformed_inputs_with_position_and_reason() {
+        let missing = entry(&[("data", "x")]).decode().unwrap_err();
+        assert_eq!(missing.position, "7-0");
+        assert_eq!(missing.source, "redis");
+        assert_eq!(missing.raw, r#"{"data":"x"}"#);
+        assert!(missing.reason.contains("payload"), "{}", missing.reason);
+
+        let not_json = entry(&[("payload", "{oops")]).decode().unwrap_err();
+        assert_eq!(not_json.raw, "{oops");
+        assert!(
+            not_json.reason.starts_with("invalid event"),
+            "{}",
+            not_json.reason
+        );
+
+        let no_sandbox = entry(&[("payload", r#"{"id":"e2","type":"sandbox.lifecycle.created","sandbox_team_id":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d"}"#)])
+            .decode()
+            .unwrap_err();
+        assert!(
+            no_sandbox.reason.contains("sandbox_id"),
+            "{}",
+            no_sandbox.reason
+        );
+
+        let deleted = StreamEntry {
+            id: "8-0".into(),
+            fields: None,
+        }
+        .decode()
+        .unwrap_err();
+        assert!(deleted.reason.contains("deleted"), "{}", deleted.reason);
+    }
+
+    #[test]
+    fn gate_keys_use_the_orchestrators_format() {
+        let team = Uuid::parse_str("0B8B8A4E-6F4E-4C4A-9A57-3A2F5D3B1C2D").unwrap();
+        assert_eq!(gate_key(&team), "wh:0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d");
+    }
+
+    #[test]
+    fn logged_address_never_contains_the_password() {
+        let addr = display_addr("rediss://user:hunter2@redis.internal:6380/0");
+        assert_eq!(addr, "redis.internal:6380");
+        assert_eq!(display_addr("redis://:pw@10.0.0.5"), "10.0.0.5:6379");
+        assert_eq!(selected_database("redis://h:1/2"), Some(2));
+        assert_eq!(selected_database("redis://h:1/0"), None);
+        assert_eq!(selected_database("redis://h:1"), None);
+    }
+}
