@@ -109,6 +109,46 @@ pub struct RunArgs {
     /// Client key (PEM) for Nomad mTLS.
     #[arg(long, env = "NOMAD_CLIENT_KEY", value_name = "FILE")]
     pub nomad_client_key: Option<PathBuf>,
+    /// Task group of the orchestrator job.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_TASK_GROUP",
+        default_value = "client-orchestrator"
+    )]
+    pub orchestrator_task_group: String,
+    /// Start of the orchestrator job id (E2B deploys `orchestrator-<hash>`).
+    #[arg(long, env = "ORCHESTRATOR_JOB_PREFIX", default_value = "orchestrator")]
+    pub orchestrator_job_prefix: String,
+    /// Label of the orchestrator's gRPC port.
+    #[arg(long, env = "ORCHESTRATOR_PORT_LABEL", default_value = "orchestrator")]
+    pub orchestrator_port_label: String,
+    /// gRPC port used when the allocation labels none.
+    #[arg(long, env = "ORCHESTRATOR_PORT", default_value_t = 5008)]
+    pub orchestrator_port: u16,
+    /// Timeout of one orchestrator `List` call.
+    #[arg(
+        long,
+        env = "ORCHESTRATOR_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub orchestrator_timeout: String,
+    /// Time between reconciliation runs.
+    #[arg(
+        long,
+        env = "RECONCILE_INTERVAL",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub reconcile_interval: String,
+    /// A difference must persist this long (over two runs) before an event is synthesized.
+    #[arg(
+        long,
+        env = "RECONCILE_GRACE",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub reconcile_grace: String,
     /// NDJSON file of orchestrator events to feed in (the file source).
     #[arg(long, env = "EVENTS_FILE", value_name = "FILE")]
     pub events_file: Option<PathBuf>,
@@ -232,6 +272,25 @@ pub struct NomadConfig {
     pub client_key: Option<PathBuf>,
 }
 
+/// Which Nomad allocations are orchestrators, and how often to reconcile with them.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// Task group of the orchestrator job.
+    pub task_group: String,
+    /// Start of the orchestrator job id.
+    pub job_prefix: String,
+    /// Label of the gRPC port.
+    pub port_label: String,
+    /// Port when none is labelled.
+    pub default_port: u16,
+    /// `List` timeout.
+    pub rpc_timeout: Duration,
+    /// Time between runs.
+    pub interval: Duration,
+    /// How long a difference must persist.
+    pub grace: Duration,
+}
+
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -247,6 +306,8 @@ pub struct RunConfig {
     pub team_ids: Vec<Uuid>,
     /// The Nomad watcher, if configured.
     pub nomad: Option<NomadConfig>,
+    /// Orchestrator discovery and reconciliation timing (used with `nomad`).
+    pub reconcile: ReconcileConfig,
     /// The file source, if configured.
     pub events_file: Option<PathBuf>,
     /// Outbox directory.
@@ -351,7 +412,7 @@ impl RunConfig {
         let nomad = match &args.nomad_addr {
             None => None,
             Some(addr) => Some(NomadConfig {
-                addr: parse_http_url(addr)
+                addr: crate::source::nomad::parse_nomad_addr(addr)
                     .map_err(|e| ConfigError::new("NOMAD_ADDR (--nomad-addr)", e))?,
                 token: args
                     .nomad_token
@@ -377,6 +438,7 @@ impl RunConfig {
             redis,
             team_ids,
             nomad,
+            reconcile: reconcile_config(args)?,
             events_file: args.events_file.clone(),
             data_dir: args.data_dir.clone(),
             listen,
@@ -437,6 +499,33 @@ fn endpoint_from_toml(
         secrets,
         events,
         timeout,
+    })
+}
+
+fn reconcile_config(args: &RunArgs) -> Result<ReconcileConfig, ConfigError> {
+    let duration =
+        |setting: &str, text: &str| parse_duration(text).map_err(|e| ConfigError::new(setting, e));
+    let interval = duration(
+        "RECONCILE_INTERVAL (--reconcile-interval)",
+        &args.reconcile_interval,
+    )?;
+    if interval.is_zero() {
+        return Err(ConfigError::new(
+            "RECONCILE_INTERVAL (--reconcile-interval)",
+            "must be more than 0s",
+        ));
+    }
+    Ok(ReconcileConfig {
+        task_group: args.orchestrator_task_group.clone(),
+        job_prefix: args.orchestrator_job_prefix.clone(),
+        port_label: args.orchestrator_port_label.clone(),
+        default_port: args.orchestrator_port,
+        rpc_timeout: duration(
+            "ORCHESTRATOR_TIMEOUT (--orchestrator-timeout)",
+            &args.orchestrator_timeout,
+        )?,
+        interval,
+        grace: duration("RECONCILE_GRACE (--reconcile-grace)", &args.reconcile_grace)?,
     })
 }
 
@@ -556,6 +645,9 @@ mod tests {
             data_dir: "data".into(),
             listen: "127.0.0.1:0".into(),
             max_in_flight: 8,
+            orchestrator_timeout: "10s".into(),
+            reconcile_interval: "30s".into(),
+            reconcile_grace: "60s".into(),
             ..RunArgs::default()
         }
     }

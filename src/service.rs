@@ -252,6 +252,44 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }
+    if let Some(nomad) = &config.nomad {
+        let watcher = crate::source::nomad::NomadAllocationWatcher::new(
+            nomad,
+            crate::source::nomad::WatcherSettings {
+                selector: crate::source::nomad::OrchestratorSelector {
+                    task_group: config.reconcile.task_group.clone(),
+                    job_prefix: config.reconcile.job_prefix.clone(),
+                    port_label: config.reconcile.port_label.clone(),
+                    default_port: config.reconcile.default_port,
+                },
+                ..crate::source::nomad::WatcherSettings::default()
+            },
+            metrics.clone(),
+            pipeline.outbox.clone(),
+        )
+        .map_err(|e| crate::config::ConfigError::new("NOMAD_* settings", e.to_string()))?;
+        let reconciler = crate::reconcile::Reconciler::new(
+            pipeline.outbox.clone(),
+            metrics.clone(),
+            watcher.orchestrators(),
+            crate::reconcile::ReconcileSettings {
+                interval: config.reconcile.interval,
+                grace: config.reconcile.grace,
+                rpc_timeout: config.reconcile.rpc_timeout,
+                require_redis: config.redis.is_some(),
+            },
+        );
+        let token = pipeline.shutdown_token();
+        pipeline.spawn_source(async move {
+            watcher.run(token).await;
+            Ok(())
+        });
+        let token = pipeline.shutdown_token();
+        pipeline.spawn_source(async move {
+            reconciler.run(token).await;
+            Ok(())
+        });
+    }
     pipeline.run_until(shutdown_signal()).await?;
     tracing::info!(
         deadline_s = DRAIN_DEADLINE.as_secs(),

@@ -1,0 +1,427 @@
+//! Reconciliation (DESIGN §4): periodically compares the sandboxes the events say are running
+//! with what each orchestrator's `List` returns, and synthesizes the events nobody sent — a
+//! `create` for a sandbox we never heard of, a `kill` for one no orchestrator has any more.
+//!
+//! It acts only on differences that lasted two consecutive runs spanning the grace period, and
+//! only while the event source is healthy and caught up, so that an event merely in flight is
+//! never contradicted.
+
+mod orchestrator;
+mod plan;
+
+/// Code generated from `proto/orchestrator.proto`: the `SandboxService` client, and the server
+/// trait that tests implement to stand in for an orchestrator.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("_");
+}
+
+use crate::event::{EventError, Lifecycle, SandboxEvent};
+use crate::outbox::Outbox;
+use crate::server::metrics::Metrics;
+use crate::source::nomad::OrchestratorSet;
+use orchestrator::OrchestratorClients;
+use plan::{Finding, Listing, Memory, Observation, Placement};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Outbox state key of the reconciler's memory (where each sandbox was last seen).
+pub const STATE_KEY: &str = "reconcile.placements";
+
+/// The `source` of synthesized events in the outbox.
+pub const SOURCE: &str = "reconcile";
+
+/// How often and how cautiously to reconcile.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// Time between runs.
+    pub interval: Duration,
+    /// A difference must be seen on two consecutive runs at least this far apart.
+    pub grace: Duration,
+    /// Timeout of one orchestrator's `List` (and of connecting to it).
+    pub rpc_timeout: Duration,
+    /// The Redis source is configured: reconcile only while it is ready and has no lag.
+    pub require_redis: bool,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            grace: Duration::from_secs(60),
+            rpc_timeout: Duration::from_secs(10),
+            require_redis: false,
+        }
+    }
+}
+
+/// What a run did, as counted by `reconcile_runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Skipped,
+    Error,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Skipped => "skipped",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Compares the outbox's running sandboxes with the orchestrators' and fills the gaps.
+pub struct Reconciler {
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
+    orchestrators: watch::Receiver<OrchestratorSet>,
+    settings: ReconcileSettings,
+    clients: OrchestratorClients,
+    memory: Memory,
+    /// Why the last run was skipped, to log each reason once rather than every interval.
+    skip_reason: Option<String>,
+    /// The last error of each orchestrator that failed to answer, logged once per change.
+    silent: BTreeMap<String, String>,
+}
+
+impl Reconciler {
+    /// A reconciler reading orchestrators from a
+    /// [`NomadAllocationWatcher`](crate::source::nomad::NomadAllocationWatcher).
+    pub fn new(
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+        orchestrators: watch::Receiver<OrchestratorSet>,
+        settings: ReconcileSettings,
+    ) -> Self {
+        Self {
+            outbox,
+            metrics,
+            orchestrators,
+            clients: OrchestratorClients::new(settings.rpc_timeout),
+            settings,
+            memory: Memory::default(),
+            skip_reason: None,
+            silent: BTreeMap::new(),
+        }
+    }
+
+    /// Runs every interval until `shutdown`. Failures are logged and counted, never fatal.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.memory = Memory::with_placements(self.load_placements().await);
+        let start = tokio::time::Instant::now() + self.settings.interval;
+        let mut ticks = tokio::time::interval_at(start, self.settings.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticks.tick() => {
+                    let outcome = self.run_once().await;
+                    self.metrics.reconcile_run(outcome.label());
+                }
+            }
+        }
+    }
+
+    async fn run_once(&mut self) -> Outcome {
+        let orchestrators = self.orchestrators.borrow().clone();
+        if let Some(reason) = self.gate(&orchestrators) {
+            self.memory.forget_suspects();
+            if self.skip_reason.as_deref() != Some(reason.as_str()) {
+                tracing::info!(%reason, "reconciliation paused");
+                self.skip_reason = Some(reason);
+            }
+            return Outcome::Skipped;
+        }
+        if self.skip_reason.take().is_some() {
+            tracing::info!("reconciliation resumed");
+        }
+        let records = match self.outbox.sandboxes().await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(error = %e, "reconciliation cannot read the outbox's sandboxes");
+                return Outcome::Error;
+            }
+        };
+        let listings = self.list_all(&orchestrators).await;
+        let findings = self.memory.decide(
+            &Observation {
+                now_ms: jiff::Timestamp::now().as_millisecond(),
+                records: &records,
+                orchestrators: &orchestrators,
+                listings: &listings,
+            },
+            self.settings.grace,
+        );
+        let mut outcome = Outcome::Ok;
+        if !findings.is_empty() && !self.append(findings).await {
+            outcome = Outcome::Error;
+        }
+        if let Err(e) = self.save_placements().await {
+            tracing::error!(error = %e, "reconciliation cannot save its state");
+            outcome = Outcome::Error;
+        }
+        outcome
+    }
+
+    /// Why reconciling now could contradict events still on their way, if it could.
+    fn gate(&self, orchestrators: &OrchestratorSet) -> Option<String> {
+        if !orchestrators.listed {
+            return Some(
+                "waiting for the first list of orchestrator allocations from Nomad".into(),
+            );
+        }
+        if self.settings.require_redis {
+            match self.metrics.components().get("redis") {
+                None => return Some("waiting for the Redis source to start".into()),
+                Some(state) if !state.ready => {
+                    return Some(format!("the Redis source is not ready: {}", state.detail));
+                }
+                Some(_) if self.metrics.redis_lag.get() != 0 => {
+                    return Some("the Redis source is catching up (lag above 0)".into());
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
+    /// `List` on every running orchestrator at once; silent ones are logged once per change.
+    async fn list_all(&mut self, orchestrators: &OrchestratorSet) -> BTreeMap<String, Listing> {
+        let running: HashSet<_> = orchestrators.running().filter_map(|a| a.address).collect();
+        self.clients.retain(&running);
+        let calls: Vec<_> = orchestrators
+            .running()
+            .map(|allocation| {
+                let client = match allocation.address {
+                    Some(addr) => self.clients.client(addr),
+                    None => Err("Nomad reported no address for it".to_owned()),
+                };
+                let id = allocation.id.clone();
+                async move {
+                    let result = match client {
+                        Ok(client) => orchestrator::list(client).await,
+                        Err(e) => Err(e),
+                    };
+                    (id, result)
+                }
+            })
+            .collect();
+        let mut listings = BTreeMap::new();
+        for (id, result) in futures_util::future::join_all(calls).await {
+            let listing = match result {
+                Ok(sandboxes) => {
+                    if self.silent.remove(&id).is_some() {
+                        tracing::info!(allocation = %id, "orchestrator answers List again");
+                    }
+                    Listing::Answered(sandboxes)
+                }
+                Err(error) => {
+                    if self.silent.get(&id) != Some(&error) {
+                        tracing::warn!(
+                            allocation = %id,
+                            %error,
+                            "orchestrator does not answer List; its sandboxes are left alone until it answers or its allocation ends"
+                        );
+                        self.silent.insert(id.clone(), error);
+                    }
+                    Listing::Silent
+                }
+            };
+            listings.insert(id, listing);
+        }
+        self.silent.retain(|id, _| listings.contains_key(id));
+        listings
+    }
+
+    /// Appends the synthesized events in one durable batch; false when the outbox failed.
+    async fn append(&self, findings: Vec<Finding>) -> bool {
+        let mut events = Vec::with_capacity(findings.len());
+        let mut reasons = Vec::with_capacity(findings.len());
+        for finding in &findings {
+            match synthesize(finding) {
+                Ok(event) => {
+                    tracing::info!(
+                        sandbox = event.sandbox_id(),
+                        event = event.lifecycle.label(),
+                        reason = finding.reason(),
+                        id = event.id(),
+                        "synthesized a lifecycle event nobody sent"
+                    );
+                    reasons.push(finding.reason());
+                    events.push(event);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    reason = finding.reason(),
+                    "cannot synthesize an event for an orchestrator's sandbox; skipping it"
+                ),
+            }
+        }
+        let labels: Vec<String> = events
+            .iter()
+            .map(|e| e.lifecycle.label().to_owned())
+            .collect();
+        match self.outbox.append(SOURCE, events).await {
+            Ok(report) => {
+                for ((label, reason), new) in labels.iter().zip(&reasons).zip(&report.is_new) {
+                    if *new {
+                        self.metrics.synthesized(label, reason);
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "reconciliation cannot append its events; the next runs will find the differences again"
+                );
+                false
+            }
+        }
+    }
+
+    async fn load_placements(&self) -> BTreeMap<String, Placement> {
+        match self.outbox.load_state(STATE_KEY).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reconciliation state unreadable; starting without it");
+                BTreeMap::new()
+            }),
+            Ok(None) => BTreeMap::new(),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot read the reconciliation state; starting without it"
+                );
+                BTreeMap::new()
+            }
+        }
+    }
+
+    async fn save_placements(&self) -> Result<(), crate::outbox::OutboxError> {
+        let bytes = serde_json::to_vec(&self.memory.placements)
+            .expect("a map of strings and integers always serializes");
+        self.outbox.save_state(STATE_KEY, bytes).await
+    }
+}
+
+/// The event the orchestrator would have sent, marked `"synthetic": true`.
+fn synthesize(finding: &Finding) -> Result<SandboxEvent, EventError> {
+    let mut fields = Map::new();
+    fields.insert("id".into(), Value::from(Uuid::new_v4().to_string()));
+    fields.insert(
+        "timestamp".into(),
+        Value::from(jiff::Timestamp::now().to_string()),
+    );
+    let mut data = Map::new();
+    let lifecycle = match finding {
+        Finding::Missed { lifecycle, sandbox } => {
+            fields.insert(
+                "sandbox_id".into(),
+                Value::from(sandbox.sandbox_id.as_str()),
+            );
+            insert_nonempty(&mut fields, "sandbox_execution_id", &sandbox.execution_id);
+            insert_nonempty(&mut fields, "sandbox_template_id", &sandbox.template_id);
+            insert_nonempty(&mut fields, "sandbox_build_id", &sandbox.build_id);
+            fields.insert(
+                "sandbox_team_id".into(),
+                Value::from(sandbox.team_id.as_str()),
+            );
+            if !sandbox.metadata.is_empty() {
+                data.insert("sandbox_metadata".into(), json!(sandbox.metadata));
+            }
+            lifecycle.clone()
+        }
+        Finding::Gone { record, reason } => {
+            fields.insert("sandbox_id".into(), Value::from(record.sandbox_id.as_str()));
+            if let Some(execution) = &record.execution_id {
+                insert_nonempty(&mut fields, "sandbox_execution_id", execution);
+            }
+            if let Some(template) = &record.template_id {
+                insert_nonempty(&mut fields, "sandbox_template_id", template);
+            }
+            fields.insert(
+                "sandbox_team_id".into(),
+                Value::from(record.team_id.as_str()),
+            );
+            data.insert("kill_reason".into(), Value::from(reason.as_str()));
+            Lifecycle::Killed
+        }
+    };
+    data.insert("synthetic".into(), Value::Bool(true));
+    fields.insert("event_data".into(), Value::Object(data));
+    SandboxEvent::new(lifecycle, fields)
+}
+
+fn insert_nonempty(fields: &mut Map<String, Value>, key: &str, value: &str) {
+    if !value.is_empty() {
+        fields.insert(key.into(), Value::from(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{SandboxRecord, SandboxState};
+    use orchestrator::ListedSandbox;
+    use plan::KillReason;
+
+    const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
+
+    #[test]
+    fn synthesized_events_are_marked_and_complete() {
+        let create = synthesize(&Finding::Missed {
+            lifecycle: Lifecycle::Created,
+            sandbox: ListedSandbox {
+                sandbox_id: "s1".into(),
+                team_id: TEAM.into(),
+                execution_id: "e1".into(),
+                template_id: "base".into(),
+                build_id: "b1".into(),
+                metadata: [("user".to_owned(), "ada".to_owned())].into(),
+            },
+        })
+        .unwrap();
+        assert_eq!(create.raw()["type"], "sandbox.lifecycle.created");
+        assert_eq!(create.raw()["version"], "v2");
+        assert_eq!(create.raw()["sandbox_build_id"], "b1");
+        assert_eq!(create.event_data().unwrap()["synthetic"], true);
+        assert_eq!(
+            create.event_data().unwrap()["sandbox_metadata"]["user"],
+            "ada"
+        );
+        assert!(Uuid::parse_str(create.id()).is_ok());
+        let age =
+            jiff::Timestamp::now().as_millisecond() - create.timestamp().unwrap().as_millisecond();
+        assert!((0..5_000).contains(&age));
+
+        let kill = synthesize(&Finding::Gone {
+            record: SandboxRecord {
+                sandbox_id: "s2".into(),
+                state: SandboxState::Running,
+                team_id: TEAM.into(),
+                template_id: Some("base".into()),
+                execution_id: Some("e2".into()),
+                updated_at_ms: 0,
+            },
+            reason: KillReason::OrchestratorLost,
+        })
+        .unwrap();
+        assert_eq!(kill.lifecycle, Lifecycle::Killed);
+        assert_eq!(kill.raw()["event_label"], "kill");
+        assert_eq!(kill.raw()["sandbox_execution_id"], "e2");
+        assert_eq!(
+            kill.event_data().unwrap()["kill_reason"],
+            "orchestrator_lost"
+        );
+        assert_eq!(kill.event_data().unwrap()["synthetic"], true);
+        assert_ne!(kill.id(), create.id());
+    }
+}

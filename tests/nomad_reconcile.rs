@@ -1,0 +1,964 @@
+//! Issue 5: the Nomad allocation watcher and reconciliation with the orchestrators, through the
+//! library API with a real outbox in a temporary directory, a Nomad stand-in over real HTTP and
+//! orchestrator stand-ins over real gRPC.
+
+mod common;
+#[path = "support/nomad_standin.rs"]
+mod nomad_standin;
+#[path = "support/orchestrator_standin.rs"]
+mod orchestrator_standin;
+
+use e2b_webhook_emitter::config::{EndpointConfig, NomadConfig};
+use e2b_webhook_emitter::deliver::format::WireFormat;
+use e2b_webhook_emitter::deliver::retry::RetryPolicy;
+use e2b_webhook_emitter::deliver::sign::{Secret, SecretSet};
+use e2b_webhook_emitter::event::{EventFilter, Lifecycle, SandboxEvent};
+use e2b_webhook_emitter::outbox::{Outbox, Route, SandboxState};
+use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
+use e2b_webhook_emitter::server::metrics::Metrics;
+use e2b_webhook_emitter::service::Pipeline;
+use e2b_webhook_emitter::source::nomad::{
+    AllocationStatus, NomadAllocationWatcher, OrchestratorSet, WatcherSettings,
+};
+use nomad_standin::{AllocSpec, NomadOptions, NomadStandin};
+use orchestrator_standin::{ENVD_TOKEN, OrchestratorStandin, sandbox};
+use serde_json::{Map, Value, json};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
+/// Generous: CI machines are slow; polling returns as soon as the condition holds.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn watcher_settings() -> WatcherSettings {
+    WatcherSettings {
+        stream_idle_timeout: Duration::from_millis(1500),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(2),
+        ..WatcherSettings::default()
+    }
+}
+
+fn reconcile_settings() -> ReconcileSettings {
+    ReconcileSettings {
+        interval: Duration::from_millis(100),
+        grace: Duration::from_millis(300),
+        rpc_timeout: Duration::from_secs(1),
+        require_redis: false,
+    }
+}
+
+fn nomad_config(nomad: &NomadStandin, token: Option<&str>) -> NomadConfig {
+    NomadConfig {
+        addr: nomad.url().parse().unwrap(),
+        token: token.map(Secret::new),
+        namespace: "default".into(),
+        cacert: None,
+        client_cert: None,
+        client_key: None,
+    }
+}
+
+/// The emitter's Nomad watcher and reconciler on a real outbox.
+struct Emitter {
+    _dir: Option<tempfile::TempDir>,
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
+    orchestrators: watch::Receiver<OrchestratorSet>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Emitter {
+    async fn start(nomad: &NomadStandin, token: Option<&str>) -> Self {
+        Self::start_with(nomad, token, reconcile_settings()).await
+    }
+
+    async fn start_with(
+        nomad: &NomadStandin,
+        token: Option<&str>,
+        settings: ReconcileSettings,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let routes = vec![Route {
+            endpoint: "default".into(),
+            filter: EventFilter::parse("*").unwrap(),
+        }];
+        let outbox = Outbox::open(dir.path(), routes, metrics.clone()).unwrap();
+        let mut emitter = Self::with_outbox(outbox, metrics, nomad, token, settings);
+        emitter._dir = Some(dir);
+        emitter
+    }
+
+    fn with_outbox(
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+        nomad: &NomadStandin,
+        token: Option<&str>,
+        settings: ReconcileSettings,
+    ) -> Self {
+        let watcher = NomadAllocationWatcher::new(
+            &nomad_config(nomad, token),
+            watcher_settings(),
+            metrics.clone(),
+            outbox.clone(),
+        )
+        .unwrap();
+        let orchestrators = watcher.orchestrators();
+        let reconciler = Reconciler::new(
+            outbox.clone(),
+            metrics.clone(),
+            watcher.orchestrators(),
+            settings,
+        );
+        let shutdown = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(watcher.run(shutdown.clone())),
+            tokio::spawn(reconciler.run(shutdown.clone())),
+        ];
+        Self {
+            _dir: None,
+            outbox,
+            metrics,
+            orchestrators,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Appends an event as a source would.
+    async fn event(&self, lifecycle: Lifecycle, sandbox_id: &str, execution: &str) {
+        let mut fields = Map::new();
+        fields.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        fields.insert(
+            "timestamp".into(),
+            json!(jiff::Timestamp::now().to_string()),
+        );
+        fields.insert("sandbox_id".into(), json!(sandbox_id));
+        fields.insert("sandbox_team_id".into(), json!(TEAM));
+        fields.insert("sandbox_execution_id".into(), json!(execution));
+        fields.insert("sandbox_template_id".into(), json!("base"));
+        let event = SandboxEvent::new(lifecycle, fields).unwrap();
+        self.outbox.append("redis", vec![event]).await.unwrap();
+    }
+
+    /// Every event the reconciler appended, oldest first.
+    async fn synthesized(&self) -> Vec<SandboxEvent> {
+        let mut events = Vec::new();
+        for pending in self
+            .outbox
+            .pending_after("default", 0, 10_000)
+            .await
+            .unwrap()
+        {
+            let stored = self.outbox.event(pending.seq).await.unwrap().unwrap();
+            if stored.source == "reconcile" {
+                events.push(stored.event);
+            }
+        }
+        events
+    }
+
+    fn component(&self, name: &str) -> Option<(bool, String)> {
+        self.metrics
+            .components()
+            .get(name)
+            .map(|c| (c.ready, c.detail.clone()))
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("the watcher and reconciler stop on shutdown")
+                .unwrap();
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the orchestrator set satisfies `check`, failing with `what` after the deadline.
+async fn until(
+    set: &mut watch::Receiver<OrchestratorSet>,
+    what: &str,
+    check: impl FnMut(&OrchestratorSet) -> bool,
+) {
+    tokio::time::timeout(DEADLINE, set.wait_for(check))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+        .expect("the watcher is running");
+}
+
+/// Waits until an orchestrator has answered `more` further `List` calls: that many more
+/// reconciliation runs have happened.
+async fn runs(orchestrator: &OrchestratorStandin, more: usize) {
+    let target = orchestrator.calls() + more;
+    eventually("more reconciliation runs", || async {
+        (orchestrator.calls() >= target).then_some(())
+    })
+    .await;
+}
+
+fn kills_of(events: &[SandboxEvent], sandbox_id: &str) -> Vec<SandboxEvent> {
+    events
+        .iter()
+        .filter(|e| e.lifecycle == Lifecycle::Killed && e.sandbox_id() == sandbox_id)
+        .cloned()
+        .collect()
+}
+
+fn data(event: &SandboxEvent, key: &str) -> Value {
+    event
+        .event_data()
+        .and_then(|d| d.get(key))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn assert_no_token(events: &[SandboxEvent], metrics: &Metrics) {
+    for event in events {
+        let json = String::from_utf8(event.to_json()).unwrap();
+        assert!(!json.contains(ENVD_TOKEN), "envd token forwarded: {json}");
+    }
+    assert!(!metrics.render().contains(ENVD_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_orchestrator_allocation_kills_each_of_its_sandboxes_once() {
+    let a = OrchestratorStandin::start().await;
+    let b = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![
+        sandbox("sbx-a1", TEAM, "ea1"),
+        sandbox("sbx-a2", TEAM, "ea2"),
+    ]);
+    b.set_sandboxes(vec![sandbox("sbx-b1", TEAM, "eb1")]);
+    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-b", b.port()));
+    let emitter = Emitter::start(&nomad, None).await;
+    for (id, exec) in [("sbx-a1", "ea1"), ("sbx-a2", "ea2"), ("sbx-b1", "eb1")] {
+        emitter.event(Lifecycle::Created, id, exec).await;
+    }
+    // Several runs in which both orchestrators list their sandboxes: placements are known.
+    runs(&a, 3).await;
+    runs(&b, 1).await;
+    assert!(emitter.synthesized().await.is_empty());
+    assert_eq!(emitter.metrics.orchestrators_known.get(), 2);
+
+    let lost_at = tokio::time::Instant::now();
+    nomad.set_client_status(&["alloc-a"], "lost");
+    let mut set = emitter.orchestrators.clone();
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        set.wait_for(|s| s.allocations["alloc-a"].status == AllocationStatus::Lost),
+    )
+    .await
+    .expect("the watcher notices a lost allocation within seconds")
+    .unwrap();
+    assert!(lost_at.elapsed() < Duration::from_secs(3));
+    assert_eq!(emitter.metrics.orchestrators_known.get(), 1);
+
+    let kills = eventually(
+        "kills for both sandboxes of the lost orchestrator",
+        || async {
+            let events = emitter.synthesized().await;
+            (kills_of(&events, "sbx-a1").len() == 1 && kills_of(&events, "sbx-a2").len() == 1)
+                .then_some(events)
+        },
+    )
+    .await;
+    for kill in &kills {
+        assert_eq!(data(kill, "kill_reason"), "orchestrator_lost");
+        assert_eq!(data(kill, "synthetic"), true);
+        assert_eq!(kill.raw()["version"], "v2");
+        assert_eq!(kill.raw()["type"], "sandbox.lifecycle.killed");
+        assert_eq!(kill.team_id(), TEAM);
+        assert!(uuid::Uuid::parse_str(kill.id()).is_ok());
+        let age =
+            jiff::Timestamp::now().as_millisecond() - kill.timestamp().unwrap().as_millisecond();
+        assert!(
+            (0..10_000).contains(&age),
+            "timestamp is the synthesis time"
+        );
+    }
+    // Further runs add nothing: each kill exactly once, and B's sandbox is untouched.
+    runs(&b, 5).await;
+    let events = emitter.synthesized().await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(kills_of(&events, "sbx-b1").is_empty());
+    let left: Vec<String> = emitter
+        .outbox
+        .sandboxes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.sandbox_id)
+        .collect();
+    assert_eq!(left, ["sbx-b1"]);
+    let metrics = emitter.metrics.render();
+    assert!(
+        metrics.contains(
+            r#"e2b_webhook_synthesized_events_total{type="kill",reason="orchestrator_lost"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"e2b_webhook_reconcile_runs_total{result="ok"}"#));
+    assert_no_token(&events, &emitter.metrics);
+    emitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_sandbox_whose_created_event_never_came_gets_a_synthesized_create() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![
+        sandbox("sbx-known", TEAM, "e1"),
+        sandbox("sbx-missed", TEAM, "e2"),
+    ]);
+    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    let emitter = Emitter::start(&nomad, None).await;
+    emitter.event(Lifecycle::Created, "sbx-known", "e1").await;
+
+    let created = eventually("a synthesized create", || async {
+        let events = emitter.synthesized().await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    let create = &created[0];
+    assert_eq!(create.sandbox_id(), "sbx-missed");
+    assert_eq!(create.lifecycle, Lifecycle::Created);
+    assert_eq!(create.raw()["event_label"], "create");
+    assert_eq!(create.raw()["sandbox_execution_id"], "e2");
+    assert_eq!(create.raw()["sandbox_template_id"], "base");
+    assert_eq!(create.raw()["sandbox_build_id"], "build-1");
+    assert_eq!(create.team_id(), TEAM);
+    assert_eq!(data(create, "synthetic"), true);
+    assert_eq!(data(create, "sandbox_metadata"), json!({"owner": "tests"}));
+
+    runs(&a, 5).await;
+    let events = emitter.synthesized().await;
+    assert_eq!(events.len(), 1, "one create, not one per run: {events:?}");
+    let records = emitter.outbox.sandboxes().await.unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.sandbox_id == "sbx-missed" && r.state == SandboxState::Running)
+    );
+    assert_no_token(&events, &emitter.metrics);
+    emitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sandbox_gone_from_list_gets_no_kill_but_a_vanished_one_does() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![
+        sandbox("sbx-paused", TEAM, "e1"),
+        sandbox("sbx-died", TEAM, "e2"),
+    ]);
+    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    let emitter = Emitter::start(&nomad, None).await;
+    emitter.event(Lifecycle::Created, "sbx-paused", "e1").await;
+    emitter.event(Lifecycle::Created, "sbx-died", "e2").await;
+    runs(&a, 3).await;
+
+    // Both leave the list; only one of them was paused.
+    emitter.event(Lifecycle::Paused, "sbx-paused", "e1").await;
+    a.set_sandboxes(vec![]);
+    let kill = eventually("a vanished kill for the sandbox that died", || async {
+        kills_of(&emitter.synthesized().await, "sbx-died").pop()
+    })
+    .await;
+    assert_eq!(data(&kill, "kill_reason"), "vanished");
+    // The paused one had the same runs to be killed in, and more now: still no kill.
+    runs(&a, 6).await;
+    let events = emitter.synthesized().await;
+    assert!(kills_of(&events, "sbx-paused").is_empty(), "{events:?}");
+    assert_eq!(events.len(), 1);
+    let records = emitter.outbox.sandboxes().await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, SandboxState::Paused);
+    emitter.stop().await;
+}
+
+fn skipped_runs(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"e2b_webhook_reconcile_runs_total{result="skipped"} "#))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_waits_while_the_redis_source_is_not_ready_or_lags() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![sandbox("sbx-unknown", TEAM, "e1")]);
+    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    let settings = ReconcileSettings {
+        require_redis: true,
+        ..reconcile_settings()
+    };
+    let emitter = Emitter::start_with(&nomad, None, settings).await;
+    let skipped_at_least = |n: u64| {
+        let metrics = emitter.metrics.clone();
+        async move {
+            eventually("more skipped runs", || async {
+                (skipped_runs(&metrics) >= n).then_some(())
+            })
+            .await
+        }
+    };
+    // No Redis source yet, then one that is not ready, then one that lags.
+    skipped_at_least(4).await;
+    emitter
+        .metrics
+        .set_component("redis", false, "cannot reach Redis");
+    skipped_at_least(skipped_runs(&emitter.metrics) + 4).await;
+    emitter.metrics.set_component("redis", true, "reading");
+    emitter.metrics.redis_lag.set(7);
+    skipped_at_least(skipped_runs(&emitter.metrics) + 4).await;
+    assert!(emitter.synthesized().await.is_empty());
+    assert_eq!(a.calls(), 0, "a skipped run asks no orchestrator");
+
+    // Caught up: the difference is acted on.
+    emitter.metrics.redis_lag.set(0);
+    let created = eventually("a create once Redis is caught up", || async {
+        let events = emitter.synthesized().await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(created[0].sandbox_id(), "sbx-unknown");
+    emitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_that_does_not_answer_keeps_its_sandboxes_until_its_allocation_ends() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
+    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    let emitter = Emitter::start(&nomad, None).await;
+    emitter.event(Lifecycle::Created, "sbx-1", "e1").await;
+    runs(&a, 3).await;
+
+    a.set_failing(true);
+    runs(&a, 8).await;
+    assert!(
+        emitter.synthesized().await.is_empty(),
+        "a silent orchestrator is no reason to kill"
+    );
+
+    nomad.set_client_status(&["alloc-a"], "failed");
+    let kill = eventually("a kill once the allocation failed", || async {
+        kills_of(&emitter.synthesized().await, "sbx-1").pop()
+    })
+    .await;
+    assert_eq!(data(&kill, "kill_reason"), "orchestrator_lost");
+    emitter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_announced_without_its_address_is_found_through_the_list() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
+    let nomad = NomadStandin::start(NomadOptions {
+        events_without_resources: true,
+        ..NomadOptions::default()
+    })
+    .await;
+    let emitter = Emitter::start(&nomad, None).await;
+    let mut set = emitter.orchestrators.clone();
+    until(&mut set, "the first connection", |s| s.connected).await;
+    let lists = nomad.list_requests();
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    until(&mut set, "the new orchestrator with its address", |s| {
+        s.connected
+            && s.running()
+                .any(|o| o.address.is_some_and(|a| a.port() != 5008))
+    })
+    .await;
+    assert!(
+        nomad.list_requests() > lists,
+        "the address came from a re-list"
+    );
+    runs(&a, 1).await;
+    emitter.stop().await;
+}
+
+/// Waits until `statuses` holds at least `count` entries.
+async fn recorded(statuses: &Mutex<Vec<AllocationStatus>>, count: usize) {
+    eventually("the status to be recorded", || async {
+        (statuses.lock().unwrap().len() >= count).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_api_unix_socket_works_like_nomad_addr_over_http() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
+    let socket_dir = tempfile::tempdir().unwrap();
+    let nomad = NomadStandin::start_unix(
+        NomadOptions {
+            token: Some("workload-identity-token".into()),
+            ..NomadOptions::default()
+        },
+        &socket_dir.path().join("api.sock"),
+    );
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    assert!(nomad.url().starts_with("unix:///"));
+    let emitter = Emitter::start(&nomad, Some("workload-identity-token")).await;
+    let mut set = emitter.orchestrators.clone();
+    until(&mut set, "the orchestrator, through the socket", |s| {
+        s.connected && s.running().count() == 1
+    })
+    .await;
+    nomad.set_client_status(&["alloc-a"], "complete");
+    until(&mut set, "the event stream through the socket", |s| {
+        s.running().count() == 0
+    })
+    .await;
+    emitter.stop().await;
+}
+
+/// Records every status an allocation goes through, as the reconciler sees it.
+fn record_statuses(
+    mut set: watch::Receiver<OrchestratorSet>,
+    allocation: &'static str,
+) -> Arc<Mutex<Vec<AllocationStatus>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let status = set
+                .borrow_and_update()
+                .allocations
+                .get(allocation)
+                .map(|a| a.status.clone());
+            if let Some(status) = status {
+                let mut log = log.lock().unwrap();
+                if log.last() != Some(&status) {
+                    log.push(status);
+                }
+            }
+            if set.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_and_resumed_stream_neither_repeats_nor_misses_a_transition() {
+    let c = OrchestratorStandin::start().await;
+    c.set_sandboxes(vec![sandbox("sbx-c", TEAM, "ec")]);
+    let d = OrchestratorStandin::start().await;
+    // A small buffer, as a busy cluster's is: a resume index can fall out of it.
+    let nomad = NomadStandin::start(NomadOptions {
+        buffer: 3,
+        ..NomadOptions::default()
+    })
+    .await;
+    let emitter = Emitter::start(&nomad, None).await;
+    let c_statuses = record_statuses(emitter.orchestrators.clone(), "alloc-c");
+    let d_statuses = record_statuses(emitter.orchestrators.clone(), "alloc-d");
+    let mut set = emitter.orchestrators.clone();
+    until(&mut set, "the first connection", |s| s.connected).await;
+
+    // Through the stream: a new allocation, pending then running, several events in a frame.
+    let mut spec_c = AllocSpec::orchestrator("alloc-c", c.port());
+    spec_c.client_status = "pending".into();
+    let mut spec_d = AllocSpec::orchestrator("alloc-d", d.port());
+    spec_d.client_status = "pending".into();
+    nomad.add_allocation(&spec_c);
+    nomad.add_allocation(&spec_d);
+    nomad.unrelated_event();
+    // The set is a watch channel: an observer sees the latest state, so each state is
+    // awaited before the next change to be sure the recorders see it.
+    recorded(&c_statuses, 1).await;
+    recorded(&d_statuses, 1).await;
+    nomad.set_client_status(&["alloc-c", "alloc-d"], "running");
+    until(&mut set, "both allocations running", |s| {
+        s.running().count() == 2
+    })
+    .await;
+    recorded(&c_statuses, 2).await;
+    recorded(&d_statuses, 2).await;
+    emitter.event(Lifecycle::Created, "sbx-c", "ec").await;
+    runs(&c, 3).await;
+
+    // Nomad cuts the stream as it cuts a slow reader; while the emitter reconnects, alloc-c is
+    // lost with its event (re-sent on resume) ...
+    let connections = nomad.stream_requests().len();
+    nomad.drop_streams();
+    nomad.set_client_status(&["alloc-c"], "lost");
+    eventually("a reconnection after the drop", || async {
+        (nomad.stream_requests().len() > connections).then_some(())
+    })
+    .await;
+    // ... then Nomad goes down; meanwhile alloc-d fails and enough else happens that its frame
+    // leaves the buffer: only the re-list on reconnect can reveal it.
+    nomad.down();
+    eventually("the watcher notices Nomad is down", || async {
+        (!emitter.orchestrators.borrow().connected).then_some(())
+    })
+    .await;
+    nomad.set_client_status(&["alloc-d"], "failed");
+    for _ in 0..4 {
+        nomad.unrelated_event();
+    }
+    nomad.up().await;
+    until(
+        &mut set,
+        "alloc-d failed, seen after the reconnection",
+        |s| {
+            s.connected
+                && s.allocations.get("alloc-d").map(|a| &a.status)
+                    == Some(&AllocationStatus::Failed)
+        },
+    )
+    .await;
+
+    // More traffic after the resume.
+    nomad.unrelated_event();
+    eventually("the kill for the lost orchestrator's sandbox", || async {
+        (kills_of(&emitter.synthesized().await, "sbx-c").len() == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    use AllocationStatus::{Failed, Lost, Pending, Running};
+    assert_eq!(*c_statuses.lock().unwrap(), [Pending, Running, Lost]);
+    assert_eq!(*d_statuses.lock().unwrap(), [Pending, Running, Failed]);
+    let events = emitter.synthesized().await;
+    assert_eq!(kills_of(&events, "sbx-c").len(), 1, "{events:?}");
+    assert_eq!(
+        data(&kills_of(&events, "sbx-c")[0], "kill_reason"),
+        "orchestrator_lost"
+    );
+    // Every reconnection resumed from the index the emitter had reached, never going back.
+    let requests = nomad.stream_requests();
+    assert!(requests.len() >= 3, "{requests:?}");
+    assert!(requests.windows(2).all(|w| w[0] <= w[1]), "{requests:?}");
+    assert!(
+        nomad.list_requests() >= requests.len(),
+        "a re-list before every stream"
+    );
+    eventually("the last index processed is Nomad's", || async {
+        (emitter.metrics.nomad_last_index.get() as u64 == nomad.index()).then_some(())
+    })
+    .await;
+    let outbox = emitter.outbox.clone();
+    emitter.stop().await;
+    let saved = outbox
+        .load_state("nomad.last_index")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8(saved).unwrap(), nomad.index().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nomad_down_at_start_or_later_is_retried_and_delivery_goes_on() {
+    let (port, requests) = capture_receiver();
+    let a = OrchestratorStandin::start().await;
+    let nomad = NomadStandin::down_at_start(NomadOptions::default()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let endpoint = EndpointConfig {
+        id: "default".into(),
+        url: format!("http://127.0.0.1:{port}/hook").parse().unwrap(),
+        format: WireFormat::default(),
+        secrets: SecretSet::parse("s3cret").unwrap(),
+        events: EventFilter::parse("*").unwrap(),
+        timeout: Duration::from_secs(5),
+    };
+    let pipeline = Pipeline::start(
+        dir.path(),
+        &[endpoint],
+        &RetryPolicy::default(),
+        4,
+        metrics.clone(),
+    )
+    .unwrap();
+    let emitter = Emitter::with_outbox(
+        pipeline.outbox.clone(),
+        metrics.clone(),
+        &nomad,
+        None,
+        reconcile_settings(),
+    );
+
+    // Nomad is down: the watcher says so and keeps trying; events are still delivered.
+    let (ready, detail) = eventually("the nomad component reports the failure", || async {
+        emitter
+            .component("nomad")
+            .filter(|(ready, d)| !ready && d.contains("cannot reach Nomad"))
+    })
+    .await;
+    assert!(!ready && detail.contains("NOMAD_ADDR"), "{detail}");
+    emitter.event(Lifecycle::Created, "sbx-1", "e1").await;
+    assert_eq!(delivered_sandbox(&requests), "sbx-1");
+    assert!(!emitter.orchestrators.borrow().listed);
+
+    nomad.up().await;
+    let mut set = emitter.orchestrators.clone();
+    until(&mut set, "a connection once Nomad is up", |s| {
+        s.connected && s.running().count() == 1
+    })
+    .await;
+    assert!(emitter.component("nomad").unwrap().0);
+
+    // Down again later: reported, retried, and delivery still goes on.
+    nomad.down();
+    eventually("the watcher notices Nomad went down", || async {
+        emitter.component("nomad").filter(|(ready, _)| !ready)
+    })
+    .await;
+    emitter.event(Lifecycle::Created, "sbx-2", "e2").await;
+    assert_eq!(delivered_sandbox(&requests), "sbx-2");
+    nomad.up().await;
+    eventually("the watcher reconnects", || async {
+        emitter.component("nomad").filter(|(ready, _)| *ready)
+    })
+    .await;
+    emitter.stop().await;
+    pipeline.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_token_without_read_job_is_reported_clearly_and_logged_once() {
+    let logs = CapturedLogs::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let nomad = NomadStandin::start(NomadOptions {
+        token: Some("the-right-token".into()),
+        ..NomadOptions::default()
+    })
+    .await;
+    let emitter = Emitter::start(&nomad, Some("wrong-token-SECRET")).await;
+    let (_, detail) = eventually("the nomad component reports the 403", || async {
+        emitter
+            .component("nomad")
+            .filter(|(_, d)| d.contains("403"))
+    })
+    .await;
+    assert!(
+        detail.contains("read-job") && detail.contains("Permission denied"),
+        "{detail}"
+    );
+    // The watcher keeps retrying (with backoff), but says it once.
+    let before = nomad.list_requests();
+    eventually("several more attempts", || async {
+        (nomad.list_requests() >= before + 4).then_some(())
+    })
+    .await;
+    let text = logs.text();
+    assert_eq!(text.matches("lacks `read-job`").count(), 1, "{text}");
+    assert!(!text.contains("wrong-token-SECRET") && !detail.contains("wrong-token-SECRET"));
+    assert!(!emitter.orchestrators.borrow().listed);
+    emitter.stop().await;
+}
+
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// A webhook receiver answering 200; each request body arrives on the channel.
+fn capture_receiver() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap();
+                        let header = header.trim_end().to_ascii_lowercase();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = header.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    stream.write_all(reply.as_bytes()).unwrap();
+                    let _ = tx.send(body);
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// The sandbox id of the next delivered webhook.
+fn delivered_sandbox(requests: &std::sync::mpsc::Receiver<Vec<u8>>) -> String {
+    let body = tokio::task::block_in_place(|| requests.recv_timeout(DEADLINE))
+        .expect("the event is delivered while Nomad is unreachable");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    body["sandboxId"].as_str().unwrap().to_owned()
+}
+
+/// The real binary: events from EVENTS_FILE are delivered while NOMAD_ADDR is down; once Nomad
+/// is up the watcher connects with the token, finds the orchestrator, and survives Nomad going
+/// down again; the token appears nowhere in the log.
+#[test]
+fn the_binary_delivers_while_nomad_is_down_and_follows_nomad_once_up() {
+    const SECRET: &str = "binary-test-secret";
+    const NOMAD_TOKEN: &str = "nomad-token-SECRET-3141";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let nomad = runtime.block_on(NomadStandin::down_at_start(NomadOptions {
+        token: Some(NOMAD_TOKEN.into()),
+        ..NomadOptions::default()
+    }));
+    let orchestrator = runtime.block_on(OrchestratorStandin::start());
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", orchestrator.port()));
+    let receiver = common::TestReceiver::start(0, SECRET, Arc::new(|_, _, _| 200));
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _) = common::lifecycle_ndjson(3, 2);
+    let events_file = dir.path().join("events.ndjson");
+    std::fs::write(&events_file, events).unwrap();
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let emitter = common::RunningEmitter::start(
+        &[
+            "--webhook-url",
+            &format!("http://127.0.0.1:{}/hook", receiver.port),
+            "--webhook-secret",
+            SECRET,
+            "--events-file",
+            events_file.to_str().unwrap(),
+            "--nomad-addr",
+            &nomad.url(),
+            "--nomad-token",
+            NOMAD_TOKEN,
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+        dir.path().join("emitter.log"),
+    );
+    let metric = |line: &str| {
+        common::eventually(DEADLINE, || {
+            http_get(&listen, "/metrics").lines().any(|l| l == line)
+        })
+    };
+
+    assert!(
+        common::eventually(DEADLINE, || receiver.deliveries().len() == 6),
+        "every event is delivered while Nomad is down; log:\n{}",
+        emitter.log_text()
+    );
+    assert!(metric(r#"e2b_webhook_source_connected{source="nomad"} 0"#));
+
+    runtime.block_on(nomad.up());
+    assert!(
+        metric(r#"e2b_webhook_source_connected{source="nomad"} 1"#),
+        "the watcher connects once Nomad is up; log:\n{}",
+        emitter.log_text()
+    );
+    assert!(metric("e2b_webhook_orchestrators_known 1"));
+
+    nomad.down();
+    assert!(metric(r#"e2b_webhook_source_connected{source="nomad"} 0"#));
+    runtime.block_on(nomad.up());
+    assert!(metric(r#"e2b_webhook_source_connected{source="nomad"} 1"#));
+
+    emitter.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut emitter = emitter;
+    let exited = common::eventually(DEADLINE, || emitter.child.try_wait().unwrap().is_some());
+    assert!(exited, "the emitter stops on SIGTERM");
+    assert!(emitter.child.wait().unwrap().success());
+    let log = emitter.log_text();
+    assert!(log.contains("cannot reach Nomad"), "{log}");
+    assert!(
+        !log.contains(NOMAD_TOKEN),
+        "the Nomad token leaked into the log"
+    );
+}
+
+/// GET over HTTP/1.0; the body, or "" when nothing answers yet.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: emitter\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
