@@ -962,3 +962,89 @@ fn http_get(addr: &str, path: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The real binary end to end: sandboxes from the event stream run on an orchestrator found
+/// through Nomad; one sandbox the stream never announced gets a signed `create`, and when the
+/// orchestrator's allocation is lost each of its sandboxes gets one signed `kill`
+/// (`orchestrator_lost`, `synthetic: true`) at the receiver.
+#[test]
+fn the_binary_synthesizes_signed_create_and_kill_webhooks() {
+    const SECRET: &str = "reconcile-binary-secret";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let nomad = runtime.block_on(NomadStandin::start(NomadOptions::default()));
+    let orchestrator = runtime.block_on(OrchestratorStandin::start());
+    orchestrator.set_sandboxes(vec![
+        sandbox("isb00000", TEAM, "exec-0"),
+        sandbox("isb00001", TEAM, "exec-0"),
+        sandbox("sbx-unannounced", TEAM, "exec-u"),
+    ]);
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", orchestrator.port()));
+    let receiver = common::TestReceiver::start(0, SECRET, Arc::new(|_, _, _| 200));
+    let dir = tempfile::tempdir().unwrap();
+    // Only the `created` events of isb00000 and isb00001.
+    let (events, _) = common::lifecycle_ndjson(2, 2);
+    let created: String = events.lines().take(2).map(|l| format!("{l}\n")).collect();
+    let events_file = dir.path().join("events.ndjson");
+    std::fs::write(&events_file, created).unwrap();
+    let emitter = common::RunningEmitter::start(
+        &[
+            "--webhook-url",
+            &format!("http://127.0.0.1:{}/hook", receiver.port),
+            "--webhook-secret",
+            SECRET,
+            "--events-file",
+            events_file.to_str().unwrap(),
+            "--nomad-addr",
+            &nomad.url(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--reconcile-interval",
+            "200ms",
+            "--reconcile-grace",
+            "300ms",
+        ],
+        dir.path().join("emitter.log"),
+    );
+    let labels_of = |sandbox: &str| -> Vec<String> {
+        receiver
+            .deliveries()
+            .into_iter()
+            .filter(|d| d.sandbox_id == sandbox)
+            .map(|d| d.label)
+            .collect()
+    };
+    assert!(
+        common::eventually(DEADLINE, || labels_of("sbx-unannounced") == ["create"]),
+        "a synthesized create; log:\n{}",
+        emitter.log_text()
+    );
+    assert_eq!(labels_of("isb00000"), ["create"], "no kill while it runs");
+    nomad.set_client_status(&["alloc-a"], "lost");
+    assert!(
+        common::eventually(DEADLINE, || {
+            ["isb00000", "isb00001", "sbx-unannounced"]
+                .iter()
+                .all(|s| labels_of(s).last().map(String::as_str) == Some("kill"))
+        }),
+        "a kill for every sandbox of the lost orchestrator; got {:?}",
+        receiver.deliveries()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let deliveries = receiver.deliveries();
+    assert!(deliveries.iter().all(|d| d.signature_ok));
+    let kills: Vec<&common::Delivery> = deliveries.iter().filter(|d| d.label == "kill").collect();
+    assert_eq!(kills.len(), 3, "each kill exactly once: {deliveries:?}");
+    for kill in kills {
+        assert_eq!(kill.body["eventData"]["kill_reason"], "orchestrator_lost");
+        assert_eq!(kill.body["eventData"]["synthetic"], true);
+        assert_eq!(kill.body["type"], "sandbox.lifecycle.killed");
+    }
+    let create = deliveries
+        .iter()
+        .find(|d| d.sandbox_id == "sbx-unannounced")
+        .unwrap();
+    assert_eq!(create.body["eventData"]["synthetic"], true);
+    assert!(!emitter.log_text().contains(ENVD_TOKEN));
+}

@@ -151,6 +151,7 @@ pub struct Delivery {
     pub delivery_id: String,
     pub attempt: u32,
     pub signature_ok: bool,
+    pub body: serde_json::Value,
 }
 
 /// Decides the status for a request: (event id, sandbox id, attempt header) → HTTP status.
@@ -217,7 +218,9 @@ impl TestReceiver {
                 let attempt: u32 = header("e2b-delivery-attempt").parse().unwrap_or(0);
                 let status = decide(&event_id, &sandbox_id, attempt);
                 if (200..300).contains(&status) {
+                    let body = json.clone();
                     acc.lock().unwrap().push(Delivery {
+                        body,
                         event_id,
                         sandbox_id,
                         label: json["eventLabel"].as_str().unwrap_or_default().to_owned(),
