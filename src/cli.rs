@@ -408,7 +408,7 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     );
     let stopped = pipeline
         .run_until_idle_or_signal(|status| {
-            let depth: u64 = status.endpoints.iter().map(|e| e.depth).sum();
+            let depth = status.pending();
             eprint!(
                 "\r  {depth} pending, {} dead letters   ",
                 status.dead_letters
@@ -419,7 +419,7 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     eprintln!();
     let status = pipeline.outbox.status().await?;
     pipeline.stop().await?;
-    let left: u64 = status.endpoints.iter().map(|e| e.depth).sum();
+    let left = status.pending();
     if stopped {
         eprintln!(
             "interrupted: {left} events stay in {}; run backfill again (same --data-dir) to finish",

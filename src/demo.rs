@@ -164,7 +164,7 @@ pub async fn run() -> anyhow::Result<()> {
     let total = report.appended;
     pipeline
         .until_idle(|status| {
-            let depth: u64 = status.endpoints.iter().map(|e| e.depth).sum();
+            let depth = status.pending();
             eprint!(
                 "\r  delivering: {:>2}/{total} done, {depth} pending, {} dead letters ",
                 total as u64 - depth,

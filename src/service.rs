@@ -144,7 +144,7 @@ async fn wait_idle(outbox: Outbox, mut progress: impl FnMut(&OutboxStatus)) {
         match outbox.status().await {
             Ok(status) => {
                 progress(&status);
-                if status.endpoints.iter().all(|e| e.depth == 0) {
+                if status.pending() == 0 {
                     return;
                 }
             }

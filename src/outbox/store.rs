@@ -266,6 +266,13 @@ pub struct OutboxStatus {
     pub sandboxes: u64,
 }
 
+impl OutboxStatus {
+    /// Events waiting, summed over endpoints.
+    pub fn pending(&self) -> u64 {
+        self.endpoints.iter().map(|e| e.depth).sum()
+    }
+}
+
 /// What `replay` did.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReplayReport {

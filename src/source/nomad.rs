@@ -5,6 +5,7 @@
 //! The result is an [`OrchestratorSet`] on a `watch` channel, read by the reconciler.
 
 use crate::config::NomadConfig;
+use crate::deliver::http::error_chain;
 use crate::deliver::sign::Secret;
 use crate::outbox::Outbox;
 use crate::server::metrics::Metrics;
@@ -288,21 +289,6 @@ impl NomadError {
             reason: error_chain(&e.without_url()),
         }
     }
-}
-
-/// An error and its causes on one line ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Parses `NOMAD_ADDR`: `http(s)://host[:port]`, or `unix:///absolute/path/api.sock` (the
