@@ -43,8 +43,6 @@ enum AttemptResult {
     Sent(Box<StoredEvent>, DeliveryAttempt),
     /// The pending row has no event record (should not happen; dead-lettered so it is visible).
     Missing,
-    /// The outbox could not be read; try again shortly without counting an attempt.
-    ReadFailed,
 }
 
 /// In-memory scheduling state: per-sandbox queues and the heads that are ready to go.
@@ -167,17 +165,39 @@ impl Dispatcher {
                     schedule.push(row);
                 }
             }
-            while !stopping && in_flight.len() < self.max_in_flight {
-                let Some((sandbox, head)) = schedule.pop_due(now_ms()) else {
+            let mut due = Vec::new();
+            while !stopping && in_flight.len() + due.len() < self.max_in_flight {
+                let Some(next) = schedule.pop_due(now_ms()) else {
                     break;
                 };
-                in_flight.spawn(attempt(
-                    self.outbox.clone(),
-                    self.client.clone(),
-                    self.endpoint.clone(),
-                    sandbox,
-                    head,
-                ));
+                due.push(next);
+            }
+            if !due.is_empty() {
+                // One read transaction (and one blocking-pool hop) for every attempt of this round.
+                let seqs = due.iter().map(|(_, head)| head.seq).collect();
+                match self.outbox.events(seqs).await {
+                    Ok(events) => {
+                        for ((sandbox, head), stored) in due.into_iter().zip(events) {
+                            in_flight.spawn(attempt(
+                                self.client.clone(),
+                                self.endpoint.clone(),
+                                sandbox,
+                                head,
+                                stored,
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(endpoint = %self.endpoint.id, error = %e, "cannot read events from the outbox; retrying in 1 s");
+                        for (sandbox, head) in due {
+                            let state = DeliveryState {
+                                next_attempt_at_ms: now_ms() + 1000,
+                                ..head.state
+                            };
+                            schedule.reschedule(&sandbox, state);
+                        }
+                    }
+                }
             }
             let commit_due = completions.len() >= COMMIT_BATCH
                 || stopping
@@ -255,17 +275,6 @@ impl Dispatcher {
         } = done;
         let (stored, attempt) = match result {
             AttemptResult::Sent(stored, attempt) => (stored, attempt),
-            AttemptResult::ReadFailed => {
-                let mut state = schedule
-                    .queues
-                    .get(&sandbox)
-                    .and_then(|q| q.front())
-                    .map(|h| h.state.clone())
-                    .unwrap_or_default();
-                state.next_attempt_at_ms = now_ms() + 1000;
-                schedule.reschedule(&sandbox, state);
-                return;
-            }
             AttemptResult::Missing => {
                 tracing::error!(
                     endpoint,
@@ -379,14 +388,14 @@ impl Dispatcher {
 }
 
 async fn attempt(
-    outbox: Outbox,
     client: WebhookClient,
     endpoint: Arc<EndpointConfig>,
     sandbox: Arc<str>,
     head: PendingDelivery,
+    stored: Option<StoredEvent>,
 ) -> Finished {
-    let result = match outbox.event(head.seq).await {
-        Ok(Some(stored)) => {
+    let result = match stored {
+        Some(stored) => {
             let request = format::render(
                 endpoint.format,
                 &stored.event,
@@ -398,11 +407,7 @@ async fn attempt(
             let sent = client.post(&endpoint.url, &request).await;
             AttemptResult::Sent(Box::new(stored), sent)
         }
-        Ok(None) => AttemptResult::Missing,
-        Err(e) => {
-            tracing::error!(error = %e, seq = head.seq, "cannot read an event from the outbox; retrying");
-            AttemptResult::ReadFailed
-        }
+        None => AttemptResult::Missing,
     };
     Finished {
         seq: head.seq,

@@ -142,6 +142,14 @@ impl Outbox {
             .map_err(OutboxError::task)?
     }
 
+    /// The stored events with these sequence numbers, read in one transaction.
+    pub async fn events(&self, seqs: Vec<u64>) -> Result<Vec<Option<StoredEvent>>, OutboxError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.events(&seqs))
+            .await
+            .map_err(OutboxError::task)?
+    }
+
     /// Records delivery results in one transaction.
     pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), OutboxError> {
         let store = self.store.clone();

@@ -547,6 +547,17 @@ impl Store {
         stored_event(bytes.value()).map(Some)
     }
 
+    pub(super) fn events(&self, seqs: &[u64]) -> Result<Vec<Option<StoredEvent>>, OutboxError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        seqs.iter()
+            .map(|seq| match table.get(*seq)? {
+                Some(bytes) => stored_event(bytes.value()).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     pub(super) fn complete(&self, completions: &[Completion]) -> Result<(), OutboxError> {
         if completions.is_empty() {
             return Ok(());
