@@ -48,8 +48,8 @@ const GATE_KEY_TTL: Duration = Duration::from_secs(600);
 const GATE_KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How often the group's lag is read and the stream trimmed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
-/// A consumer idle this long with nothing pending is an instance that was replaced (consumer
-/// names are allocation ids); it is removed from the group so the consumer list stays short.
+/// A consumer idle this long with nothing pending is an instance that is gone (a renamed or
+/// removed allocation); it is removed from the group so the consumer list stays short.
 /// A live consumer touches the group every `BLOCK`.
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The first delay before reconnecting; later ones grow exponentially, with jitter.
