@@ -150,19 +150,21 @@ impl Emitter {
 
     /// Every event the reconciler appended, oldest first.
     async fn synthesized(&self) -> Vec<SandboxEvent> {
-        let mut events = Vec::new();
-        for pending in self
+        let pending = self
             .outbox
             .pending_after("default", 0, 10_000)
             .await
+            .unwrap();
+        let seqs = pending.iter().map(|p| p.seq).collect();
+        self.outbox
+            .events(seqs)
+            .await
             .unwrap()
-        {
-            let stored = self.outbox.event(pending.seq).await.unwrap().unwrap();
-            if stored.source == "reconcile" {
-                events.push(stored.event);
-            }
-        }
-        events
+            .into_iter()
+            .map(|stored| stored.expect("a pending event has its record"))
+            .filter(|stored| stored.source == "reconcile")
+            .map(|stored| stored.event)
+            .collect()
     }
 
     fn component(&self, name: &str) -> Option<(bool, String)> {

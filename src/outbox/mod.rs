@@ -134,14 +134,6 @@ impl Outbox {
             .map_err(OutboxError::task)?
     }
 
-    /// The stored event with sequence number `seq`.
-    pub async fn event(&self, seq: u64) -> Result<Option<StoredEvent>, OutboxError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.event(seq))
-            .await
-            .map_err(OutboxError::task)?
-    }
-
     /// The stored events with these sequence numbers, read in one transaction.
     pub async fn events(&self, seqs: Vec<u64>) -> Result<Vec<Option<StoredEvent>>, OutboxError> {
         let store = self.store.clone();

@@ -538,15 +538,6 @@ impl Store {
         Ok(out)
     }
 
-    pub(super) fn event(&self, seq: u64) -> Result<Option<StoredEvent>, OutboxError> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
-        let Some(bytes) = table.get(seq)? else {
-            return Ok(None);
-        };
-        stored_event(bytes.value()).map(Some)
-    }
-
     pub(super) fn events(&self, seqs: &[u64]) -> Result<Vec<Option<StoredEvent>>, OutboxError> {
         let txn = self.begin_read()?;
         let table = txn.open_table(EVENTS)?;
