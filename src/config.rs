@@ -1,9 +1,12 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
 
+mod redis;
+
 use crate::deliver::format::WireFormat;
 use crate::deliver::retry::{RetryPolicy, RetryToml, parse_duration};
 use crate::deliver::sign::{Secret, SecretSet};
 use crate::event::EventFilter;
+use crate::source::redis::RedisConnectionSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,17 +57,23 @@ pub struct RunArgs {
         default_value = "create,kill,pause,resume"
     )]
     pub webhook_events: String,
-    /// Redis holding the orchestrator's event stream: redis://[:password@]host:port[/db] or rediss://.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    /// Redis holding the orchestrator's event stream: host:port as the orchestrator reads it, or redis[s]://[:password@]host:port.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "ADDR")]
     pub redis_url: Option<String>,
-    /// Redis Cluster seed node (as the orchestrator reads it); used instead of REDIS_URL.
+    /// Redis Cluster node, host:port or URL (as the orchestrator reads it); wins over REDIS_URL.
     #[arg(
         long,
         env = "REDIS_CLUSTER_URL",
         hide_env_values = true,
-        value_name = "URL"
+        value_name = "ADDR"
     )]
     pub redis_cluster_url: Option<String>,
+    /// Connect to Redis over TLS (true/false, as the orchestrator reads it).
+    #[arg(long, env = "REDIS_TLS_ENABLED", value_name = "BOOL")]
+    pub redis_tls_enabled: Option<String>,
+    /// Redis AUTH password (sent only over TLS, as the orchestrator does).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
     /// The orchestrator's event stream key.
     #[arg(long, env = "REDIS_STREAM", default_value = "sandbox.events.stream")]
     pub redis_stream: String,
@@ -237,10 +246,8 @@ pub struct EndpointConfig {
 /// The Redis source settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Connection URL; may hold a password, so it is never logged.
-    pub url: Secret,
-    /// Whether `url` names a Redis Cluster node.
-    pub cluster: bool,
+    /// Where Redis is and how to connect (the password is never logged).
+    pub connection: RedisConnectionSettings,
     /// Stream key.
     pub stream: String,
     /// Consumer group.
@@ -251,8 +258,6 @@ pub struct RedisConfig {
     pub claim_idle: Duration,
     /// Whether to trim acknowledged entries from the stream.
     pub trim: bool,
-    /// PEM CA certificate(s) to trust for rediss:// instead of the public roots.
-    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// The Nomad API settings.
@@ -407,7 +412,7 @@ impl RunConfig {
                 "must be at least 1",
             ));
         }
-        let redis = redis_config(args)?;
+        let redis = redis::redis_config(args)?;
         let team_ids = parse_team_ids(&args.team_ids)?;
         let nomad = match &args.nomad_addr {
             None => None,
@@ -529,75 +534,6 @@ fn reconcile_config(args: &RunArgs) -> Result<ReconcileConfig, ConfigError> {
     })
 }
 
-fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
-    let (url, cluster, setting) = match (&args.redis_url, &args.redis_cluster_url) {
-        (_, Some(c)) if !c.is_empty() => (c, true, "REDIS_CLUSTER_URL (--redis-cluster-url)"),
-        (Some(u), _) if !u.is_empty() => (u, false, "REDIS_URL (--redis-url)"),
-        _ => return Ok(None),
-    };
-    // A bare host:port, as E2B's REDIS_CLUSTER_URL often is, means plain redis://.
-    let full = if url.contains("://") {
-        url.clone()
-    } else {
-        format!("redis://{url}")
-    };
-    let parsed = Url::parse(&full).map_err(|e| {
-        ConfigError::new(setting, format!("is not a redis:// or rediss:// URL ({e})"))
-    })?;
-    if !matches!(parsed.scheme(), "redis" | "rediss") {
-        return Err(ConfigError::new(
-            setting,
-            format!("scheme {:?} is not redis or rediss", parsed.scheme()),
-        ));
-    }
-    let consumer = args
-        .redis_consumer
-        .clone()
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(default_consumer);
-    let claim_idle = parse_duration(&args.redis_claim_idle)
-        .map_err(|e| ConfigError::new("REDIS_CLAIM_IDLE (--redis-claim-idle)", e))?;
-    let tls_ca_pem = match args.redis_tls_ca_base64.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(_) if parsed.scheme() != "rediss" => {
-            return Err(ConfigError::new(
-                "REDIS_TLS_CA_BASE64 (--redis-tls-ca-base64)",
-                "is set, but the Redis URL does not use TLS; write it as rediss://host:port, or remove the CA",
-            ));
-        }
-        Some(encoded) => Some(
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).map_err(
-                |e| {
-                    ConfigError::new(
-                        "REDIS_TLS_CA_BASE64 (--redis-tls-ca-base64)",
-                        format!(
-                            "is not base64 ({e}); encode the PEM file with `base64 -w0 ca.pem`"
-                        ),
-                    )
-                },
-            )?,
-        ),
-    };
-    Ok(Some(RedisConfig {
-        url: Secret::new(full),
-        cluster,
-        stream: args.redis_stream.clone(),
-        group: args.redis_group.clone(),
-        consumer,
-        claim_idle,
-        trim: args.redis_trim,
-        tls_ca_pem,
-    }))
-}
-
-fn default_consumer() -> String {
-    std::env::var("NOMAD_ALLOC_ID")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("emitter-{}", std::process::id()))
-}
-
 /// Parses `E2B_TEAM_IDS`: UUIDs separated by commas or spaces.
 pub fn parse_team_ids(list: &str) -> Result<Vec<Uuid>, ConfigError> {
     list.split([',', ' '])
@@ -630,7 +566,7 @@ pub fn parse_http_url(raw: &str) -> Result<Url, String> {
 mod tests {
     use super::*;
 
-    fn args() -> RunArgs {
+    pub(super) fn args() -> RunArgs {
         RunArgs {
             webhook: WebhookArgs {
                 webhook_url: Some("https://example.com/hook".into()),
@@ -703,23 +639,6 @@ mod tests {
                 .setting
                 .starts_with("REDIS_URL")
         );
-    }
-
-    #[test]
-    fn redis_tls_ca_needs_rediss_and_base64() {
-        let mut a = args();
-        a.redis_claim_idle = "60s".into();
-        a.redis_url = Some("rediss://:pw@redis:6380".into());
-        a.redis_tls_ca_base64 = Some("LS0tLS1CRUdJTg==".into());
-        let redis = RunConfig::from_args(&a).unwrap().redis.unwrap();
-        assert_eq!(redis.tls_ca_pem.as_deref(), Some(&b"-----BEGIN"[..]));
-        a.redis_tls_ca_base64 = Some("not base64!".into());
-        let err = RunConfig::from_args(&a).unwrap_err();
-        assert!(err.setting.starts_with("REDIS_TLS_CA_BASE64"), "{err}");
-        a.redis_url = Some("redis://redis:6379".into());
-        a.redis_tls_ca_base64 = Some("LS0tLS1CRUdJTg==".into());
-        let err = RunConfig::from_args(&a).unwrap_err();
-        assert!(err.message.contains("rediss://"), "{err}");
     }
 
     #[test]

@@ -248,7 +248,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             config.team_ids.clone(),
             pipeline.outbox.clone(),
             metrics.clone(),
-        );
+        )
+        .map_err(|e| match e {
+            crate::source::redis::RedisSourceError::InvalidSetting { setting, reason } => {
+                anyhow::Error::new(crate::config::ConfigError::new(setting, reason))
+            }
+            other => anyhow::Error::new(other),
+        })?;
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }

@@ -828,6 +828,9 @@ impl Emitter {
         for inherited in [
             "REDIS_URL",
             "REDIS_CLUSTER_URL",
+            "REDIS_TLS_ENABLED",
+            "REDIS_TLS_CA_BASE64",
+            "REDIS_PASSWORD",
             "REDIS_CONSUMER",
             "E2B_TEAM_IDS",
             "NOMAD_ADDR",

@@ -8,18 +8,21 @@
 //! back (pending entries are read first), or by another instance once it has been idle for
 //! `claim_idle` (`XAUTOCLAIM`).
 
+mod client;
+
+pub use client::{RedisConnectionSettings, RedisTls};
+
 use crate::config::RedisConfig;
 use crate::event::SandboxEvent;
 use crate::outbox::{MalformedInput, Outbox, OutboxError};
 use crate::server::metrics::Metrics;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
+use client::{RedisClient, RedisConnection};
 use redis::streams::{
     StreamInfoConsumersReply, StreamInfoGroupsReply, StreamPendingReply, StreamTrimOptions,
     StreamTrimmingMode,
 };
-use redis::{AsyncCommands, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{AsyncCommands, RedisError, Value};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,10 +37,6 @@ const SOURCE: &str = "redis";
 const BATCH: usize = 256;
 /// How long one `XREADGROUP` waits for new entries; timers run between reads.
 const BLOCK: Duration = Duration::from_secs(2);
-/// A blocked `XREADGROUP` answers after `BLOCK`; no answer well after that means a dead connection.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connecting (TCP, TLS, AUTH) longer than this counts as a failed attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The orchestrator only checks that `wh:<team>` exists (`EXISTS`); the value tells an operator
 /// reading the key who keeps it.
 const GATE_KEY_VALUE: &str = "e2b-webhook-emitter";
@@ -70,7 +69,7 @@ pub enum RedisSourceError {
     },
     /// Connecting to Redis or a command failed; retried after a delay.
     #[error(
-        "Redis at {addr}: {error}; check that Redis is reachable and that the URL's host, port, password and scheme (rediss:// for TLS) are right"
+        "Redis at {addr}: {error}; check that Redis is reachable and that the host, port, password and TLS settings (REDIS_TLS_ENABLED, REDIS_TLS_CA_BASE64) are right"
     )]
     Redis {
         /// `host:port` of the configured node.
@@ -115,37 +114,53 @@ pub struct RedisStreamSource {
     team_ids: Vec<Uuid>,
     outbox: Outbox,
     metrics: Arc<Metrics>,
-    /// `host:port` of the configured node: the only part of the URL that is ever logged.
+    client: Arc<RedisClient>,
+    /// `host:port` of the configured node: the only part of the settings that is ever logged.
     addr: String,
     /// Other consumer groups on the stream, as last reported (trimming ignores them).
     other_groups: Vec<String>,
 }
 
 impl RedisStreamSource {
-    /// A source for `config`, keeping the gate keys of `team_ids`.
+    /// A source for `config`, keeping the gate keys of `team_ids`; fails only on a connection
+    /// setting the Redis client refuses (a CA certificate it cannot parse).
     pub fn new(
         config: RedisConfig,
         team_ids: Vec<Uuid>,
         outbox: Outbox,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        let addr = display_addr(url_of(&config));
-        Self {
+    ) -> Result<Self, RedisSourceError> {
+        let client = RedisClient::open(&config.connection).map_err(|e| {
+            // Only the error's kind and detail, never the settings: they may hold a password.
+            RedisSourceError::InvalidSetting {
+                setting: if config.connection.tls.is_some() {
+                    "REDIS_TLS_CA_BASE64"
+                } else if config.connection.cluster {
+                    "REDIS_CLUSTER_URL"
+                } else {
+                    "REDIS_URL"
+                },
+                reason: format!("{:?}: {}", e.kind(), e.detail().unwrap_or("cannot be used")),
+            }
+        })?;
+        let addr = config.connection.addr();
+        Ok(Self {
             config,
             team_ids,
             outbox,
             metrics,
+            client: Arc::new(client),
             addr,
             other_groups: Vec::new(),
-        }
+        })
     }
 
     /// Runs until `shutdown` is cancelled; returns after the current batch is committed and acked.
     ///
     /// Connection and outbox failures are logged, reported through readiness and retried with
-    /// backoff; only an unusable setting (URL, TLS CA) ends the source with an error.
+    /// backoff.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RedisSourceError> {
-        let client = RedisClient::open(&self.config)?;
+        let client = self.client.clone();
         self.warn_about_configuration();
         self.metrics
             .set_component(SOURCE, false, format!("connecting to {}", self.addr));
@@ -179,7 +194,8 @@ impl RedisStreamSource {
                 self.config.stream
             );
         }
-        if let Some(db) = selected_database(url_of(&self.config)) {
+        let db = self.config.connection.db;
+        if db != 0 {
             tracing::warn!(
                 redis = %self.addr,
                 "the Redis URL selects database {db}, but the orchestrator writes the stream and checks the gate keys in database 0; remove /{db} from the URL"
@@ -514,34 +530,10 @@ impl RedisStreamSource {
     }
 }
 
-/// The connection URL (built from a `String`, so always UTF-8).
-fn url_of(config: &RedisConfig) -> &str {
-    std::str::from_utf8(config.url.as_bytes()).unwrap_or_default()
-}
-
 /// The key whose existence makes the orchestrator publish `team`'s events.
 fn gate_key(team: &Uuid) -> String {
     // Lowercase hyphenated, as the orchestrator formats it (Go's uuid.UUID.String()).
     format!("wh:{}", team.hyphenated())
-}
-
-/// `host:port` of a Redis URL, for logs and readiness (the URL may hold a password).
-fn display_addr(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => format!(
-            "{}:{}",
-            u.host_str().unwrap_or("localhost"),
-            u.port().unwrap_or(6379)
-        ),
-        Err(_) => "<unparsable Redis URL>".to_owned(),
-    }
-}
-
-/// The database a Redis URL selects, when it is not 0.
-fn selected_database(url: &str) -> Option<u64> {
-    let url = url::Url::parse(url).ok()?;
-    let db: u64 = url.path().trim_matches('/').parse().ok()?;
-    (db != 0).then_some(db)
 }
 
 /// A stream entry id, `<milliseconds>-<sequence>`, ordered as Redis orders them.
@@ -755,126 +747,6 @@ fn text(value: Value) -> Result<String, String> {
     String::from_utf8(bytes(value)?).map_err(|e| format!("not UTF-8: {e}"))
 }
 
-/// A single-node or cluster client, chosen by `REDIS_URL` / `REDIS_CLUSTER_URL`.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one client per source, made once: boxing saves nothing"
-)]
-enum RedisClient {
-    Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
-}
-
-impl RedisClient {
-    fn open(config: &RedisConfig) -> Result<Self, RedisSourceError> {
-        let url_setting = if config.cluster {
-            "REDIS_CLUSTER_URL"
-        } else {
-            "REDIS_URL"
-        };
-        // Only the error's kind and detail, never the URL: it may hold a password.
-        let invalid = |setting: &'static str, hint: &'static str| {
-            move |e: RedisError| RedisSourceError::InvalidSetting {
-                setting,
-                reason: format!(
-                    "{:?}: {}; {hint}",
-                    e.kind(),
-                    e.detail().unwrap_or("cannot be used")
-                ),
-            }
-        };
-        let url_error = invalid(
-            url_setting,
-            "expected redis://[user:password@]host:port or rediss://… (TLS)",
-        );
-        let ca_error = invalid(
-            "REDIS_TLS_CA_BASE64",
-            "expected a base64-encoded PEM CA certificate",
-        );
-        // Parsed first, so a bad URL and a bad CA are told apart.
-        let info =
-            redis::IntoConnectionInfo::into_connection_info(url_of(config)).map_err(url_error)?;
-        let certs = config
-            .tls_ca_pem
-            .as_ref()
-            .map(|pem| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            });
-        if config.cluster {
-            let mut builder = redis::cluster::ClusterClient::builder(vec![info])
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT);
-            if let Some(certs) = certs {
-                builder = builder.certs(certs);
-                return builder.build().map(Self::Cluster).map_err(ca_error);
-            }
-            builder.build().map(Self::Cluster).map_err(url_error)
-        } else {
-            match certs {
-                Some(certs) => redis::Client::build_with_tls(info, certs)
-                    .map(Self::Single)
-                    .map_err(ca_error),
-                None => redis::Client::open(info)
-                    .map(Self::Single)
-                    .map_err(url_error),
-            }
-        }
-    }
-
-    async fn connect(&self) -> Result<RedisConnection, RedisError> {
-        match self {
-            Self::Single(client) => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map(RedisConnection::Single)
-            }
-            Self::Cluster(client) => client
-                .get_async_connection()
-                .await
-                .map(RedisConnection::Cluster),
-        }
-    }
-}
-
-/// A connection to a single node or to a cluster; commands are the same for both.
-enum RedisConnection {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 /// Delays between reconnection attempts; reset once a connection is working again.
 struct Backoff {
     builder: ExponentialBuilder,
@@ -1061,15 +933,5 @@ mod tests {
     fn gate_keys_use_the_orchestrators_format() {
         let team = Uuid::parse_str("0B8B8A4E-6F4E-4C4A-9A57-3A2F5D3B1C2D").unwrap();
         assert_eq!(gate_key(&team), "wh:0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d");
-    }
-
-    #[test]
-    fn logged_address_never_contains_the_password() {
-        let addr = display_addr("rediss://user:hunter2@redis.internal:6380/0");
-        assert_eq!(addr, "redis.internal:6380");
-        assert_eq!(display_addr("redis://:pw@10.0.0.5"), "10.0.0.5:6379");
-        assert_eq!(selected_database("redis://h:1/2"), Some(2));
-        assert_eq!(selected_database("redis://h:1/0"), None);
-        assert_eq!(selected_database("redis://h:1"), None);
     }
 }

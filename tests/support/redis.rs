@@ -1,4 +1,5 @@
 //! A real `redis-server` for tests: a free loopback port, a private data directory, killed on drop.
+#![allow(dead_code)] // each test crate uses a different subset
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ impl Default for RedisOptions {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    cluster_bus_port: u16,
     dir: tempfile::TempDir,
     options: RedisOptions,
 }
@@ -60,6 +62,7 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port: free_port(),
+            cluster_bus_port: free_port(),
             dir: tempfile::tempdir().expect("creating a temporary directory for Redis"),
             options,
         };
@@ -85,6 +88,11 @@ impl RedisServer {
             Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}", self.port),
             None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// `127.0.0.1:<port>`, the bare form the orchestrator's `REDIS_URL` takes.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// The private CA certificate (PEM) that signed the server's TLS certificate.
@@ -163,8 +171,15 @@ impl RedisServer {
             cmd.arg("--requirepass").arg(password);
         }
         if self.options.cluster {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
+            // The bus port is given: the default, port + 10000, may not exist for a high port.
+            cmd.args(["--cluster-enabled", "yes", "--cluster-port"])
+                .arg(self.cluster_bus_port.to_string())
+                .arg("--cluster-config-file")
                 .arg(self.dir.path().join("nodes.conf"));
+            if self.options.tls {
+                // Nodes then announce their TLS port, and the bus speaks TLS too.
+                cmd.args(["--tls-cluster", "yes"]);
+            }
         }
         let child = cmd
             .stdin(Stdio::null())
