@@ -100,12 +100,19 @@ pub struct RunArgs {
     /// Teams whose events the orchestrator should publish (UUIDs, comma-separated).
     #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
     pub team_ids: String,
-    /// Nomad API address, to watch orchestrator allocations (http:// or https://).
+    /// Nomad API address, to discover orchestrators (http(s)://, or unix:///…/api.sock).
     #[arg(long, env = "NOMAD_ADDR", value_name = "URL")]
     pub nomad_addr: Option<String>,
-    /// Nomad ACL token (needs namespace read-job).
+    /// Nomad token: the task's workload identity suffices for service discovery.
     #[arg(long, env = "NOMAD_TOKEN", hide_env_values = true)]
     pub nomad_token: Option<String>,
+    /// How orchestrators are found: `services` (registrations, any token that can read them) or
+    /// `allocations` (event stream, needs read-job; falls back to services when refused).
+    #[arg(long, env = "NOMAD_DISCOVERY", default_value = "services")]
+    pub nomad_discovery: String,
+    /// Name of the Nomad service the orchestrators register.
+    #[arg(long, env = "ORCHESTRATOR_SERVICE", default_value = "orchestrator")]
+    pub orchestrator_service: String,
     /// Nomad namespace of the orchestrator job.
     #[arg(long, env = "NOMAD_NAMESPACE", default_value = "default")]
     pub nomad_namespace: String,
@@ -260,26 +267,16 @@ pub struct RedisConfig {
     pub trim: bool,
 }
 
-/// The Nomad API settings.
-#[derive(Debug, Clone)]
-pub struct NomadConfig {
-    /// API address.
-    pub addr: Url,
-    /// ACL token.
-    pub token: Option<Secret>,
-    /// Namespace of the orchestrator job.
-    pub namespace: String,
-    /// CA certificate file.
-    pub cacert: Option<PathBuf>,
-    /// Client certificate file.
-    pub client_cert: Option<PathBuf>,
-    /// Client key file.
-    pub client_key: Option<PathBuf>,
-}
+/// The Nomad API settings (defined next to the client that uses them).
+pub use crate::source::nomad::NomadConfig;
 
 /// Which Nomad allocations are orchestrators, and how often to reconcile with them.
 #[derive(Debug, Clone)]
 pub struct ReconcileConfig {
+    /// Services or allocations.
+    pub discovery: crate::source::nomad::DiscoveryMode,
+    /// Name of the orchestrators' Nomad service.
+    pub service_name: String,
     /// Task group of the orchestrator job.
     pub task_group: String,
     /// Start of the orchestrator job id.
@@ -417,7 +414,7 @@ impl RunConfig {
         let nomad = match &args.nomad_addr {
             None => None,
             Some(addr) => Some(NomadConfig {
-                addr: crate::source::nomad::parse_nomad_addr(addr)
+                addr: parse_nomad_addr(addr)
                     .map_err(|e| ConfigError::new("NOMAD_ADDR (--nomad-addr)", e))?,
                 token: args
                     .nomad_token
@@ -520,7 +517,22 @@ fn reconcile_config(args: &RunArgs) -> Result<ReconcileConfig, ConfigError> {
             "must be more than 0s",
         ));
     }
+    let service_name = args.orchestrator_service.trim();
+    if !valid_service_name(service_name) {
+        return Err(ConfigError::new(
+            "ORCHESTRATOR_SERVICE (--orchestrator-service)",
+            format!(
+                "{service_name:?} is not a Nomad service name (1-63 letters, digits or dashes, no leading or trailing dash)"
+            ),
+        ));
+    }
     Ok(ReconcileConfig {
+        discovery: args
+            .nomad_discovery
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError::new("NOMAD_DISCOVERY (--nomad-discovery)", e))?,
+        service_name: service_name.to_owned(),
         task_group: args.orchestrator_task_group.clone(),
         job_prefix: args.orchestrator_job_prefix.clone(),
         port_label: args.orchestrator_port_label.clone(),
@@ -548,6 +560,29 @@ pub fn parse_team_ids(list: &str) -> Result<Vec<Uuid>, ConfigError> {
             })
         })
         .collect()
+}
+
+/// Nomad's rule for service names (RFC 1123 labels, ≤ 63 characters, no leading or trailing
+/// dash), checked here so a typo fails at startup rather than as an empty catalog.
+fn valid_service_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Parses `NOMAD_ADDR`: `http(s)://host[:port]`, or `unix:///absolute/path/api.sock` (the
+/// Task API socket inside a Nomad task, `$NOMAD_SECRETS_DIR/api.sock`).
+pub fn parse_nomad_addr(raw: &str) -> Result<Url, String> {
+    if !raw.trim().starts_with("unix:") {
+        return parse_http_url(raw);
+    }
+    match Url::parse(raw.trim()) {
+        Ok(url) if url.host_str().unwrap_or("").is_empty() && url.path().len() > 1 => Ok(url),
+        _ => Err(format!(
+            "{raw:?} is not a socket path; expected unix:///absolute/path/api.sock"
+        )),
+    }
 }
 
 /// Accepts only absolute http(s) URLs with a host.
@@ -584,7 +619,48 @@ mod tests {
             orchestrator_timeout: "10s".into(),
             reconcile_interval: "30s".into(),
             reconcile_grace: "60s".into(),
+            nomad_discovery: "services".into(),
+            orchestrator_service: "orchestrator".into(),
             ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn nomad_addr_is_http_or_the_task_api_socket() {
+        let socket = parse_nomad_addr("unix:///alloc/secrets/api.sock").unwrap();
+        assert_eq!(
+            (socket.scheme(), socket.path()),
+            ("unix", "/alloc/secrets/api.sock")
+        );
+        assert!(parse_nomad_addr("https://nomad.service.consul:4646").is_ok());
+        assert!(parse_nomad_addr("unix://relative.sock").is_err());
+        assert!(parse_nomad_addr("unix:").is_err());
+        assert!(parse_nomad_addr("ftp://nomad").is_err());
+    }
+
+    #[test]
+    fn discovery_mode_and_service_name_are_checked() {
+        let c = RunConfig::from_args(&args()).unwrap();
+        assert_eq!(
+            c.reconcile.discovery,
+            crate::source::nomad::DiscoveryMode::Services
+        );
+        assert_eq!(c.reconcile.service_name, "orchestrator");
+        let mut a = args();
+        a.nomad_discovery = "events".into();
+        let err = RunConfig::from_args(&a).unwrap_err();
+        assert!(err.setting.starts_with("NOMAD_DISCOVERY"), "{err:?}");
+        for bad in [
+            "-orchestrator",
+            "orchestrator-",
+            "orch_estrator",
+            "",
+            &"a".repeat(64),
+        ] {
+            let mut a = args();
+            a.orchestrator_service = bad.into();
+            let err = RunConfig::from_args(&a).unwrap_err();
+            assert!(err.setting.starts_with("ORCHESTRATOR_SERVICE"), "{bad:?}");
         }
     }
 

@@ -259,16 +259,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }
     if let Some(nomad) = &config.nomad {
-        let watcher = crate::source::nomad::NomadAllocationWatcher::new(
+        let discovery = crate::source::nomad::OrchestratorDiscovery::new(
             nomad,
-            crate::source::nomad::WatcherSettings {
+            crate::source::nomad::DiscoverySettings {
+                mode: config.reconcile.discovery,
                 selector: crate::source::nomad::OrchestratorSelector {
+                    service_name: config.reconcile.service_name.clone(),
                     task_group: config.reconcile.task_group.clone(),
                     job_prefix: config.reconcile.job_prefix.clone(),
                     port_label: config.reconcile.port_label.clone(),
                     default_port: config.reconcile.default_port,
                 },
-                ..crate::source::nomad::WatcherSettings::default()
+                ..crate::source::nomad::DiscoverySettings::default()
             },
             metrics.clone(),
             pipeline.outbox.clone(),
@@ -277,7 +279,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let reconciler = crate::reconcile::Reconciler::new(
             pipeline.outbox.clone(),
             metrics.clone(),
-            watcher.orchestrators(),
+            discovery.orchestrators(),
             crate::reconcile::ReconcileSettings {
                 interval: config.reconcile.interval,
                 grace: config.reconcile.grace,
@@ -287,7 +289,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         );
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move {
-            watcher.run(token).await;
+            discovery.run(token).await;
             Ok(())
         });
         let token = pipeline.shutdown_token();

@@ -1,5 +1,7 @@
-//! Issue 5: the Nomad allocation watcher and reconciliation with the orchestrators, through the
-//! library API with a real outbox in a temporary directory, a Nomad stand-in over real HTTP and
+//! Orchestrator discovery through Nomad and reconciliation with the orchestrators (issues 5 and
+//! 12), through the library API with a real outbox in a temporary directory, a Nomad 1.8
+//! stand-in over real HTTP (the emitter authenticates with a workload identity JWT and discovers
+//! orchestrators by service registrations, unless a test is about the allocation stream) and
 //! orchestrator stand-ins over real gRPC.
 
 mod common;
@@ -18,9 +20,11 @@ use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
 use e2b_webhook_emitter::server::metrics::Metrics;
 use e2b_webhook_emitter::service::Pipeline;
 use e2b_webhook_emitter::source::nomad::{
-    AllocationStatus, NomadAllocationWatcher, OrchestratorSet, WatcherSettings,
+    AllocationStatus, DiscoveryMode, DiscoverySettings, OrchestratorDiscovery, OrchestratorSet,
 };
-use nomad_standin::{AllocSpec, NomadOptions, NomadStandin};
+use nomad_standin::{
+    AllocSpec, MANAGEMENT_TOKEN, NomadOptions, NomadStandin, workload_identity_jwt,
+};
 use orchestrator_standin::{ENVD_TOKEN, OrchestratorStandin, sandbox};
 use serde_json::{Map, Value, json};
 use std::future::Future;
@@ -34,13 +38,15 @@ const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 /// Generous: CI machines are slow; polling returns as soon as the condition holds.
 const DEADLINE: Duration = Duration::from_secs(15);
 
-fn watcher_settings() -> WatcherSettings {
-    WatcherSettings {
+fn discovery_settings(mode: DiscoveryMode) -> DiscoverySettings {
+    DiscoverySettings {
+        mode,
+        blocking_wait: Duration::from_secs(2),
         stream_idle_timeout: Duration::from_millis(1500),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(300),
         request_timeout: Duration::from_secs(2),
-        ..WatcherSettings::default()
+        ..DiscoverySettings::default()
     }
 }
 
@@ -75,13 +81,22 @@ struct Emitter {
 }
 
 impl Emitter {
-    async fn start(nomad: &NomadStandin, token: Option<&str>) -> Self {
-        Self::start_with(nomad, token, reconcile_settings()).await
+    /// Discovery by service registrations, authenticated with the workload identity.
+    async fn start(nomad: &NomadStandin) -> Self {
+        let jwt = workload_identity_jwt();
+        Self::start_with(
+            nomad,
+            Some(&jwt),
+            DiscoveryMode::Services,
+            reconcile_settings(),
+        )
+        .await
     }
 
     async fn start_with(
         nomad: &NomadStandin,
         token: Option<&str>,
+        mode: DiscoveryMode,
         settings: ReconcileSettings,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -91,7 +106,7 @@ impl Emitter {
             filter: EventFilter::parse("*").unwrap(),
         }];
         let outbox = Outbox::open(dir.path(), routes, metrics.clone()).unwrap();
-        let mut emitter = Self::with_outbox(outbox, metrics, nomad, token, settings);
+        let mut emitter = Self::with_outbox(outbox, metrics, nomad, token, mode, settings);
         emitter._dir = Some(dir);
         emitter
     }
@@ -101,25 +116,26 @@ impl Emitter {
         metrics: Arc<Metrics>,
         nomad: &NomadStandin,
         token: Option<&str>,
+        mode: DiscoveryMode,
         settings: ReconcileSettings,
     ) -> Self {
-        let watcher = NomadAllocationWatcher::new(
+        let discovery = OrchestratorDiscovery::new(
             &nomad_config(nomad, token),
-            watcher_settings(),
+            discovery_settings(mode),
             metrics.clone(),
             outbox.clone(),
         )
         .unwrap();
-        let orchestrators = watcher.orchestrators();
+        let orchestrators = discovery.orchestrators();
         let reconciler = Reconciler::new(
             outbox.clone(),
             metrics.clone(),
-            watcher.orchestrators(),
+            discovery.orchestrators(),
             settings,
         );
         let shutdown = CancellationToken::new();
         let tasks = vec![
-            tokio::spawn(watcher.run(shutdown.clone())),
+            tokio::spawn(discovery.run(shutdown.clone())),
             tokio::spawn(reconciler.run(shutdown.clone())),
         ];
         Self {
@@ -259,10 +275,10 @@ async fn a_lost_orchestrator_allocation_kills_each_of_its_sandboxes_once() {
         sandbox("sbx-a2", TEAM, "ea2"),
     ]);
     b.set_sandboxes(vec![sandbox("sbx-b1", TEAM, "eb1")]);
-    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-b", b.port()));
-    let emitter = Emitter::start(&nomad, None).await;
+    let emitter = Emitter::start(&nomad).await;
     for (id, exec) in [("sbx-a1", "ea1"), ("sbx-a2", "ea2"), ("sbx-b1", "eb1")] {
         emitter.event(Lifecycle::Created, id, exec).await;
     }
@@ -272,15 +288,17 @@ async fn a_lost_orchestrator_allocation_kills_each_of_its_sandboxes_once() {
     assert!(emitter.synthesized().await.is_empty());
     assert_eq!(emitter.metrics.orchestrators_known.get(), 2);
 
+    // Its node is lost: Nomad removes the registration, and the orchestrator stops answering.
     let lost_at = tokio::time::Instant::now();
+    a.set_failing(true);
     nomad.set_client_status(&["alloc-a"], "lost");
     let mut set = emitter.orchestrators.clone();
     tokio::time::timeout(
         Duration::from_secs(3),
-        set.wait_for(|s| s.allocations["alloc-a"].status == AllocationStatus::Lost),
+        set.wait_for(|s| !s.is_running("alloc-a")),
     )
     .await
-    .expect("the watcher notices a lost allocation within seconds")
+    .expect("a blocking query notices the removed registration within seconds")
     .unwrap();
     assert!(lost_at.elapsed() < Duration::from_secs(3));
     assert_eq!(emitter.metrics.orchestrators_known.get(), 1);
@@ -341,9 +359,9 @@ async fn a_listed_sandbox_whose_created_event_never_came_gets_a_synthesized_crea
         sandbox("sbx-known", TEAM, "e1"),
         sandbox("sbx-missed", TEAM, "e2"),
     ]);
-    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
-    let emitter = Emitter::start(&nomad, None).await;
+    let emitter = Emitter::start(&nomad).await;
     emitter.event(Lifecycle::Created, "sbx-known", "e1").await;
 
     let created = eventually("a synthesized create", || async {
@@ -383,9 +401,9 @@ async fn a_paused_sandbox_gone_from_list_gets_no_kill_but_a_vanished_one_does() 
         sandbox("sbx-paused", TEAM, "e1"),
         sandbox("sbx-died", TEAM, "e2"),
     ]);
-    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
-    let emitter = Emitter::start(&nomad, None).await;
+    let emitter = Emitter::start(&nomad).await;
     emitter.event(Lifecycle::Created, "sbx-paused", "e1").await;
     emitter.event(Lifecycle::Created, "sbx-died", "e2").await;
     runs(&a, 3).await;
@@ -421,13 +439,14 @@ fn skipped_runs(metrics: &Metrics) -> u64 {
 async fn reconciliation_waits_while_the_redis_source_is_not_ready_or_lags() {
     let a = OrchestratorStandin::start().await;
     a.set_sandboxes(vec![sandbox("sbx-unknown", TEAM, "e1")]);
-    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
     let settings = ReconcileSettings {
         require_redis: true,
         ..reconcile_settings()
     };
-    let emitter = Emitter::start_with(&nomad, None, settings).await;
+    let jwt = workload_identity_jwt();
+    let emitter = Emitter::start_with(&nomad, Some(&jwt), DiscoveryMode::Services, settings).await;
     let skipped_at_least = |n: u64| {
         let metrics = emitter.metrics.clone();
         async move {
@@ -461,12 +480,12 @@ async fn reconciliation_waits_while_the_redis_source_is_not_ready_or_lags() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orchestrator_that_does_not_answer_keeps_its_sandboxes_until_its_allocation_ends() {
+async fn an_orchestrator_that_does_not_answer_keeps_its_sandboxes_until_it_leaves_nomad() {
     let a = OrchestratorStandin::start().await;
     a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
-    let nomad = NomadStandin::start(NomadOptions::default()).await;
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
-    let emitter = Emitter::start(&nomad, None).await;
+    let emitter = Emitter::start(&nomad).await;
     emitter.event(Lifecycle::Created, "sbx-1", "e1").await;
     runs(&a, 3).await;
 
@@ -492,10 +511,16 @@ async fn an_orchestrator_announced_without_its_address_is_found_through_the_list
     a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
     let nomad = NomadStandin::start(NomadOptions {
         events_without_resources: true,
-        ..NomadOptions::default()
+        ..NomadOptions::nomad_1_8()
     })
     .await;
-    let emitter = Emitter::start(&nomad, None).await;
+    let emitter = Emitter::start_with(
+        &nomad,
+        Some(MANAGEMENT_TOKEN),
+        DiscoveryMode::Allocations,
+        reconcile_settings(),
+    )
+    .await;
     let mut set = emitter.orchestrators.clone();
     until(&mut set, "the first connection", |s| s.connected).await;
     let lists = nomad.list_requests();
@@ -528,24 +553,23 @@ async fn the_task_api_unix_socket_works_like_nomad_addr_over_http() {
     a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
     let socket_dir = tempfile::tempdir().unwrap();
     let nomad = NomadStandin::start_unix(
-        NomadOptions {
-            token: Some("workload-identity-token".into()),
-            ..NomadOptions::default()
-        },
+        NomadOptions::nomad_1_8(),
         &socket_dir.path().join("api.sock"),
     );
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
     assert!(nomad.url().starts_with("unix:///"));
-    let emitter = Emitter::start(&nomad, Some("workload-identity-token")).await;
+    let emitter = Emitter::start(&nomad).await;
     let mut set = emitter.orchestrators.clone();
     until(&mut set, "the orchestrator, through the socket", |s| {
         s.connected && s.running().count() == 1
     })
     .await;
     nomad.set_client_status(&["alloc-a"], "complete");
-    until(&mut set, "the event stream through the socket", |s| {
-        s.running().count() == 0
-    })
+    until(
+        &mut set,
+        "the removed registration through the socket",
+        |s| s.running().count() == 0,
+    )
     .await;
     emitter.stop().await;
 }
@@ -586,10 +610,16 @@ async fn a_dropped_and_resumed_stream_neither_repeats_nor_misses_a_transition() 
     // A small buffer, as a busy cluster's is: a resume index can fall out of it.
     let nomad = NomadStandin::start(NomadOptions {
         buffer: 3,
-        ..NomadOptions::default()
+        ..NomadOptions::nomad_1_8()
     })
     .await;
-    let emitter = Emitter::start(&nomad, None).await;
+    let emitter = Emitter::start_with(
+        &nomad,
+        Some(MANAGEMENT_TOKEN),
+        DiscoveryMode::Allocations,
+        reconcile_settings(),
+    )
+    .await;
     let c_statuses = record_statuses(emitter.orchestrators.clone(), "alloc-c");
     let d_statuses = record_statuses(emitter.orchestrators.clone(), "alloc-d");
     let mut set = emitter.orchestrators.clone();
@@ -621,6 +651,7 @@ async fn a_dropped_and_resumed_stream_neither_repeats_nor_misses_a_transition() 
     // lost with its event (re-sent on resume) ...
     let connections = nomad.stream_requests().len();
     nomad.drop_streams();
+    c.set_failing(true);
     nomad.set_client_status(&["alloc-c"], "lost");
     eventually("a reconnection after the drop", || async {
         (nomad.stream_requests().len() > connections).then_some(())
@@ -692,7 +723,7 @@ async fn a_dropped_and_resumed_stream_neither_repeats_nor_misses_a_transition() 
 async fn nomad_down_at_start_or_later_is_retried_and_delivery_goes_on() {
     let (port, requests) = capture_receiver();
     let a = OrchestratorStandin::start().await;
-    let nomad = NomadStandin::down_at_start(NomadOptions::default()).await;
+    let nomad = NomadStandin::down_at_start(NomadOptions::nomad_1_8()).await;
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
 
     let dir = tempfile::tempdir().unwrap();
@@ -713,11 +744,13 @@ async fn nomad_down_at_start_or_later_is_retried_and_delivery_goes_on() {
         metrics.clone(),
     )
     .unwrap();
+    let jwt = workload_identity_jwt();
     let emitter = Emitter::with_outbox(
         pipeline.outbox.clone(),
         metrics.clone(),
         &nomad,
-        None,
+        Some(&jwt),
+        DiscoveryMode::Services,
         reconcile_settings(),
     );
 
@@ -759,7 +792,7 @@ async fn nomad_down_at_start_or_later_is_retried_and_delivery_goes_on() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_token_without_read_job_is_reported_clearly_and_logged_once() {
+async fn a_refused_token_is_reported_clearly_and_logged_once() {
     let logs = CapturedLogs::default();
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
@@ -767,12 +800,14 @@ async fn a_token_without_read_job_is_reported_clearly_and_logged_once() {
             .with_ansi(false)
             .finish(),
     );
-    let nomad = NomadStandin::start(NomadOptions {
-        token: Some("the-right-token".into()),
-        ..NomadOptions::default()
-    })
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
+    let emitter = Emitter::start_with(
+        &nomad,
+        Some("wrong-token-SECRET"),
+        DiscoveryMode::Services,
+        reconcile_settings(),
+    )
     .await;
-    let emitter = Emitter::start(&nomad, Some("wrong-token-SECRET")).await;
     let (_, detail) = eventually("the nomad component reports the 403", || async {
         emitter
             .component("nomad")
@@ -780,19 +815,81 @@ async fn a_token_without_read_job_is_reported_clearly_and_logged_once() {
     })
     .await;
     assert!(
-        detail.contains("read-job") && detail.contains("Permission denied"),
+        detail.contains("cannot read service registrations")
+            && detail.contains("Permission denied"),
         "{detail}"
     );
-    // The watcher keeps retrying (with backoff), but says it once.
-    let before = nomad.list_requests();
+    // Discovery keeps retrying (with backoff), but says it once.
+    let before = nomad.service_requests().len();
     eventually("several more attempts", || async {
-        (nomad.list_requests() >= before + 4).then_some(())
+        (nomad.service_requests().len() >= before + 4).then_some(())
     })
     .await;
     let text = logs.text();
-    assert_eq!(text.matches("lacks `read-job`").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("cannot read service registrations").count(),
+        1,
+        "{text}"
+    );
     assert!(!text.contains("wrong-token-SECRET") && !detail.contains("wrong-token-SECRET"));
     assert!(!emitter.orchestrators.borrow().listed);
+    emitter.stop().await;
+}
+
+/// Nomad 1.8 refuses a workload identity on the event stream (hashicorp/nomad#18186) and on
+/// the allocation list: discovery in `allocations` mode says so once and goes on with service
+/// registrations, without an error loop.
+#[tokio::test(flavor = "current_thread")]
+async fn allocations_mode_falls_back_to_services_when_nomad_refuses_the_identity() {
+    let logs = CapturedLogs::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    let jwt = workload_identity_jwt();
+    let emitter = Emitter::start_with(
+        &nomad,
+        Some(&jwt),
+        DiscoveryMode::Allocations,
+        reconcile_settings(),
+    )
+    .await;
+    let mut set = emitter.orchestrators.clone();
+    until(&mut set, "the orchestrator, from its registration", |s| {
+        s.connected && s.is_running("alloc-a")
+    })
+    .await;
+    assert!(
+        emitter.component("nomad").unwrap().0,
+        "ready after the fallback"
+    );
+    emitter.event(Lifecycle::Created, "sbx-1", "e1").await;
+    runs(&a, 3).await;
+    let before = nomad.list_requests();
+    nomad.set_client_status(&["alloc-a"], "complete");
+    until(&mut set, "the registration removed", |s| {
+        !s.is_running("alloc-a")
+    })
+    .await;
+    let text = logs.text();
+    assert_eq!(
+        text.matches("discovering orchestrators through service registrations instead")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text.contains("ERROR"),
+        "a fallback is not an error: {text}"
+    );
+    assert!(!text.contains(&jwt), "the identity leaked into the log");
+    assert_eq!(nomad.list_requests(), before, "no more allocation requests");
     emitter.stop().await;
 }
 
@@ -872,17 +969,15 @@ fn delivered_sandbox(requests: &std::sync::mpsc::Receiver<Vec<u8>>) -> String {
 }
 
 /// The real binary: events from EVENTS_FILE are delivered while NOMAD_ADDR is down; once Nomad
-/// is up the watcher connects with the token, finds the orchestrator, and survives Nomad going
-/// down again; the token appears nowhere in the log.
+/// is up discovery connects with the workload identity, finds the orchestrator, and survives
+/// Nomad going down again; the token appears nowhere in the log.
 #[test]
 fn the_binary_delivers_while_nomad_is_down_and_follows_nomad_once_up() {
     const SECRET: &str = "binary-test-secret";
-    const NOMAD_TOKEN: &str = "nomad-token-SECRET-3141";
+    let jwt = workload_identity_jwt();
+    let nomad_token = jwt.as_str();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let nomad = runtime.block_on(NomadStandin::down_at_start(NomadOptions {
-        token: Some(NOMAD_TOKEN.into()),
-        ..NomadOptions::default()
-    }));
+    let nomad = runtime.block_on(NomadStandin::down_at_start(NomadOptions::nomad_1_8()));
     let orchestrator = runtime.block_on(OrchestratorStandin::start());
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", orchestrator.port()));
     let receiver = common::TestReceiver::start(0, SECRET, Arc::new(|_, _, _| 200));
@@ -902,7 +997,7 @@ fn the_binary_delivers_while_nomad_is_down_and_follows_nomad_once_up() {
             "--nomad-addr",
             &nomad.url(),
             "--nomad-token",
-            NOMAD_TOKEN,
+            nomad_token,
             "--data-dir",
             dir.path().join("data").to_str().unwrap(),
             "--listen",
@@ -944,7 +1039,7 @@ fn the_binary_delivers_while_nomad_is_down_and_follows_nomad_once_up() {
     let log = emitter.log_text();
     assert!(log.contains("cannot reach Nomad"), "{log}");
     assert!(
-        !log.contains(NOMAD_TOKEN),
+        !log.contains(nomad_token),
         "the Nomad token leaked into the log"
     );
 }
@@ -965,29 +1060,80 @@ fn http_get(addr: &str, path: &str) -> String {
         .to_owned()
 }
 
-/// The real binary end to end: sandboxes from the event stream run on an orchestrator found
-/// through Nomad; one sandbox the stream never announced gets a signed `create`, and when the
-/// orchestrator's allocation is lost each of its sandboxes gets one signed `kill`
-/// (`orchestrator_lost`, `synthetic: true`) at the receiver.
+/// GET over HTTP/1.0; the status code, or 0 when nothing answers yet.
+fn http_status(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: emitter\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 12's "done when", through the real binary with a workload identity JWT as NOMAD_TOKEN
+/// against the Nomad 1.8 stand-in (event stream and allocation list refused, services
+/// readable): `/readyz` is 200, and every reconciliation case holds at a verifying receiver —
+/// a signed `create` for an unannounced sandbox, `vanished` for one its answering orchestrator
+/// no longer lists, no kill for a paused one or for those of an orchestrator that merely does
+/// not answer, `orchestrator_lost` once for each sandbox of an orchestrator that left Nomad and
+/// stopped answering; `envd_access_token` appears nowhere.
 #[test]
-fn the_binary_synthesizes_signed_create_and_kill_webhooks() {
+fn the_binary_reconciles_every_case_with_a_workload_identity_on_nomad_1_8() {
     const SECRET: &str = "reconcile-binary-secret";
+    let jwt = workload_identity_jwt();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let nomad = runtime.block_on(NomadStandin::start(NomadOptions::default()));
-    let orchestrator = runtime.block_on(OrchestratorStandin::start());
-    orchestrator.set_sandboxes(vec![
+    let nomad = runtime.block_on(NomadStandin::start(NomadOptions::nomad_1_8()));
+    let a = runtime.block_on(OrchestratorStandin::start());
+    let b = runtime.block_on(OrchestratorStandin::start());
+    a.set_sandboxes(vec![
         sandbox("isb00000", TEAM, "exec-0"),
         sandbox("isb00001", TEAM, "exec-0"),
         sandbox("sbx-unannounced", TEAM, "exec-u"),
     ]);
-    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", orchestrator.port()));
+    b.set_sandboxes(vec![
+        sandbox("sbx-b-stays", TEAM, "exec-b1"),
+        sandbox("sbx-b-dies", TEAM, "exec-b2"),
+        sandbox("sbx-b-paused", TEAM, "exec-bp"),
+    ]);
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-b", b.port()));
     let receiver = common::TestReceiver::start(0, SECRET, Arc::new(|_, _, _| 200));
     let dir = tempfile::tempdir().unwrap();
-    // Only the `created` events of isb00000 and isb00001.
-    let (events, _) = common::lifecycle_ndjson(2, 2);
-    let created: String = events.lines().take(2).map(|l| format!("{l}\n")).collect();
+    let event = |label: &str, kind: &str, sandbox: &str, execution: &str| {
+        json!({
+            "version": "v2",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "type": format!("sandbox.lifecycle.{kind}"),
+            "event_category": "",
+            "event_label": label,
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "sandbox_id": sandbox,
+            "sandbox_execution_id": execution,
+            "sandbox_template_id": "base",
+            "sandbox_build_id": "build-1",
+            "sandbox_team_id": TEAM
+        })
+        .to_string()
+            + "\n"
+    };
+    let events: String = [
+        event("", "created", "isb00000", "exec-0"),
+        event("", "created", "isb00001", "exec-0"),
+        event("", "created", "sbx-b-stays", "exec-b1"),
+        event("", "created", "sbx-b-dies", "exec-b2"),
+        event("", "created", "sbx-b-paused", "exec-bp"),
+        event("", "paused", "sbx-b-paused", "exec-bp"),
+    ]
+    .concat();
     let events_file = dir.path().join("events.ndjson");
-    std::fs::write(&events_file, created).unwrap();
+    std::fs::write(&events_file, events).unwrap();
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let emitter = common::RunningEmitter::start(
         &[
             "--webhook-url",
@@ -998,16 +1144,25 @@ fn the_binary_synthesizes_signed_create_and_kill_webhooks() {
             events_file.to_str().unwrap(),
             "--nomad-addr",
             &nomad.url(),
+            "--nomad-token",
+            &jwt,
             "--data-dir",
             dir.path().join("data").to_str().unwrap(),
             "--listen",
-            "127.0.0.1:0",
+            &listen,
             "--reconcile-interval",
             "200ms",
             "--reconcile-grace",
-            "300ms",
+            "400ms",
+            "--log-format",
+            "json",
         ],
         dir.path().join("emitter.log"),
+    );
+    assert!(
+        common::eventually(DEADLINE, || http_status(&listen, "/readyz") == 200),
+        "/readyz 200 with only the workload identity; log:\n{}",
+        emitter.log_text()
     );
     let labels_of = |sandbox: &str| -> Vec<String> {
         receiver
@@ -1017,36 +1172,316 @@ fn the_binary_synthesizes_signed_create_and_kill_webhooks() {
             .map(|d| d.label)
             .collect()
     };
+    let last_is_kill =
+        |sandbox: &str| labels_of(sandbox).last().map(String::as_str) == Some("kill");
+
+    // Unannounced: a synthesized create.
     assert!(
         common::eventually(DEADLINE, || labels_of("sbx-unannounced") == ["create"]),
         "a synthesized create; log:\n{}",
         emitter.log_text()
     );
-    assert_eq!(labels_of("isb00000"), ["create"], "no kill while it runs");
+    // b answers but no longer lists two sandboxes: the running one vanished, the paused one
+    // is left alone.
+    b.set_sandboxes(vec![sandbox("sbx-b-stays", TEAM, "exec-b1")]);
+    assert!(
+        common::eventually(DEADLINE, || last_is_kill("sbx-b-dies")),
+        "a vanished kill; got {:?}",
+        receiver.deliveries()
+    );
+    // b stops answering while Nomad still lists it: nothing is killed.
+    b.set_failing(true);
+    let b_calls = b.calls();
+    assert!(common::eventually(DEADLINE, || b.calls() >= b_calls + 5));
+    // a's node is lost: its registration goes and it stops answering.
+    a.set_failing(true);
     nomad.set_client_status(&["alloc-a"], "lost");
     assert!(
         common::eventually(DEADLINE, || {
             ["isb00000", "isb00001", "sbx-unannounced"]
                 .iter()
-                .all(|s| labels_of(s).last().map(String::as_str) == Some("kill"))
+                .all(|s| last_is_kill(s))
         }),
         "a kill for every sandbox of the lost orchestrator; got {:?}",
         receiver.deliveries()
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // More runs change nothing.
+    let b_calls = b.calls();
+    assert!(common::eventually(DEADLINE, || b.calls() >= b_calls + 5));
     let deliveries = receiver.deliveries();
     assert!(deliveries.iter().all(|d| d.signature_ok));
     let kills: Vec<&common::Delivery> = deliveries.iter().filter(|d| d.label == "kill").collect();
-    assert_eq!(kills.len(), 3, "each kill exactly once: {deliveries:?}");
-    for kill in kills {
-        assert_eq!(kill.body["eventData"]["kill_reason"], "orchestrator_lost");
+    let reason_of = |sandbox: &str| {
+        kills
+            .iter()
+            .filter(|k| k.sandbox_id == sandbox)
+            .map(|k| {
+                k.body["eventData"]["kill_reason"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    for lost in ["isb00000", "isb00001", "sbx-unannounced"] {
+        assert_eq!(reason_of(lost), ["orchestrator_lost"], "{lost} once");
+    }
+    assert_eq!(reason_of("sbx-b-dies"), ["vanished"]);
+    assert!(reason_of("sbx-b-stays").is_empty(), "merely unreachable");
+    assert!(reason_of("sbx-b-paused").is_empty(), "paused");
+    assert_eq!(kills.len(), 4, "{deliveries:?}");
+    for kill in &kills {
         assert_eq!(kill.body["eventData"]["synthetic"], true);
         assert_eq!(kill.body["type"], "sandbox.lifecycle.killed");
     }
-    let create = deliveries
-        .iter()
-        .find(|d| d.sandbox_id == "sbx-unannounced")
+    assert_eq!(http_status(&listen, "/readyz"), 200);
+    // Discovery used only what the identity may read: blocking service queries.
+    let requests = nomad.service_requests();
+    assert!(
+        requests.iter().any(|i| *i > 0),
+        "blocking queries: {requests:?}"
+    );
+    assert_eq!(nomad.list_requests(), 0);
+    assert!(nomad.stream_requests().is_empty());
+    let everything = format!(
+        "{}{}{}{:?}",
+        emitter.log_text(),
+        http_get(&listen, "/metrics"),
+        http_get(&listen, "/status"),
+        deliveries
+    );
+    assert!(!everything.contains(ENVD_TOKEN), "envd_access_token leaked");
+    assert!(!everything.contains(&jwt), "the workload identity leaked");
+}
+
+/// Nomad 1.8 removes a registration when the node misses heartbeats, even if the orchestrator
+/// still runs (hashicorp/nomad#16983): while it answers it is still reconciled and nothing of
+/// it is killed as lost; a sandbox it no longer lists is `vanished`; once it stops answering
+/// too, its sandboxes are `orchestrator_lost`, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orchestrator_gone_from_the_catalog_is_killed_only_once_it_stops_answering() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![
+        sandbox("sbx-1", TEAM, "e1"),
+        sandbox("sbx-2", TEAM, "e2"),
+    ]);
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    let emitter = Emitter::start(&nomad).await;
+    emitter.event(Lifecycle::Created, "sbx-1", "e1").await;
+    emitter.event(Lifecycle::Created, "sbx-2", "e2").await;
+    runs(&a, 3).await;
+
+    nomad.deregister("alloc-a");
+    let mut set = emitter.orchestrators.clone();
+    until(&mut set, "the registration gone", |s| {
+        !s.is_running("alloc-a")
+    })
+    .await;
+    assert_eq!(emitter.metrics.orchestrators_known.get(), 0);
+    runs(&a, 6).await;
+    assert!(
+        emitter.synthesized().await.is_empty(),
+        "still answering: still reconciled, no kill"
+    );
+
+    a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
+    let vanished = eventually(
+        "a vanished kill from the deregistered orchestrator",
+        || async { kills_of(&emitter.synthesized().await, "sbx-2").pop() },
+    )
+    .await;
+    assert_eq!(data(&vanished, "kill_reason"), "vanished");
+
+    a.set_failing(true);
+    let lost = eventually("orchestrator_lost once it stops answering", || async {
+        kills_of(&emitter.synthesized().await, "sbx-1").pop()
+    })
+    .await;
+    assert_eq!(data(&lost, "kill_reason"), "orchestrator_lost");
+    // No placement points at it any more, so it is not asked again: wait ten intervals.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = emitter.synthesized().await;
+    assert_eq!(events.len(), 2, "each kill once: {events:?}");
+    assert_no_token(&events, &emitter.metrics);
+    emitter.stop().await;
+}
+
+/// A restarted orchestrator (E2B runs it with `restart { attempts = 0 }`, so a new allocation
+/// on the same node and port) has none of the earlier process's sandboxes: those are
+/// `vanished`, not `orchestrator_lost`, and what the new one runs is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_orchestrator_makes_its_earlier_sandboxes_vanished() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![sandbox("sbx-old", TEAM, "e1")]);
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-1", a.port()));
+    let emitter = Emitter::start(&nomad).await;
+    emitter.event(Lifecycle::Created, "sbx-old", "e1").await;
+    runs(&a, 3).await;
+
+    // The process restarts: the old allocation fails, a new one registers on the same port and
+    // lists only what was created since.
+    a.set_sandboxes(vec![sandbox("sbx-new", TEAM, "e9")]);
+    emitter.event(Lifecycle::Created, "sbx-new", "e9").await;
+    nomad.set_client_status(&["alloc-1"], "failed");
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-2", a.port()));
+    let kill = eventually("the earlier sandbox vanished", || async {
+        kills_of(&emitter.synthesized().await, "sbx-old").pop()
+    })
+    .await;
+    assert_eq!(data(&kill, "kill_reason"), "vanished");
+    runs(&a, 5).await;
+    let events = emitter.synthesized().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    emitter.stop().await;
+}
+
+/// The index and the observations survive a restart: an orchestrator that left Nomad and
+/// stopped answering while the emitter was down still gets its sandboxes killed as
+/// `orchestrator_lost` afterwards, and discovery resumes from the saved index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placements_and_the_index_are_kept_across_a_restart() {
+    let a = OrchestratorStandin::start().await;
+    a.set_sandboxes(vec![sandbox("sbx-1", TEAM, "e1")]);
+    let b = OrchestratorStandin::start().await;
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-b", b.port()));
+    let dir = tempfile::tempdir().unwrap();
+    let routes = || {
+        vec![Route {
+            endpoint: "default".into(),
+            filter: EventFilter::parse("*").unwrap(),
+        }]
+    };
+    let jwt = workload_identity_jwt();
+    let start = |metrics: Arc<Metrics>| {
+        let outbox = Outbox::open(dir.path(), routes(), metrics.clone()).unwrap();
+        Emitter::with_outbox(
+            outbox,
+            metrics,
+            &nomad,
+            Some(&jwt),
+            DiscoveryMode::Services,
+            reconcile_settings(),
+        )
+    };
+    let emitter = start(Arc::new(Metrics::new()));
+    emitter.event(Lifecycle::Created, "sbx-1", "e1").await;
+    runs(&a, 3).await;
+    let outbox = emitter.outbox.clone();
+    emitter.stop().await;
+    let saved = outbox
+        .load_state("nomad.last_index")
+        .await
+        .unwrap()
         .unwrap();
-    assert_eq!(create.body["eventData"]["synthetic"], true);
-    assert!(!emitter.log_text().contains(ENVD_TOKEN));
+    assert_eq!(
+        String::from_utf8(saved).unwrap(),
+        nomad.services_index().to_string()
+    );
+    drop(outbox);
+
+    // While the emitter is down, a's node is lost.
+    a.set_failing(true);
+    nomad.set_client_status(&["alloc-a"], "lost");
+    let emitter = start(Arc::new(Metrics::new()));
+    let kill = eventually("orchestrator_lost after the restart", || async {
+        kills_of(&emitter.synthesized().await, "sbx-1").pop()
+    })
+    .await;
+    assert_eq!(data(&kill, "kill_reason"), "orchestrator_lost");
+    assert_eq!(
+        emitter.metrics.nomad_last_index.get() as u64,
+        nomad.services_index()
+    );
+    emitter.stop().await;
+}
+
+/// The stand-in behaves as Nomad 1.8 does with a workload identity: refused on the event
+/// stream (500, the token lookup failure of hashicorp/nomad#18186) and the allocation list
+/// (403), accepted on service registrations (a blocking query with `X-Nomad-Index`) and on the
+/// job's variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_models_nomad_1_8_for_a_workload_identity() {
+    let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", 5008));
+    nomad.set_variable(
+        "nomad/jobs/e2b-webhook-emitter",
+        json!({"webhook_secret": "x"}),
+    );
+    let http = reqwest::Client::new();
+    let jwt = workload_identity_jwt();
+    let get = |path: &str, token: &str| {
+        http.get(format!("{}{path}", nomad.url()))
+            .header("X-Nomad-Token", token)
+            .send()
+    };
+    let stream = get("/v1/event/stream?topic=Allocation&index=0", &jwt)
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 500);
+    assert!(
+        stream
+            .text()
+            .await
+            .unwrap()
+            .contains("acl token lookup failed")
+    );
+    assert_eq!(get("/v1/allocations", &jwt).await.unwrap().status(), 403);
+    assert_eq!(
+        get("/v1/allocations", MANAGEMENT_TOKEN)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let var = get("/v1/var/nomad/jobs/e2b-webhook-emitter", &jwt)
+        .await
+        .unwrap();
+    assert_eq!(var.status(), 200);
+    assert_eq!(
+        get("/v1/service/orchestrator", "not-a-token")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    let answer = get("/v1/service/orchestrator", &jwt).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let index: u64 = answer.headers()["x-nomad-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let registrations: Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+    assert_eq!(registrations[0]["AllocID"], "alloc-a");
+    assert_eq!(registrations[0]["Port"], 5008);
+    // A blocking query waits for a change ...
+    let started = tokio::time::Instant::now();
+    let blocked = get(
+        &format!("/v1/service/orchestrator?index={index}&wait=300ms"),
+        &jwt,
+    )
+    .await
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        blocked.headers()["x-nomad-index"].to_str().unwrap(),
+        index.to_string()
+    );
+    // ... and answers as soon as the allocation stops, without its registration.
+    let waiting = tokio::spawn(get(
+        &format!("/v1/service/orchestrator?index={index}&wait=10s"),
+        &jwt,
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped_at = tokio::time::Instant::now();
+    nomad.set_client_status(&["alloc-a"], "complete");
+    let changed = waiting.await.unwrap().unwrap();
+    assert!(stopped_at.elapsed() < Duration::from_secs(2));
+    let registrations: Value = serde_json::from_str(&changed.text().await.unwrap()).unwrap();
+    assert_eq!(registrations, json!([]));
 }

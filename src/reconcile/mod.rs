@@ -23,7 +23,8 @@ use crate::source::nomad::OrchestratorSet;
 use orchestrator::OrchestratorClients;
 use plan::{Finding, Listing, Memory, Observation, Placement};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -94,7 +95,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// A reconciler reading orchestrators from a
-    /// [`NomadAllocationWatcher`](crate::source::nomad::NomadAllocationWatcher).
+    /// [`OrchestratorDiscovery`](crate::source::nomad::OrchestratorDiscovery).
     pub fn new(
         outbox: Outbox,
         metrics: Arc<Metrics>,
@@ -150,13 +151,14 @@ impl Reconciler {
                 return Outcome::Error;
             }
         };
-        let listings = self.list_all(&orchestrators).await;
+        let (listings, addresses) = self.list_all(&orchestrators).await;
         let findings = self.memory.decide(
             &Observation {
                 now_ms: jiff::Timestamp::now().as_millisecond(),
                 records: &records,
                 orchestrators: &orchestrators,
                 listings: &listings,
+                addresses: &addresses,
             },
             self.settings.grace,
         );
@@ -193,52 +195,91 @@ impl Reconciler {
         None
     }
 
-    /// `List` on every running orchestrator at once; silent ones are logged once per change.
-    async fn list_all(&mut self, orchestrators: &OrchestratorSet) -> BTreeMap<String, Listing> {
-        let running: HashSet<_> = orchestrators.running().filter_map(|a| a.address).collect();
-        self.clients.retain(&running);
-        let calls: Vec<_> = orchestrators
+    /// The orchestrators to ask, by allocation id: every one Nomad lists as running, and every
+    /// one it no longer lists that still holds a placement (it may only have lost its
+    /// registration, hashicorp/nomad#16983), at the address where it last answered.
+    fn targets(&self, orchestrators: &OrchestratorSet) -> BTreeMap<String, Option<SocketAddr>> {
+        let mut targets: BTreeMap<String, Option<SocketAddr>> = orchestrators
             .running()
-            .map(|allocation| {
-                let client = match allocation.address {
-                    Some(addr) => self.clients.client(addr),
-                    None => Err("Nomad reported no address for it".to_owned()),
-                };
-                let id = allocation.id.clone();
+            .map(|a| (a.id.clone(), a.address))
+            .collect();
+        for placement in self.memory.placements.values() {
+            targets
+                .entry(placement.allocation.clone())
+                .or_insert(placement.address);
+        }
+        targets
+    }
+
+    /// `List` on every target at once, one call per address; silent ones are logged once per
+    /// change. Returns the listings and the address each allocation was asked at.
+    async fn list_all(
+        &mut self,
+        orchestrators: &OrchestratorSet,
+    ) -> (BTreeMap<String, Listing>, BTreeMap<String, SocketAddr>) {
+        let targets = self.targets(orchestrators);
+        let addresses: BTreeMap<String, SocketAddr> = targets
+            .iter()
+            .filter_map(|(id, addr)| addr.map(|a| (id.clone(), a)))
+            .collect();
+        let distinct: HashSet<SocketAddr> = addresses.values().copied().collect();
+        self.clients.retain(&distinct);
+        let calls: Vec<_> = distinct
+            .into_iter()
+            .map(|addr| {
+                let client = self.clients.client(addr);
                 async move {
                     let result = match client {
                         Ok(client) => orchestrator::list(client).await,
                         Err(e) => Err(e),
                     };
-                    (id, result)
+                    (addr, result)
                 }
             })
             .collect();
+        let answers: HashMap<SocketAddr, Result<Vec<_>, String>> =
+            futures_util::future::join_all(calls)
+                .await
+                .into_iter()
+                .collect();
         let mut listings = BTreeMap::new();
-        for (id, result) in futures_util::future::join_all(calls).await {
+        for (id, addr) in &targets {
+            let result = match addr {
+                Some(addr) => answers[addr].clone(),
+                None => Err("Nomad reported no address for it".to_owned()),
+            };
+            let registered = orchestrators.is_running(id);
             let listing = match result {
                 Ok(sandboxes) => {
-                    if self.silent.remove(&id).is_some() {
+                    if self.silent.remove(id).is_some() {
                         tracing::info!(allocation = %id, "orchestrator answers List again");
                     }
                     Listing::Answered(sandboxes)
                 }
                 Err(error) => {
-                    if self.silent.get(&id) != Some(&error) {
-                        tracing::warn!(
-                            allocation = %id,
-                            %error,
-                            "orchestrator does not answer List; its sandboxes are left alone until it answers or its allocation ends"
-                        );
+                    if self.silent.get(id) != Some(&error) {
+                        if registered {
+                            tracing::warn!(
+                                allocation = %id,
+                                %error,
+                                "orchestrator does not answer List; its sandboxes are left alone while Nomad lists it"
+                            );
+                        } else {
+                            tracing::warn!(
+                                allocation = %id,
+                                %error,
+                                "orchestrator left Nomad and does not answer List; its sandboxes are killed as orchestrator_lost unless it answers within the grace period"
+                            );
+                        }
                         self.silent.insert(id.clone(), error);
                     }
                     Listing::Silent
                 }
             };
-            listings.insert(id, listing);
+            listings.insert(id.clone(), listing);
         }
         self.silent.retain(|id, _| listings.contains_key(id));
-        listings
+        (listings, addresses)
     }
 
     /// Appends the synthesized events in one durable batch; false when the outbox failed.

@@ -7,6 +7,7 @@ use crate::outbox::{SandboxRecord, SandboxState};
 use crate::source::nomad::OrchestratorSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Where a sandbox was last seen running.
@@ -16,13 +17,18 @@ pub(crate) struct Placement {
     /// orchestrator's `client_id`: a node keeps its client id when its orchestrator allocation
     /// is replaced, and the replacement does not have the old one's sandboxes.
     pub allocation: String,
+    /// Where that orchestrator answered: once Nomad no longer lists it, it is still asked
+    /// there until it stops answering.
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
     /// Its execution then.
     pub execution_id: String,
     /// When (ms since the epoch).
     pub seen_at_ms: i64,
 }
 
-/// What one running orchestrator said in this run.
+/// What one orchestrator said in this run.
+#[derive(Debug, Clone)]
 pub(crate) enum Listing {
     /// Its sandboxes.
     Answered(Vec<ListedSandbox>),
@@ -33,7 +39,7 @@ pub(crate) enum Listing {
 /// Why a sandbox we believed running is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KillReason {
-    /// Its orchestrator's allocation is lost, failed or complete (or garbage-collected).
+    /// Its orchestrator left Nomad (deregistered, or its allocation ended) and does not answer.
     OrchestratorLost,
     /// No orchestrator has it any more.
     Vanished,
@@ -108,8 +114,11 @@ pub(crate) struct Observation<'a> {
     /// The outbox's view: sandboxes running or paused according to the events.
     pub records: &'a [SandboxRecord],
     pub orchestrators: &'a OrchestratorSet,
-    /// One entry per running orchestrator allocation, by allocation id.
+    /// One entry per orchestrator asked, by allocation id: every running one, and those Nomad
+    /// no longer lists that still hold a placement.
     pub listings: &'a BTreeMap<String, Listing>,
+    /// The address each allocation was asked at.
+    pub addresses: &'a BTreeMap<String, SocketAddr>,
 }
 
 /// What the reconciler remembers between runs.
@@ -143,8 +152,20 @@ impl Memory {
             .iter()
             .map(|r| (r.sandbox_id.as_str(), r))
             .collect();
+        // Where each listed sandbox runs; an orchestrator Nomad still lists wins over a departed
+        // one answering at the same address, so placements follow the current allocation.
         let mut listed: BTreeMap<&str, (&str, &ListedSandbox)> = BTreeMap::new();
-        for (allocation, listing) in observation.listings {
+        let by_preference = observation
+            .listings
+            .iter()
+            .filter(|(a, _)| observation.orchestrators.is_running(a))
+            .chain(
+                observation
+                    .listings
+                    .iter()
+                    .filter(|(a, _)| !observation.orchestrators.is_running(a)),
+            );
+        for (allocation, listing) in by_preference {
             if let Listing::Answered(sandboxes) = listing {
                 for sandbox in sandboxes {
                     listed
@@ -160,6 +181,7 @@ impl Memory {
                 sandbox_id.to_owned(),
                 Placement {
                     allocation: allocation.to_owned(),
+                    address: observation.addresses.get(allocation).copied(),
                     execution_id: sandbox.execution_id.clone(),
                     seen_at_ms: now,
                 },
@@ -210,14 +232,16 @@ impl Memory {
                 .placements
                 .get(&record.sandbox_id)
                 .filter(|p| placement_is_current(p, record));
+            // The rule (DESIGN §4, README "Reconciliation"): an orchestrator that answers is
+            // believed, whether or not Nomad lists it; one that does not answer is only given
+            // up once Nomad no longer lists it either, on two runs spanning the grace period.
             let reason = match placement {
-                Some(p) => match observation.orchestrators.allocations.get(&p.allocation) {
-                    // Nomad no longer lists the allocation: it ended and was garbage-collected.
-                    None => Some(KillReason::OrchestratorLost),
-                    Some(a) if a.status.is_terminal() => Some(KillReason::OrchestratorLost),
-                    Some(a) if answered(&a.id) => Some(KillReason::Vanished),
-                    // Its orchestrator is silent but not gone: no reason to kill.
-                    Some(_) => None,
+                Some(p) => match observation.listings.get(&p.allocation) {
+                    Some(Listing::Answered(_)) => Some(KillReason::Vanished),
+                    // Listed by Nomad but silent (restarting, overloaded, partitioned from us).
+                    _ if observation.orchestrators.is_running(&p.allocation) => None,
+                    // Gone from Nomad and silent, or gone with no address left to ask.
+                    _ => Some(KillReason::OrchestratorLost),
                 },
                 None => everyone_answered.then_some(KillReason::Vanished),
             };
@@ -340,6 +364,7 @@ mod tests {
                 records,
                 orchestrators,
                 listings: &listings,
+                addresses: &BTreeMap::new(),
             },
             GRACE,
         )
@@ -416,6 +441,83 @@ mod tests {
         assert_eq!(
             reasons(&run(&mut m, 3_000, &records, &gc, only_a())),
             ["orchestrator_lost"]
+        );
+    }
+
+    #[test]
+    fn an_orchestrator_gone_from_nomad_but_answering_is_still_reconciled_and_kills_nothing() {
+        let mut m = Memory::default();
+        let records = [
+            record("s1", SandboxState::Running, "e1"),
+            record("s2", SandboxState::Running, "e2"),
+        ];
+        let registered = set(&[("a", AllocationStatus::Running)]);
+        let both = || {
+            vec![(
+                "a",
+                Listing::Answered(vec![listed("s1", "e1"), listed("s2", "e2")]),
+            )]
+        };
+        assert!(run(&mut m, 1_000, &records, &registered, both()).is_empty());
+        // Its registration is gone (a missed heartbeat on Nomad 1.8), yet it answers: no kill,
+        // however long it lasts, while it lists its sandboxes.
+        let deregistered = set(&[]);
+        for now in [2_000, 4_000, 8_000] {
+            assert!(run(&mut m, now, &records, &deregistered, both()).is_empty());
+        }
+        // Still answering, but s2 is no longer listed: vanished, not orchestrator_lost.
+        let only_s1 = || vec![("a", Listing::Answered(vec![listed("s1", "e1")]))];
+        assert!(run(&mut m, 9_000, &records, &deregistered, only_s1()).is_empty());
+        assert_eq!(
+            reasons(&run(&mut m, 10_000, &records, &deregistered, only_s1())),
+            ["vanished"]
+        );
+        // Then it stops answering too: s1 goes as orchestrator_lost, once.
+        let silent = || vec![("a", Listing::Silent)];
+        let records = [record("s1", SandboxState::Running, "e1")];
+        assert!(run(&mut m, 11_000, &records, &deregistered, silent()).is_empty());
+        assert_eq!(
+            reasons(&run(&mut m, 12_000, &records, &deregistered, silent())),
+            ["orchestrator_lost"]
+        );
+        assert!(run(&mut m, 13_000, &[], &deregistered, vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_orchestrator_makes_what_it_no_longer_lists_vanished() {
+        let mut m = Memory::default();
+        let records = [
+            record("s1", SandboxState::Running, "e1"),
+            record("s2", SandboxState::Running, "e2"),
+        ];
+        let old = set(&[("a", AllocationStatus::Running)]);
+        let answer = vec![(
+            "a",
+            Listing::Answered(vec![listed("s1", "e1"), listed("s2", "e2")]),
+        )];
+        assert!(run(&mut m, 1_000, &records, &old, answer).is_empty());
+        // Replaced by allocation b on the same node and port: the old one's address is answered
+        // by the new process, which has none of the old sandboxes but a new one.
+        let new = set(&[("b", AllocationStatus::Running)]);
+        let answers = || {
+            vec![
+                ("a", Listing::Answered(vec![listed("s3", "e3")])),
+                ("b", Listing::Answered(vec![listed("s3", "e3")])),
+            ]
+        };
+        let records = [
+            record("s1", SandboxState::Running, "e1"),
+            record("s2", SandboxState::Running, "e2"),
+            record("s3", SandboxState::Running, "e3"),
+        ];
+        assert!(run(&mut m, 2_000, &records, &new, answers()).is_empty());
+        assert_eq!(
+            m.placements["s3"].allocation, "b",
+            "the registered allocation wins"
+        );
+        assert_eq!(
+            reasons(&run(&mut m, 3_000, &records, &new, answers())),
+            ["vanished", "vanished"]
         );
     }
 

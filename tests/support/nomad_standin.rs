@@ -1,5 +1,13 @@
-//! A Nomad HTTP API stand-in, written from Nomad's public API documentation, for the two
-//! endpoints the emitter uses:
+//! A Nomad HTTP API stand-in modelling Nomad 1.8.x with ACLs (what E2B pins), written from
+//! Nomad's public API documentation and issue tracker, for the endpoints the emitter uses:
+//!
+//! - `GET /v1/service/<name>?namespace=…&index=N&wait=…`: the registrations of a Nomad-native
+//!   service, a blocking query answering with `X-Nomad-Index` once the service table's index
+//!   passes `index` (or after `wait`). Every running orchestrator allocation registers service
+//!   `orchestrator` on its gRPC port (e2b-dev/infra `orchestrator.hcl`); the registration goes
+//!   when the allocation stops, fails or is lost, or when its node misses heartbeats
+//!   (`deregister`, Nomad 1.8's behaviour, hashicorp/nomad#16983 / #26424).
+//! - `GET /v1/var/<path>`: a Nomad Variable, or 404.
 //!
 //! - `GET /v1/event/stream?topic=…&namespace=…&index=N`: NDJSON frames
 //!   `{"Index":N,"Events":[…]}`, a bare `{}` heartbeat every `heartbeat`, several events per
@@ -10,9 +18,14 @@
 //!   `wait`) answering with `X-Nomad-Index`; the filter supports `Field == "v"` and
 //!   `Field contains "v"` joined by `and`, which is what the emitter sends.
 //!
-//! Both answer 403 `Permission denied` to a missing or wrong `X-Nomad-Token`. The test API adds
-//! allocations, changes their `ClientStatus`, cuts streams, and takes the server down and up on
-//! the same port.
+//! Tokens: the management `token` is accepted everywhere. A workload identity (`workload_identity`,
+//! a JWT) is accepted where Nomad's implicit workload policy allows it — service registrations
+//! and the job's variables — and refused elsewhere as 1.8 refuses it: the event stream answers
+//! 500 `acl token lookup failed: index error: UUID must be 36 characters` (its broker only looks
+//! tokens up by secret id, hashicorp/nomad#18186, fixed in 1.9 by #24849), the allocation list
+//! 403 `Permission denied` (no `read-job` in the implicit policy). Anything else is 403. The test
+//! API adds allocations, changes their `ClientStatus`, cuts streams, and takes the server down
+//! and up on the same port.
 #![allow(dead_code)] // each test uses a different subset
 
 use axum::Router;
@@ -30,11 +43,36 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
+/// The management token of [`NomadOptions::nomad_1_8`].
+pub const MANAGEMENT_TOKEN: &str = "5b3c8a2e-9f1d-4e7a-b6c5-0d2e4f6a8b1c";
+
+/// A workload identity as Nomad hands it to a task with `identity { env = true }`: a signed JWT
+/// (`header.claims.signature`, base64url) carrying the job's claims.
+pub fn workload_identity_jwt() -> String {
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.{}",
+        b64(json!({"alg": "RS256", "kid": "6f1e0c9a", "typ": "JWT"})),
+        b64(json!({
+            "aud": "nomadproject.io",
+            "nomad_namespace": "default",
+            "nomad_job_id": "e2b-webhook-emitter",
+            "nomad_allocation_id": "8c0bc1ac-de33-a3eb-7ae0-6bf378f9c71b",
+            "nomad_task": "emitter",
+            "sub": "global:default:e2b-webhook-emitter:emitter:emitter:default"
+        })),
+        "c2lnbmF0dXJlLW5vdC1jaGVja2VkLWJ5LXRoZS1zdGFuZC1pbg"
+    )
+}
+
 /// How the stand-in behaves.
 #[derive(Debug, Clone)]
 pub struct NomadOptions {
-    /// The ACL token required in `X-Nomad-Token`; `None` means ACLs are off.
+    /// The management ACL token; `None` with no `workload_identity` means ACLs are off.
     pub token: Option<String>,
+    /// A task's workload identity (a JWT), accepted only on services and variables.
+    pub workload_identity: Option<String>,
     /// Time between `{}` heartbeats on an idle stream (Nomad: 30 s).
     pub heartbeat: Duration,
     /// Frames kept for `index=` resumption (Nomad's `event_buffer_size`, default 100).
@@ -47,9 +85,22 @@ impl Default for NomadOptions {
     fn default() -> Self {
         Self {
             token: None,
+            workload_identity: None,
             heartbeat: Duration::from_millis(100),
             buffer: 100,
             events_without_resources: false,
+        }
+    }
+}
+
+impl NomadOptions {
+    /// Nomad 1.8 with ACLs, as E2B runs it: a management token and the emitter's workload
+    /// identity ([`workload_identity_jwt`]).
+    pub fn nomad_1_8() -> Self {
+        Self {
+            token: Some(MANAGEMENT_TOKEN.into()),
+            workload_identity: Some(workload_identity_jwt()),
+            ..Self::default()
         }
     }
 }
@@ -92,6 +143,13 @@ struct Shared {
     /// Index requested by every event stream request, in order.
     stream_requests: Vec<u64>,
     list_requests: usize,
+    /// Service registrations by allocation id, and the service table's index.
+    services: BTreeMap<String, Value>,
+    services_index: u64,
+    /// The `index` of every service query, in order.
+    service_requests: Vec<u64>,
+    /// Nomad Variables by path: their items.
+    variables: BTreeMap<String, Value>,
 }
 
 #[derive(Clone)]
@@ -105,6 +163,8 @@ struct AppState {
     index: watch::Sender<u64>,
     /// Bumped when the server goes down: open streams end as a broken connection.
     downs: watch::Sender<u64>,
+    /// The service table's index, for blocking service queries.
+    services_index: watch::Sender<u64>,
 }
 
 /// Where the stand-in listens.
@@ -147,11 +207,16 @@ impl NomadStandin {
                 frames: VecDeque::new(),
                 stream_requests: Vec::new(),
                 list_requests: 0,
+                services: BTreeMap::new(),
+                services_index: 1,
+                service_requests: Vec::new(),
+                variables: BTreeMap::new(),
             })),
             live: broadcast::channel(1024).0,
             drops: watch::channel(0).0,
             index: watch::channel(1).0,
             downs: watch::channel(0).0,
+            services_index: watch::channel(1).0,
         };
         Self { bind, state }
     }
@@ -171,6 +236,8 @@ impl NomadStandin {
         let app = Router::new()
             .route("/v1/event/stream", get(event_stream))
             .route("/v1/allocations", get(list_allocations))
+            .route("/v1/service/{name}", get(read_service))
+            .route("/v1/var/{*path}", get(read_variable))
             .with_state(self.state.clone());
         let mut downs = self.state.downs.subscribe();
         downs.mark_unchanged();
@@ -222,14 +289,22 @@ impl NomadStandin {
         self.commit(|shared, index| {
             let alloc = allocation_json(spec, index);
             shared.allocations.insert(spec.id.clone(), alloc.clone());
+            if spec.client_status == "running" {
+                shared
+                    .services
+                    .insert(spec.id.clone(), registration_json(spec, index));
+                shared.services_index = index;
+            }
             vec![event("PlanResult", &alloc, index)]
         });
     }
 
     /// Sets the client status of several allocations at one index: one frame, several events.
+    /// A terminal status also removes the allocations' service registrations.
     pub fn set_client_status(&self, ids: &[&str], status: &str) {
         self.commit(|shared, index| {
-            ids.iter()
+            let events = ids
+                .iter()
                 .map(|id| {
                     let alloc = shared
                         .allocations
@@ -239,8 +314,17 @@ impl NomadStandin {
                     alloc["ModifyIndex"] = json!(index);
                     event("AllocationUpdated", alloc, index)
                 })
-                .collect()
+                .collect();
+            if is_terminal(status) {
+                for id in ids {
+                    if shared.services.remove(*id).is_some() {
+                        shared.services_index = index;
+                    }
+                }
+            }
+            events
         });
+        self.publish_services();
     }
 
     /// Changes an allocation without emitting any event, as if its event had been lost: only a
@@ -252,7 +336,46 @@ impl NomadStandin {
         let alloc = shared.allocations.get_mut(id).unwrap();
         alloc["ClientStatus"] = json!(status);
         alloc["ModifyIndex"] = json!(index);
+        if is_terminal(status) && shared.services.remove(id).is_some() {
+            shared.services_index = index;
+        }
         self.state.index.send_replace(index);
+        drop(shared);
+        self.publish_services();
+    }
+
+    /// Removes an allocation's service registration while the allocation keeps running, as
+    /// Nomad 1.8 does when its node misses heartbeats (hashicorp/nomad#16983).
+    pub fn deregister(&self, id: &str) {
+        let mut shared = self.state.shared.lock().unwrap();
+        shared.index += 1;
+        let index = shared.index;
+        assert!(shared.services.remove(id).is_some(), "no registration {id}");
+        shared.services_index = index;
+        self.state.index.send_replace(index);
+        drop(shared);
+        self.publish_services();
+    }
+
+    /// Stores a Nomad Variable.
+    pub fn set_variable(&self, path: &str, items: Value) {
+        let mut shared = self.state.shared.lock().unwrap();
+        shared.variables.insert(path.to_owned(), items);
+    }
+
+    /// The `index` of every service query so far.
+    pub fn service_requests(&self) -> Vec<u64> {
+        self.state.shared.lock().unwrap().service_requests.clone()
+    }
+
+    /// The service table's index.
+    pub fn services_index(&self) -> u64 {
+        self.state.shared.lock().unwrap().services_index
+    }
+
+    fn publish_services(&self) {
+        let index = self.state.shared.lock().unwrap().services_index;
+        self.state.services_index.send_replace(index);
     }
 
     /// Forgets an allocation, as Nomad's garbage collector does with terminal ones.
@@ -260,7 +383,12 @@ impl NomadStandin {
         let mut shared = self.state.shared.lock().unwrap();
         shared.allocations.remove(id);
         shared.index += 1;
+        if shared.services.remove(id).is_some() {
+            shared.services_index = shared.index;
+        }
         self.state.index.send_replace(shared.index);
+        drop(shared);
+        self.publish_services();
     }
 
     /// Emits a frame with an event of another topic, which the emitter must ignore.
@@ -367,15 +495,155 @@ fn query(uri: &Uri) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn denied(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let required = state.shared.lock().unwrap().options.token.clone()?;
+/// What an endpoint lets a workload identity do on Nomad 1.8.
+#[derive(Clone, Copy, PartialEq)]
+enum Endpoint {
+    /// Services and variables: allowed by the implicit workload policy.
+    WorkloadReadable,
+    /// `/v1/allocations`: needs `read-job`, which the implicit policy lacks.
+    Allocations,
+    /// `/v1/event/stream`: its broker resolves only ACL tokens' secret ids before 1.9.
+    EventStream,
+}
+
+fn denied(state: &AppState, headers: &HeaderMap, endpoint: Endpoint) -> Option<Response> {
+    let (token, identity) = {
+        let shared = state.shared.lock().unwrap();
+        (
+            shared.options.token.clone(),
+            shared.options.workload_identity.clone(),
+        )
+    };
+    if token.is_none() && identity.is_none() {
+        return None;
+    }
     let given = headers.get("x-nomad-token").and_then(|v| v.to_str().ok());
-    (given != Some(required.as_str()))
-        .then(|| (StatusCode::FORBIDDEN, "Permission denied").into_response())
+    if given.is_some() && given == token.as_deref() {
+        return None;
+    }
+    if given.is_some() && given == identity.as_deref() {
+        return match endpoint {
+            Endpoint::WorkloadReadable => None,
+            Endpoint::Allocations => {
+                Some((StatusCode::FORBIDDEN, "Permission denied").into_response())
+            }
+            Endpoint::EventStream => Some(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "acl token lookup failed: index error: UUID must be 36 characters",
+                )
+                    .into_response(),
+            ),
+        };
+    }
+    Some((StatusCode::FORBIDDEN, "Permission denied").into_response())
+}
+
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "complete" | "failed" | "lost")
+}
+
+/// The registration Nomad keeps for service `orchestrator` of a running allocation.
+fn registration_json(spec: &AllocSpec, index: u64) -> Value {
+    json!({
+        "ID": format!("_nomad-task-{}-{}-orchestrator-orchestrator", spec.id, spec.task_group),
+        "ServiceName": "orchestrator",
+        "Namespace": "default",
+        "NodeID": format!("nodeid-{}", spec.node_name),
+        "Datacenter": "dc1",
+        "JobID": spec.job_id,
+        "AllocID": spec.id,
+        "Tags": [],
+        "Address": spec.ip,
+        "Port": spec.grpc_port,
+        "CreateIndex": index,
+        "ModifyIndex": index
+    })
+}
+
+async fn read_service(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let params = query(&uri);
+    let min_index: u64 = params
+        .get("index")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    // Counted before the token check, so refused queries are seen too.
+    state
+        .shared
+        .lock()
+        .unwrap()
+        .service_requests
+        .push(min_index);
+    if let Some(denied) = denied(&state, &headers, Endpoint::WorkloadReadable) {
+        return denied;
+    }
+    let wait = params
+        .get("wait")
+        .and_then(|w| parse_go_duration(w))
+        .unwrap_or(Duration::from_secs(300));
+    let namespace = params
+        .get("namespace")
+        .cloned()
+        .unwrap_or_else(|| "default".into());
+    if min_index > 0 {
+        let mut index = state.services_index.subscribe();
+        let mut downs = state.downs.subscribe();
+        downs.mark_unchanged();
+        tokio::select! {
+            _ = tokio::time::timeout(wait, index.wait_for(|i| *i > min_index)) => {}
+            // The agent went away mid-query: the client sees a broken connection.
+            _ = downs.changed() => {
+                let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "server down");
+                return Response::builder()
+                    .header("x-nomad-index", min_index.to_string())
+                    .body(Body::from_stream(futures_util::stream::iter([Err::<String, _>(broken)])))
+                    .unwrap();
+            }
+        }
+    }
+    let shared = state.shared.lock().unwrap();
+    let registrations: Vec<Value> = shared
+        .services
+        .values()
+        .filter(|r| r["ServiceName"] == name.as_str() && r["Namespace"] == namespace.as_str())
+        .cloned()
+        .collect();
+    (
+        [("x-nomad-index", shared.services_index.to_string())],
+        axum::Json(registrations),
+    )
+        .into_response()
+}
+
+async fn read_variable(
+    State(state): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(denied) = denied(&state, &headers, Endpoint::WorkloadReadable) {
+        return denied;
+    }
+    let shared = state.shared.lock().unwrap();
+    match shared.variables.get(&path) {
+        Some(items) => axum::Json(json!({
+            "Namespace": "default",
+            "Path": path,
+            "Items": items,
+            "CreateIndex": shared.index,
+            "ModifyIndex": shared.index
+        }))
+        .into_response(),
+        None => (StatusCode::NOT_FOUND, "variable not found").into_response(),
+    }
 }
 
 async fn event_stream(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Some(denied) = denied(&state, &headers) {
+    if let Some(denied) = denied(&state, &headers, Endpoint::EventStream) {
         return denied;
     }
     let params = query(&uri);
@@ -447,7 +715,7 @@ async fn event_stream(State(state): State<AppState>, uri: Uri, headers: HeaderMa
 
 async fn list_allocations(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     state.shared.lock().unwrap().list_requests += 1;
-    if let Some(denied) = denied(&state, &headers) {
+    if let Some(denied) = denied(&state, &headers, Endpoint::Allocations) {
         return denied;
     }
     let params = query(&uri);
