@@ -782,7 +782,7 @@ async fn ceiling_run(requests: usize, conns: usize) -> (f64, f64, f64) {
     let request = format::render(
         WireFormat::XE2bSignature,
         &event,
-        "default",
+        &format::EndpointIdentity::new("default"),
         &secrets,
         1,
         jiff::Timestamp::now(),

@@ -253,7 +253,11 @@ fn sign_command(args: SignArgs) -> anyhow::Result<ExitCode> {
         WireFormat::E2bCloud => writeln!(
             out,
             "{}",
-            sign::e2b_cloud_signature(secrets.primary(), &body)
+            sign::e2b_cloud_signature(
+                secrets.primary(),
+                &body,
+                args.webhook.identity("sign")?.signature_encoding
+            )
         )?,
         WireFormat::StandardWebhooks => {
             let id = args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -328,7 +332,7 @@ async fn send_test(args: SendTestArgs) -> anyhow::Result<ExitCode> {
     let request = format::render(
         format,
         &event,
-        "send-test",
+        &args.webhook.identity("send-test")?,
         &secrets,
         1,
         jiff::Timestamp::now(),

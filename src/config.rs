@@ -1,10 +1,11 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
 
 mod redis;
+mod teams;
 
-use crate::deliver::format::WireFormat;
+use crate::deliver::format::{EndpointIdentity, WireFormat, default_webhook_id};
 use crate::deliver::retry::{RetryPolicy, RetryToml, parse_duration};
-use crate::deliver::sign::{Secret, SecretSet};
+use crate::deliver::sign::{Secret, SecretSet, SignatureEncoding};
 use crate::event::EventFilter;
 use crate::source::redis::RedisConnectionSettings;
 use serde::Deserialize;
@@ -50,7 +51,7 @@ pub struct RunArgs {
         value_name = "DURATION"
     )]
     pub webhook_timeout: String,
-    /// Lifecycle labels to deliver, comma-separated (create,kill,pause,resume,update,checkpoint or *).
+    /// Events to deliver, comma-separated: labels (create,kill,pause,resume,update,checkpoint), E2B's types (sandbox.lifecycle.killed, …) or *.
     #[arg(
         long,
         env = "WEBHOOK_EVENTS",
@@ -201,9 +202,41 @@ pub struct WebhookArgs {
         default_value = "x-e2b-signature"
     )]
     pub webhook_format: String,
+    /// e2b-cloud: the `e2b-webhook-id` header, a UUID (default: derived from the endpoint id).
+    #[arg(long, env = "WEBHOOK_ID", value_name = "UUID")]
+    pub webhook_id: Option<String>,
+    /// e2b-cloud: how `e2b-signature` is written: url-safe (as E2B documents), standard or standard-padded (as E2B Cloud was seen sending). Verification accepts all three.
+    #[arg(
+        long,
+        env = "WEBHOOK_SIGNATURE_ENCODING",
+        default_value = "url-safe",
+        value_name = "ENCODING"
+    )]
+    pub webhook_signature_encoding: String,
 }
 
 impl WebhookArgs {
+    /// How the endpoint `id` configured by these flags identifies itself.
+    pub fn identity(&self, id: &str) -> Result<EndpointIdentity, ConfigError> {
+        Ok(EndpointIdentity {
+            id: id.to_owned(),
+            webhook_id: match self.webhook_id.as_deref().filter(|w| !w.trim().is_empty()) {
+                Some(raw) => parse_webhook_id(raw)
+                    .map_err(|e| ConfigError::new("WEBHOOK_ID (--webhook-id)", e))?,
+                None => default_webhook_id(id),
+            },
+            signature_encoding: self
+                .webhook_signature_encoding
+                .parse()
+                .map_err(|e: String| {
+                    ConfigError::new(
+                        "WEBHOOK_SIGNATURE_ENCODING (--webhook-signature-encoding)",
+                        e,
+                    )
+                })?,
+        })
+    }
+
     /// The validated format.
     pub fn format(&self) -> Result<WireFormat, ConfigError> {
         self.webhook_format
@@ -244,10 +277,25 @@ pub struct EndpointConfig {
     pub format: WireFormat,
     /// Active secrets (the first signs).
     pub secrets: SecretSet,
-    /// Which labels it receives.
+    /// Which events it receives (kinds, and teams when scoped).
     pub events: EventFilter,
     /// Attempt timeout.
     pub timeout: Duration,
+    /// `e2b-webhook-id` (e2b-cloud).
+    pub webhook_id: Uuid,
+    /// How `e2b-signature` is written (e2b-cloud).
+    pub signature_encoding: SignatureEncoding,
+}
+
+impl EndpointConfig {
+    /// How this endpoint identifies itself on the wire.
+    pub fn identity(&self) -> EndpointIdentity {
+        EndpointIdentity {
+            id: self.id.clone(),
+            webhook_id: self.webhook_id,
+            signature_encoding: self.signature_encoding,
+        }
+    }
 }
 
 /// The Redis source settings.
@@ -304,7 +352,8 @@ pub struct RunConfig {
     pub max_in_flight: usize,
     /// The Redis source, if configured.
     pub redis: Option<RedisConfig>,
-    /// Teams whose `wh:<team>` gate keys we keep alive.
+    /// The teams served: `E2B_TEAM_IDS`, or else every team an endpoint names. Their `wh:<team>`
+    /// gate keys are kept alive; when any are set, nothing of another team is delivered.
     pub team_ids: Vec<Uuid>,
     /// The Nomad watcher, if configured.
     pub nomad: Option<NomadConfig>,
@@ -345,6 +394,15 @@ struct EndpointToml {
     events: Option<Vec<String>>,
     #[serde(default)]
     timeout: Option<String>,
+    /// e2b-cloud: the `e2b-webhook-id` UUID.
+    #[serde(default)]
+    webhook_id: Option<String>,
+    /// e2b-cloud: url-safe, standard or standard-padded.
+    #[serde(default)]
+    signature_encoding: Option<String>,
+    /// Only these teams' events (as E2B Cloud's per-team webhooks); default: every team served.
+    #[serde(default)]
+    teams: Option<Vec<String>>,
 }
 
 impl RunConfig {
@@ -376,19 +434,31 @@ impl RunConfig {
             ));
         }
         let mut endpoints = Vec::new();
+        let team_ids = parse_team_ids(&args.team_ids)?;
+        let mut endpoint_teams = Vec::new();
         if args.webhook.webhook_url.is_some() || file.endpoints.is_empty() {
+            let identity = args.webhook.identity("default")?;
             endpoints.push(EndpointConfig {
-                id: "default".into(),
+                id: identity.id,
                 url: args.webhook.url()?,
                 format: args.webhook.format()?,
                 secrets: args.webhook.secrets()?,
                 events: EventFilter::parse(&args.webhook_events)
                     .map_err(|e| ConfigError::new("WEBHOOK_EVENTS (--webhook-events)", e))?,
                 timeout,
+                webhook_id: identity.webhook_id,
+                signature_encoding: identity.signature_encoding,
             });
+            endpoint_teams.push(None);
         }
         for (i, ep) in file.endpoints.into_iter().enumerate() {
+            let teams = ep
+                .teams
+                .as_deref()
+                .map(|list| teams::parse_list(list, &format!("endpoints[{i}].teams"), &team_ids))
+                .transpose()?;
             endpoints.push(endpoint_from_toml(i, ep, timeout)?);
+            endpoint_teams.push(teams);
         }
         let mut ids: Vec<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
         ids.sort_unstable();
@@ -410,7 +480,7 @@ impl RunConfig {
             ));
         }
         let redis = redis::redis_config(args)?;
-        let team_ids = parse_team_ids(&args.team_ids)?;
+        let team_ids = teams::scope_endpoints(team_ids, &mut endpoints, endpoint_teams);
         let nomad = match &args.nomad_addr {
             None => None,
             Some(addr) => Some(NomadConfig {
@@ -494,6 +564,16 @@ fn endpoint_from_toml(
         Some(t) => parse_duration(&t).map_err(|e| ConfigError::new(key("timeout"), e))?,
         None => default_timeout,
     };
+    let webhook_id = match ep.webhook_id {
+        Some(raw) => parse_webhook_id(&raw).map_err(|e| ConfigError::new(key("webhook_id"), e))?,
+        None => default_webhook_id(&ep.id),
+    };
+    let signature_encoding = match ep.signature_encoding {
+        Some(raw) => raw
+            .parse()
+            .map_err(|e: String| ConfigError::new(key("signature_encoding"), e))?,
+        None => SignatureEncoding::default(),
+    };
     Ok(EndpointConfig {
         id: ep.id,
         url,
@@ -501,6 +581,8 @@ fn endpoint_from_toml(
         secrets,
         events,
         timeout,
+        webhook_id,
+        signature_encoding,
     })
 }
 
@@ -562,6 +644,13 @@ pub fn parse_team_ids(list: &str) -> Result<Vec<Uuid>, ConfigError> {
         .collect()
 }
 
+/// An `e2b-webhook-id`: a UUID, as E2B's webhook ids are.
+fn parse_webhook_id(raw: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        format!("{raw:?} is not a UUID (E2B's webhook ids are UUIDs; `uuidgen` makes one)")
+    })
+}
+
 /// Nomad's rule for service names (RFC 1123 labels, ≤ 63 characters, no leading or trailing
 /// dash), checked here so a typo fails at startup rather than as an empty catalog.
 fn valid_service_name(name: &str) -> bool {
@@ -607,6 +696,8 @@ mod tests {
                 webhook_url: Some("https://example.com/hook".into()),
                 webhook_secret: Some("s3cret".into()),
                 webhook_format: "x-e2b-signature".into(),
+                webhook_id: None,
+                webhook_signature_encoding: "url-safe".into(),
             },
             webhook_timeout: "10s".into(),
             webhook_events: "create,kill,pause,resume".into(),

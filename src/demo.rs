@@ -140,6 +140,8 @@ pub async fn run() -> anyhow::Result<()> {
         secrets: secret,
         events: EventFilter::default_labels(),
         timeout: Duration::from_secs(5),
+        webhook_id: crate::deliver::format::default_webhook_id("demo"),
+        signature_encoding: Default::default(),
     };
     // A compressed schedule so the demo finishes in seconds; `run` defaults to hours.
     let retry = RetryPolicy {

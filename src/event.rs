@@ -174,13 +174,35 @@ impl SandboxEvent {
         Ok(Self { lifecycle, raw })
     }
 
-    /// Builds an event from its parts (used for synthesized and test events).
-    pub fn new(lifecycle: Lifecycle, fields: Map<String, Value>) -> Result<Self, EventError> {
+    /// Builds an event from its parts (used for synthesized and test events), shaped as the
+    /// orchestrator marshals a v2 event (e2b-dev/infra `packages/shared/pkg/events/sandbox.go`):
+    /// its key order, `event_category` and `event_label` empty, the five `sandbox_*` keys always
+    /// there, `event_data` only when not empty.
+    pub fn new(lifecycle: Lifecycle, mut fields: Map<String, Value>) -> Result<Self, EventError> {
         let mut raw = Map::new();
+        let event_data = fields
+            .remove("event_data")
+            .filter(|data| data.as_object().is_some_and(|d| !d.is_empty()));
+        move_key(&mut fields, &mut raw, "id");
         raw.insert("version".into(), Value::from("v2"));
         raw.insert("type".into(), Value::from(lifecycle.event_type()));
-        raw.insert("event_category".into(), Value::from("lifecycle"));
-        raw.insert("event_label".into(), Value::from(lifecycle.label()));
+        move_key(&mut fields, &mut raw, "timestamp");
+        raw.insert("event_category".into(), Value::from(""));
+        raw.insert("event_label".into(), Value::from(""));
+        if let Some(data) = event_data {
+            raw.insert("event_data".into(), data);
+        }
+        for key in [
+            "sandbox_id",
+            "sandbox_execution_id",
+            "sandbox_template_id",
+            "sandbox_build_id",
+            "sandbox_team_id",
+        ] {
+            let value = fields.remove(key).unwrap_or_else(|| Value::from(""));
+            raw.insert(key.into(), value);
+        }
+        move_key(&mut fields, &mut raw, "events_ttl_days");
         raw.extend(fields);
         Self::from_value(Value::Object(raw))
     }
@@ -226,6 +248,12 @@ impl SandboxEvent {
     }
 }
 
+fn move_key(from: &mut Map<String, Value>, to: &mut Map<String, Value>, key: &str) {
+    if let Some(value) = from.remove(key) {
+        to.insert(key.into(), value);
+    }
+}
+
 fn required_str<'a>(raw: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, EventError> {
     optional_str(raw, key)?.ok_or(EventError::MissingField(key))
 }
@@ -255,67 +283,120 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// Which lifecycle labels an endpoint receives.
+/// Which events an endpoint receives: lifecycle kinds, and optionally only some teams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFilter {
-    labels: Option<Vec<String>>,
+    /// `None`: every kind, unknown types included.
+    kinds: Option<Vec<Lifecycle>>,
+    /// `None`: every team.
+    teams: Option<Vec<Uuid>>,
 }
 
 impl EventFilter {
-    /// The default: `create,kill,pause,resume`.
+    /// The default: `create,kill,pause,resume`, every team.
     pub fn default_labels() -> Self {
         Self {
-            labels: Some(
-                ["create", "kill", "pause", "resume"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
+            kinds: Some(vec![
+                Lifecycle::Created,
+                Lifecycle::Killed,
+                Lifecycle::Paused,
+                Lifecycle::Resumed,
+            ]),
+            teams: None,
         }
     }
 
-    /// Parses a comma-separated list of labels; `*` means every event, unknown types included.
+    /// Parses a comma-separated list of labels (`kill`) or E2B's full types
+    /// (`sandbox.lifecycle.killed`, as E2B's webhook registration takes them); `*` means every
+    /// event, unknown types included. A full type this version does not know is accepted, so a
+    /// new kind can be opted into before the emitter learns its label.
     pub fn parse(list: &str) -> Result<Self, String> {
-        let items: Vec<String> = list
+        let items: Vec<&str> = list
             .split(',')
-            .map(|s| s.trim().to_owned())
+            .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
         if items.is_empty() {
             return Err("expected a comma-separated list such as create,kill,pause,resume".into());
         }
-        if items.iter().any(|s| s == "*") {
-            return Ok(Self { labels: None });
+        if items.contains(&"*") {
+            return Ok(Self {
+                kinds: None,
+                teams: None,
+            });
         }
-        const KNOWN: [&str; 6] = ["create", "kill", "pause", "resume", "update", "checkpoint"];
-        if let Some(bad) = items.iter().find(|s| !KNOWN.contains(&s.as_str())) {
-            return Err(format!(
-                "unknown event {bad:?}; use any of {} or *",
-                KNOWN.join(",")
-            ));
+        let mut kinds = Vec::new();
+        for item in items {
+            let kind = match item.strip_prefix(TYPE_PREFIX) {
+                Some(name)
+                    if !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+                {
+                    Lifecycle::from_type(item)
+                }
+                Some(_) => return Err(format!("{item:?} is not a sandbox.lifecycle.<name> type")),
+                None => match Lifecycle::from_label(item) {
+                    Lifecycle::Unknown(_) => {
+                        return Err(format!(
+                            "unknown event {item:?}; use labels (create,kill,pause,resume,update,checkpoint), types (sandbox.lifecycle.created, …) or *"
+                        ));
+                    }
+                    known => known,
+                },
+            };
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
         }
         Ok(Self {
-            labels: Some(items),
+            kinds: Some(kinds),
+            teams: None,
         })
     }
 
-    /// Whether an event with this lifecycle passes the filter.
-    pub fn accepts(&self, lifecycle: &Lifecycle) -> bool {
-        match &self.labels {
-            None => true,
-            Some(labels) => {
-                !matches!(lifecycle, Lifecycle::Unknown(_))
-                    && labels.iter().any(|l| l == lifecycle.label())
-            }
+    /// The same filter, restricted to `teams`.
+    pub fn for_teams(self, teams: Vec<Uuid>) -> Self {
+        Self {
+            teams: Some(teams),
+            ..self
         }
+    }
+
+    /// Whether `event` passes the filter.
+    pub fn accepts(&self, event: &SandboxEvent) -> bool {
+        self.accepts_kind(&event.lifecycle)
+            && self.teams.as_ref().is_none_or(|teams| {
+                Uuid::parse_str(event.team_id()).is_ok_and(|team| teams.contains(&team))
+            })
+    }
+
+    fn accepts_kind(&self, lifecycle: &Lifecycle) -> bool {
+        self.kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(lifecycle))
     }
 }
 
 impl fmt::Display for EventFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.labels {
-            None => f.write_str("*"),
-            Some(l) => f.write_str(&l.join(",")),
+        match &self.kinds {
+            None => f.write_str("*")?,
+            Some(kinds) => {
+                let names: Vec<String> = kinds
+                    .iter()
+                    .map(|k| match k {
+                        Lifecycle::Unknown(t) => t.clone(),
+                        known => known.label().to_owned(),
+                    })
+                    .collect();
+                f.write_str(&names.join(","))?;
+            }
         }
+        if let Some(teams) = &self.teams {
+            let teams: Vec<String> = teams.iter().map(Uuid::to_string).collect();
+            write!(f, " of teams {}", teams.join(","))?;
+        }
+        Ok(())
     }
 }
 
@@ -369,6 +450,24 @@ mod tests {
     }
 
     #[test]
+    fn built_events_have_the_orchestrators_shape() {
+        let mut fields = Map::new();
+        fields.insert("sandbox_team_id".into(), TEAM.into());
+        fields.insert("future".into(), 1.into());
+        fields.insert("event_data".into(), serde_json::json!({}));
+        fields.insert("sandbox_id".into(), "s1".into());
+        fields.insert("id".into(), "e1".into());
+        let event = SandboxEvent::new(Lifecycle::Paused, fields).unwrap();
+        assert_eq!(
+            String::from_utf8(event.to_json()).unwrap(),
+            format!(
+                r#"{{"id":"e1","version":"v2","type":"sandbox.lifecycle.paused","event_category":"","event_label":"","sandbox_id":"s1","sandbox_execution_id":"","sandbox_template_id":"","sandbox_build_id":"","sandbox_team_id":"{TEAM}","future":1}}"#
+            )
+        );
+        assert_eq!(event.lifecycle, Lifecycle::Paused);
+    }
+
+    #[test]
     fn every_v2_type_maps_to_its_label() {
         for (suffix, label) in [
             ("created", "create"),
@@ -398,8 +497,14 @@ mod tests {
             Lifecycle::Unknown("sandbox.lifecycle.migrated".into())
         );
         assert_eq!(event.lifecycle.label(), "migrated");
-        assert!(!EventFilter::default_labels().accepts(&event.lifecycle));
-        assert!(EventFilter::parse("*").unwrap().accepts(&event.lifecycle));
+        assert!(!EventFilter::default_labels().accepts(&event));
+        assert!(EventFilter::parse("*").unwrap().accepts(&event));
+        assert!(
+            EventFilter::parse("sandbox.lifecycle.migrated")
+                .unwrap()
+                .accepts(&event),
+            "a new type can be opted into by its full name"
+        );
     }
 
     #[test]
@@ -444,16 +549,55 @@ mod tests {
         ));
     }
 
+    fn event_of(lifecycle: Lifecycle, team: &str) -> SandboxEvent {
+        let mut fields = Map::new();
+        fields.insert("id".into(), "e1".into());
+        fields.insert("sandbox_id".into(), "s1".into());
+        fields.insert("sandbox_team_id".into(), team.into());
+        SandboxEvent::new(lifecycle, fields).unwrap()
+    }
+
     #[test]
     fn filter_parsing() {
         let f = EventFilter::parse("kill, pause").unwrap();
-        assert!(f.accepts(&Lifecycle::Killed));
-        assert!(!f.accepts(&Lifecycle::Created));
+        assert!(f.accepts(&event_of(Lifecycle::Killed, TEAM)));
+        assert!(!f.accepts(&event_of(Lifecycle::Created, TEAM)));
         assert!(EventFilter::parse("kill,explode").is_err());
         assert!(EventFilter::parse(" , ").is_err());
+        assert!(EventFilter::parse("sandbox.lifecycle.").is_err());
+        assert!(EventFilter::parse("sandbox.lifecycle.Killed!").is_err());
         let d = EventFilter::default_labels();
-        assert!(d.accepts(&Lifecycle::Resumed));
-        assert!(!d.accepts(&Lifecycle::Updated));
-        assert!(!d.accepts(&Lifecycle::Checkpointed));
+        assert!(d.accepts(&event_of(Lifecycle::Resumed, TEAM)));
+        assert!(!d.accepts(&event_of(Lifecycle::Updated, TEAM)));
+        assert!(!d.accepts(&event_of(Lifecycle::Checkpointed, TEAM)));
+        assert_eq!(d.to_string(), "create,kill,pause,resume");
+    }
+
+    #[test]
+    fn filters_take_e2bs_full_type_names_and_labels_alike() {
+        let by_type = EventFilter::parse(
+            "sandbox.lifecycle.created, sandbox.lifecycle.killed,sandbox.lifecycle.checkpointed",
+        )
+        .unwrap();
+        let by_label = EventFilter::parse("create,kill,checkpoint").unwrap();
+        assert_eq!(by_type, by_label);
+        assert!(by_type.accepts(&event_of(Lifecycle::Checkpointed, TEAM)));
+        assert!(!by_type.accepts(&event_of(Lifecycle::Paused, TEAM)));
+        assert_eq!(
+            EventFilter::parse("kill,sandbox.lifecycle.killed").unwrap(),
+            EventFilter::parse("kill").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_team_filter_passes_only_its_teams() {
+        let other = "9d3c1f0e-2a4b-4c6d-8e0f-1a2b3c4d5e6f";
+        let f = EventFilter::parse("*")
+            .unwrap()
+            .for_teams(vec![Uuid::parse_str(TEAM).unwrap()]);
+        assert!(f.accepts(&event_of(Lifecycle::Killed, TEAM)));
+        assert!(f.accepts(&event_of(Lifecycle::Killed, &TEAM.to_uppercase())));
+        assert!(!f.accepts(&event_of(Lifecycle::Killed, other)));
+        assert_eq!(f.to_string(), format!("* of teams {TEAM}"));
     }
 }

@@ -285,6 +285,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 grace: config.reconcile.grace,
                 rpc_timeout: config.reconcile.rpc_timeout,
                 require_redis: config.redis.is_some(),
+                teams: config.team_ids.clone(),
             },
         );
         let token = pipeline.shutdown_token();

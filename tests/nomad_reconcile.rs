@@ -56,6 +56,7 @@ fn reconcile_settings() -> ReconcileSettings {
         grace: Duration::from_millis(300),
         rpc_timeout: Duration::from_secs(1),
         require_redis: false,
+        teams: Vec::new(),
     }
 }
 
@@ -373,7 +374,11 @@ async fn a_listed_sandbox_whose_created_event_never_came_gets_a_synthesized_crea
     let create = &created[0];
     assert_eq!(create.sandbox_id(), "sbx-missed");
     assert_eq!(create.lifecycle, Lifecycle::Created);
-    assert_eq!(create.raw()["event_label"], "create");
+    assert_eq!(
+        create.raw()["event_label"],
+        "",
+        "as the orchestrator writes it"
+    );
     assert_eq!(create.raw()["sandbox_execution_id"], "e2");
     assert_eq!(create.raw()["sandbox_template_id"], "base");
     assert_eq!(create.raw()["sandbox_build_id"], "build-1");
@@ -735,6 +740,8 @@ async fn nomad_down_at_start_or_later_is_retried_and_delivery_goes_on() {
         secrets: SecretSet::parse("s3cret").unwrap(),
         events: EventFilter::parse("*").unwrap(),
         timeout: Duration::from_secs(5),
+        webhook_id: uuid::Uuid::nil(),
+        signature_encoding: Default::default(),
     };
     let pipeline = Pipeline::start(
         dir.path(),

@@ -1,10 +1,11 @@
 //! Issue 2: the three wire formats, checked on the bytes that crossed a real socket by
-//! implementations that are not ours (openssl, seed 002's Python, the `standardwebhooks` package).
+//! implementations that are not ours (openssl, the Python of E2B's docs, the `standardwebhooks`
+//! package).
 
 mod common;
 
 use common::{CapturedRequest, capture_server, emitter, free_port, output, wait_for_port};
-use e2b_webhook_emitter::deliver::format::{WireFormat, render};
+use e2b_webhook_emitter::deliver::format::{EndpointIdentity, WireFormat, render};
 use e2b_webhook_emitter::deliver::http::{Outcome, WebhookClient};
 use e2b_webhook_emitter::deliver::sign::SecretSet;
 use e2b_webhook_emitter::event::SandboxEvent;
@@ -47,7 +48,7 @@ fn deliver(format: WireFormat, secrets: &str, event: &SandboxEvent) -> CapturedR
     let request = render(
         format,
         event,
-        "primary",
+        &EndpointIdentity::new("primary"),
         &secrets,
         1,
         jiff::Timestamp::now(),
@@ -131,37 +132,42 @@ fn x_e2b_signature_matches_openssl_on_a_64_kib_non_ascii_body() {
     }
 }
 
-/// Seed 002's Python verification function, verbatim in substance.
-const SEED_002_VERIFY: &str = r#"
+/// The Python verifier of E2B's current docs (e2b-dev/docs
+/// `docs/sandbox/lifecycle-events-webhooks.mdx`, "Webhook verification"), transcribed.
+const E2B_DOCS_VERIFY: &str = r#"
 import hashlib, base64, sys
 def verify_webhook_signature(secret: str, payload: str, payload_signature: str) -> bool:
-    expected_signature_raw = hashlib.sha256((secret + payload).encode()).digest()
-    expected_signature = base64.b64encode(expected_signature_raw).decode()
-    expected_signature = (expected_signature.replace('+', '-').replace('/', '_').rstrip('='))
+    hash_bytes = hashlib.sha256((secret + payload).encode('utf-8')).digest()
+    expected_signature = base64.b64encode(hash_bytes).decode('utf-8')
+    expected_signature = expected_signature.replace('+', '-').replace('/', '_').rstrip('=')
     return expected_signature == payload_signature
-payload = sys.stdin.buffer.read().decode()
+payload = sys.stdin.buffer.read().decode('utf-8')
 ok = verify_webhook_signature(sys.argv[1], payload, sys.argv[2])
 print("valid" if ok else "invalid")
 sys.exit(0 if ok else 1)
 "#;
 
 #[test]
-fn e2b_cloud_signature_matches_seed_002_python() {
+fn e2b_cloud_signature_matches_the_python_of_e2bs_docs() {
     let secret = "e2b-cloud-secret-ütf8";
     for size in [16, 64 * 1024] {
         let got = deliver(WireFormat::E2bCloud, secret, &big_event(size));
         let sig = &got.headers["e2b-signature"];
         assert_eq!(got.headers["e2b-signature-version"], "v1");
-        assert_eq!(got.headers["e2b-webhook-id"], "primary");
+        assert_eq!(
+            got.headers["e2b-webhook-id"],
+            e2b_webhook_emitter::deliver::format::default_webhook_id("primary").to_string()
+        );
         assert!(!sig.contains('=') && !sig.contains('+') && !sig.contains('/'));
-        let (code, out) = python(SEED_002_VERIFY, &[secret, sig], &got.body);
+        let (code, out) = python(E2B_DOCS_VERIFY, &[secret, sig], &got.body);
         assert_eq!((code, out.as_str()), (0, "valid"));
         let mut tampered = got.body.clone();
         tampered[10] ^= 1;
-        assert_eq!(python(SEED_002_VERIFY, &[secret, sig], &tampered).0, 1);
+        assert_eq!(python(E2B_DOCS_VERIFY, &[secret, sig], &tampered).0, 1);
         let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
         assert_eq!(body["type"], "sandbox.lifecycle.killed");
-        assert_eq!(body["sandboxId"], "isbx-ünïcode");
+        assert_eq!(body["sandbox_id"], "isbx-ünïcode");
+        assert_eq!(body["event_data"]["kill_reason"], "timeout");
     }
 }
 

@@ -399,7 +399,7 @@ async fn attempt(
             let request = format::render(
                 endpoint.format,
                 &stored.event,
-                &endpoint.id,
+                &endpoint.identity(),
                 &endpoint.secrets,
                 head.state.attempts + 1,
                 jiff::Timestamp::now(),

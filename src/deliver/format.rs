@@ -1,6 +1,8 @@
 //! The three wire formats: body bytes and headers for one delivery attempt.
 
-use crate::deliver::sign::{self, SecretSet};
+mod e2b_cloud;
+
+use crate::deliver::sign::{self, SecretSet, SignatureEncoding};
 use crate::event::SandboxEvent;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -13,7 +15,7 @@ pub enum WireFormat {
     /// Seed 000's contract: camelCase body, `X-E2B-Signature` hex HMAC-SHA256.
     #[default]
     XE2bSignature,
-    /// E2B Cloud's webhooks: its documented payload, `e2b-signature` SHA-256(secret ‖ body).
+    /// E2B Cloud's webhooks: the event as E2B Cloud sends it, `e2b-signature` SHA-256(secret ‖ body).
     E2bCloud,
     /// The Standard Webhooks spec (Svix-compatible).
     StandardWebhooks,
@@ -56,6 +58,38 @@ impl fmt::Display for WireFormat {
     }
 }
 
+/// How an endpoint identifies itself on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointIdentity {
+    /// The endpoint's stable name: part of `e2b-delivery-id`.
+    pub id: String,
+    /// `e2b-webhook-id` (e2b-cloud): a UUID, as E2B's webhook ids are.
+    pub webhook_id: Uuid,
+    /// How `e2b-signature` is written (e2b-cloud).
+    pub signature_encoding: SignatureEncoding,
+}
+
+impl EndpointIdentity {
+    /// An identity with the default webhook id for `id` and the documented signature encoding.
+    pub fn new(id: impl Into<String>) -> Self {
+        let id = id.into();
+        Self {
+            webhook_id: default_webhook_id(&id),
+            id,
+            signature_encoding: SignatureEncoding::default(),
+        }
+    }
+}
+
+/// The `e2b-webhook-id` of an endpoint that sets none: a UUID derived from its id, so it stays
+/// the same across restarts and instances.
+pub fn default_webhook_id(endpoint_id: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("e2b-webhook-emitter:webhook:{endpoint_id}").as_bytes(),
+    )
+}
+
 /// The product token sent as `User-Agent`.
 pub const USER_AGENT: &str = concat!("e2b-webhook-emitter/", env!("CARGO_PKG_VERSION"));
 
@@ -82,7 +116,7 @@ impl SignedRequest {
 pub fn body(format: WireFormat, event: &SandboxEvent) -> Vec<u8> {
     let value = match format {
         WireFormat::XE2bSignature => seed_000_body(event),
-        WireFormat::E2bCloud => e2b_cloud_body(event),
+        WireFormat::E2bCloud => return e2b_cloud::body(event),
         WireFormat::StandardWebhooks => standard_webhooks_body(event),
     };
     serde_json::to_vec(&value).expect("a JSON map always serializes")
@@ -101,7 +135,7 @@ pub fn delivery_id(endpoint_id: &str, event_id: &str) -> String {
 pub fn render(
     format: WireFormat,
     event: &SandboxEvent,
-    endpoint_id: &str,
+    endpoint: &EndpointIdentity,
     secrets: &SecretSet,
     attempt: u32,
     now: jiff::Timestamp,
@@ -110,7 +144,7 @@ pub fn render(
     let mut headers = vec![
         ("content-type", "application/json".to_owned()),
         ("user-agent", USER_AGENT.to_owned()),
-        ("e2b-delivery-id", delivery_id(endpoint_id, event.id())),
+        ("e2b-delivery-id", delivery_id(&endpoint.id, event.id())),
         ("e2b-delivery-attempt", attempt.to_string()),
     ];
     match format {
@@ -121,11 +155,11 @@ pub fn render(
             ));
         }
         WireFormat::E2bCloud => {
-            headers.push(("e2b-webhook-id", endpoint_id.to_owned()));
+            headers.push(("e2b-webhook-id", endpoint.webhook_id.to_string()));
             headers.push(("e2b-signature-version", "v1".to_owned()));
             headers.push((
                 "e2b-signature",
-                sign::e2b_cloud_signature(secrets.primary(), &body),
+                sign::e2b_cloud_signature(secrets.primary(), &body, endpoint.signature_encoding),
             ));
         }
         WireFormat::StandardWebhooks => {
@@ -170,36 +204,6 @@ fn seed_000_body(event: &SandboxEvent) -> Value {
     Value::Object(out)
 }
 
-/// The payload of E2B Cloud's webhooks, keys as in its documentation (seed 002) and in the order
-/// shown there: the verification examples there read `event.type` and `event.sandboxId`.
-fn e2b_cloud_body(event: &SandboxEvent) -> Value {
-    let mut out = Map::new();
-    out.insert(
-        "version".into(),
-        event
-            .raw()
-            .get("version")
-            .cloned()
-            .unwrap_or_else(|| "v1".into()),
-    );
-    copy_fields(event, &mut out, &[("id", "id")]);
-    out.insert("type".into(), Value::from(event.lifecycle.event_type()));
-    copy_fields(
-        event,
-        &mut out,
-        &[
-            ("event_data", "eventData"),
-            ("sandbox_build_id", "sandboxBuildId"),
-            ("sandbox_execution_id", "sandboxExecutionId"),
-            ("sandbox_id", "sandboxId"),
-            ("sandbox_team_id", "sandboxTeamId"),
-            ("sandbox_template_id", "sandboxTemplateId"),
-            ("timestamp", "timestamp"),
-        ],
-    );
-    Value::Object(out)
-}
-
 /// The Standard Webhooks payload structure: `type`, `timestamp`, and the event as E2B shapes it
 /// (snake_case, unknown fields included) under `data`.
 fn standard_webhooks_body(event: &SandboxEvent) -> Value {
@@ -238,11 +242,89 @@ mod tests {
     }
 
     #[test]
-    fn e2b_cloud_body_has_the_documented_keys_in_order() {
+    fn e2b_cloud_body_is_the_migrated_event_in_the_orchestrators_key_order() {
+        // A v1 event: type from category and label, the missing sandbox_* keys empty.
         let body = String::from_utf8(body(WireFormat::E2bCloud, &event())).unwrap();
         assert_eq!(
             body,
-            r#"{"version":"v1","id":"ev-1","type":"sandbox.lifecycle.killed","sandboxId":"test-123","sandboxTeamId":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d","timestamp":"2025-10-15T12:00:00Z"}"#
+            r#"{"id":"ev-1","version":"v1","type":"sandbox.lifecycle.killed","timestamp":"2025-10-15T12:00:00Z","event_category":"lifecycle","event_label":"kill","sandbox_id":"test-123","sandbox_execution_id":"","sandbox_template_id":"","sandbox_build_id":"","sandbox_team_id":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d","extra":true}"#
+        );
+    }
+
+    fn v2(event_type: &str, extra: &str) -> SandboxEvent {
+        SandboxEvent::parse(format!(r#"{{"sandbox_team_id":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d","sandbox_id":"s","id":"e","version":"v2","type":"{event_type}","event_category":"","event_label":""{extra}}}"#).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn e2b_cloud_back_fills_the_legacy_fields_of_v2_events_as_migration_go_does() {
+        for (suffix, label) in [
+            ("created", "create"),
+            ("killed", "kill"),
+            ("paused", "pause"),
+            ("resumed", "resume"),
+            ("updated", "update"),
+        ] {
+            let b: Value = serde_json::from_slice(&body(
+                WireFormat::E2bCloud,
+                &v2(&format!("sandbox.lifecycle.{suffix}"), ""),
+            ))
+            .unwrap();
+            assert_eq!(
+                (b["event_category"].as_str(), b["event_label"].as_str()),
+                (Some("lifecycle"), Some(label))
+            );
+        }
+        for unlabelled in [
+            "sandbox.lifecycle.checkpointed",
+            "sandbox.lifecycle.migrated",
+        ] {
+            let b: Value =
+                serde_json::from_slice(&body(WireFormat::E2bCloud, &v2(unlabelled, ""))).unwrap();
+            assert_eq!(
+                (b["event_category"].as_str(), b["event_label"].as_str()),
+                (Some(""), Some(""))
+            );
+            assert_eq!(b["type"], unlabelled);
+        }
+    }
+
+    #[test]
+    fn e2b_cloud_drops_empty_event_data_and_zero_ttl_like_go_omitempty() {
+        let keys = |e: &SandboxEvent| -> Vec<String> {
+            let b: Value = serde_json::from_slice(&body(WireFormat::E2bCloud, e)).unwrap();
+            b.as_object().unwrap().keys().cloned().collect()
+        };
+        let empty = keys(&v2(
+            "sandbox.lifecycle.created",
+            r#","event_data":{},"events_ttl_days":0"#,
+        ));
+        assert!(
+            !empty.contains(&"event_data".to_owned())
+                && !empty.contains(&"events_ttl_days".to_owned()),
+            "{empty:?}"
+        );
+        let full = keys(&v2(
+            "sandbox.lifecycle.created",
+            r#","future":1,"events_ttl_days":7,"event_data":{"sandbox_metadata":{"a":"b"}},"timestamp":"2025-10-15T12:00:00Z""#,
+        ));
+        assert_eq!(
+            full,
+            [
+                "id",
+                "version",
+                "type",
+                "timestamp",
+                "event_category",
+                "event_label",
+                "event_data",
+                "sandbox_id",
+                "sandbox_execution_id",
+                "sandbox_template_id",
+                "sandbox_build_id",
+                "sandbox_team_id",
+                "events_ttl_days",
+                "future"
+            ]
         );
     }
 
@@ -270,7 +352,7 @@ mod tests {
             let req = render(
                 format,
                 &event(),
-                "primary",
+                &EndpointIdentity::new("primary"),
                 &secrets,
                 3,
                 jiff::Timestamp::UNIX_EPOCH,
@@ -287,6 +369,31 @@ mod tests {
                 Some(delivery_id("primary", "ev-1").as_str())
             );
         }
+    }
+
+    #[test]
+    fn e2b_cloud_headers_carry_the_webhook_id_and_the_chosen_encoding() {
+        let secrets = SecretSet::parse("s3cret-16").unwrap();
+        let mut endpoint = EndpointIdentity::new("primary");
+        assert_eq!(endpoint.webhook_id, default_webhook_id("primary"));
+        assert_ne!(default_webhook_id("primary"), default_webhook_id("other"));
+        endpoint.signature_encoding = SignatureEncoding::StandardPadded;
+        let req = render(
+            WireFormat::E2bCloud,
+            &event(),
+            &endpoint,
+            &secrets,
+            1,
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(
+            req.header("e2b-webhook-id"),
+            Some(endpoint.webhook_id.to_string().as_str())
+        );
+        assert_eq!(req.header("e2b-signature-version"), Some("v1"));
+        let signature = req.header("e2b-signature").unwrap();
+        assert!(signature.ends_with('='), "{signature}");
+        assert!(sign::verify_e2b_cloud(&secrets, &req.body, signature));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Signing and verification for the three wire formats, over the exact body bytes.
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::str::FromStr;
 use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -84,12 +85,77 @@ pub fn x_e2b_signature(secret: &Secret, body: &[u8]) -> String {
     hex::encode(hmac_sha256(secret.as_bytes(), body))
 }
 
-/// `e2b-signature`: SHA-256 of secret bytes then body bytes, base64 URL-safe, no padding.
-pub fn e2b_cloud_signature(secret: &Secret, body: &[u8]) -> String {
+/// How the `e2b-signature` digest is written. E2B's documentation verifies URL-safe base64
+/// without padding; live E2B Cloud was seen sending the standard alphabet (`+`, `/`; e2b-dev/E2B
+/// issue #1103), so an endpoint can ask for what its verifier expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureEncoding {
+    /// `-` and `_`, no `=` (E2B's documented verifier).
+    #[default]
+    UrlSafe,
+    /// `+` and `/`, no `=`.
+    Standard,
+    /// `+` and `/`, `=`-padded (Go's `base64.StdEncoding`).
+    StandardPadded,
+}
+
+impl SignatureEncoding {
+    /// Every encoding, by name.
+    pub const ALL: [(&'static str, SignatureEncoding); 3] = [
+        ("url-safe", SignatureEncoding::UrlSafe),
+        ("standard", SignatureEncoding::Standard),
+        ("standard-padded", SignatureEncoding::StandardPadded),
+    ];
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, e)| *e == self)
+            .map(|(n, _)| *n)
+            .expect("every encoding is listed")
+    }
+
+    fn encode(self, digest: &[u8]) -> String {
+        match self {
+            Self::UrlSafe => URL_SAFE_NO_PAD.encode(digest),
+            Self::Standard => STANDARD_NO_PAD.encode(digest),
+            Self::StandardPadded => STANDARD.encode(digest),
+        }
+    }
+}
+
+impl FromStr for SignatureEncoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(s.trim()))
+            .map(|(_, e)| *e)
+            .ok_or_else(|| {
+                format!(
+                    "unknown signature encoding {s:?}; use url-safe, standard or standard-padded"
+                )
+            })
+    }
+}
+
+impl fmt::Display for SignatureEncoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `e2b-signature`: SHA-256 of secret bytes then body bytes, base64 in `encoding`.
+pub fn e2b_cloud_signature(secret: &Secret, body: &[u8], encoding: SignatureEncoding) -> String {
+    encoding.encode(&e2b_cloud_digest(secret, body))
+}
+
+fn e2b_cloud_digest(secret: &Secret, body: &[u8]) -> [u8; 32] {
     let mut digest = Sha256::new();
     digest.update(secret.as_bytes());
     digest.update(body);
-    URL_SAFE_NO_PAD.encode(digest.finalize())
+    digest.finalize().into()
 }
 
 /// One Standard Webhooks signature entry: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
@@ -136,13 +202,27 @@ pub fn verify_x_e2b(secrets: &SecretSet, body: &[u8], signature: &str) -> bool {
     })
 }
 
-/// Checks an `e2b-signature` value against every active secret, in constant time.
+/// Checks an `e2b-signature` value in any [`SignatureEncoding`] against every active secret, in
+/// constant time.
 pub fn verify_e2b_cloud(secrets: &SecretSet, body: &[u8], signature: &str) -> bool {
-    let given = signature.trim().as_bytes();
+    // One alphabet and no padding: every encoding E2B is known to use reads the same way.
+    let normalized: String = signature
+        .trim()
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let Ok(given) = STANDARD_NO_PAD.decode(normalized) else {
+        return false;
+    };
     secrets
         .all()
         .iter()
-        .any(|s| bool::from(e2b_cloud_signature(s, body).as_bytes().ct_eq(given)))
+        .any(|s| bool::from(e2b_cloud_digest(s, body).as_slice().ct_eq(&given)))
 }
 
 /// Checks a `webhook-signature` header (any entry, any active secret), in constant time.
@@ -202,6 +282,32 @@ mod tests {
         assert!(!verify_standard_webhooks(
             &old_set, "msg", 2, b"{}", &header
         ));
+    }
+
+    #[test]
+    fn e2b_cloud_signatures_in_every_encoding_verify() {
+        // sha256("s3cret-16" + "{}"), base64-encoded by Python (hashlib, base64).
+        let secret = Secret::new("s3cret-16");
+        let set = SecretSet::parse("s3cret-16").unwrap();
+        let expected = [
+            "duJINRyzVkg-zuhkN0ME7g0Z3UZkndH5u_b_i41I_Qo",
+            "duJINRyzVkg+zuhkN0ME7g0Z3UZkndH5u/b/i41I/Qo",
+            "duJINRyzVkg+zuhkN0ME7g0Z3UZkndH5u/b/i41I/Qo=",
+        ];
+        for ((_, encoding), want) in SignatureEncoding::ALL.iter().zip(expected) {
+            assert_eq!(e2b_cloud_signature(&secret, b"{}", *encoding), want);
+            assert!(verify_e2b_cloud(&set, b"{}", want), "{want}");
+            assert!(!verify_e2b_cloud(&set, b"{ }", want), "{want}");
+        }
+        let other = SecretSet::parse("s3cret-17").unwrap();
+        assert!(!verify_e2b_cloud(&other, b"{}", expected[0]));
+        assert!(!verify_e2b_cloud(&set, b"{}", "not base64 at all!"));
+        assert!(!verify_e2b_cloud(&set, b"{}", ""));
+        assert_eq!(
+            "STANDARD-padded".parse(),
+            Ok(SignatureEncoding::StandardPadded)
+        );
+        assert!("hex".parse::<SignatureEncoding>().is_err());
     }
 
     #[test]

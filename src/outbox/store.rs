@@ -420,7 +420,7 @@ impl Store {
                 let routes: Vec<&Route> = self
                     .routes
                     .iter()
-                    .filter(|r| r.filter.accepts(&event.lifecycle))
+                    .filter(|r| r.filter.accepts(event))
                     .collect();
                 if routes.is_empty() {
                     continue;

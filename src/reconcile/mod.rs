@@ -17,10 +17,10 @@ pub mod proto {
 }
 
 use crate::event::{EventError, Lifecycle, SandboxEvent};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, SandboxRecord};
 use crate::server::metrics::Metrics;
 use crate::source::nomad::OrchestratorSet;
-use orchestrator::OrchestratorClients;
+use orchestrator::{ListedSandbox, OrchestratorClients};
 use plan::{Finding, Listing, Memory, Observation, Placement};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,6 +48,8 @@ pub struct ReconcileSettings {
     pub rpc_timeout: Duration,
     /// The Redis source is configured: reconcile only while it is ready and has no lag.
     pub require_redis: bool,
+    /// The teams served; sandboxes of other teams are ignored. Empty: every team.
+    pub teams: Vec<Uuid>,
 }
 
 impl Default for ReconcileSettings {
@@ -57,6 +59,7 @@ impl Default for ReconcileSettings {
             grace: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(10),
             require_redis: false,
+            teams: Vec::new(),
         }
     }
 }
@@ -91,6 +94,16 @@ pub struct Reconciler {
     skip_reason: Option<String>,
     /// The last error of each orchestrator that failed to answer, logged once per change.
     silent: BTreeMap<String, String>,
+    /// The last `List` entry of each sandbox still listed or believed running: what a kill's
+    /// `execution` block is made of once the sandbox is gone. In memory only.
+    last_listed: BTreeMap<String, Seen>,
+}
+
+/// A sandbox as last listed, and when.
+#[derive(Debug, Clone)]
+struct Seen {
+    sandbox: ListedSandbox,
+    at_ms: i64,
 }
 
 impl Reconciler {
@@ -111,6 +124,7 @@ impl Reconciler {
             memory: Memory::default(),
             skip_reason: None,
             silent: BTreeMap::new(),
+            last_listed: BTreeMap::new(),
         }
     }
 
@@ -144,17 +158,21 @@ impl Reconciler {
         if self.skip_reason.take().is_some() {
             tracing::info!("reconciliation resumed");
         }
-        let records = match self.outbox.sandboxes().await {
+        let mut records = match self.outbox.sandboxes().await {
             Ok(records) => records,
             Err(e) => {
                 tracing::error!(error = %e, "reconciliation cannot read the outbox's sandboxes");
                 return Outcome::Error;
             }
         };
-        let (listings, addresses) = self.list_all(&orchestrators).await;
+        records.retain(|record| self.serves(&record.team_id));
+        let (mut listings, addresses) = self.list_all(&orchestrators).await;
+        self.drop_other_teams(&mut listings);
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        self.remember_listed(&listings, &records, now_ms);
         let findings = self.memory.decide(
             &Observation {
-                now_ms: jiff::Timestamp::now().as_millisecond(),
+                now_ms,
                 records: &records,
                 orchestrators: &orchestrators,
                 listings: &listings,
@@ -282,12 +300,64 @@ impl Reconciler {
         (listings, addresses)
     }
 
+    /// Whether `team` is served (every team when none is configured).
+    fn serves(&self, team: &str) -> bool {
+        self.settings.teams.is_empty()
+            || Uuid::parse_str(team).is_ok_and(|team| self.settings.teams.contains(&team))
+    }
+
+    /// Removes other teams' sandboxes from the answers: `List` returns every team's, and
+    /// nothing about them may leave the process.
+    fn drop_other_teams(&self, listings: &mut BTreeMap<String, Listing>) {
+        let mut skipped = 0;
+        for listing in listings.values_mut() {
+            if let Listing::Answered(sandboxes) = listing {
+                let before = sandboxes.len();
+                sandboxes.retain(|sandbox| self.serves(&sandbox.team_id));
+                skipped += before - sandboxes.len();
+            }
+        }
+        if skipped > 0 {
+            self.metrics.other_team_skipped(SOURCE, skipped as u64);
+        }
+    }
+
+    /// Keeps the latest `List` entry of every sandbox listed now, and the last one of those
+    /// believed running; forgets the rest.
+    fn remember_listed(
+        &mut self,
+        listings: &BTreeMap<String, Listing>,
+        records: &[SandboxRecord],
+        now_ms: i64,
+    ) {
+        for listing in listings.values() {
+            if let Listing::Answered(sandboxes) = listing {
+                for sandbox in sandboxes {
+                    self.last_listed.insert(
+                        sandbox.sandbox_id.clone(),
+                        Seen {
+                            sandbox: sandbox.clone(),
+                            at_ms: now_ms,
+                        },
+                    );
+                }
+            }
+        }
+        let believed: HashSet<&str> = records.iter().map(|r| r.sandbox_id.as_str()).collect();
+        self.last_listed
+            .retain(|id, seen| seen.at_ms == now_ms || believed.contains(id.as_str()));
+    }
+
     /// Appends the synthesized events in one durable batch; false when the outbox failed.
     async fn append(&self, findings: Vec<Finding>) -> bool {
         let mut events = Vec::with_capacity(findings.len());
         let mut reasons = Vec::with_capacity(findings.len());
         for finding in &findings {
-            match synthesize(finding) {
+            let sandbox_id = match finding {
+                Finding::Missed { sandbox, .. } => &sandbox.sandbox_id,
+                Finding::Gone { record, .. } => &record.sandbox_id,
+            };
+            match synthesize(finding, self.last_listed.get(sandbox_id)) {
                 Ok(event) => {
                     tracing::info!(
                         sandbox = event.sandbox_id(),
@@ -353,8 +423,11 @@ impl Reconciler {
     }
 }
 
-/// The event the orchestrator would have sent, marked `"synthetic": true`.
-fn synthesize(finding: &Finding) -> Result<SandboxEvent, EventError> {
+/// The event the orchestrator would have sent (`sandboxes.go` in e2b-dev/infra's orchestrator),
+/// marked `"synthetic": true`: a create or resume carries the sandbox's metadata, a kill its
+/// `kill_reason` and, when the sandbox was listed before it went, the `execution` block of its
+/// last listing (`execution_time` up to when it was last seen running).
+fn synthesize(finding: &Finding, last_seen: Option<&Seen>) -> Result<SandboxEvent, EventError> {
     let mut fields = Map::new();
     fields.insert("id".into(), Value::from(Uuid::new_v4().to_string()));
     fields.insert(
@@ -362,49 +435,77 @@ fn synthesize(finding: &Finding) -> Result<SandboxEvent, EventError> {
         Value::from(jiff::Timestamp::now().to_string()),
     );
     let mut data = Map::new();
-    let lifecycle = match finding {
+    let (lifecycle, sandbox) = match finding {
         Finding::Missed { lifecycle, sandbox } => {
-            fields.insert(
-                "sandbox_id".into(),
-                Value::from(sandbox.sandbox_id.as_str()),
-            );
-            insert_nonempty(&mut fields, "sandbox_execution_id", &sandbox.execution_id);
-            insert_nonempty(&mut fields, "sandbox_template_id", &sandbox.template_id);
-            insert_nonempty(&mut fields, "sandbox_build_id", &sandbox.build_id);
-            fields.insert(
-                "sandbox_team_id".into(),
-                Value::from(sandbox.team_id.as_str()),
-            );
             if !sandbox.metadata.is_empty() {
                 data.insert("sandbox_metadata".into(), json!(sandbox.metadata));
             }
-            lifecycle.clone()
+            (lifecycle.clone(), Some(sandbox))
         }
         Finding::Gone { record, reason } => {
+            // The last listing of this very execution, if it was seen.
+            let seen = last_seen.filter(|seen| {
+                record
+                    .execution_id
+                    .as_deref()
+                    .is_none_or(|execution| execution == seen.sandbox.execution_id)
+            });
+            let listed = seen.map(|seen| &seen.sandbox);
             fields.insert("sandbox_id".into(), Value::from(record.sandbox_id.as_str()));
+            // What the events said wins; the last listing fills the rest.
             if let Some(execution) = &record.execution_id {
-                insert_nonempty(&mut fields, "sandbox_execution_id", execution);
+                fields.insert(
+                    "sandbox_execution_id".into(),
+                    Value::from(execution.as_str()),
+                );
             }
             if let Some(template) = &record.template_id {
-                insert_nonempty(&mut fields, "sandbox_template_id", template);
+                fields.insert("sandbox_template_id".into(), Value::from(template.as_str()));
             }
             fields.insert(
                 "sandbox_team_id".into(),
                 Value::from(record.team_id.as_str()),
             );
+            if let Some(seen) = seen
+                && let Some(started_at) = seen.sandbox.started_at
+            {
+                data.insert(
+                    "execution".into(),
+                    json!({
+                        // Go's time.RFC3339: whole seconds, UTC.
+                        "started_at": started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                        "vcpu_count": seen.sandbox.vcpu,
+                        "memory_mb": seen.sandbox.ram_mb,
+                        "execution_time": (seen.at_ms - started_at.as_millisecond()).max(0),
+                    }),
+                );
+            }
             data.insert("kill_reason".into(), Value::from(reason.as_str()));
-            Lifecycle::Killed
+            (Lifecycle::Killed, listed)
         }
     };
+    if let Some(sandbox) = sandbox {
+        for (key, value) in [
+            ("sandbox_id", &sandbox.sandbox_id),
+            ("sandbox_execution_id", &sandbox.execution_id),
+            ("sandbox_template_id", &sandbox.template_id),
+            ("sandbox_build_id", &sandbox.build_id),
+            ("sandbox_team_id", &sandbox.team_id),
+        ] {
+            fields
+                .entry(key)
+                .or_insert_with(|| Value::from(value.as_str()));
+        }
+        if sandbox.events_ttl_days != 0 {
+            fields.insert(
+                "events_ttl_days".into(),
+                Value::from(sandbox.events_ttl_days),
+            );
+        }
+    }
     data.insert("synthetic".into(), Value::Bool(true));
     fields.insert("event_data".into(), Value::Object(data));
     SandboxEvent::new(lifecycle, fields)
-}
-
-fn insert_nonempty(fields: &mut Map<String, Value>, key: &str, value: &str) {
-    if !value.is_empty() {
-        fields.insert(key.into(), Value::from(value));
-    }
 }
 
 #[cfg(test)]
@@ -416,53 +517,128 @@ mod tests {
 
     const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 
+    fn listed() -> ListedSandbox {
+        ListedSandbox {
+            sandbox_id: "s1".into(),
+            team_id: TEAM.into(),
+            execution_id: "e1".into(),
+            template_id: "base".into(),
+            build_id: "b1".into(),
+            metadata: [("user".to_owned(), "ada".to_owned())].into(),
+            started_at: Some(jiff::Timestamp::from_second(1_700_000_000).unwrap()),
+            vcpu: 2,
+            ram_mb: 512,
+            events_ttl_days: 7,
+        }
+    }
+
     #[test]
-    fn synthesized_events_are_marked_and_complete() {
-        let create = synthesize(&Finding::Missed {
-            lifecycle: Lifecycle::Created,
-            sandbox: ListedSandbox {
-                sandbox_id: "s1".into(),
-                team_id: TEAM.into(),
-                execution_id: "e1".into(),
-                template_id: "base".into(),
-                build_id: "b1".into(),
-                metadata: [("user".to_owned(), "ada".to_owned())].into(),
+    fn a_synthesized_create_is_shaped_like_the_orchestrators() {
+        let create = synthesize(
+            &Finding::Missed {
+                lifecycle: Lifecycle::Created,
+                sandbox: listed(),
             },
-        })
+            None,
+        )
         .unwrap();
-        assert_eq!(create.raw()["type"], "sandbox.lifecycle.created");
-        assert_eq!(create.raw()["version"], "v2");
-        assert_eq!(create.raw()["sandbox_build_id"], "b1");
-        assert_eq!(create.event_data().unwrap()["synthetic"], true);
+        let raw = create.raw();
+        let keys: Vec<&str> = raw.keys().map(String::as_str).collect();
         assert_eq!(
-            create.event_data().unwrap()["sandbox_metadata"]["user"],
-            "ada"
+            keys,
+            [
+                "id",
+                "version",
+                "type",
+                "timestamp",
+                "event_category",
+                "event_label",
+                "event_data",
+                "sandbox_id",
+                "sandbox_execution_id",
+                "sandbox_template_id",
+                "sandbox_build_id",
+                "sandbox_team_id",
+                "events_ttl_days"
+            ]
+        );
+        assert_eq!(raw["type"], "sandbox.lifecycle.created");
+        assert_eq!(raw["version"], "v2");
+        assert_eq!(
+            (raw["event_category"].as_str(), raw["event_label"].as_str()),
+            (Some(""), Some(""))
+        );
+        assert_eq!(raw["sandbox_build_id"], "b1");
+        assert_eq!(raw["events_ttl_days"], 7);
+        assert_eq!(
+            create.event_data().unwrap(),
+            json!({"sandbox_metadata": {"user": "ada"}, "synthetic": true})
+                .as_object()
+                .unwrap()
         );
         assert!(Uuid::parse_str(create.id()).is_ok());
         let age =
             jiff::Timestamp::now().as_millisecond() - create.timestamp().unwrap().as_millisecond();
         assert!((0..5_000).contains(&age));
+    }
 
-        let kill = synthesize(&Finding::Gone {
-            record: SandboxRecord {
-                sandbox_id: "s2".into(),
-                state: SandboxState::Running,
-                team_id: TEAM.into(),
-                template_id: Some("base".into()),
-                execution_id: Some("e2".into()),
-                updated_at_ms: 0,
+    fn record(execution: &str) -> SandboxRecord {
+        SandboxRecord {
+            sandbox_id: "s1".into(),
+            state: SandboxState::Running,
+            team_id: TEAM.into(),
+            template_id: Some("base".into()),
+            execution_id: Some(execution.into()),
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_synthesized_kill_carries_the_execution_block_of_its_last_listing() {
+        let seen = Seen {
+            sandbox: listed(),
+            at_ms: 1_700_000_090_500,
+        };
+        let kill = synthesize(
+            &Finding::Gone {
+                record: record("e1"),
+                reason: KillReason::OrchestratorLost,
             },
-            reason: KillReason::OrchestratorLost,
-        })
+            Some(&seen),
+        )
         .unwrap();
         assert_eq!(kill.lifecycle, Lifecycle::Killed);
-        assert_eq!(kill.raw()["event_label"], "kill");
-        assert_eq!(kill.raw()["sandbox_execution_id"], "e2");
+        assert_eq!(kill.raw()["event_label"], "");
+        assert_eq!(kill.raw()["sandbox_execution_id"], "e1");
+        assert_eq!(kill.raw()["sandbox_build_id"], "b1");
         assert_eq!(
-            kill.event_data().unwrap()["kill_reason"],
-            "orchestrator_lost"
+            kill.event_data().unwrap(),
+            json!({
+                "execution": {"started_at": "2023-11-14T22:13:20Z", "vcpu_count": 2, "memory_mb": 512, "execution_time": 90_500},
+                "kill_reason": "orchestrator_lost",
+                "synthetic": true
+            })
+            .as_object()
+            .unwrap()
         );
-        assert_eq!(kill.event_data().unwrap()["synthetic"], true);
-        assert_ne!(kill.id(), create.id());
+
+        // A listing of an earlier execution says nothing about this one.
+        let other = synthesize(
+            &Finding::Gone {
+                record: record("e2"),
+                reason: KillReason::Vanished,
+            },
+            Some(&seen),
+        )
+        .unwrap();
+        assert_eq!(
+            other.event_data().unwrap(),
+            json!({"kill_reason": "vanished", "synthetic": true})
+                .as_object()
+                .unwrap()
+        );
+        assert_eq!(other.raw()["sandbox_execution_id"], "e2");
+        assert_eq!(other.raw()["sandbox_build_id"], "");
+        assert_ne!(kill.id(), other.id());
     }
 }

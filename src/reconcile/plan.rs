@@ -322,6 +322,7 @@ mod tests {
             template_id: "base".into(),
             build_id: "b".into(),
             metadata: BTreeMap::new(),
+            ..ListedSandbox::default()
         }
     }
 

@@ -30,6 +30,7 @@ pub struct Metrics {
     registry: Registry,
     events_received: Family<Labels, Counter>,
     malformed_inputs: Family<Labels, Counter>,
+    other_team_events: Family<Labels, Counter>,
     deliveries: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
     delivery_latency: Family<Labels, Histogram>,
@@ -61,6 +62,7 @@ impl Metrics {
         let m = Self {
             events_received: Family::default(),
             malformed_inputs: Family::default(),
+            other_team_events: Family::default(),
             deliveries: Family::default(),
             retries: Family::default(),
             delivery_latency: Family::new_with_constructor(|| {
@@ -87,6 +89,11 @@ impl Metrics {
             "malformed_inputs",
             "Inputs set aside because they are not valid events, by source",
             m.malformed_inputs.clone(),
+        );
+        registry.register(
+            "other_team_events",
+            "Events and listed sandboxes of teams outside E2B_TEAM_IDS, skipped, by source",
+            m.other_team_events.clone(),
         );
         registry.register(
             "deliveries",
@@ -170,6 +177,13 @@ impl Metrics {
         self.malformed_inputs
             .get_or_create(&labels(&[("source", source)]))
             .inc();
+    }
+
+    /// Counts `count` events or listed sandboxes of another team, skipped by `source`.
+    pub fn other_team_skipped(&self, source: &str, count: u64) {
+        self.other_team_events
+            .get_or_create(&labels(&[("source", source)]))
+            .inc_by(count);
     }
 
     /// Counts one delivery attempt's outcome.

@@ -440,6 +440,18 @@ impl RedisStreamSource {
                 }
             }
         }
+        // Anyone may create a `wh:<team>` key, and then the orchestrator publishes that team's
+        // events too: with teams configured, others are acknowledged and counted, never kept.
+        let decoded = events.len();
+        events.retain(|event| self.serves(event));
+        let other_teams = decoded - events.len();
+        if other_teams > 0 {
+            self.metrics.other_team_skipped(SOURCE, other_teams as u64);
+            tracing::debug!(
+                count = other_teams,
+                "skipped events of teams outside E2B_TEAM_IDS"
+            );
+        }
         if !events.is_empty() {
             let report = self.outbox.append(SOURCE, events).await?;
             if report.duplicates > 0 {
@@ -520,6 +532,12 @@ impl RedisStreamSource {
             );
         }
         self.other_groups = others;
+    }
+
+    /// Whether `event` belongs to a served team (every team when none is configured).
+    fn serves(&self, event: &SandboxEvent) -> bool {
+        self.team_ids.is_empty()
+            || Uuid::parse_str(event.team_id()).is_ok_and(|team| self.team_ids.contains(&team))
     }
 
     fn redis_error(&self, error: RedisError) -> RedisSourceError {

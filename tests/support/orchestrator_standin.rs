@@ -102,6 +102,9 @@ pub fn sandbox(sandbox_id: &str, team_id: &str, execution_id: &str) -> RunningSa
             base_template_id: "base".into(),
             envd_access_token: Some(ENVD_TOKEN.into()),
             execution_id: execution_id.into(),
+            vcpu: 2,
+            ram_mb: 512,
+            events_ttl_days: 7,
         }),
         client_id: "client-1".into(),
         start_time: Some(prost_types::Timestamp {
