@@ -103,7 +103,14 @@ fn golden() -> Vec<Golden> {
     let metadata = r#""sandbox_metadata":{"owner":"ada \u003cada@example.com\u003e","run":"42"}"#;
     let execution = r#""execution":{"execution_time":3600000,"memory_mb":512,"started_at":"2026-05-14T09:00:00Z","vcpu_count":2}"#;
     // (id, type suffix, back-filled category and label, event_data, execution id, extra keys)
-    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, String, &'a str, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        String,
+        &'a str,
+        &'a str,
+    );
     let cases: [Case; 6] = [
         (
             "11111111-1111-4111-8111-111111111111",

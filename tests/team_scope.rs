@@ -1,0 +1,155 @@
+//! Team scope through the real binary: the orchestrator's `List` answers with every team's
+//! sandboxes, yet with `E2B_TEAM_IDS` set only the served team's get synthesized webhooks — shaped
+//! like the orchestrator's own events (base template, build, `events_ttl_days`, an `execution`
+//! block on the kill) and sent in the `e2b-cloud` format.
+
+mod common;
+#[path = "support/nomad_standin.rs"]
+mod nomad_standin;
+#[path = "support/orchestrator_standin.rs"]
+mod orchestrator_standin;
+
+use common::{CapturedRequest, RunningEmitter, capture_server, eventually, free_port};
+use nomad_standin::{AllocSpec, NomadOptions, NomadStandin};
+use orchestrator_standin::{OrchestratorStandin, sandbox};
+use serde_json::{Value, json};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const SECRET: &str = "team-scope-secret";
+const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
+const OTHER_TEAM: &str = "9d3c1f0e-2a4b-4c6d-8e0f-1a2b3c4d5e6f";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[test]
+fn listed_sandboxes_of_other_teams_produce_no_webhook() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let nomad = runtime.block_on(NomadStandin::start(NomadOptions::default()));
+    let orchestrator = runtime.block_on(OrchestratorStandin::start());
+    orchestrator.set_sandboxes(vec![
+        sandbox("isb-ours", TEAM, "exec-1"),
+        sandbox("isb-theirs", OTHER_TEAM, "exec-2"),
+    ]);
+    nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", orchestrator.port()));
+    let (port, requests) = capture_server(Vec::new());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let emitter = RunningEmitter::start(
+        &[
+            "--webhook-url",
+            &format!("http://127.0.0.1:{port}/hook"),
+            "--webhook-secret",
+            SECRET,
+            "--webhook-format",
+            "e2b-cloud",
+            "--team-ids",
+            TEAM,
+            "--nomad-addr",
+            &nomad.url(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--reconcile-interval",
+            "200ms",
+            "--reconcile-grace",
+            "300ms",
+        ],
+        dir.path().join("emitter.log"),
+    );
+
+    let create = next_body(&requests, &emitter);
+    assert_eq!(create["sandbox_id"], "isb-ours", "{create}");
+    assert_eq!(
+        (
+            &create["type"],
+            &create["event_category"],
+            &create["event_label"]
+        ),
+        (
+            &json!("sandbox.lifecycle.created"),
+            &json!("lifecycle"),
+            &json!("create")
+        )
+    );
+    assert_eq!(create["version"], "v2");
+    assert_eq!(create["sandbox_template_id"], "base");
+    assert_eq!(create["sandbox_build_id"], "build-1");
+    assert_eq!(create["sandbox_execution_id"], "exec-1");
+    assert_eq!(create["events_ttl_days"], 7);
+    assert_eq!(
+        create["event_data"],
+        json!({"sandbox_metadata": {"owner": "tests"}, "synthetic": true})
+    );
+
+    // More runs, still nothing about the other team's sandbox.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        requests.try_recv().is_err(),
+        "only the served team's sandbox is announced"
+    );
+    let metrics = http_get(&listen, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"e2b_webhook_other_team_events_total{source="reconcile"}"#)),
+        "{metrics}"
+    );
+
+    // Its orchestrator is lost: a kill for ours only, with the execution of its last listing.
+    nomad.set_client_status(&["alloc-a"], "lost");
+    let kill = next_body(&requests, &emitter);
+    assert_eq!(kill["sandbox_id"], "isb-ours", "{kill}");
+    assert_eq!(kill["event_label"], "kill");
+    let data = &kill["event_data"];
+    assert_eq!(data["kill_reason"], "orchestrator_lost");
+    assert_eq!(data["synthetic"], true);
+    let execution = &data["execution"];
+    assert_eq!(execution["started_at"], "2023-11-14T22:13:20Z", "{kill}");
+    assert_eq!(
+        (&execution["vcpu_count"], &execution["memory_mb"]),
+        (&json!(2), &json!(512))
+    );
+    assert!(execution["execution_time"].as_i64().unwrap() > 0, "{kill}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        requests.try_recv().is_err(),
+        "no kill for the other team's sandbox"
+    );
+    let log = emitter.log_text();
+    assert!(!log.contains(orchestrator_standin::ENVD_TOKEN));
+}
+
+/// The next delivered body, its `e2b-signature` checked as E2B's docs compute it.
+fn next_body(requests: &mpsc::Receiver<CapturedRequest>, emitter: &RunningEmitter) -> Value {
+    let request = requests.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+        panic!("no delivery; log:\n{}", emitter.log_text());
+    });
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest([SECRET.as_bytes(), &request.body].concat())
+    };
+    use base64::Engine;
+    assert_eq!(
+        request.headers["e2b-signature"],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    );
+    serde_json::from_slice(&request.body).unwrap()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    assert!(
+        eventually(DEADLINE, || {
+            let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+                return false;
+            };
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: emitter\r\n\r\n").unwrap();
+            text.clear();
+            stream.read_to_string(&mut text).is_ok()
+        }),
+        "nothing answers on {addr}"
+    );
+    text
+}
