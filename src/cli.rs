@@ -33,7 +33,7 @@ enum Command {
         after_help = "Example:\n  printf %s \"$PAYLOAD\" | e2b-webhook-emitter sign --secret \"$WEBHOOK_SECRET\" -"
     )]
     Sign(SignArgs),
-    /// Check a signature: exit 0 when valid, 1 when not.
+    /// Check a signature: exit 0 when valid, 1 when not (e2b-cloud: in any of its three encodings).
     Verify(VerifyArgs),
     /// Send one signed test event to the endpoint and report its answer.
     #[command(
@@ -42,7 +42,7 @@ enum Command {
     SendTest(SendTestArgs),
     /// A reference receiver: verify deliveries and print each accepted event as one JSON line.
     #[command(
-        after_help = "Example:\n  e2b-webhook-emitter receive --listen 127.0.0.1:3000 --secret \"$WEBHOOK_SECRET\""
+        after_help = "Examples:\n  e2b-webhook-emitter receive --listen 127.0.0.1:3000 --secret \"$WEBHOOK_SECRET\"\n  e2b-webhook-emitter receive --format e2b-cloud --secret \"$WEBHOOK_SECRET\"\n\nWith e2b-cloud it verifies e2b-signature as E2B's docs do (URL-safe base64, no padding) and also in the standard alphabet, with or without padding, which E2B Cloud was seen sending; it prints E2B Cloud's snake_case payload."
     )]
     Receive(ReceiveArgs),
     /// Feed NDJSON orchestrator events (e.g. a ClickHouse sandbox_events export) through the pipeline.
