@@ -96,7 +96,9 @@ fn listed_sandboxes_of_other_teams_produce_no_webhook() {
         "{metrics}"
     );
 
-    // Its orchestrator is lost: a kill for ours only, with the execution of its last listing.
+    // Its node is lost: the registration goes, the orchestrator stops answering. A kill for
+    // ours only, with the execution of its last listing.
+    orchestrator.set_failing(true);
     nomad.set_client_status(&["alloc-a"], "lost");
     let kill = next_body(&requests, &emitter);
     assert_eq!(kill["sandbox_id"], "isb-ours", "{kill}");
