@@ -139,7 +139,7 @@ struct VerifyArgs {
 struct SendTestArgs {
     #[command(flatten)]
     webhook: WebhookArgs,
-    /// Lifecycle label of the test event: create, kill, pause, resume, update or checkpoint.
+    /// The test event: a label (create, kill, pause, resume, update, checkpoint) or E2B's type (sandbox.lifecycle.killed, …).
     #[arg(long, default_value = "kill")]
     event: String,
     /// Sandbox id of the test event.
@@ -304,17 +304,17 @@ async fn send_test(args: SendTestArgs) -> anyhow::Result<ExitCode> {
     let format = args.webhook.format()?;
     let timeout = parse_duration(&args.webhook_timeout)
         .map_err(|e| ConfigError::new("WEBHOOK_TIMEOUT (--webhook-timeout)", e))?;
-    let lifecycle = Lifecycle::from_label(&args.event);
-    if matches!(lifecycle, Lifecycle::Unknown(_)) {
-        return Err(ConfigError::new(
-            "--event",
-            format!(
-                "{:?} is not one of create, kill, pause, resume, update, checkpoint",
-                args.event
-            ),
-        )
-        .into());
-    }
+    let lifecycle = match Lifecycle::from_name(&args.event) {
+        Ok(Lifecycle::Unknown(t)) => {
+            return Err(ConfigError::new(
+                "--event",
+                format!("{t:?} is a type this version cannot build a test event for"),
+            )
+            .into());
+        }
+        Ok(known) => known,
+        Err(e) => return Err(ConfigError::new("--event", e).into()),
+    };
     let mut fields = serde_json::Map::new();
     fields.insert("id".into(), uuid::Uuid::new_v4().to_string().into());
     fields.insert(

@@ -71,6 +71,27 @@ impl Lifecycle {
         }
     }
 
+    /// Reads a name as users write it: a label (`kill`) or E2B's full type
+    /// (`sandbox.lifecycle.killed`, as E2B's webhook registration takes it). A well-formed type
+    /// this version does not know is accepted as [`Lifecycle::Unknown`]; anything else is an error.
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        match name.strip_prefix(TYPE_PREFIX) {
+            Some(suffix)
+                if !suffix.is_empty()
+                    && suffix.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+            {
+                Ok(Self::from_type(name))
+            }
+            Some(_) => Err(format!("{name:?} is not a sandbox.lifecycle.<name> type")),
+            None => match Self::from_label(name) {
+                Self::Unknown(_) => Err(format!(
+                    "unknown event {name:?}; use labels (create,kill,pause,resume,update,checkpoint) or types (sandbox.lifecycle.created, …)"
+                )),
+                known => Ok(known),
+            },
+        }
+    }
+
     /// The lifecycle label used by the `x-e2b-signature` payload and event filters.
     pub fn label(&self) -> &str {
         match self {
@@ -327,23 +348,7 @@ impl EventFilter {
         }
         let mut kinds = Vec::new();
         for item in items {
-            let kind = match item.strip_prefix(TYPE_PREFIX) {
-                Some(name)
-                    if !name.is_empty()
-                        && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
-                {
-                    Lifecycle::from_type(item)
-                }
-                Some(_) => return Err(format!("{item:?} is not a sandbox.lifecycle.<name> type")),
-                None => match Lifecycle::from_label(item) {
-                    Lifecycle::Unknown(_) => {
-                        return Err(format!(
-                            "unknown event {item:?}; use labels (create,kill,pause,resume,update,checkpoint), types (sandbox.lifecycle.created, …) or *"
-                        ));
-                    }
-                    known => known,
-                },
-            };
+            let kind = Lifecycle::from_name(item).map_err(|e| format!("{e}, or *"))?;
             if !kinds.contains(&kind) {
                 kinds.push(kind);
             }

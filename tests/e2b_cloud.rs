@@ -498,3 +498,44 @@ fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn send_test_takes_e2bs_type_names_and_sends_e2b_clouds_shape() {
+    let (port, requests) = common::capture_server(Vec::new());
+    let (code, out, err) = output(emitter().args([
+        "send-test",
+        "--url",
+        &format!("http://127.0.0.1:{port}/hook"),
+        "--secret",
+        SECRET,
+        "--format",
+        "e2b-cloud",
+        "--webhook-signature-encoding",
+        "standard-padded",
+        "--event",
+        "sandbox.lifecycle.paused",
+        "--team-id",
+        TEAM,
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let request = requests.recv_timeout(DEADLINE).unwrap();
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["type"], "sandbox.lifecycle.paused");
+    assert_eq!(
+        (&body["event_category"], &body["event_label"]),
+        (&Value::from("lifecycle"), &Value::from("pause"))
+    );
+    assert_eq!(body["sandbox_team_id"], TEAM);
+    assert!(request.headers["e2b-signature"].ends_with('='));
+    let (code, _, err) = output(emitter().args([
+        "send-test",
+        "--url",
+        &format!("http://127.0.0.1:{port}/hook"),
+        "--secret",
+        SECRET,
+        "--event",
+        "sandbox.lifecycle.exploded!",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("error: --event"), "{err}");
+}
