@@ -108,6 +108,28 @@ fn the_gcp_shape_a_cluster_node_over_tls_with_a_private_ca() {
 }
 
 #[test]
+fn a_cluster_node_over_tls_with_redis_password() {
+    let password = "cluster-access-key-4Rt";
+    let redis = RedisServer::start_with(RedisOptions {
+        cluster: true,
+        tls: true,
+        password: Some(password.to_owned()),
+        ..RedisOptions::default()
+    });
+    let logs = delivers_orchestrator_events(
+        &redis,
+        OrchestratorEnv {
+            redis_url: String::new(),
+            redis_cluster_url: redis.host_port(),
+            tls_enabled: "true",
+            ca_base64: ca_base64(&redis),
+            password: Some(password.to_owned()),
+        },
+    );
+    assert!(!logs.contains(password), "REDIS_PASSWORD must never be logged");
+}
+
+#[test]
 fn a_plaintext_cluster_node_as_a_bare_host_port() {
     let redis = RedisServer::start_with(RedisOptions {
         cluster: true,
