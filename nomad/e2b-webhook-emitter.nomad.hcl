@@ -8,8 +8,9 @@
 # Terraform renders comments too, so they must not contain either sequence
 # by accident.
 #
-# No secret is a template variable. WEBHOOK_SECRET and the Redis URLs (which
-# may embed a password) live in the Nomad Variable nomad/jobs/${job_name};
+# No secret is a template variable. WEBHOOK_SECRET, REDIS_PASSWORD and the
+# Redis URLs (which may embed a password) live in the Nomad Variable
+# nomad/jobs/${job_name};
 # the task's own workload identity may read that path without any extra ACL
 # policy, and the template block below turns it into environment variables.
 # So they appear neither in the jobspec nor in `nomad job inspect`.
@@ -129,6 +130,12 @@ job "${job_name}" {
         E2B_TEAM_IDS   = "${team_ids}"
         %{~ endif }
         REDIS_STREAM   = "${redis_stream}"
+        %{~ if redis_tls_enabled }
+        REDIS_TLS_ENABLED = "true"
+        %{~ endif }
+        %{~ if redis_tls_ca_base64 != "" }
+        REDIS_TLS_CA_BASE64 = "${redis_tls_ca_base64}"
+        %{~ endif }
         # The allocation name (job.group[index]) survives restarts and
         # rolling updates, so a replacement instance resumes the Redis
         # consumer that its predecessor left, pending entries included.
@@ -160,6 +167,9 @@ job "${job_name}" {
           {{- end }}
           {{- with .redis_cluster_url.Value }}
           REDIS_CLUSTER_URL={{ . | toJSON }}
+          {{- end }}
+          {{- with .redis_password.Value }}
+          REDIS_PASSWORD={{ . | toJSON }}
           {{- end }}
           {{- end }}
         EOT

@@ -15,6 +15,7 @@ locals {
       webhook_secret    = var.webhook_secret
       redis_url         = var.redis_url
       redis_cluster_url = var.redis_cluster_url
+      redis_password    = var.redis_password
     } : k => v if v != ""
   }
 }
@@ -29,6 +30,16 @@ resource "nomad_variable" "secrets" {
     precondition {
       condition     = var.redis_url != "" || var.redis_cluster_url != ""
       error_message = "Set redis_url or redis_cluster_url: the emitter reads the orchestrator's event stream from Redis."
+    }
+    # The orchestrator's own rules (packages/shared/pkg/factories/redis.go), so that a
+    # combination it would refuse fails here, not at the emitter's startup.
+    precondition {
+      condition     = var.redis_tls_ca_base64 == "" || var.redis_tls_enabled
+      error_message = "redis_tls_ca_base64 is set but redis_tls_enabled is not: set redis_tls_enabled = true, or remove the CA."
+    }
+    precondition {
+      condition     = var.redis_password == "" || var.redis_tls_enabled
+      error_message = "redis_password is set but redis_tls_enabled is not: the password is only sent over TLS; set redis_tls_enabled = true, or remove it."
     }
   }
 }
@@ -67,6 +78,8 @@ resource "nomad_job" "emitter" {
     webhook_events         = join(",", var.webhook_events)
     team_ids               = join(",", var.team_ids)
     redis_stream           = var.redis_stream
+    redis_tls_enabled      = var.redis_tls_enabled
+    redis_tls_ca_base64    = var.redis_tls_ca_base64
     task_nomad_addr        = var.task_nomad_address
     orchestrator_namespace = var.orchestrator_namespace
     cpu_mhz                = var.cpu_mhz

@@ -39,15 +39,15 @@ variable "webhook_format" {
 }
 
 variable "webhook_events" {
-  description = "Lifecycle events to deliver; update and checkpoint are opt-in, [\"*\"] delivers all."
+  description = "Lifecycle events to deliver, as labels (kill) or E2B's types (sandbox.lifecycle.killed); update and checkpoint are opt-in, [\"*\"] delivers all."
   type        = list(string)
   default     = ["create", "kill", "pause", "resume"]
 
   validation {
     condition = length(var.webhook_events) > 0 && alltrue([
-      for e in var.webhook_events : contains(["create", "kill", "pause", "resume", "update", "checkpoint", "*"], e)
+      for e in var.webhook_events : contains(["create", "kill", "pause", "resume", "update", "checkpoint", "*"], e) || startswith(e, "sandbox.lifecycle.")
     ])
-    error_message = "The webhook_events must be a non-empty list of: create, kill, pause, resume, update, checkpoint (or \"*\" for all)."
+    error_message = "The webhook_events must be a non-empty list of: create, kill, pause, resume, update, checkpoint, E2B's types such as sandbox.lifecycle.killed (or \"*\" for all)."
   }
 }
 
@@ -67,19 +67,48 @@ variable "team_ids" {
 # --- Redis (the orchestrator's event stream) -------------------------------
 
 variable "redis_url" {
-  description = "URL of the Redis that E2B's orchestrator publishes to: redis://[:password@]host:port[/db] or rediss://... (E2B's own jobs get it as host:port; add the scheme). May contain a password, so it is kept in the Nomad Variable, not in the jobspec. Leave empty when redis_cluster_url is used."
+  description = "The orchestrator's REDIS_URL, copied as is: host:port (E2B sets redis.service.consul:6379), or a redis://[:password@]host:port / rediss://... URL. May contain a password, so it is kept in the Nomad Variable, not in the jobspec. Leave empty when redis_cluster_url is used."
   type        = string
   default     = ""
   sensitive   = true
 
   validation {
-    condition     = var.redis_url == "" || can(regex("^rediss?://[^\\s]+$", var.redis_url))
-    error_message = "The redis_url must be empty or a redis:// or rediss:// URL."
+    condition     = var.redis_url == "" || can(regex("^(rediss?://[^\\s]+|[^\\s/@]+:[0-9]+)$", var.redis_url))
+    error_message = "The redis_url must be empty, host:port, or a redis:// or rediss:// URL."
   }
 }
 
 variable "redis_cluster_url" {
-  description = "URL of a Redis Cluster (the orchestrator's REDIS_CLUSTER_URL), used instead of redis_url. Kept in the Nomad Variable."
+  description = "The orchestrator's REDIS_CLUSTER_URL (host:port of a Redis Cluster node, or a URL), used instead of redis_url. Kept in the Nomad Variable."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.redis_cluster_url == "" || can(regex("^(rediss?://[^\\s]+|[^\\s/@]+:[0-9]+)$", var.redis_cluster_url))
+    error_message = "The redis_cluster_url must be empty, host:port, or a redis:// or rediss:// URL."
+  }
+}
+
+variable "redis_tls_enabled" {
+  description = "The orchestrator's REDIS_TLS_ENABLED: TLS to Redis (E2B on GCP with managed Redis sets it, with a CA)."
+  type        = bool
+  default     = false
+}
+
+variable "redis_tls_ca_base64" {
+  description = "The orchestrator's REDIS_TLS_CA_BASE64: the base64 PEM CA that signed Redis's certificate. Needs redis_tls_enabled. Not a secret: it goes into the jobspec."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9+/=]*$", var.redis_tls_ca_base64))
+    error_message = "The redis_tls_ca_base64 must be base64 (e.g. base64 -w0 ca.pem)."
+  }
+}
+
+variable "redis_password" {
+  description = "The orchestrator's REDIS_PASSWORD. Sent only over TLS (needs redis_tls_enabled), as the orchestrator does. Kept in the Nomad Variable."
   type        = string
   default     = ""
   sensitive   = true

@@ -39,10 +39,11 @@ const SAMPLE_ORCHESTRATOR_NAMESPACE: &str = "e2b";
 const SAMPLE_JOB_NAME: &str = "sample-emitter";
 
 /// Terraform variables that hold secrets.
-const SECRET_VARIABLES: [&str; 4] = [
+const SECRET_VARIABLES: [&str; 5] = [
     "webhook_secret",
     "redis_url",
     "redis_cluster_url",
+    "redis_password",
     "nomad_token",
 ];
 
@@ -340,6 +341,15 @@ fn func_contains(args: FuncArgs) -> Result<Value, String> {
     Ok(Value::Bool(list.contains(&args[1])))
 }
 
+fn func_startswith(args: FuncArgs) -> Result<Value, String> {
+    Ok(Value::Bool(
+        args[0]
+            .as_str()
+            .unwrap()
+            .starts_with(args[1].as_str().unwrap()),
+    ))
+}
+
 fn func_floor(args: FuncArgs) -> Result<Value, String> {
     let n = args[0]
         .as_number()
@@ -371,7 +381,7 @@ fn tf_context(vars: &Map<String, Value>, locals: &Map<String, Value>) -> Context
 
     let any = || ParamType::Any;
     let string = || ParamType::String;
-    let funcs: [(&str, FuncDef); 8] = [
+    let funcs: [(&str, FuncDef); 9] = [
         ("jsonencode", FuncDef::new(func_jsonencode, [any()])),
         (
             "join",
@@ -389,6 +399,10 @@ fn tf_context(vars: &Map<String, Value>, locals: &Map<String, Value>) -> Context
             FuncDef::new(func_contains, [ParamType::array_of(any()), any()]),
         ),
         ("floor", FuncDef::new(func_floor, [ParamType::Number])),
+        (
+            "startswith",
+            FuncDef::new(func_startswith, [string(), string()]),
+        ),
     ];
     for (name, def) in funcs {
         ctx.declare_func(name, def);
@@ -812,6 +826,7 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         ("webhook_secret", "WEBHOOK_SECRET"),
         ("redis_url", "REDIS_URL"),
         ("redis_cluster_url", "REDIS_CLUSTER_URL"),
+        ("redis_password", "REDIS_PASSWORD"),
     ] {
         assert!(
             data.contains(&format!(".{item}.Value")) && data.contains(&format!("{env}=")),
@@ -857,7 +872,13 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
     assert!(referenced.contains("webhook_secret"), "{referenced:?}");
     for name in &referenced {
         assert!(
-            ["webhook_secret", "redis_url", "redis_cluster_url"].contains(name),
+            [
+                "webhook_secret",
+                "redis_url",
+                "redis_cluster_url",
+                "redis_password"
+            ]
+            .contains(name),
             "template reads an unknown item {name}"
         );
     }
@@ -942,6 +963,58 @@ fn environment_carries_the_settings() {
     assert_eq!(env["NOMAD_ADDR"], "unix://${NOMAD_SECRETS_DIR}/api.sock");
     // A consumer name that a replacement allocation inherits.
     assert_eq!(env["REDIS_CONSUMER"], "${NOMAD_ALLOC_NAME}");
+}
+
+#[test]
+fn redis_tls_settings_reach_the_task_as_the_orchestrator_reads_them() {
+    let d = sample_deployment();
+    assert!(!d.env().contains_key("REDIS_TLS_ENABLED"));
+    assert!(!d.env().contains_key("REDIS_TLS_CA_BASE64"));
+
+    // E2B on GCP: a cluster node as host:port, TLS, a private CA.
+    let mut vars = sample_tfvars();
+    vars.insert("redis_url".to_owned(), Value::from(""));
+    vars.insert(
+        "redis_cluster_url".to_owned(),
+        Value::from("10.128.0.3:6379"),
+    );
+    vars.insert("redis_tls_enabled".to_owned(), Value::Bool(true));
+    vars.insert(
+        "redis_tls_ca_base64".to_owned(),
+        Value::from("LS0tLS1CRUdJTg=="),
+    );
+    vars.insert(
+        "redis_password".to_owned(),
+        Value::from(SAMPLE_REDIS_PASSWORD),
+    );
+    let d = deploy(&vars);
+    let env = d.env();
+    assert_eq!(env["REDIS_TLS_ENABLED"], "true");
+    assert_eq!(env["REDIS_TLS_CA_BASE64"], "LS0tLS1CRUdJTg==");
+    assert!(
+        !d.text.contains(SAMPLE_REDIS_PASSWORD),
+        "the password stays out of the jobspec"
+    );
+
+    // The orchestrator's rules hold before anything is deployed.
+    let main = main_tf();
+    let variable = resource(&main, "nomad_variable").body();
+    let lifecycle = one_block(variable, "lifecycle").body();
+    let preconditions_hold = |vars: &Map<String, Value>| {
+        let ctx = tf_context(vars, &tf_locals(&main, vars));
+        blocks(lifecycle, "precondition")
+            .all(|p| eval(required_attr(p.body(), "condition"), &ctx) == Value::Bool(true))
+    };
+    assert!(preconditions_hold(&vars));
+    let mut no_tls = vars.clone();
+    no_tls.insert("redis_tls_enabled".to_owned(), Value::Bool(false));
+    assert!(
+        !preconditions_hold(&no_tls),
+        "a CA or a password without TLS"
+    );
+    no_tls.insert("redis_tls_ca_base64".to_owned(), Value::from(""));
+    no_tls.insert("redis_password".to_owned(), Value::from(""));
+    assert!(preconditions_hold(&no_tls));
 }
 
 #[test]
@@ -1260,6 +1333,15 @@ fn other_inputs_are_validated() {
     assert!(validates("webhook_events", events(&["*"])));
     assert!(!validates("webhook_events", events(&[])));
     assert!(!validates("webhook_events", events(&["create", "destroy"])));
+    // E2B's type names, as its webhook registration takes them.
+    assert!(validates(
+        "webhook_events",
+        events(&[
+            "sandbox.lifecycle.created",
+            "sandbox.lifecycle.checkpointed"
+        ])
+    ));
+    assert!(!validates("webhook_events", events(&["lifecycle.created"])));
 
     assert!(validates("instance_count", Value::from(1u64)));
     assert!(validates("instance_count", Value::from(3u64)));
@@ -1272,11 +1354,15 @@ fn other_inputs_are_validated() {
         text.contains("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-") && text.contains("var.team_ids"),
         "team_ids must be validated as UUIDs, found {text}"
     );
-    let (redis_url, _) = validation("redis_url");
-    assert!(
-        fmt_expr(&redis_url).contains("^rediss?://"),
-        "redis_url must be validated as a redis:// URL"
-    );
+    // The orchestrator's own forms: host:port as E2B sets it, or a URL.
+    for name in ["redis_url", "redis_cluster_url"] {
+        let (condition, _) = validation(name);
+        let text = fmt_expr(&condition);
+        assert!(
+            text.contains("rediss?://") && text.contains(":[0-9]+"),
+            "{name} must accept host:port and redis[s]:// URLs, found {text}"
+        );
+    }
     let (checksum, _) = validation("artifact_checksum");
     assert!(fmt_expr(&checksum).contains("^sha256:[0-9a-f]{64}$"));
 }

@@ -126,7 +126,10 @@ fn a_cluster_node_over_tls_with_redis_password() {
             password: Some(password.to_owned()),
         },
     );
-    assert!(!logs.contains(password), "REDIS_PASSWORD must never be logged");
+    assert!(
+        !logs.contains(password),
+        "REDIS_PASSWORD must never be logged"
+    );
 }
 
 #[test]
