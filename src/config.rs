@@ -98,7 +98,7 @@ pub struct RunArgs {
     /// CA certificate (PEM, base64-encoded) that signed Redis's TLS certificate, as the orchestrator reads it.
     #[arg(long, env = "REDIS_TLS_CA_BASE64", value_name = "BASE64")]
     pub redis_tls_ca_base64: Option<String>,
-    /// Teams whose events the orchestrator should publish (UUIDs, comma-separated).
+    /// The teams served (UUIDs, comma-separated): their wh:<team> keys are kept alive, other teams' events and sandboxes are skipped.
     #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
     pub team_ids: String,
     /// Nomad API address, to discover orchestrators (http(s)://, or unix:///…/api.sock).

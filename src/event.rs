@@ -304,6 +304,12 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+/// Whether `team` (as events and `List` write it) is one of `teams`; every team is when `teams`
+/// is empty (no team scope configured).
+pub fn team_in_scope(teams: &[Uuid], team: &str) -> bool {
+    teams.is_empty() || Uuid::parse_str(team).is_ok_and(|team| teams.contains(&team))
+}
+
 /// Which events an endpoint receives: lifecycle kinds, and optionally only some teams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventFilter {
@@ -370,9 +376,10 @@ impl EventFilter {
     /// Whether `event` passes the filter.
     pub fn accepts(&self, event: &SandboxEvent) -> bool {
         self.accepts_kind(&event.lifecycle)
-            && self.teams.as_ref().is_none_or(|teams| {
-                Uuid::parse_str(event.team_id()).is_ok_and(|team| teams.contains(&team))
-            })
+            && self
+                .teams
+                .as_ref()
+                .is_none_or(|teams| !teams.is_empty() && team_in_scope(teams, event.team_id()))
     }
 
     fn accepts_kind(&self, lifecycle: &Lifecycle) -> bool {

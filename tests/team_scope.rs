@@ -1,13 +1,16 @@
-//! Team scope through the real binary: the orchestrator's `List` answers with every team's
-//! sandboxes, yet with `E2B_TEAM_IDS` set only the served team's get synthesized webhooks — shaped
-//! like the orchestrator's own events (base template, build, `events_ttl_days`, an `execution`
-//! block on the kill) and sent in the `e2b-cloud` format.
+//! Team scope through the real binary: per-endpoint `teams` route each team's stream events to its
+//! own URL and secret, as E2B Cloud's per-team webhooks do; the orchestrator's `List` answers with
+//! every team's sandboxes, yet with `E2B_TEAM_IDS` set only the served team's get synthesized
+//! webhooks — shaped like the orchestrator's own events (base template, build, `events_ttl_days`,
+//! an `execution` block on the kill) and sent in the `e2b-cloud` format.
 
 mod common;
 #[path = "support/nomad_standin.rs"]
 mod nomad_standin;
 #[path = "support/orchestrator_standin.rs"]
 mod orchestrator_standin;
+#[path = "support/redis.rs"]
+mod redis_server;
 
 use common::{CapturedRequest, RunningEmitter, capture_server, eventually, free_port};
 use nomad_standin::{AllocSpec, NomadOptions, NomadStandin};
@@ -20,6 +23,103 @@ const SECRET: &str = "team-scope-secret";
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 const OTHER_TEAM: &str = "9d3c1f0e-2a4b-4c6d-8e0f-1a2b3c4d5e6f";
 const DEADLINE: Duration = Duration::from_secs(30);
+const THIRD_TEAM: &str = "5a0e1f2d-3c4b-4a69-8877-665544332211";
+
+#[test]
+fn per_endpoint_teams_route_each_team_to_its_own_url_and_secret() {
+    let redis = redis_server::RedisServer::start();
+    let (port_a, to_a) = capture_server(Vec::new());
+    let (port_b, to_b) = capture_server(Vec::new());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("endpoints.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[endpoints]]\nid = \"team-a\"\nurl = \"http://127.0.0.1:{port_a}/a\"\nformat = \"e2b-cloud\"\nsecrets = [\"secret-a\"]\nteams = [\"{TEAM}\"]\n\
+             [[endpoints]]\nid = \"team-b\"\nurl = \"http://127.0.0.1:{port_b}/b\"\nformat = \"e2b-cloud\"\nsecrets = [\"secret-b\"]\nteams = [\"{OTHER_TEAM}\"]\n"
+        ),
+    )
+    .unwrap();
+    // No E2B_TEAM_IDS: the teams the endpoints name are the ones served.
+    let emitter = RunningEmitter::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--redis-url",
+            &redis.host_port(),
+            "--redis-consumer",
+            "teams",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path().join("emitter.log"),
+    );
+    let mut conn = redis.connection();
+    assert!(
+        eventually(DEADLINE, || {
+            [TEAM, OTHER_TEAM].iter().all(|team| {
+                redis::cmd("EXISTS")
+                    .arg(format!("wh:{team}"))
+                    .query::<bool>(&mut conn)
+                    .unwrap()
+            })
+        }),
+        "gate keys for both endpoints' teams; log:\n{}",
+        emitter.log_text()
+    );
+    for (sandbox, team) in [
+        ("isb-a", TEAM),
+        ("isb-b", OTHER_TEAM),
+        ("isb-c", THIRD_TEAM),
+    ] {
+        let event = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "version": "v2",
+            "type": "sandbox.lifecycle.created",
+            "timestamp": "2026-05-14T10:00:00Z",
+            "event_category": "",
+            "event_label": "",
+            "sandbox_id": sandbox,
+            "sandbox_execution_id": "exec-1",
+            "sandbox_template_id": "base",
+            "sandbox_build_id": "build-1",
+            "sandbox_team_id": team,
+        });
+        let _: String = redis::cmd("XADD")
+            .arg("sandbox.events.stream")
+            .arg("*")
+            .arg("payload")
+            .arg(event.to_string())
+            .query(&mut conn)
+            .unwrap();
+    }
+    for (requests, secret, sandbox) in [(&to_a, "secret-a", "isb-a"), (&to_b, "secret-b", "isb-b")]
+    {
+        let request = requests
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no delivery of {sandbox}; log:\n{}", emitter.log_text()));
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["sandbox_id"], sandbox);
+        assert_eq!(
+            request.headers["e2b-signature"],
+            e2b_signature(secret, &request.body)
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        to_a.try_recv().is_err() && to_b.try_recv().is_err(),
+        "one event each, none of the third team"
+    );
+}
+
+fn e2b_signature(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest([secret.as_bytes(), body].concat()))
+}
 
 #[test]
 fn listed_sandboxes_of_other_teams_produce_no_webhook() {
@@ -127,14 +227,9 @@ fn next_body(requests: &mpsc::Receiver<CapturedRequest>, emitter: &RunningEmitte
     let request = requests.recv_timeout(DEADLINE).unwrap_or_else(|_| {
         panic!("no delivery; log:\n{}", emitter.log_text());
     });
-    let digest = {
-        use sha2::Digest;
-        sha2::Sha256::digest([SECRET.as_bytes(), &request.body].concat())
-    };
-    use base64::Engine;
     assert_eq!(
         request.headers["e2b-signature"],
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+        e2b_signature(SECRET, &request.body)
     );
     serde_json::from_slice(&request.body).unwrap()
 }

@@ -302,8 +302,7 @@ impl Reconciler {
 
     /// Whether `team` is served (every team when none is configured).
     fn serves(&self, team: &str) -> bool {
-        self.settings.teams.is_empty()
-            || Uuid::parse_str(team).is_ok_and(|team| self.settings.teams.contains(&team))
+        crate::event::team_in_scope(&self.settings.teams, team)
     }
 
     /// Removes other teams' sandboxes from the answers: `List` returns every team's, and

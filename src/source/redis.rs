@@ -536,8 +536,7 @@ impl RedisStreamSource {
 
     /// Whether `event` belongs to a served team (every team when none is configured).
     fn serves(&self, event: &SandboxEvent) -> bool {
-        self.team_ids.is_empty()
-            || Uuid::parse_str(event.team_id()).is_ok_and(|team| self.team_ids.contains(&team))
+        crate::event::team_in_scope(&self.team_ids, event.team_id())
     }
 
     fn redis_error(&self, error: RedisError) -> RedisSourceError {
