@@ -8,9 +8,8 @@
 # Terraform renders comments too, so they must not contain either sequence
 # by accident.
 #
-# No secret is a template variable. WEBHOOK_SECRET, REDIS_PASSWORD and the
-# Redis URLs (which may embed a password) live in the Nomad Variable
-# nomad/jobs/${job_name};
+# No secret is a template variable. WEBHOOK_SECRET and the Redis settings
+# (URL, password, TLS CA) live in the Nomad Variable nomad/jobs/${job_name};
 # the task's own workload identity may read that path without any extra ACL
 # policy, and the template block below turns it into environment variables.
 # So they appear neither in the jobspec nor in `nomad job inspect`.
@@ -113,9 +112,12 @@ job "${job_name}" {
         args    = ["run", "--log-format", "json"]
       }
 
-      # Exposes the task's workload identity as NOMAD_TOKEN. The ACL policy
-      # that terraform/main.tf attaches to this job grants it read-job on the
-      # orchestrators' namespace, nothing more.
+      # Exposes the task's workload identity as NOMAD_TOKEN. Nomad's implicit
+      # workload policy lets it read this job's variables and the service
+      # registrations of its namespace, which is all the emitter needs: it
+      # finds the orchestrators by their service registrations, as E2B's API
+      # does. No ACL policy, no read-job (which on E2B would expose the api
+      # job's management token).
       identity {
         env = true
       }
@@ -130,22 +132,18 @@ job "${job_name}" {
         E2B_TEAM_IDS   = "${team_ids}"
         %{~ endif }
         REDIS_STREAM   = "${redis_stream}"
-        %{~ if redis_tls_enabled }
-        REDIS_TLS_ENABLED = "true"
-        %{~ endif }
-        %{~ if redis_tls_ca_base64 != "" }
-        REDIS_TLS_CA_BASE64 = "${redis_tls_ca_base64}"
-        %{~ endif }
         # The allocation name (job.group[index]) survives restarts and
         # rolling updates, so a replacement instance resumes the Redis
         # consumer that its predecessor left, pending entries included.
         REDIS_CONSUMER = "$${NOMAD_ALLOC_NAME}"
 
-        # Where the orchestrators' allocations are read from. By default the
-        # local client's Task API socket, which accepts the workload identity
-        # and needs neither the agent's address nor its TLS settings.
-        NOMAD_ADDR      = "${task_nomad_addr}"
-        NOMAD_NAMESPACE = "${orchestrator_namespace}"
+        # Where the orchestrators' service registrations are read from. By
+        # default the local client's Task API socket, which accepts the
+        # workload identity and needs neither the agent's address nor its TLS
+        # settings. The orchestrators run in this job's namespace.
+        NOMAD_ADDR           = "${task_nomad_addr}"
+        NOMAD_NAMESPACE      = "${namespace}"
+        ORCHESTRATOR_SERVICE = "${orchestrator_service}"
 
         DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data"
         LISTEN_ADDR = "$${NOMAD_ADDR_http}"
@@ -171,6 +169,10 @@ job "${job_name}" {
           {{- with .redis_password.Value }}
           REDIS_PASSWORD={{ . | toJSON }}
           {{- end }}
+          {{- with .redis_tls_ca_base64.Value }}
+          REDIS_TLS_CA_BASE64={{ . | toJSON }}
+          {{- end }}
+          REDIS_TLS_ENABLED={{ .redis_tls_enabled.Value | toJSON }}
           {{- end }}
         EOT
       }

@@ -1,5 +1,8 @@
-# e2b-webhook-emitter on Nomad: the job, the Nomad Variable that carries its
-# secrets, and the ACL policy of its workload identity.
+# e2b-webhook-emitter on Nomad: the job and the Nomad Variable that carries
+# its secrets. No ACL policy: the job's workload identity reads its own
+# variable (nomad/jobs/<job_name>) and the orchestrators' service
+# registrations through Nomad's implicit workload policy, which is all the
+# emitter needs (docs/operators-guide.md, "Requirements").
 
 provider "nomad" {
   address   = var.nomad_address
@@ -10,12 +13,16 @@ locals {
   # Secrets travel in a Nomad Variable at the path the job's workload
   # identity may read by default (nomad/jobs/<job ID>); the task's template
   # block turns them into environment variables. Empty entries are left out.
+  # redis_tls_enabled is not secret but travels with the Redis settings it
+  # belongs to, so that one variable update changes them together.
   secret_items = {
     for k, v in {
-      webhook_secret    = var.webhook_secret
-      redis_url         = var.redis_url
-      redis_cluster_url = var.redis_cluster_url
-      redis_password    = var.redis_password
+      webhook_secret      = var.webhook_secret
+      redis_url           = var.redis_url
+      redis_cluster_url   = var.redis_cluster_url
+      redis_password      = var.redis_password
+      redis_tls_ca_base64 = var.redis_tls_ca_base64
+      redis_tls_enabled   = var.redis_tls_enabled ? "true" : "false"
     } : k => v if v != ""
   }
 }
@@ -41,50 +48,36 @@ resource "nomad_variable" "secrets" {
       condition     = var.redis_password == "" || var.redis_tls_enabled
       error_message = "redis_password is set but redis_tls_enabled is not: the password is only sent over TLS; set redis_tls_enabled = true, or remove it."
     }
-  }
-}
-
-# What the emitter may do with its workload identity beyond the implicit
-# policy (which already lets it read nomad/jobs/<job_name>): read jobs and
-# allocations in the orchestrators' namespace, to find the orchestrators and
-# follow the allocation event stream. Nothing else.
-resource "nomad_acl_policy" "emitter" {
-  name        = "${var.job_name}-read-orchestrators"
-  description = "e2b-webhook-emitter: read the orchestrator allocations"
-
-  rules_hcl = <<-EOT
-    namespace "${var.orchestrator_namespace}" {
-      capabilities = ["read-job"]
+    precondition {
+      condition     = !startswith(var.redis_url, "rediss://") || var.redis_tls_enabled
+      error_message = "The redis_url is a rediss:// (TLS) URL: set redis_tls_enabled = true, or give the bare host:port as E2B does."
     }
-  EOT
-
-  job_acl {
-    namespace = var.namespace
-    job_id    = var.job_name
+    precondition {
+      condition     = !startswith(var.redis_url, "redis://") || !var.redis_tls_enabled
+      error_message = "The redis_url is a redis:// (plaintext) URL but redis_tls_enabled is true: give the bare host:port, or use rediss://."
+    }
   }
 }
 
 resource "nomad_job" "emitter" {
   jobspec = templatefile("${path.module}/../nomad/e2b-webhook-emitter.nomad.hcl", {
-    job_name               = var.job_name
-    namespace              = var.namespace
-    datacenters            = jsonencode(var.datacenters)
-    node_pool              = var.node_pool
-    instance_count         = var.instance_count
-    artifact_url           = var.artifact_url
-    artifact_checksum      = var.artifact_checksum
-    webhook_url            = var.webhook_url
-    webhook_format         = var.webhook_format
-    webhook_events         = join(",", var.webhook_events)
-    team_ids               = join(",", var.team_ids)
-    redis_stream           = var.redis_stream
-    redis_tls_enabled      = var.redis_tls_enabled
-    redis_tls_ca_base64    = var.redis_tls_ca_base64
-    task_nomad_addr        = var.task_nomad_address
-    orchestrator_namespace = var.orchestrator_namespace
-    cpu_mhz                = var.cpu_mhz
-    memory_mb              = var.memory_mb
-    disk_mb                = var.disk_mb
+    job_name             = var.job_name
+    namespace            = var.namespace
+    datacenters          = jsonencode(var.datacenters)
+    node_pool            = var.node_pool
+    instance_count       = var.instance_count
+    artifact_url         = var.artifact_url
+    artifact_checksum    = var.artifact_checksum
+    webhook_url          = var.webhook_url
+    webhook_format       = var.webhook_format
+    webhook_events       = join(",", var.webhook_events)
+    team_ids             = join(",", var.team_ids)
+    redis_stream         = var.redis_stream
+    task_nomad_addr      = var.task_nomad_address
+    orchestrator_service = var.orchestrator_service
+    cpu_mhz              = var.cpu_mhz
+    memory_mb            = var.memory_mb
+    disk_mb              = var.disk_mb
   })
 
   # Wait for the deployment, so that `terraform apply` fails (and the update
@@ -97,7 +90,6 @@ resource "nomad_job" "emitter" {
     update = "10m"
   }
 
-  # The task's template blocks until the variable exists, and the task calls
-  # the Nomad API as soon as it starts.
-  depends_on = [nomad_variable.secrets, nomad_acl_policy.emitter]
+  # The task's template blocks until the variable exists.
+  depends_on = [nomad_variable.secrets]
 }

@@ -5,7 +5,7 @@ output "job_id" {
 
 output "namespace" {
   description = "Nomad namespace of the emitter job and its variable."
-  value       = nomad_job.emitter.namespace
+  value       = var.namespace
 }
 
 output "service_name" {
@@ -14,11 +14,6 @@ output "service_name" {
 }
 
 output "secrets_variable_path" {
-  description = "Path of the Nomad Variable holding webhook_secret and the Redis URLs (the values themselves are not output)."
+  description = "Path of the Nomad Variable holding webhook_secret and the Redis settings (the values themselves are not output)."
   value       = nomad_variable.secrets.path
-}
-
-output "acl_policy_name" {
-  description = "ACL policy attached to the job's workload identity."
-  value       = nomad_acl_policy.emitter.name
 }

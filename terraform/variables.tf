@@ -52,9 +52,13 @@ variable "webhook_events" {
 }
 
 variable "team_ids" {
-  description = "E2B team UUIDs whose sandbox events are delivered. The emitter keeps the wh:<team> Redis keys for them alive; the orchestrator only publishes events of teams that have that key."
+  description = "E2B team UUIDs whose sandbox events are delivered (at least one). The emitter keeps the wh:<team> Redis keys for them alive; the orchestrator only publishes events of teams that have that key, so without a team nothing would ever arrive."
   type        = list(string)
-  default     = []
+
+  validation {
+    condition     = length(var.team_ids) > 0
+    error_message = "The team_ids must name at least one E2B team UUID: the orchestrator publishes events only for teams the emitter serves."
+  }
 
   validation {
     condition = alltrue([
@@ -67,19 +71,19 @@ variable "team_ids" {
 # --- Redis (the orchestrator's event stream) -------------------------------
 
 variable "redis_url" {
-  description = "The orchestrator's REDIS_URL, copied as is: host:port (E2B sets redis.service.consul:6379), or a redis://[:password@]host:port / rediss://... URL. May contain a password, so it is kept in the Nomad Variable, not in the jobspec. Leave empty when redis_cluster_url is used."
+  description = "The Redis that E2B's orchestrator publishes to, as its REDIS_URL: a bare host:port as E2B writes it (the default, Consul's name for E2B's Redis job), or redis://host:port / rediss://host:port. Kept in the Nomad Variable, not in the jobspec. Set it to \"\" when redis_cluster_url is used."
   type        = string
-  default     = ""
+  default     = "redis.service.consul:6379"
   sensitive   = true
 
   validation {
-    condition     = var.redis_url == "" || can(regex("^(rediss?://[^\\s]+|[^\\s/@]+:[0-9]+)$", var.redis_url))
-    error_message = "The redis_url must be empty, host:port, or a redis:// or rediss:// URL."
+    condition     = var.redis_url == "" || can(regex("^(rediss?://[^\\s]+|[A-Za-z0-9.-]+:[0-9]{1,5})$", var.redis_url))
+    error_message = "The redis_url must be empty, a bare host:port (as E2B's REDIS_URL), or a redis:// or rediss:// URL."
   }
 }
 
 variable "redis_cluster_url" {
-  description = "The orchestrator's REDIS_CLUSTER_URL (host:port of a Redis Cluster node, or a URL), used instead of redis_url. Kept in the Nomad Variable."
+  description = "A Redis Cluster node, as the orchestrator's REDIS_CLUSTER_URL (E2B's managed Redis): host:port or a URL, used instead of redis_url. Kept in the Nomad Variable."
   type        = string
   default     = ""
   sensitive   = true
@@ -90,28 +94,29 @@ variable "redis_cluster_url" {
   }
 }
 
+variable "redis_password" {
+  description = "The orchestrator's REDIS_PASSWORD, when it is not part of the URL. Sent only over TLS (needs redis_tls_enabled), as the orchestrator does. Kept in the Nomad Variable."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
 variable "redis_tls_enabled" {
-  description = "The orchestrator's REDIS_TLS_ENABLED: TLS to Redis (E2B on GCP with managed Redis sets it, with a CA)."
+  description = "Connect to Redis with TLS, as the orchestrator's REDIS_TLS_ENABLED (E2B's managed Redis uses TLS). Travels in the Nomad Variable with the other Redis settings."
   type        = bool
   default     = false
 }
 
 variable "redis_tls_ca_base64" {
-  description = "The orchestrator's REDIS_TLS_CA_BASE64: the base64 PEM CA that signed Redis's certificate. Needs redis_tls_enabled. Not a secret: it goes into the jobspec."
-  type        = string
-  default     = ""
-
-  validation {
-    condition     = can(regex("^[A-Za-z0-9+/=]*$", var.redis_tls_ca_base64))
-    error_message = "The redis_tls_ca_base64 must be base64 (e.g. base64 -w0 ca.pem)."
-  }
-}
-
-variable "redis_password" {
-  description = "The orchestrator's REDIS_PASSWORD. Sent only over TLS (needs redis_tls_enabled), as the orchestrator does. Kept in the Nomad Variable."
+  description = "Base64-encoded PEM CA that signed the Redis TLS certificate, as the orchestrator's REDIS_TLS_CA_BASE64. Kept in the Nomad Variable."
   type        = string
   default     = ""
   sensitive   = true
+
+  validation {
+    condition     = var.redis_tls_ca_base64 == "" || can(base64decode(var.redis_tls_ca_base64))
+    error_message = "The redis_tls_ca_base64 must be empty or base64 (e.g. the output of `base64 -w0 ca.pem`)."
+  }
 }
 
 variable "redis_stream" {
@@ -128,20 +133,20 @@ variable "redis_stream" {
 # --- Nomad -----------------------------------------------------------------
 
 variable "nomad_address" {
-  description = "Nomad API address Terraform uses to register the job, e.g. https://nomad.example.com. Null uses the provider default (NOMAD_ADDR, else http://127.0.0.1:4646)."
+  description = "Nomad API address Terraform uses to register the job, e.g. https://nomad.example.com. The hashicorp/nomad provider 2.1 requires an address unless NOMAD_ADDR is set in the environment; null leaves it to NOMAD_ADDR."
   type        = string
   default     = null
 }
 
 variable "nomad_token" {
-  description = "Nomad ACL token Terraform uses (needs to write jobs, variables and ACL policies). Null uses NOMAD_TOKEN from the environment. The emitter itself never gets this token: it runs with its workload identity."
+  description = "Nomad ACL token Terraform uses (needs submit-job and variable write in the namespace). Null uses NOMAD_TOKEN from the environment. The emitter itself never gets this token: it runs with its workload identity."
   type        = string
   default     = null
   sensitive   = true
 }
 
 variable "namespace" {
-  description = "Nomad namespace of the emitter job and of its Nomad Variable."
+  description = "Nomad namespace of the emitter job and of its Nomad Variable. It must be the orchestrators' namespace (default in E2B): a workload identity reads the service registrations of its own namespace."
   type        = string
   default     = "default"
 
@@ -151,14 +156,14 @@ variable "namespace" {
   }
 }
 
-variable "orchestrator_namespace" {
-  description = "Nomad namespace in which E2B's orchestrator jobs run; the emitter gets read-job there and nowhere else."
+variable "orchestrator_service" {
+  description = "Nomad service that every orchestrator registers on its gRPC port (provider = \"nomad\"; \"orchestrator\" in e2b-dev/infra's orchestrator.hcl). The emitter discovers orchestrators from its registrations."
   type        = string
-  default     = "default"
+  default     = "orchestrator"
 
   validation {
-    condition     = can(regex("^[a-zA-Z0-9-]{1,128}$", var.orchestrator_namespace))
-    error_message = "The orchestrator_namespace must be 1-128 letters, digits or dashes."
+    condition     = can(regex("^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$", var.orchestrator_service))
+    error_message = "The orchestrator_service must be a Nomad service name: 1-63 letters, digits or dashes, not starting or ending with a dash."
   }
 }
 
@@ -174,13 +179,13 @@ variable "task_nomad_address" {
 }
 
 variable "job_name" {
-  description = "Nomad job ID of the emitter. Also names its Nomad Variable (nomad/jobs/<job_name>), its service and its ACL policy."
+  description = "Nomad job ID of the emitter. Also names its Nomad Variable (nomad/jobs/<job_name>) and its Nomad service, so it follows Nomad's rule for service names."
   type        = string
   default     = "e2b-webhook-emitter"
 
   validation {
-    condition     = can(regex("^[a-zA-Z0-9-]{1,100}$", var.job_name))
-    error_message = "The job_name must be 1-100 letters, digits or dashes (it is also part of an ACL policy name)."
+    condition     = can(regex("^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$", var.job_name))
+    error_message = "The job_name must be 1-63 letters, digits or dashes, not starting or ending with a dash: it also names the job's Nomad service, and Nomad refuses other service names."
   }
 }
 
@@ -196,9 +201,9 @@ variable "datacenters" {
 }
 
 variable "node_pool" {
-  description = "Nomad node pool to run in. Its nodes must have the raw_exec driver enabled (in E2B: the api pool)."
+  description = "Nomad node pool to run in; E2B runs its services on the api pool, whose nodes enable raw_exec."
   type        = string
-  default     = "default"
+  default     = "api"
 
   validation {
     condition     = can(regex("^[a-zA-Z0-9._-]{1,128}$", var.node_pool))
@@ -224,8 +229,8 @@ variable "artifact_url" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z0-9]+(::[a-z0-9]+)?://[^\\s\"\\\\$]+$", var.artifact_url))
-    error_message = "The artifact_url must be a URL such as https://host/path/file.tar.gz, without spaces, quotes, backslashes or '$'."
+    condition     = can(regex("^[a-z0-9]+(::[a-z0-9]+)?://[^\\s\"\\\\{}$]+$", var.artifact_url))
+    error_message = "The artifact_url must be a URL such as https://host/path/file.tar.gz, without spaces, quotes, backslashes, '$' or braces ('$${', '%%{' would be interpolated by the jobspec template and Nomad)."
   }
 }
 

@@ -7,10 +7,9 @@ terraform {
   required_providers {
     nomad = {
       source = "hashicorp/nomad"
-      # 2.1.0 is the first release with a correct job_acl namespace for
-      # nomad_acl_policy (nomad_variable and job_acl arrived in 2.0.0), and
-      # the version e2b-dev/infra pins; "~> 2.1" accepts that pin and any
-      # later 2.x, but not a 3.0 with breaking changes.
+      # nomad_variable arrived in 2.0.0; 2.1.0 is the version e2b-dev/infra
+      # pins, so "~> 2.1" accepts that pin and any later 2.x, but not a 3.0
+      # with breaking changes.
       version = "~> 2.1"
     }
   }

@@ -33,17 +33,17 @@ const SAMPLE_NOMAD_TOKEN: &str = "SAMPLE-nomad-token-0b1c2d3e-4f5a-6b7c-8d9e-0f1
 const SAMPLE_TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
 const SAMPLE_CHECKSUM: &str =
     "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-// Different values for the two namespaces, so that mixing them up is caught.
 const SAMPLE_NAMESPACE: &str = "webhooks";
-const SAMPLE_ORCHESTRATOR_NAMESPACE: &str = "e2b";
+const SAMPLE_REDIS_TLS_CA: &str = "U0FNUExFLWNh";
 const SAMPLE_JOB_NAME: &str = "sample-emitter";
 
 /// Terraform variables that hold secrets.
-const SECRET_VARIABLES: [&str; 5] = [
+const SECRET_VARIABLES: [&str; 6] = [
     "webhook_secret",
     "redis_url",
     "redis_cluster_url",
     "redis_password",
+    "redis_tls_ca_base64",
     "nomad_token",
 ];
 
@@ -290,6 +290,18 @@ fn template_refs(template: &Template, out: &mut BTreeSet<String>) {
 // ---------------------------------------------------------------------------
 // A small Terraform evaluator: sample variables and the few functions used
 
+fn func_regex(args: FuncArgs) -> Result<Value, String> {
+    let pattern = regex::Regex::new(args[0].as_str().unwrap_or_default())
+        .map_err(|e| format!("invalid regex: {e}"))?;
+    Ok(pattern
+        .find(args[1].as_str().unwrap_or_default())
+        .map_or(Value::Null, |m| Value::from(m.as_str())))
+}
+
+fn func_can(args: FuncArgs) -> Result<Value, String> {
+    Ok(Value::Bool(!args[0].is_null()))
+}
+
 fn func_jsonencode(args: FuncArgs) -> Result<Value, String> {
     serde_json::to_string(&args[0])
         .map(Value::String)
@@ -366,8 +378,8 @@ fn func_floor(args: FuncArgs) -> Result<Value, String> {
 
 /// Evaluation context with `var`, `local` and `path.module` as Terraform
 /// would see them, and Terraform's semantics for the functions used here.
-/// `can()` and `regex()` are deliberately missing: a condition using them
-/// cannot be evaluated here and is checked by its text instead.
+/// `regex()` answers null instead of failing when nothing matches, and `can()`
+/// turns that into false, which is all the validations here need.
 fn tf_context(vars: &Map<String, Value>, locals: &Map<String, Value>) -> Context<'static> {
     let mut ctx = Context::new();
     ctx.declare_var("var", Value::Object(vars.clone()));
@@ -381,7 +393,9 @@ fn tf_context(vars: &Map<String, Value>, locals: &Map<String, Value>) -> Context
 
     let any = || ParamType::Any;
     let string = || ParamType::String;
-    let funcs: [(&str, FuncDef); 9] = [
+    let funcs: [(&str, FuncDef); 11] = [
+        ("regex", FuncDef::new(func_regex, [string(), string()])),
+        ("can", FuncDef::new(func_can, [any()])),
         ("jsonencode", FuncDef::new(func_jsonencode, [any()])),
         (
             "join",
@@ -439,7 +453,7 @@ fn tf_variables() -> Map<String, TfVariable> {
 /// The variable values of a sample deployment: every default, plus values
 /// for the required variables and distinctive secrets.
 fn sample_tfvars() -> Map<String, Value> {
-    let samples: [(&str, Value); 12] = [
+    let samples: [(&str, Value); 13] = [
         (
             "webhook_url",
             "https://app.example.com/api/webhooks/e2b".into(),
@@ -462,10 +476,8 @@ fn sample_tfvars() -> Map<String, Value> {
         ("artifact_checksum", SAMPLE_CHECKSUM.into()),
         ("team_ids", Value::Array(vec![SAMPLE_TEAM.into()])),
         ("namespace", SAMPLE_NAMESPACE.into()),
-        (
-            "orchestrator_namespace",
-            SAMPLE_ORCHESTRATOR_NAMESPACE.into(),
-        ),
+        ("redis_password", SAMPLE_REDIS_PASSWORD.into()),
+        ("redis_tls_ca_base64", SAMPLE_REDIS_TLS_CA.into()),
         ("job_name", SAMPLE_JOB_NAME.into()),
     ];
     let mut vars: Map<String, Value> = samples
@@ -695,7 +707,8 @@ fn job_is_a_service_running_the_artifact_with_raw_exec() {
     assert_eq!(job.labels()[0].as_str(), SAMPLE_JOB_NAME);
     assert_eq!(str_attr(job.body(), "type"), "service");
     assert_eq!(str_attr(job.body(), "namespace"), SAMPLE_NAMESPACE);
-    assert_eq!(str_attr(job.body(), "node_pool"), "default");
+    // E2B runs its services on the api node pool.
+    assert_eq!(str_attr(job.body(), "node_pool"), "api");
     assert_eq!(
         strings(&literal(required_attr(job.body(), "datacenters"))),
         ["*"]
@@ -827,6 +840,8 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         ("redis_url", "REDIS_URL"),
         ("redis_cluster_url", "REDIS_CLUSTER_URL"),
         ("redis_password", "REDIS_PASSWORD"),
+        ("redis_tls_ca_base64", "REDIS_TLS_CA_BASE64"),
+        ("redis_tls_enabled", "REDIS_TLS_ENABLED"),
     ] {
         assert!(
             data.contains(&format!(".{item}.Value")) && data.contains(&format!("{env}=")),
@@ -864,7 +879,7 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         .match_indices(".Value")
         .map(|(end, _)| {
             let start = data[..end]
-                .rfind(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .rfind(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
                 .map_or(0, |i| i + 1);
             &data[start..end]
         })
@@ -872,14 +887,8 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
     assert!(referenced.contains("webhook_secret"), "{referenced:?}");
     for name in &referenced {
         assert!(
-            [
-                "webhook_secret",
-                "redis_url",
-                "redis_cluster_url",
-                "redis_password"
-            ]
-            .contains(name),
-            "template reads an unknown item {name}"
+            items.contains_key(*name),
+            "template reads an item Terraform does not write: {name}"
         );
     }
 
@@ -891,7 +900,16 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         &tf_context(&without_cluster, &tf_locals(&main, &without_cluster)),
     );
     let keys: Vec<&String> = items.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["webhook_secret", "redis_url"]);
+    assert_eq!(
+        keys,
+        [
+            "webhook_secret",
+            "redis_url",
+            "redis_password",
+            "redis_tls_ca_base64",
+            "redis_tls_enabled"
+        ]
+    );
 }
 
 #[test]
@@ -957,9 +975,11 @@ fn environment_carries_the_settings() {
     assert_eq!(env["WEBHOOK_EVENTS"], "create,kill,pause,resume");
     assert_eq!(env["E2B_TEAM_IDS"], SAMPLE_TEAM);
     assert_eq!(env["REDIS_STREAM"], "sandbox.events.stream");
-    // The orchestrators are watched in their own namespace, through the
-    // local Task API socket by default.
-    assert_eq!(env["NOMAD_NAMESPACE"], SAMPLE_ORCHESTRATOR_NAMESPACE);
+    // The orchestrators' service registrations are read in the job's own
+    // namespace (what a workload identity may read), through the local Task
+    // API socket by default.
+    assert_eq!(env["NOMAD_NAMESPACE"], SAMPLE_NAMESPACE);
+    assert_eq!(env["ORCHESTRATOR_SERVICE"], "orchestrator");
     assert_eq!(env["NOMAD_ADDR"], "unix://${NOMAD_SECRETS_DIR}/api.sock");
     // A consumer name that a replacement allocation inherits.
     assert_eq!(env["REDIS_CONSUMER"], "${NOMAD_ALLOC_NAME}");
@@ -968,6 +988,7 @@ fn environment_carries_the_settings() {
 #[test]
 fn redis_tls_settings_reach_the_task_as_the_orchestrator_reads_them() {
     let d = sample_deployment();
+    // Through the Nomad Variable (issue 12), never as plain env in the jobspec.
     assert!(!d.env().contains_key("REDIS_TLS_ENABLED"));
     assert!(!d.env().contains_key("REDIS_TLS_CA_BASE64"));
 
@@ -988,13 +1009,23 @@ fn redis_tls_settings_reach_the_task_as_the_orchestrator_reads_them() {
         Value::from(SAMPLE_REDIS_PASSWORD),
     );
     let d = deploy(&vars);
-    let env = d.env();
-    assert_eq!(env["REDIS_TLS_ENABLED"], "true");
-    assert_eq!(env["REDIS_TLS_CA_BASE64"], "LS0tLS1CRUdJTg==");
+    assert!(!d.env().contains_key("REDIS_TLS_ENABLED"));
     assert!(
-        !d.text.contains(SAMPLE_REDIS_PASSWORD),
-        "the password stays out of the jobspec"
+        !d.text.contains(SAMPLE_REDIS_PASSWORD) && !d.text.contains("LS0tLS1CRUdJTg=="),
+        "the password and the CA stay out of the jobspec"
     );
+    let main = main_tf();
+    let items = eval(
+        required_attr(resource(&main, "nomad_variable").body(), "items"),
+        &tf_context(&vars, &tf_locals(&main, &vars)),
+    );
+    let items = items.as_object().unwrap();
+    assert_eq!(items["redis_tls_enabled"], Value::from("true"));
+    assert_eq!(
+        items["redis_tls_ca_base64"],
+        Value::from("LS0tLS1CRUdJTg==")
+    );
+    assert_eq!(items["redis_cluster_url"], Value::from("10.128.0.3:6379"));
 
     // The orchestrator's rules hold before anything is deployed.
     let main = main_tf();
@@ -1258,9 +1289,22 @@ fn validation(name: &str) -> (Expression, String) {
     let variable = variables
         .get(name)
         .unwrap_or_else(|| panic!("variable {name} is missing"));
-    let validation = one_block(variable.block.body(), "validation").body();
-    let message = str_attr(validation, "error_message");
-    (required_attr(validation, "condition").clone(), message)
+    // Several validation blocks count as their conjunction.
+    let validations: Vec<&Block> = blocks(variable.block.body(), "validation").collect();
+    assert!(!validations.is_empty(), "variable {name} has no validation");
+    let message = str_attr(validations[0].body(), "error_message");
+    let condition = validations
+        .iter()
+        .map(|v| required_attr(v.body(), "condition").clone())
+        .reduce(|a, b| {
+            Expression::from(Operation::Binary(hcl::expr::BinaryOp::new(
+                a,
+                hcl::expr::BinaryOperator::And,
+                b,
+            )))
+        })
+        .unwrap();
+    (condition, message)
 }
 
 /// Evaluates the validation of `name` for `value`, the only variable a
@@ -1354,68 +1398,69 @@ fn other_inputs_are_validated() {
         text.contains("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-") && text.contains("var.team_ids"),
         "team_ids must be validated as UUIDs, found {text}"
     );
-    // The orchestrator's own forms: host:port as E2B sets it, or a URL.
-    for name in ["redis_url", "redis_cluster_url"] {
-        let (condition, _) = validation(name);
-        let text = fmt_expr(&condition);
-        assert!(
-            text.contains("rediss?://") && text.contains(":[0-9]+"),
-            "{name} must accept host:port and redis[s]:// URLs, found {text}"
-        );
+    for good in [
+        "redis.service.consul:6379",
+        "redis://10.0.0.5:6379",
+        "rediss://redis.example.com:6380",
+        "",
+    ] {
+        assert!(validates("redis_url", Value::from(good)), "{good}");
     }
+    assert!(!validates("redis_url", Value::from("http://redis:6379")));
+    assert!(!validates("redis_url", Value::from("redis.service.consul")));
+
+    let teams = |list: &[&str]| Value::Array(list.iter().map(|&e| e.into()).collect());
+    assert!(validates("team_ids", teams(&[SAMPLE_TEAM])));
+    assert!(
+        !validates("team_ids", teams(&[])),
+        "team_ids may not be empty"
+    );
+    assert!(!validates("team_ids", teams(&["not-a-uuid"])));
+
+    for good in ["e2b-webhook-emitter", "a", &"a".repeat(63)] {
+        assert!(validates("job_name", Value::from(good)), "{good}");
+    }
+    for bad in ["-emitter", "emitter-", "e2b_emitter", "", &"a".repeat(64)] {
+        assert!(!validates("job_name", Value::from(bad)), "{bad}");
+    }
+    assert!(!validates(
+        "artifact_url",
+        Value::from("https://artifacts.example.com/%{if true}x%{endif}.tar.gz")
+    ));
+    assert!(validates(
+        "artifact_url",
+        Value::from("gcs::https://www.googleapis.com/storage/v1/bucket/e2b%2Femitter.tar.gz")
+    ));
+    for url in ["10.128.0.3:6379", "rediss://redis.example.com:6380", ""] {
+        assert!(validates("redis_cluster_url", Value::from(url)), "{url}");
+    }
+    assert!(!validates(
+        "redis_cluster_url",
+        Value::from("http://redis:6379")
+    ));
     let (checksum, _) = validation("artifact_checksum");
     assert!(fmt_expr(&checksum).contains("^sha256:[0-9a-f]{64}$"));
 }
 
 #[test]
-fn acl_policy_grants_read_job_to_the_job_only() {
-    let d = sample_deployment();
+fn no_acl_policy_is_needed() {
+    // The workload identity's implicit policy reads the job's variable and the
+    // orchestrators' service registrations; read-job would expose E2B's api job.
     let main = main_tf();
-    let vars = sample_tfvars();
-    let ctx = tf_context(&vars, &tf_locals(&main, &vars));
-    let policy = resource(&main, "nomad_acl_policy").body();
-
-    let rules = eval(required_attr(policy, "rules_hcl"), &ctx);
-    let rules =
-        hcl::parse(rules.as_str().expect("rules_hcl is a string")).expect("rules_hcl is valid HCL");
-    let structures: Vec<_> = rules.iter().collect();
-    assert_eq!(
-        structures.len(),
-        1,
-        "the policy should hold a single namespace rule"
+    assert!(
+        blocks(&main, "resource").all(|r| r.labels()[0].as_str() != "nomad_acl_policy"),
+        "the module must not create an ACL policy"
     );
-    let namespace = labeled_block(&rules, "namespace", &[SAMPLE_ORCHESTRATOR_NAMESPACE]);
-    assert_eq!(
-        namespace.body().iter().count(),
-        1,
-        "only `capabilities` may be granted (no `policy`, no variables)"
-    );
-    assert_eq!(
-        strings(&literal(required_attr(namespace.body(), "capabilities"))),
-        ["read-job"]
-    );
-
-    // Bound to this job's workload identity.
-    let job_acl = one_block(policy, "job_acl").body();
-    assert_eq!(
-        eval(required_attr(job_acl, "namespace"), &ctx),
-        Value::from(str_attr(d.job().body(), "namespace"))
-    );
-    assert_eq!(
-        eval(required_attr(job_acl, "job_id"), &ctx),
-        Value::from(d.job().labels()[0].as_str())
-    );
-    assert!(attr(job_acl, "group").is_none() && attr(job_acl, "task").is_none());
 }
 
 #[test]
-fn job_is_registered_after_its_secrets_and_policy() {
+fn job_is_registered_after_its_secrets() {
     let main = main_tf();
     let job = resource(&main, "nomad_job").body();
     let depends_on = fmt_expr(required_attr(job, "depends_on"));
     assert!(
-        depends_on.contains("nomad_variable.") && depends_on.contains("nomad_acl_policy."),
-        "nomad_job must depend on the variable and the policy, found {depends_on}"
+        depends_on.contains("nomad_variable."),
+        "nomad_job must depend on the variable, found {depends_on}"
     );
 
     // The provider is configured from the module's variables.
