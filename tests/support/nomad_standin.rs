@@ -165,6 +165,8 @@ struct AppState {
     downs: watch::Sender<u64>,
     /// The service table's index, for blocking service queries.
     services_index: watch::Sender<u64>,
+    /// The `downs` count when this server started: a request of an earlier server ends.
+    generation: u64,
 }
 
 /// Where the stand-in listens.
@@ -217,6 +219,7 @@ impl NomadStandin {
             index: watch::channel(1).0,
             downs: watch::channel(0).0,
             services_index: watch::channel(1).0,
+            generation: 0,
         };
         Self { bind, state }
     }
@@ -233,12 +236,16 @@ impl NomadStandin {
         L: axum::serve::Listener,
         L::Addr: std::fmt::Debug,
     {
+        let state = AppState {
+            generation: *self.state.downs.borrow(),
+            ..self.state.clone()
+        };
         let app = Router::new()
             .route("/v1/event/stream", get(event_stream))
             .route("/v1/allocations", get(list_allocations))
             .route("/v1/service/{name}", get(read_service))
             .route("/v1/var/{*path}", get(read_variable))
-            .with_state(self.state.clone());
+            .with_state(state);
         let mut downs = self.state.downs.subscribe();
         downs.mark_unchanged();
         // Graceful shutdown also closes idle keep-alive connections, so a client cannot keep
@@ -593,11 +600,12 @@ async fn read_service(
     if min_index > 0 {
         let mut index = state.services_index.subscribe();
         let mut downs = state.downs.subscribe();
-        downs.mark_unchanged();
+        let generation = state.generation;
         tokio::select! {
             _ = tokio::time::timeout(wait, index.wait_for(|i| *i > min_index)) => {}
-            // The agent went away mid-query: the client sees a broken connection.
-            _ = downs.changed() => {
+            // The agent went away mid-query (even before this request got here): the client
+            // sees a broken connection.
+            _ = downs.wait_for(|g| *g != generation) => {
                 let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "server down");
                 return Response::builder()
                     .header("x-nomad-index", min_index.to_string())
