@@ -20,7 +20,7 @@ impl Secret {
         Self(value.into())
     }
 
-    /// The secret's text, for the few places that must hand it on (a Redis URL to its client).
+    /// The secret's text, for the few places that must hand it on (a Redis password to its client).
     pub fn expose(&self) -> &str {
         &self.0
     }

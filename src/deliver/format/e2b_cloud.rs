@@ -3,7 +3,9 @@
 //! E2B Cloud reads the orchestrator's event into its Go struct, migrates it, and marshals it
 //! again with Go's `encoding/json`. So the body has the struct's key order, `event_data` keys
 //! sorted at every level (Go marshals maps sorted), and `<`, `>`, `&`, U+2028 and U+2029 inside
-//! strings escaped as `\u003c` and so on (Go's default HTML-safe escaping).
+//! strings escaped as `\u003c` and so on (Go's default HTML-safe escaping). One deliberate
+//! difference: keys the struct does not know are passed on after its own, where E2B's round trip
+//! would drop them — a newer orchestrator's fields reach the receiver.
 
 use crate::event::{Lifecycle, SandboxEvent};
 use serde_json::{Map, Value};
