@@ -282,6 +282,12 @@ fn orchestrator_entries_arrive_as_e2b_clouds_payload_in_every_signature_encoding
         received.push(serde_json::from_str(&line).unwrap());
     }
     assert_eq!(received.len(), expected, "{received:#?}");
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log_text.matches("teams outside E2B_TEAM_IDS (another").count(),
+        1,
+        "the skipped team is explained once:\n{log_text}"
+    );
 
     let mut by_path: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for request in &received {

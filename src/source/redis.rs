@@ -119,6 +119,8 @@ pub struct RedisStreamSource {
     addr: String,
     /// Other consumer groups on the stream, as last reported (trimming ignores them).
     other_groups: Vec<String>,
+    /// Whether events of other teams were seen (explained once in the log).
+    other_teams_seen: std::sync::atomic::AtomicBool,
 }
 
 impl RedisStreamSource {
@@ -152,6 +154,7 @@ impl RedisStreamSource {
             client: Arc::new(client),
             addr,
             other_groups: Vec::new(),
+            other_teams_seen: Default::default(),
         })
     }
 
@@ -447,6 +450,15 @@ impl RedisStreamSource {
         let other_teams = decoded - events.len();
         if other_teams > 0 {
             self.metrics.other_team_skipped(SOURCE, other_teams as u64);
+            if !self
+                .other_teams_seen
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!(
+                    group = %self.config.group,
+                    "the stream carries events of teams outside E2B_TEAM_IDS (another wh:<team> key exists); they are acknowledged and skipped, counted in other_team_events_total. An emitter serving those teams from this Redis needs a REDIS_GROUP of its own, or it loses what this one skips"
+                );
+            }
             tracing::debug!(
                 count = other_teams,
                 "skipped events of teams outside E2B_TEAM_IDS"
