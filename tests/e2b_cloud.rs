@@ -284,7 +284,9 @@ fn orchestrator_entries_arrive_as_e2b_clouds_payload_in_every_signature_encoding
     assert_eq!(received.len(), expected, "{received:#?}");
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
-        log_text.matches("teams outside E2B_TEAM_IDS (another").count(),
+        log_text
+            .matches("teams outside E2B_TEAM_IDS (another")
+            .count(),
         1,
         "the skipped team is explained once:\n{log_text}"
     );
