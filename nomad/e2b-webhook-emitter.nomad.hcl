@@ -128,6 +128,10 @@ job "${job_name}" {
         WEBHOOK_URL    = "${webhook_url}"
         WEBHOOK_FORMAT = "${webhook_format}"
         WEBHOOK_EVENTS = "${webhook_events}"
+        WEBHOOK_SIGNATURE_ENCODING = "${signature_encoding}"
+        %{~ if webhook_id != "" }
+        WEBHOOK_ID     = "${webhook_id}"
+        %{~ endif }
         %{~ if team_ids != "" }
         E2B_TEAM_IDS   = "${team_ids}"
         %{~ endif }

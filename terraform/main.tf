@@ -70,6 +70,8 @@ resource "nomad_job" "emitter" {
     artifact_checksum    = var.artifact_checksum
     webhook_url          = var.webhook_url
     webhook_format       = var.webhook_format
+    signature_encoding   = var.webhook_signature_encoding
+    webhook_id           = var.webhook_id
     webhook_events       = join(",", var.webhook_events)
     team_ids             = join(",", var.team_ids)
     redis_stream         = var.redis_stream

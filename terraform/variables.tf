@@ -38,6 +38,28 @@ variable "webhook_format" {
   }
 }
 
+variable "webhook_signature_encoding" {
+  description = "e2b-cloud only: how e2b-signature is written: \"url-safe\" (base64 without padding, as E2B's docs verify), \"standard\" or \"standard-padded\" (the standard alphabet live E2B Cloud was seen sending)."
+  type        = string
+  default     = "url-safe"
+
+  validation {
+    condition     = contains(["url-safe", "standard", "standard-padded"], var.webhook_signature_encoding)
+    error_message = "The webhook_signature_encoding must be one of url-safe, standard, standard-padded."
+  }
+}
+
+variable "webhook_id" {
+  description = "e2b-cloud only: the e2b-webhook-id header, a UUID as E2B's webhook ids are. Empty: a stable UUID derived from the endpoint id."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.webhook_id == "" || can(regex("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", var.webhook_id))
+    error_message = "The webhook_id must be empty or a UUID such as 6f1c2d3e-4b5a-4c69-8d7e-0f1a2b3c4d5e."
+  }
+}
+
 variable "webhook_events" {
   description = "Lifecycle events to deliver, as labels (kill) or E2B's types (sandbox.lifecycle.killed); update and checkpoint are opt-in, [\"*\"] delivers all."
   type        = list(string)

@@ -972,6 +972,11 @@ fn environment_carries_the_settings() {
         "https://app.example.com/api/webhooks/e2b"
     );
     assert_eq!(env["WEBHOOK_FORMAT"], "x-e2b-signature");
+    assert_eq!(env["WEBHOOK_SIGNATURE_ENCODING"], "url-safe");
+    assert!(
+        !env.contains_key("WEBHOOK_ID"),
+        "derived from the endpoint id"
+    );
     assert_eq!(env["WEBHOOK_EVENTS"], "create,kill,pause,resume");
     assert_eq!(env["E2B_TEAM_IDS"], SAMPLE_TEAM);
     assert_eq!(env["REDIS_STREAM"], "sandbox.events.stream");
@@ -1057,6 +1062,19 @@ fn optional_settings_are_omitted_when_empty() {
     let artifact = one_block(d.task().body(), "artifact").body();
     assert_eq!(blocks(artifact, "options").count(), 0);
     assert!(!d.env().contains_key("E2B_TEAM_IDS"));
+
+    // An e2b-cloud endpoint with the webhook id of the receiver's choice.
+    let mut vars = sample_tfvars();
+    let webhook_id = "6f1c2d3e-4b5a-4c69-8d7e-0f1a2b3c4d5e";
+    vars.insert("webhook_format".to_owned(), Value::from("e2b-cloud"));
+    vars.insert("webhook_id".to_owned(), Value::from(webhook_id));
+    vars.insert(
+        "webhook_signature_encoding".to_owned(),
+        Value::from("standard-padded"),
+    );
+    let env = deploy(&vars).env();
+    assert_eq!(env["WEBHOOK_ID"], webhook_id);
+    assert_eq!(env["WEBHOOK_SIGNATURE_ENCODING"], "standard-padded");
 
     // Several teams are passed comma-separated.
     let mut vars = sample_tfvars();
@@ -1367,6 +1385,13 @@ fn other_inputs_are_validated() {
     for format in ["", "hmac", "X-E2B-Signature"] {
         assert!(!validates("webhook_format", Value::from(format)));
     }
+    for encoding in ["url-safe", "standard", "standard-padded"] {
+        assert!(validates(
+            "webhook_signature_encoding",
+            Value::from(encoding)
+        ));
+    }
+    assert!(!validates("webhook_signature_encoding", Value::from("hex")));
 
     let events = |list: &[&str]| Value::Array(list.iter().map(|&e| e.into()).collect());
     assert!(validates("webhook_events", events(&["create", "kill"])));
