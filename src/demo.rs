@@ -163,35 +163,44 @@ pub async fn run() -> anyhow::Result<()> {
     );
     let report =
         crate::source::file::read_ndjson(input.as_bytes(), "file", &pipeline.outbox).await?;
-    let total = report.appended;
+    let events = report.appended;
+    // Every figure comes from the same counters, so the progress line and the summary agree.
+    let counter = |name: &str, labels: &str| -> u64 {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let delivered_count = || counter("e2b_webhook_deliveries_total", "outcome=\"delivered\"");
+    let dead_count = || counter("e2b_webhook_dead_letters_total", "");
+    let mut shown = String::new();
     pipeline
-        .until_idle(|status| {
-            let depth = status.pending();
-            eprint!(
-                "\r  delivering: {:>2}/{total} done, {depth} pending, {} dead letters ",
-                total as u64 - depth,
-                status.dead_letters
+        .until_idle(|_| {
+            let (delivered, dead) = (delivered_count(), dead_count());
+            let line = format!(
+                "  delivering: {delivered} delivered · {} pending · {dead} dead-lettered (of {events} events) ",
+                (events as u64).saturating_sub(delivered + dead),
             );
-            let _ = std::io::stderr().flush();
+            if line != shown {
+                eprint!("\r{line}");
+                let _ = std::io::stderr().flush();
+                shown = line;
+            }
         })
         .await?;
     eprintln!();
-    let status = pipeline.outbox.status().await?;
+    let letters = pipeline.outbox.dead_letters().await?;
     pipeline.stop().await?;
     server.abort();
 
     let log = log.lock().expect("demo log lock");
-    let metrics_text = metrics.render();
-    let counter = |needle: &str| -> u64 {
-        metrics_text
-            .lines()
-            .filter(|l| l.starts_with(needle))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
+    let delivered = delivered_count();
+    let dead = dead_count();
     let mut latencies = log.latencies_ms.clone();
     latencies.sort_by(f64::total_cmp);
-    let delivered: usize = log.arrivals.values().map(Vec::len).sum();
+    let received: usize = log.arrivals.values().map(Vec::len).sum();
     let in_order = expected.iter().all(|(sandbox, ids)| {
         let mut got = log.arrivals.get(sandbox).cloned().unwrap_or_default();
         got.dedup();
@@ -199,20 +208,32 @@ pub async fn run() -> anyhow::Result<()> {
     });
     println!("summary:");
     println!(
-        "  events read        {} ({} malformed line set aside)",
-        report.appended, report.malformed
+        "  lines read         {}: {events} events, {} malformed line set aside (not an event)",
+        SAMPLE.lines().count(),
+        report.malformed
     );
     println!(
         "  delivered          {delivered} (signature verified by the receiver, {} duplicates)",
         log.duplicates
     );
     println!(
-        "  retried            {}",
-        counter("e2b_webhook_retries_total")
+        "  retried            {} failed attempts, tried again",
+        counter("e2b_webhook_retries_total", "")
     );
+    println!("  dead-lettered      {dead} (the receiver refuses sandbox {REFUSED_SANDBOX})");
+    for letter in letters.iter().filter(|l| l.endpoint.is_some()) {
+        println!(
+            "    #{} {} {} after {} attempts: {}",
+            letter.id,
+            letter.label.as_deref().unwrap_or("?"),
+            letter.sandbox_id.as_deref().unwrap_or("?"),
+            letter.attempts,
+            letter.reason
+        );
+    }
     println!(
-        "  dead-lettered      {} (the receiver refuses sandbox {REFUSED_SANDBOX})",
-        status.dead_letters.saturating_sub(report.malformed as u64)
+        "  accounted for      {delivered} delivered + {dead} dead-lettered = {} of {events} events",
+        delivered + dead
     );
     println!(
         "  order per sandbox  {}",
@@ -226,7 +247,10 @@ pub async fn run() -> anyhow::Result<()> {
     );
     let expected_count: usize = expected.values().map(Vec::len).sum();
     anyhow::ensure!(
-        in_order && delivered - log.duplicates == expected_count,
+        in_order
+            && received - log.duplicates == expected_count
+            && delivered as usize == expected_count
+            && (delivered + dead) as usize == events,
         "the demo lost or reordered events"
     );
     Ok(())

@@ -48,6 +48,7 @@ impl Pipeline {
         let shutdown = CancellationToken::new();
         let mut dispatchers = JoinSet::new();
         for endpoint in endpoints {
+            metrics.prepare_endpoint(&endpoint.id);
             tracing::info!(endpoint = %endpoint.id, url = %redacted_url(&endpoint.url), format = %endpoint.format, events = %endpoint.events, "delivering");
             let dispatcher = Dispatcher::new(
                 endpoint.clone(),
@@ -198,6 +199,17 @@ pub fn redacted_url(url: &url::Url) -> String {
 /// Runs the service until SIGTERM or SIGINT; a second signal exits at once.
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    // Series for every configured source exist before the first scrape (endpoints: `Pipeline`).
+    if config.events_file.is_some() {
+        metrics.prepare_source("file");
+    }
+    if config.redis.is_some() {
+        metrics.prepare_source("redis");
+    }
+    if config.nomad.is_some() {
+        metrics.prepare_source(crate::reconcile::SOURCE);
+        metrics.prepare_reconcile();
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| {

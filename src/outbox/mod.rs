@@ -166,6 +166,14 @@ impl Outbox {
             .map_err(OutboxError::task)?
     }
 
+    /// Every dead letter, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.dead_letters())
+            .await
+            .map_err(OutboxError::task)?
+    }
+
     /// Wakes when events are appended; the value is the last sequence number.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()

@@ -16,6 +16,20 @@ fn labels(pairs: &[(&'static str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
+/// Every `outcome` of `deliveries_total` (`DeliveryOutcome::kind`).
+const DELIVERY_OUTCOMES: [&str; 4] = ["delivered", "rejected", "timeout", "network"];
+/// The lifecycle labels events are counted under (`Lifecycle::label` of the known types).
+const LIFECYCLE_LABELS: [&str; 6] = ["create", "kill", "pause", "resume", "update", "checkpoint"];
+/// Every `result` of `reconcile_runs_total`.
+const RECONCILE_RESULTS: [&str; 3] = ["ok", "skipped", "error"];
+/// What reconciliation can synthesize, as (`type`, `reason`).
+const SYNTHESIZED_KINDS: [(&str, &str); 4] = [
+    ("create", "missed_create"),
+    ("resume", "missed_resume"),
+    ("kill", "orchestrator_lost"),
+    ("kill", "vanished"),
+];
+
 /// Whether one component (a source, the outbox) is working, and why not.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ComponentState {
@@ -156,6 +170,48 @@ impl Metrics {
             m.synthesized_events.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// Exports every counter of one endpoint at 0, so `rate()` and alerts have a series from
+    /// the first scrape on, before anything happened.
+    pub fn prepare_endpoint(&self, endpoint: &str) {
+        for outcome in DELIVERY_OUTCOMES {
+            let _ = self
+                .deliveries
+                .get_or_create(&labels(&[("endpoint", endpoint), ("outcome", outcome)]));
+        }
+        let l = labels(&[("endpoint", endpoint)]);
+        let _ = self.retries.get_or_create(&l);
+        let _ = self.dead_letters.get_or_create(&l);
+        let _ = self.delivery_latency.get_or_create(&l);
+        let _ = self.outbox_depth.get_or_create(&l);
+        let _ = self.outbox_oldest_age.get_or_create(&l);
+    }
+
+    /// Exports the counters of one source at 0, for every known lifecycle label.
+    pub fn prepare_source(&self, source: &str) {
+        for label in LIFECYCLE_LABELS {
+            let _ = self
+                .events_received
+                .get_or_create(&labels(&[("source", source), ("type", label)]));
+        }
+        let _ = self
+            .malformed_inputs
+            .get_or_create(&labels(&[("source", source)]));
+    }
+
+    /// Exports the reconciliation counters at 0 (when reconciliation is configured).
+    pub fn prepare_reconcile(&self) {
+        for result in RECONCILE_RESULTS {
+            let _ = self
+                .reconcile_runs
+                .get_or_create(&labels(&[("result", result)]));
+        }
+        for (label, reason) in SYNTHESIZED_KINDS {
+            let _ = self
+                .synthesized_events
+                .get_or_create(&labels(&[("type", label), ("reason", reason)]));
+        }
     }
 
     /// The Prometheus text exposition.
