@@ -177,6 +177,9 @@ job "${job_name}" {
           REDIS_TLS_CA_BASE64={{ . | toJSON }}
           {{- end }}
           REDIS_TLS_ENABLED={{ .redis_tls_enabled.Value | toJSON }}
+          {{- with .admin_token.Value }}
+          ADMIN_TOKEN={{ . | toJSON }}
+          {{- end }}
           {{- end }}
         EOT
       }

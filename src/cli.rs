@@ -1,11 +1,13 @@
 //! The command line: one binary, one subcommand per job.
 
+mod operate;
+
 use crate::config::{ConfigError, RunArgs, RunConfig, WebhookArgs};
 use crate::deliver::format::{self, WireFormat};
 use crate::deliver::http::WebhookClient;
 use crate::deliver::retry::parse_duration;
 use crate::deliver::sign;
-use crate::event::{Lifecycle, SandboxEvent};
+use crate::event::Lifecycle;
 use crate::receiver::{self, Verifier};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -55,6 +57,11 @@ enum Command {
     DeadLetters(DeadLettersCommand),
     /// Show the outbox depth, oldest pending event, dead letters and source positions.
     Status(StatusArgs),
+    /// Recent delivery attempts of the running service, newest first, with filters.
+    #[command(
+        after_help = "Example:\n  e2b-webhook-emitter deliveries --admin-url http://127.0.0.1:9464 --sandbox isb7q2k9w1 --outcome dead"
+    )]
+    Deliveries(operate::DeliveriesArgs),
     /// Run the whole pipeline on bundled sample events against an in-process verifying receiver.
     Demo,
 }
@@ -71,6 +78,8 @@ struct BackfillArgs {
 enum DeadLettersCommand {
     /// Show dead letters (a table, or JSON lines with --json).
     List {
+        #[command(flatten)]
+        remote: operate::RemoteArgs,
         /// Directory of the outbox.
         #[arg(long, env = "DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
@@ -78,8 +87,14 @@ enum DeadLettersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put dead letters back into the outbox; the service delivers them when it (re)starts.
+    /// Put dead letters back into the outbox: through the running service's admin API (delivered
+    /// at once), or in the data directory while the service is stopped.
     Replay {
+        #[command(flatten)]
+        remote: operate::RemoteArgs,
+        /// Only the dead letters of this endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
         /// Directory of the outbox.
         #[arg(long, env = "DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
@@ -94,6 +109,8 @@ enum DeadLettersCommand {
 
 #[derive(Debug, clap::Args)]
 struct StatusArgs {
+    #[command(flatten)]
+    remote: operate::RemoteArgs,
     /// Directory of the outbox.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
@@ -224,6 +241,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Backfill(args) => runtime()?.block_on(backfill(args)),
         Command::DeadLetters(cmd) => dead_letters(cmd),
         Command::Status(args) => status(args),
+        Command::Deliveries(args) => operate::deliveries(args),
         Command::Demo => {
             runtime()?.block_on(crate::demo::run())?;
             Ok(ExitCode::SUCCESS)
@@ -316,20 +334,9 @@ async fn send_test(args: SendTestArgs) -> anyhow::Result<ExitCode> {
         Ok(known) => known,
         Err(e) => return Err(ConfigError::new("--event", e).into()),
     };
-    let mut fields = serde_json::Map::new();
-    fields.insert("id".into(), uuid::Uuid::new_v4().to_string().into());
-    fields.insert(
-        "timestamp".into(),
-        jiff::Timestamp::now().to_string().into(),
-    );
-    fields.insert(
-        "event_data".into(),
-        serde_json::json!({"sandbox_metadata": {"e2b-webhook-emitter": "send-test"}}),
-    );
-    fields.insert("sandbox_id".into(), args.sandbox_id.clone().into());
-    fields.insert("sandbox_team_id".into(), args.team_id.clone().into());
-    let event = SandboxEvent::new(lifecycle, fields)
-        .map_err(|e| ConfigError::new("--team-id / --sandbox-id", e.to_string()))?;
+    let event =
+        crate::deliver::probe::test_event(lifecycle, &args.sandbox_id, &args.team_id, "send-test")
+            .map_err(|e| ConfigError::new("--team-id / --sandbox-id", e.to_string()))?;
     let request = format::render(
         format,
         &event,
@@ -447,8 +454,15 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
 
 fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DeadLettersCommand::List { data_dir, json } => {
-            let letters = crate::outbox::OutboxReader::open(&data_dir)?.dead_letters()?;
+        DeadLettersCommand::List {
+            remote,
+            data_dir,
+            json,
+        } => {
+            let letters = match operate::dead_letters(&remote)? {
+                Some(letters) => letters,
+                None => crate::outbox::OutboxReader::open(&data_dir)?.dead_letters()?,
+            };
             let mut out = std::io::stdout().lock();
             if json {
                 for letter in &letters {
@@ -487,9 +501,21 @@ fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeadLettersCommand::Replay { data_dir, all, ids } => {
-            let report =
-                crate::outbox::replay_dead_letters(&data_dir, if all { None } else { Some(&ids) })?;
+        DeadLettersCommand::Replay {
+            remote,
+            endpoint,
+            data_dir,
+            all,
+            ids,
+        } => {
+            if let Some(code) = operate::replay(&remote, &ids, all, endpoint.as_deref())? {
+                return Ok(code);
+            }
+            let report = crate::outbox::replay_dead_letters(
+                &data_dir,
+                if all { None } else { Some(&ids) },
+                endpoint.as_deref(),
+            )?;
             for (id, why) in &report.skipped {
                 eprintln!("skipped {id}: {why}");
             }
@@ -509,6 +535,9 @@ fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = operate::status(&args.remote, args.json)? {
+        return Ok(code);
+    }
     let reader = crate::outbox::OutboxReader::open(&args.data_dir)?;
     let status = reader.status()?;
     let states = reader.states()?;

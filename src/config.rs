@@ -3,6 +3,7 @@
 mod redis;
 mod teams;
 
+use crate::admin::auth::AdminToken;
 use crate::deliver::format::{EndpointIdentity, WireFormat, default_webhook_id};
 use crate::deliver::retry::{RetryPolicy, RetryToml, parse_duration};
 use crate::deliver::sign::{Secret, SecretSet, SignatureEncoding};
@@ -178,6 +179,10 @@ pub struct RunArgs {
     /// Sandboxes delivered concurrently per endpoint.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
+    /// Bearer token of the admin API (/admin/v1/) and console (/) on LISTEN_ADDR; both are off
+    /// (404) when unset.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// Where and how to send: shared by `run`, `sign`, `verify`, `send-test` and `receive`.
@@ -365,6 +370,8 @@ pub struct RunConfig {
     pub data_dir: PathBuf,
     /// Health and metrics address.
     pub listen: SocketAddr,
+    /// The admin API and console token; none turns them off.
+    pub admin_token: Option<AdminToken>,
 }
 
 /// The config file (`--config`).
@@ -514,6 +521,14 @@ impl RunConfig {
             events_file: args.events_file.clone(),
             data_dir: args.data_dir.clone(),
             listen,
+            admin_token: match args.admin_token.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(token) => {
+                    Some(AdminToken::new(token).map_err(|e| {
+                        ConfigError::new("ADMIN_TOKEN (--admin-token)", e.to_string())
+                    })?)
+                }
+            },
         })
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Data flows sources → event → outbox → deliver; `cli`, `config` and `server` wire it up.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -1,7 +1,10 @@
 //! Wiring: the delivery pipeline (outbox + one dispatcher per endpoint) and the `run` service.
 
+use crate::admin::{self, Admin, AdminEndpoint};
 use crate::config::{EndpointConfig, RunConfig};
-use crate::deliver::dispatch::Dispatcher;
+use crate::deliver::control::EndpointControls;
+use crate::deliver::dispatch::{Dispatcher, Oversight};
+use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
 use crate::outbox::{Outbox, OutboxStatus, Route};
 use crate::server::{self, metrics::Metrics};
@@ -24,6 +27,10 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub struct Pipeline {
     /// The shared outbox.
     pub outbox: Outbox,
+    /// Recent delivery attempts and their live feed.
+    pub journal: Arc<DeliveryJournal>,
+    /// Pause switches per endpoint.
+    pub controls: Arc<EndpointControls>,
     shutdown: CancellationToken,
     dispatchers: JoinSet<anyhow::Result<()>>,
     sources: JoinSet<anyhow::Result<()>>,
@@ -46,6 +53,10 @@ impl Pipeline {
             format!("writable at {}", data_dir.display()),
         );
         let shutdown = CancellationToken::new();
+        let journal = Arc::new(DeliveryJournal::new());
+        let controls = Arc::new(EndpointControls::new(
+            endpoints.iter().map(|e| e.id.as_str()),
+        ));
         let mut dispatchers = JoinSet::new();
         for endpoint in endpoints {
             metrics.prepare_endpoint(&endpoint.id);
@@ -55,6 +66,10 @@ impl Pipeline {
                 outbox.clone(),
                 retry.clone(),
                 max_in_flight,
+                Oversight {
+                    journal: journal.clone(),
+                    paused: controls.watch(&endpoint.id)?,
+                },
             )?;
             let token = shutdown.clone();
             dispatchers.spawn(async move { Ok(dispatcher.run(token, DRAIN_DEADLINE).await?) });
@@ -63,6 +78,8 @@ impl Pipeline {
         sources.spawn(housekeeping(outbox.clone(), shutdown.clone()));
         Ok(Self {
             outbox,
+            journal,
+            controls,
             shutdown,
             dispatchers,
             sources,
@@ -226,11 +243,6 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         metrics.clone(),
     )?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
-    pipeline.spawn_source({
-        let outbox = pipeline.outbox.clone();
-        let token = pipeline.shutdown_token();
-        async move { Ok(server::serve(listener, outbox, token).await?) }
-    });
     if let Some(path) = &config.events_file {
         let file = tokio::fs::File::open(path)
             .await
@@ -270,6 +282,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }
+    let mut reconciliation = None;
     if let Some(nomad) = &config.nomad {
         let discovery = crate::source::nomad::OrchestratorDiscovery::new(
             nomad,
@@ -305,12 +318,41 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             discovery.run(token).await;
             Ok(())
         });
+        reconciliation = Some(reconciler.report());
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move {
             reconciler.run(token).await;
             Ok(())
         });
     }
+    let admin = config.admin_token.clone().map(|token| {
+        admin::router(Admin {
+            token,
+            outbox: pipeline.outbox.clone(),
+            journal: pipeline.journal.clone(),
+            controls: pipeline.controls.clone(),
+            endpoints: Arc::new(
+                config
+                    .endpoints
+                    .iter()
+                    .map(|e| AdminEndpoint {
+                        config: e.clone(),
+                        url_shown: redacted_url(&e.url),
+                    })
+                    .collect(),
+            ),
+            reconciliation,
+            shutdown: pipeline.shutdown_token(),
+        })
+    });
+    if admin.is_some() {
+        tracing::info!("admin API on /admin/v1/ and console on /, behind ADMIN_TOKEN");
+    }
+    pipeline.spawn_source({
+        let outbox = pipeline.outbox.clone();
+        let token = pipeline.shutdown_token();
+        async move { Ok(server::serve(listener, outbox, admin, token).await?) }
+    });
     pipeline.run_until(shutdown_signal()).await?;
     tracing::info!(
         deadline_s = DRAIN_DEADLINE.as_secs(),

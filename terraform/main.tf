@@ -23,6 +23,7 @@ locals {
       redis_password      = var.redis_password
       redis_tls_ca_base64 = var.redis_tls_ca_base64
       redis_tls_enabled   = var.redis_tls_enabled ? "true" : "false"
+      admin_token         = var.admin_token
     } : k => v if v != ""
   }
 }

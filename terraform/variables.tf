@@ -301,3 +301,15 @@ variable "disk_mb" {
     error_message = "The disk_mb must be at least 300."
   }
 }
+
+variable "admin_token" {
+  description = "ADMIN_TOKEN: turns on the emitter's admin API (/admin/v1/) and console (/) on its port; empty leaves them off (404). Kept in the Nomad Variable."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.admin_token == "" || length(var.admin_token) >= 16
+    error_message = "admin_token must be empty (admin API off) or at least 16 characters, e.g. openssl rand -hex 32."
+  }
+}

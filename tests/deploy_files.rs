@@ -28,6 +28,7 @@ const JOB_TEMPLATE: &str = "nomad/e2b-webhook-emitter.nomad.hcl";
 const SAMPLE_WEBHOOK_SECRET: &str = "SAMPLE-webhook-secret-4c1f9a7e2b8d6f0a3e5c7b9d1f2a4c6e";
 const SAMPLE_REDIS_PASSWORD: &str = "SAMPLE-redis-password-7d3b";
 const SAMPLE_CLUSTER_PASSWORD: &str = "SAMPLE-cluster-password-91ae";
+const SAMPLE_ADMIN_TOKEN: &str = "SAMPLE-admin-token-5a6b7c8d9e0f";
 const SAMPLE_NOMAD_TOKEN: &str = "SAMPLE-nomad-token-0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e";
 
 const SAMPLE_TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
@@ -38,13 +39,14 @@ const SAMPLE_REDIS_TLS_CA: &str = "U0FNUExFLWNh";
 const SAMPLE_JOB_NAME: &str = "sample-emitter";
 
 /// Terraform variables that hold secrets.
-const SECRET_VARIABLES: [&str; 6] = [
+const SECRET_VARIABLES: [&str; 7] = [
     "webhook_secret",
     "redis_url",
     "redis_cluster_url",
     "redis_password",
     "redis_tls_ca_base64",
     "nomad_token",
+    "admin_token",
 ];
 
 // ---------------------------------------------------------------------------
@@ -453,7 +455,7 @@ fn tf_variables() -> Map<String, TfVariable> {
 /// The variable values of a sample deployment: every default, plus values
 /// for the required variables and distinctive secrets.
 fn sample_tfvars() -> Map<String, Value> {
-    let samples: [(&str, Value); 13] = [
+    let samples: [(&str, Value); 14] = [
         (
             "webhook_url",
             "https://app.example.com/api/webhooks/e2b".into(),
@@ -479,6 +481,7 @@ fn sample_tfvars() -> Map<String, Value> {
         ("redis_password", SAMPLE_REDIS_PASSWORD.into()),
         ("redis_tls_ca_base64", SAMPLE_REDIS_TLS_CA.into()),
         ("job_name", SAMPLE_JOB_NAME.into()),
+        ("admin_token", SAMPLE_ADMIN_TOKEN.into()),
     ];
     let mut vars: Map<String, Value> = samples
         .into_iter()
@@ -842,6 +845,7 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         ("redis_password", "REDIS_PASSWORD"),
         ("redis_tls_ca_base64", "REDIS_TLS_CA_BASE64"),
         ("redis_tls_enabled", "REDIS_TLS_ENABLED"),
+        ("admin_token", "ADMIN_TOKEN"),
     ] {
         assert!(
             data.contains(&format!(".{item}.Value")) && data.contains(&format!("{env}=")),
@@ -907,7 +911,8 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
             "redis_url",
             "redis_password",
             "redis_tls_ca_base64",
-            "redis_tls_enabled"
+            "redis_tls_enabled",
+            "admin_token"
         ]
     );
 }
@@ -920,6 +925,7 @@ fn no_secret_reaches_the_jobspec() {
         SAMPLE_REDIS_PASSWORD,
         SAMPLE_CLUSTER_PASSWORD,
         SAMPLE_NOMAD_TOKEN,
+        SAMPLE_ADMIN_TOKEN,
     ] {
         assert!(
             !d.text.contains(secret),
@@ -955,6 +961,7 @@ fn no_secret_reaches_the_jobspec() {
         "REDIS_URL",
         "REDIS_CLUSTER_URL",
         "NOMAD_TOKEN",
+        "ADMIN_TOKEN",
     ] {
         assert!(
             !env.contains_key(key),

@@ -7,12 +7,14 @@
 use crate::config::EndpointConfig;
 use crate::deliver::format;
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
+use crate::deliver::journal::{Attempted, DeliveryJournal};
 use crate::deliver::retry::{RetryDecision, RetryPolicy};
 use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError, PendingDelivery, StoredEvent};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,17 @@ pub struct Dispatcher {
     client: WebhookClient,
     policy: RetryPolicy,
     max_in_flight: usize,
+    journal: Arc<DeliveryJournal>,
+    /// An operator's pause: no new attempt starts while it is true.
+    paused: watch::Receiver<bool>,
+}
+
+/// What an operator watches and switches for one dispatcher.
+pub struct Oversight {
+    /// Where attempts are recorded.
+    pub journal: Arc<DeliveryJournal>,
+    /// The endpoint's pause switch.
+    pub paused: watch::Receiver<bool>,
 }
 
 /// The result of one attempt, back from its task.
@@ -128,6 +141,7 @@ impl Dispatcher {
         outbox: Outbox,
         policy: RetryPolicy,
         max_in_flight: usize,
+        oversight: Oversight,
     ) -> Result<Self, crate::deliver::http::ClientError> {
         Ok(Self {
             client: WebhookClient::new(endpoint.timeout)?,
@@ -135,6 +149,8 @@ impl Dispatcher {
             outbox,
             policy,
             max_in_flight: max_in_flight.max(1),
+            journal: oversight.journal,
+            paused: oversight.paused,
         })
     }
 
@@ -145,6 +161,7 @@ impl Dispatcher {
         drain: Duration,
     ) -> Result<(), OutboxError> {
         let mut appended = self.outbox.subscribe();
+        let mut pause = self.paused.clone();
         let mut schedule = Schedule::default();
         let mut on_disk = true;
         let mut in_flight: JoinSet<Finished> = JoinSet::new();
@@ -166,7 +183,8 @@ impl Dispatcher {
                 }
             }
             let mut due = Vec::new();
-            while !stopping && in_flight.len() + due.len() < self.max_in_flight {
+            let paused = *pause.borrow_and_update();
+            while !stopping && !paused && in_flight.len() + due.len() < self.max_in_flight {
                 let Some(next) = schedule.pop_due(now_ms()) else {
                     break;
                 };
@@ -214,7 +232,7 @@ impl Dispatcher {
             }
             let wake_at = schedule
                 .next_due()
-                .filter(|_| !stopping && in_flight.len() < self.max_in_flight);
+                .filter(|_| !stopping && !paused && in_flight.len() < self.max_in_flight);
             let commit_at = first_uncommitted.map(|t| t + COMMIT_DELAY);
             let timer = async {
                 let due = wake_at.map(|at| {
@@ -237,6 +255,8 @@ impl Dispatcher {
                 changed = appended.changed(), if !stopping => {
                     if changed.is_ok() { on_disk = true; }
                 }
+                // Paused or resumed: the loop re-reads the switch.
+                Ok(()) = pause.changed(), if !stopping => {}
                 _ = timer => {}
                 _ = shutdown.cancelled(), if !stopping => {
                     stopping = true;
@@ -311,7 +331,20 @@ impl Dispatcher {
             .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into());
         let latency_ms = attempt.elapsed.as_millis() as u64;
+        let record = |outcome: &'static str, error: Option<String>| Attempted {
+            endpoint: endpoint.clone(),
+            event_id: event.id().to_owned(),
+            sandbox_id: event.sandbox_id().to_owned(),
+            label: event.lifecycle.label().to_owned(),
+            outcome,
+            status: attempt.outcome.status(),
+            attempt: attempts,
+            latency_ms,
+            error,
+            test: false,
+        };
         if attempt.outcome.is_delivered() {
+            self.journal.record(record("delivered", None));
             let since = event
                 .timestamp()
                 .map(|t| t.as_millisecond())
@@ -343,6 +376,7 @@ impl Dispatcher {
         };
         match self.policy.decide(attempts, age, attempt.retry_after) {
             RetryDecision::RetryAfter(delay) => {
+                self.journal.record(record("retry", Some(error.clone())));
                 state.next_attempt_at_ms = now_ms() + delay.as_millis() as i64;
                 tracing::warn!(
                     event_id = event.id(),
@@ -365,6 +399,7 @@ impl Dispatcher {
                 schedule.reschedule(&sandbox, state);
             }
             RetryDecision::GiveUp => {
+                self.journal.record(record("dead", Some(error.clone())));
                 tracing::error!(
                     event_id = event.id(),
                     sandbox_id = event.sandbox_id(),

@@ -1,7 +1,11 @@
-//! Delivery: wire formats, signatures, the HTTP client and the retry policy.
+//! Delivery: wire formats, signatures, the HTTP client, the retry policy, and what operators see
+//! and switch (the journal of attempts, pause per endpoint).
 
+pub mod control;
 pub mod dispatch;
 pub mod format;
 pub mod http;
+pub mod journal;
+pub mod probe;
 pub mod retry;
 pub mod sign;

@@ -5,7 +5,8 @@ mod store;
 
 pub use store::{
     AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, MalformedInput,
-    OutboxError, OutboxStatus, PendingDelivery, SandboxRecord, SandboxState, StoredEvent,
+    OutboxError, OutboxStatus, PendingDelivery, ReplayReport, SandboxRecord, SandboxState,
+    StoredEvent,
 };
 
 use crate::config::EndpointConfig;
@@ -174,6 +175,27 @@ impl Outbox {
             .map_err(OutboxError::task)?
     }
 
+    /// Puts dead letters back into the outbox while the service runs: `ids` (or all), only
+    /// those of `endpoint` when given. Dispatchers pick them up at once.
+    pub async fn replay_dead_letters(
+        &self,
+        ids: Option<Vec<u64>>,
+        endpoint: Option<String>,
+    ) -> Result<ReplayReport, OutboxError> {
+        let store = self.store.clone();
+        let (report, last) = tokio::task::spawn_blocking(move || {
+            let wanted = select_dead_letters(&store, ids.as_deref(), endpoint.as_deref())?;
+            let report = store.replay(wanted.as_deref())?;
+            Ok::<_, OutboxError>((report, store.last_seq()?))
+        })
+        .await
+        .map_err(OutboxError::task)??;
+        if !report.replayed.is_empty() {
+            self.appended.send_replace(last);
+        }
+        Ok(report)
+    }
+
     /// Wakes when events are appended; the value is the last sequence number.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
@@ -214,10 +236,34 @@ impl OutboxReader {
     }
 }
 
-/// Puts dead letters back into the outbox; needs the service stopped (it holds the database).
+/// Puts dead letters back into the outbox in `dir` (those of `endpoint` when given); needs the
+/// service stopped (it holds the database) — while it runs, replay through its admin API.
 pub fn replay_dead_letters(
     dir: &Path,
     ids: Option<&[u64]>,
-) -> Result<store::ReplayReport, OutboxError> {
-    Store::open(dir, Vec::new())?.replay(ids)
+    endpoint: Option<&str>,
+) -> Result<ReplayReport, OutboxError> {
+    let store = Store::open(dir, Vec::new())?;
+    let wanted = select_dead_letters(&store, ids, endpoint)?;
+    store.replay(wanted.as_deref())
+}
+
+/// The ids to replay: `ids` (or every letter), narrowed to `endpoint`'s when given.
+fn select_dead_letters(
+    store: &Store,
+    ids: Option<&[u64]>,
+    endpoint: Option<&str>,
+) -> Result<Option<Vec<u64>>, OutboxError> {
+    let Some(endpoint) = endpoint else {
+        return Ok(ids.map(<[u64]>::to_vec));
+    };
+    Ok(Some(
+        store
+            .dead_letters()?
+            .into_iter()
+            .filter(|d| d.endpoint.as_deref() == Some(endpoint))
+            .filter(|d| ids.is_none_or(|ids| ids.contains(&d.id)))
+            .map(|d| d.id)
+            .collect(),
+    ))
 }

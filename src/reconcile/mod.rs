@@ -8,6 +8,9 @@
 
 mod orchestrator;
 mod plan;
+mod report;
+
+pub use report::{ReconcileReport, SynthesizedView};
 
 /// Code generated from `proto/orchestrator.proto`: the `SandboxService` client, and the server
 /// trait that tests implement to stand in for an orchestrator.
@@ -97,6 +100,10 @@ pub struct Reconciler {
     /// The last `List` entry of each sandbox still listed or believed running: what a kill's
     /// `execution` block is made of once the sandbox is gone. In memory only.
     last_listed: BTreeMap<String, Seen>,
+    /// What the last run did, for operators.
+    report: watch::Sender<ReconcileReport>,
+    /// What the current run synthesized.
+    synthesized: Vec<SynthesizedView>,
 }
 
 /// A sandbox as last listed, and when.
@@ -125,7 +132,43 @@ impl Reconciler {
             skip_reason: None,
             silent: BTreeMap::new(),
             last_listed: BTreeMap::new(),
+            report: watch::channel(ReconcileReport::default()).0,
+            synthesized: Vec::new(),
         }
+    }
+
+    /// A read-only view of what the last run did.
+    pub fn report(&self) -> watch::Receiver<ReconcileReport> {
+        self.report.subscribe()
+    }
+
+    fn publish(&mut self, outcome: Outcome) {
+        let orchestrators = self
+            .orchestrators
+            .borrow()
+            .running()
+            .map(|a| match a.address {
+                Some(addr) => format!("{} ({addr})", a.id),
+                None => a.id.clone(),
+            })
+            .collect();
+        let now = jiff::Timestamp::now().as_millisecond();
+        let findings = std::mem::take(&mut self.synthesized);
+        self.report.send_modify(|r| {
+            r.orchestrators = orchestrators;
+            r.silent = self
+                .silent
+                .iter()
+                .map(|(id, e)| format!("{id}: {e}"))
+                .collect();
+            r.last_run_at_ms = Some(now);
+            r.last_outcome = Some(outcome.label());
+            r.skip_reason = self.skip_reason.clone();
+            if !findings.is_empty() {
+                r.last_findings = findings;
+                r.last_findings_at_ms = Some(now);
+            }
+        });
     }
 
     /// Runs every interval until `shutdown`. Failures are logged and counted, never fatal.
@@ -140,6 +183,7 @@ impl Reconciler {
                 _ = ticks.tick() => {
                     let outcome = self.run_once().await;
                     self.metrics.reconcile_run(outcome.label());
+                    self.publish(outcome);
                 }
             }
         }
@@ -348,7 +392,7 @@ impl Reconciler {
     }
 
     /// Appends the synthesized events in one durable batch; false when the outbox failed.
-    async fn append(&self, findings: Vec<Finding>) -> bool {
+    async fn append(&mut self, findings: Vec<Finding>) -> bool {
         let mut events = Vec::with_capacity(findings.len());
         let mut reasons = Vec::with_capacity(findings.len());
         for finding in &findings {
@@ -366,6 +410,11 @@ impl Reconciler {
                         "synthesized a lifecycle event nobody sent"
                     );
                     reasons.push(finding.reason());
+                    self.synthesized.push(SynthesizedView {
+                        sandbox_id: event.sandbox_id().to_owned(),
+                        label: event.lifecycle.label().to_owned(),
+                        reason: finding.reason().to_owned(),
+                    });
                     events.push(event);
                 }
                 Err(e) => tracing::warn!(

@@ -16,10 +16,12 @@ struct ServerState {
     outbox: Outbox,
 }
 
-/// Serves the operator endpoints on `listener` until `shutdown`.
+/// Serves the operator endpoints on `listener` until `shutdown`, with `extra` routes (the admin
+/// API and console, when enabled) beside them.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     outbox: Outbox,
+    extra: Option<axum::Router>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = ServerState {
@@ -34,7 +36,8 @@ pub async fn serve(
         )
         .route("/readyz", axum::routing::get(readyz))
         .route("/status", axum::routing::get(status))
-        .with_state(state);
+        .with_state(state)
+        .merge(extra.unwrap_or_default());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

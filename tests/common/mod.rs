@@ -36,6 +36,8 @@ pub fn emitter() -> Command {
         "EVENTS_FILE",
         "RUST_LOG",
         "LOG_FORMAT",
+        "ADMIN_TOKEN",
+        "ADMIN_URL",
     ] {
         cmd.env_remove(var);
     }
