@@ -57,6 +57,7 @@ impl Pipeline {
         let controls = Arc::new(EndpointControls::new(
             endpoints.iter().map(|e| e.id.as_str()),
         ));
+        restore_pauses(&outbox, &controls)?;
         let mut dispatchers = JoinSet::new();
         for endpoint in endpoints {
             metrics.prepare_endpoint(&endpoint.id);
@@ -155,6 +156,23 @@ impl Pipeline {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Endpoints an operator paused stay paused across restarts, until resumed.
+fn restore_pauses(outbox: &Outbox, controls: &EndpointControls) -> anyhow::Result<()> {
+    let Some(saved) = outbox.load_state_now(crate::deliver::control::STATE_KEY)? else {
+        return Ok(());
+    };
+    let paused: Vec<String> = serde_json::from_slice(&saved).unwrap_or_default();
+    for endpoint in paused {
+        if controls.set_paused(&endpoint, true).is_ok() {
+            tracing::warn!(
+                endpoint,
+                "endpoint paused by an operator: its events wait in the outbox until it is resumed (admin API or console)"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn wait_idle(outbox: Outbox, mut progress: impl FnMut(&OutboxStatus)) {

@@ -514,3 +514,40 @@ fn the_cli_replays_through_the_running_service_and_falls_back_to_the_data_direct
     assert_eq!(code, 1);
     assert!(err.contains("kept by the running service"), "{err}");
 }
+
+#[test]
+fn a_pause_outlives_a_restart_until_resumed() {
+    let mut s = start(Some(TOKEN));
+    admin(s.port, "POST", "/admin/v1/endpoints/default/pause", None);
+    s.running.signal(nix::sys::signal::Signal::SIGTERM);
+    s.running.child.wait().unwrap();
+    let data = s._dir.path().join("d");
+    let url = format!("http://127.0.0.1:{}/hook", s.receiver.port);
+    let listen = format!("127.0.0.1:{}", s.port);
+    let restarted = RunningEmitter::start(
+        &[
+            "--webhook-url",
+            &url,
+            "--webhook-secret",
+            SECRET,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--admin-token",
+            TOKEN,
+        ],
+        s._dir.path().join("log2"),
+    );
+    wait_for_port(s.port, Duration::from_secs(10));
+    let endpoints = admin(s.port, "GET", "/admin/v1/endpoints", None);
+    assert_eq!(endpoints["endpoints"][0]["paused"], true, "{endpoints}");
+    assert!(
+        restarted
+            .log_text()
+            .contains("endpoint paused by an operator")
+    );
+    admin(s.port, "POST", "/admin/v1/endpoints/default/resume", None);
+    let endpoints = admin(s.port, "GET", "/admin/v1/endpoints", None);
+    assert_eq!(endpoints["endpoints"][0]["paused"], false);
+}

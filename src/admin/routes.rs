@@ -129,6 +129,11 @@ async fn lease() -> Json<Value> {
 
 async fn set_paused(admin: &Admin, id: &str, paused: bool) -> Result<Json<Value>, ApiError> {
     let changed = admin.controls.set_paused(id, paused).map_err(not_found)?;
+    let saved = serde_json::to_vec(&admin.controls.paused()).expect("a list of ids serializes");
+    admin
+        .outbox
+        .save_state(crate::deliver::control::STATE_KEY, saved)
+        .await?;
     let backlog = admin
         .outbox
         .status()

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use tokio::sync::watch;
 
+/// Outbox state key of the paused endpoints, so that a pause outlives a restart or a deploy.
+pub const STATE_KEY: &str = "admin.paused";
+
 /// The endpoint id is not configured.
 #[derive(Debug, thiserror::Error)]
 #[error("no endpoint {0:?} is configured")]
@@ -42,6 +45,15 @@ impl EndpointControls {
         Ok(switch.send_if_modified(|now| std::mem::replace(now, paused) != paused))
     }
 
+    /// The paused endpoints, to be saved under [`STATE_KEY`].
+    pub fn paused(&self) -> Vec<String> {
+        self.paused
+            .iter()
+            .filter(|(_, s)| *s.borrow())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Whether `endpoint` is paused (false for an unknown one).
     pub fn is_paused(&self, endpoint: &str) -> bool {
         self.paused.get(endpoint).is_some_and(|s| *s.borrow())
@@ -61,6 +73,7 @@ mod tests {
         assert!(*watcher.borrow_and_update());
         assert!(!controls.set_paused("a", true).unwrap(), "already paused");
         assert!(controls.is_paused("a") && !controls.is_paused("b"));
+        assert_eq!(controls.paused(), ["a"]);
         assert!(controls.set_paused("zzz", true).is_err());
     }
 }

@@ -104,6 +104,11 @@ impl Outbox {
             .map_err(OutboxError::task)?
     }
 
+    /// Reads a saved state without the async runtime (at startup, before anything runs).
+    pub fn load_state_now(&self, key: &str) -> Result<Option<Vec<u8>>, OutboxError> {
+        self.store.load_state(key)
+    }
+
     /// Durably saves a source's state.
     pub async fn save_state(&self, key: &str, value: Vec<u8>) -> Result<(), OutboxError> {
         let store = self.store.clone();
