@@ -187,6 +187,8 @@ fn a_wrong_or_missing_token_gets_the_same_401_and_a_weak_token_stops_startup() {
     assert_eq!(call(s.port, "GET", "/", None, None).0, 200);
     let status = admin(s.port, "GET", "/admin/v1/status", None);
     assert_eq!(status["lease"]["mode"], "single instance");
+    let reconciliation = admin(s.port, "GET", "/admin/v1/reconciliation", None);
+    assert_eq!(reconciliation, json!({"enabled": false}), "no NOMAD_ADDR");
     assert!(
         !s.running.log_text().contains(TOKEN),
         "the token is never logged"
