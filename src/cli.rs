@@ -198,7 +198,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 eprintln!("error: {config}");
                 ExitCode::from(2)
             } else {
-                eprintln!("error: {e:#}");
+                // A library's error may quote a URL it was given, credentials included.
+                let message = crate::util::redact::redact_urls_in(&format!("{e:#}"));
+                eprintln!("error: {message}");
                 ExitCode::FAILURE
             }
         }
@@ -348,7 +350,8 @@ async fn send_test(args: SendTestArgs) -> anyhow::Result<ExitCode> {
     let client = WebhookClient::new(timeout)?;
     let attempt = client.post(&url, &request).await;
     println!(
-        "POST {url} ({format}): {} in {} ms",
+        "POST {} ({format}): {} in {} ms",
+        crate::util::redact::redact_url(&url),
         attempt.outcome.describe(),
         attempt.elapsed.as_millis()
     );

@@ -9,6 +9,7 @@ use crate::deliver::retry::{RetryPolicy, RetryToml, parse_duration};
 use crate::deliver::sign::{Secret, SecretSet, SignatureEncoding};
 use crate::event::EventFilter;
 use crate::source::redis::RedisConnectionSettings;
+use crate::util::redact::redact_url_text;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,7 +104,7 @@ pub struct RunArgs {
     #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
     pub team_ids: String,
     /// Nomad API address, to discover orchestrators (http(s)://, or unix:///…/api.sock).
-    #[arg(long, env = "NOMAD_ADDR", value_name = "URL")]
+    #[arg(long, env = "NOMAD_ADDR", hide_env_values = true, value_name = "URL")]
     pub nomad_addr: Option<String>,
     /// Nomad token: the task's workload identity suffices for service discovery.
     #[arg(long, env = "NOMAD_TOKEN", hide_env_values = true)]
@@ -189,7 +190,13 @@ pub struct RunArgs {
 #[derive(Debug, Clone, clap::Args, Default)]
 pub struct WebhookArgs {
     /// Endpoint receiving the webhooks (http:// or https://).
-    #[arg(long, visible_alias = "url", env = "WEBHOOK_URL", value_name = "URL")]
+    #[arg(
+        long,
+        visible_alias = "url",
+        env = "WEBHOOK_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub webhook_url: Option<String>,
     /// Shared signing secret; several, space-separated, during rotation (the first signs).
     #[arg(
@@ -684,18 +691,21 @@ pub fn parse_nomad_addr(raw: &str) -> Result<Url, String> {
     match Url::parse(raw.trim()) {
         Ok(url) if url.host_str().unwrap_or("").is_empty() && url.path().len() > 1 => Ok(url),
         _ => Err(format!(
-            "{raw:?} is not a socket path; expected unix:///absolute/path/api.sock"
+            "{:?} is not a socket path; expected unix:///absolute/path/api.sock",
+            redact_url_text(raw)
         )),
     }
 }
 
 /// Accepts only absolute http(s) URLs with a host.
+/// Errors show the URL redacted: it may carry a password or a token.
 pub fn parse_http_url(raw: &str) -> Result<Url, String> {
+    let shown = redact_url_text(raw);
     let url = Url::parse(raw.trim())
-        .map_err(|e| format!("{raw:?} is not a URL ({e}); expected http(s)://host/path"))?;
+        .map_err(|e| format!("{shown:?} is not a URL ({e}); expected http(s)://host/path"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!(
-            "{raw:?} must be an http:// or https:// URL with a host"
+            "{shown:?} must be an http:// or https:// URL with a host"
         ));
     }
     Ok(url)

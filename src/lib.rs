@@ -14,3 +14,4 @@ pub mod reconcile;
 pub mod server;
 pub mod service;
 pub mod source;
+pub mod util;

@@ -8,6 +8,7 @@ use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
 use crate::outbox::{Outbox, OutboxStatus, Route};
 use crate::server::{self, metrics::Metrics};
+use crate::util::redact::redact_url;
 use anyhow::Context;
 use std::future::Future;
 use std::path::Path;
@@ -61,7 +62,7 @@ impl Pipeline {
         let mut dispatchers = JoinSet::new();
         for endpoint in endpoints {
             metrics.prepare_endpoint(&endpoint.id);
-            tracing::info!(endpoint = %endpoint.id, url = %redacted_url(&endpoint.url), format = %endpoint.format, events = %endpoint.events, "delivering");
+            tracing::info!(endpoint = %endpoint.id, url = %redact_url(&endpoint.url), format = %endpoint.format, events = %endpoint.events, "delivering");
             let dispatcher = Dispatcher::new(
                 endpoint.clone(),
                 outbox.clone(),
@@ -221,16 +222,6 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
     }
 }
 
-/// The URL without credentials or query, safe to log.
-pub fn redacted_url(url: &url::Url) -> String {
-    format!(
-        "{}://{}{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.port().map(|p| format!(":{p}")).unwrap_or_default()
-    ) + url.path()
-}
-
 /// Runs the service until SIGTERM or SIGINT; a second signal exits at once.
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
@@ -355,7 +346,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                     .iter()
                     .map(|e| AdminEndpoint {
                         config: e.clone(),
-                        url_shown: redacted_url(&e.url),
+                        url_shown: redact_url(&e.url),
                     })
                     .collect(),
             ),

@@ -142,7 +142,7 @@ impl WebhookClient {
                 }
             }
             Err(e) if e.is_timeout() => (Outcome::TimedOut, None),
-            Err(e) => (Outcome::Network(error_chain(&e)), None),
+            Err(e) => (Outcome::Network(error_chain(&e.without_url())), None),
         };
         DeliveryAttempt {
             outcome,
@@ -162,7 +162,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The error and its causes on one line, e.g. "error sending request: connection refused".
+/// The error and its causes on one line, e.g. "error sending request: connection refused", with
+/// any URL a library quoted redacted (it may carry a password or a token).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -174,7 +175,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    crate::util::redact::redact_urls_in(&text)
 }
 
 #[cfg(test)]

@@ -363,3 +363,6 @@ impl Drop for RunningEmitter {
         let _ = self.child.wait();
     }
 }
+
+/// The admin token the tests give the service (`ADMIN_TOKEN`) and send as `Bearer`.
+pub const ADMIN_TOKEN: &str = "admin-token-7c6b5a493827161504f3e2d1";

@@ -217,7 +217,7 @@ impl NomadClient {
             http: builder
                 .build()
                 .map_err(|e| NomadError::Client(error_chain(&e)))?,
-            addr: crate::service::redacted_url(&config.addr),
+            addr: crate::util::redact::redact_url(&config.addr),
             base,
             token,
             namespace: config.namespace.clone(),

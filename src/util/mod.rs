@@ -1,0 +1,3 @@
+//! Small helpers every layer may use; nothing here imports another module of the crate.
+
+pub mod redact;
