@@ -347,7 +347,7 @@ async fn send_test(args: SendTestArgs) -> anyhow::Result<ExitCode> {
         1,
         jiff::Timestamp::now(),
     );
-    let client = WebhookClient::new(timeout)?;
+    let client = WebhookClient::new(timeout, crate::deliver::http::DEFAULT_RESPONSE_BODY_LIMIT)?;
     let attempt = client.post(&url, &request).await;
     println!(
         "POST {} ({format}): {} in {} ms",

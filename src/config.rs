@@ -53,6 +53,15 @@ pub struct RunArgs {
         value_name = "DURATION"
     )]
     pub webhook_timeout: String,
+    /// Bytes of a receiver's response body read at most (the rest is never read); the first
+    /// 256 show in logs and dead letters.
+    #[arg(
+        long,
+        env = "RESPONSE_BODY_LIMIT",
+        default_value_t = crate::deliver::http::DEFAULT_RESPONSE_BODY_LIMIT,
+        value_name = "BYTES"
+    )]
+    pub response_body_limit: usize,
     /// Events to deliver, comma-separated: labels (create,kill,pause,resume,update,checkpoint), E2B's types (sandbox.lifecycle.killed, …) or *.
     #[arg(
         long,
@@ -293,6 +302,8 @@ pub struct EndpointConfig {
     pub events: EventFilter,
     /// Attempt timeout.
     pub timeout: Duration,
+    /// Bytes of a response body read at most.
+    pub response_body_limit: usize,
     /// `e2b-webhook-id` (e2b-cloud).
     pub webhook_id: Uuid,
     /// How `e2b-signature` is written (e2b-cloud).
@@ -417,6 +428,8 @@ struct EndpointToml {
     /// Only these teams' events (as E2B Cloud's per-team webhooks); default: every team served.
     #[serde(default)]
     teams: Option<Vec<String>>,
+    #[serde(default)]
+    response_body_limit: Option<usize>,
 }
 
 impl RunConfig {
@@ -462,6 +475,7 @@ impl RunConfig {
                 timeout,
                 webhook_id: identity.webhook_id,
                 signature_encoding: identity.signature_encoding,
+                response_body_limit: args.response_body_limit,
             });
             endpoint_teams.push(None);
         }
@@ -471,7 +485,12 @@ impl RunConfig {
                 .as_deref()
                 .map(|list| teams::parse_list(list, &format!("endpoints[{i}].teams"), &team_ids))
                 .transpose()?;
-            endpoints.push(endpoint_from_toml(i, ep, timeout)?);
+            endpoints.push(endpoint_from_toml(
+                i,
+                ep,
+                timeout,
+                args.response_body_limit,
+            )?);
             endpoint_teams.push(teams);
         }
         let mut ids: Vec<&str> = endpoints.iter().map(|e| e.id.as_str()).collect();
@@ -544,6 +563,7 @@ fn endpoint_from_toml(
     i: usize,
     ep: EndpointToml,
     default_timeout: Duration,
+    default_response_body_limit: usize,
 ) -> Result<EndpointConfig, ConfigError> {
     let key = |field: &str| format!("endpoints[{i}].{field}");
     if ep.id.is_empty()
@@ -605,6 +625,9 @@ fn endpoint_from_toml(
         timeout,
         webhook_id,
         signature_encoding,
+        response_body_limit: ep
+            .response_body_limit
+            .unwrap_or(default_response_body_limit),
     })
 }
 
@@ -725,6 +748,7 @@ mod tests {
                 webhook_signature_encoding: "url-safe".into(),
             },
             webhook_timeout: "10s".into(),
+            response_body_limit: 65536,
             webhook_events: "create,kill,pause,resume".into(),
             redis_stream: "sandbox.events.stream".into(),
             redis_group: "g".into(),

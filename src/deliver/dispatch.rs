@@ -144,7 +144,7 @@ impl Dispatcher {
         oversight: Oversight,
     ) -> Result<Self, crate::deliver::http::ClientError> {
         Ok(Self {
-            client: WebhookClient::new(endpoint.timeout)?,
+            client: WebhookClient::new(endpoint.timeout, endpoint.response_body_limit)?,
             endpoint: Arc::new(endpoint),
             outbox,
             policy,

@@ -3,8 +3,10 @@
 use crate::deliver::format::SignedRequest;
 use std::time::{Duration, Instant, SystemTime};
 
-/// How many bytes of a rejecting response body are kept for logs and dead letters.
-const BODY_PREFIX_BYTES: usize = 256;
+/// How many bytes of a response body a log line, `/status` and a dead letter show.
+const DESCRIBED_BODY_BYTES: usize = 256;
+/// The default of how many bytes of a response body are read at all (`RESPONSE_BODY_LIMIT`).
+pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 
 /// What one POST achieved.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +20,7 @@ pub enum Outcome {
     Rejected {
         /// The status code.
         status: u16,
-        /// The first bytes of the response body, lossily decoded.
+        /// The first bytes of the response body (up to the client's limit), lossily decoded.
         body_prefix: String,
     },
     /// No complete answer within the timeout.
@@ -62,7 +64,13 @@ impl Outcome {
             Self::Rejected {
                 status,
                 body_prefix,
-            } => format!("HTTP {status}: {body_prefix}"),
+            } => {
+                let mut cut = body_prefix.len().min(DESCRIBED_BODY_BYTES);
+                while !body_prefix.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                format!("HTTP {status}: {}", &body_prefix[..cut])
+            }
             Self::TimedOut => "timed out".to_owned(),
             Self::Network(e) => format!("network error: {e}"),
         }
@@ -86,14 +94,21 @@ pub struct DeliveryAttempt {
 pub struct ClientError(#[from] reqwest::Error);
 
 /// A pooled HTTP client for webhook deliveries (rustls, no redirects).
+///
+/// A receiver is untrusted: of its answer only the first `response_body_limit` bytes are read;
+/// the rest is never read (the connection is dropped instead), and reading stops at the attempt's
+/// deadline, so an endless or huge body costs neither memory nor more time than the timeout.
 #[derive(Clone, Debug)]
 pub struct WebhookClient {
     client: reqwest::Client,
+    timeout: Duration,
+    response_body_limit: usize,
 }
 
 impl WebhookClient {
-    /// Builds a client whose requests time out after `timeout`.
-    pub fn new(timeout: Duration) -> Result<Self, ClientError> {
+    /// Builds a client whose attempts end after `timeout`, reading at most
+    /// `response_body_limit` bytes of each response body.
+    pub fn new(timeout: Duration, response_body_limit: usize) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -101,12 +116,17 @@ impl WebhookClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            timeout,
+            response_body_limit,
+        })
     }
 
     /// Sends one signed request to `url` and classifies the answer.
     pub async fn post(&self, url: &url::Url, request: &SignedRequest) -> DeliveryAttempt {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + self.timeout);
         let mut builder = self.client.post(url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(*name, value);
@@ -120,18 +140,14 @@ impl WebhookClient {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                if response.status().is_success() {
-                    // Drain the body so the connection returns to the pool.
-                    let _ = response.bytes().await;
+                let success = response.status().is_success();
+                // A 2xx is a delivery whatever its body does; the body is read (capped) so that a
+                // well-behaved receiver's connection goes back to the pool.
+                let body = read_capped(response, self.response_body_limit, deadline).await;
+                if success {
                     (Outcome::Delivered { status }, retry_after)
                 } else {
-                    let body_prefix = match response.bytes().await {
-                        Ok(b) => {
-                            let cut = &b[..b.len().min(BODY_PREFIX_BYTES)];
-                            String::from_utf8_lossy(cut).trim().to_owned()
-                        }
-                        Err(_) => String::new(),
-                    };
+                    let body_prefix = String::from_utf8_lossy(&body).trim().to_owned();
                     (
                         Outcome::Rejected {
                             status,
@@ -150,6 +166,26 @@ impl WebhookClient {
             elapsed: started.elapsed(),
         }
     }
+}
+
+/// The first `limit` bytes of the body, or fewer when it ends, fails or `deadline` passes first.
+/// Dropping `response` unread closes its connection, so the rest is never received.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Vec<u8> {
+    let mut kept = Vec::new();
+    while kept.len() < limit {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = limit - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    kept
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
