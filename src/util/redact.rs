@@ -81,7 +81,7 @@ pub fn redact_urls_in(text: &str) -> String {
             .unwrap_or(rest.len() - sep);
         let token = &rest[scheme_start..sep + token_len];
         // Punctuation that closes the surrounding sentence is not part of the URL.
-        let trimmed = token.trim_end_matches([')', ',', '.', ';', ']']);
+        let trimmed = token.trim_end_matches([')', ',', '.', ';', ':', '!', ']']);
         out.push_str(&rest[..scheme_start]);
         out.push_str(&redact_url_text(trimmed));
         out.push_str(&token[trimmed.len()..]);
