@@ -183,14 +183,14 @@ pub struct RunArgs {
     /// Directory of the durable outbox.
     #[arg(long, env = "DATA_DIR", default_value = "data", value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /metrics, /healthz, /readyz and /status.
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:9464")]
     pub listen: String,
     /// Sandboxes delivered concurrently per endpoint.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
-    /// Bearer token of the admin API (/admin/v1/) and console (/) on LISTEN_ADDR; both are off
-    /// (404) when unset.
+    /// Bearer token of the admin API (/admin/v1/), the console (/), /status and /readyz details
+    /// on LISTEN_ADDR; unset, they are off.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 }

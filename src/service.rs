@@ -360,7 +360,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     pipeline.spawn_source({
         let outbox = pipeline.outbox.clone();
         let token = pipeline.shutdown_token();
-        async move { Ok(server::serve(listener, outbox, admin, token).await?) }
+        let token_for_status = config.admin_token.clone();
+        async move { Ok(server::serve(listener, outbox, admin, token_for_status, token).await?) }
     });
     pipeline.run_until(shutdown_signal()).await?;
     tracing::info!(

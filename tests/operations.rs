@@ -17,7 +17,10 @@ fn get(port: u16, path: &str) -> (u16, String) {
         .build()
         .unwrap();
     rt.block_on(async {
-        match reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+        let request = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth(common::ADMIN_TOKEN);
+        match request.send().await {
             Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
             Err(_) => (0, String::new()),
         }

@@ -35,8 +35,11 @@ const SYNTHESIZED_KINDS: [(&str, &str); 4] = [
 pub struct ComponentState {
     /// Ready to do its job.
     pub ready: bool,
-    /// A short human explanation.
+    /// A short human explanation (may name addresses: shown with the admin token only).
     pub detail: String,
+    /// A fixed reason that names no address or identifier, shown to anyone.
+    #[serde(skip)]
+    pub summary: &'static str,
 }
 
 /// Every metric the service exports, plus the readiness of its components.
@@ -295,6 +298,18 @@ impl Metrics {
 
     /// Records whether a component is ready; sources also set `source_connected`.
     pub fn set_component(&self, name: &'static str, ready: bool, detail: impl Into<String>) {
+        let summary = if ready { "ready" } else { "not ready" };
+        self.set_component_with_summary(name, ready, summary, detail);
+    }
+
+    /// Like [`Self::set_component`], with a reason anyone may read (`"disk full"`).
+    pub fn set_component_with_summary(
+        &self,
+        name: &'static str,
+        ready: bool,
+        summary: &'static str,
+        detail: impl Into<String>,
+    ) {
         if name != "outbox" {
             self.source_connected
                 .get_or_create(&labels(&[("source", name)]))
@@ -303,6 +318,7 @@ impl Metrics {
         let state = ComponentState {
             ready,
             detail: detail.into(),
+            summary,
         };
         self.components
             .lock()

@@ -1,10 +1,15 @@
 //! The operator's window: `/metrics`, `/healthz`, `/readyz` and `/status` over HTTP.
+//!
+//! `/healthz` and `/metrics` are open (Nomad and Prometheus need them); `/readyz` answers a status
+//! code and component names to anyone, details (addresses, errors) with the admin token only;
+//! `/status` needs the admin token.
 
 pub mod metrics;
 
+use crate::admin::auth::AdminToken;
 use crate::outbox::Outbox;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metrics::Metrics;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 struct ServerState {
     metrics: Arc<Metrics>,
     outbox: Outbox,
+    admin: Option<AdminToken>,
 }
 
 /// Serves the operator endpoints on `listener` until `shutdown`, with `extra` routes (the admin
@@ -22,11 +28,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     outbox: Outbox,
     extra: Option<axum::Router>,
+    admin: Option<AdminToken>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = ServerState {
         metrics: outbox.metrics().clone(),
         outbox,
+        admin,
     };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_page))
@@ -54,27 +62,71 @@ async fn metrics_page(State(state): State<ServerState>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(state): State<ServerState>) -> Response {
+async fn readyz(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     let components = state.metrics.components();
     let ready = !components.is_empty() && components.values().all(|c| c.ready);
-    let not_ready: Vec<String> = components
-        .iter()
-        .filter(|(_, c)| !c.ready)
-        .map(|(name, c)| format!("{name}: {}", c.detail))
-        .collect();
-    let body =
-        serde_json::json!({ "ready": ready, "components": components, "problems": not_ready });
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if admitted(&state, &headers) {
+        let problems: Vec<String> = components
+            .iter()
+            .filter(|(_, c)| !c.ready)
+            .map(|(name, c)| format!("{name}: {}", c.detail))
+            .collect();
+        let body =
+            serde_json::json!({ "ready": ready, "components": components, "problems": problems });
+        return (code, axum::Json(body)).into_response();
+    }
+    // Without the token: names and short fixed reasons only, never an address or an error text.
+    let problems: Vec<String> = components
+        .iter()
+        .filter(|(_, c)| !c.ready)
+        .map(|(name, c)| format!("{name}: {}", c.summary))
+        .collect();
+    let bare: serde_json::Map<String, serde_json::Value> = components
+        .iter()
+        .map(|(name, c)| ((*name).to_owned(), serde_json::json!({ "ready": c.ready })))
+        .collect();
+    let body = serde_json::json!({ "ready": ready, "components": bare, "problems": problems });
     (code, axum::Json(body)).into_response()
 }
 
-async fn status(State(state): State<ServerState>) -> Response {
+async fn status(State(state): State<ServerState>, headers: HeaderMap) -> Response {
+    if !admitted(&state, &headers) {
+        return refusal(&state, "/status");
+    }
     match state.outbox.status().await {
         Ok(status) => axum::Json(status).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+fn admitted(state: &ServerState, headers: &HeaderMap) -> bool {
+    state
+        .admin
+        .as_ref()
+        .is_some_and(|token| token.admits(headers))
+}
+
+/// The answer to a request that needed the admin token and did not carry it.
+fn refusal(state: &ServerState, what: &str) -> Response {
+    if state.admin.is_none() {
+        let message =
+            format!("{what} needs the admin token; set ADMIN_TOKEN on the service to enable it");
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({ "error": message })),
+        )
+            .into_response();
+    }
+    let message = format!("{what} needs the header Authorization: Bearer <ADMIN_TOKEN>");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }

@@ -331,6 +331,7 @@ impl RunningEmitter {
             .open(&log)
             .unwrap();
         let child = emitter()
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .arg("run")
             .args(args)
             .stdout(file.try_clone().unwrap())
