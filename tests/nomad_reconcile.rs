@@ -1052,13 +1052,17 @@ fn the_binary_delivers_while_nomad_is_down_and_follows_nomad_once_up() {
     );
 }
 
-/// GET over HTTP/1.0; the body, or "" when nothing answers yet.
+/// GET over HTTP/1.0 with the admin token; the body, or "" when nothing answers yet.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
         return String::new();
     };
-    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: emitter\r\n\r\n");
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: emitter\r\nAuthorization: Bearer {}\r\n\r\n",
+        common::ADMIN_TOKEN
+    );
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
