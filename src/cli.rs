@@ -177,6 +177,15 @@ struct ReceiveArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: String,
+    /// A request's head must arrive within this (an idle keep-alive connection is closed after it).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    header_timeout: String,
+    /// Reading a request's body and answering it must end within this (else 408).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    request_timeout: String,
+    /// Connections open at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
 }
 
 /// Runs the parsed command line; configuration errors exit 2, other failures 1.
@@ -367,6 +376,19 @@ async fn send_test(args: SendTestArgs) -> anyhow::Result<ExitCode> {
 
 async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
     let verifier = Verifier::new(args.webhook.format()?, args.webhook.secrets()?);
+    let timeout = |setting: &str, text: &str| match parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError::new(setting, "must be more than 0s")),
+        Err(e) => Err(ConfigError::new(setting, e)),
+    };
+    if args.max_connections == 0 {
+        return Err(ConfigError::new("--max-connections", "must be at least 1").into());
+    }
+    let limits = crate::server::listen::ConnectionLimits {
+        header_timeout: timeout("--header-timeout", &args.header_timeout)?,
+        request_timeout: timeout("--request-timeout", &args.request_timeout)?,
+        max_connections: args.max_connections,
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| {
@@ -382,9 +404,13 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
             let _ = out.flush();
         }
     });
-    axum::serve(listener, receiver::router(verifier, tx))
-        .with_graceful_shutdown(crate::service::shutdown_signal())
-        .await?;
+    crate::server::listen::serve(
+        listener,
+        receiver::router(verifier, tx),
+        limits,
+        crate::service::shutdown_signal(),
+    )
+    .await?;
     printer.abort();
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 //! code and component names to anyone, details (addresses, errors) with the admin token only;
 //! `/status` needs the admin token.
 
+pub mod listen;
 pub mod metrics;
 
 use crate::admin::auth::AdminToken;
@@ -46,9 +47,12 @@ pub async fn serve(
         .route("/status", axum::routing::get(status))
         .with_state(state)
         .merge(extra.unwrap_or_default());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    // The port is reachable from the network: a slowloris must not starve Nomad's check.
+    let limits = listen::ConnectionLimits {
+        max_connections: 256,
+        ..listen::ConnectionLimits::default()
+    };
+    listen::serve(listener, app, limits, shutdown.cancelled_owned()).await
 }
 
 async fn metrics_page(State(state): State<ServerState>) -> Response {
