@@ -55,6 +55,9 @@ enum Command {
     /// List or replay events that exhausted the retry policy.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Take care of the outbox file itself.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Show the outbox depth, oldest pending event, dead letters and source positions.
     Status(StatusArgs),
     /// Recent delivery attempts of the running service, newest first, with filters.
@@ -104,6 +107,17 @@ enum DeadLettersCommand {
         /// Dead-letter ids, as listed.
         #[arg(required_unless_present = "all")]
         ids: Vec<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Rename a damaged (or unwanted) outbox to outbox.redb.aside-<time>, so the service starts
+    /// over with an empty one; says what is lost. Stop the service first.
+    MoveAside {
+        /// Directory of the outbox.
+        #[arg(long, env = "DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -198,6 +212,17 @@ pub fn main(cli: Cli) -> ExitCode {
         "info"
     };
     init_logging(&cli.log_format, default_level);
+    if matches!(
+        cli.command,
+        Command::Status(_)
+            | Command::DeadLetters(_)
+            | Command::Outbox(_)
+            | Command::Sign(_)
+            | Command::Verify(_)
+            | Command::SendTest(_)
+    ) {
+        end_quietly_on_a_closed_pipe();
+    }
     // One process-wide TLS provider for reqwest and redis (ring: no C toolchain beyond gcc).
     let _ = rustls::crypto::ring::default_provider().install_default();
     match dispatch(cli.command) {
@@ -213,6 +238,16 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// `dead-letters list --json | head` closes the pipe early; a one-shot command then ends
+/// silently, as `cat` does, instead of failing with "Broken pipe". Rust ignores SIGPIPE by
+/// default; the service keeps it ignored (a closed socket must never end it).
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -253,6 +288,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::DeadLetters(cmd) => dead_letters(cmd),
         Command::Status(args) => status(args),
         Command::Deliveries(args) => operate::deliveries(args),
+        Command::Outbox(OutboxCommand::MoveAside { data_dir }) => move_aside(&data_dir),
         Command::Demo => {
             runtime()?.block_on(crate::demo::run())?;
             Ok(ExitCode::SUCCESS)
@@ -561,6 +597,29 @@ fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
             )
         }
     }
+}
+
+fn move_aside(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let moved = crate::outbox::move_aside(data_dir)?;
+    if moved.database.as_os_str().is_empty() {
+        println!("the outbox file was already gone; its marker is moved aside");
+    } else {
+        println!(
+            "moved the outbox to {} (kept for inspection)",
+            moved.database.display()
+        );
+    }
+    match (moved.events, moved.dead_letters) {
+        (Some(events), Some(dead)) => println!(
+            "lost with it: {events} events not yet delivered everywhere and {dead} dead letters"
+        ),
+        _ => println!("lost with it: whatever it held (it could not be read to count)"),
+    }
+    println!(
+        "events a source has not acknowledged yet are read again; the next start creates an empty outbox in {}",
+        data_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {

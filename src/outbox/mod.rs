@@ -1,7 +1,10 @@
 //! The durable outbox on redb: events are committed (fsync) before their source is acknowledged,
 //! and stay on disk, not in memory, until every endpoint has them or they are dead-lettered.
 
+mod open;
 mod store;
+
+pub use open::MovedAside;
 
 pub use store::{
     AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, MalformedInput,
@@ -215,30 +218,57 @@ impl Outbox {
 /// Read-only access for `status` and `dead-letters list` while the service runs.
 pub struct OutboxReader {
     store: Store,
+    path: std::path::PathBuf,
 }
 
 impl OutboxReader {
-    /// Opens the outbox in `dir` without writing to it.
+    /// Opens the outbox in `dir` without writing to it (a file left by an unclean exit is read
+    /// through a repaired copy).
     pub fn open(dir: &Path) -> Result<Self, OutboxError> {
         Ok(Self {
             store: Store::open_read_only(dir)?,
+            path: open::database_path(dir),
         })
     }
 
     /// Depth, oldest event and dead letters, per endpoint.
     pub fn status(&self) -> Result<OutboxStatus, OutboxError> {
-        self.store.status()
+        self.guarded(|store| store.status())
     }
 
     /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
-        self.store.dead_letters()
+        self.guarded(|store| store.dead_letters())
     }
 
     /// Every saved source state.
     pub fn states(&self) -> Result<Vec<(String, Vec<u8>)>, OutboxError> {
-        self.store.states()
+        self.guarded(|store| store.states())
     }
+
+    /// A read-only open checks nothing up front (the service may be writing), so a page that
+    /// is damaged shows up while reading: redb may panic on it.
+    fn guarded<T>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        crate::util::panic::catch_quietly(|| read(&self.store)).unwrap_or_else(|panic| {
+            Err(OutboxError::Damaged {
+                path: self.path.clone(),
+                reason: format!("redb: {panic}"),
+            })
+        })
+    }
+}
+
+/// Moves a damaged or unwanted outbox aside (renamed, kept for inspection) so the next start
+/// begins empty; refused while the service runs.
+pub fn move_aside(dir: &Path) -> Result<MovedAside, OutboxError> {
+    open::move_aside(dir, |_| {
+        let reader = OutboxReader::open(dir).ok()?;
+        let status = reader.status().ok()?;
+        Some((status.events, status.dead_letters))
+    })
 }
 
 /// Puts dead letters back into the outbox in `dir` (those of `endpoint` when given); needs the

@@ -4,17 +4,17 @@
 //! `status` and `dead-letters list` can read it while the service runs, and that mode has no
 //! non-durable commits. Callers batch writes to keep the number of fsyncs low.
 
-use super::Route;
+use super::{Route, open};
 use crate::event::{Lifecycle, SandboxEvent};
 use redb::{
-    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// seq → stored event (JSON).
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -34,8 +34,8 @@ const NEXT_DEAD: &str = "outbox.next_dead_letter";
 /// The endpoint ids of the last `run`, so read-only `status` can list idle endpoints too.
 const ENDPOINTS: &str = "outbox.endpoints";
 
-/// Page cache size: the backlog lives on disk, so a small cache keeps memory flat.
-const CACHE_BYTES: usize = 8 << 20;
+/// The id of the store, also in the marker file next to the database (see `open.rs`).
+const STORE_ID: &str = "outbox.store_id";
 
 /// An outbox operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,30 @@ pub enum OutboxError {
         /// Why.
         source: redb::DatabaseError,
     },
+    /// The database file is damaged: redb refuses it, or failed reading it.
+    #[error(
+        "the outbox {} is damaged ({reason}); no event was written to it. Next: {}",
+        path.display(),
+        start_over(path)
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        reason: String,
+    },
+    /// The database file is empty, missing or replaced where a store lived.
+    #[error(
+        "the outbox {} {what}: its events would be lost without a word, so none was written. Next: {}",
+        path.display(),
+        start_over(path)
+    )]
+    Lost {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A read or write failed.
     #[error("outbox storage error: {0}; check free disk space and permissions of DATA_DIR")]
     Storage(String),
@@ -59,6 +83,17 @@ pub enum OutboxError {
     /// The blocking task running the operation panicked or was cancelled.
     #[error("outbox task failed: {0}")]
     Task(String),
+}
+
+/// The next step for a store that cannot be used as it is.
+fn start_over(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    format!(
+        "restore the file from a backup, or stop the service and run \
+         `e2b-webhook-emitter outbox move-aside --data-dir {}` to start over \
+         (the file is kept for inspection, and it says what is lost).",
+        dir.display()
+    )
 }
 
 impl OutboxError {
@@ -284,7 +319,7 @@ pub struct ReplayReport {
 
 enum Handle {
     Write(Database),
-    Read(ReadOnlyDatabase),
+    Read(open::Readable),
 }
 
 pub(super) struct Store {
@@ -294,10 +329,6 @@ pub(super) struct Store {
 
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
-}
-
-fn db_path(dir: &Path) -> PathBuf {
-    dir.join("outbox.redb")
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, OutboxError> {
@@ -312,15 +343,36 @@ impl Store {
     pub(super) fn open(dir: &Path, routes: Vec<Route>) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| OutboxError::Storage(format!("cannot create {}: {e}", dir.display())))?;
-        let path = db_path(dir);
-        let db = Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .create(&path)
-            .map_err(|source| OutboxError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        open::refuse_lost(dir)?;
+        let marker = open::marker(dir)?;
+        let db = open::writable(dir)?;
+        let stored_id = {
+            let txn = db.begin_read()?;
+            match txn.open_table(STATE) {
+                Ok(state) => state
+                    .get(STORE_ID)?
+                    .and_then(|v| std::str::from_utf8(v.value()).ok()?.parse::<Uuid>().ok()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let id = match (marker, stored_id) {
+            (Some(marked), Some(stored)) if marked == stored => None,
+            (Some(marked), stored) => {
+                let holds = stored.map_or("no store id".to_owned(), |s| format!("store {s}"));
+                return Err(OutboxError::Lost {
+                    path: open::database_path(dir),
+                    what: format!(
+                        "holds {holds}, but outbox.id says store {marked} lived here (replaced or emptied)"
+                    ),
+                });
+            }
+            (None, Some(stored)) => {
+                open::write_marker(dir, stored)?;
+                None
+            }
+            (None, None) => Some(Uuid::new_v4()),
+        };
         let txn = db.begin_write()?;
         {
             // Create every table so read-only opens find them.
@@ -334,8 +386,14 @@ impl Store {
                 let ids: Vec<&str> = routes.iter().map(|r| r.endpoint.as_str()).collect();
                 state.insert(ENDPOINTS, encode(&ids).as_slice())?;
             }
+            if let Some(id) = id {
+                state.insert(STORE_ID, id.to_string().as_bytes())?;
+            }
         }
         txn.commit()?;
+        if let Some(id) = id {
+            open::write_marker(dir, id)?;
+        }
         Ok(Self {
             db: Handle::Write(db),
             routes,
@@ -343,20 +401,8 @@ impl Store {
     }
 
     pub(super) fn open_read_only(dir: &Path) -> Result<Self, OutboxError> {
-        let path = db_path(dir);
-        if !path.exists() {
-            return Err(OutboxError::Storage(format!(
-                "no outbox at {}; pass the DATA_DIR the service uses (--data-dir)",
-                path.display()
-            )));
-        }
-        let db = Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-            .open_read_only(&path)
-            .map_err(|source| OutboxError::Open { path, source })?;
         Ok(Self {
-            db: Handle::Read(db),
+            db: Handle::Read(open::readable(dir)?),
             routes: Vec::new(),
         })
     }
@@ -370,8 +416,10 @@ impl Store {
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {
         Ok(match &self.db {
-            Handle::Write(db) => db.begin_read()?,
-            Handle::Read(db) => db.begin_read()?,
+            Handle::Write(db) | Handle::Read(open::Readable::RepairedCopy { db, .. }) => {
+                db.begin_read()?
+            }
+            Handle::Read(open::Readable::File(db)) => db.begin_read()?,
         })
     }
 

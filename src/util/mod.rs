@@ -1,3 +1,4 @@
 //! Small helpers every layer may use; nothing here imports another module of the crate.
 
+pub mod panic;
 pub mod redact;
