@@ -93,7 +93,7 @@ fn start(admin_token: Option<&str>) -> Service {
     let url = format!("http://127.0.0.1:{}/hook", receiver.port);
     let listen = format!("127.0.0.1:{port}");
     let data = dir.path().join("d");
-    let mut args = vec![
+    let args = vec![
         "--webhook-url",
         &url,
         "--webhook-secret",
@@ -109,10 +109,8 @@ fn start(admin_token: Option<&str>) -> Service {
         "--log-format",
         "json",
     ];
-    if let Some(token) = admin_token {
-        args.extend(["--admin-token", token]);
-    }
-    let running = RunningEmitter::start(&args, dir.path().join("log"));
+    let running =
+        RunningEmitter::start_with_admin_token(admin_token, &args, dir.path().join("log"));
     wait_for_port(port, Duration::from_secs(10));
     Service {
         _dir: dir,

@@ -47,9 +47,10 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client for the service at `base` (e.g. `http://127.0.0.1:9464`).
     pub fn new(base: &str, token: &str) -> Result<Self, AdminClientError> {
-        let base: url::Url = base
-            .parse()
-            .map_err(|e| AdminClientError::Invalid(format!("ADMIN_URL {base:?}: {e}")))?;
+        let base: url::Url = base.parse().map_err(|e| {
+            let shown = crate::util::redact::redact_url_text(base);
+            AdminClientError::Invalid(format!("ADMIN_URL {shown:?}: {e}"))
+        })?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(AdminClientError::Invalid(
                 "ADMIN_URL must be http:// or https://".into(),
@@ -68,15 +69,7 @@ impl AdminClient {
     }
 
     fn shown(&self) -> String {
-        format!(
-            "{}://{}{}",
-            self.base.scheme(),
-            self.base.host_str().unwrap_or_default(),
-            self.base
-                .port()
-                .map(|p| format!(":{p}"))
-                .unwrap_or_default()
-        )
+        crate::util::redact::redact_url(&self.base)
     }
 
     /// GETs `path` (under `/admin/v1`) with `query`.

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 pub(super) struct RemoteArgs {
     /// The running service's LISTEN_ADDR as a URL (e.g. http://127.0.0.1:9464): its admin API is
     /// used when it answers, the data directory otherwise.
-    #[arg(long, env = "ADMIN_URL")]
+    #[arg(long, env = "ADMIN_URL", hide_env_values = true)]
     admin_url: Option<String>,
     /// The service's ADMIN_TOKEN.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]

@@ -324,14 +324,23 @@ pub struct RunningEmitter {
 
 impl RunningEmitter {
     /// Starts `run` with the given extra arguments; logs go to `log`.
+    /// `ADMIN_TOKEN` is [`ADMIN_TOKEN`], so tests can read `/status`.
     pub fn start(args: &[&str], log: PathBuf) -> Self {
+        Self::start_with_admin_token(Some(ADMIN_TOKEN), args, log)
+    }
+
+    /// Like [`Self::start`], with this `ADMIN_TOKEN` (none: admin API, console and `/status` off).
+    pub fn start_with_admin_token(token: Option<&str>, args: &[&str], log: PathBuf) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = emitter()
-            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        let mut command = emitter();
+        if let Some(token) = token {
+            command.env("ADMIN_TOKEN", token);
+        }
+        let child = command
             .arg("run")
             .args(args)
             .stdout(file.try_clone().unwrap())
