@@ -48,11 +48,6 @@ impl Pipeline {
     ) -> anyhow::Result<Self> {
         let routes = endpoints.iter().map(Route::from).collect();
         let outbox = Outbox::open(data_dir, routes, metrics.clone())?;
-        metrics.set_component(
-            "outbox",
-            true,
-            format!("writable at {}", data_dir.display()),
-        );
         let shutdown = CancellationToken::new();
         let journal = Arc::new(DeliveryJournal::new());
         let controls = Arc::new(EndpointControls::new(
@@ -78,6 +73,13 @@ impl Pipeline {
         }
         let mut sources = JoinSet::new();
         sources.spawn(housekeeping(outbox.clone(), shutdown.clone()));
+        sources.spawn({
+            let (outbox, shutdown) = (outbox.clone(), shutdown.clone());
+            async move {
+                outbox.keep_recovering(shutdown).await;
+                Ok(())
+            }
+        });
         Ok(Self {
             outbox,
             journal,
@@ -144,6 +146,7 @@ impl Pipeline {
     /// Stops sources, drains deliveries up to the deadline, and makes everything durable.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        self.outbox.stop_waiting();
         let mut first_error = None;
         while let Some(done) = self.sources.join_next().await {
             if let Err(e) = flatten(done) {
@@ -195,7 +198,8 @@ fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::
     done.map_err(|e| anyhow::anyhow!("task failed: {e}"))?
 }
 
-/// Refreshes backlog gauges and forgets old event ids.
+/// Refreshes backlog gauges and forgets old event ids. A failing outbox is a state reported on
+/// `/readyz` (and recovered by `Outbox::keep_recovering`), never a reason to stop.
 async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
     let mut last_prune = tokio::time::Instant::now();
@@ -204,7 +208,13 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
-        let status = outbox.status().await?;
+        let status = match outbox.status().await {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the outbox's backlog");
+                continue;
+            }
+        };
         let now = jiff::Timestamp::now().as_millisecond();
         for backlog in &status.endpoints {
             let age = backlog
@@ -216,8 +226,10 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
         }
         if last_prune.elapsed() > Duration::from_secs(600) {
             last_prune = tokio::time::Instant::now();
-            let removed = outbox.prune_event_ids(DEDUP_WINDOW).await?;
-            tracing::debug!(removed, "forgot old event ids");
+            match outbox.prune_event_ids(DEDUP_WINDOW).await {
+                Ok(removed) => tracing::debug!(removed, "forgot old event ids"),
+                Err(e) => tracing::warn!(error = %e, "cannot forget old event ids; trying later"),
+            }
         }
     }
 }

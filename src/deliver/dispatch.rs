@@ -24,6 +24,8 @@ const WINDOW: usize = 10_000;
 /// before the commit only means those events are delivered again (at least once).
 const COMMIT_BATCH: usize = 256;
 const COMMIT_DELAY: Duration = Duration::from_millis(25);
+/// How long to wait before reading or committing again after the outbox failed.
+const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
@@ -168,18 +170,36 @@ impl Dispatcher {
         let mut completions: Vec<Completion> = Vec::new();
         let mut stopping = false;
         let mut first_uncommitted: Option<tokio::time::Instant> = None;
+        // While the outbox cannot be read or written (a full disk), reads and commits are tried
+        // again after this pause; deliveries of what is loaded go on meanwhile.
+        let mut reads_paused_until: Option<tokio::time::Instant> = None;
+        let mut commits_paused_until: Option<tokio::time::Instant> = None;
         let drain_deadline = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain_deadline);
         loop {
-            if on_disk && !stopping && schedule.loaded < WINDOW {
+            let now = tokio::time::Instant::now();
+            if on_disk
+                && !stopping
+                && schedule.loaded < WINDOW
+                && reads_paused_until.is_none_or(|t| t <= now)
+            {
                 let want = WINDOW - schedule.loaded;
-                let rows = self
+                match self
                     .outbox
                     .pending_after(&self.endpoint.id, schedule.cursor, want)
-                    .await?;
-                on_disk = rows.len() == want;
-                for row in rows {
-                    schedule.push(row);
+                    .await
+                {
+                    Ok(rows) => {
+                        reads_paused_until = None;
+                        on_disk = rows.len() == want;
+                        for row in rows {
+                            schedule.push(row);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(endpoint = %self.endpoint.id, error = %e, "cannot read pending deliveries; retrying in 1 s");
+                        reads_paused_until = Some(now + STORAGE_RETRY);
+                    }
                 }
             }
             let mut due = Vec::new();
@@ -221,11 +241,23 @@ impl Dispatcher {
                 || stopping
                 || first_uncommitted
                     .is_some_and(|t: tokio::time::Instant| t.elapsed() >= COMMIT_DELAY);
-            if !completions.is_empty() && commit_due {
-                self.outbox
-                    .complete(std::mem::take(&mut completions))
-                    .await?;
-                first_uncommitted = None;
+            let commits_paused = !stopping && commits_paused_until.is_some_and(|t| t > now);
+            if !completions.is_empty() && commit_due && !commits_paused {
+                let batch = std::mem::take(&mut completions);
+                match self.outbox.complete(batch.clone()).await {
+                    Ok(()) => {
+                        first_uncommitted = None;
+                        commits_paused_until = None;
+                    }
+                    // Kept, and committed once the outbox can be written again. Until then a
+                    // restart would deliver these once more, as at-least-once allows.
+                    Err(e) if !stopping => {
+                        tracing::warn!(endpoint = %self.endpoint.id, error = %e, pending = batch.len(), "cannot record delivery results; retrying in 1 s");
+                        completions = batch;
+                        commits_paused_until = Some(now + STORAGE_RETRY);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if stopping && in_flight.is_empty() {
                 break;
@@ -233,13 +265,16 @@ impl Dispatcher {
             let wake_at = schedule
                 .next_due()
                 .filter(|_| !stopping && !paused && in_flight.len() < self.max_in_flight);
-            let commit_at = first_uncommitted.map(|t| t + COMMIT_DELAY);
+            let commit_at = first_uncommitted
+                .map(|t| t + COMMIT_DELAY)
+                .map(|at| commits_paused_until.map_or(at, |paused| at.max(paused)));
             let timer = async {
                 let due = wake_at.map(|at| {
                     let wait = u64::try_from(at - now_ms()).unwrap_or(0);
                     tokio::time::Instant::now() + Duration::from_millis(wait)
                 });
-                match due.into_iter().chain(commit_at).min() {
+                let reload_at = reads_paused_until.filter(|_| on_disk && !stopping);
+                match due.into_iter().chain(commit_at).chain(reload_at).min() {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }

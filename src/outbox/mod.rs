@@ -3,6 +3,7 @@
 
 mod open;
 mod store;
+mod writability;
 
 pub use open::MovedAside;
 
@@ -19,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use store::Store;
 use tokio::sync::watch;
+use writability::Writability;
 
 /// One endpoint as the outbox sees it: an id and the labels it wants.
 #[derive(Debug, Clone)]
@@ -44,6 +46,7 @@ pub struct Outbox {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     appended: Arc<watch::Sender<u64>>,
+    writability: Arc<Writability>,
 }
 
 impl Outbox {
@@ -55,27 +58,114 @@ impl Outbox {
     ) -> Result<Self, OutboxError> {
         let store = Store::open(dir, routes)?;
         let last = store.last_seq()?;
+        let writability = Writability::new(metrics.clone(), open::database_path(dir));
+        writability.recovered();
         Ok(Self {
             store: Arc::new(store),
             metrics,
             appended: Arc::new(watch::channel(last).0),
+            writability: Arc::new(writability),
         })
     }
 
+    /// Runs a write for a source: waits while the outbox cannot be written, and tries again
+    /// after it recovered, so the source does not read on meanwhile. Fails only when stopping.
+    async fn write_waiting<T: Send + 'static>(
+        &self,
+        write: impl Fn(&Store) -> Result<T, OutboxError> + Send + Sync + 'static,
+    ) -> Result<T, OutboxError> {
+        let write = Arc::new(write);
+        loop {
+            self.writability.until_writable().await?;
+            let (store, write) = (self.store.clone(), write.clone());
+            let result = tokio::task::spawn_blocking(move || write(&store))
+                .await
+                .map_err(OutboxError::task)?;
+            match self.writability.note_write(result) {
+                Err(OutboxError::Unwritable { .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a read on the blocking pool; an I/O error turns the outbox unwritable.
+    async fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(OutboxError::task)?;
+        self.writability.note_read(result)
+    }
+
+    /// Runs a write without waiting; its success makes a failing outbox writable again.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(OutboxError::task)?;
+        self.writability.note_write(result)
+    }
+
+    /// After an I/O error: reopens the file, so reads and deliveries work again, and lets
+    /// waiting sources try again; the first write that succeeds makes the outbox writable.
+    /// Does nothing while the outbox is writable.
+    async fn recover(&self) {
+        if !self.writability.failed() {
+            return;
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.reopen()).await {
+            Ok(Ok(())) => {
+                // With no source waiting, a tiny write of our own tells when the disk works.
+                if self.writability.reopened() {
+                    let _ = self.write(|store| store.probe_write()).await;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "the outbox still cannot be written"),
+            Err(e) => tracing::warn!(error = %e, "reopening the outbox failed"),
+        }
+    }
+
+    /// Reopens the file soon after every I/O error (and once a second while failing) until
+    /// `shutdown`; the pipeline runs this next to the dispatchers.
+    pub async fn keep_recovering(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.writability.reopen_wanted() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.recover().await;
+            // Errors from operations that raced the reopen need no second one at once.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sources waiting for the disk give up: the service is stopping.
+    pub fn stop_waiting(&self) {
+        self.writability.stop_waiting();
+    }
+
     /// Durably appends events (one fsync for the batch); ids already in the outbox are skipped.
+    /// While the outbox cannot be written, waits (see [`Self::write_waiting`]).
     pub async fn append(
         &self,
         source: &'static str,
         events: Vec<SandboxEvent>,
     ) -> Result<AppendReport, OutboxError> {
-        let store = self.store.clone();
         let labels: Vec<String> = events
             .iter()
             .map(|e| e.lifecycle.label().to_owned())
             .collect();
-        let report = tokio::task::spawn_blocking(move || store.append(source, &events))
-            .await
-            .map_err(OutboxError::task)??;
+        let report = self
+            .write_waiting(move |store| store.append(source, &events))
+            .await?;
         for (label, new) in labels.iter().zip(&report.is_new) {
             if *new {
                 self.metrics.event_received(source, label);
@@ -88,23 +178,19 @@ impl Outbox {
     }
 
     /// Durably keeps malformed inputs in the dead-letter store, for an operator to inspect.
+    /// While the outbox cannot be written, waits.
     pub async fn set_aside(&self, inputs: Vec<MalformedInput>) -> Result<(), OutboxError> {
         for input in &inputs {
             self.metrics.malformed_input(&input.source);
         }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.set_aside(&inputs))
+        self.write_waiting(move |store| store.set_aside(&inputs))
             .await
-            .map_err(OutboxError::task)?
     }
 
     /// Reads a source's saved state (stream positions, reconciler memory).
     pub async fn load_state(&self, key: &str) -> Result<Option<Vec<u8>>, OutboxError> {
-        let store = self.store.clone();
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || store.load_state(&key))
-            .await
-            .map_err(OutboxError::task)?
+        self.read(move |store| store.load_state(&key)).await
     }
 
     /// Reads a saved state without the async runtime (at startup, before anything runs).
@@ -112,21 +198,16 @@ impl Outbox {
         self.store.load_state(key)
     }
 
-    /// Durably saves a source's state.
+    /// Durably saves a source's state. While the outbox cannot be written, waits.
     pub async fn save_state(&self, key: &str, value: Vec<u8>) -> Result<(), OutboxError> {
-        let store = self.store.clone();
         let key = key.to_owned();
-        tokio::task::spawn_blocking(move || store.save_state(&key, &value))
+        self.write_waiting(move |store| store.save_state(&key, &value))
             .await
-            .map_err(OutboxError::task)?
     }
 
     /// The sandboxes the event stream says are running or paused.
     pub async fn sandboxes(&self) -> Result<Vec<SandboxRecord>, OutboxError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.sandboxes())
-            .await
-            .map_err(OutboxError::task)?
+        self.read(|store| store.sandboxes()).await
     }
 
     /// Pending deliveries of `endpoint` with a sequence number above `after`, oldest first.
@@ -136,51 +217,35 @@ impl Outbox {
         after: u64,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>, OutboxError> {
-        let store = self.store.clone();
         let endpoint = endpoint.to_owned();
-        tokio::task::spawn_blocking(move || store.pending_after(&endpoint, after, limit))
+        self.read(move |store| store.pending_after(&endpoint, after, limit))
             .await
-            .map_err(OutboxError::task)?
     }
 
     /// The stored events with these sequence numbers, read in one transaction.
     pub async fn events(&self, seqs: Vec<u64>) -> Result<Vec<Option<StoredEvent>>, OutboxError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.events(&seqs))
-            .await
-            .map_err(OutboxError::task)?
+        self.read(move |store| store.events(&seqs)).await
     }
 
-    /// Records delivery results in one transaction.
+    /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
+    /// tries again, so deliveries go on while sources wait for the disk.
     pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), OutboxError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.complete(&completions))
-            .await
-            .map_err(OutboxError::task)?
+        self.write(move |store| store.complete(&completions)).await
     }
 
     /// Forgets event ids older than `age` (the de-duplication window).
     pub async fn prune_event_ids(&self, age: std::time::Duration) -> Result<usize, OutboxError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.prune_event_ids(age))
-            .await
-            .map_err(OutboxError::task)?
+        self.write(move |store| store.prune_event_ids(age)).await
     }
 
     /// Depth, oldest event and dead letters, per endpoint.
     pub async fn status(&self) -> Result<OutboxStatus, OutboxError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.status())
-            .await
-            .map_err(OutboxError::task)?
+        self.read(|store| store.status()).await
     }
 
     /// Every dead letter, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.dead_letters())
-            .await
-            .map_err(OutboxError::task)?
+        self.read(|store| store.dead_letters()).await
     }
 
     /// Puts dead letters back into the outbox while the service runs: `ids` (or all), only
@@ -190,14 +255,13 @@ impl Outbox {
         ids: Option<Vec<u64>>,
         endpoint: Option<String>,
     ) -> Result<ReplayReport, OutboxError> {
-        let store = self.store.clone();
-        let (report, last) = tokio::task::spawn_blocking(move || {
-            let wanted = select_dead_letters(&store, ids.as_deref(), endpoint.as_deref())?;
-            let report = store.replay(wanted.as_deref())?;
-            Ok::<_, OutboxError>((report, store.last_seq()?))
-        })
-        .await
-        .map_err(OutboxError::task)??;
+        let (report, last) = self
+            .write(move |store| {
+                let wanted = select_dead_letters(store, ids.as_deref(), endpoint.as_deref())?;
+                let report = store.replay(wanted.as_deref())?;
+                Ok((report, store.last_seq()?))
+            })
+            .await?;
         if !report.replayed.is_empty() {
             self.appended.send_replace(last);
         }

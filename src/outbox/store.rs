@@ -34,6 +34,8 @@ const NEXT_DEAD: &str = "outbox.next_dead_letter";
 /// The endpoint ids of the last `run`, so read-only `status` can list idle endpoints too.
 const ENDPOINTS: &str = "outbox.endpoints";
 
+/// A small record rewritten to learn whether the file can be written again after an I/O error.
+const WRITE_PROBE: &str = "outbox.write_probe";
 /// The id of the store, also in the marker file next to the database (see `open.rs`).
 const STORE_ID: &str = "outbox.store_id";
 
@@ -74,6 +76,15 @@ pub enum OutboxError {
         /// What is wrong with it.
         what: String,
     },
+    /// The file cannot be written (or read) right now: a full disk, an I/O error. The outbox
+    /// reopens it and goes on by itself once writing works again.
+    #[error("cannot write the outbox: {reason}; check free disk space and permissions of DATA_DIR")]
+    Unwritable {
+        /// What failed.
+        reason: String,
+        /// Whether the disk is full (ENOSPC).
+        disk_full: bool,
+    },
     /// A read or write failed.
     #[error("outbox storage error: {0}; check free disk space and permissions of DATA_DIR")]
     Storage(String),
@@ -102,20 +113,58 @@ impl OutboxError {
     }
 }
 
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for OutboxError {
-            fn from(e: $t) -> Self { Self::Storage(e.to_string()) }
+impl From<redb::StorageError> for OutboxError {
+    fn from(e: redb::StorageError) -> Self {
+        match e {
+            redb::StorageError::Io(io) => Self::Unwritable {
+                disk_full: io.raw_os_error() == Some(libc::ENOSPC)
+                    || io.kind() == std::io::ErrorKind::StorageFull,
+                reason: io.to_string(),
+            },
+            // redb refuses every write after one failed; the outbox reopens the file.
+            redb::StorageError::PreviousIo | redb::StorageError::DatabaseClosed => {
+                Self::Unwritable {
+                    disk_full: false,
+                    reason: e.to_string(),
+                }
+            }
+            e => Self::Storage(e.to_string()),
         }
-    )*};
+    }
 }
-storage_from!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+
+impl From<redb::TransactionError> for OutboxError {
+    fn from(e: redb::TransactionError) -> Self {
+        match e {
+            redb::TransactionError::Storage(e) => e.into(),
+            e => Self::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::TableError> for OutboxError {
+    fn from(e: redb::TableError) -> Self {
+        match e {
+            redb::TableError::Storage(e) => e.into(),
+            e => Self::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::CommitError> for OutboxError {
+    fn from(e: redb::CommitError) -> Self {
+        match e {
+            redb::CommitError::Storage(e) => e.into(),
+            e => Self::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::SetDurabilityError> for OutboxError {
+    fn from(e: redb::SetDurabilityError) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
 
 /// What `append` did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -320,11 +369,22 @@ pub struct ReplayReport {
 enum Handle {
     Write(Database),
     Read(open::Readable),
+    /// Closed after an I/O error, until [`Store::reopen`] succeeds.
+    Closed,
 }
 
 pub(super) struct Store {
-    db: Handle,
+    db: std::sync::RwLock<Handle>,
+    dir: PathBuf,
     routes: Vec<Route>,
+}
+
+fn closed() -> OutboxError {
+    OutboxError::Unwritable {
+        reason: "the outbox is closed after an I/O error, and reopened when writing works again"
+            .into(),
+        disk_full: false,
+    }
 }
 
 fn now_ms() -> i64 {
@@ -395,36 +455,58 @@ impl Store {
             open::write_marker(dir, id)?;
         }
         Ok(Self {
-            db: Handle::Write(db),
+            db: std::sync::RwLock::new(Handle::Write(db)),
+            dir: dir.to_owned(),
             routes,
         })
     }
 
     pub(super) fn open_read_only(dir: &Path) -> Result<Self, OutboxError> {
         Ok(Self {
-            db: Handle::Read(open::readable(dir)?),
+            db: std::sync::RwLock::new(Handle::Read(open::readable(dir)?)),
+            dir: dir.to_owned(),
             routes: Vec::new(),
         })
     }
 
-    fn writer(&self) -> Result<&Database, OutboxError> {
-        match &self.db {
-            Handle::Write(db) => Ok(db),
-            Handle::Read(_) => Err(OutboxError::Storage("the outbox is open read-only".into())),
-        }
+    /// Rewrites one small record, durably: whether the file can be written again.
+    pub(super) fn probe_write(&self) -> Result<(), OutboxError> {
+        let txn = self.begin_durable()?;
+        txn.open_table(STATE)?
+            .insert(WRITE_PROBE, now_ms().to_be_bytes().as_slice())?;
+        self.commit_durable(txn)
+    }
+
+    /// Closes the database and opens it again: redb refuses every operation after one I/O
+    /// error. Until it succeeds, every operation fails `Unwritable`.
+    pub(super) fn reopen(&self) -> Result<(), OutboxError> {
+        let mut handle = self.db.write().expect("outbox handle lock poisoned");
+        // Drop the old handle first: it holds the file's lock.
+        *handle = Handle::Closed;
+        *handle = Handle::Write(open::writable(&self.dir)?);
+        Ok(())
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {
-        Ok(match &self.db {
+        let handle = self.db.read().expect("outbox handle lock poisoned");
+        Ok(match &*handle {
             Handle::Write(db) | Handle::Read(open::Readable::RepairedCopy { db, .. }) => {
                 db.begin_read()?
             }
             Handle::Read(open::Readable::File(db)) => db.begin_read()?,
+            Handle::Closed => return Err(closed()),
         })
     }
 
     fn begin_durable(&self) -> Result<redb::WriteTransaction, OutboxError> {
-        let mut txn = self.writer()?.begin_write()?;
+        let handle = self.db.read().expect("outbox handle lock poisoned");
+        let mut txn = match &*handle {
+            Handle::Write(db) => db.begin_write()?,
+            Handle::Read(_) => {
+                return Err(OutboxError::Storage("the outbox is open read-only".into()));
+            }
+            Handle::Closed => return Err(closed()),
+        };
         txn.set_durability(Durability::Immediate)?;
         Ok(txn)
     }

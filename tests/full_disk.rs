@@ -1,0 +1,265 @@
+//! Issue 14, finding 2: a full disk is a state, not an exit. On a small tmpfs the outbox fills:
+//! the service stays up, `/readyz` answers 503 naming the cause, the Redis source stops reading
+//! (entries wait in Redis), deliveries go on, and once space returns writing resumes by itself —
+//! every event delivered, no restart.
+//!
+//! Needs `mount -t tmpfs` (root or CAP_SYS_ADMIN); skips with a message where that is impossible.
+
+mod common;
+#[path = "support/redis.rs"]
+mod redis_server;
+
+use common::{ADMIN_TOKEN, RunningEmitter, TestReceiver, eventually, free_port, wait_for_port};
+use redis_server::RedisServer;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const SECRET: &str = "full-disk-secret-0a9b8c7d";
+const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
+const STREAM: &str = "sandbox.events.stream";
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes zeros to `path` until the file system is full; returns how much it took.
+fn fill(path: &Path) -> u64 {
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    let mut written = 0;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => written += n as u64,
+        }
+    }
+    // Then byte-sized writes take what is left of the last page.
+    while let Ok(1) = file.write(&[0]) {
+        written += 1;
+    }
+    let _ = file.sync_all();
+    written
+}
+
+fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    })
+}
+
+fn xadd_events(redis: &RedisServer, from: usize, count: usize) -> Vec<String> {
+    let mut conn = redis.connection();
+    let mut ids = Vec::new();
+    for i in from..from + count {
+        let id = format!("00000000-0000-4000-8000-{i:012}");
+        let event = serde_json::json!({
+            "id": id, "version": "v2", "type": "sandbox.lifecycle.created",
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "event_data": {"sandbox_metadata": {"padding": "x".repeat(400)}},
+            "sandbox_id": format!("sb{:04}", i % 50), "sandbox_execution_id": "e",
+            "sandbox_template_id": "base", "sandbox_build_id": "b", "sandbox_team_id": TEAM
+        });
+        let _: String = redis::cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("payload")
+            .arg(event.to_string())
+            .query(&mut conn)
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+#[test]
+fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
+    let tmpfs = match Tmpfs::mount("3m") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs for the full-disk test (needs root or CAP_SYS_ADMIN): {e}"
+            );
+            return;
+        }
+    };
+    let redis = RedisServer::start();
+    let receiver_up = Arc::new(AtomicBool::new(false));
+    let up = receiver_up.clone();
+    let receiver = TestReceiver::start(
+        0,
+        SECRET,
+        Arc::new(
+            move |_: &str, _: &str, _: u32| {
+                if up.load(Ordering::SeqCst) { 200 } else { 503 }
+            },
+        ),
+    );
+    let data: PathBuf = tmpfs.path().join("data");
+    let log_dir = tempfile::tempdir().unwrap();
+    let config = log_dir.path().join("c.toml");
+    std::fs::write(&config, "[retry]\nschedule = [\"200ms\"]\n").unwrap();
+    let port = free_port();
+    let mut running = RunningEmitter::start(
+        &[
+            "--webhook-url",
+            &format!("http://127.0.0.1:{}/hook", receiver.port),
+            "--webhook-secret",
+            SECRET,
+            "--config",
+            config.to_str().unwrap(),
+            "--redis-url",
+            &redis.url(),
+            "--team-ids",
+            TEAM,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        log_dir.path().join("log"),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    assert!(
+        eventually(Duration::from_secs(20), || get(port, "/readyz", None).0
+            == 200),
+        "{}",
+        running.log_text()
+    );
+
+    // The receiver refuses, so nothing leaves the outbox; the disk is then filled to the brim.
+    let mut expected = xadd_events(&redis, 0, 200);
+    let filler = tmpfs.path().join("filler");
+    let filled = fill(&filler);
+    expected.extend(xadd_events(&redis, 200, 1800));
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (code, body) = get(port, "/readyz", None);
+            code == 503 && body.contains("outbox: disk full")
+        }),
+        "/readyz turns 503 naming the cause: {:?}\n{}",
+        get(port, "/readyz", None),
+        running.log_text()
+    );
+    // It stays up and says so for as long as the disk is full.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            running.child.try_wait().unwrap().is_none(),
+            "{}",
+            running.log_text()
+        );
+        let (code, body) = get(port, "/readyz", Some(ADMIN_TOKEN));
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("No space left on device"), "{body}");
+    }
+    let stored = |port| -> u64 {
+        serde_json::from_str::<serde_json::Value>(&get(port, "/status", Some(ADMIN_TOKEN)).1)
+            .ok()
+            .and_then(|s| s["events"].as_u64())
+            .unwrap_or(0)
+    };
+    let in_outbox = stored(port);
+    assert!(
+        in_outbox > 0 && (in_outbox as usize) < expected.len(),
+        "the source stopped reading: {in_outbox} of {} in the outbox",
+        expected.len()
+    );
+
+    // Deliveries go on while the disk is still full: everything the outbox holds arrives (redb
+    // cannot record it without space, so it is sent again after a restart, never lost).
+    receiver_up.store(true, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(30), || receiver.deliveries().len()
+            as u64
+            >= in_outbox),
+        "deliveries went on: {} delivered of {in_outbox} in the outbox\n{}",
+        receiver.deliveries().len(),
+        running.log_text()
+    );
+    assert!(filler.exists());
+
+    // Space returns: writing resumes by itself and every event arrives, with no restart.
+    std::fs::remove_file(&filler).unwrap();
+    let all = eventually(Duration::from_secs(90), || {
+        let delivered: std::collections::HashSet<String> = receiver
+            .deliveries()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
+        expected.iter().all(|id| delivered.contains(id))
+    });
+    let delivered = receiver.deliveries().len();
+    assert!(
+        all,
+        "{delivered} of {} delivered; readyz {:?}\n{}",
+        expected.len(),
+        get(port, "/readyz", Some(ADMIN_TOKEN)),
+        running.log_text()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || get(port, "/readyz", None).0
+            == 200),
+        "{:?}",
+        get(port, "/readyz", Some(ADMIN_TOKEN))
+    );
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "the service stayed up"
+    );
+    let log = running.log_text();
+    assert!(log.contains("the outbox can be written again"), "{log}");
+    eprintln!(
+        "full disk: {} KiB filler; {in_outbox} events in the outbox while full; {delivered} deliveries for {} events",
+        filled / 1024,
+        expected.len()
+    );
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        running.child.wait().unwrap().success(),
+        "{}",
+        running.log_text()
+    );
+}
