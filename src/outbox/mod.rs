@@ -2,10 +2,12 @@
 //! and stay on disk, not in memory, until every endpoint has them or they are dead-lettered.
 
 mod open;
+mod raw_input;
 mod store;
 mod writability;
 
 pub use open::MovedAside;
+pub use raw_input::RawInput;
 
 pub use store::{
     AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, MalformedInput,

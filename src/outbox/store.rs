@@ -186,8 +186,9 @@ pub struct MalformedInput {
     pub source: String,
     /// Where it was: a stream id, a line number.
     pub position: String,
-    /// The input as received.
-    pub raw: String,
+    /// The input as received, byte for byte.
+    #[serde(flatten)]
+    pub input: super::RawInput,
     /// Why it was set aside.
     pub reason: String,
 }
@@ -281,8 +282,10 @@ pub struct DeadLetter {
     pub label: Option<String>,
     /// The event (JSON) when it was one.
     pub event: Option<Value>,
-    /// The raw input when it was malformed.
-    pub raw: Option<String>,
+    /// The input, byte for byte, when it was malformed (`raw`, or `raw_base64` when it is not
+    /// UTF-8).
+    #[serde(flatten)]
+    pub input: super::RawInput,
     /// Where a malformed input was found.
     pub position: Option<String>,
     /// Attempts made.
@@ -594,7 +597,7 @@ impl Store {
                     sandbox_id: None,
                     label: None,
                     event: None,
-                    raw: Some(input.raw.clone()),
+                    input: input.input.clone(),
                     position: Some(input.position.clone()),
                     attempts: 0,
                     last_status: None,
@@ -729,7 +732,7 @@ impl Store {
                             event: stored
                                 .as_ref()
                                 .map(|s| Value::Object(s.event.raw().clone())),
-                            raw: None,
+                            input: super::RawInput::default(),
                             position: None,
                             attempts: state.attempts,
                             last_status: state.last_status,

@@ -2,7 +2,7 @@
 //! sample file) read into the outbox. Malformed lines are set aside with their line number.
 
 use crate::event::SandboxEvent;
-use crate::outbox::{MalformedInput, Outbox, OutboxError};
+use crate::outbox::{MalformedInput, Outbox, OutboxError, RawInput};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 /// Events appended per outbox transaction.
@@ -39,23 +39,25 @@ pub async fn read_ndjson(
     outbox: &Outbox,
 ) -> Result<FileReport, FileSourceError> {
     let mut report = FileReport::default();
-    let mut lines = input.lines();
+    // Lines as bytes: a line that is not UTF-8 is set aside like any malformed line, byte for
+    // byte, instead of ending the read.
+    let mut lines = input.split(b'\n');
     let mut batch = Vec::with_capacity(BATCH);
     let mut malformed = Vec::new();
-    while let Some(line) = lines.next_line().await? {
+    while let Some(line) = lines.next_segment().await? {
         report.lines += 1;
-        let text = line.trim();
+        let text = line.trim_ascii();
         if text.is_empty() {
             continue;
         }
-        match SandboxEvent::parse(text.as_bytes()) {
+        match SandboxEvent::parse(text) {
             Ok(event) => batch.push(event),
             Err(e) => {
                 tracing::warn!(line = report.lines, reason = %e, "malformed event line set aside");
                 malformed.push(MalformedInput {
                     source: source.to_owned(),
                     position: format!("line {}", report.lines),
-                    raw: text.to_owned(),
+                    input: RawInput::from_bytes(text),
                     reason: e.to_string(),
                 });
             }

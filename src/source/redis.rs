@@ -14,7 +14,7 @@ pub use client::{RedisConnectionSettings, RedisTls};
 
 use crate::config::RedisConfig;
 use crate::event::SandboxEvent;
-use crate::outbox::{MalformedInput, Outbox, OutboxError};
+use crate::outbox::{MalformedInput, Outbox, OutboxError, RawInput};
 use crate::server::metrics::Metrics;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use client::{RedisClient, RedisConnection};
@@ -631,40 +631,39 @@ struct StreamEntry {
 impl StreamEntry {
     /// The event in the `payload` field, or the entry as a malformed input with the reason.
     fn decode(self) -> Result<SandboxEvent, MalformedInput> {
-        let malformed = |raw: String, reason: String| MalformedInput {
+        let malformed = |raw: &[u8], reason: String| MalformedInput {
             source: SOURCE.to_owned(),
             position: self.id.clone(),
-            raw,
+            input: RawInput::from_bytes(raw),
             reason,
         };
         let Some(fields) = &self.fields else {
             return Err(malformed(
-                String::new(),
+                b"",
                 "the entry was deleted from the stream (XDEL or a trim by another client) before it was committed; its content is lost".to_owned(),
             ));
         };
         let Some((_, payload)) = fields.iter().find(|(name, _)| name == b"payload") else {
+            // The fields as a JSON object; a value that is not UTF-8 keeps its bytes in base64.
             let as_json: serde_json::Map<String, serde_json::Value> = fields
                 .iter()
                 .map(|(name, value)| {
-                    (
-                        String::from_utf8_lossy(name).into_owned(),
-                        String::from_utf8_lossy(value).into_owned().into(),
-                    )
+                    let value = match RawInput::from_bytes(value) {
+                        RawInput {
+                            raw: Some(text), ..
+                        } => text.into(),
+                        RawInput { raw_base64, .. } => serde_json::json!({ "base64": raw_base64 }),
+                    };
+                    (String::from_utf8_lossy(name).into_owned(), value)
                 })
                 .collect();
             return Err(malformed(
-                serde_json::Value::Object(as_json).to_string(),
+                serde_json::Value::Object(as_json).to_string().as_bytes(),
                 "no `payload` field (the orchestrator writes XADD <stream> * payload <event JSON>)"
                     .to_owned(),
             ));
         };
-        SandboxEvent::parse(payload).map_err(|e| {
-            malformed(
-                String::from_utf8_lossy(payload).into_owned(),
-                format!("invalid event: {e}"),
-            )
-        })
+        SandboxEvent::parse(payload).map_err(|e| malformed(payload, format!("invalid event: {e}")))
     }
 }
 
@@ -929,11 +928,11 @@ mod tests {
         let missing = entry(&[("data", "x")]).decode().unwrap_err();
         assert_eq!(missing.position, "7-0");
         assert_eq!(missing.source, "redis");
-        assert_eq!(missing.raw, r#"{"data":"x"}"#);
+        assert_eq!(missing.input.raw.as_deref(), Some(r#"{"data":"x"}"#));
         assert!(missing.reason.contains("payload"), "{}", missing.reason);
 
         let not_json = entry(&[("payload", "{oops")]).decode().unwrap_err();
-        assert_eq!(not_json.raw, "{oops");
+        assert_eq!(not_json.input.raw.as_deref(), Some("{oops"));
         assert!(
             not_json.reason.starts_with("invalid event"),
             "{}",
