@@ -149,6 +149,12 @@ job "${job_name}" {
         NOMAD_NAMESPACE      = "${namespace}"
         ORCHESTRATOR_SERVICE = "${orchestrator_service}"
 
+        # Metrics are also pushed over OTLP to the node's collector, as
+        # E2B's own services do; /metrics stays.
+        %{~ if otel_endpoint != "" }
+        OTEL_EXPORTER_OTLP_ENDPOINT = "${otel_endpoint}"
+        %{~ endif }
+
         DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data"
         LISTEN_ADDR = "$${NOMAD_ADDR_http}"
       }

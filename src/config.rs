@@ -186,6 +186,9 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz, /readyz and /status.
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:9464")]
     pub listen: String,
+    /// Also push the metrics over OTLP/gRPC to this collector (E2B's: http://localhost:4317).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
     /// Sandboxes delivered concurrently per endpoint.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
@@ -390,6 +393,8 @@ pub struct RunConfig {
     pub listen: SocketAddr,
     /// The admin API and console token; none turns them off.
     pub admin_token: Option<AdminToken>,
+    /// OTLP collector to push the metrics to, if any.
+    pub otlp_endpoint: Option<Url>,
 }
 
 /// The config file (`--config`).
@@ -554,6 +559,15 @@ impl RunConfig {
                         ConfigError::new("ADMIN_TOKEN (--admin-token)", e.to_string())
                     })?)
                 }
+            },
+            otlp_endpoint: match args.otel_exporter_otlp_endpoint.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(raw) => Some(parse_http_url(raw).map_err(|e| {
+                    ConfigError::new(
+                        "OTEL_EXPORTER_OTLP_ENDPOINT (--otel-exporter-otlp-endpoint)",
+                        e,
+                    )
+                })?),
             },
         })
     }

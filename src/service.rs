@@ -248,6 +248,20 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         metrics.prepare_source(crate::reconcile::SOURCE);
         metrics.prepare_reconcile();
     }
+    let otlp = match &config.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let push = crate::server::otlp::OtlpPush::start(endpoint.as_str(), metrics.clone())
+                .map_err(|e| {
+                    crate::config::ConfigError::new(
+                        "OTEL_EXPORTER_OTLP_ENDPOINT (--otel-exporter-otlp-endpoint)",
+                        e.to_string(),
+                    )
+                })?;
+            tracing::info!(endpoint = %redacted_url(endpoint), "pushing metrics over OTLP");
+            Some(push)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| {
@@ -386,6 +400,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     pipeline.stop().await?;
+    if let Some(otlp) = otlp {
+        otlp.shutdown().await;
+    }
     tracing::info!("stopped; everything not delivered is kept in the outbox");
     Ok(())
 }

@@ -78,6 +78,7 @@ resource "nomad_job" "emitter" {
     redis_stream         = var.redis_stream
     task_nomad_addr      = var.task_nomad_address
     orchestrator_service = var.orchestrator_service
+    otel_endpoint        = var.otel_collector_endpoint
     cpu_mhz              = var.cpu_mhz
     memory_mb            = var.memory_mb
     disk_mb              = var.disk_mb

@@ -267,6 +267,19 @@ variable "artifact_checksum" {
   }
 }
 
+# --- Telemetry ---------------------------------------------------------------
+
+variable "otel_collector_endpoint" {
+  description = "OTLP/gRPC collector the emitter pushes its metrics to (OTEL_EXPORTER_OTLP_ENDPOINT); E2B runs one on every node at localhost:4317, where its own services push. \"\" turns the push off; Prometheus /metrics is served either way."
+  type        = string
+  default     = "http://localhost:4317"
+
+  validation {
+    condition     = var.otel_collector_endpoint == "" || can(regex("^https?://[^\\s\"\\\\{}$]+$", var.otel_collector_endpoint))
+    error_message = "The otel_collector_endpoint must be empty or an http:// or https:// URL such as http://localhost:4317."
+  }
+}
+
 # --- Resources and logging -------------------------------------------------
 
 variable "cpu_mhz" {

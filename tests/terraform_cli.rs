@@ -317,6 +317,11 @@ fn the_job_rendered_by_terraforms_templatefile_is_a_valid_jobspec_without_secret
     assert_eq!(attr(env.body(), "NOMAD_NAMESPACE"), "default");
     assert_eq!(attr(env.body(), "ORCHESTRATOR_SERVICE"), "orchestrator");
     assert_eq!(attr(env.body(), "E2B_TEAM_IDS"), TEAM);
+    assert_eq!(
+        attr(env.body(), "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "http://localhost:4317",
+        "metrics go to E2B's node collector"
+    );
     // Every env key is a setting the binary reads.
     let help = common::output(common::emitter().args(["run", "--help"])).1;
     for a in env.body().attributes() {

@@ -6,6 +6,7 @@
 
 pub mod listen;
 pub mod metrics;
+pub mod otlp;
 
 use crate::admin::auth::AdminToken;
 use crate::outbox::Outbox;

@@ -38,6 +38,7 @@ pub fn emitter() -> Command {
         "LOG_FORMAT",
         "ADMIN_TOKEN",
         "ADMIN_URL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
     ] {
         cmd.env_remove(var);
     }
@@ -331,6 +332,15 @@ impl RunningEmitter {
 
     /// Like [`Self::start`], with this `ADMIN_TOKEN` (none: admin API, console and `/status` off).
     pub fn start_with_admin_token(token: Option<&str>, args: &[&str], log: PathBuf) -> Self {
+        Self::spawn(token, args, &[], log)
+    }
+
+    /// Like [`Self::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
+        Self::spawn(Some(ADMIN_TOKEN), args, env, log)
+    }
+
+    fn spawn(token: Option<&str>, args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -343,6 +353,7 @@ impl RunningEmitter {
         let child = command
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
