@@ -258,7 +258,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                         e.to_string(),
                     )
                 })?;
-            tracing::info!(endpoint = %redacted_url(endpoint), "pushing metrics over OTLP");
+            tracing::info!(endpoint = %crate::util::redact::redact_url(endpoint), "pushing metrics over OTLP");
             Some(push)
         }
     };
