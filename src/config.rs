@@ -187,7 +187,12 @@ pub struct RunArgs {
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:9464")]
     pub listen: String,
     /// Also push the metrics over OTLP/gRPC to this collector (E2B's: http://localhost:4317).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub otel_exporter_otlp_endpoint: Option<String>,
     /// Sandboxes delivered concurrently per endpoint.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64)]
