@@ -1,6 +1,7 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
 
 mod redis;
+pub use redis::redis_config;
 mod teams;
 
 use crate::admin::auth::AdminToken;
@@ -103,6 +104,15 @@ pub struct RunArgs {
         value_name = "DURATION"
     )]
     pub redis_claim_idle: String,
+    /// Time to live of the leader lease: a lost active instance is replaced about this long
+    /// plus a third after its last renewal.
+    #[arg(
+        long,
+        env = "LEADER_LEASE_TTL",
+        default_value = "8s",
+        value_name = "DURATION"
+    )]
+    pub leader_lease_ttl: String,
     /// Trim the stream up to what the consumer group has acknowledged (false keeps every entry).
     #[arg(long, env = "REDIS_TRIM", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub redis_trim: bool,
@@ -344,6 +354,8 @@ pub struct RedisConfig {
     pub claim_idle: Duration,
     /// Whether to trim acknowledged entries from the stream.
     pub trim: bool,
+    /// Time to live of the leader lease.
+    pub lease_ttl: Duration,
 }
 
 /// The Nomad API settings (defined next to the client that uses them).
@@ -522,7 +534,7 @@ impl RunConfig {
                 "must be at least 1",
             ));
         }
-        let redis = redis::redis_config(args)?;
+        let redis = redis_config(args)?;
         let team_ids = teams::scope_endpoints(team_ids, &mut endpoints, endpoint_teams);
         let nomad = match &args.nomad_addr {
             None => None,

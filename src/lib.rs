@@ -8,6 +8,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod event;
+pub mod leadership;
 pub mod outbox;
 pub mod receiver;
 pub mod reconcile;

@@ -6,6 +6,7 @@ use crate::deliver::control::EndpointControls;
 use crate::deliver::dispatch::{Dispatcher, Oversight};
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
+use crate::leadership::Leadership;
 use crate::outbox::{Outbox, OutboxStatus, Route};
 use crate::server::{self, metrics::Metrics};
 use crate::util::redact::redact_url;
@@ -32,13 +33,15 @@ pub struct Pipeline {
     pub journal: Arc<DeliveryJournal>,
     /// Pause switches per endpoint.
     pub controls: Arc<EndpointControls>,
+    /// Whether this instance delivers (always, without a lease).
+    pub leadership: Leadership,
     shutdown: CancellationToken,
     dispatchers: JoinSet<anyhow::Result<()>>,
     sources: JoinSet<anyhow::Result<()>>,
 }
 
 impl Pipeline {
-    /// Opens the outbox in `data_dir` and starts delivering to `endpoints`.
+    /// Opens the outbox in `data_dir` and starts delivering to `endpoints`, alone (no lease).
     pub fn start(
         data_dir: &Path,
         endpoints: &[EndpointConfig],
@@ -46,8 +49,29 @@ impl Pipeline {
         max_in_flight: usize,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(
+            data_dir,
+            endpoints,
+            retry,
+            max_in_flight,
+            metrics,
+            Leadership::always_active(),
+        )
+    }
+
+    /// Like [`Self::start`], delivering only while `leadership` allows; with a lease, dead
+    /// letters go to the shared store in Redis.
+    pub fn start_with(
+        data_dir: &Path,
+        endpoints: &[EndpointConfig],
+        retry: &RetryPolicy,
+        max_in_flight: usize,
+        metrics: Arc<Metrics>,
+        leadership: Leadership,
+    ) -> anyhow::Result<Self> {
         let routes = endpoints.iter().map(Route::from).collect();
-        let outbox = Outbox::open(data_dir, routes, metrics.clone())?;
+        let shared = !leadership.view().me.is_empty();
+        let outbox = Outbox::open(data_dir, routes, metrics.clone(), shared)?;
         let shutdown = CancellationToken::new();
         let journal = Arc::new(DeliveryJournal::new());
         let controls = Arc::new(EndpointControls::new(
@@ -67,6 +91,7 @@ impl Pipeline {
                     journal: journal.clone(),
                     paused: controls.watch(&endpoint.id)?,
                 },
+                leadership.clone(),
             )?;
             let token = shutdown.clone();
             dispatchers.spawn(async move { Ok(dispatcher.run(token, DRAIN_DEADLINE).await?) });
@@ -84,6 +109,7 @@ impl Pipeline {
             outbox,
             journal,
             controls,
+            leadership,
             shutdown,
             dispatchers,
             sources,
@@ -270,12 +296,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 format!("cannot listen on {}: {e}", config.listen),
             )
         })?;
-    let mut pipeline = Pipeline::start(
+    // With Redis, instances share the consumer group and only the lease holder delivers.
+    let leadership = match &config.redis {
+        Some(redis) => Leadership::standby(redis.consumer.clone()),
+        None => Leadership::always_active(),
+    };
+    let mut pipeline = Pipeline::start_with(
         &config.data_dir,
         &config.endpoints,
         &config.retry,
         config.max_in_flight,
         metrics.clone(),
+        leadership.clone(),
     )?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
     if let Some(path) = &config.events_file {
@@ -301,12 +333,17 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         });
     }
     // sources:
+    let mut redis_background = None;
     if let Some(redis) = config.redis.clone() {
+        let timing = crate::source::redis::LeaseTiming {
+            ttl: redis.lease_ttl,
+        };
         let source = crate::source::redis::RedisStreamSource::new(
             redis,
             config.team_ids.clone(),
             pipeline.outbox.clone(),
             metrics.clone(),
+            leadership.clone(),
         )
         .map_err(|e| match e {
             crate::source::redis::RedisSourceError::InvalidSetting { setting, reason } => {
@@ -314,6 +351,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             }
             other => anyhow::Error::new(other),
         })?;
+        redis_background = Some(source.start_background(timing));
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }
@@ -346,6 +384,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 rpc_timeout: config.reconcile.rpc_timeout,
                 require_redis: config.redis.is_some(),
                 teams: config.team_ids.clone(),
+                leadership: leadership.clone(),
             },
         );
         let token = pipeline.shutdown_token();
@@ -387,7 +426,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let outbox = pipeline.outbox.clone();
         let token = pipeline.shutdown_token();
         let token_for_status = config.admin_token.clone();
-        async move { Ok(server::serve(listener, outbox, admin, token_for_status, token).await?) }
+        let leadership = leadership.clone();
+        async move {
+            Ok(server::serve(listener, outbox, leadership, admin, token_for_status, token).await?)
+        }
     });
     pipeline.run_until(shutdown_signal()).await?;
     tracing::info!(
@@ -399,10 +441,14 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         eprintln!("second signal: exiting now; undelivered events stay in the outbox");
         std::process::exit(130);
     });
-    pipeline.stop().await?;
+    let stopped = pipeline.stop().await;
+    if let Some(background) = redis_background {
+        background.finish().await;
+    }
     if let Some(otlp) = otlp {
         otlp.shutdown().await;
     }
+    stopped?;
     tracing::info!("stopped; everything not delivered is kept in the outbox");
     Ok(())
 }

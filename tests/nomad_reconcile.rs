@@ -57,6 +57,7 @@ fn reconcile_settings() -> ReconcileSettings {
         rpc_timeout: Duration::from_secs(1),
         require_redis: false,
         teams: Vec::new(),
+        ..ReconcileSettings::default()
     }
 }
 
@@ -106,7 +107,7 @@ impl Emitter {
             endpoint: "default".into(),
             filter: EventFilter::parse("*").unwrap(),
         }];
-        let outbox = Outbox::open(dir.path(), routes, metrics.clone()).unwrap();
+        let outbox = Outbox::open(dir.path(), routes, metrics.clone(), false).unwrap();
         let mut emitter = Self::with_outbox(outbox, metrics, nomad, token, mode, settings);
         emitter._dir = Some(dir);
         emitter

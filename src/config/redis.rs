@@ -16,6 +16,7 @@ use crate::deliver::sign::Secret;
 use crate::source::redis::{RedisConnectionSettings, RedisTls};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use std::time::Duration;
 use url::Url;
 
 const URL: &str = "REDIS_URL (--redis-url)";
@@ -23,9 +24,10 @@ const CLUSTER_URL: &str = "REDIS_CLUSTER_URL (--redis-cluster-url)";
 const TLS_ENABLED: &str = "REDIS_TLS_ENABLED (--redis-tls-enabled)";
 const TLS_CA: &str = "REDIS_TLS_CA_BASE64 (--redis-tls-ca-base64)";
 const PASSWORD: &str = "REDIS_PASSWORD (--redis-password)";
+const LEASE_TTL: &str = "LEADER_LEASE_TTL (--leader-lease-ttl)";
 
-/// The Redis source settings, or `None` when neither `REDIS_URL` nor `REDIS_CLUSTER_URL` is set.
-pub(super) fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
+/// The Redis settings of `args`, if Redis is configured (also for `dead-letters`).
+pub fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
     let Some(connection) = connection_settings(args)? else {
         return Ok(None);
     };
@@ -36,6 +38,14 @@ pub(super) fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, Config
         .unwrap_or_else(default_consumer);
     let claim_idle = parse_duration(&args.redis_claim_idle)
         .map_err(|e| ConfigError::new("REDIS_CLAIM_IDLE (--redis-claim-idle)", e))?;
+    let lease_ttl =
+        parse_duration(&args.leader_lease_ttl).map_err(|e| ConfigError::new(LEASE_TTL, e))?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&lease_ttl) {
+        return Err(ConfigError::new(
+            LEASE_TTL,
+            "must be between 1s and 5m (the default 8s replaces a lost instance within about 12 s)",
+        ));
+    }
     Ok(Some(RedisConfig {
         connection,
         stream: args.redis_stream.clone(),
@@ -43,6 +53,7 @@ pub(super) fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, Config
         consumer,
         claim_idle,
         trim: args.redis_trim,
+        lease_ttl,
     }))
 }
 

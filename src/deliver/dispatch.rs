@@ -9,6 +9,7 @@ use crate::deliver::format;
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
 use crate::deliver::journal::{Attempted, DeliveryJournal};
 use crate::deliver::retry::{RetryDecision, RetryPolicy};
+use crate::leadership::Leadership;
 use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError, PendingDelivery, StoredEvent};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -37,6 +38,8 @@ pub struct Dispatcher {
     journal: Arc<DeliveryJournal>,
     /// An operator's pause: no new attempt starts while it is true.
     paused: watch::Receiver<bool>,
+    /// Only the active instance delivers (see [`Leadership`]).
+    leadership: Leadership,
 }
 
 /// What an operator watches and switches for one dispatcher.
@@ -58,6 +61,8 @@ enum AttemptResult {
     Sent(Box<StoredEvent>, DeliveryAttempt),
     /// The pending row has no event record (should not happen; dead-lettered so it is visible).
     Missing,
+    /// Not sent: this instance stopped being the active deliverer before the request.
+    NotActive,
 }
 
 /// In-memory scheduling state: per-sandbox queues and the heads that are ready to go.
@@ -144,6 +149,7 @@ impl Dispatcher {
         policy: RetryPolicy,
         max_in_flight: usize,
         oversight: Oversight,
+        leadership: Leadership,
     ) -> Result<Self, crate::deliver::http::ClientError> {
         Ok(Self {
             client: WebhookClient::new(endpoint.timeout, endpoint.response_body_limit)?,
@@ -153,6 +159,7 @@ impl Dispatcher {
             max_in_flight: max_in_flight.max(1),
             journal: oversight.journal,
             paused: oversight.paused,
+            leadership,
         })
     }
 
@@ -176,7 +183,30 @@ impl Dispatcher {
         let mut commits_paused_until: Option<tokio::time::Instant> = None;
         let drain_deadline = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain_deadline);
+        let mut term = None;
         loop {
+            let current = self.leadership.delivery_term();
+            if !stopping && (current.is_none() || current != term) {
+                // The lease changed hands (or was won again): finish what is in flight, record
+                // it, and forget the in-memory window — the takeover may have changed the outbox.
+                while let Some(joined) = in_flight.join_next().await {
+                    self.finish(joined, &mut schedule, &mut completions);
+                }
+                self.outbox
+                    .complete(std::mem::take(&mut completions))
+                    .await?;
+                first_uncommitted = None;
+                schedule = Schedule::default();
+                on_disk = true;
+                term = current;
+                if term.is_none() {
+                    tokio::select! {
+                        () = self.leadership.until_delivering() => {}
+                        () = shutdown.cancelled() => stopping = true,
+                    }
+                    continue;
+                }
+            }
             let now = tokio::time::Instant::now();
             if on_disk
                 && !stopping
@@ -222,6 +252,7 @@ impl Dispatcher {
                                 sandbox,
                                 head,
                                 stored,
+                                (self.leadership.clone(), term),
                             ));
                         }
                     }
@@ -330,6 +361,8 @@ impl Dispatcher {
         } = done;
         let (stored, attempt) = match result {
             AttemptResult::Sent(stored, attempt) => (stored, attempt),
+            // Stays pending on disk; the window is reloaded when this instance is active again.
+            AttemptResult::NotActive => return,
             AttemptResult::Missing => {
                 tracing::error!(
                     endpoint,
@@ -463,8 +496,12 @@ async fn attempt(
     sandbox: Arc<str>,
     head: PendingDelivery,
     stored: Option<StoredEvent>,
+    (leadership, term): (Leadership, Option<u64>),
 ) -> Finished {
     let result = match stored {
+        // Checked again right before the request: a process frozen past its lease finds its
+        // local deadline gone when it resumes, and sends nothing.
+        Some(_) if leadership.delivery_term() != term => AttemptResult::NotActive,
         Some(stored) => {
             let request = format::render(
                 endpoint.format,

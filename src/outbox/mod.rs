@@ -4,16 +4,18 @@
 mod open;
 mod raw_input;
 mod store;
+mod stream_acks;
 mod writability;
 
 pub use open::MovedAside;
 pub use raw_input::RawInput;
 
 pub use store::{
-    AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, MalformedInput,
-    OutboxError, OutboxStatus, PendingDelivery, ReplayReport, SandboxRecord, SandboxState,
-    StoredEvent,
+    AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, FromStream,
+    MalformedInput, OutboxError, OutboxStatus, PendingDelivery, ReplayReport, SandboxRecord,
+    SandboxState, StoredEvent, StreamEntryRef,
 };
+pub use stream_acks::StreamSync;
 
 use crate::config::EndpointConfig;
 use crate::event::{EventFilter, SandboxEvent};
@@ -21,7 +23,7 @@ use crate::server::metrics::Metrics;
 use std::path::Path;
 use std::sync::Arc;
 use store::Store;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use writability::Writability;
 
 /// One endpoint as the outbox sees it: an id and the labels it wants.
@@ -49,16 +51,22 @@ pub struct Outbox {
     metrics: Arc<Metrics>,
     appended: Arc<watch::Sender<u64>>,
     writability: Arc<Writability>,
+    /// Woken when entries are finished and dead letters made, for the Redis side to sync.
+    finished: Arc<Notify>,
 }
 
 impl Outbox {
     /// Opens (or creates) the outbox in `dir` for writing; fails if another process holds it.
+    ///
+    /// With `shared_dead_letters`, dead letters are handed to the Redis side ([`Self::stream_sync`])
+    /// and kept here only until they are copied.
     pub fn open(
         dir: &Path,
         routes: Vec<Route>,
         metrics: Arc<Metrics>,
+        shared_dead_letters: bool,
     ) -> Result<Self, OutboxError> {
-        let store = Store::open(dir, routes)?;
+        let store = Store::open(dir, routes, shared_dead_letters)?;
         let last = store.last_seq()?;
         let writability = Writability::new(metrics.clone(), open::database_path(dir));
         writability.recovered();
@@ -67,6 +75,7 @@ impl Outbox {
             metrics,
             appended: Arc::new(watch::channel(last).0),
             writability: Arc::new(writability),
+            finished: Arc::new(Notify::new()),
         })
     }
 
@@ -166,8 +175,34 @@ impl Outbox {
             .map(|e| e.lifecycle.label().to_owned())
             .collect();
         let report = self
-            .write_waiting(move |store| store.append(source, &events))
+            .write_waiting(move |store| store.append(source, &events, None))
             .await?;
+        self.after_append(source, &labels, &report);
+        Ok(report)
+    }
+
+    /// Like [`Self::append`], for events read from a stream: each event remembers its entry,
+    /// which is acknowledged only once the event is delivered or dead-lettered everywhere.
+    pub async fn append_from_stream(
+        &self,
+        source: &'static str,
+        events: Vec<(SandboxEvent, FromStream)>,
+    ) -> Result<AppendReport, OutboxError> {
+        let labels: Vec<String> = events
+            .iter()
+            .map(|(e, _)| e.lifecycle.label().to_owned())
+            .collect();
+        let (events, from): (Vec<_>, Vec<_>) = events.into_iter().unzip();
+        let report = self
+            .write_waiting(move |store| store.append(source, &events, Some(&from)))
+            .await?;
+        self.after_append(source, &labels, &report);
+        // Duplicates and events no endpoint wants are acknowledged at once.
+        self.finished.notify_one();
+        Ok(report)
+    }
+
+    fn after_append(&self, source: &'static str, labels: &[String], report: &AppendReport) {
         for (label, new) in labels.iter().zip(&report.is_new) {
             if *new {
                 self.metrics.event_received(source, label);
@@ -176,16 +211,54 @@ impl Outbox {
         if let Some(last) = report.last_seq {
             self.appended.send_replace(last);
         }
-        Ok(report)
     }
 
-    /// Durably keeps malformed inputs in the dead-letter store, for an operator to inspect.
-    /// While the outbox cannot be written, waits.
-    pub async fn set_aside(&self, inputs: Vec<MalformedInput>) -> Result<(), OutboxError> {
+    /// Durably keeps malformed inputs in the dead-letter store, for an operator to inspect;
+    /// `entries`, the stream entries they were read from, are then acknowledged. While the
+    /// outbox cannot be written, waits.
+    pub async fn set_aside(
+        &self,
+        inputs: Vec<MalformedInput>,
+        entries: Vec<StreamEntryRef>,
+    ) -> Result<(), OutboxError> {
         for input in &inputs {
             self.metrics.malformed_input(&input.source);
         }
-        self.write_waiting(move |store| store.set_aside(&inputs))
+        self.write_waiting(move |store| store.set_aside(&inputs, &entries))
+            .await?;
+        self.finished.notify_one();
+        Ok(())
+    }
+
+    /// Queues stream entries that carry nothing to deliver for acknowledgement.
+    pub async fn acknowledge(&self, entries: Vec<StreamEntryRef>) -> Result<(), OutboxError> {
+        self.set_aside(Vec::new(), entries).await
+    }
+
+    /// Dead letters to copy to the shared store and entries to acknowledge, up to `limit` each.
+    pub async fn stream_sync(&self, limit: usize) -> Result<StreamSync, OutboxError> {
+        self.read(move |store| store.stream_sync(limit)).await
+    }
+
+    /// Records that the Redis side has done `done`.
+    pub async fn stream_synced(&self, done: StreamSync) -> Result<(), OutboxError> {
+        self.write(move |store| store.stream_synced(&done)).await
+    }
+
+    /// Resolves when entries may have been finished since the last call.
+    pub async fn entries_finished(&self) {
+        self.finished.notified().await;
+    }
+
+    /// Stream entries whose events are still pending here.
+    pub async fn live_entries(&self) -> Result<Vec<StreamEntryRef>, OutboxError> {
+        self.read(|store| store.live_entries()).await
+    }
+
+    /// Drops the events of these entries without delivering them (another instance finished
+    /// them); returns how many were here.
+    pub async fn forget_entries(&self, entries: Vec<String>) -> Result<usize, OutboxError> {
+        self.write(move |store| store.forget_entries(&entries))
             .await
     }
 
@@ -232,7 +305,10 @@ impl Outbox {
     /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
     /// tries again, so deliveries go on while sources wait for the disk.
     pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), OutboxError> {
-        self.write(move |store| store.complete(&completions)).await
+        self.write(move |store| store.complete(&completions))
+            .await?;
+        self.finished.notify_one();
+        Ok(())
     }
 
     /// Forgets event ids older than `age` (the de-duplication window).
@@ -344,7 +420,7 @@ pub fn replay_dead_letters(
     ids: Option<&[u64]>,
     endpoint: Option<&str>,
 ) -> Result<ReplayReport, OutboxError> {
-    let store = Store::open(dir, Vec::new())?;
+    let store = Store::open(dir, Vec::new(), false)?;
     let wanted = select_dead_letters(&store, ids, endpoint)?;
     store.replay(wanted.as_deref())
 }

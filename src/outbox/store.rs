@@ -17,17 +17,24 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// seq → stored event (JSON).
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// event id → time it was appended (ms); the de-duplication window.
 const EVENT_IDS: TableDefinition<&str, i64> = TableDefinition::new("event_ids");
 /// (endpoint, seq) → delivery state (JSON); one row per event an endpoint still has to get.
-const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
+pub(super) const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
 /// dead-letter id → dead letter (JSON).
-const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+pub(super) const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// sandbox id → what the event stream says about it (JSON).
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 /// Counters and source positions.
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Stream entry id → the event it carries that is still pending here (JSON [`LiveEntry`]).
+pub(super) const STREAM_ENTRIES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("stream_entries");
+/// Stream entry id → its Redis generation: finished here, to be acknowledged (`XACK`).
+pub(super) const ACKS: TableDefinition<&str, &str> = TableDefinition::new("stream_acks");
+/// Dead letters not yet copied to the shared store in Redis.
+pub(super) const DEAD_EXPORT: TableDefinition<u64, ()> = TableDefinition::new("dead_export");
 
 const NEXT_SEQ: &str = "outbox.next_seq";
 const NEXT_DEAD: &str = "outbox.next_dead_letter";
@@ -209,6 +216,36 @@ struct EventRecord {
     appended_at_ms: i64,
     source: String,
     event: Value,
+    /// The stream entry the event came from, acknowledged once the event is finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entry: Option<StreamEntryRef>,
+}
+
+/// A Redis stream entry, with the generation of the Redis data set it belongs to (a Redis that
+/// restarted without its data has a new generation, and its old entry ids mean nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEntryRef {
+    /// Entry id, `<ms>-<seq>`.
+    pub id: String,
+    /// The generation it was read in.
+    pub generation: String,
+}
+
+/// Where an event read from a stream came from, and whether it is a replayed dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FromStream {
+    /// Its entry, acknowledged once the event is finished.
+    pub entry: StreamEntryRef,
+    /// A dead letter put back on the stream for this endpoint only (`dead-letters replay`):
+    /// delivered again although its id was seen before.
+    pub replay_to: Option<String>,
+}
+
+/// A stream entry whose event is still pending in this outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct LiveEntry {
+    pub(super) seq: u64,
+    pub(super) generation: String,
 }
 
 /// Delivery state of one event for one endpoint.
@@ -379,7 +416,9 @@ enum Handle {
 pub(super) struct Store {
     db: std::sync::RwLock<Handle>,
     dir: PathBuf,
-    routes: Vec<Route>,
+    pub(super) routes: Vec<Route>,
+    /// Dead letters are copied to Redis (the shared store) and removed here once copied.
+    export_dead_letters: bool,
 }
 
 fn closed() -> OutboxError {
@@ -394,16 +433,23 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, OutboxError> {
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, OutboxError> {
     serde_json::from_slice(bytes).map_err(|e| OutboxError::Corrupt(format!("{what}: {e}")))
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("outbox records always serialize")
 }
 
 impl Store {
-    pub(super) fn open(dir: &Path, routes: Vec<Route>) -> Result<Self, OutboxError> {
+    pub(super) fn open(
+        dir: &Path,
+        routes: Vec<Route>,
+        export_dead_letters: bool,
+    ) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| OutboxError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         open::refuse_lost(dir)?;
@@ -444,6 +490,9 @@ impl Store {
             txn.open_table(PENDING)?;
             txn.open_table(DEAD)?;
             txn.open_table(SANDBOXES)?;
+            txn.open_table(STREAM_ENTRIES)?;
+            txn.open_table(ACKS)?;
+            txn.open_table(DEAD_EXPORT)?;
             let mut state = txn.open_table(STATE)?;
             if !routes.is_empty() {
                 let ids: Vec<&str> = routes.iter().map(|r| r.endpoint.as_str()).collect();
@@ -461,6 +510,7 @@ impl Store {
             db: std::sync::RwLock::new(Handle::Write(db)),
             dir: dir.to_owned(),
             routes,
+            export_dead_letters,
         })
     }
 
@@ -469,6 +519,7 @@ impl Store {
             db: std::sync::RwLock::new(Handle::Read(open::readable(dir)?)),
             dir: dir.to_owned(),
             routes: Vec::new(),
+            export_dead_letters: false,
         })
     }
 
@@ -490,7 +541,7 @@ impl Store {
         Ok(())
     }
 
-    fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {
+    pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {
         let handle = self.db.read().expect("outbox handle lock poisoned");
         Ok(match &*handle {
             Handle::Write(db) | Handle::Read(open::Readable::RepairedCopy { db, .. }) => {
@@ -501,7 +552,7 @@ impl Store {
         })
     }
 
-    fn begin_durable(&self) -> Result<redb::WriteTransaction, OutboxError> {
+    pub(super) fn begin_durable(&self) -> Result<redb::WriteTransaction, OutboxError> {
         let handle = self.db.read().expect("outbox handle lock poisoned");
         let mut txn = match &*handle {
             Handle::Write(db) => db.begin_write()?,
@@ -514,7 +565,7 @@ impl Store {
         Ok(txn)
     }
 
-    fn commit_durable(&self, txn: redb::WriteTransaction) -> Result<(), OutboxError> {
+    pub(super) fn commit_durable(&self, txn: redb::WriteTransaction) -> Result<(), OutboxError> {
         Ok(txn.commit()?)
     }
 
@@ -524,10 +575,13 @@ impl Store {
         Ok(read_counter(&state, NEXT_SEQ)?.saturating_sub(1))
     }
 
+    /// Appends `events`; with `from` (one per event), each event remembers its stream entry,
+    /// and entries with nothing (new) to deliver are queued for acknowledgement at once.
     pub(super) fn append(
         &self,
         source: &str,
         events: &[SandboxEvent],
+        from: Option<&[FromStream]>,
     ) -> Result<AppendReport, OutboxError> {
         let mut report = AppendReport::default();
         let now = now_ms();
@@ -539,31 +593,95 @@ impl Store {
             let mut ids = txn.open_table(EVENT_IDS)?;
             let mut pending = txn.open_table(PENDING)?;
             let mut sandboxes = txn.open_table(SANDBOXES)?;
+            let mut live = txn.open_table(STREAM_ENTRIES)?;
+            let mut acks = txn.open_table(ACKS)?;
             let mut seen_in_batch = HashSet::new();
-            for event in events {
-                let new = seen_in_batch.insert(event.id()) && ids.get(event.id())?.is_none();
+            for (i, event) in events.iter().enumerate() {
+                let from = from.and_then(|f| f.get(i));
+                let entry = from.map(|f| &f.entry);
+                let replay_to = from.and_then(|f| f.replay_to.as_deref());
+                let new = match (replay_to, entry) {
+                    // A replay is new unless this very entry was read before.
+                    (Some(_), Some(entry)) => live.get(entry.id.as_str())?.is_none(),
+                    _ => seen_in_batch.insert(event.id()) && ids.get(event.id())?.is_none(),
+                };
                 report.is_new.push(new);
                 if !new {
                     report.duplicates += 1;
+                    // The same entry read again is still carried by its event; another entry
+                    // with an event we already have holds no work of its own.
+                    if let Some(entry) = entry
+                        && live.get(entry.id.as_str())?.is_none()
+                    {
+                        acks.insert(entry.id.as_str(), entry.generation.as_str())?;
+                    }
                     continue;
                 }
                 report.appended += 1;
                 ids.insert(event.id(), now)?;
-                track_sandbox(&mut sandboxes, event, now)?;
-                let routes: Vec<&Route> = self
-                    .routes
-                    .iter()
-                    .filter(|r| r.filter.accepts(event))
-                    .collect();
+                let routes: Vec<&Route> = match replay_to {
+                    Some(endpoint) => self
+                        .routes
+                        .iter()
+                        .filter(|r| r.endpoint == endpoint)
+                        .collect(),
+                    None => {
+                        track_sandbox(&mut sandboxes, event, now)?;
+                        self.routes
+                            .iter()
+                            .filter(|r| r.filter.accepts(event))
+                            .collect()
+                    }
+                };
                 if routes.is_empty() {
+                    if let Some(endpoint) = replay_to {
+                        // Never dropped: back to the dead letters, with the reason.
+                        let mut dead = txn.open_table(DEAD)?;
+                        let mut export = txn.open_table(DEAD_EXPORT)?;
+                        let id = read_counter(&state, NEXT_DEAD)?.max(1);
+                        let letter = DeadLetter {
+                            id,
+                            endpoint: Some(endpoint.to_owned()),
+                            source: source.to_owned(),
+                            event_id: Some(event.id().to_owned()),
+                            sandbox_id: Some(event.sandbox_id().to_owned()),
+                            label: Some(event.lifecycle.label().to_owned()),
+                            event: Some(Value::Object(event.raw().clone())),
+                            input: super::RawInput::default(),
+                            position: entry.map(|e| e.id.clone()),
+                            attempts: 0,
+                            last_status: None,
+                            reason: format!(
+                                "replayed for endpoint {endpoint:?}, which this instance does not deliver to; check the endpoints of the active instance"
+                            ),
+                            appended_at_ms: now,
+                            dead_at_ms: now,
+                        };
+                        dead.insert(id, encode(&letter).as_slice())?;
+                        if self.export_dead_letters {
+                            export.insert(id, ())?;
+                        }
+                        state.insert(NEXT_DEAD, (id + 1).to_be_bytes().as_slice())?;
+                    }
+                    if let Some(entry) = entry {
+                        acks.insert(entry.id.as_str(), entry.generation.as_str())?;
+                    }
                     continue;
                 }
                 let seq = next_seq;
                 next_seq += 1;
+                if let Some(entry) = entry {
+                    let row = LiveEntry {
+                        seq,
+                        generation: entry.generation.clone(),
+                    };
+                    live.insert(entry.id.as_str(), encode(&row).as_slice())?;
+                }
                 let record = EventRecord {
                     appended_at_ms: now,
                     source: source.to_owned(),
                     event: Value::Object(event.raw().clone()),
+                    entry: entry.cloned(),
                 };
                 table.insert(seq, encode(&record).as_slice())?;
                 let delivery = encode(&DeliveryState {
@@ -581,12 +699,23 @@ impl Store {
         Ok(report)
     }
 
-    pub(super) fn set_aside(&self, inputs: &[MalformedInput]) -> Result<(), OutboxError> {
+    /// Keeps malformed inputs as dead letters; `entries` (the stream entries they were) are
+    /// queued for acknowledgement in the same commit.
+    pub(super) fn set_aside(
+        &self,
+        inputs: &[MalformedInput],
+        entries: &[StreamEntryRef],
+    ) -> Result<(), OutboxError> {
         let now = now_ms();
         let txn = self.begin_durable()?;
         {
             let mut state = txn.open_table(STATE)?;
             let mut dead = txn.open_table(DEAD)?;
+            let mut export = txn.open_table(DEAD_EXPORT)?;
+            let mut acks = txn.open_table(ACKS)?;
+            for entry in entries {
+                acks.insert(entry.id.as_str(), entry.generation.as_str())?;
+            }
             let mut next = read_counter(&state, NEXT_DEAD)?.max(1);
             for input in inputs {
                 let letter = DeadLetter {
@@ -606,6 +735,9 @@ impl Store {
                     dead_at_ms: now,
                 };
                 dead.insert(next, encode(&letter).as_slice())?;
+                if self.export_dead_letters {
+                    export.insert(next, ())?;
+                }
                 next += 1;
             }
             state.insert(NEXT_DEAD, next.to_be_bytes().as_slice())?;
@@ -692,6 +824,9 @@ impl Store {
             let mut pending = txn.open_table(PENDING)?;
             let mut dead = txn.open_table(DEAD)?;
             let mut state = txn.open_table(STATE)?;
+            let mut export = txn.open_table(DEAD_EXPORT)?;
+            let mut live = txn.open_table(STREAM_ENTRIES)?;
+            let mut acks = txn.open_table(ACKS)?;
             let mut next_dead = read_counter(&state, NEXT_DEAD)?.max(1);
             let mut finished = Vec::new();
             for completion in completions {
@@ -747,6 +882,9 @@ impl Store {
                             dead_at_ms: now_ms(),
                         };
                         dead.insert(next_dead, encode(&letter).as_slice())?;
+                        if self.export_dead_letters {
+                            export.insert(next_dead, ())?;
+                        }
                         next_dead += 1;
                         finished.push(*seq);
                     }
@@ -762,8 +900,12 @@ impl Store {
                     .collect::<Result<Vec<bool>, _>>()?
                     .into_iter()
                     .any(|p| p);
-                if !still_pending {
-                    events.remove(seq)?;
+                if !still_pending && let Some(removed) = events.remove(seq)? {
+                    let record: EventRecord = decode("event", removed.value())?;
+                    if let Some(entry) = record.entry {
+                        live.remove(entry.id.as_str())?;
+                        acks.insert(entry.id.as_str(), entry.generation.as_str())?;
+                    }
                 }
             }
         }
@@ -887,6 +1029,7 @@ impl Store {
                     appended_at_ms: now,
                     source: letter.source.clone(),
                     event: event.clone(),
+                    entry: None,
                 };
                 events.insert(seq, encode(&record).as_slice())?;
                 let delivery = DeliveryState {

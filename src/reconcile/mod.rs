@@ -20,6 +20,7 @@ pub mod proto {
 }
 
 use crate::event::{EventError, Lifecycle, SandboxEvent};
+use crate::leadership::Leadership;
 use crate::outbox::{Outbox, SandboxRecord};
 use crate::server::metrics::Metrics;
 use crate::source::nomad::OrchestratorSet;
@@ -53,6 +54,8 @@ pub struct ReconcileSettings {
     pub require_redis: bool,
     /// The teams served; sandboxes of other teams are ignored. Empty: every team.
     pub teams: Vec<Uuid>,
+    /// Only the active instance reconciles (a standby's view of the sandboxes is not current).
+    pub leadership: Leadership,
 }
 
 impl Default for ReconcileSettings {
@@ -63,6 +66,7 @@ impl Default for ReconcileSettings {
             rpc_timeout: Duration::from_secs(10),
             require_redis: false,
             teams: Vec::new(),
+            leadership: Leadership::always_active(),
         }
     }
 }
@@ -241,6 +245,9 @@ impl Reconciler {
             return Some(
                 "waiting for the first list of orchestrator allocations from Nomad".into(),
             );
+        }
+        if self.settings.leadership.delivery_term().is_none() {
+            return Some("standing by: another instance is the active deliverer".into());
         }
         if self.settings.require_redis {
             match self.metrics.components().get("redis") {

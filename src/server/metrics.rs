@@ -61,6 +61,8 @@ pub struct Metrics {
     pub nomad_last_index: Gauge,
     /// Orchestrator allocations currently running.
     pub orchestrators_known: Gauge,
+    /// 1 while this instance holds the leader lease (the active deliverer).
+    pub leader: Gauge,
     reconcile_runs: Family<Labels, Counter>,
     synthesized_events: Family<Labels, Counter>,
     components: Mutex<BTreeMap<&'static str, ComponentState>>,
@@ -92,6 +94,7 @@ impl Metrics {
             redis_lag: Gauge::default(),
             nomad_last_index: Gauge::default(),
             orchestrators_known: Gauge::default(),
+            leader: Gauge::default(),
             reconcile_runs: Family::default(),
             synthesized_events: Family::default(),
             components: Mutex::new(BTreeMap::new()),
@@ -161,6 +164,11 @@ impl Metrics {
             "orchestrators_known",
             "Orchestrator allocations currently tracked as running",
             m.orchestrators_known.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this instance holds the leader lease and delivers; 0 on a standby",
+            m.leader.clone(),
         );
         registry.register(
             "reconcile_runs",

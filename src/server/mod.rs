@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod otlp;
 
 use crate::admin::auth::AdminToken;
+use crate::leadership::Leadership;
 use crate::outbox::Outbox;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -22,6 +23,7 @@ struct ServerState {
     metrics: Arc<Metrics>,
     outbox: Outbox,
     admin: Option<AdminToken>,
+    leadership: Leadership,
 }
 
 /// Serves the operator endpoints on `listener` until `shutdown`, with `extra` routes (the admin
@@ -29,6 +31,7 @@ struct ServerState {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     outbox: Outbox,
+    leadership: Leadership,
     extra: Option<axum::Router>,
     admin: Option<AdminToken>,
     shutdown: CancellationToken,
@@ -37,6 +40,7 @@ pub async fn serve(
         metrics: outbox.metrics().clone(),
         outbox,
         admin,
+        leadership,
     };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_page))
@@ -99,12 +103,17 @@ async fn readyz(State(state): State<ServerState>, headers: HeaderMap) -> Respons
     (code, axum::Json(body)).into_response()
 }
 
+/// The outbox's status, and who holds the leader lease (`lease`).
 async fn status(State(state): State<ServerState>, headers: HeaderMap) -> Response {
     if !admitted(&state, &headers) {
         return refusal(&state, "/status");
     }
     match state.outbox.status().await {
-        Ok(status) => axum::Json(status).into_response(),
+        Ok(status) => {
+            let mut body = serde_json::to_value(status).unwrap_or_default();
+            body["lease"] = serde_json::to_value(state.leadership.view()).unwrap_or_default();
+            axum::Json(body).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -79,7 +79,9 @@ async fn flush(
 ) -> Result<(), OutboxError> {
     if !malformed.is_empty() {
         report.malformed += malformed.len();
-        outbox.set_aside(std::mem::take(malformed)).await?;
+        outbox
+            .set_aside(std::mem::take(malformed), Vec::new())
+            .await?;
     }
     if !batch.is_empty() {
         let appended = outbox.append(source, std::mem::take(batch)).await?;

@@ -2,11 +2,25 @@
 //! group, keeps the `wh:<team>` gate keys alive, claims what lost instances left behind and
 //! trims what the group has finished.
 //!
-//! An entry is acknowledged (`XACK`) only after the outbox has durably committed it, or set it
-//! aside as malformed. Whatever happens before that — a crash, a lost connection, a full disk —
-//! leaves the entry pending in the group, and it is read again: by this consumer when it comes
-//! back (pending entries are read first), or by another instance once it has been idle for
-//! `claim_idle` (`XAUTOCLAIM`).
+//! The group's pending list is the shared record of undelivered work. An entry is acknowledged
+//! (`XACK`, by [`sync`]) only once its event has been delivered — or dead-lettered, the dead
+//! letter copied to Redis — for every endpoint that wants it; until then it stays pending, and a
+//! lost node loses nothing Redis holds. The local outbox keeps its own durable copy of what was
+//! read, so a Redis that restarts without its data loses nothing already read either.
+//!
+//! Only the instance holding the leader lease ([`lease`]) reads and delivers. When it becomes
+//! active it first claims every entry pending in the group, whoever read it, in stream order
+//! (`XAUTOCLAIM` from `0-0` with no minimum idle time), and only then reads new ones: a new
+//! instance — or the same one under a new consumer name — never delivers a sandbox's new event
+//! before an older one its predecessor had read.
+
+mod dead_letters;
+mod keys;
+mod lease;
+mod sync;
+
+pub use dead_letters::{SharedDeadLetters, SharedReplay};
+pub use lease::LeaseTiming;
 
 mod client;
 
@@ -14,19 +28,24 @@ pub use client::{RedisConnectionSettings, RedisTls};
 
 use crate::config::RedisConfig;
 use crate::event::SandboxEvent;
-use crate::outbox::{MalformedInput, Outbox, OutboxError, RawInput};
+use crate::leadership::Leadership;
+use crate::outbox::{FromStream, MalformedInput, Outbox, OutboxError, RawInput, StreamEntryRef};
 use crate::server::metrics::Metrics;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use client::{RedisClient, RedisConnection};
+use keys::Keys;
 use redis::streams::{
     StreamInfoConsumersReply, StreamInfoGroupsReply, StreamPendingReply, StreamTrimOptions,
     StreamTrimmingMode,
 };
 use redis::{AsyncCommands, RedisError, Value};
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -35,8 +54,10 @@ use uuid::Uuid;
 const SOURCE: &str = "redis";
 /// Entries per `XREADGROUP` / `XAUTOCLAIM`, and so per outbox commit.
 const BATCH: usize = 256;
-/// How long one `XREADGROUP` waits for new entries; timers run between reads.
+/// How long one wait for new entries (`XREAD BLOCK`) lasts; timers run between reads.
 const BLOCK: Duration = Duration::from_secs(2);
+/// How often a standby checks its connection to Redis (for readiness).
+const STANDBY_PING: Duration = Duration::from_secs(2);
 /// The orchestrator only checks that `wh:<team>` exists (`EXISTS`); the value tells an operator
 /// reading the key who keeps it.
 const GATE_KEY_VALUE: &str = "e2b-webhook-emitter";
@@ -115,22 +136,42 @@ pub struct RedisStreamSource {
     outbox: Outbox,
     metrics: Arc<Metrics>,
     client: Arc<RedisClient>,
+    leadership: Leadership,
+    keys: Keys,
     /// `host:port` of the configured node: the only part of the settings that is ever logged.
     addr: String,
     /// Other consumer groups on the stream, as last reported (trimming ignores them).
     other_groups: Vec<String>,
     /// Whether events of other teams were seen (explained once in the log).
     other_teams_seen: std::sync::atomic::AtomicBool,
+    /// The Redis data set's generation, for [`sync`].
+    generation: watch::Sender<Option<String>>,
+}
+
+/// The lease and the acknowledgements: they outlive the pipeline's drain, so the lease is
+/// renewed while in-flight deliveries finish and what they delivered is acknowledged.
+pub struct RedisBackground {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RedisBackground {
+    /// Acknowledges what is finished, gives the lease up, and returns.
+    pub async fn finish(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
 }
 
 impl RedisStreamSource {
-    /// A source for `config`, keeping the gate keys of `team_ids`; fails only on a connection
-    /// setting the Redis client refuses (a CA certificate it cannot parse).
+    /// A source for `config`, keeping the gate keys of `team_ids` while `leadership` is active;
+    /// fails only on a connection setting the Redis client refuses (a CA it cannot parse).
     pub fn new(
         config: RedisConfig,
         team_ids: Vec<Uuid>,
         outbox: Outbox,
         metrics: Arc<Metrics>,
+        leadership: Leadership,
     ) -> Result<Self, RedisSourceError> {
         let client = RedisClient::open(&config.connection).map_err(|e| {
             // Only the error's kind and detail, never the settings: they may hold a password.
@@ -146,19 +187,48 @@ impl RedisStreamSource {
             }
         })?;
         let addr = config.connection.addr();
+        let keys = Keys::new(&config.stream, &config.group);
         Ok(Self {
             config,
             team_ids,
             outbox,
             metrics,
             client: Arc::new(client),
+            leadership,
+            keys,
             addr,
             other_groups: Vec::new(),
             other_teams_seen: Default::default(),
+            generation: watch::channel(None).0,
         })
     }
 
-    /// Runs until `shutdown` is cancelled; returns after the current batch is committed and acked.
+    /// Starts the lease keeper and the acknowledger, each on its own connection.
+    pub fn start_background(&self, timing: LeaseTiming) -> RedisBackground {
+        let client = self.client.clone();
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let keeper = lease::LeaseKeeper {
+            client: client.clone(),
+            keys: self.keys.clone(),
+            me: self.config.consumer.clone(),
+            timing,
+            leadership: self.leadership.clone(),
+            metrics: self.metrics.clone(),
+        };
+        tasks.spawn(keeper.run(stop.clone()));
+        let syncer = sync::StreamSyncer {
+            client,
+            keys: self.keys.clone(),
+            group: self.config.group.clone(),
+            outbox: self.outbox.clone(),
+            generation: self.generation.subscribe(),
+        };
+        tasks.spawn(syncer.run(stop.clone()));
+        RedisBackground { stop, tasks }
+    }
+
+    /// Runs until `shutdown` is cancelled; returns after the current batch is committed.
     ///
     /// Connection and outbox failures are logged, reported through readiness and retried with
     /// backoff.
@@ -206,7 +276,7 @@ impl RedisStreamSource {
         }
     }
 
-    /// One connection's life: set up, catch up, then read until shutdown or an error.
+    /// One connection's life: set up, then stand by or consume, until shutdown or an error.
     async fn consume(
         &mut self,
         client: &RedisClient,
@@ -218,55 +288,186 @@ impl RedisStreamSource {
             conn = client.connect() => conn.map_err(|e| self.redis_error(e))?,
         };
         self.ensure_group(&mut conn).await?;
-        // Only once the group exists: see `ensure_group` for why the order matters.
-        self.refresh_gate_keys(&mut conn).await?;
-        self.metrics.set_component(
-            SOURCE,
-            true,
-            format!(
-                "consuming {} as {}/{} at {}",
-                self.config.stream, self.config.group, self.config.consumer, self.addr
-            ),
-        );
-        tracing::info!(
-            redis = %self.addr,
-            stream = %self.config.stream,
-            group = %self.config.group,
-            consumer = %self.config.consumer,
-            teams = self.team_ids.len(),
-            "consuming the orchestrator's event stream"
-        );
+        let generation = self.generation(&mut conn).await?;
+        self.generation.send_replace(Some(generation.clone()));
         backoff.reset();
-        self.read_own_pending(&mut conn).await?;
-
-        let claim_interval =
-            (self.config.claim_idle / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
-        let start = Instant::now();
-        let mut next_gate_refresh = start + GATE_KEY_REFRESH;
-        let mut next_claim = start;
-        let mut next_housekeeping = start;
         loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
+            self.metrics.set_component(
+                SOURCE,
+                true,
+                format!(
+                    "standing by as {} at {} (another instance holds the leader lease)",
+                    self.config.consumer, self.addr
+                ),
+            );
+            // Standby: nothing is read; the connection is checked so readiness stays true.
+            let term = loop {
+                if let Some(term) = self.leadership.active_term() {
+                    break term;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = self.leadership.until_active() => {}
+                    () = tokio::time::sleep(STANDBY_PING) => {
+                        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| self.redis_error(e))?;
+                    }
+                }
+            };
+            // Only once the group exists: see `ensure_group` for why the order matters.
+            self.refresh_gate_keys(&mut conn).await?;
+            let Some(mut last_seen) = self.take_over(&mut conn, &generation, term).await? else {
+                continue;
+            };
+            self.metrics.set_component(
+                SOURCE,
+                true,
+                format!(
+                    "active: consuming {} as {}/{} at {}",
+                    self.config.stream, self.config.group, self.config.consumer, self.addr
+                ),
+            );
+            tracing::info!(
+                redis = %self.addr,
+                stream = %self.config.stream,
+                group = %self.config.group,
+                consumer = %self.config.consumer,
+                teams = self.team_ids.len(),
+                "consuming the orchestrator's event stream"
+            );
+            let claim_interval = (self.config.claim_idle / 2)
+                .clamp(Duration::from_millis(500), Duration::from_secs(30));
+            let start = Instant::now();
+            let mut next_gate_refresh = start + GATE_KEY_REFRESH;
+            let mut next_claim = start + claim_interval;
+            let mut next_housekeeping = start;
+            loop {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                if self.leadership.active_term() != Some(term) {
+                    tracing::info!(consumer = %self.config.consumer, "stopped reading the stream: no longer the active instance");
+                    break;
+                }
+                let now = Instant::now();
+                if now >= next_gate_refresh {
+                    self.refresh_gate_keys(&mut conn).await?;
+                    next_gate_refresh = now + GATE_KEY_REFRESH;
+                }
+                if now >= next_claim {
+                    if !self
+                        .claim(&mut conn, &generation, self.config.claim_idle, None)
+                        .await?
+                    {
+                        continue;
+                    }
+                    next_claim = now + claim_interval;
+                }
+                if now >= next_housekeeping {
+                    self.housekeeping(&mut conn).await?;
+                    next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+                }
+                let Some(entries) = self.read_new(&mut conn).await? else {
+                    continue;
+                };
+                if let Some(last) = entries.last() {
+                    last_seen = last.id.clone();
+                    self.commit(entries, &generation).await?;
+                    continue;
+                }
+                // Nothing new: wait for the stream to grow past what was seen. A plain XREAD
+                // changes nothing in the group, so it needs no fence.
+                let mut wait = redis::cmd("XREAD");
+                wait.arg("BLOCK")
+                    .arg(BLOCK.as_millis() as u64)
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("STREAMS")
+                    .arg(&self.config.stream)
+                    .arg(&last_seen);
+                let reply: Value = wait
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.redis_error(e))?;
+                let grown = parse_read_reply(reply).map_err(|detail| {
+                    RedisSourceError::UnexpectedReply {
+                        command: "XREAD",
+                        detail,
+                    }
+                })?;
+                if let Some(last) = grown.last() {
+                    last_seen = last.id.clone();
+                }
             }
-            let now = Instant::now();
-            if now >= next_gate_refresh {
-                self.refresh_gate_keys(&mut conn).await?;
-                next_gate_refresh = now + GATE_KEY_REFRESH;
-            }
-            if now >= next_claim {
-                self.claim_abandoned(&mut conn).await?;
-                next_claim = now + claim_interval;
-            }
-            if now >= next_housekeeping {
-                self.housekeeping(&mut conn).await?;
-                next_housekeeping = now + HOUSEKEEPING_INTERVAL;
-            }
-            // Not abandoned on shutdown (it ends within BLOCK): what it returns is committed and
-            // acknowledged now, rather than left pending until a successor claims it.
-            let entries = self.read_group(&mut conn, ">", Some(BLOCK)).await?;
-            self.commit(&mut conn, entries).await?;
         }
+    }
+
+    /// The Redis data set's generation, made on first use (see [`Keys::generation`]).
+    async fn generation(&self, conn: &mut RedisConnection) -> Result<String, RedisSourceError> {
+        let script = redis::Script::new(
+            "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])",
+        );
+        script
+            .key(self.keys.generation())
+            .arg(Uuid::new_v4().simple().to_string())
+            .invoke_async(conn)
+            .await
+            .map_err(|e| self.redis_error(e))
+    }
+
+    /// Becoming active: claims every entry pending in the group, in stream order, into the
+    /// outbox; forgets local events whose entries another instance finished meanwhile; then
+    /// lets the dispatchers deliver. Returns the group's last delivered id (where waiting for
+    /// new entries starts), or `None` when the lease was lost meanwhile.
+    async fn take_over(
+        &mut self,
+        conn: &mut RedisConnection,
+        generation: &str,
+        term: u64,
+    ) -> Result<Option<String>, RedisSourceError> {
+        let started = Instant::now();
+        let mut claimed = HashSet::new();
+        if !self
+            .claim(conn, generation, Duration::ZERO, Some(&mut claimed))
+            .await?
+        {
+            return Ok(None);
+        }
+        let local = self.outbox.live_entries().await?;
+        let finished_elsewhere: Vec<String> = local
+            .into_iter()
+            .filter(|e| e.generation == generation && !claimed.contains(&e.id))
+            .map(|e| e.id)
+            .collect();
+        let forgotten = if finished_elsewhere.is_empty() {
+            0
+        } else {
+            self.outbox.forget_entries(finished_elsewhere).await?
+        };
+        let groups: StreamInfoGroupsReply = conn
+            .xinfo_groups(&self.config.stream)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        let last_delivered = groups
+            .groups
+            .iter()
+            .find(|g| g.name == self.config.group)
+            .map(|g| g.last_delivered_id.clone())
+            .ok_or_else(|| RedisSourceError::GroupMissing {
+                stream: self.config.stream.clone(),
+                group: self.config.group.clone(),
+            })?;
+        if self.leadership.active_term() != Some(term) {
+            return Ok(None);
+        }
+        self.leadership.takeover_done(term);
+        tracing::info!(
+            consumer = %self.config.consumer,
+            claimed = claimed.len(),
+            finished_elsewhere = forgotten,
+            took_ms = started.elapsed().as_millis() as u64,
+            "took over: every entry pending in the group is in the outbox, in stream order; delivering"
+        );
+        Ok(Some(last_delivered))
     }
 
     /// Creates the consumer group if it is missing.
@@ -309,88 +510,108 @@ impl RedisStreamSource {
         Ok(())
     }
 
-    /// Reads what this consumer was handed before and never acknowledged (a crash or a lost
-    /// connection between reading and acking), oldest first.
-    async fn read_own_pending(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
-        let mut after = "0".to_owned();
-        loop {
-            let entries = self.read_group(conn, &after, None).await?;
-            let Some(last) = entries.last() else {
-                return Ok(());
-            };
-            after = last.id.clone();
-            tracing::info!(
-                count = entries.len(),
-                "reading entries this consumer had received but not acknowledged"
-            );
-            self.commit(conn, entries).await?;
-        }
-    }
-
-    /// `XREADGROUP` from `id`: `>` for new entries, an id for this consumer's pending ones.
-    async fn read_group(
+    /// Fenced `XREADGROUP … >`: new entries, or `None` when the lease is no longer ours.
+    async fn read_new(
         &self,
         conn: &mut RedisConnection,
-        id: &str,
-        block: Option<Duration>,
-    ) -> Result<Vec<StreamEntry>, RedisSourceError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.config.group)
-            .arg(&self.config.consumer)
-            .arg("COUNT")
-            .arg(BATCH);
-        if let Some(block) = block {
-            cmd.arg("BLOCK").arg(block.as_millis() as u64);
-        }
-        cmd.arg("STREAMS").arg(&self.config.stream).arg(id);
-        let reply: Value = cmd
-            .query_async(conn)
-            .await
-            .map_err(|e| self.redis_error(e))?;
-        parse_read_reply(reply).map_err(|detail| RedisSourceError::UnexpectedReply {
-            command: "XREADGROUP",
-            detail,
-        })
+    ) -> Result<Option<Vec<StreamEntry>>, RedisSourceError> {
+        let command = [
+            "XREADGROUP",
+            "GROUP",
+            &self.config.group,
+            &self.config.consumer,
+            "COUNT",
+            &BATCH.to_string(),
+            "STREAMS",
+            &self.config.stream,
+            ">",
+        ]
+        .map(str::to_owned);
+        let Some(reply) = self.fenced(conn, &command).await? else {
+            return Ok(None);
+        };
+        parse_read_reply(reply)
+            .map(Some)
+            .map_err(|detail| RedisSourceError::UnexpectedReply {
+                command: "XREADGROUP",
+                detail,
+            })
     }
 
-    /// Takes over entries pending for another consumer for longer than `claim_idle`: a lost
-    /// instance's unfinished work. Scans the group's whole pending list.
-    async fn claim_abandoned(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
-        let min_idle_ms = self.config.claim_idle.as_millis() as u64;
+    /// Runs `command` under the lease; `None` (and this instance steps down) when the lease
+    /// is no longer ours.
+    async fn fenced(
+        &self,
+        conn: &mut RedisConnection,
+        command: &[String],
+    ) -> Result<Option<Value>, RedisSourceError> {
+        let Some(token) = self.leadership.token() else {
+            return Ok(None);
+        };
+        match lease::fenced(conn, &self.keys, &token, command).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) if e.code() == Some(lease::FENCED_CODE) => {
+                tracing::warn!(
+                    consumer = %self.config.consumer,
+                    "the leader lease is no longer ours (another instance took it): stopped reading and delivering"
+                );
+                self.leadership.step_down();
+                Ok(None)
+            }
+            Err(e) => Err(self.redis_error(e)),
+        }
+    }
+
+    /// Takes over entries pending in the group for at least `min_idle`, whoever read them, in
+    /// stream order (fenced `XAUTOCLAIM`), and commits them to the outbox. With no minimum idle
+    /// time this is the takeover: the whole pending list. Later, periodically, it picks up what
+    /// another consumer left. Returns false when the lease was lost meanwhile.
+    async fn claim(
+        &self,
+        conn: &mut RedisConnection,
+        generation: &str,
+        min_idle: Duration,
+        mut claimed: Option<&mut HashSet<String>>,
+    ) -> Result<bool, RedisSourceError> {
         let mut cursor = "0-0".to_owned();
         loop {
-            let reply: Value = redis::cmd("XAUTOCLAIM")
-                .arg(&self.config.stream)
-                .arg(&self.config.group)
-                .arg(&self.config.consumer)
-                .arg(min_idle_ms)
-                .arg(&cursor)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(conn)
-                .await
-                .map_err(|e| self.redis_error(e))?;
+            let command = [
+                "XAUTOCLAIM".to_owned(),
+                self.config.stream.clone(),
+                self.config.group.clone(),
+                self.config.consumer.clone(),
+                (min_idle.as_millis() as u64).to_string(),
+                cursor.clone(),
+                "COUNT".to_owned(),
+                BATCH.to_string(),
+            ];
+            let Some(reply) = self.fenced(conn, &command).await? else {
+                return Ok(false);
+            };
             let claim = parse_autoclaim_reply(reply).map_err(|detail| {
                 RedisSourceError::UnexpectedReply {
                     command: "XAUTOCLAIM",
                     detail,
                 }
             })?;
-            if !claim.entries.is_empty() {
+            if !claim.entries.is_empty() && !min_idle.is_zero() {
                 tracing::info!(
                     count = claim.entries.len(),
-                    idle_ms = min_idle_ms,
+                    idle_ms = min_idle.as_millis() as u64,
                     "claimed entries another consumer left unacknowledged"
                 );
             }
-            self.commit(conn, claim.entries).await?;
+            if let Some(claimed) = claimed.as_mut() {
+                claimed.extend(claim.entries.iter().map(|e| e.id.clone()));
+            }
+            self.commit(claim.entries, generation).await?;
             if claim.next == "0-0" {
                 break;
             }
             cursor = claim.next;
         }
-        self.forget_replaced_consumers(conn).await
+        self.forget_replaced_consumers(conn).await?;
+        Ok(true)
     }
 
     async fn forget_replaced_consumers(
@@ -418,21 +639,33 @@ impl RedisStreamSource {
         Ok(())
     }
 
-    /// Commits a batch to the outbox (malformed entries set aside), then acknowledges it.
+    /// Commits a batch to the outbox, each event with its entry (malformed entries set aside).
+    /// Nothing is acknowledged here: see [`sync`].
     async fn commit(
         &self,
-        conn: &mut RedisConnection,
         entries: Vec<StreamEntry>,
+        generation: &str,
     ) -> Result<(), RedisSourceError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
         let mut events = Vec::with_capacity(entries.len());
         let mut malformed = Vec::new();
+        let mut malformed_entries = Vec::new();
         for entry in entries {
+            let reference = StreamEntryRef {
+                id: entry.id.clone(),
+                generation: generation.to_owned(),
+            };
+            let replay_to = entry.replay_to();
             match entry.decode() {
-                Ok(event) => events.push(event),
+                Ok(event) => events.push((
+                    event,
+                    FromStream {
+                        entry: reference,
+                        replay_to,
+                    },
+                )),
                 Err(input) => {
                     tracing::warn!(
                         stream_id = %input.position,
@@ -440,14 +673,22 @@ impl RedisStreamSource {
                         "setting aside a stream entry that is not a valid event (kept in the dead-letter store)"
                     );
                     malformed.push(input);
+                    malformed_entries.push(reference);
                 }
             }
         }
         // Anyone may create a `wh:<team>` key, and then the orchestrator publishes that team's
         // events too: with teams configured, others are acknowledged and counted, never kept.
         let decoded = events.len();
-        events.retain(|event| self.serves(event));
+        let (kept, others): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .partition(|(event, _)| self.serves(event));
+        let events = kept;
         let other_teams = decoded - events.len();
+        if !others.is_empty() {
+            let entries = others.into_iter().map(|(_, from)| from.entry).collect();
+            self.outbox.acknowledge(entries).await?;
+        }
         if other_teams > 0 {
             self.metrics.other_team_skipped(SOURCE, other_teams as u64);
             if !self
@@ -465,7 +706,7 @@ impl RedisStreamSource {
             );
         }
         if !events.is_empty() {
-            let report = self.outbox.append(SOURCE, events).await?;
+            let report = self.outbox.append_from_stream(SOURCE, events).await?;
             if report.duplicates > 0 {
                 tracing::debug!(
                     duplicates = report.duplicates,
@@ -474,12 +715,8 @@ impl RedisStreamSource {
             }
         }
         if !malformed.is_empty() {
-            self.outbox.set_aside(malformed).await?;
+            self.outbox.set_aside(malformed, malformed_entries).await?;
         }
-        let _acked: usize = conn
-            .xack(&self.config.stream, &self.config.group, &ids)
-            .await
-            .map_err(|e| self.redis_error(e))?;
         Ok(())
     }
 
@@ -629,6 +866,15 @@ struct StreamEntry {
 }
 
 impl StreamEntry {
+    /// The endpoint of a replayed dead letter (`dead-letters replay` adds the field).
+    fn replay_to(&self) -> Option<String> {
+        let fields = self.fields.as_ref()?;
+        let (_, endpoint) = fields
+            .iter()
+            .find(|(name, _)| name == dead_letters::REPLAY_FIELD)?;
+        String::from_utf8(endpoint.clone()).ok()
+    }
+
     /// The event in the `payload` field, or the entry as a malformed input with the reason.
     fn decode(self) -> Result<SandboxEvent, MalformedInput> {
         let malformed = |raw: &[u8], reason: String| MalformedInput {

@@ -158,6 +158,10 @@ pub struct Delivery {
     pub attempt: u32,
     pub signature_ok: bool,
     pub body: serde_json::Value,
+    /// The request path (tests give each instance its own).
+    pub path: String,
+    /// When the receiver answered it.
+    pub at: Instant,
 }
 
 /// Decides the status for a request: (event id, sandbox id, attempt header) → HTTP status.
@@ -200,7 +204,7 @@ impl TestReceiver {
         let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let secrets = e2b_webhook_emitter::deliver::sign::SecretSet::parse(secret).unwrap();
         let (acc, reqs) = (accepted.clone(), requests.clone());
-        let handler = move |headers: HeaderMap, body: Bytes| {
+        let handler = move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
             let (acc, reqs, decide, secrets) =
                 (acc.clone(), reqs.clone(), decide.clone(), secrets.clone());
             async move {
@@ -233,6 +237,8 @@ impl TestReceiver {
                         delivery_id: header("e2b-delivery-id"),
                         attempt,
                         signature_ok,
+                        path: uri.path().to_owned(),
+                        at: Instant::now(),
                     });
                 }
                 (axum::http::StatusCode::from_u16(status).unwrap(), "{}")
@@ -267,6 +273,25 @@ impl Drop for TestReceiver {
             rt.shutdown_background();
         }
     }
+}
+
+/// GET `path` on the loopback `port` with the tests' admin token: (status, body); status 0
+/// when nothing answers.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let request = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send();
+        match request.await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    })
 }
 
 /// Polls `check` until it returns true or `timeout` passes; returns whether it did.

@@ -1,0 +1,677 @@
+//! High availability through the real binary: two instances (or one, restarted) against a real
+//! `redis-server`, a receiver on a real socket. Each instance posts to its own path
+//! (`/from-<name>`), so the receiver knows who delivered what.
+//!
+//! The lease lives 2 s here (`LEADER_LEASE_TTL`; 8 s by default) so failovers are quick.
+
+mod common;
+#[path = "support/redis.rs"]
+#[allow(dead_code)] // shared with redis_source.rs, which uses the rest
+mod redis_server;
+
+use common::{Delivery, RunningEmitter, TestReceiver, eventually, free_port, http_get};
+use redis_server::{Persistence, RedisOptions, RedisServer};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "ha-secret-5b0e3c1d9a7f46e2b8c4";
+const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
+const STREAM: &str = "sandbox.events.stream";
+const GROUP: &str = "e2b-webhook-emitter";
+const LEASE_TTL: &str = "2s";
+
+/// One emitter instance: its name (consumer name and URL path), data directory and ops port.
+struct Instance {
+    name: String,
+    data: PathBuf,
+    listen: u16,
+    extra: Vec<String>,
+    running: Option<RunningEmitter>,
+    log: PathBuf,
+}
+
+impl Instance {
+    fn new(dir: &Path, name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            data: dir.join(format!("data-{name}")),
+            listen: free_port(),
+            extra: Vec::new(),
+            running: None,
+            log: dir.join(format!("{name}.log")),
+        }
+    }
+
+    fn start(&mut self, redis: &RedisServer, receiver_port: u16) {
+        let url = format!("http://127.0.0.1:{receiver_port}/from-{}", self.name);
+        let listen = format!("127.0.0.1:{}", self.listen);
+        let mut args: Vec<String> = [
+            "--redis-url",
+            &redis.url(),
+            "--redis-consumer",
+            &self.name,
+            "--team-ids",
+            TEAM,
+            "--webhook-url",
+            &url,
+            "--webhook-secret",
+            SECRET,
+            "--data-dir",
+            self.data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--leader-lease-ttl",
+            LEASE_TTL,
+            "--log-format",
+            "json",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.running = Some(RunningEmitter::start(&args, self.log.clone()));
+        common::wait_for_port(self.listen, Duration::from_secs(10));
+    }
+
+    fn status(&self) -> Value {
+        let (code, body) = http_get(self.listen, "/status");
+        if code != 200 {
+            return Value::Null;
+        }
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    fn is_active(&self) -> bool {
+        self.status()["lease"]["active"] == true
+    }
+
+    fn readyz(&self) -> u16 {
+        http_get(self.listen, "/readyz").0
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.listen, "/metrics").1
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        self.running.as_ref().expect("running").signal(signal);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.kill9();
+        }
+    }
+
+    fn path(&self) -> String {
+        format!("/from-{}", self.name)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// Waits until exactly one of `instances` is active; returns its index.
+fn wait_for_active(instances: &[&Instance], timeout: Duration) -> usize {
+    let mut active = None;
+    let found = eventually(timeout, || {
+        let now: Vec<usize> = (0..instances.len())
+            .filter(|&i| instances[i].is_active())
+            .collect();
+        active = (now.len() == 1).then(|| now[0]);
+        active.is_some()
+    });
+    assert!(
+        found,
+        "exactly one instance becomes active within {timeout:?}"
+    );
+    active.unwrap()
+}
+
+/// Writes NDJSON events as the orchestrator does (`XADD … payload <json>`), pipelined.
+fn write_events(redis: &RedisServer, ndjson: &str) {
+    let mut conn = redis.connection();
+    let lines: Vec<&str> = ndjson.lines().collect();
+    for chunk in lines.chunks(200) {
+        let mut pipe = redis::pipe();
+        for line in chunk {
+            pipe.cmd("XADD")
+                .arg(STREAM)
+                .arg("*")
+                .arg("payload")
+                .arg(*line)
+                .ignore();
+        }
+        let () = pipe.query(&mut conn).unwrap();
+    }
+}
+
+/// Entries read by the group and not acknowledged yet.
+fn pending(redis: &RedisServer) -> u64 {
+    let mut conn = redis.connection();
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg(GROUP)
+        .query(&mut conn)
+        .unwrap_or(redis::Value::Nil);
+    match summary {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// A receiver that accepts everything, on `port` (0: any).
+fn accepting_receiver(port: u16) -> TestReceiver {
+    TestReceiver::start(port, SECRET, Arc::new(|_: &str, _: &str, _: u32| 200))
+}
+
+/// First arrivals per sandbox, in arrival order.
+fn first_arrivals(deliveries: &[Delivery]) -> HashMap<String, Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for d in deliveries {
+        if seen.insert(d.event_id.clone()) {
+            out.entry(d.sandbox_id.clone())
+                .or_default()
+                .push(d.event_id.clone());
+        }
+    }
+    out
+}
+
+/// Every event arrived, correctly signed, and the first delivery of each sandbox's events came
+/// in the order they were written.
+fn assert_all_delivered_in_order(deliveries: &[Delivery], expected: &HashMap<String, Vec<String>>) {
+    assert!(
+        deliveries.iter().all(|d| d.signature_ok),
+        "every delivery is correctly signed"
+    );
+    let all: HashSet<&String> = expected.values().flatten().collect();
+    let got: HashSet<&String> = deliveries.iter().map(|d| &d.event_id).collect();
+    let missing = all.difference(&got).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} events never arrived",
+        all.len()
+    );
+    assert!(got.is_subset(&all), "only events that were written arrive");
+    let firsts = first_arrivals(deliveries);
+    for (sandbox, ids) in expected {
+        assert_eq!(
+            firsts.get(sandbox),
+            Some(ids),
+            "first deliveries of {sandbox} in order"
+        );
+    }
+    let mut delivery_ids: HashMap<&str, &str> = HashMap::new();
+    for d in deliveries {
+        assert_eq!(
+            *delivery_ids.entry(&d.event_id).or_insert(&d.delivery_id),
+            d.delivery_id.as_str(),
+            "a repeat carries the same e2b-delivery-id"
+        );
+    }
+}
+
+fn wait_all_delivered(
+    receiver: &TestReceiver,
+    expected: &HashMap<String, Vec<String>>,
+    timeout: Duration,
+) {
+    let total: HashSet<&String> = expected.values().flatten().collect();
+    let arrived = eventually(timeout, || {
+        let got: HashSet<String> = receiver
+            .deliveries()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
+        total.iter().all(|id| got.contains(*id))
+    });
+    if !arrived {
+        let got: HashSet<String> = receiver
+            .deliveries()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
+        let missing = total.iter().filter(|id| !got.contains(**id)).count();
+        panic!(
+            "{missing} of {} events not delivered within {timeout:?}",
+            total.len()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_lost_node_strands_nothing_the_standby_delivers_its_backlog_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let receiver_port = free_port(); // nothing listens yet: the receiver is down
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    a.start(&redis, receiver_port);
+    b.start(&redis, receiver_port);
+    let first = wait_for_active(&[&a, &b], Duration::from_secs(20));
+
+    let (events, expected) = common::lifecycle_ndjson(150, 20); // 3 000 events
+    write_events(&redis, &events);
+    // Read by the active instance into its outbox, undelivered: all pending in the group.
+    assert!(
+        eventually(Duration::from_secs(30), || pending(&redis) == 3000),
+        "the active instance reads all 3 000 entries (pending: {})",
+        pending(&redis)
+    );
+    std::thread::sleep(Duration::from_millis(500)); // some attempts fail meanwhile
+
+    // The node is lost: the process dies and its disk is gone.
+    let (lost, standby) = if first == 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    lost.kill9();
+    std::fs::remove_dir_all(&lost.data).unwrap();
+    let killed_at = Instant::now();
+
+    let receiver = accepting_receiver(receiver_port);
+    assert!(
+        eventually(Duration::from_secs(15), || standby.is_active()),
+        "the standby takes over"
+    );
+    let took_over_after = killed_at.elapsed();
+    wait_all_delivered(&receiver, &expected, Duration::from_secs(120));
+    let deliveries = receiver.deliveries();
+    assert_all_delivered_in_order(&deliveries, &expected);
+    assert!(
+        deliveries.iter().all(|d| d.path == standby.path()),
+        "only the survivor delivered"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || pending(&redis) == 0),
+        "every entry is acknowledged once delivered (pending: {})",
+        pending(&redis)
+    );
+    eprintln!("takeover {took_over_after:?} after the kill (lease ttl {LEASE_TTL})");
+}
+
+#[test]
+fn two_healthy_instances_deliver_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let receiver = accepting_receiver(0);
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    a.start(&redis, receiver.port);
+    b.start(&redis, receiver.port);
+    let active = wait_for_active(&[&a, &b], Duration::from_secs(20));
+    let (active, standby) = if active == 0 { (&a, &b) } else { (&b, &a) };
+    assert_eq!(
+        standby.readyz(),
+        200,
+        "a healthy standby is ready, so Nomad keeps it"
+    );
+    assert!(active.metrics().contains("e2b_webhook_leader 1"));
+    assert!(standby.metrics().contains("e2b_webhook_leader 0"));
+    let status = standby.status();
+    assert_eq!(status["lease"]["holder"], active.name.as_str(), "{status}");
+    assert!(status["lease"]["since"].is_string(), "{status}");
+
+    let (events, expected) = common::lifecycle_ndjson(100, 20); // 2 000 events
+    write_events(&redis, &events);
+    wait_all_delivered(&receiver, &expected, Duration::from_secs(60));
+    assert!(
+        eventually(Duration::from_secs(10), || pending(&redis) == 0),
+        "all acknowledged"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let deliveries = receiver.deliveries();
+    assert_all_delivered_in_order(&deliveries, &expected);
+    assert_eq!(deliveries.len(), 2000, "each event delivered exactly once");
+    assert!(deliveries.iter().all(|d| d.path == active.path()));
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_stops_delivering_when_it_resumes() {
+    use nix::sys::signal::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let receiver = accepting_receiver(0);
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    a.extra = vec!["--max-in-flight".into(), "8".into()];
+    b.extra = a.extra.clone();
+    a.start(&redis, receiver.port);
+    b.start(&redis, receiver.port);
+    let first = wait_for_active(&[&a, &b], Duration::from_secs(20));
+    let (frozen, other) = if first == 0 { (&a, &b) } else { (&b, &a) };
+
+    // Events keep coming while the leader is frozen and replaced.
+    let (events, expected) = common::lifecycle_ndjson(60, 20); // 1 200 events
+    let lines: Vec<String> = events.lines().map(str::to_owned).collect();
+    let writer = {
+        let url = redis.url();
+        std::thread::spawn(move || {
+            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for chunk in lines.chunks(20) {
+                let mut pipe = redis::pipe();
+                for line in chunk {
+                    pipe.cmd("XADD")
+                        .arg(STREAM)
+                        .arg("*")
+                        .arg("payload")
+                        .arg(line)
+                        .ignore();
+                }
+                let () = pipe.query(&mut conn).unwrap();
+                std::thread::sleep(Duration::from_millis(100)); // 200 events/s for 6 s
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    frozen.signal(Signal::SIGSTOP);
+    let stopped_at = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(15), || other.is_active()),
+        "the standby takes over from the frozen leader"
+    );
+    let takeover = stopped_at.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let resumed_at = Instant::now();
+    frozen.signal(Signal::SIGCONT);
+    writer.join().unwrap();
+    wait_all_delivered(&receiver, &expected, Duration::from_secs(60));
+    assert!(
+        eventually(Duration::from_secs(10), || !frozen.is_active()
+            && frozen.status()["lease"]["holder"] == other.name.as_str()),
+        "the resumed instance is a standby and sees who holds the lease"
+    );
+    assert_eq!(frozen.readyz(), 200, "and it stays ready");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let deliveries = receiver.deliveries();
+    assert_all_delivered_in_order(&deliveries, &expected);
+    // After it resumed, the old leader sent at most what it had in flight when it froze.
+    let late: Vec<&Delivery> = deliveries
+        .iter()
+        .filter(|d| d.path == frozen.path() && d.at > resumed_at)
+        .collect();
+    assert!(
+        late.len() <= 8,
+        "{} requests from the old leader after it resumed",
+        late.len()
+    );
+    // No event went out from both in the same window: everything the old leader sent after
+    // the takeover began was in flight before it froze.
+    let by_frozen_after_freeze = deliveries
+        .iter()
+        .filter(|d| d.path == frozen.path() && d.at > stopped_at + Duration::from_millis(50))
+        .count();
+    assert!(by_frozen_after_freeze <= 8, "{by_frozen_after_freeze}");
+    let frozen_log = frozen.log_text();
+    assert!(
+        frozen_log.contains("stopped delivering"),
+        "the old leader logs that it stepped down"
+    );
+    eprintln!(
+        "takeover {takeover:?} after SIGSTOP; {} deliveries, {} distinct",
+        deliveries.len(),
+        deliveries
+            .iter()
+            .map(|d| &d.event_id)
+            .collect::<HashSet<_>>()
+            .len()
+    );
+}
+
+#[test]
+fn a_redis_restart_without_data_loses_nothing_already_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start_with(RedisOptions {
+        persistence: Persistence::None,
+        ..RedisOptions::default()
+    });
+    let receiver_port = free_port();
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    a.start(&redis, receiver_port);
+    b.start(&redis, receiver_port);
+    wait_for_active(&[&a, &b], Duration::from_secs(20));
+
+    let (events, expected) = common::lifecycle_ndjson(30, 10);
+    write_events(&redis, &events);
+    assert!(
+        eventually(Duration::from_secs(30), || pending(&redis) == 300),
+        "the active instance read every entry"
+    );
+    redis.restart(); // no persistence: the stream, the group, the lease are gone
+    let receiver = accepting_receiver(receiver_port);
+    wait_all_delivered(&receiver, &expected, Duration::from_secs(60));
+    assert_all_delivered_in_order(&receiver.deliveries(), &expected);
+
+    // And the pipeline goes on with the new Redis.
+    let active = wait_for_active(&[&a, &b], Duration::from_secs(20));
+    let mut conn = redis.connection();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            redis::cmd("EXISTS")
+                .arg(format!("wh:{TEAM}"))
+                .query::<i64>(&mut conn)
+                .unwrap_or(0)
+                == 1
+        }),
+        "the gate key is set again"
+    );
+    let (more, more_expected) = common::lifecycle_ndjson(5, 2);
+    let more = more.replace("-8000-", "-9000-"); // new event ids
+    let more_expected: HashMap<String, Vec<String>> = more_expected
+        .into_iter()
+        .map(|(s, ids)| {
+            (
+                s,
+                ids.into_iter()
+                    .map(|i| i.replace("-8000-", "-9000-"))
+                    .collect(),
+            )
+        })
+        .collect();
+    write_events(&redis, &more);
+    wait_all_delivered(&receiver, &more_expected, Duration::from_secs(30));
+    let _ = active;
+}
+
+#[test]
+fn a_dead_letter_set_aside_by_one_instance_is_listed_and_replayed_through_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let receiver = {
+        let refuse = refuse.clone();
+        TestReceiver::start(
+            0,
+            SECRET,
+            Arc::new(move |_: &str, sandbox: &str, _: u32| {
+                if sandbox == "isb00000" && refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    422
+                } else {
+                    200
+                }
+            }),
+        )
+    };
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n",
+    )
+    .unwrap();
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    for i in [&mut a, &mut b] {
+        i.extra = vec!["--config".into(), config.display().to_string()];
+    }
+    a.start(&redis, receiver.port);
+    b.start(&redis, receiver.port);
+    let first = wait_for_active(&[&a, &b], Duration::from_secs(20));
+    let (events, _) = common::lifecycle_ndjson(1, 1); // isb00000 created
+    write_events(&redis, &events);
+
+    let list = |redis: &RedisServer| -> Vec<Value> {
+        let (code, out, err) = common::output(
+            common::emitter()
+                .args(["dead-letters", "list", "--json", "--redis-url"])
+                .arg(redis.url()),
+        );
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || list(&redis).len() == 1),
+        "the dead letter is in Redis"
+    );
+    let letter = list(&redis).remove(0);
+    assert_eq!(letter["sandbox_id"], "isb00000");
+    assert_eq!(letter["endpoint"], "default");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("422"),
+        "{letter}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pending(&redis) == 0),
+        "its entry is acknowledged once the dead letter is stored"
+    );
+
+    // The instance that set it aside stops; the other becomes active and gets the replay.
+    let (gone, other) = if first == 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    gone.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(eventually(Duration::from_secs(15), || other.is_active()));
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let id = letter["id"].as_u64().unwrap().to_string();
+    let (code, out, err) = common::output(
+        common::emitter()
+            .args(["dead-letters", "replay", "--redis-url"])
+            .arg(redis.url())
+            .arg(&id),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let event_id = letter["event_id"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(Duration::from_secs(20), || receiver
+            .deliveries()
+            .iter()
+            .any(|d| d.event_id == event_id && d.path == other.path())),
+        "the replayed event is delivered by the other instance"
+    );
+    assert!(
+        list(&redis).is_empty(),
+        "a replayed dead letter leaves the list"
+    );
+}
+
+#[test]
+fn restarts_under_new_consumer_names_keep_order_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let redis = RedisServer::start();
+    // Fail about one request in five, deterministically per (event, attempt).
+    let decide = Arc::new(|id: &str, _: &str, attempt: u32| {
+        let h = id.bytes().fold(attempt as u64 * 7919, |h, b| {
+            h.wrapping_mul(31).wrapping_add(b as u64)
+        });
+        if h % 5 == 0 { 503 } else { 200 }
+    });
+    let receiver = TestReceiver::start(0, SECRET, decide);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[retry]\nschedule = [\"20ms\", \"50ms\", \"100ms\"]\nmax_age = \"1h\"\n",
+    )
+    .unwrap();
+    let (events, expected) = common::lifecycle_ndjson(150, 20); // 3 000 events
+    let lines: Vec<String> = events.lines().map(str::to_owned).collect();
+    let config_arg = config.display().to_string();
+    let incarnation = |round: usize| {
+        // A new name each time, as a rescheduled allocation (or a shell without HOSTNAME) gets,
+        // and a new DATA_DIR: what the previous one had read is known only to Redis.
+        let mut instance = Instance::new(dir.path(), &format!("incarnation-{round}"));
+        instance.extra = vec!["--config".into(), config_arg.clone()];
+        instance
+    };
+    // The orchestrator publishes once the gate key exists, which is after the group exists.
+    let mut first = incarnation(0);
+    first.start(&redis, receiver.port);
+    assert!(eventually(Duration::from_secs(15), || first.is_active()));
+    let writer = {
+        let url = redis.url();
+        std::thread::spawn(move || {
+            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for chunk in lines.chunks(100) {
+                let mut pipe = redis::pipe();
+                for line in chunk {
+                    pipe.cmd("XADD")
+                        .arg(STREAM)
+                        .arg("*")
+                        .arg("payload")
+                        .arg(line)
+                        .ignore();
+                }
+                let () = pipe.query(&mut conn).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let mut kills = 0;
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = Some(first);
+    for round in 0..6 {
+        let mut instance = next.take().unwrap_or_else(|| {
+            let mut instance = incarnation(round);
+            instance.start(&redis, receiver.port);
+            instance
+        });
+        if round == 5 {
+            writer_done(&writer);
+            wait_all_delivered(&receiver, &expected, Duration::from_secs(120));
+            break;
+        }
+        assert!(eventually(Duration::from_secs(15), || instance.is_active()));
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(300 + rng % 1200));
+        instance.kill9();
+        kills += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(kills, 5);
+    assert_all_delivered_in_order(&receiver.deliveries(), &expected);
+}
+
+fn writer_done(writer: &std::thread::JoinHandle<()>) {
+    assert!(
+        eventually(Duration::from_secs(60), || writer.is_finished()),
+        "all events written"
+    );
+}
