@@ -955,13 +955,13 @@ async fn backlog_run(
         sandboxes: 10_000.min(events),
     };
     let (first, last_id) = write_burst(conn, "b", work).await;
-    // All committed to the outbox = the group has handed out the last entry and nothing is
-    // pending (entries are acknowledged only after the outbox commit).
+    // All read into the outbox = the group has handed out the last entry and every entry is
+    // pending (acknowledged only once delivered; the receiver is down).
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some((delivered, pending)) = group_progress(conn).await
             && delivered == last_id
-            && pending == 0
+            && pending == events
         {
             break;
         }

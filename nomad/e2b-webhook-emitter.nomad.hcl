@@ -32,11 +32,22 @@ job "${job_name}" {
   }
 
   group "emitter" {
-    # Several instances may run at once: they share one Redis consumer group,
-    # so each stream entry goes to one of them.
+    # Two instances by default: one holds the leader lease in Redis and
+    # delivers, the other stands by (ready, so Nomad keeps it) and takes over
+    # when the lease expires, first claiming every entry the group still has
+    # pending. Undelivered work stays pending in Redis, so losing a node loses
+    # nothing (see docs/operators-guide.md, "High availability").
     count = ${instance_count}
 
-    # The durable outbox and the dead letters live on this disk (DATA_DIR).
+    # On different nodes: one lost node must leave a deliverer.
+    constraint {
+      operator = "distinct_hosts"
+      value    = "true"
+    }
+
+    # The local durable copy of what the active instance read (DATA_DIR): it
+    # survives a Redis restart without persistence; Redis keeps the shared
+    # record (the group's pending list) that survives the loss of this node.
     # sticky: an updated allocation is placed on the same node and inherits
     # alloc/data, so a rolling update keeps the backlog. migrate: Nomad also
     # tries to copy the data when the allocation has to move to another node

@@ -234,9 +234,9 @@ variable "node_pool" {
 }
 
 variable "instance_count" {
-  description = "Number of emitter instances. They share one Redis consumer group, so more than one gives redundancy, not duplicates."
+  description = "Number of emitter instances, each on its own node. One holds the leader lease and delivers; the others stand by and take over within seconds when its node is lost."
   type        = number
-  default     = 1
+  default     = 2
 
   validation {
     condition     = var.instance_count >= 1 && floor(var.instance_count) == var.instance_count

@@ -722,6 +722,10 @@ fn job_is_a_service_running_the_artifact_with_raw_exec() {
         2,
         "count follows instance_count"
     );
+    // The standby must survive the loss of the active instance's node.
+    let distinct = blocks(d.group().body(), "constraint")
+        .any(|c| str_attr(c.body(), "operator") == "distinct_hosts");
+    assert!(distinct, "instances are placed on distinct nodes");
 
     let task = d.task().body();
     assert_eq!(str_attr(task, "driver"), "raw_exec");

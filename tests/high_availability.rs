@@ -329,9 +329,17 @@ fn two_healthy_instances_deliver_each_event_once() {
     );
     assert!(active.metrics().contains("e2b_webhook_leader 1"));
     assert!(standby.metrics().contains("e2b_webhook_leader 0"));
+    assert!(
+        eventually(
+            Duration::from_secs(5),
+            || standby.status()["lease"]["holder"] == active.name.as_str()
+        ),
+        "the standby shows who holds the lease: {}",
+        standby.status()
+    );
     let status = standby.status();
-    assert_eq!(status["lease"]["holder"], active.name.as_str(), "{status}");
     assert!(status["lease"]["since"].is_string(), "{status}");
+    assert!(status["lease"]["fence"].as_u64() >= Some(1), "{status}");
 
     let (events, expected) = common::lifecycle_ndjson(100, 20); // 2 000 events
     write_events(&redis, &events);
