@@ -6,7 +6,6 @@
 
 mod common;
 #[path = "support/redis.rs"]
-#[allow(dead_code)] // shared with redis_source.rs, which uses the rest
 mod redis_server;
 
 use common::{Delivery, RunningEmitter, TestReceiver, eventually, free_port, http_get};

@@ -1370,7 +1370,7 @@ async fn placements_and_the_index_are_kept_across_a_restart() {
     };
     let jwt = workload_identity_jwt();
     let start = |metrics: Arc<Metrics>| {
-        let outbox = Outbox::open(dir.path(), routes(), metrics.clone()).unwrap();
+        let outbox = Outbox::open(dir.path(), routes(), metrics.clone(), false).unwrap();
         Emitter::with_outbox(
             outbox,
             metrics,
