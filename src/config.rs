@@ -783,6 +783,7 @@ mod tests {
             webhook_events: "create,kill,pause,resume".into(),
             redis_stream: "sandbox.events.stream".into(),
             redis_group: "g".into(),
+            leader_lease_ttl: "8s".into(),
             nomad_namespace: "default".into(),
             data_dir: "data".into(),
             listen: "127.0.0.1:0".into(),
@@ -793,6 +794,20 @@ mod tests {
             nomad_discovery: "services".into(),
             orchestrator_service: "orchestrator".into(),
             ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn the_leader_lease_ttl_is_bounded() {
+        let mut a = args();
+        a.redis_url = Some("redis:6379".into());
+        a.redis_claim_idle = "60s".into();
+        let redis = RunConfig::from_args(&a).unwrap().redis.unwrap();
+        assert_eq!(redis.lease_ttl, Duration::from_secs(8));
+        for bad in ["500ms", "10m", "soon"] {
+            a.leader_lease_ttl = bad.into();
+            let err = RunConfig::from_args(&a).unwrap_err();
+            assert!(err.setting.starts_with("LEADER_LEASE_TTL"), "{bad}: {err}");
         }
     }
 
