@@ -417,6 +417,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             ),
             reconciliation,
             shutdown: pipeline.shutdown_token(),
+            leadership: leadership.clone(),
         })
     });
     if admin.is_some() {

@@ -37,6 +37,8 @@ pub struct Admin {
     pub reconciliation: Option<tokio::sync::watch::Receiver<crate::reconcile::ReconcileReport>>,
     /// Ends live feeds when the service stops, so shutdown does not wait for browsers.
     pub shutdown: CancellationToken,
+    /// Who holds the leader lease (always this instance without Redis).
+    pub leadership: crate::leadership::Leadership,
 }
 
 /// An endpoint as the admin API knows it.

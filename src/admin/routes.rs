@@ -96,16 +96,31 @@ async fn endpoint_health(admin: &Admin) -> Result<Vec<EndpointHealth>, ApiError>
         .collect())
 }
 
-/// No HA lease on this build: one instance owns its outbox.
-fn lease_view() -> Value {
-    json!({"mode": "single instance", "holder": null, "this_instance_leads": true})
+/// The leader lease as this instance last saw it (a single instance without Redis).
+fn lease_view(admin: &Admin) -> Value {
+    let view = admin.leadership.view();
+    let mode = if view.me.is_empty() {
+        "single instance"
+    } else if view.active {
+        "active"
+    } else {
+        "standby"
+    };
+    json!({
+        "mode": mode,
+        "holder": view.holder,
+        "since": view.since,
+        "fence": view.fence,
+        "this_instance": view.me,
+        "this_instance_leads": view.active,
+    })
 }
 
 async fn status(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
     let outbox = admin.outbox.status().await?;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "lease": lease_view(),
+        "lease": lease_view(&admin),
         "components": admin.outbox.metrics().components(),
         "outbox": outbox,
         "endpoints": endpoint_health(&admin).await?,
@@ -123,8 +138,8 @@ async fn reconciliation(State(admin): State<Admin>) -> Json<Value> {
     }
 }
 
-async fn lease() -> Json<Value> {
-    Json(lease_view())
+async fn lease(State(admin): State<Admin>) -> Json<Value> {
+    Json(lease_view(&admin))
 }
 
 async fn set_paused(admin: &Admin, id: &str, paused: bool) -> Result<Json<Value>, ApiError> {
