@@ -418,6 +418,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             reconciliation,
             shutdown: pipeline.shutdown_token(),
             leadership: leadership.clone(),
+            shared_dead_letters: config.redis.clone(),
         })
     });
     if admin.is_some() {

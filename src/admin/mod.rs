@@ -39,6 +39,8 @@ pub struct Admin {
     pub shutdown: CancellationToken,
     /// Who holds the leader lease (always this instance without Redis).
     pub leadership: crate::leadership::Leadership,
+    /// With Redis, dead letters live there, shared by every instance: listed and replayed there.
+    pub shared_dead_letters: Option<crate::config::RedisConfig>,
 }
 
 /// An endpoint as the admin API knows it.

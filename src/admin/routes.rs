@@ -333,10 +333,11 @@ async fn dead_letters(
     State(admin): State<Admin>,
     Query(p): Query<DeadLetterParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let letters: Vec<_> = admin
-        .outbox
-        .dead_letters()
-        .await?
+    let all = match &admin.shared_dead_letters {
+        Some(redis) => shared(redis).await?.list().await.map_err(unavailable)?,
+        None => admin.outbox.dead_letters().await?,
+    };
+    let letters: Vec<_> = all
         .into_iter()
         .filter(|d| {
             p.endpoint
@@ -374,6 +375,29 @@ async fn replay(
         return Err(not_found(format!("no endpoint {endpoint:?} is configured")));
     }
     let ids = (!request.all).then_some(request.ids);
+    if let Some(redis) = &admin.shared_dead_letters {
+        // Back onto the stream, for the endpoint each failed for: the active instance delivers.
+        let report = shared(redis)
+            .await?
+            .replay(ids.as_deref(), request.endpoint.as_deref())
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(
+            target: "admin",
+            requested = ?ids,
+            endpoint = ?request.endpoint,
+            replayed = ?report.replayed,
+            skipped = report.skipped.len(),
+            "admin: replayed dead letters onto the stream, for the active instance"
+        );
+        let replayed: Vec<u64> = report.replayed.iter().map(|(id, _)| *id).collect();
+        let skipped: Vec<Value> = report
+            .skipped
+            .iter()
+            .map(|(id, why)| json!({"id": id, "reason": why}))
+            .collect();
+        return Ok(Json(json!({"replayed": replayed, "skipped": skipped})));
+    }
     let report = admin
         .outbox
         .replay_dead_letters(ids.clone(), request.endpoint.clone())
@@ -394,4 +418,17 @@ async fn replay(
     Ok(Json(
         json!({"replayed": report.replayed, "skipped": skipped}),
     ))
+}
+
+/// The shared dead letters in Redis.
+async fn shared(
+    redis: &crate::config::RedisConfig,
+) -> Result<crate::source::redis::SharedDeadLetters, ApiError> {
+    crate::source::redis::SharedDeadLetters::connect(redis)
+        .await
+        .map_err(unavailable)
+}
+
+fn unavailable(e: crate::source::redis::RedisSourceError) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
