@@ -1,6 +1,8 @@
 //! Issue 7: metrics move with deliveries, graceful SIGTERM, no secret in logs, `status`.
 
 mod common;
+#[path = "support/redis.rs"]
+mod redis_server;
 
 use common::{
     RunningEmitter, TestReceiver, emitter, eventually, free_port, lifecycle_ndjson, output,
@@ -327,6 +329,11 @@ fn logs_of_a_full_run_never_contain_a_secret() {
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "[retry]\nschedule = [\"50ms\"]\n").unwrap();
     let redis_password = "redis-pass-9b8a7c6d5e4f";
+    // A real Redis behind the password: with Redis, only the lease holder delivers.
+    let redis = redis_server::RedisServer::start_with(redis_server::RedisOptions {
+        password: Some(redis_password.to_owned()),
+        ..redis_server::RedisOptions::default()
+    });
     let nomad_token = "nomad-token-1a2b3c4d5e6f";
     let port = free_port();
     let running = RunningEmitter::start(
@@ -347,7 +354,7 @@ fn logs_of_a_full_run_never_contain_a_secret() {
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--redis-url",
-            &format!("redis://:{redis_password}@127.0.0.1:{}/0", free_port()),
+            &format!("redis://:{redis_password}@127.0.0.1:{}/0", redis.port()),
             "--nomad-addr",
             &format!("http://127.0.0.1:{}", free_port()),
             "--nomad-token",

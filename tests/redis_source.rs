@@ -508,20 +508,34 @@ fn the_stream_is_trimmed_while_events_flow_but_never_past_a_pending_entry() {
         .arg(&finished)
         .query(&mut conn)
         .unwrap();
-    let held: Vec<String> = (0..3)
-        .map(|i| {
-            xadd_payload(
-                &mut conn,
-                &v2_event("created", &format!("isb-held-{i}"), TEAM_A, json!({})).to_string(),
-            )
-        })
-        .collect();
-    read_as(&mut conn, "slow-one", 3);
 
     let receiver = Receiver::start();
     let data = tempfile::tempdir().unwrap();
     let _emitter = Emitter::start(EmitterArgs::new(&redis, &receiver, data.path()));
     wait_for_gate_keys(&mut conn, &[TEAM_A, TEAM_B]);
+    // Three entries another consumer reads while the emitter is active (written and read in one
+    // MULTI, so the emitter cannot read them first) and holds unacknowledged. The emitter claims
+    // another consumer's entries only when it takes over, or after REDIS_CLAIM_IDLE (60 s).
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..3 {
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("payload")
+            .arg(v2_event("created", &format!("isb-held-{i}"), TEAM_A, json!({})).to_string());
+    }
+    pipe.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("slow-one")
+        .arg("COUNT")
+        .arg(3)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .ignore();
+    let held: Vec<String> = pipe.query(&mut conn).unwrap();
 
     let mut flowing = Vec::new();
     for wave in 0..4 {
