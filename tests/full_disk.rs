@@ -169,6 +169,16 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
         running.log_text()
     );
 
+    // A healthy standby is ready too (issue 13): wait until this instance holds the lease and
+    // reads, so the events below reach the outbox before the disk fills.
+    assert!(
+        eventually(Duration::from_secs(30), || get(port, "/metrics", None)
+            .1
+            .contains("e2b_webhook_leader 1")),
+        "the instance becomes active\n{}",
+        running.log_text()
+    );
+
     // The receiver refuses, so nothing leaves the outbox; the disk is then filled to the brim.
     let mut expected = xadd_events(&redis, 0, 200);
     let filler = tmpfs.path().join("filler");
