@@ -180,7 +180,20 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
     );
 
     // The receiver refuses, so nothing leaves the outbox; the disk is then filled to the brim.
+    let stored = |port| -> u64 {
+        serde_json::from_str::<serde_json::Value>(&get(port, "/status", Some(ADMIN_TOKEN)).1)
+            .ok()
+            .and_then(|s| s["events"].as_u64())
+            .unwrap_or(0)
+    };
     let mut expected = xadd_events(&redis, 0, 200);
+    // The active instance reads in rounds (a blocking wait, then a read that checks the lease):
+    // wait until the first batch is stored, so the disk fills with reading under way.
+    assert!(
+        eventually(Duration::from_secs(30), || stored(port) > 0),
+        "the first events reach the outbox\n{}",
+        running.log_text()
+    );
     let filler = tmpfs.path().join("filler");
     let filled = fill(&filler);
     expected.extend(xadd_events(&redis, 200, 1800));
@@ -205,12 +218,6 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("No space left on device"), "{body}");
     }
-    let stored = |port| -> u64 {
-        serde_json::from_str::<serde_json::Value>(&get(port, "/status", Some(ADMIN_TOKEN)).1)
-            .ok()
-            .and_then(|s| s["events"].as_u64())
-            .unwrap_or(0)
-    };
     let in_outbox = stored(port);
     assert!(
         in_outbox > 0 && (in_outbox as usize) < expected.len(),
