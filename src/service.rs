@@ -334,6 +334,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     }
     // sources:
     let mut redis_background = None;
+    let mut shared_intake = None;
     if let Some(redis) = config.redis.clone() {
         let timing = crate::source::redis::LeaseTiming {
             ttl: redis.lease_ttl,
@@ -352,6 +353,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             other => anyhow::Error::new(other),
         })?;
         redis_background = Some(source.start_background(timing));
+        shared_intake = Some(Arc::new(source.stream_intake()));
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }
@@ -374,7 +376,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             pipeline.outbox.clone(),
         )
         .map_err(|e| crate::config::ConfigError::new("NOMAD_* settings", e.to_string()))?;
-        let reconciler = crate::reconcile::Reconciler::new(
+        let mut reconciler = crate::reconcile::Reconciler::new(
             pipeline.outbox.clone(),
             metrics.clone(),
             discovery.orchestrators(),
@@ -387,6 +389,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 leadership: leadership.clone(),
             },
         );
+        if let Some(intake) = shared_intake.take() {
+            // With Redis, synthesized events go through the stream like every other event.
+            reconciler = reconciler.with_shared(intake, Arc::new(pipeline.outbox.clone()));
+        }
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move {
             discovery.run(token).await;

@@ -5,10 +5,16 @@
 //! The lease lives 2 s here (`LEADER_LEASE_TTL`; 8 s by default) so failovers are quick.
 
 mod common;
+#[path = "support/nomad_standin.rs"]
+mod nomad_standin;
+#[path = "support/orchestrator_standin.rs"]
+mod orchestrator_standin;
 #[path = "support/redis.rs"]
 mod redis_server;
 
 use common::{Delivery, RunningEmitter, TestReceiver, eventually, free_port, http_get};
+use nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
+use orchestrator_standin::{OrchestratorStandin, sandbox};
 use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -681,4 +687,214 @@ fn writer_done(writer: &std::thread::JoinHandle<()>) {
         eventually(Duration::from_secs(60), || writer.is_finished()),
         "all events written"
     );
+}
+
+// --- every source goes through the stream ----------------------------------------------------
+
+/// The stream's entries, oldest first: each entry's fields by name.
+fn stream_entries(redis: &RedisServer) -> Vec<HashMap<String, String>> {
+    let mut conn = redis.connection();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            entry
+                .map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap_or_default()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A Nomad 1.8 stand-in with one orchestrator allocation, on a runtime of its own.
+struct Cluster {
+    nomad: NomadStandin,
+    orchestrator: OrchestratorStandin,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let nomad = runtime.block_on(NomadStandin::start(NomadOptions::nomad_1_8()));
+        let orchestrator = runtime.block_on(OrchestratorStandin::start());
+        nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", orchestrator.port()));
+        Self {
+            nomad,
+            orchestrator,
+            _runtime: runtime,
+        }
+    }
+
+    /// `run` arguments: discover the orchestrators through Nomad, reconcile quickly.
+    fn args(&self) -> Vec<String> {
+        [
+            "--nomad-addr",
+            &self.nomad.url(),
+            "--nomad-token",
+            &workload_identity_jwt(),
+            "--reconcile-interval",
+            "200ms",
+            "--reconcile-grace",
+            "400ms",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+/// The ids of `sandbox`'s events that arrived, by label, first arrivals only, in order.
+fn arrived(receiver: &TestReceiver, sandbox: &str) -> Vec<(String, String)> {
+    let mut seen = HashSet::new();
+    receiver
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.sandbox_id == sandbox && seen.insert(d.event_id.clone()))
+        .map(|d| (d.label, d.event_id))
+        .collect()
+}
+
+#[test]
+fn a_synthesized_event_goes_through_the_stream_and_survives_the_loss_of_the_active_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let cluster = Cluster::start();
+    // Running on the orchestrator; its `created` event never came.
+    cluster
+        .orchestrator
+        .set_sandboxes(vec![sandbox("sbx-unannounced", TEAM, "exec-u")]);
+    let receiver_port = free_port(); // the receiver is down
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    for i in [&mut a, &mut b] {
+        // Keep acknowledged entries, so the test sees what went through the stream.
+        i.extra = cluster.args();
+        i.extra.extend(["--redis-trim".into(), "false".into()]);
+    }
+    a.start(&redis, receiver_port);
+    assert!(eventually(Duration::from_secs(15), || a.is_active()));
+    b.start(&redis, receiver_port);
+
+    // The reconciler appends its create to the stream, marked as its own, and the active
+    // instance reads it like any entry: it is pending in the group until delivered.
+    let synthesized = |redis: &RedisServer| -> Vec<Value> {
+        stream_entries(redis)
+            .into_iter()
+            .filter(|e| e.get("source").map(String::as_str) == Some("reconcile"))
+            .map(|e| serde_json::from_str(&e["payload"]).unwrap())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || synthesized(&redis).len() == 1
+            && pending(&redis) == 1),
+        "the synthesized create is appended to the stream and read (entries: {:?}); log:\n{}",
+        stream_entries(&redis),
+        a.log_text()
+    );
+    let create = synthesized(&redis).remove(0);
+    assert_eq!(create["sandbox_id"], "sbx-unannounced");
+    assert_eq!(create["type"], "sandbox.lifecycle.created");
+    assert_eq!(create["event_data"]["synthetic"], true);
+    let metrics = a.metrics();
+    assert!(
+        metrics.contains(r#"e2b_webhook_events_received_total{source="reconcile",type="create"} 1"#),
+        "read back from the stream as the reconciler's: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("events_received"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // The node is lost before the receiver took it: the other instance delivers it.
+    a.kill9();
+    std::fs::remove_dir_all(&a.data).unwrap();
+    let receiver = accepting_receiver(receiver_port);
+    assert!(
+        eventually(Duration::from_secs(30), || !arrived(&receiver, "sbx-unannounced").is_empty()),
+        "the survivor delivers the synthesized create; log:\n{}",
+        b.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2)); // several reconcile runs on the survivor
+    let got = arrived(&receiver, "sbx-unannounced");
+    assert_eq!(
+        got,
+        vec![("create".to_owned(), create["id"].as_str().unwrap().to_owned())],
+        "the same event, once, and no second create from the survivor's reconciler"
+    );
+    assert!(receiver.deliveries().iter().all(|d| d.path == b.path()));
+    assert!(eventually(Duration::from_secs(10), || pending(&redis) == 0));
+}
+
+#[test]
+fn backfill_with_redis_appends_to_the_stream_and_survives_the_loss_of_the_active_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let receiver_port = free_port(); // the receiver is down
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    a.start(&redis, receiver_port);
+    assert!(eventually(Duration::from_secs(15), || a.is_active()));
+    b.start(&redis, receiver_port);
+
+    let (events, expected) = common::lifecycle_ndjson(10, 6); // 60 events
+    let file = dir.path().join("export.ndjson");
+    std::fs::write(&file, &events).unwrap();
+    let backfill_log = dir.path().join("backfill.log");
+    let log = std::fs::File::create(&backfill_log).unwrap();
+    let mut backfill = common::emitter()
+        .args(["backfill", "--redis-url"])
+        .arg(redis.url())
+        .args(["--team-ids", TEAM, "--webhook-url"])
+        .arg(format!("http://127.0.0.1:{receiver_port}/from-backfill"))
+        .args(["--webhook-secret", SECRET, "--data-dir"])
+        .arg(dir.path().join("data-backfill"))
+        .arg(&file)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let backfilled = |redis: &RedisServer| {
+        stream_entries(redis)
+            .iter()
+            .filter(|e| e.get("source").map(String::as_str) == Some("backfill"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || pending(&redis) == 60),
+        "the backfill's events are in the stream and read by the active instance (pending {}, in the stream {})",
+        pending(&redis),
+        backfilled(&redis)
+    );
+    assert_eq!(backfilled(&redis), 60, "each marked as the backfill's");
+    assert!(
+        backfill.try_wait().unwrap().is_none(),
+        "backfill waits until they are delivered"
+    );
+    assert!(
+        !dir.path().join("data-backfill").exists(),
+        "with Redis, backfill keeps no outbox of its own"
+    );
+
+    a.kill9();
+    std::fs::remove_dir_all(&a.data).unwrap();
+    let receiver = accepting_receiver(receiver_port);
+    wait_all_delivered(&receiver, &expected, Duration::from_secs(60));
+    let deliveries = receiver.deliveries();
+    assert_all_delivered_in_order(&deliveries, &expected);
+    assert!(deliveries.iter().all(|d| d.path == b.path()));
+    let exited = eventually(Duration::from_secs(20), || {
+        backfill.try_wait().unwrap().is_some()
+    });
+    let output = std::fs::read_to_string(&backfill_log).unwrap();
+    assert!(exited, "backfill returns once they are delivered:\n{output}");
+    assert!(backfill.wait().unwrap().success(), "{output}");
+    assert!(output.contains("backfill done: 60 events"), "{output}");
 }

@@ -1,12 +1,14 @@
 //! The durable outbox on redb: events are committed (fsync) before their source is acknowledged,
 //! and stay on disk, not in memory, until every endpoint has them or they are dead-lettered.
 
+mod intake;
 mod open;
 mod raw_input;
 mod store;
 mod stream_acks;
 mod writability;
 
+pub use intake::{EventIntake, IntakeError, SandboxView};
 pub use open::MovedAside;
 pub use raw_input::RawInput;
 

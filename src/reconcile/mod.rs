@@ -21,7 +21,7 @@ pub mod proto {
 
 use crate::event::{EventError, Lifecycle, SandboxEvent};
 use crate::leadership::Leadership;
-use crate::outbox::{Outbox, SandboxRecord};
+use crate::outbox::{EventIntake, Outbox, SandboxRecord, SandboxView};
 use crate::server::metrics::Metrics;
 use crate::source::nomad::OrchestratorSet;
 use orchestrator::{ListedSandbox, OrchestratorClients};
@@ -92,6 +92,10 @@ impl Outcome {
 /// Compares the outbox's running sandboxes with the orchestrators' and fills the gaps.
 pub struct Reconciler {
     outbox: Outbox,
+    /// Where synthesized events go: the outbox, or with Redis the stream.
+    intake: Arc<dyn EventIntake>,
+    /// What the events say runs: the outbox's view, or with Redis the shared one.
+    view: Arc<dyn SandboxView>,
     metrics: Arc<Metrics>,
     orchestrators: watch::Receiver<OrchestratorSet>,
     settings: ReconcileSettings,
@@ -127,6 +131,8 @@ impl Reconciler {
         settings: ReconcileSettings,
     ) -> Self {
         Self {
+            intake: Arc::new(outbox.clone()),
+            view: Arc::new(outbox.clone()),
             outbox,
             metrics,
             orchestrators,
@@ -139,6 +145,14 @@ impl Reconciler {
             report: watch::channel(ReconcileReport::default()).0,
             synthesized: Vec::new(),
         }
+    }
+
+    /// Synthesized events go to `intake`, and runs compare the orchestrators with `view`
+    /// (with Redis: the stream and the view every instance shares).
+    pub fn with_shared(mut self, intake: Arc<dyn EventIntake>, view: Arc<dyn SandboxView>) -> Self {
+        self.intake = intake;
+        self.view = view;
+        self
     }
 
     /// A read-only view of what the last run did.
@@ -206,10 +220,10 @@ impl Reconciler {
         if self.skip_reason.take().is_some() {
             tracing::info!("reconciliation resumed");
         }
-        let mut records = match self.outbox.sandboxes().await {
+        let mut records = match self.view.sandboxes().await {
             Ok(records) => records,
             Err(e) => {
-                tracing::error!(error = %e, "reconciliation cannot read the outbox's sandboxes");
+                tracing::error!(error = %e, "reconciliation cannot read which sandboxes the events say are running");
                 return Outcome::Error;
             }
         };
@@ -398,7 +412,7 @@ impl Reconciler {
             .retain(|id, seen| seen.at_ms == now_ms || believed.contains(id.as_str()));
     }
 
-    /// Appends the synthesized events in one durable batch; false when the outbox failed.
+    /// Appends the synthesized events in one durable batch; false when that failed.
     async fn append(&mut self, findings: Vec<Finding>) -> bool {
         let mut events = Vec::with_capacity(findings.len());
         let mut reasons = Vec::with_capacity(findings.len());
@@ -435,9 +449,9 @@ impl Reconciler {
             .iter()
             .map(|e| e.lifecycle.label().to_owned())
             .collect();
-        match self.outbox.append(SOURCE, events).await {
-            Ok(report) => {
-                for ((label, reason), new) in labels.iter().zip(&reasons).zip(&report.is_new) {
+        match self.intake.submit(SOURCE, events).await {
+            Ok(is_new) => {
+                for ((label, reason), new) in labels.iter().zip(&reasons).zip(&is_new) {
                     if *new {
                         self.metrics.synthesized(label, reason);
                     }

@@ -1,8 +1,9 @@
 //! The file source: NDJSON orchestrator events (a ClickHouse `sandbox_events` export, the demo's
-//! sample file) read into the outbox. Malformed lines are set aside with their line number.
+//! sample file) read into an intake — the outbox, or with Redis the stream (`backfill`).
+//! Malformed lines are set aside with their line number.
 
 use crate::event::SandboxEvent;
-use crate::outbox::{MalformedInput, Outbox, OutboxError, RawInput};
+use crate::outbox::{EventIntake, IntakeError, MalformedInput, RawInput};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 /// Events appended per outbox transaction.
@@ -13,7 +14,7 @@ const BATCH: usize = 500;
 pub struct FileReport {
     /// Lines read (blank lines included).
     pub lines: usize,
-    /// Events new to the outbox.
+    /// Events new to the outbox (with Redis: appended to the stream).
     pub appended: usize,
     /// Events already in the outbox.
     pub duplicates: usize,
@@ -27,16 +28,16 @@ pub enum FileSourceError {
     /// Reading failed.
     #[error("cannot read the events file: {0}")]
     Io(#[from] std::io::Error),
-    /// The outbox refused the events.
+    /// The intake refused the events.
     #[error(transparent)]
-    Outbox(#[from] OutboxError),
+    Intake(#[from] IntakeError),
 }
 
-/// Reads NDJSON events from `input` into the outbox, `source` naming them in metrics.
+/// Reads NDJSON events from `input` into `intake`, `source` naming them in metrics.
 pub async fn read_ndjson(
     input: impl AsyncBufRead + Unpin,
     source: &'static str,
-    outbox: &Outbox,
+    intake: &dyn EventIntake,
 ) -> Result<FileReport, FileSourceError> {
     let mut report = FileReport::default();
     // Lines as bytes: a line that is not UTF-8 is set aside like any malformed line, byte for
@@ -63,30 +64,29 @@ pub async fn read_ndjson(
             }
         }
         if batch.len() >= BATCH {
-            flush(outbox, source, &mut batch, &mut malformed, &mut report).await?;
+            flush(intake, source, &mut batch, &mut malformed, &mut report).await?;
         }
     }
-    flush(outbox, source, &mut batch, &mut malformed, &mut report).await?;
+    flush(intake, source, &mut batch, &mut malformed, &mut report).await?;
     Ok(report)
 }
 
 async fn flush(
-    outbox: &Outbox,
+    intake: &dyn EventIntake,
     source: &'static str,
     batch: &mut Vec<SandboxEvent>,
     malformed: &mut Vec<MalformedInput>,
     report: &mut FileReport,
-) -> Result<(), OutboxError> {
+) -> Result<(), IntakeError> {
     if !malformed.is_empty() {
         report.malformed += malformed.len();
-        outbox
-            .set_aside(std::mem::take(malformed), Vec::new())
-            .await?;
+        intake.set_aside(std::mem::take(malformed)).await?;
     }
     if !batch.is_empty() {
-        let appended = outbox.append(source, std::mem::take(batch)).await?;
-        report.appended += appended.appended;
-        report.duplicates += appended.duplicates;
+        let new = intake.submit(source, std::mem::take(batch)).await?;
+        let appended = new.iter().filter(|new| **new).count();
+        report.appended += appended;
+        report.duplicates += new.len() - appended;
     }
     Ok(())
 }

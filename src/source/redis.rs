@@ -15,11 +15,13 @@
 //! before an older one its predecessor had read.
 
 mod dead_letters;
+mod intake;
 mod keys;
 mod lease;
 mod sync;
 
 pub use dead_letters::{SharedDeadLetters, SharedReplay};
+pub use intake::{IntakeProgress, StreamIntake};
 pub use lease::LeaseTiming;
 
 mod client;
@@ -118,6 +120,16 @@ pub enum RedisSourceError {
         /// The group.
         group: String,
     },
+    /// A command that needs the service's consumer group found none: no instance ran yet.
+    #[error(
+        "there is no consumer group {group} on {stream}: no e2b-webhook-emitter instance has run against this Redis with these REDIS_STREAM/REDIS_GROUP settings"
+    )]
+    NoGroup {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+    },
     /// The outbox could not commit a batch; the entries stay pending and are read again.
     #[error("the outbox did not commit a batch from the stream: {0}")]
     Outbox(OutboxError),
@@ -201,6 +213,18 @@ impl RedisStreamSource {
             other_teams_seen: Default::default(),
             generation: watch::channel(None).0,
         })
+    }
+
+    /// The entrance for the reconciler's events: the stream, appended to only while this
+    /// instance holds the lease.
+    pub fn stream_intake(&self) -> StreamIntake {
+        StreamIntake::new(
+            self.client.clone(),
+            self.keys.clone(),
+            self.config.group.clone(),
+            self.addr.clone(),
+            Some(self.leadership.clone()),
+        )
     }
 
     /// Starts the lease keeper and the acknowledger, each on its own connection.
@@ -658,6 +682,7 @@ impl RedisStreamSource {
                 generation: generation.to_owned(),
             };
             let replay_to = entry.replay_to();
+            let origin = entry.origin();
             match entry.decode() {
                 Ok(event) => events.push((
                     event,
@@ -665,6 +690,7 @@ impl RedisStreamSource {
                         entry: reference,
                         replay_to,
                     },
+                    origin,
                 )),
                 Err(input) => {
                     tracing::warn!(
@@ -682,11 +708,11 @@ impl RedisStreamSource {
         let decoded = events.len();
         let (kept, others): (Vec<_>, Vec<_>) = events
             .into_iter()
-            .partition(|(event, _)| self.serves(event));
+            .partition(|(event, _, _)| self.serves(event));
         let events = kept;
         let other_teams = decoded - events.len();
         if !others.is_empty() {
-            let entries = others.into_iter().map(|(_, from)| from.entry).collect();
+            let entries = others.into_iter().map(|(_, from, _)| from.entry).collect();
             self.outbox.acknowledge(entries).await?;
         }
         if other_teams > 0 {
@@ -705,8 +731,14 @@ impl RedisStreamSource {
                 "skipped events of teams outside E2B_TEAM_IDS"
             );
         }
-        if !events.is_empty() {
-            let report = self.outbox.append_from_stream(SOURCE, events).await?;
+        // In stream order, one append per run of entries from the same source.
+        let mut events = events.into_iter().peekable();
+        while let Some((event, from, origin)) = events.next() {
+            let mut run = vec![(event, from)];
+            while let Some((event, from, _)) = events.next_if(|(_, _, next)| *next == origin) {
+                run.push((event, from));
+            }
+            let report = self.outbox.append_from_stream(origin, run).await?;
             if report.duplicates > 0 {
                 tracing::debug!(
                     duplicates = report.duplicates,
@@ -873,6 +905,21 @@ impl StreamEntry {
             .iter()
             .find(|(name, _)| name == dead_letters::REPLAY_FIELD)?;
         String::from_utf8(endpoint.clone()).ok()
+    }
+
+    /// Where the entry came from: the orchestrator (`redis`), or the emitter itself
+    /// (`reconcile`, `backfill`: see [`intake`]).
+    fn origin(&self) -> &'static str {
+        let field = self
+            .fields
+            .iter()
+            .flatten()
+            .find(|(name, _)| name == intake::SOURCE_FIELD);
+        match field.map(|(_, value)| value.as_slice()) {
+            Some(b"reconcile") => "reconcile",
+            Some(b"backfill") => "backfill",
+            _ => SOURCE,
+        }
     }
 
     /// The event in the `payload` field, or the entry as a malformed input with the reason.
