@@ -587,7 +587,9 @@ async fn backfill_through_stream(
 ) -> anyhow::Result<ExitCode> {
     let intake = crate::source::redis::StreamIntake::connect(redis)
         .await
-        .context("backfill appends to the stream the running service reads; start the service first")?;
+        .context(
+            "backfill appends to the stream the running service reads; start the service first",
+        )?;
     let report = if file.as_os_str() == "-" {
         crate::source::file::read_ndjson(
             tokio::io::BufReader::new(tokio::io::stdin()),
@@ -614,7 +616,9 @@ async fn backfill_through_stream(
                     eprint!("\r  {} pending   ", progress.pending);
                     let _ = std::io::stderr().flush();
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the group's progress; trying again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the group's progress; trying again")
+                }
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }

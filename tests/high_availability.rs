@@ -804,7 +804,8 @@ fn a_synthesized_event_goes_through_the_stream_and_survives_the_loss_of_the_acti
     assert_eq!(create["event_data"]["synthetic"], true);
     let metrics = a.metrics();
     assert!(
-        metrics.contains(r#"e2b_webhook_events_received_total{source="reconcile",type="create"} 1"#),
+        metrics
+            .contains(r#"e2b_webhook_events_received_total{source="reconcile",type="create"} 1"#),
         "read back from the stream as the reconciler's: {}",
         metrics
             .lines()
@@ -818,7 +819,11 @@ fn a_synthesized_event_goes_through_the_stream_and_survives_the_loss_of_the_acti
     std::fs::remove_dir_all(&a.data).unwrap();
     let receiver = accepting_receiver(receiver_port);
     assert!(
-        eventually(Duration::from_secs(30), || !arrived(&receiver, "sbx-unannounced").is_empty()),
+        eventually(Duration::from_secs(30), || !arrived(
+            &receiver,
+            "sbx-unannounced"
+        )
+        .is_empty()),
         "the survivor delivers the synthesized create; log:\n{}",
         b.log_text()
     );
@@ -826,7 +831,10 @@ fn a_synthesized_event_goes_through_the_stream_and_survives_the_loss_of_the_acti
     let got = arrived(&receiver, "sbx-unannounced");
     assert_eq!(
         got,
-        vec![("create".to_owned(), create["id"].as_str().unwrap().to_owned())],
+        vec![(
+            "create".to_owned(),
+            create["id"].as_str().unwrap().to_owned()
+        )],
         "the same event, once, and no second create from the survivor's reconciler"
     );
     assert!(receiver.deliveries().iter().all(|d| d.path == b.path()));
@@ -894,7 +902,10 @@ fn backfill_with_redis_appends_to_the_stream_and_survives_the_loss_of_the_active
         backfill.try_wait().unwrap().is_some()
     });
     let output = std::fs::read_to_string(&backfill_log).unwrap();
-    assert!(exited, "backfill returns once they are delivered:\n{output}");
+    assert!(
+        exited,
+        "backfill returns once they are delivered:\n{output}"
+    );
     assert!(backfill.wait().unwrap().success(), "{output}");
     assert!(output.contains("backfill done: 60 events"), "{output}");
 }
