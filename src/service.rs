@@ -4,7 +4,7 @@ use crate::admin::{self, Admin, AdminEndpoint};
 use crate::config::{EndpointConfig, RunConfig};
 use crate::deliver::control::EndpointControls;
 use crate::deliver::dispatch::{Dispatcher, Oversight};
-use crate::deliver::journal::DeliveryJournal;
+use crate::deliver::journal::{AttemptLog, DeliveryJournal};
 use crate::deliver::retry::RetryPolicy;
 use crate::leadership::Leadership;
 use crate::outbox::{Outbox, OutboxStatus, Route};
@@ -73,7 +73,12 @@ impl Pipeline {
         let shared = !leadership.view().me.is_empty();
         let outbox = Outbox::open(data_dir, routes, metrics.clone(), shared)?;
         let shutdown = CancellationToken::new();
-        let journal = Arc::new(DeliveryJournal::new());
+        let journal = Arc::new(
+            DeliveryJournal::persisted(&AttemptLog::new(data_dir)).unwrap_or_else(|error| {
+                tracing::warn!(dir = %data_dir.display(), %error, "cannot keep the delivery attempt log in the data directory; recent deliveries are kept in memory only");
+                DeliveryJournal::new()
+            }),
+        );
         let controls = Arc::new(EndpointControls::new(
             endpoints.iter().map(|e| e.id.as_str()),
         ));

@@ -510,9 +510,72 @@ fn the_cli_replays_through_the_running_service_and_falls_back_to_the_data_direct
     );
     let (code, out, _) = cli(&["dead-letters", "list"]);
     assert_eq!((code, out.trim()), (0, "no dead letters"));
-    let (code, _, err) = cli(&["deliveries"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("kept by the running service"), "{err}");
+    // The attempts outlive the service: its attempt log in the data directory answers.
+    let (code, out, err) = cli(&[
+        "deliveries",
+        "--sandbox",
+        "isb00001",
+        "--outcome",
+        "dead",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("reading the data directory instead"), "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, table, _) = cli(&["deliveries", "--sandbox", "isb00001", "--limit", "1"]);
+    assert_eq!(code, 0);
+    // Newest first: the replayed delivery comes before the dead letters it replaced.
+    assert!(
+        table.starts_with("TIME") && table.lines().nth(1).unwrap().contains("delivered"),
+        "{table}"
+    );
+    let (code, _, err) = cli(&["deliveries", "--since", "yesterday"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--since"), "{err}");
+
+    // Restarted, the service lists the attempts of its previous run and numbers on after them.
+    let listen = format!("127.0.0.1:{}", s.port);
+    let hook = format!("http://127.0.0.1:{}/hook", s.receiver.port);
+    let restarted = RunningEmitter::start_with_admin_token(
+        Some(TOKEN),
+        &[
+            "--webhook-url",
+            &hook,
+            "--webhook-secret",
+            SECRET,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ],
+        s._dir.path().join("log2"),
+    );
+    wait_for_port(s.port, Duration::from_secs(10));
+    let before = admin(s.port, "GET", "/admin/v1/deliveries?sandbox=isb00001", None);
+    let outcomes: Vec<&str> = before["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "dead").count(),
+        2,
+        "{before}"
+    );
+    let newest = before["items"][0]["seq"].as_u64().unwrap();
+    admin(
+        s.port,
+        "POST",
+        "/admin/v1/endpoints/default/test-event",
+        Some(json!({})),
+    );
+    let after = admin(s.port, "GET", "/admin/v1/deliveries?limit=1", None);
+    assert!(
+        after["items"][0]["seq"].as_u64().unwrap() > newest,
+        "{after}"
+    );
+    drop(restarted);
 }
 
 #[test]

@@ -281,19 +281,16 @@ struct DeliveriesParams {
 }
 
 fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let Some(value) = value else { return Ok(None) };
-    if let Ok(ms) = value.parse::<i64>() {
-        return Ok(Some(ms));
-    }
     value
-        .parse::<jiff::Timestamp>()
-        .map(|t| Some(t.as_millisecond()))
-        .map_err(|_| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("{name}: an RFC 3339 time or milliseconds since the epoch"),
-            )
+        .map(|v| {
+            DeliveryQuery::parse_time(v).ok_or_else(|| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name}: an RFC 3339 time or milliseconds since the epoch"),
+                )
+            })
         })
+        .transpose()
 }
 
 async fn deliveries(

@@ -4,6 +4,8 @@
 
 use crate::admin::client::{AdminClient, AdminClientError};
 use crate::config::ConfigError;
+use crate::deliver::journal::{AttemptLog, DeliveryQuery, page};
+use anyhow::Context;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::process::ExitCode;
@@ -52,6 +54,9 @@ pub(super) struct DeliveriesArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Directory of the outbox, read when the service does not answer.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    data_dir: std::path::PathBuf,
 }
 
 impl RemoteArgs {
@@ -94,6 +99,44 @@ fn ask<T>(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The page `args` asks for, from the attempt log the service left in its data directory.
+fn deliveries_on_disk(args: &DeliveriesArgs) -> anyhow::Result<Value> {
+    let time = |setting: &'static str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| {
+                DeliveryQuery::parse_time(v).ok_or_else(|| {
+                    ConfigError::new(setting, "an RFC 3339 time or milliseconds since the epoch")
+                })
+            })
+            .transpose()
+    };
+    let query = DeliveryQuery {
+        endpoint: args.endpoint.clone(),
+        sandbox_id: args.sandbox.clone(),
+        event_id: args.event_id.clone(),
+        outcome: args.outcome.clone(),
+        since_ms: time("--since", &args.since)?,
+        until_ms: time("--until", &args.until)?,
+        before: args.cursor,
+        limit: args.limit,
+    };
+    if !args.data_dir.is_dir() {
+        anyhow::bail!(
+            "no service answered and {} is not a data directory: pass --admin-url (ADMIN_URL) of the running service or its --data-dir (DATA_DIR)",
+            args.data_dir.display()
+        );
+    }
+    let log = AttemptLog::new(&args.data_dir);
+    let records = log.read().with_context(|| {
+        format!(
+            "cannot read the delivery attempt log in {}; check DATA_DIR (--data-dir)",
+            args.data_dir.display()
+        )
+    })?;
+    Ok(serde_json::to_value(page(records.iter(), &query))?)
 }
 
 fn when(ms: Option<i64>) -> String {
@@ -207,27 +250,26 @@ pub(super) fn replay(
     }))
 }
 
-/// `deliveries`: recent attempts, newest first, from the running service only (the journal lives
-/// in its memory).
+/// `deliveries`: recent attempts, newest first, from the running service, else from the attempt
+/// log in the data directory.
 pub(super) fn deliveries(args: DeliveriesArgs) -> anyhow::Result<ExitCode> {
     let mut query: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
     for (name, value) in [
-        ("endpoint", args.endpoint),
-        ("sandbox", args.sandbox),
-        ("event_id", args.event_id),
-        ("outcome", args.outcome),
-        ("since", args.since),
-        ("until", args.until),
+        ("endpoint", args.endpoint.clone()),
+        ("sandbox", args.sandbox.clone()),
+        ("event_id", args.event_id.clone()),
+        ("outcome", args.outcome.clone()),
+        ("since", args.since.clone()),
+        ("until", args.until.clone()),
         ("cursor", args.cursor.map(|c| c.to_string())),
     ] {
         if let Some(value) = value {
             query.push((name, value));
         }
     }
-    let Some(page) = ask(&args.remote, async |c| c.get("/deliveries", &query).await)? else {
-        anyhow::bail!(
-            "recent deliveries are kept by the running service: pass --admin-url (ADMIN_URL) and ADMIN_TOKEN of a running service (`status` and `dead-letters list` also read the data directory)"
-        );
+    let page = match ask(&args.remote, async |c| c.get("/deliveries", &query).await)? {
+        Some(page) => page,
+        None => deliveries_on_disk(&args)?,
     };
     let mut out = std::io::stdout().lock();
     let items = page["items"].as_array().cloned().unwrap_or_default();

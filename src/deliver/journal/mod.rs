@@ -1,8 +1,12 @@
-//! What deliveries just did, for people watching: the recent attempts (a bounded ring), a live
-//! feed of them, and per-endpoint success rates by the minute. Nothing here decides anything; the
-//! outbox stays the record of what is owed.
+//! What deliveries just did, for people watching: the recent attempts (a bounded ring, kept on
+//! disk too by [`AttemptLog`]), a live feed of them, and per-endpoint success rates by the minute.
+//! Nothing here decides anything; the outbox stays the record of what is owed.
 
-use serde::Serialize;
+mod attempt_log;
+
+pub use attempt_log::AttemptLog;
+use attempt_log::LogSender;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use tokio::sync::broadcast;
@@ -16,7 +20,7 @@ const FEED_BUFFER: usize = 1024;
 const MINUTES: usize = 60;
 
 /// One delivery attempt as an operator sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     /// Increasing number of this record (the pagination cursor).
     pub seq: u64,
@@ -91,6 +95,15 @@ pub struct DeliveryQuery {
 }
 
 impl DeliveryQuery {
+    /// A time bound as the API and the CLI take it: RFC 3339, or milliseconds since the epoch.
+    pub fn parse_time(text: &str) -> Option<i64> {
+        text.parse::<i64>().ok().or_else(|| {
+            text.parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond())
+        })
+    }
+
     fn matches(&self, r: &DeliveryRecord) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         eq(&self.endpoint, &r.endpoint)
@@ -101,6 +114,24 @@ impl DeliveryQuery {
             && self.until_ms.is_none_or(|t| r.at_ms < t)
             && self.before.is_none_or(|c| r.seq < c)
     }
+}
+
+/// The page of `records` (oldest first) that `query` asks for, newest first.
+pub fn page<'a>(
+    records: impl DoubleEndedIterator<Item = &'a DeliveryRecord>,
+    query: &DeliveryQuery,
+) -> DeliveryPage {
+    let limit = query.limit.max(1);
+    let mut items: Vec<DeliveryRecord> = records
+        .rev()
+        .filter(|r| query.matches(r))
+        .take(limit + 1)
+        .cloned()
+        .collect();
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = more.then(|| items.last().map(|r| r.seq)).flatten();
+    DeliveryPage { items, next_cursor }
 }
 
 /// One page of recent attempts, newest first.
@@ -162,10 +193,30 @@ struct Inner {
     minutes: BTreeMap<String, Minutes>,
 }
 
+impl Inner {
+    fn remember(&mut self, record: DeliveryRecord) {
+        // Operators' test events say nothing about the endpoint's real traffic.
+        if !record.test {
+            self.minutes
+                .entry(record.endpoint.clone())
+                .or_default()
+                .add(
+                    record.at_ms.div_euclid(60_000),
+                    record.outcome == "delivered",
+                );
+        }
+        self.recent.push_back(record);
+        while self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+    }
+}
+
 /// The journal shared by every dispatcher and the admin API.
 pub struct DeliveryJournal {
     inner: Mutex<Inner>,
     feed: broadcast::Sender<DeliveryRecord>,
+    log: Option<LogSender>,
 }
 
 impl Default for DeliveryJournal {
@@ -175,7 +226,7 @@ impl Default for DeliveryJournal {
 }
 
 impl DeliveryJournal {
-    /// An empty journal.
+    /// An empty journal, kept in memory only.
     pub fn new() -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -184,7 +235,24 @@ impl DeliveryJournal {
                 minutes: BTreeMap::new(),
             }),
             feed: broadcast::channel(FEED_BUFFER).0,
+            log: None,
         }
+    }
+
+    /// A journal that starts from the history in `log` and appends every attempt to it.
+    pub fn persisted(log: &AttemptLog) -> std::io::Result<Self> {
+        let mut journal = Self::new();
+        let history = log.read()?;
+        {
+            let inner = journal.inner.get_mut().expect("journal lock poisoned");
+            let start = history.len().saturating_sub(RECENT);
+            for record in history.into_iter().skip(start) {
+                inner.next_seq = inner.next_seq.max(record.seq + 1);
+                inner.remember(record);
+            }
+        }
+        journal.log = Some(log.start_writer()?);
+        Ok(journal)
     }
 
     /// Records an attempt and tells live subscribers; never waits for them.
@@ -210,19 +278,12 @@ impl DeliveryJournal {
                 test: a.test,
             };
             inner.next_seq += 1;
-            if !record.test {
-                inner
-                    .minutes
-                    .entry(record.endpoint.clone())
-                    .or_default()
-                    .add(at_ms.div_euclid(60_000), record.outcome == "delivered");
-            }
-            inner.recent.push_back(record.clone());
-            while inner.recent.len() > RECENT {
-                inner.recent.pop_front();
-            }
+            inner.remember(record.clone());
             record
         };
+        if let Some(log) = &self.log {
+            log.send(record.clone());
+        }
         // No subscriber is fine: nobody is watching.
         let _ = self.feed.send(record);
     }
@@ -230,19 +291,7 @@ impl DeliveryJournal {
     /// Recent attempts matching `query`, newest first.
     pub fn query(&self, query: &DeliveryQuery) -> DeliveryPage {
         let inner = self.inner.lock().expect("journal lock poisoned");
-        let limit = query.limit.max(1);
-        let mut items: Vec<DeliveryRecord> = inner
-            .recent
-            .iter()
-            .rev()
-            .filter(|r| query.matches(r))
-            .take(limit + 1)
-            .cloned()
-            .collect();
-        let more = items.len() > limit;
-        items.truncate(limit);
-        let next_cursor = more.then(|| items.last().map(|r| r.seq)).flatten();
-        DeliveryPage { items, next_cursor }
+        page(inner.recent.iter(), query)
     }
 
     /// Success rate of `endpoint` over the last `minutes` minutes (at most 60).
@@ -315,6 +364,36 @@ mod tests {
         });
         assert_eq!(retries_of_s1.items.len(), 1);
         assert_eq!(retries_of_s1.items[0].endpoint, "b");
+    }
+
+    #[test]
+    fn a_persisted_journal_starts_from_its_history_and_continues_its_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AttemptLog::new(dir.path());
+        let journal = DeliveryJournal::persisted(&log).unwrap();
+        journal.record(attempt("a", "s1", "delivered"));
+        journal.record(attempt("a", "s2", "retry"));
+        for _ in 0..500 {
+            if log.read().unwrap().len() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(journal);
+        let again = DeliveryJournal::persisted(&log).unwrap();
+        again.record(attempt("a", "s3", "delivered"));
+        let all = again.query(&DeliveryQuery {
+            limit: 10,
+            ..DeliveryQuery::default()
+        });
+        let seen: Vec<_> = all
+            .items
+            .iter()
+            .map(|r| (r.seq, r.sandbox_id.as_str()))
+            .collect();
+        assert_eq!(seen, [(3, "s3"), (2, "s2"), (1, "s1")]);
+        let rate = again.success_rate("a", 5);
+        assert_eq!((rate.attempts, rate.delivered), (3, 2));
     }
 
     #[test]
