@@ -614,3 +614,159 @@ fn a_pause_outlives_a_restart_until_resumed() {
     let endpoints = admin(s.port, "GET", "/admin/v1/endpoints", None);
     assert_eq!(endpoints["endpoints"][0]["paused"], false);
 }
+
+/// (status, headers) of a request from the local address `from`, redirects not followed.
+fn call_from(
+    from: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap) {
+    rt().block_on(async {
+        let client = reqwest::Client::builder()
+            .local_address(from.parse::<std::net::IpAddr>().unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut request = client.request(
+            method.parse().unwrap(),
+            format!("http://127.0.0.1:{port}{path}"),
+        );
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(form) = form {
+            request = request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.headers().clone())
+    })
+}
+
+#[test]
+fn the_console_cookie_never_holds_the_token_and_a_guessing_address_is_throttled_alone() {
+    let s = start(Some(TOKEN));
+    let (code, headers) = call_from(
+        "127.0.0.1",
+        s.port,
+        "POST",
+        "/login",
+        &[],
+        Some(&format!("token={TOKEN}")),
+    );
+    assert_eq!(code, 303);
+    let set_cookie = headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    assert!(
+        !set_cookie.contains(TOKEN),
+        "the cookie holds the token: {set_cookie}"
+    );
+    let session = set_cookie.split(';').next().unwrap().to_owned();
+    let with_session = [("cookie", session.as_str())];
+    assert_eq!(
+        call_from(
+            "127.0.0.1",
+            s.port,
+            "GET",
+            "/admin/v1/endpoints",
+            &with_session,
+            None
+        )
+        .0,
+        200
+    );
+    // The token itself in the cookie is not a session.
+    let token_cookie = format!("e2b_admin={TOKEN}");
+    assert_eq!(
+        call_from(
+            "127.0.0.1",
+            s.port,
+            "GET",
+            "/admin/v1/endpoints",
+            &[("cookie", &token_cookie)],
+            None
+        )
+        .0,
+        401
+    );
+
+    // An address guessing bearer tokens gets 401 ten times, then 429 — even for the right
+    // token, over the API, `/status` and the login form — while another address goes on.
+    let guess = [("authorization", "Bearer admin-token-guess-guess-guess-0000")];
+    let right = format!("Bearer {TOKEN}");
+    let codes: Vec<u16> = (0..11)
+        .map(|_| {
+            call_from(
+                "127.0.0.2",
+                s.port,
+                "GET",
+                "/admin/v1/dead-letters",
+                &guess,
+                None,
+            )
+            .0
+        })
+        .collect();
+    assert_eq!(codes[..10], [401; 10]);
+    let (code, headers) = call_from(
+        "127.0.0.2",
+        s.port,
+        "GET",
+        "/admin/v1/dead-letters",
+        &guess,
+        None,
+    );
+    assert_eq!(code, 429);
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    for path in ["/admin/v1/dead-letters", "/status"] {
+        assert_eq!(
+            call_from(
+                "127.0.0.2",
+                s.port,
+                "GET",
+                path,
+                &[("authorization", &right)],
+                None
+            )
+            .0,
+            429,
+            "{path}"
+        );
+    }
+    let (code, headers) = call_from(
+        "127.0.0.2",
+        s.port,
+        "POST",
+        "/login",
+        &[],
+        Some(&format!("token={TOKEN}")),
+    );
+    assert_eq!(code, 303);
+    assert_eq!(headers["location"], "/?throttled");
+    assert!(!headers.contains_key("set-cookie"));
+    assert_eq!(
+        call_from(
+            "127.0.0.1",
+            s.port,
+            "GET",
+            "/status",
+            &[("authorization", &right)],
+            None
+        )
+        .0,
+        200
+    );
+    let log = s.running.log_text();
+    assert!(
+        log.contains("too many refused admin token attempts") && log.contains("127.0.0.2"),
+        "{log}"
+    );
+}

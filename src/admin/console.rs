@@ -4,11 +4,12 @@
 use super::Admin;
 use super::auth;
 use axum::Form;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use std::net::SocketAddr;
 
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/console.js");
@@ -56,9 +57,18 @@ struct Login {
     token: String,
 }
 
-/// Keeps the token in an `HttpOnly`, `SameSite=Strict` cookie when it is the admin token.
-async fn login(State(admin): State<Admin>, Form(form): Form<Login>) -> Response {
+/// Starts a console session (an `HttpOnly`, `SameSite=Strict` cookie) when the form carries the
+/// admin token; an address that failed too often is turned away without the token being checked.
+async fn login(
+    State(admin): State<Admin>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<Login>,
+) -> Response {
+    if admin.token.throttled(peer.ip()).is_some() {
+        return Redirect::to("/?throttled").into_response();
+    }
     if !admin.token.matches(form.token.trim()) {
+        admin.token.failed(peer.ip());
         tracing::warn!(target: "admin", "admin: console login refused");
         return Redirect::to("/?denied").into_response();
     }

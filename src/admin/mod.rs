@@ -7,6 +7,7 @@ pub mod client;
 mod console;
 mod feed;
 mod routes;
+mod throttle;
 
 use crate::config::EndpointConfig;
 use crate::deliver::control::EndpointControls;

@@ -8,11 +8,12 @@ pub mod listen;
 pub mod metrics;
 pub mod otlp;
 
-use crate::admin::auth::AdminToken;
+use crate::admin::auth::{self, AdminToken, Admission};
 use crate::leadership::Leadership;
 use crate::outbox::Outbox;
+use axum::extract::Request;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metrics::Metrics;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ async fn metrics_page(State(state): State<ServerState>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(state): State<ServerState>, headers: HeaderMap) -> Response {
+async fn readyz(State(state): State<ServerState>, request: Request) -> Response {
     let components = state.metrics.components();
     let ready = !components.is_empty() && components.values().all(|c| c.ready);
     let code = if ready {
@@ -79,7 +80,7 @@ async fn readyz(State(state): State<ServerState>, headers: HeaderMap) -> Respons
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    if admitted(&state, &headers) {
+    if admission(&state, &request) == Some(Admission::Admitted) {
         let problems: Vec<String> = components
             .iter()
             .filter(|(_, c)| !c.ready)
@@ -104,9 +105,16 @@ async fn readyz(State(state): State<ServerState>, headers: HeaderMap) -> Respons
 }
 
 /// The outbox's status, and who holds the leader lease (`lease`).
-async fn status(State(state): State<ServerState>, headers: HeaderMap) -> Response {
-    if !admitted(&state, &headers) {
-        return refusal(&state, "/status");
+async fn status(State(state): State<ServerState>, request: Request) -> Response {
+    match admission(&state, &request) {
+        Some(Admission::Admitted) => {}
+        Some(refused) => {
+            return auth::refusal(
+                refused,
+                "/status needs the header Authorization: Bearer <ADMIN_TOKEN>",
+            );
+        }
+        None => return unconfigured("/status"),
     }
     match state.outbox.status().await {
         Ok(status) => {
@@ -118,28 +126,20 @@ async fn status(State(state): State<ServerState>, headers: HeaderMap) -> Respons
     }
 }
 
-fn admitted(state: &ServerState, headers: &HeaderMap) -> bool {
+/// What the request's credentials got it; `None` when no admin token is configured.
+fn admission(state: &ServerState, request: &Request) -> Option<Admission> {
     state
         .admin
         .as_ref()
-        .is_some_and(|token| token.admits(headers))
+        .map(|token| token.admit(request.headers(), auth::peer(request)))
 }
 
-/// The answer to a request that needed the admin token and did not carry it.
-fn refusal(state: &ServerState, what: &str) -> Response {
-    if state.admin.is_none() {
-        let message =
-            format!("{what} needs the admin token; set ADMIN_TOKEN on the service to enable it");
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(serde_json::json!({ "error": message })),
-        )
-            .into_response();
-    }
-    let message = format!("{what} needs the header Authorization: Bearer <ADMIN_TOKEN>");
+/// The answer to a request that needs the admin token when none is configured.
+fn unconfigured(what: &str) -> Response {
+    let message =
+        format!("{what} needs the admin token; set ADMIN_TOKEN on the service to enable it");
     (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
+        StatusCode::FORBIDDEN,
         axum::Json(serde_json::json!({ "error": message })),
     )
         .into_response()

@@ -52,6 +52,7 @@ function showLogin() {
   $("logout").hidden = true;
   $("login").hidden = false;
   $("denied").hidden = !location.search.includes("denied");
+  $("throttled").hidden = !location.search.includes("throttled");
   $("token").focus();
 }
 
