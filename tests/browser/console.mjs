@@ -46,6 +46,7 @@ try {
   await page.locator("#console").waitFor({ state: "visible" });
   const cookie = (await context.cookies()).find((c) => c.name === "e2b_admin");
   check(cookie && cookie.httpOnly && cookie.sameSite === "Strict", "HttpOnly SameSite=Strict cookie: " + JSON.stringify(cookie));
+  check(!cookie.value.includes(token), "the cookie is a session, not the token");
   check(await page.evaluate(() => !document.cookie.includes("e2b_admin")), "the page's scripts cannot read the token");
   await page.locator("#feed-state", { hasText: "live" }).waitFor();
   await page.locator(`#endpoints tr[data-endpoint="default"]`).waitFor();
@@ -70,6 +71,12 @@ try {
   await page.locator(`#endpoints tr[data-endpoint="default"] td:nth-child(4)`, { hasText: /^0$/ }).waitFor();
   check(errors.length === 0, "no script errors: " + errors.join("; "));
   await page.screenshot({ path: screenshot, fullPage: true });
+  // Readable on a small laptop window too: nothing wider than the window.
+  for (const width of [1024, 800]) {
+    await page.setViewportSize({ width, height: 900 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `the console fits ${width} px (it overflows by ${overflow} px)`);
+  }
   say("replayed");
 } finally {
   await context.close();
