@@ -1,0 +1,165 @@
+//! End-to-end benchmark: throughput, latency, memory and backlog drain of the real `run` service,
+//! next to the loopback ceiling. Run it with `scripts/bench` (or `cargo bench --bench pipeline`);
+//! the results and how to read them are in BENCHMARKS.md.
+//!
+//! Everything is real and on loopback: a `redis-server` child process; the release binary
+//! (`run --redis-url … --team-ids … --webhook-url … --data-dir <tmp>`) with its durable outbox in a
+//! temporary directory on the same disk as `/tmp`; a receiver (axum, on its own runtime in this
+//! process) that verifies every `X-E2B-Signature` and answers 200. Events are written the way the
+//! orchestrator writes them: `EXISTS wh:<team>`, then `XADD sandbox.events.stream * payload <json>`.
+//! Each event's `timestamp` is the moment it is written; the receiver subtracts it from its own
+//! clock, so the latency is "written to Redis → signed delivery received".
+//!
+//! Knobs (environment variables):
+//! - `BENCH_RUNS` (3): runs per measurement; the table shows the median and min–max.
+//! - `BENCH_EVENTS` (20000): events per throughput run (the 1-sandbox run uses a quarter).
+//! - `BENCH_BACKLOG` (100000): events in the backlog run.
+//! - `BENCH_LATENCY_SECS` (10): measured seconds at each fixed rate (after 1 s of warm-up).
+//! - `BENCH_MAX_IN_FLIGHT` (64): `--max-in-flight`, and the load generator's connection count.
+//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog`.
+//! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
+
+mod emitter;
+mod measure;
+mod receiver;
+mod redis_server;
+mod runs;
+mod settings;
+mod table;
+mod workload;
+
+use measure::machine;
+use redis_server::RedisServer;
+use settings::Settings;
+use std::net::TcpListener as StdListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use table::Results;
+use workload::Workload;
+
+const STREAM: &str = "sandbox.events.stream";
+const TEAM: &str = "5c5b7a1e-2f0d-4a57-9a3e-8d1f0b6c4e21";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
+const ENDPOINT_PATH: &str = "/api/webhooks/e2b";
+/// How long any single wait may take before the benchmark gives up.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+fn gate_key() -> String {
+    format!("wh:{TEAM}")
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+fn log(line: impl AsRef<str>) {
+    eprintln!("[bench] {}", line.as_ref());
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench")
+        .enable_all()
+        .build()
+        .expect("the benchmark's runtime");
+    let redis = RedisServer::start();
+    let mif = settings.max_in_flight;
+    let runs = settings.runs;
+    log(format!(
+        "{} — {runs} runs, {} events per rate run, max-in-flight {mif}",
+        machine(),
+        settings.events
+    ));
+
+    let mut measured = Results {
+        ceiling_bytes: f64::NAN,
+        ..Results::default()
+    };
+
+    runtime.block_on(async {
+        let mut conn = redis.connect().await;
+        if settings.wants("ceiling") {
+            for r in 0..runs {
+                let (rate, bytes, busy) = runs::ceiling_run(settings.events, mif).await;
+                log(format!(
+                    "ceiling run {}: {rate:.0} requests/s ({bytes:.0}-byte bodies), machine CPU {busy:.0} % busy",
+                    r + 1
+                ));
+                measured.ceiling.push(rate);
+                measured.ceiling_busy.push(busy);
+                measured.ceiling_bytes = bytes;
+            }
+        }
+        if settings.wants("rate") {
+            for sandboxes in [10_000, 100, 1] {
+                let events = if sandboxes == 1 {
+                    (settings.events / 4).max(1)
+                } else {
+                    settings.events
+                };
+                let work = Workload { events, sandboxes };
+                let mut results = Vec::new();
+                for r in 0..runs {
+                    let result =
+                        runs::rate_run(&redis, &mut conn, work, mif, &format!("r{sandboxes}x{r}")).await;
+                    log(format!(
+                        "rate run {sandboxes} sandboxes #{}: {:.0} events/s, idle {:.1} MiB, peak {:.1} MiB, {:.0} CPU-ms per 1 000 events, machine CPU {:.0} % busy",
+                        r + 1,
+                        result.rate,
+                        result.idle_rss,
+                        result.peak_rss,
+                        result.cpu_ms_per_1k,
+                        result.machine_busy
+                    ));
+                    results.push(result);
+                }
+                measured.rates.push((sandboxes, events, results));
+            }
+        }
+        if settings.wants("latency") {
+            for r in 0..runs {
+                let result =
+                    runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"))
+                        .await;
+                for (rate, l) in [100, 1000].iter().zip(&result) {
+                    log(format!(
+                        "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
+                        r + 1,
+                        l.p50,
+                        l.p99,
+                        l.max,
+                        l.samples
+                    ));
+                }
+                measured.latencies.push(result);
+            }
+        }
+        if settings.wants("backlog") {
+            let result = runs::backlog_run(&redis, &mut conn, settings.backlog, mif).await;
+            log(format!(
+                "backlog: {} events committed in {:.1} s, outbox depth {}, peak RSS {:.1} MiB; drained in {:.1} s; peak RSS after drain {:.1} MiB",
+                result.events,
+                result.ingest_secs,
+                result.depth_seen,
+                result.rss_backlog,
+                result.drain_secs,
+                result.rss_after_drain
+            ));
+            measured.backlog = Some(result);
+        }
+    });
+    drop(redis);
+
+    let t = table::render(&settings, &measured, started.elapsed().as_secs_f64());
+    println!("{t}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline.md");
+    if std::fs::write(&out, &t).is_ok() {
+        log(format!("table saved to {}", out.display()));
+    }
+}

@@ -1,0 +1,39 @@
+//! The knobs, from environment variables (listed at the top of main.rs).
+
+pub struct Settings {
+    pub runs: usize,
+    pub events: usize,
+    pub backlog: usize,
+    pub latency_secs: u64,
+    pub max_in_flight: usize,
+    pub only: Option<Vec<String>>,
+}
+
+impl Settings {
+    pub fn from_env() -> Self {
+        let num = |name: &str, default: usize| -> usize {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(default)
+        };
+        Self {
+            runs: num("BENCH_RUNS", 3),
+            events: num("BENCH_EVENTS", 20_000),
+            backlog: num("BENCH_BACKLOG", 100_000),
+            latency_secs: num("BENCH_LATENCY_SECS", 10) as u64,
+            max_in_flight: num("BENCH_MAX_IN_FLIGHT", 64),
+            only: std::env::var("BENCH_ONLY")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
+        }
+    }
+
+    pub fn wants(&self, phase: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == phase))
+    }
+}

@@ -1,0 +1,197 @@
+//! The markdown table: every row next to its target, ✅ or ❌.
+
+use crate::measure::{Spread, machine, num, show};
+use crate::runs::{BacklogResult, Latency, RateResult};
+use crate::settings::Settings;
+use std::fmt::Write as _;
+
+/// Everything the phases measured.
+#[derive(Default)]
+pub struct Results {
+    pub ceiling: Vec<f64>,
+    pub ceiling_busy: Vec<f64>,
+    pub ceiling_bytes: f64,
+    /// (sandboxes, events, runs).
+    pub rates: Vec<(usize, usize, Vec<RateResult>)>,
+    pub latencies: Vec<Vec<Latency>>,
+    pub backlog: Option<BacklogResult>,
+}
+
+pub fn verdict(ok: bool) -> &'static str {
+    if ok { "✅" } else { "❌" }
+}
+
+pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> String {
+    let Results {
+        ceiling,
+        ceiling_busy,
+        ceiling_bytes,
+        rates,
+        latencies,
+        backlog,
+    } = results;
+    let runs = settings.runs;
+    let mif = settings.max_in_flight;
+
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "\n## e2b-webhook-emitter pipeline benchmark\n\n{}; {runs} run(s) per row: median (min–max).\nmax-in-flight {mif}; outbox fsync on every commit; Redis and receiver on loopback.\n",
+        machine()
+    );
+    let ceiling_median = Spread::of(ceiling).map(|s| s.median);
+    if !ceiling.is_empty() || !rates.is_empty() {
+        let _ = writeln!(
+            t,
+            "### Throughput\n\n| what | events | events/s | × ceiling | peak RSS (MiB) | emitter CPU-ms / 1 000 events | redis CPU-ms / 1 000 events | machine CPU busy |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        if !ceiling.is_empty() {
+            let _ = writeln!(
+                t,
+                "| loopback ceiling: reqwest, {mif} connections, {ceiling_bytes:.0}-byte signed body | {} | {} | 1.00 | – | – | – | {} % |",
+                num(settings.events as f64, 0),
+                show(ceiling, 0),
+                show(ceiling_busy, 0)
+            );
+        }
+        for (sandboxes, events, results) in rates {
+            let rate: Vec<f64> = results.iter().map(|r| r.rate).collect();
+            let ratio = ceiling_median.map_or("n/a".to_owned(), |c| {
+                show(&rate.iter().map(|r| r / c).collect::<Vec<_>>(), 2)
+            });
+            let peak: Vec<f64> = results.iter().map(|r| r.peak_rss).collect();
+            let cpu: Vec<f64> = results.iter().map(|r| r.cpu_ms_per_1k).collect();
+            let rcpu: Vec<f64> = results.iter().map(|r| r.redis_cpu_ms_per_1k).collect();
+            let bytes = results.first().map_or(0.0, |r| r.body_bytes);
+            let dups: u64 = results.iter().map(|r| r.duplicates).sum();
+            let busy: Vec<f64> = results.iter().map(|r| r.machine_busy).collect();
+            let _ = writeln!(
+                t,
+                "| end to end, {} sandbox{} ({bytes:.0}-byte bodies{}) | {} | {} | {ratio} | {} | {} | {} | {} % |",
+                num(*sandboxes as f64, 0),
+                if *sandboxes == 1 { "" } else { "es" },
+                if dups > 0 {
+                    format!(", {dups} repeats")
+                } else {
+                    String::new()
+                },
+                num(*events as f64, 0),
+                show(&rate, 0),
+                show(&peak, 1),
+                show(&cpu, 0),
+                show(&rcpu, 0),
+                show(&busy, 0),
+            );
+        }
+    }
+    if !latencies.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) |\n|---:|---:|---:|---:|---:|",
+            settings.latency_secs
+        );
+        for (i, rate) in ["100/s", "1 000/s"].iter().enumerate() {
+            let pick = |f: fn(&Latency) -> f64| -> Vec<f64> {
+                latencies.iter().filter_map(|r| r.get(i)).map(f).collect()
+            };
+            let samples = latencies
+                .first()
+                .and_then(|r| r.get(i))
+                .map_or(0, |l| l.samples);
+            let _ = writeln!(
+                t,
+                "| {rate} | {} | {} | {} | {} |",
+                num(samples as f64, 0),
+                show(&pick(|l| l.p50), 2),
+                show(&pick(|l| l.p99), 2),
+                show(&pick(|l| l.max), 2)
+            );
+        }
+    }
+    let idle: Vec<f64> = rates
+        .iter()
+        .flat_map(|(_, _, r)| r.iter().map(|r| r.idle_rss))
+        .collect();
+    let _ = writeln!(
+        t,
+        "\n### Memory and backlog\n\n| measure | result | target |\n|---|---:|---|"
+    );
+    if let Some(s) = Spread::of(&idle) {
+        let _ = writeln!(
+            t,
+            "| peak RSS idle (VmHWM: started, Redis source consuming, nothing to do) | {} MiB | < 20 MiB {} |",
+            s.show(1),
+            verdict(s.max < 20.0)
+        );
+    }
+    if let Some((_, _, results)) = rates.iter().find(|(s, _, _)| *s == 10_000) {
+        let peak: Vec<f64> = results.iter().map(|r| r.peak_rss).collect();
+        let _ = writeln!(
+            t,
+            "| peak RSS under load (10 000 sandboxes, full speed) | {} MiB | – |",
+            show(&peak, 1)
+        );
+    }
+    if let Some(b) = backlog {
+        let _ = writeln!(
+            t,
+            "| peak RSS with a {}-event backlog (receiver down, `status` depth {}) | {:.1} MiB | < 64 MiB {} |",
+            num(b.events as f64, 0),
+            num(b.depth_seen as f64, 0),
+            b.rss_backlog,
+            verdict(b.rss_backlog < 64.0)
+        );
+        let _ = writeln!(
+            t,
+            "| backlog written to Redis → committed to the outbox (receiver down) | {:.1} s ({} events/s) | – |",
+            b.ingest_secs,
+            num(b.events as f64 / b.ingest_secs, 0)
+        );
+        let _ = writeln!(
+            t,
+            "| backlog drain: receiver up → all {} delivered (retry schedule 1 s) | {:.1} s ({} events/s) | – |",
+            num(b.events as f64, 0),
+            b.drain_secs,
+            num(b.events as f64 / b.drain_secs, 0)
+        );
+        let _ = writeln!(
+            t,
+            "| peak RSS including the drain | {:.1} MiB | – |",
+            b.rss_after_drain
+        );
+    }
+    let mut targets = Vec::new();
+    if let (Some(c), Some((_, _, results))) =
+        (ceiling_median, rates.iter().find(|(s, _, _)| *s == 10_000))
+    {
+        let rate = Spread::of(&results.iter().map(|r| r.rate).collect::<Vec<_>>())
+            .map_or(0.0, |s| s.median);
+        targets.push(format!(
+            "end-to-end rate ≥ ½ ceiling: {:.2} × {}",
+            rate / c,
+            verdict(rate / c >= 0.5)
+        ));
+    }
+    if let Some(p99) = Spread::of(
+        &latencies
+            .iter()
+            .filter_map(|r| r.get(1))
+            .map(|l| l.p99)
+            .collect::<Vec<_>>(),
+    ) {
+        targets.push(format!(
+            "p99 < 10 ms at 1 000/s: {:.2} ms {}",
+            p99.median,
+            verdict(p99.median < 10.0)
+        ));
+    }
+    if !targets.is_empty() {
+        let _ = writeln!(t, "\nTargets: {}.", targets.join("; "));
+    }
+    let _ = writeln!(
+        t,
+        "\nWhole benchmark (without the build): {:.0} s.",
+        elapsed_secs
+    );
+    t
+}
