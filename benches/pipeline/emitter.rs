@@ -16,9 +16,42 @@ pub fn emitter_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_e2b-webhook-emitter")))
 }
 
+/// How to start one emitter.
+#[derive(Clone)]
+pub struct Launch {
+    /// `--webhook-url`; `None` when the config file names the endpoints.
+    pub webhook_url: Option<String>,
+    /// `--webhook-format`, when not the default.
+    pub format: Option<&'static str>,
+    /// `--redis-consumer`: its name in the group and in the leader lease.
+    pub consumer: &'static str,
+    pub max_in_flight: usize,
+    /// The `--config` file's text; empty for none.
+    pub config: String,
+    /// A command the binary runs under (valgrind), empty for none.
+    pub wrapper: Vec<String>,
+    /// How long start-up, and the drain on SIGTERM, may take.
+    pub patience: Duration,
+}
+
+impl Launch {
+    pub fn new(webhook_url: &str, max_in_flight: usize) -> Self {
+        Self {
+            webhook_url: Some(webhook_url.to_owned()),
+            format: None,
+            consumer: "bench",
+            max_in_flight,
+            config: String::new(),
+            wrapper: Vec::new(),
+            patience: Duration::from_secs(30),
+        }
+    }
+}
+
 pub struct Emitter {
     child: Child,
     listen: u16,
+    patience: Duration,
     dir: tempfile::TempDir,
 }
 
@@ -29,16 +62,34 @@ impl Emitter {
         max_in_flight: usize,
         config: &str,
     ) -> Self {
+        Self::launch(
+            redis,
+            &Launch {
+                config: config.to_owned(),
+                ..Launch::new(webhook_url, max_in_flight)
+            },
+        )
+    }
+
+    pub fn launch(redis: &RedisServer, how: &Launch) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let listen = free_port();
         let log = std::fs::File::create(dir.path().join("emitter.log")).expect("a log file");
-        let mut cmd = Command::new(emitter_binary());
+        let mut cmd = match how.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(emitter_binary());
+                cmd
+            }
+            None => Command::new(emitter_binary()),
+        };
         for var in [
             "WEBHOOK_URL",
             "WEBHOOK_FORMAT",
             "WEBHOOK_EVENTS",
             "REDIS_URL",
             "REDIS_CLUSTER_URL",
+            "REDIS_CONSUMER",
             "NOMAD_ADDR",
             "NOMAD_TOKEN",
             "DATA_DIR",
@@ -54,15 +105,20 @@ impl Emitter {
         // JSON logs at the default level (info: one line per delivery), as in the Nomad job.
         cmd.env("WEBHOOK_SECRET", SECRET)
             .args(["run", "--log-format", "json"]);
-        if !config.is_empty() {
+        if !how.config.is_empty() {
             let path = dir.path().join("emitter.toml");
-            std::fs::write(&path, config).expect("writing the config file");
+            std::fs::write(&path, &how.config).expect("writing the config file");
             cmd.arg("--config").arg(path);
         }
+        if let Some(url) = &how.webhook_url {
+            cmd.args(["--webhook-url", url]);
+        }
+        if let Some(format) = how.format {
+            cmd.args(["--webhook-format", format]);
+        }
         cmd.args(["--redis-url", &redis.url(), "--team-ids", TEAM])
-            .args(["--redis-consumer", "bench"])
-            .args(["--webhook-url", webhook_url])
-            .args(["--max-in-flight", &max_in_flight.to_string()])
+            .args(["--redis-consumer", how.consumer])
+            .args(["--max-in-flight", &how.max_in_flight.to_string()])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{listen}")])
@@ -70,7 +126,12 @@ impl Emitter {
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().expect("starting the emitter");
-        Self { child, listen, dir }
+        Self {
+            child,
+            listen,
+            patience: how.patience,
+            dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -91,7 +152,7 @@ impl Emitter {
     /// consumer group is created, so the orchestrator would now publish) and `/readyz` says so.
     pub async fn wait_ready(&mut self, conn: &mut MultiplexedConnection) {
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + self.patience;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the emitter exited with {status}:\n{}", self.log_tail());
@@ -133,11 +194,39 @@ impl Emitter {
             .map_or(0, |e| e.iter().filter_map(|e| e["depth"].as_u64()).sum())
     }
 
+    /// [`Self::wait_ready`], then until this instance holds the leader lease: a fresh instance
+    /// takes a lease only after seeing it absent for a third of its time to live (2.7 s by default,
+    /// src/source/redis/lease.rs), and reads nothing before that.
+    pub async fn wait_active(&mut self, conn: &mut MultiplexedConnection) {
+        self.wait_ready(conn).await;
+        let deadline = Instant::now() + self.patience;
+        while !self.is_leader().await {
+            assert!(
+                Instant::now() < deadline,
+                "the emitter did not take the leader lease:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether this instance holds the leader lease (`e2b_webhook_leader` on `/metrics`).
+    pub async fn is_leader(&self) -> bool {
+        let Ok(response) = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.listen)).await
+        else {
+            return false;
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("e2b_webhook_leader "))
+            .is_some_and(|v| v.trim() == "1")
+    }
+
     /// SIGTERM, then wait (the service drains for at most 20 s).
     pub fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + self.patience;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;

@@ -16,16 +16,23 @@
 //! - `BENCH_BACKLOG` (100000): events in the backlog run.
 //! - `BENCH_LATENCY_SECS` (10): measured seconds at each fixed rate (after 1 s of warm-up).
 //! - `BENCH_MAX_IN_FLIGHT` (64): `--max-in-flight`, and the load generator's connection count.
-//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog`.
+//! - `BENCH_PER_SANDBOX` (100): events per sandbox when comparing 1 with 10 000 sandboxes.
+//! - `BENCH_CALLGRIND_EVENTS` (2000): events the emitter delivers under callgrind.
+//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog` and issue 17's rows
+//!   `formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see rows.rs).
 //! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
 
+mod backlog;
 mod emitter;
+mod instructions;
 mod measure;
 mod receiver;
 mod redis_server;
+mod rows;
 mod runs;
 mod settings;
 mod table;
+mod targets;
 mod workload;
 
 use measure::machine;
@@ -141,7 +148,15 @@ fn main() {
             }
         }
         if settings.wants("backlog") {
-            let result = runs::backlog_run(&redis, &mut conn, settings.backlog, mif).await;
+            let result = backlog::backlog_run(
+                &redis,
+                &mut conn,
+                Workload {
+                    events: settings.backlog,
+                    sandboxes: 10_000.min(settings.backlog),
+                },
+                mif,
+            ).await;
             log(format!(
                 "backlog: {} events committed in {:.1} s, outbox depth {}, peak RSS {:.1} MiB; drained in {:.1} s; peak RSS after drain {:.1} MiB",
                 result.events,
@@ -153,6 +168,7 @@ fn main() {
             ));
             measured.backlog = Some(result);
         }
+        rows::measure(&settings, &redis, &mut conn, &mut measured).await;
     });
     drop(redis);
 

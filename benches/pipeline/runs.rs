@@ -1,13 +1,13 @@
 //! The phases: the loopback ceiling, rate runs, latency runs and the backlog run.
 
-use crate::emitter::Emitter;
+use crate::emitter::{Emitter, Launch};
 use crate::measure::{
     cpu_seconds, machine_busy_since, machine_jiffies, percentile, proc_status_mib,
 };
-use crate::receiver::Receiver;
-use crate::redis_server::{RedisServer, group_progress, reset_redis};
+use crate::receiver::{Check, Receiver};
+use crate::redis_server::{RedisServer, reset_redis};
 use crate::workload::{Workload, event_json, write_burst, write_paced};
-use crate::{ENDPOINT_PATH, PATIENCE, SECRET, free_port};
+use crate::{ENDPOINT_PATH, SECRET};
 use axum::body::Bytes;
 use e2b_webhook_emitter::deliver::format::{self, WireFormat};
 use e2b_webhook_emitter::deliver::sign::SecretSet;
@@ -68,14 +68,43 @@ pub async fn ceiling_run(requests: usize, conns: usize) -> (f64, f64, f64) {
 
 #[derive(Default, Clone)]
 pub struct RateResult {
+    /// Events per second (each delivered to every endpoint).
     pub rate: f64,
     pub idle_rss: f64,
     pub peak_rss: f64,
+    /// CPU-ms per 1 000 events, which is also µs per event.
     pub cpu_ms_per_1k: f64,
     pub redis_cpu_ms_per_1k: f64,
     pub body_bytes: f64,
     pub duplicates: u64,
     pub machine_busy: f64,
+    /// The standby's CPU from 1 s before the first write to the end, in % of one core (NaN
+    /// without a standby).
+    pub standby_cpu_pct: f64,
+}
+
+/// The receiver's paths when the emitter has several endpoints.
+const ENDPOINT_PATHS: [&str; 3] = ["/hooks/one", "/hooks/two", "/hooks/three"];
+
+/// What a rate run runs besides the workload: the format and what the receiver checks, how many
+/// endpoints, whether a standby instance runs next to the active one.
+#[derive(Clone, Copy)]
+pub struct Setup {
+    pub check: Check,
+    pub format: Option<&'static str>,
+    pub endpoints: usize,
+    pub standby: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            check: Check::XE2bSignature,
+            format: None,
+            endpoints: 1,
+            standby: false,
+        }
+    }
 }
 
 /// Writes the whole workload at once; measures first write → last delivery.
@@ -86,21 +115,87 @@ pub async fn rate_run(
     max_in_flight: usize,
     run: &str,
 ) -> RateResult {
+    rate_run_with(redis, conn, work, max_in_flight, run, Setup::default()).await
+}
+
+/// [`rate_run`] with another format, several endpoints (from a config file: one `[[endpoints]]`
+/// per receiver path, the run ends when every path got every event) or a standby instance.
+pub async fn rate_run_with(
+    redis: &RedisServer,
+    conn: &mut MultiplexedConnection,
+    work: Workload,
+    max_in_flight: usize,
+    run: &str,
+    setup: Setup,
+) -> RateResult {
     reset_redis(conn).await;
-    let receiver = Receiver::start(0);
-    let mut emitter = Emitter::start(redis, &receiver.url(), max_in_flight, "");
-    emitter.wait_ready(conn).await;
+    let paths: &[&str] = if setup.endpoints > 1 {
+        &ENDPOINT_PATHS[..setup.endpoints.min(ENDPOINT_PATHS.len())]
+    } else {
+        &[ENDPOINT_PATH]
+    };
+    let receiver = Receiver::start_with(0, setup.check, paths);
+    let mut launch = Launch::new(&receiver.url(), max_in_flight);
+    launch.format = setup.format;
+    if paths.len() > 1 {
+        launch.webhook_url = None;
+        launch.config = (0..paths.len())
+            .map(|i| {
+                format!(
+                    "[[endpoints]]\nid = \"bench-{i}\"\nurl = \"{}\"\nsecrets = [\"{SECRET}\"]\n\n",
+                    receiver.url_of(i)
+                )
+            })
+            .collect();
+    }
+    let mut emitter = Emitter::launch(redis, &launch);
+    emitter.wait_active(conn).await;
+    let standby = if setup.standby {
+        let mut standby = Emitter::launch(
+            redis,
+            &Launch {
+                consumer: "standby",
+                ..launch.clone()
+            },
+        );
+        standby.wait_ready(conn).await;
+        assert!(
+            !standby.is_leader().await,
+            "the second instance took the lease from the active one"
+        );
+        Some(standby)
+    } else {
+        None
+    };
+    // The standby's CPU is read over the whole run, idle second included: it is small, and
+    // /proc counts it in 10 ms ticks.
+    let standby_cpu0 = standby
+        .as_ref()
+        .map(|s| (cpu_seconds(s.pid()), Instant::now()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = proc_status_mib(emitter.pid(), "VmHWM");
     let cpu0 = cpu_seconds(emitter.pid());
     let redis_cpu0 = cpu_seconds(redis.child.id());
     let busy = machine_jiffies();
     let (first, _) = write_burst(conn, run, work).await;
-    let last = tokio::task::block_in_place(|| receiver.wait_for(work.events, "rate run"));
+    let deliveries = work.events * paths.len();
+    let last = tokio::task::block_in_place(|| receiver.wait_for(deliveries, "rate run"));
+    assert!(
+        receiver.per_path().iter().all(|n| *n == work.events),
+        "not every endpoint got every event: {:?} of {}",
+        receiver.per_path(),
+        work.events
+    );
     let machine_busy = machine_busy_since(busy);
     let rate = work.events as f64 / last.duration_since(first).as_secs_f64();
     // Let the last completions commit before reading CPU and memory.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let standby_cpu_pct = match (&standby, standby_cpu0) {
+        (Some(s), Some((c0, t0))) => {
+            100.0 * (cpu_seconds(s.pid()) - c0) / t0.elapsed().as_secs_f64()
+        }
+        _ => f64::NAN,
+    };
     let result = RateResult {
         rate,
         idle_rss,
@@ -111,8 +206,12 @@ pub async fn rate_run(
         body_bytes: receiver.mean_body_bytes(),
         duplicates: receiver.duplicates(),
         machine_busy,
+        standby_cpu_pct,
     };
     receiver.check_signatures();
+    if let Some(standby) = standby {
+        standby.stop();
+    }
     emitter.stop();
     result
 }
@@ -136,7 +235,7 @@ pub async fn latency_run(
     reset_redis(conn).await;
     let receiver = Receiver::start(0);
     let mut emitter = Emitter::start(redis, &receiver.url(), max_in_flight, "");
-    emitter.wait_ready(conn).await;
+    emitter.wait_active(conn).await;
     let work = Workload {
         events: usize::MAX / 2,
         sandboxes: 1_000,
@@ -169,73 +268,4 @@ pub async fn latency_run(
     receiver.check_signatures();
     emitter.stop();
     out
-}
-
-#[derive(Default, Clone)]
-pub struct BacklogResult {
-    pub events: usize,
-    pub ingest_secs: f64,
-    pub rss_backlog: f64,
-    pub rss_after_drain: f64,
-    pub drain_secs: f64,
-    pub depth_seen: u64,
-}
-
-/// Receiver down while `events` are written; RSS once all are in the outbox; then the receiver
-/// starts and the drain is timed. Retries every second (`[retry] schedule = ["1s"]`).
-pub async fn backlog_run(
-    redis: &RedisServer,
-    conn: &mut MultiplexedConnection,
-    events: usize,
-    max_in_flight: usize,
-) -> BacklogResult {
-    reset_redis(conn).await;
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}{ENDPOINT_PATH}");
-    let config = "[retry]\nschedule = [\"1s\"]\n";
-    let mut emitter = Emitter::start(redis, &url, max_in_flight, config);
-    emitter.wait_ready(conn).await;
-    let work = Workload {
-        events,
-        sandboxes: 10_000.min(events),
-    };
-    let (first, last_id) = write_burst(conn, "b", work).await;
-    // All read into the outbox = the group has handed out the last entry and every entry is
-    // pending (acknowledged only once delivered; the receiver is down).
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some((delivered, pending)) = group_progress(conn).await
-            && delivered == last_id
-            && pending == events
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the backlog was not committed:\n{}",
-            emitter.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let ingest_secs = first.elapsed().as_secs_f64();
-    let depth_seen = tokio::task::block_in_place(|| emitter.outbox_depth());
-    // Let a few retry rounds go by with the whole backlog on disk.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_backlog = proc_status_mib(emitter.pid(), "VmHWM");
-    let start = Instant::now();
-    let receiver = Receiver::start(port);
-    let last = tokio::task::block_in_place(|| receiver.wait_for(events, "backlog drain"));
-    let drain_secs = last.duration_since(start).as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_after_drain = proc_status_mib(emitter.pid(), "VmHWM");
-    receiver.check_signatures();
-    emitter.stop();
-    BacklogResult {
-        events,
-        ingest_secs,
-        rss_backlog,
-        rss_after_drain,
-        drain_secs,
-        depth_seen,
-    }
 }

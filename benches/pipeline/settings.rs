@@ -6,6 +6,10 @@ pub struct Settings {
     pub backlog: usize,
     pub latency_secs: u64,
     pub max_in_flight: usize,
+    /// Events per sandbox in the 1 vs 10 000 sandboxes comparison.
+    pub per_sandbox: usize,
+    /// Events in the loaded callgrind run.
+    pub callgrind_events: usize,
     pub only: Option<Vec<String>>,
 }
 
@@ -24,6 +28,8 @@ impl Settings {
             backlog: num("BENCH_BACKLOG", 100_000),
             latency_secs: num("BENCH_LATENCY_SECS", 10) as u64,
             max_in_flight: num("BENCH_MAX_IN_FLIGHT", 64),
+            per_sandbox: num("BENCH_PER_SANDBOX", 100),
+            callgrind_events: num("BENCH_CALLGRIND_EVENTS", 2_000),
             only: std::env::var("BENCH_ONLY")
                 .ok()
                 .filter(|v| !v.trim().is_empty())

@@ -1,0 +1,234 @@
+//! Issue 17's targets, each next to what this run measured: ✅ met, ❌ not met (reported, not
+//! hidden), – no target (recorded for comparison).
+
+use crate::measure::{Spread, num};
+use crate::runs::RateResult;
+use crate::settings::Settings;
+use crate::table::Results;
+use std::fmt::Write as _;
+
+/// The emitter CPU per delivered event, at full rate.
+const CPU_US_PER_EVENT: f64 = 20.0;
+/// End-to-end rate as a share of the loopback ceiling measured in the same run.
+const SHARE_OF_CEILING: f64 = 0.5;
+const P99_MS_AT_1000: f64 = 2.0;
+const IDLE_RSS_MIB: f64 = 10.0;
+const BACKLOG_RSS_MIB: f64 = 64.0;
+/// 1 vs 10 000 sandboxes: within this share of each other.
+const SANDBOX_SPREAD: f64 = 0.2;
+
+fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    Spread::of(&values.into_iter().collect::<Vec<_>>()).map(|s| s.median)
+}
+
+fn rate(runs: &[RateResult]) -> Option<f64> {
+    median(runs.iter().map(|r| r.rate))
+}
+
+fn cpu(runs: &[RateResult]) -> Option<f64> {
+    median(runs.iter().map(|r| r.cpu_ms_per_1k))
+}
+
+struct Rows(String);
+
+impl Rows {
+    fn add(&mut self, measure: &str, result: String, target: &str, ok: Option<bool>) {
+        let mark = match ok {
+            Some(true) => "✅",
+            Some(false) => "❌",
+            None => "–",
+        };
+        let _ = writeln!(self.0, "| {measure} | {result} | {target} | {mark} |");
+    }
+
+    /// "x× the ceiling" against ≥ ½, when both are known.
+    fn share(&mut self, measure: &str, per_second: Option<f64>, ceiling: Option<f64>) {
+        if let (Some(r), Some(c)) = (per_second, ceiling) {
+            self.add(
+                measure,
+                format!("{} /s = {:.2}×", num(r, 0), r / c),
+                "≥ 0.5× the ceiling",
+                Some(r / c >= SHARE_OF_CEILING),
+            );
+        }
+    }
+
+    fn cpu(&mut self, measure: &str, us: Option<f64>) {
+        if let Some(us) = us {
+            self.add(
+                measure,
+                format!("{us:.0} µs"),
+                "≤ 20 µs",
+                Some(us <= CPU_US_PER_EVENT),
+            );
+        }
+    }
+}
+
+pub fn render(settings: &Settings, results: &Results) -> String {
+    let mut rows = Rows(String::new());
+    let issue = &results.issue;
+    let ceiling = Spread::of(&results.ceiling).map(|s| s.median);
+    let steady = results
+        .rates
+        .iter()
+        .find(|(s, _, _)| *s == 10_000)
+        .map(|(_, _, runs)| runs.as_slice());
+    rows.cpu(
+        "emitter CPU per delivered event at full rate (10 000 sandboxes)",
+        steady.and_then(cpu),
+    );
+    rows.share(
+        "end-to-end rate, 10 000 sandboxes",
+        steady.and_then(rate),
+        ceiling,
+    );
+    if let Some(p99) = median(
+        results
+            .latencies
+            .iter()
+            .filter_map(|r| r.get(1))
+            .map(|l| l.p99),
+    ) {
+        rows.add(
+            "p99 event → receiver 2xx at 1 000 events/s",
+            format!("{p99:.2} ms"),
+            "≤ 2 ms",
+            Some(p99 <= P99_MS_AT_1000),
+        );
+    }
+    if let Some(idle) = median(
+        results
+            .rates
+            .iter()
+            .flat_map(|(_, _, r)| r.iter().map(|r| r.idle_rss)),
+    ) {
+        rows.add(
+            "peak RSS idle",
+            format!("{idle:.1} MiB"),
+            "≤ 10 MiB",
+            Some(idle <= IDLE_RSS_MIB),
+        );
+    }
+    if let Some(b) = &results.backlog {
+        rows.add(
+            &format!("peak RSS with a {}-event backlog", num(b.events as f64, 0)),
+            format!("{:.1} MiB", b.rss_backlog),
+            "≤ 64 MiB",
+            Some(b.rss_backlog <= BACKLOG_RSS_MIB),
+        );
+        let drain = b.events as f64 / b.drain_secs;
+        let steady_rate = steady.and_then(rate);
+        rows.add(
+            &format!(
+                "backlog drain of {} events (outbox, receiver back up)",
+                num(b.events as f64, 0)
+            ),
+            format!("{} /s", num(drain, 0)),
+            &steady_rate.map_or("≥ the steady rate".to_owned(), |s| {
+                format!("≥ the steady rate ({} /s)", num(s, 0))
+            }),
+            steady_rate.map(|s| drain >= s),
+        );
+    }
+    if let Some(rss) = &issue.sandboxes_rss {
+        rows.add(
+            &format!(
+                "peak RSS, {} events over as many sandboxes (receiver down)",
+                num(rss.events as f64, 0)
+            ),
+            format!("{:.1} MiB", rss.rss_backlog),
+            "≤ 64 MiB",
+            Some(rss.rss_backlog <= BACKLOG_RSS_MIB),
+        );
+    }
+    if let [(1, _, one), (_, _, many)] = issue.sandboxes_rate.as_slice()
+        && let (Some(one), Some(many)) = (rate(one), rate(many))
+    {
+        let ratio = one / many;
+        rows.add(
+            &format!(
+                "rate with 1 vs 10 000 sandboxes ({} events each)",
+                settings.per_sandbox
+            ),
+            format!("{} vs {} /s = {ratio:.2}×", num(one, 0), num(many, 0)),
+            "within 20 %",
+            Some((1.0 - SANDBOX_SPREAD..=1.0 / (1.0 - SANDBOX_SPREAD)).contains(&ratio)),
+        );
+    }
+    if let Some((drained, _)) = issue.stream_backlog.first() {
+        let drain = median(issue.stream_backlog.iter().map(|(d, _)| d.rate()));
+        let streaming = median(issue.stream_backlog.iter().map(|(_, s)| s.rate));
+        if let (Some(drain), Some(streaming)) = (drain, streaming) {
+            rows.add(
+                &format!(
+                    "{} events over {} sandboxes already in the stream at start, emitter start → all delivered to a receiver that checks nothing",
+                    num(drained.events as f64, 0),
+                    num(drained.sandboxes as f64, 0)
+                ),
+                format!("{} /s = {:.2}× streaming", num(drain, 0), drain / streaming),
+                &format!("≥ the streaming rate into it ({} /s)", num(streaming, 0)),
+                Some(drain >= streaming),
+            );
+        }
+    }
+    for (format, runs) in &issue.formats {
+        rows.share(&format!("`{format}`: rate"), rate(runs), ceiling);
+        rows.cpu(&format!("`{format}`: emitter CPU per event"), cpu(runs));
+    }
+    if !issue.endpoints.is_empty() {
+        rows.share(
+            "three endpoints: deliveries",
+            rate(&issue.endpoints).map(|r| 3.0 * r),
+            ceiling,
+        );
+        rows.cpu(
+            "three endpoints: emitter CPU per delivery",
+            cpu(&issue.endpoints).map(|c| c / 3.0),
+        );
+    }
+    if !issue.ha.is_empty() {
+        rows.share("active + standby: rate", rate(&issue.ha), ceiling);
+        rows.cpu("active + standby: active's CPU per event", cpu(&issue.ha));
+        if let Some(pct) = median(issue.ha.iter().map(|r| r.standby_cpu_pct)) {
+            rows.add(
+                "active + standby: the standby's CPU (1 s idle, then the run)",
+                format!("{pct:.1} % of a core"),
+                "– (none in the issue)",
+                None,
+            );
+        }
+    }
+    match &issue.instructions {
+        Some(Ok(i)) => rows.add(
+            &format!(
+                "instructions per delivered event (callgrind, emitter alone, {} events in {:.0} s, and as long without)",
+                num(i.events as f64, 0),
+                i.held_secs
+            ),
+            num(i.per_event(), 0),
+            "– (recorded to compare builds)",
+            None,
+        ),
+        Some(Err(why)) => rows.add(
+            "instructions per delivered event",
+            format!("not measured: {why}"),
+            "–",
+            None,
+        ),
+        None => {}
+    }
+    let mut t = String::new();
+    if !rows.0.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n### Issue 17's targets\n\n| measure | result | target | met |\n|---|---:|---|:-:|\n{}",
+            rows.0
+        );
+    }
+    let _ = writeln!(
+        t,
+        "Not measured: an `https://` endpoint — the emitter cannot yet be told to trust a private CA, so it cannot reach a local TLS receiver (needs a change in src/)."
+    );
+    t
+}
