@@ -6,7 +6,7 @@ use crate::measure::proc_status_mib;
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, group_progress, reset_redis};
 use crate::workload::{Workload, write_burst};
-use crate::{ENDPOINT_PATH, PATIENCE, STREAM, free_port, gate_key};
+use crate::{ENDPOINT_PATH, STREAM, free_port, gate_key, patience_for};
 use redis::aio::MultiplexedConnection;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ pub async fn backlog_run(
     let (first, last_id) = write_burst(conn, "b", work).await;
     // All read into the outbox = the group has handed out the last entry and every entry is
     // pending (acknowledged only once delivered; the receiver is down).
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + patience_for(events);
     loop {
         if let Some((delivered, pending)) = group_progress(conn).await
             && delivered == last_id
@@ -141,7 +141,7 @@ pub async fn stream_backlog_run(
     emitter.wait_active(conn).await;
     let to_leader_secs = started.elapsed().as_secs_f64();
     let mut curve = Vec::new();
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + patience_for(work.events);
     let mut mark: Option<(Instant, usize)> = None;
     while receiver.distinct() < work.events {
         assert!(

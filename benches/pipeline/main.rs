@@ -35,10 +35,12 @@ mod table;
 mod targets;
 mod workload;
 
+use futures_util::FutureExt as _;
 use measure::machine;
 use redis_server::RedisServer;
 use settings::Settings;
 use std::net::TcpListener as StdListener;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use table::Results;
@@ -51,6 +53,12 @@ const ENDPOINT_PATH: &str = "/api/webhooks/e2b";
 /// How long any single wait may take before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(180);
 
+/// [`PATIENCE`] for a wait on `events` events: 1 ms more per event, so that the 1 000 000-event
+/// run of the `sandboxes` row has room on a slow machine.
+fn patience_for(events: usize) -> Duration {
+    PATIENCE + Duration::from_millis(events as u64)
+}
+
 fn gate_key() -> String {
     format!("wh:{TEAM}")
 }
@@ -60,6 +68,21 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
+}
+
+/// Runs one row; a panic (a run that did not finish) is logged and listed in the table as
+/// (row, first line of the message) instead of ending the benchmark and losing the other rows.
+async fn guarded(failures: &mut Vec<(String, String)>, row: &str, work: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(work).catch_unwind().await {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|m| (*m).to_owned()))
+            .unwrap_or_else(|| "panicked".to_owned());
+        log(format!("{row} failed: {message}"));
+        let first = message.lines().next().unwrap_or_default().to_owned();
+        failures.push((row.to_owned(), first));
+    }
 }
 
 fn log(line: impl AsRef<str>) {
@@ -89,88 +112,103 @@ fn main() {
         ..Results::default()
     };
 
+    let mut failed = Vec::new();
     runtime.block_on(async {
+        let failures = &mut failed;
         let mut conn = redis.connect().await;
         if settings.wants("ceiling") {
-            for r in 0..runs {
-                let (rate, bytes, busy) = runs::ceiling_run(settings.events, mif).await;
-                log(format!(
-                    "ceiling run {}: {rate:.0} requests/s ({bytes:.0}-byte bodies), machine CPU {busy:.0} % busy",
-                    r + 1
-                ));
-                measured.ceiling.push(rate);
-                measured.ceiling_busy.push(busy);
-                measured.ceiling_bytes = bytes;
-            }
+            guarded(failures, "ceiling", async {
+                for r in 0..runs {
+                    let (rate, bytes, busy) = runs::ceiling_run(settings.events, mif).await;
+                    log(format!(
+                        "ceiling run {}: {rate:.0} requests/s ({bytes:.0}-byte bodies), machine CPU {busy:.0} % busy",
+                        r + 1
+                    ));
+                    measured.ceiling.push(rate);
+                    measured.ceiling_busy.push(busy);
+                    measured.ceiling_bytes = bytes;
+                }
+            })
+            .await;
         }
         if settings.wants("rate") {
-            for sandboxes in [10_000, 100, 1] {
-                let events = if sandboxes == 1 {
-                    (settings.events / 4).max(1)
-                } else {
-                    settings.events
-                };
-                let work = Workload { events, sandboxes };
-                let mut results = Vec::new();
-                for r in 0..runs {
-                    let result =
-                        runs::rate_run(&redis, &mut conn, work, mif, &format!("r{sandboxes}x{r}")).await;
-                    log(format!(
-                        "rate run {sandboxes} sandboxes #{}: {:.0} events/s, idle {:.1} MiB, peak {:.1} MiB, {:.0} CPU-ms per 1 000 events, machine CPU {:.0} % busy",
-                        r + 1,
-                        result.rate,
-                        result.idle_rss,
-                        result.peak_rss,
-                        result.cpu_ms_per_1k,
-                        result.machine_busy
-                    ));
-                    results.push(result);
+            guarded(failures, "rate", async {
+                for sandboxes in [10_000, 100, 1] {
+                    let events = if sandboxes == 1 {
+                        (settings.events / 4).max(1)
+                    } else {
+                        settings.events
+                    };
+                    let work = Workload { events, sandboxes };
+                    let mut results = Vec::new();
+                    for r in 0..runs {
+                        let result =
+                            runs::rate_run(&redis, &mut conn, work, mif, &format!("r{sandboxes}x{r}")).await;
+                        log(format!(
+                            "rate run {sandboxes} sandboxes #{}: {:.0} events/s, idle {:.1} MiB, peak {:.1} MiB, {:.0} CPU-ms per 1 000 events, machine CPU {:.0} % busy",
+                            r + 1,
+                            result.rate,
+                            result.idle_rss,
+                            result.peak_rss,
+                            result.cpu_ms_per_1k,
+                            result.machine_busy
+                        ));
+                        results.push(result);
+                    }
+                    measured.rates.push((sandboxes, events, results));
                 }
-                measured.rates.push((sandboxes, events, results));
-            }
+            })
+            .await;
         }
         if settings.wants("latency") {
-            for r in 0..runs {
-                let result =
-                    runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"))
-                        .await;
-                for (rate, l) in [100, 1000].iter().zip(&result) {
-                    log(format!(
-                        "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
-                        r + 1,
-                        l.p50,
-                        l.p99,
-                        l.max,
-                        l.samples
-                    ));
+            guarded(failures, "latency", async {
+                for r in 0..runs {
+                    let result =
+                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"))
+                            .await;
+                    for (rate, l) in [100, 1000].iter().zip(&result) {
+                        log(format!(
+                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
+                            r + 1,
+                            l.p50,
+                            l.p99,
+                            l.max,
+                            l.samples
+                        ));
+                    }
+                    measured.latencies.push(result);
                 }
-                measured.latencies.push(result);
-            }
+            })
+            .await;
         }
         if settings.wants("backlog") {
-            let result = backlog::backlog_run(
-                &redis,
-                &mut conn,
-                Workload {
-                    events: settings.backlog,
-                    sandboxes: 10_000.min(settings.backlog),
-                },
-                mif,
-            ).await;
-            log(format!(
-                "backlog: {} events committed in {:.1} s, outbox depth {}, peak RSS {:.1} MiB; drained in {:.1} s; peak RSS after drain {:.1} MiB",
-                result.events,
-                result.ingest_secs,
-                result.depth_seen,
-                result.rss_backlog,
-                result.drain_secs,
-                result.rss_after_drain
-            ));
-            measured.backlog = Some(result);
+            guarded(failures, "backlog", async {
+                let result = backlog::backlog_run(
+                    &redis,
+                    &mut conn,
+                    Workload {
+                        events: settings.backlog,
+                        sandboxes: 10_000.min(settings.backlog),
+                    },
+                    mif,
+                ).await;
+                log(format!(
+                    "backlog: {} events committed in {:.1} s, outbox depth {}, peak RSS {:.1} MiB; drained in {:.1} s; peak RSS after drain {:.1} MiB",
+                    result.events,
+                    result.ingest_secs,
+                    result.depth_seen,
+                    result.rss_backlog,
+                    result.drain_secs,
+                    result.rss_after_drain
+                ));
+                measured.backlog = Some(result);
+            })
+            .await;
         }
-        rows::measure(&settings, &redis, &mut conn, &mut measured).await;
+        rows::measure(&settings, &redis, &mut conn, &mut measured.issue, failures).await;
     });
     drop(redis);
+    measured.failures = failed;
 
     let t = table::render(&settings, &measured, started.elapsed().as_secs_f64());
     println!("{t}");

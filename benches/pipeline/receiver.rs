@@ -1,6 +1,6 @@
 //! The receiver the emitter delivers to: axum on its own thread and runtime.
 
-use crate::{ENDPOINT_PATH, PATIENCE, SECRET};
+use crate::{ENDPOINT_PATH, SECRET, patience_for};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use e2b_webhook_emitter::deliver::sign::{self, SecretSet};
@@ -184,11 +184,12 @@ impl Receiver {
 
     /// Waits until `n` distinct events arrived; returns when the last of them did.
     pub fn wait_for(&self, n: usize, what: &str) -> Instant {
-        let deadline = Instant::now() + PATIENCE;
+        let patience = patience_for(n);
+        let deadline = Instant::now() + patience;
         while self.distinct() < n {
             assert!(
                 Instant::now() < deadline,
-                "{what}: only {} of {n} events arrived within {PATIENCE:?}",
+                "{what}: only {} of {n} events arrived within {patience:?}",
                 self.distinct()
             );
             std::thread::sleep(Duration::from_millis(2));

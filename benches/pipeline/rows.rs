@@ -11,13 +11,12 @@
 
 use crate::backlog::{BacklogResult, StreamBacklogResult, backlog_run, stream_backlog_run};
 use crate::instructions::{Instructions, instructions_run, valgrind_available};
-use crate::log;
 use crate::receiver::Check;
 use crate::redis_server::RedisServer;
 use crate::runs::{RateResult, Setup, rate_run, rate_run_with};
 use crate::settings::Settings;
-use crate::table::Results;
 use crate::workload::Workload;
+use crate::{guarded, log};
 use redis::aio::MultiplexedConnection;
 
 /// The rows besides the throughput, latency and backlog tables.
@@ -58,11 +57,11 @@ pub async fn measure(
     settings: &Settings,
     redis: &RedisServer,
     conn: &mut MultiplexedConnection,
-    measured: &mut Results,
+    rows: &mut IssueRows,
+    failures: &mut Vec<(String, String)>,
 ) {
     let mif = settings.max_in_flight;
     let runs = settings.runs;
-    let rows = &mut measured.issue;
     let many = Workload {
         events: settings.events,
         sandboxes: MANY_SANDBOXES.min(settings.events),
@@ -82,120 +81,140 @@ pub async fn measure(
         ));
     };
     if settings.wants("formats") {
-        for (format, check) in [
-            ("e2b-cloud", Check::E2bCloud),
-            ("standard-webhooks", Check::StandardWebhooks),
-        ] {
-            let setup = Setup {
-                check,
-                format: Some(format),
-                ..Setup::default()
-            };
-            let mut results = Vec::new();
-            for r in 0..runs {
-                let result =
-                    rate_run_with(redis, conn, many, mif, &format!("f{format}{r}"), setup).await;
-                rated(format, r, &result);
-                results.push(result);
+        guarded(failures, "formats", async {
+            for (format, check) in [
+                ("e2b-cloud", Check::E2bCloud),
+                ("standard-webhooks", Check::StandardWebhooks),
+            ] {
+                let setup = Setup {
+                    check,
+                    format: Some(format),
+                    ..Setup::default()
+                };
+                let mut results = Vec::new();
+                for r in 0..runs {
+                    let result =
+                        rate_run_with(redis, conn, many, mif, &format!("f{format}{r}"), setup)
+                            .await;
+                    rated(format, r, &result);
+                    results.push(result);
+                }
+                rows.formats.push((format, results));
             }
-            rows.formats.push((format, results));
-        }
+        })
+        .await;
     }
     if settings.wants("endpoints") {
-        let setup = Setup {
-            endpoints: 3,
-            ..Setup::default()
-        };
-        for r in 0..runs {
-            let result = rate_run_with(redis, conn, many, mif, &format!("e{r}"), setup).await;
-            rated("three endpoints", r, &result);
-            rows.endpoints.push(result);
-        }
+        guarded(failures, "endpoints", async {
+            let setup = Setup {
+                endpoints: 3,
+                ..Setup::default()
+            };
+            for r in 0..runs {
+                let result = rate_run_with(redis, conn, many, mif, &format!("e{r}"), setup).await;
+                rated("three endpoints", r, &result);
+                rows.endpoints.push(result);
+            }
+        })
+        .await;
     }
     if settings.wants("ha") {
-        let setup = Setup {
-            standby: true,
-            ..Setup::default()
-        };
-        for r in 0..runs {
-            let result = rate_run_with(redis, conn, many, mif, &format!("h{r}"), setup).await;
-            rated("active + standby", r, &result);
-            rows.ha.push(result);
-        }
+        guarded(failures, "ha", async {
+            let setup = Setup {
+                standby: true,
+                ..Setup::default()
+            };
+            for r in 0..runs {
+                let result = rate_run_with(redis, conn, many, mif, &format!("h{r}"), setup).await;
+                rated("active + standby", r, &result);
+                rows.ha.push(result);
+            }
+        })
+        .await;
     }
     if settings.wants("stream-backlog") {
-        let work = Workload {
-            events: settings.backlog,
-            sandboxes: STREAM_BACKLOG_SANDBOXES.min(settings.backlog),
-        };
-        let streaming_setup = Setup {
-            check: Check::Nothing,
-            ..Setup::default()
-        };
-        for r in 0..runs {
-            let drained = stream_backlog_run(redis, conn, work, mif, &format!("s{r}")).await;
-            log(format!(
-                "stream backlog #{}: {} events over {} sandboxes: lease after {:.2} s, first delivery after {:.2} s, all after {:.2} s ({:.0} events/s; {:.0}/s once delivering); per 0.5 s: {}",
-                r + 1,
-                drained.events,
-                drained.sandboxes,
-                drained.to_leader_secs,
-                drained.to_first_secs,
-                drained.total_secs,
-                drained.rate(),
-                drained.delivering_rate(),
-                drained
-                    .curve
-                    .iter()
-                    .map(|v| format!("{v:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
-            let streaming =
-                rate_run_with(redis, conn, work, mif, &format!("S{r}"), streaming_setup).await;
-            rated("streaming into the same receiver", r, &streaming);
-            rows.stream_backlog.push((drained, streaming));
-        }
+        guarded(failures, "stream-backlog", async {
+            let work = Workload {
+                events: settings.backlog,
+                sandboxes: STREAM_BACKLOG_SANDBOXES.min(settings.backlog),
+            };
+            let streaming_setup = Setup {
+                check: Check::Nothing,
+                ..Setup::default()
+            };
+            for r in 0..runs {
+                let drained = stream_backlog_run(redis, conn, work, mif, &format!("s{r}")).await;
+                log(format!(
+                    "stream backlog #{}: {} events over {} sandboxes: lease after {:.2} s, first delivery after {:.2} s, all after {:.2} s ({:.0} events/s; {:.0}/s once delivering); per 0.5 s: {}",
+                    r + 1,
+                    drained.events,
+                    drained.sandboxes,
+                    drained.to_leader_secs,
+                    drained.to_first_secs,
+                    drained.total_secs,
+                    drained.rate(),
+                    drained.delivering_rate(),
+                    drained
+                        .curve
+                        .iter()
+                        .map(|v| format!("{v:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+                let streaming =
+                    rate_run_with(redis, conn, work, mif, &format!("S{r}"), streaming_setup).await;
+                rated("streaming into the same receiver", r, &streaming);
+                rows.stream_backlog.push((drained, streaming));
+            }
+        })
+        .await;
     }
     if settings.wants("sandboxes") {
-        let result = backlog_run(
-            redis,
-            conn,
-            Workload {
-                events: settings.backlog,
-                sandboxes: settings.backlog,
-            },
-            mif,
-        )
-        .await;
-        log(format!(
-            "backlog over {} sandboxes: peak RSS {:.1} MiB, drained in {:.1} s",
-            settings.backlog, result.rss_backlog, result.drain_secs
-        ));
-        rows.sandboxes_rss = Some(result);
-        for sandboxes in [1, MANY_SANDBOXES] {
-            let work = Workload {
-                events: sandboxes * settings.per_sandbox,
-                sandboxes,
-            };
-            let mut results = Vec::new();
-            for r in 0..runs {
-                let result = rate_run(redis, conn, work, mif, &format!("n{sandboxes}x{r}")).await;
-                rated(&format!("{sandboxes} sandbox(es)"), r, &result);
-                results.push(result);
+        guarded(failures, "sandboxes", async {
+            let result = backlog_run(
+                redis,
+                conn,
+                Workload {
+                    events: settings.backlog,
+                    sandboxes: settings.backlog,
+                },
+                mif,
+            )
+            .await;
+            log(format!(
+                "backlog over {} sandboxes: peak RSS {:.1} MiB, drained in {:.1} s",
+                settings.backlog, result.rss_backlog, result.drain_secs
+            ));
+            rows.sandboxes_rss = Some(result);
+            for sandboxes in [1, MANY_SANDBOXES] {
+                let work = Workload {
+                    events: sandboxes * settings.per_sandbox,
+                    sandboxes,
+                };
+                let mut results = Vec::new();
+                for r in 0..runs {
+                    let result =
+                        rate_run(redis, conn, work, mif, &format!("n{sandboxes}x{r}")).await;
+                    rated(&format!("{sandboxes} sandbox(es)"), r, &result);
+                    results.push(result);
+                }
+                rows.sandboxes_rate.push((sandboxes, work.events, results));
             }
-            rows.sandboxes_rate.push((sandboxes, work.events, results));
-        }
+        })
+        .await;
     }
     if settings.wants("instructions") {
-        rows.instructions = Some(if valgrind_available() {
-            let work = Workload {
-                events: settings.callgrind_events,
-                sandboxes: CALLGRIND_SANDBOXES.min(settings.callgrind_events),
-            };
-            Ok(instructions_run(redis, conn, work, mif).await)
-        } else {
-            Err("valgrind is not installed (scripts/bench installs it)".to_owned())
-        });
+        guarded(failures, "instructions", async {
+            rows.instructions = Some(if valgrind_available() {
+                let work = Workload {
+                    events: settings.callgrind_events,
+                    sandboxes: CALLGRIND_SANDBOXES.min(settings.callgrind_events),
+                };
+                Ok(instructions_run(redis, conn, work, mif).await)
+            } else {
+                Err("valgrind is not installed (scripts/bench installs it)".to_owned())
+            });
+        })
+        .await;
     }
 }

@@ -19,6 +19,8 @@ pub struct Results {
     pub latencies: Vec<Vec<Latency>>,
     pub backlog: Option<BacklogResult>,
     pub issue: IssueRows,
+    /// Rows that did not finish: (row, why).
+    pub failures: Vec<(String, String)>,
 }
 
 pub fn verdict(ok: bool) -> &'static str {
@@ -69,6 +71,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         latencies,
         backlog,
         issue: _,
+        failures,
     } = results;
     let runs = settings.runs;
     let mif = settings.max_in_flight;
@@ -174,10 +177,12 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         .iter()
         .flat_map(|(_, _, r)| r.iter().map(|r| r.idle_rss))
         .collect();
-    let _ = writeln!(
-        t,
-        "\n### Memory and backlog\n\n| measure | result | target |\n|---|---:|---|"
-    );
+    if !idle.is_empty() || backlog.is_some() {
+        let _ = writeln!(
+            t,
+            "\n### Memory and backlog\n\n| measure | result | target |\n|---|---:|---|"
+        );
+    }
     if let Some(s) = Spread::of(&idle) {
         let _ = writeln!(
             t,
@@ -223,6 +228,15 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         );
     }
     t.push_str(&targets::render(settings, results));
+    if !failures.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n### Rows that did not finish ❌\n\n| row | why (the log above has the rest) |\n|---|---|"
+        );
+        for (row, why) in failures {
+            let _ = writeln!(t, "| `{row}` | {} |", why.replace('|', "\\|"));
+        }
+    }
     let _ = writeln!(
         t,
         "\nWhole benchmark (without the build): {:.0} s.",
