@@ -36,7 +36,7 @@ pub async fn backlog_run(
     let mut emitter = Emitter::start(redis, &url, max_in_flight, config);
     emitter.wait_active(conn).await;
     let (first, last_id) = write_burst(conn, "b", work).await;
-    // All read into the outbox = the group has handed out the last entry and every entry is
+    // All read from the stream = the group has handed out the last entry and every entry is
     // pending (acknowledged only once delivered; the receiver is down).
     let deadline = Instant::now() + patience_for(events);
     loop {
@@ -53,8 +53,16 @@ pub async fn backlog_run(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The group hands entries out before the outbox commits them: wait for `status` to count
+    // them all.
+    let depth_seen = loop {
+        let depth = tokio::task::block_in_place(|| emitter.outbox_depth());
+        if depth >= events as u64 || Instant::now() >= deadline {
+            break depth;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let ingest_secs = first.elapsed().as_secs_f64();
-    let depth_seen = tokio::task::block_in_place(|| emitter.outbox_depth());
     // Let a few retry rounds go by with the whole backlog on disk.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_backlog = proc_status_mib(emitter.pid(), "VmHWM");
