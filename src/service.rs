@@ -358,7 +358,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             other => anyhow::Error::new(other),
         })?;
         redis_background = Some(source.start_background(timing));
-        shared_intake = Some(Arc::new(source.stream_intake()));
+        shared_intake = Some((
+            Arc::new(source.stream_intake()),
+            Arc::new(source.shared_view()),
+        ));
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move { Ok(source.run(token).await?) });
     }
@@ -394,9 +397,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 leadership: leadership.clone(),
             },
         );
-        if let Some(intake) = shared_intake.take() {
-            // With Redis, synthesized events go through the stream like every other event.
-            reconciler = reconciler.with_shared(intake, Arc::new(pipeline.outbox.clone()));
+        if let Some((intake, view)) = shared_intake.take() {
+            // With Redis, synthesized events go through the stream like every other event, and
+            // the sandboxes are compared with the view every instance shares.
+            reconciler = reconciler.with_shared(intake, view);
         }
         let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move {

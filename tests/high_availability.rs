@@ -909,3 +909,130 @@ fn backfill_with_redis_appends_to_the_stream_and_survives_the_loss_of_the_active
     assert!(backfill.wait().unwrap().success(), "{output}");
     assert!(output.contains("backfill done: 60 events"), "{output}");
 }
+
+/// One orchestrator event as NDJSON, for sandbox `sandbox`.
+fn lifecycle_event(kind: &str, sandbox: &str) -> String {
+    serde_json::json!({
+        "id": uuid::Uuid::new_v4().to_string(), "version": "v2",
+        "type": format!("sandbox.lifecycle.{kind}"), "timestamp": jiff::Timestamp::now().to_string(),
+        "event_category": "", "event_label": "", "sandbox_id": sandbox,
+        "sandbox_execution_id": format!("exec-{sandbox}"), "sandbox_template_id": "base",
+        "sandbox_build_id": "b1", "sandbox_team_id": TEAM
+    })
+    .to_string()
+}
+
+/// Successful reconciliation runs of an instance so far.
+fn reconcile_runs(instance: &Instance) -> u64 {
+    instance
+        .metrics()
+        .lines()
+        .find(|l| l.starts_with(r#"e2b_webhook_reconcile_runs_total{result="ok"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Deliveries of events the emitter made up.
+fn synthetic(receiver: &TestReceiver) -> Vec<(String, String)> {
+    receiver
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.body["eventData"]["synthetic"] == true)
+        .map(|d| (d.sandbox_id, d.label))
+        .collect()
+}
+
+#[test]
+fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let cluster = Cluster::start();
+    let receiver = accepting_receiver(0);
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    for i in [&mut a, &mut b] {
+        i.extra = cluster.args();
+    }
+    let listed = |ids: &[&str]| {
+        cluster.orchestrator.set_sandboxes(
+            ids.iter()
+                .map(|id| sandbox(id, TEAM, &format!("exec-{id}")))
+                .collect(),
+        );
+    };
+    let delivered = |ids: &[&str]| {
+        let wanted: Vec<&str> = ids.to_vec();
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                let got = receiver.deliveries();
+                wanted.iter().all(|w| got.iter().any(|d| d.event_id == *w))
+            }),
+            "delivered"
+        );
+    };
+    let id_of = |line: &str| -> String {
+        serde_json::from_str::<Value>(line).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // b alone reads two creates: its own view has both.
+    b.start(&redis, receiver.port);
+    assert!(eventually(Duration::from_secs(15), || b.is_active()));
+    let (old1, old2) = (
+        lifecycle_event("created", "sbx-old-1"),
+        lifecycle_event("created", "sbx-old-2"),
+    );
+    listed(&["sbx-old-1", "sbx-old-2"]);
+    write_events(&redis, &format!("{old1}\n{old2}\n"));
+    delivered(&[&id_of(&old1), &id_of(&old2)]);
+
+    // a takes over from b, which stops, and reads a kill and a create b never sees.
+    a.start(&redis, receiver.port);
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(eventually(Duration::from_secs(15), || a.is_active()));
+    b.running.take().unwrap().child.wait().unwrap();
+    let (kill1, new3) = (
+        lifecycle_event("killed", "sbx-old-1"),
+        lifecycle_event("created", "sbx-new-3"),
+    );
+    write_events(&redis, &format!("{kill1}\n{new3}\n"));
+    listed(&["sbx-old-2", "sbx-new-3"]);
+    delivered(&[&id_of(&kill1), &id_of(&new3)]);
+    // a never read sbx-old-2's create: it compares with the shared view, not its own.
+    let runs = reconcile_runs(&a);
+    assert!(
+        eventually(Duration::from_secs(20), || reconcile_runs(&a) >= runs + 5),
+        "a reconciles; log:\n{}",
+        a.log_text()
+    );
+
+    // b comes back as the standby with its old view (sbx-old-1 running, sbx-new-3 unknown),
+    // and takes over when a's node is lost.
+    b.start(&redis, receiver.port);
+    std::thread::sleep(Duration::from_secs(1));
+    a.kill9();
+    std::fs::remove_dir_all(&a.data).unwrap();
+    assert!(eventually(Duration::from_secs(15), || b.is_active()));
+    assert!(
+        eventually(Duration::from_secs(20), || reconcile_runs(&b) >= 5),
+        "b reconciles after taking over; log:\n{}",
+        b.log_text()
+    );
+    assert_eq!(
+        synthetic(&receiver),
+        Vec::<(String, String)>::new(),
+        "no false create or kill from either instance's own stale view"
+    );
+
+    // The reconciler of b still finds what really went missing.
+    listed(&["sbx-old-2", "sbx-new-3", "sbx-missed-4"]);
+    assert!(
+        eventually(Duration::from_secs(20), || synthetic(&receiver)
+            == vec![("sbx-missed-4".to_owned(), "create".to_owned())]),
+        "a synthesized create for the sandbox whose event never came: {:?}; log:\n{}",
+        synthetic(&receiver),
+        b.log_text()
+    );
+}

@@ -252,6 +252,12 @@ impl Outbox {
         self.finished.notified().await;
     }
 
+    /// For each `(event id, entry id)` about to be appended from a stream: whether it is news
+    /// (a new event, or its own entry read again while still pending here).
+    pub async fn stream_news(&self, read: Vec<(String, String)>) -> Result<Vec<bool>, OutboxError> {
+        self.read(move |store| store.stream_news(&read)).await
+    }
+
     /// Stream entries whose events are still pending here.
     pub async fn live_entries(&self) -> Result<Vec<StreamEntryRef>, OutboxError> {
         self.read(|store| store.live_entries()).await

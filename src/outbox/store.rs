@@ -19,7 +19,7 @@ use uuid::Uuid;
 /// seq → stored event (JSON).
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// event id → time it was appended (ms); the de-duplication window.
-const EVENT_IDS: TableDefinition<&str, i64> = TableDefinition::new("event_ids");
+pub(super) const EVENT_IDS: TableDefinition<&str, i64> = TableDefinition::new("event_ids");
 /// (endpoint, seq) → delivery state (JSON); one row per event an endpoint still has to get.
 pub(super) const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
 /// dead-letter id → dead letter (JSON).

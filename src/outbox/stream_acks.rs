@@ -4,10 +4,11 @@
 
 use super::DeadLetter;
 use super::store::{
-    ACKS, DEAD, DEAD_EXPORT, EVENTS, LiveEntry, OutboxError, PENDING, STREAM_ENTRIES, Store,
-    StreamEntryRef, decode,
+    ACKS, DEAD, DEAD_EXPORT, EVENT_IDS, EVENTS, LiveEntry, OutboxError, PENDING, STREAM_ENTRIES,
+    Store, StreamEntryRef, decode,
 };
 use redb::ReadableTable;
+use std::collections::HashSet;
 
 /// Work for the Redis side, read in one transaction so that the dead letters of an entry are
 /// always copied before the entry is acknowledged.
@@ -69,6 +70,22 @@ impl Store {
             }
         }
         self.commit_durable(txn)
+    }
+
+    /// For each `(event id, entry id)` read from a stream: whether it is news here — a new
+    /// event, or its own entry read again while its event is still pending here — as
+    /// appending the batch would decide. Only news changes the view of sandboxes.
+    pub(super) fn stream_news(&self, read: &[(String, String)]) -> Result<Vec<bool>, OutboxError> {
+        let txn = self.begin_read()?;
+        let ids = txn.open_table(EVENT_IDS)?;
+        let live = txn.open_table(STREAM_ENTRIES)?;
+        let mut seen = HashSet::new();
+        read.iter()
+            .map(|(event, entry)| {
+                let new = seen.insert(event.as_str()) && ids.get(event.as_str())?.is_none();
+                Ok(new || live.get(entry.as_str())?.is_some())
+            })
+            .collect()
     }
 
     /// Stream entries whose events are still pending here.

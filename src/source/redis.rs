@@ -19,10 +19,12 @@ mod intake;
 mod keys;
 mod lease;
 mod sync;
+mod view;
 
 pub use dead_letters::{SharedDeadLetters, SharedReplay};
 pub use intake::{IntakeProgress, StreamIntake};
 pub use lease::LeaseTiming;
+pub use view::SharedSandboxView;
 
 mod client;
 
@@ -74,6 +76,8 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// removed allocation); it is removed from the group so the consumer list stays short.
 /// A live consumer touches the group every `BLOCK`.
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How often the shared view of sandboxes is rid of tombstones no entry can bring back.
+const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// The first delay before reconnecting; later ones grow exponentially, with jitter.
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 /// The longest delay between reconnection attempts.
@@ -158,6 +162,8 @@ pub struct RedisStreamSource {
     other_teams_seen: std::sync::atomic::AtomicBool,
     /// The Redis data set's generation, for [`sync`].
     generation: watch::Sender<Option<String>>,
+    /// When the shared view was last rid of old tombstones.
+    last_sweep: Option<Instant>,
 }
 
 /// The lease and the acknowledgements: they outlive the pipeline's drain, so the lease is
@@ -212,6 +218,7 @@ impl RedisStreamSource {
             other_groups: Vec::new(),
             other_teams_seen: Default::default(),
             generation: watch::channel(None).0,
+            last_sweep: None,
         })
     }
 
@@ -225,6 +232,11 @@ impl RedisStreamSource {
             self.addr.clone(),
             Some(self.leadership.clone()),
         )
+    }
+
+    /// The view of sandboxes every instance shares, kept by the instance that reads the stream.
+    pub fn shared_view(&self) -> SharedSandboxView {
+        SharedSandboxView::new(self.client.clone(), self.keys.clone(), self.addr.clone())
     }
 
     /// Starts the lease keeper and the acknowledger, each on its own connection.
@@ -395,7 +407,7 @@ impl RedisStreamSource {
                 };
                 if let Some(last) = entries.last() {
                     last_seen = last.id.clone();
-                    self.commit(entries, &generation).await?;
+                    self.commit(&mut conn, entries, &generation).await?;
                     continue;
                 }
                 // Nothing new: wait for the stream to grow past what was seen. A plain XREAD
@@ -449,6 +461,7 @@ impl RedisStreamSource {
         term: u64,
     ) -> Result<Option<String>, RedisSourceError> {
         let started = Instant::now();
+        self.build_view(conn).await?;
         let mut claimed = HashSet::new();
         if !self
             .claim(conn, generation, Duration::ZERO, Some(&mut claimed))
@@ -628,7 +641,7 @@ impl RedisStreamSource {
             if let Some(claimed) = claimed.as_mut() {
                 claimed.extend(claim.entries.iter().map(|e| e.id.clone()));
             }
-            self.commit(claim.entries, generation).await?;
+            self.commit(conn, claim.entries, generation).await?;
             if claim.next == "0-0" {
                 break;
             }
@@ -667,6 +680,7 @@ impl RedisStreamSource {
     /// Nothing is acknowledged here: see [`sync`].
     async fn commit(
         &self,
+        conn: &mut RedisConnection,
         entries: Vec<StreamEntry>,
         generation: &str,
     ) -> Result<(), RedisSourceError> {
@@ -731,6 +745,7 @@ impl RedisStreamSource {
                 "skipped events of teams outside E2B_TEAM_IDS"
             );
         }
+        self.update_view(conn, &events).await?;
         // In stream order, one append per run of entries from the same source.
         let mut events = events.into_iter().peekable();
         while let Some((event, from, origin)) = events.next() {
@@ -752,6 +767,71 @@ impl RedisStreamSource {
         Ok(())
     }
 
+    /// Builds the shared view of sandboxes from this instance's own when it does not exist (a
+    /// new Redis, or one that lost its data; an upgrade from a version without it).
+    async fn build_view(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
+        if view::exists(conn, &self.keys)
+            .await
+            .map_err(|e| self.redis_error(e))?
+        {
+            return Ok(());
+        }
+        let records = self.outbox.sandboxes().await?;
+        if view::build(conn, &self.keys, &records)
+            .await
+            .map_err(|e| self.redis_error(e))?
+        {
+            tracing::info!(
+                sandboxes = records.len(),
+                "built the shared view of sandboxes in Redis from this instance's own"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies what the events of a batch say about their sandboxes to the shared view, before
+    /// they are appended (so before anything can be delivered and acknowledged): only news —
+    /// what the outbox does not have from another entry already — as the outbox's own view.
+    async fn update_view(
+        &self,
+        conn: &mut RedisConnection,
+        events: &[(SandboxEvent, FromStream, &'static str)],
+    ) -> Result<(), RedisSourceError> {
+        let tracked: Vec<&(SandboxEvent, FromStream, &'static str)> = events
+            .iter()
+            .filter(|(_, from, _)| from.replay_to.is_none())
+            .collect();
+        if tracked.is_empty() {
+            return Ok(());
+        }
+        let news = self
+            .outbox
+            .stream_news(
+                tracked
+                    .iter()
+                    .map(|(event, from, _)| (event.id().to_owned(), from.entry.id.clone()))
+                    .collect(),
+            )
+            .await?;
+        let changes: Vec<view::ViewChange> = tracked
+            .iter()
+            .zip(news)
+            .filter(|(_, news)| *news)
+            .filter_map(|((event, from, _), _)| view::ViewChange::of(event, &from.entry.id))
+            .collect();
+        let applied = view::apply(conn, &self.keys, &changes)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        if !applied {
+            // Redis lost its data while this instance was active.
+            self.build_view(conn).await?;
+            view::apply(conn, &self.keys, &changes)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+        }
+        Ok(())
+    }
+
     /// Reports the group's lag and trims the stream up to what the group has finished.
     async fn housekeeping(&mut self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
         // Read before XPENDING: anything handed out after this read has an id above
@@ -769,11 +849,14 @@ impl RedisStreamSource {
         if let Some(lag) = ours.lag {
             self.metrics.redis_lag.set(lag as i64);
         }
-        if !self.config.trim {
+        self.build_view(conn).await?;
+        let sweep_due = self
+            .last_sweep
+            .is_none_or(|at| at.elapsed() >= TOMBSTONE_SWEEP_EVERY);
+        if !self.config.trim && !sweep_due {
             return Ok(());
         }
         let last_delivered: EntryId = parse_id("XINFO GROUPS", &ours.last_delivered_id)?;
-        self.note_other_groups(&groups);
         let pending: StreamPendingReply = conn
             .xpending(&self.config.stream, &self.config.group)
             .await
@@ -783,6 +866,19 @@ impl RedisStreamSource {
             _ => None,
         };
         let min_id = trim_threshold(last_delivered, oldest_pending);
+        if sweep_due {
+            let forgotten = view::forget_tombstones(conn, &self.keys, min_id)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            self.last_sweep = Some(Instant::now());
+            if forgotten > 0 {
+                tracing::debug!(forgotten, "forgot killed sandboxes no entry can bring back");
+            }
+        }
+        if !self.config.trim {
+            return Ok(());
+        }
+        self.note_other_groups(&groups);
         let trimmed: usize = conn
             .xtrim_options(
                 &self.config.stream,

@@ -42,6 +42,11 @@ impl Keys {
         format!("{}:dead-letters", self.prefix)
     }
 
+    /// Hash of the shared view of sandboxes, sandbox id → `<entry id>|<record JSON>`.
+    pub(crate) fn sandboxes(&self) -> String {
+        format!("{}:sandboxes", self.prefix)
+    }
+
     /// The counter numbering dead letters.
     pub(crate) fn dead_letter_counter(&self) -> String {
         format!("{}:dead-letters:next", self.prefix)
@@ -65,6 +70,7 @@ mod tests {
             keys.generation(),
             keys.dead_letters(),
             keys.dead_letter_counter(),
+            keys.sandboxes(),
         ] {
             // Redis Cluster hashes only the text between the first `{` and the next `}`.
             let tag = key

@@ -1,0 +1,274 @@
+//! The view of sandboxes every instance shares: which sandboxes the events read so far say are
+//! running or paused, kept in Redis by whichever instance reads the stream. The reconciler of
+//! the active instance compares the orchestrators with it, so an instance that takes over does
+//! not act on what it saw (or did not see) while it stood by: a sandbox created or killed
+//! meanwhile produces no false `create` or `kill`.
+//!
+//! A hash `sandbox id → "<entry id>|<record JSON>"`; a killed sandbox keeps `"<entry id>|"`
+//! (a tombstone) until no older entry can be read again. Each change carries the stream entry it
+//! comes from and is applied only over an older one, so entries claimed again after a takeover —
+//! already applied by the instance that first read them — never turn the view back.
+
+use super::EntryId;
+use super::client::{RedisClient, RedisConnection};
+use super::keys::Keys;
+use crate::event::{Lifecycle, SandboxEvent};
+use crate::outbox::{IntakeError, SandboxRecord, SandboxState, SandboxView};
+use futures_util::future::BoxFuture;
+use redis::{AsyncCommands, RedisError, Script};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The field that says the view exists (it is missing in a new Redis, or one that lost its
+/// data); it never collides with a sandbox id.
+const BUILT_FIELD: &str = ":view";
+
+/// The error code of a change refused because the view does not exist.
+const UNBUILT_CODE: &str = "UNBUILT";
+
+/// Applies changes `(sandbox, entry, op, record)`, each only over an older entry. `set` puts the
+/// record, `gone` a tombstone, `touch` (an update or checkpoint) the record only when the sandbox
+/// is unknown or gone.
+const APPLY: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  return redis.error_reply('UNBUILT the shared view of sandboxes does not exist')
+end
+local function id(s)
+  local ms, seq = string.match(s, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+for i = 2, #ARGV, 4 do
+  local sandbox, entry, op, record = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local current = redis.call('HGET', KEYS[1], sandbox)
+  local newer, known = true, false
+  if current then
+    local at, body = string.match(current, '^([^|]*)|(.*)$')
+    local ams, aseq = id(entry)
+    local cms, cseq = id(at)
+    newer = ams > cms or (ams == cms and aseq > cseq)
+    known = body ~= ''
+  end
+  if newer then
+    if op == 'set' or (op == 'touch' and not known) then
+      redis.call('HSET', KEYS[1], sandbox, entry .. '|' .. record)
+    elseif op == 'gone' then
+      redis.call('HSET', KEYS[1], sandbox, entry .. '|')
+    end
+  end
+end
+return 1
+";
+
+/// Builds the view from a list of records (at entry `0-0`, below any real entry) unless it
+/// exists; returns 1 when it built it.
+const BUILD: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], '0-0|' .. ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+return 1
+";
+
+/// Removes the given fields if they still hold the given values.
+const FORGET: &str = r"
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return removed
+";
+
+/// One change to the view, from the event of one stream entry.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ViewChange {
+    sandbox: String,
+    entry: String,
+    op: &'static str,
+    record: String,
+}
+
+impl ViewChange {
+    /// What `event`, read from `entry`, changes (the same rule as the outbox's own view);
+    /// `None` for events that change nothing.
+    pub(super) fn of(event: &SandboxEvent, entry: &str) -> Option<Self> {
+        let (op, state) = match event.lifecycle {
+            Lifecycle::Created | Lifecycle::Resumed => ("set", SandboxState::Running),
+            Lifecycle::Paused => ("set", SandboxState::Paused),
+            Lifecycle::Updated | Lifecycle::Checkpointed => ("touch", SandboxState::Running),
+            Lifecycle::Killed => ("gone", SandboxState::Running),
+            Lifecycle::Unknown(_) => return None,
+        };
+        let record = SandboxRecord {
+            sandbox_id: event.sandbox_id().to_owned(),
+            state,
+            team_id: event.team_id().to_owned(),
+            template_id: event.str_field("sandbox_template_id").map(str::to_owned),
+            execution_id: event.str_field("sandbox_execution_id").map(str::to_owned),
+            updated_at_ms: event.timestamp().map_or_else(
+                || jiff::Timestamp::now().as_millisecond(),
+                |t| t.as_millisecond(),
+            ),
+        };
+        Some(Self {
+            sandbox: record.sandbox_id.clone(),
+            entry: entry.to_owned(),
+            op,
+            record: serde_json::to_string(&record).expect("a record always serializes"),
+        })
+    }
+}
+
+/// Applies `changes` in order; `Ok(false)` when the view does not exist (build it first).
+pub(super) async fn apply(
+    conn: &mut RedisConnection,
+    keys: &Keys,
+    changes: &[ViewChange],
+) -> Result<bool, RedisError> {
+    if changes.is_empty() {
+        return Ok(true);
+    }
+    let script = Script::new(APPLY);
+    let mut invocation = script.key(keys.sandboxes());
+    invocation.arg(BUILT_FIELD);
+    for change in changes {
+        invocation
+            .arg(&change.sandbox)
+            .arg(&change.entry)
+            .arg(change.op)
+            .arg(&change.record);
+    }
+    match invocation.invoke_async::<i64>(conn).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(UNBUILT_CODE) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds the view from `records` (this instance's own) unless it exists; true when built.
+pub(super) async fn build(
+    conn: &mut RedisConnection,
+    keys: &Keys,
+    records: &[SandboxRecord],
+) -> Result<bool, RedisError> {
+    let script = Script::new(BUILD);
+    let mut invocation = script.key(keys.sandboxes());
+    invocation.arg(BUILT_FIELD);
+    for record in records {
+        invocation
+            .arg(&record.sandbox_id)
+            .arg(serde_json::to_string(record).expect("a record always serializes"));
+    }
+    let built: i64 = invocation.invoke_async(conn).await?;
+    Ok(built == 1)
+}
+
+/// Whether the view exists.
+pub(super) async fn exists(conn: &mut RedisConnection, keys: &Keys) -> Result<bool, RedisError> {
+    conn.hexists(keys.sandboxes(), BUILT_FIELD).await
+}
+
+/// Drops tombstones of entries below `below`: every entry under it has been acknowledged, so
+/// none can be read again and turn a killed sandbox back. Returns how many went.
+pub(super) async fn forget_tombstones(
+    conn: &mut RedisConnection,
+    keys: &Keys,
+    below: EntryId,
+) -> Result<usize, RedisError> {
+    let all: HashMap<String, String> = conn.hgetall(keys.sandboxes()).await?;
+    let old: Vec<(&String, &String)> = all
+        .iter()
+        .filter(|(_, value)| {
+            value
+                .strip_suffix('|')
+                .is_some_and(|entry| entry.parse::<EntryId>().is_ok_and(|entry| entry < below))
+        })
+        .collect();
+    let mut removed = 0;
+    for chunk in old.chunks(500) {
+        let script = Script::new(FORGET);
+        let mut invocation = script.key(keys.sandboxes());
+        for (field, value) in chunk {
+            invocation.arg(field.as_str()).arg(value.as_str());
+        }
+        let n: usize = invocation.invoke_async(conn).await?;
+        removed += n;
+    }
+    Ok(removed)
+}
+
+/// The records in a view as read with `HGETALL` (tombstones and the marker left out).
+fn records(all: HashMap<String, String>) -> Vec<SandboxRecord> {
+    all.into_iter()
+        .filter(|(field, _)| field != BUILT_FIELD)
+        .filter_map(|(_, value)| {
+            let (_, record) = value.split_once('|')?;
+            serde_json::from_str(record).ok()
+        })
+        .collect()
+}
+
+/// The shared view, for the reconciler.
+pub struct SharedSandboxView {
+    client: Arc<RedisClient>,
+    keys: Keys,
+    addr: String,
+}
+
+impl SharedSandboxView {
+    pub(super) fn new(client: Arc<RedisClient>, keys: Keys, addr: String) -> Self {
+        Self { client, keys, addr }
+    }
+
+    fn error(&self, e: RedisError) -> IntakeError {
+        IntakeError::Shared(format!("Redis at {}: {e}", self.addr))
+    }
+}
+
+impl SandboxView for SharedSandboxView {
+    fn sandboxes(&self) -> BoxFuture<'_, Result<Vec<SandboxRecord>, IntakeError>> {
+        Box::pin(async move {
+            let mut conn = self.client.connect().await.map_err(|e| self.error(e))?;
+            let all: HashMap<String, String> = conn
+                .hgetall(self.keys.sandboxes())
+                .await
+                .map_err(|e| self.error(e))?;
+            if !all.contains_key(BUILT_FIELD) {
+                return Err(IntakeError::Shared(
+                    "the shared view of sandboxes is not built yet (the active instance builds it when it takes over, or after Redis lost its data)".into(),
+                ));
+            }
+            Ok(records(all))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_leave_out_tombstones_the_marker_and_garbage() {
+        let record = SandboxRecord {
+            sandbox_id: "s1".into(),
+            state: SandboxState::Paused,
+            team_id: "t".into(),
+            template_id: None,
+            execution_id: Some("e".into()),
+            updated_at_ms: 5,
+        };
+        let all: HashMap<String, String> = [
+            (BUILT_FIELD.to_owned(), "1".to_owned()),
+            (
+                "s1".to_owned(),
+                format!("7-0|{}", serde_json::to_string(&record).unwrap()),
+            ),
+            ("s2".to_owned(), "9-1|".to_owned()),
+            ("s3".to_owned(), "nonsense".to_owned()),
+        ]
+        .into();
+        assert_eq!(records(all), vec![record]);
+    }
+}
