@@ -164,6 +164,8 @@ pub struct RedisStreamSource {
     generation: watch::Sender<Option<String>>,
     /// When the shared view was last rid of old tombstones.
     last_sweep: Option<Instant>,
+    /// Changes to the shared view that Redis failed to take (applied once it answers again).
+    unapplied_view: std::sync::Mutex<Vec<view::ViewChange>>,
 }
 
 /// The lease and the acknowledgements: they outlive the pipeline's drain, so the lease is
@@ -219,6 +221,7 @@ impl RedisStreamSource {
             other_teams_seen: Default::default(),
             generation: watch::channel(None).0,
             last_sweep: None,
+            unapplied_view: Default::default(),
         })
     }
 
@@ -325,6 +328,7 @@ impl RedisStreamSource {
         };
         self.ensure_group(&mut conn).await?;
         let generation = self.generation(&mut conn).await?;
+        self.apply_held_back_view(&mut conn).await?;
         self.generation.send_replace(Some(generation.clone()));
         backoff.reset();
         loop {
@@ -745,7 +749,11 @@ impl RedisStreamSource {
                 "skipped events of teams outside E2B_TEAM_IDS"
             );
         }
-        self.update_view(conn, &events).await?;
+        // The view first, so it has every change before anything can be delivered and
+        // acknowledged; but what was read reaches the outbox even when Redis fails meanwhile
+        // (it may come back without its data), and the change is applied later.
+        let changes = self.view_changes(&events).await?;
+        let viewed = self.apply_view(conn, &changes).await;
         // In stream order, one append per run of entries from the same source.
         let mut events = events.into_iter().peekable();
         while let Some((event, from, origin)) = events.next() {
@@ -763,6 +771,13 @@ impl RedisStreamSource {
         }
         if !malformed.is_empty() {
             self.outbox.set_aside(malformed, malformed_entries).await?;
+        }
+        if let Err(error) = viewed {
+            self.unapplied_view
+                .lock()
+                .expect("unapplied view changes")
+                .extend(changes);
+            return Err(error);
         }
         Ok(())
     }
@@ -789,20 +804,18 @@ impl RedisStreamSource {
         Ok(())
     }
 
-    /// Applies what the events of a batch say about their sandboxes to the shared view, before
-    /// they are appended (so before anything can be delivered and acknowledged): only news —
-    /// what the outbox does not have from another entry already — as the outbox's own view.
-    async fn update_view(
+    /// What the events of a batch change in the shared view of sandboxes: only news — what the
+    /// outbox does not have from another entry already — as for the outbox's own view.
+    async fn view_changes(
         &self,
-        conn: &mut RedisConnection,
         events: &[(SandboxEvent, FromStream, &'static str)],
-    ) -> Result<(), RedisSourceError> {
+    ) -> Result<Vec<view::ViewChange>, RedisSourceError> {
         let tracked: Vec<&(SandboxEvent, FromStream, &'static str)> = events
             .iter()
             .filter(|(_, from, _)| from.replay_to.is_none())
             .collect();
         if tracked.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let news = self
             .outbox
@@ -813,21 +826,48 @@ impl RedisStreamSource {
                     .collect(),
             )
             .await?;
-        let changes: Vec<view::ViewChange> = tracked
+        Ok(tracked
             .iter()
             .zip(news)
             .filter(|(_, news)| *news)
             .filter_map(|((event, from, _), _)| view::ViewChange::of(event, &from.entry.id))
-            .collect();
-        let applied = view::apply(conn, &self.keys, &changes)
+            .collect())
+    }
+
+    /// Applies changes to the shared view (built first when Redis lost it).
+    async fn apply_view(
+        &self,
+        conn: &mut RedisConnection,
+        changes: &[view::ViewChange],
+    ) -> Result<(), RedisSourceError> {
+        let applied = view::apply(conn, &self.keys, changes)
             .await
             .map_err(|e| self.redis_error(e))?;
         if !applied {
-            // Redis lost its data while this instance was active.
             self.build_view(conn).await?;
-            view::apply(conn, &self.keys, &changes)
+            view::apply(conn, &self.keys, changes)
                 .await
                 .map_err(|e| self.redis_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the changes a Redis failure held back, once Redis answers again.
+    async fn apply_held_back_view(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<(), RedisSourceError> {
+        let changes =
+            std::mem::take(&mut *self.unapplied_view.lock().expect("unapplied view changes"));
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.apply_view(conn, &changes).await {
+            self.unapplied_view
+                .lock()
+                .expect("unapplied view changes")
+                .splice(0..0, changes);
+            return Err(error);
         }
         Ok(())
     }
