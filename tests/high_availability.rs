@@ -802,12 +802,15 @@ fn a_synthesized_event_goes_through_the_stream_and_survives_the_loss_of_the_acti
     assert_eq!(create["sandbox_id"], "sbx-unannounced");
     assert_eq!(create["type"], "sandbox.lifecycle.created");
     assert_eq!(create["event_data"]["synthetic"], true);
-    let metrics = a.metrics();
+    // Counted once committed to the outbox, just after the read.
+    let counted = eventually(Duration::from_secs(10), || {
+        a.metrics()
+            .contains(r#"e2b_webhook_events_received_total{source="reconcile",type="create"} 1"#)
+    });
     assert!(
-        metrics
-            .contains(r#"e2b_webhook_events_received_total{source="reconcile",type="create"} 1"#),
+        counted,
         "read back from the stream as the reconciler's: {}",
-        metrics
+        a.metrics()
             .lines()
             .filter(|l| l.contains("events_received"))
             .collect::<Vec<_>>()
