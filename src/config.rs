@@ -9,7 +9,6 @@ use crate::deliver::format::{EndpointIdentity, WireFormat, default_webhook_id};
 use crate::deliver::retry::{RetryPolicy, RetryToml, parse_duration};
 use crate::deliver::sign::{Secret, SecretSet, SignatureEncoding};
 use crate::event::EventFilter;
-use crate::source::redis::RedisConnectionSettings;
 use crate::util::redact::redact_url_text;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -339,24 +338,8 @@ impl EndpointConfig {
     }
 }
 
-/// The Redis source settings.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// Where Redis is and how to connect (the password is never logged).
-    pub connection: RedisConnectionSettings,
-    /// Stream key.
-    pub stream: String,
-    /// Consumer group.
-    pub group: String,
-    /// This consumer's name.
-    pub consumer: String,
-    /// How long an entry stays pending for another consumer before this one claims it.
-    pub claim_idle: Duration,
-    /// Whether to trim acknowledged entries from the stream.
-    pub trim: bool,
-    /// Time to live of the leader lease.
-    pub lease_ttl: Duration,
-}
+/// The Redis source settings (defined next to the source that uses them).
+pub use crate::source::redis::RedisSettings as RedisConfig;
 
 /// The Nomad API settings (defined next to the client that uses them).
 pub use crate::source::nomad::NomadConfig;

@@ -64,7 +64,7 @@ pub struct SharedDeadLetters {
 
 impl SharedDeadLetters {
     /// Connects with the service's Redis settings.
-    pub async fn connect(config: &crate::config::RedisConfig) -> Result<Self, RedisSourceError> {
+    pub async fn connect(config: &super::RedisSettings) -> Result<Self, RedisSourceError> {
         let addr = config.connection.addr();
         let client =
             RedisClient::open(&config.connection).map_err(|error| RedisSourceError::Redis {

@@ -8,8 +8,7 @@
 
 use super::client::{RedisClient, RedisConnection};
 use super::keys::Keys;
-use super::{EntryId, RedisSourceError, dead_letters, lease};
-use crate::config::RedisConfig;
+use super::{EntryId, RedisSettings, RedisSourceError, dead_letters, lease};
 use crate::event::SandboxEvent;
 use crate::leadership::Leadership;
 use crate::outbox::{DeadLetter, EventIntake, IntakeError, MalformedInput};
@@ -71,7 +70,7 @@ impl StreamIntake {
 
     /// An intake for a command (`backfill`) with the service's Redis settings; checks that the
     /// service's consumer group exists, so nothing is appended that no instance would read.
-    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisSourceError> {
+    pub async fn connect(config: &RedisSettings) -> Result<Self, RedisSourceError> {
         let addr = config.connection.addr();
         let error = |error| RedisSourceError::Redis {
             addr: addr.clone(),

@@ -9,11 +9,11 @@
 //! comes from and is applied only over an older one, so entries claimed again after a takeover —
 //! already applied by the instance that first read them — never turn the view back.
 
-use super::EntryId;
 use super::client::{RedisClient, RedisConnection};
 use super::keys::Keys;
+use super::{EntryId, RedisSourceError, RedisStreamSource};
 use crate::event::{Lifecycle, SandboxEvent};
-use crate::outbox::{IntakeError, SandboxRecord, SandboxState, SandboxView};
+use crate::outbox::{FromStream, IntakeError, SandboxRecord, SandboxState, SandboxView};
 use futures_util::future::BoxFuture;
 use redis::{AsyncCommands, RedisError, Script};
 use std::collections::HashMap;
@@ -242,6 +242,101 @@ impl SandboxView for SharedSandboxView {
             }
             Ok(records(all))
         })
+    }
+}
+
+impl RedisStreamSource {
+    /// Builds the shared view of sandboxes from this instance's own when it does not exist (a
+    /// new Redis, or one that lost its data; an upgrade from a version without it).
+    pub(super) async fn build_view(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<(), RedisSourceError> {
+        if exists(conn, &self.keys)
+            .await
+            .map_err(|e| self.redis_error(e))?
+        {
+            return Ok(());
+        }
+        let records = self.outbox.sandboxes().await?;
+        if build(conn, &self.keys, &records)
+            .await
+            .map_err(|e| self.redis_error(e))?
+        {
+            tracing::info!(
+                sandboxes = records.len(),
+                "built the shared view of sandboxes in Redis from this instance's own"
+            );
+        }
+        Ok(())
+    }
+
+    /// What the events of a batch change in the shared view of sandboxes: only news — what the
+    /// outbox does not have from another entry already — as for the outbox's own view.
+    pub(super) async fn view_changes(
+        &self,
+        events: &[(SandboxEvent, FromStream, &'static str)],
+    ) -> Result<Vec<ViewChange>, RedisSourceError> {
+        let tracked: Vec<&(SandboxEvent, FromStream, &'static str)> = events
+            .iter()
+            .filter(|(_, from, _)| from.replay_to.is_none())
+            .collect();
+        if tracked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let news = self
+            .outbox
+            .stream_news(
+                tracked
+                    .iter()
+                    .map(|(event, from, _)| (event.id().to_owned(), from.entry.id.clone()))
+                    .collect(),
+            )
+            .await?;
+        Ok(tracked
+            .iter()
+            .zip(news)
+            .filter(|(_, news)| *news)
+            .filter_map(|((event, from, _), _)| ViewChange::of(event, &from.entry.id))
+            .collect())
+    }
+
+    /// Applies changes to the shared view (built first when Redis lost it).
+    pub(super) async fn apply_view(
+        &self,
+        conn: &mut RedisConnection,
+        changes: &[ViewChange],
+    ) -> Result<(), RedisSourceError> {
+        let applied = apply(conn, &self.keys, changes)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        if !applied {
+            self.build_view(conn).await?;
+            apply(conn, &self.keys, changes)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the changes a Redis failure held back, once Redis answers again.
+    pub(super) async fn apply_held_back_view(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<(), RedisSourceError> {
+        let changes =
+            std::mem::take(&mut *self.unapplied_view.lock().expect("unapplied view changes"));
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.apply_view(conn, &changes).await {
+            self.unapplied_view
+                .lock()
+                .expect("unapplied view changes")
+                .splice(0..0, changes);
+            return Err(error);
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,542 @@
+//! The Redis source: consumes the orchestrator's `sandbox.events.stream` through a consumer
+//! group, keeps the `wh:<team>` gate keys alive, claims what lost instances left behind and
+//! trims what the group has finished.
+//!
+//! The group's pending list is the shared record of undelivered work. An entry is acknowledged
+//! (`XACK`, by [`sync`]) only once its event has been delivered — or dead-lettered, the dead
+//! letter copied to Redis — for every endpoint that wants it; until then it stays pending, and a
+//! lost node loses nothing Redis holds. The local outbox keeps its own durable copy of what was
+//! read, so a Redis that restarts without its data loses nothing already read either.
+//!
+//! Only the instance holding the leader lease ([`lease`]) reads and delivers. When it becomes
+//! active it first claims every entry pending in the group, whoever read it, in stream order
+//! (`XAUTOCLAIM` from `0-0` with no minimum idle time), and only then reads new ones: a new
+//! instance — or the same one under a new consumer name — never delivers a sandbox's new event
+//! before an older one its predecessor had read.
+//!
+//! The parts: this file is the loop (stand by, take over, read, keep the gate keys); `client`
+//! the connection (single node or cluster, TLS); `group` the consumer group (take over its
+//! pending list, claim, lag, trim); `entry` one entry's event and committing a batch; `reply`
+//! parsing Redis's replies; `lease` the leader lease; `sync` acknowledging after delivery;
+//! `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
+//! emitter's own events; `view` the shared view of sandboxes.
+
+mod client;
+mod dead_letters;
+mod entry;
+mod error;
+mod group;
+mod intake;
+mod keys;
+mod lease;
+mod reply;
+mod sync;
+mod view;
+
+pub use client::{RedisConnectionSettings, RedisTls};
+pub use dead_letters::{SharedDeadLetters, SharedReplay};
+pub use error::RedisSourceError;
+pub use intake::{IntakeProgress, StreamIntake};
+pub use lease::LeaseTiming;
+pub use view::SharedSandboxView;
+
+use crate::event::SandboxEvent;
+use crate::leadership::Leadership;
+use crate::outbox::Outbox;
+use crate::server::metrics::Metrics;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use client::{RedisClient, RedisConnection};
+use entry::StreamEntry;
+use group::EntryId;
+use keys::Keys;
+use redis::{AsyncCommands, RedisError, Value};
+use reply::parse_read_reply;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The source name in the outbox, the metrics and the readiness report.
+const SOURCE: &str = "redis";
+/// Entries per `XREADGROUP` / `XAUTOCLAIM`, and so per outbox commit.
+const BATCH: usize = 256;
+/// How long one wait for new entries (`XREAD BLOCK`) lasts; timers run between reads.
+const BLOCK: Duration = Duration::from_secs(2);
+/// How often a standby checks its connection to Redis (for readiness).
+const STANDBY_PING: Duration = Duration::from_secs(2);
+/// The orchestrator only checks that `wh:<team>` exists (`EXISTS`); the value tells an operator
+/// reading the key who keeps it.
+const GATE_KEY_VALUE: &str = "e2b-webhook-emitter";
+/// Gate keys expire this long after the last refresh: the orchestrator keeps publishing through
+/// emitter restarts and short Redis outages, and stops within minutes once the emitter is gone.
+const GATE_KEY_TTL: Duration = Duration::from_secs(600);
+/// How often the gate keys are refreshed (a tenth of their lifetime).
+const GATE_KEY_REFRESH: Duration = Duration::from_secs(60);
+/// How often the group's lag is read and the stream trimmed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// A consumer idle this long with nothing pending is an instance that is gone (a renamed or
+/// removed allocation); it is removed from the group so the consumer list stays short.
+/// A live consumer touches the group every `BLOCK`.
+const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How often the shared view of sandboxes is rid of tombstones no entry can bring back.
+const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// The first delay before reconnecting; later ones grow exponentially, with jitter.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
+/// The longest delay between reconnection attempts.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
+
+/// What the Redis source needs: where Redis is, the stream and group, and this instance's part
+/// in them (`config` builds it from flags and environment).
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Where Redis is and how to connect (the password is never logged).
+    pub connection: RedisConnectionSettings,
+    /// Stream key.
+    pub stream: String,
+    /// Consumer group.
+    pub group: String,
+    /// This consumer's name.
+    pub consumer: String,
+    /// How long an entry stays pending for another consumer before this one claims it.
+    pub claim_idle: Duration,
+    /// Whether to trim acknowledged entries from the stream.
+    pub trim: bool,
+    /// Time to live of the leader lease.
+    pub lease_ttl: Duration,
+}
+
+/// Consumes the orchestrator's sandbox event stream into the outbox.
+pub struct RedisStreamSource {
+    config: RedisSettings,
+    team_ids: Vec<Uuid>,
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
+    client: Arc<RedisClient>,
+    leadership: Leadership,
+    keys: Keys,
+    /// `host:port` of the configured node: the only part of the settings that is ever logged.
+    addr: String,
+    /// Other consumer groups on the stream, as last reported (trimming ignores them).
+    other_groups: Vec<String>,
+    /// Whether events of other teams were seen (explained once in the log).
+    other_teams_seen: std::sync::atomic::AtomicBool,
+    /// The Redis data set's generation, for [`sync`].
+    generation: watch::Sender<Option<String>>,
+    /// When the shared view was last rid of old tombstones.
+    last_sweep: Option<Instant>,
+    /// Changes to the shared view that Redis failed to take (applied once it answers again).
+    unapplied_view: std::sync::Mutex<Vec<view::ViewChange>>,
+}
+
+/// The lease and the acknowledgements: they outlive the pipeline's drain, so the lease is
+/// renewed while in-flight deliveries finish and what they delivered is acknowledged.
+pub struct RedisBackground {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RedisBackground {
+    /// Acknowledges what is finished, gives the lease up, and returns.
+    pub async fn finish(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl RedisStreamSource {
+    /// A source for `config`, keeping the gate keys of `team_ids` while `leadership` is active;
+    /// fails only on a connection setting the Redis client refuses (a CA it cannot parse).
+    pub fn new(
+        config: RedisSettings,
+        team_ids: Vec<Uuid>,
+        outbox: Outbox,
+        metrics: Arc<Metrics>,
+        leadership: Leadership,
+    ) -> Result<Self, RedisSourceError> {
+        let client = RedisClient::open(&config.connection).map_err(|e| {
+            // Only the error's kind and detail, never the settings: they may hold a password.
+            RedisSourceError::InvalidSetting {
+                setting: if config.connection.tls.is_some() {
+                    "REDIS_TLS_CA_BASE64"
+                } else if config.connection.cluster {
+                    "REDIS_CLUSTER_URL"
+                } else {
+                    "REDIS_URL"
+                },
+                reason: format!("{:?}: {}", e.kind(), e.detail().unwrap_or("cannot be used")),
+            }
+        })?;
+        let addr = config.connection.addr();
+        let keys = Keys::new(&config.stream, &config.group);
+        Ok(Self {
+            config,
+            team_ids,
+            outbox,
+            metrics,
+            client: Arc::new(client),
+            leadership,
+            keys,
+            addr,
+            other_groups: Vec::new(),
+            other_teams_seen: Default::default(),
+            generation: watch::channel(None).0,
+            last_sweep: None,
+            unapplied_view: Default::default(),
+        })
+    }
+
+    /// The entrance for the reconciler's events: the stream, appended to only while this
+    /// instance holds the lease.
+    pub fn stream_intake(&self) -> StreamIntake {
+        StreamIntake::new(
+            self.client.clone(),
+            self.keys.clone(),
+            self.config.group.clone(),
+            self.addr.clone(),
+            Some(self.leadership.clone()),
+        )
+    }
+
+    /// The view of sandboxes every instance shares, kept by the instance that reads the stream.
+    pub fn shared_view(&self) -> SharedSandboxView {
+        SharedSandboxView::new(self.client.clone(), self.keys.clone(), self.addr.clone())
+    }
+
+    /// Starts the lease keeper and the acknowledger, each on its own connection.
+    pub fn start_background(&self, timing: LeaseTiming) -> RedisBackground {
+        let client = self.client.clone();
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let keeper = lease::LeaseKeeper {
+            client: client.clone(),
+            keys: self.keys.clone(),
+            me: self.config.consumer.clone(),
+            timing,
+            leadership: self.leadership.clone(),
+            metrics: self.metrics.clone(),
+        };
+        tasks.spawn(keeper.run(stop.clone()));
+        let syncer = sync::StreamSyncer {
+            client,
+            keys: self.keys.clone(),
+            group: self.config.group.clone(),
+            outbox: self.outbox.clone(),
+            generation: self.generation.subscribe(),
+        };
+        tasks.spawn(syncer.run(stop.clone()));
+        RedisBackground { stop, tasks }
+    }
+
+    /// Runs until `shutdown` is cancelled; returns after the current batch is committed.
+    ///
+    /// Connection and outbox failures are logged, reported through readiness and retried with
+    /// backoff.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RedisSourceError> {
+        let client = self.client.clone();
+        self.warn_about_configuration();
+        self.metrics
+            .set_component(SOURCE, false, format!("connecting to {}", self.addr));
+        let mut backoff = Backoff::new();
+        loop {
+            let error = match self.consume(&client, &mut backoff, &shutdown).await {
+                Ok(()) => {
+                    tracing::info!(redis = %self.addr, "Redis source stopped");
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            let delay = backoff.next_delay();
+            self.metrics.set_component(SOURCE, false, error.to_string());
+            tracing::warn!(
+                redis = %self.addr,
+                retry_in_ms = delay.as_millis() as u64,
+                "Redis source not consuming, retrying (entries not yet acknowledged stay pending in Redis): {error}"
+            );
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn warn_about_configuration(&self) {
+        if self.team_ids.is_empty() {
+            tracing::warn!(
+                "E2B_TEAM_IDS is empty: no wh:<team> gate key is kept, so the orchestrator publishes no events to {}; set E2B_TEAM_IDS to the teams whose sandboxes should send webhooks",
+                self.config.stream
+            );
+        }
+        let db = self.config.connection.db;
+        if db != 0 {
+            tracing::warn!(
+                redis = %self.addr,
+                "the Redis URL selects database {db}, but the orchestrator writes the stream and checks the gate keys in database 0; remove /{db} from the URL"
+            );
+        }
+    }
+
+    /// One connection's life: set up, then stand by or consume, until shutdown or an error.
+    async fn consume(
+        &mut self,
+        client: &RedisClient,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RedisSourceError> {
+        let mut conn = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            conn = client.connect() => conn.map_err(|e| self.redis_error(e))?,
+        };
+        self.ensure_group(&mut conn).await?;
+        let generation = self.generation(&mut conn).await?;
+        self.apply_held_back_view(&mut conn).await?;
+        self.generation.send_replace(Some(generation.clone()));
+        backoff.reset();
+        loop {
+            self.metrics.set_component(
+                SOURCE,
+                true,
+                format!(
+                    "standing by as {} at {} (another instance holds the leader lease)",
+                    self.config.consumer, self.addr
+                ),
+            );
+            // Standby: nothing is read; the connection is checked so readiness stays true.
+            let term = loop {
+                if let Some(term) = self.leadership.active_term() {
+                    break term;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = self.leadership.until_active() => {}
+                    () = tokio::time::sleep(STANDBY_PING) => {
+                        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| self.redis_error(e))?;
+                    }
+                }
+            };
+            // Only once the group exists: see `ensure_group` for why the order matters.
+            self.refresh_gate_keys(&mut conn).await?;
+            let Some(mut last_seen) = self.take_over(&mut conn, &generation, term).await? else {
+                continue;
+            };
+            self.metrics.set_component(
+                SOURCE,
+                true,
+                format!(
+                    "active: consuming {} as {}/{} at {}",
+                    self.config.stream, self.config.group, self.config.consumer, self.addr
+                ),
+            );
+            tracing::info!(
+                redis = %self.addr,
+                stream = %self.config.stream,
+                group = %self.config.group,
+                consumer = %self.config.consumer,
+                teams = self.team_ids.len(),
+                "consuming the orchestrator's event stream"
+            );
+            let claim_interval = (self.config.claim_idle / 2)
+                .clamp(Duration::from_millis(500), Duration::from_secs(30));
+            let start = Instant::now();
+            let mut next_gate_refresh = start + GATE_KEY_REFRESH;
+            let mut next_claim = start + claim_interval;
+            let mut next_housekeeping = start;
+            loop {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                if self.leadership.active_term() != Some(term) {
+                    tracing::info!(consumer = %self.config.consumer, "stopped reading the stream: no longer the active instance");
+                    break;
+                }
+                let now = Instant::now();
+                if now >= next_gate_refresh {
+                    self.refresh_gate_keys(&mut conn).await?;
+                    next_gate_refresh = now + GATE_KEY_REFRESH;
+                }
+                if now >= next_claim {
+                    if !self
+                        .claim(&mut conn, &generation, self.config.claim_idle, None)
+                        .await?
+                    {
+                        continue;
+                    }
+                    next_claim = now + claim_interval;
+                }
+                if now >= next_housekeeping {
+                    self.housekeeping(&mut conn).await?;
+                    next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+                }
+                let Some(entries) = self.read_new(&mut conn).await? else {
+                    continue;
+                };
+                if let Some(last) = entries.last() {
+                    last_seen = last.id.clone();
+                    self.commit(&mut conn, entries, &generation).await?;
+                    continue;
+                }
+                // Nothing new: wait for the stream to grow past what was seen. A plain XREAD
+                // changes nothing in the group, so it needs no fence.
+                let mut wait = redis::cmd("XREAD");
+                wait.arg("BLOCK")
+                    .arg(BLOCK.as_millis() as u64)
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("STREAMS")
+                    .arg(&self.config.stream)
+                    .arg(&last_seen);
+                let reply: Value = wait
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.redis_error(e))?;
+                let grown = parse_read_reply(reply).map_err(|detail| {
+                    RedisSourceError::UnexpectedReply {
+                        command: "XREAD",
+                        detail,
+                    }
+                })?;
+                if let Some(last) = grown.last() {
+                    last_seen = last.id.clone();
+                }
+            }
+        }
+    }
+
+    /// The Redis data set's generation, made on first use (see [`Keys::generation`]).
+    async fn generation(&self, conn: &mut RedisConnection) -> Result<String, RedisSourceError> {
+        let script = redis::Script::new(
+            "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])",
+        );
+        script
+            .key(self.keys.generation())
+            .arg(Uuid::new_v4().simple().to_string())
+            .invoke_async(conn)
+            .await
+            .map_err(|e| self.redis_error(e))
+    }
+
+    /// Sets every team's `wh:<team>` key with a fresh expiry. Keys are never deleted: when the
+    /// emitter stops they expire by themselves, after the orchestrator has kept publishing
+    /// through a restart.
+    async fn refresh_gate_keys(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
+        // One command per key: in a cluster the keys live in different slots.
+        for team in &self.team_ids {
+            let () = conn
+                .set_ex(gate_key(team), GATE_KEY_VALUE, GATE_KEY_TTL.as_secs())
+                .await
+                .map_err(|e| self.redis_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Fenced `XREADGROUP … >`: new entries, or `None` when the lease is no longer ours.
+    async fn read_new(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<Option<Vec<StreamEntry>>, RedisSourceError> {
+        let command = [
+            "XREADGROUP",
+            "GROUP",
+            &self.config.group,
+            &self.config.consumer,
+            "COUNT",
+            &BATCH.to_string(),
+            "STREAMS",
+            &self.config.stream,
+            ">",
+        ]
+        .map(str::to_owned);
+        let Some(reply) = self.fenced(conn, &command).await? else {
+            return Ok(None);
+        };
+        parse_read_reply(reply)
+            .map(Some)
+            .map_err(|detail| RedisSourceError::UnexpectedReply {
+                command: "XREADGROUP",
+                detail,
+            })
+    }
+
+    /// Runs `command` under the lease; `None` (and this instance steps down) when the lease
+    /// is no longer ours.
+    async fn fenced(
+        &self,
+        conn: &mut RedisConnection,
+        command: &[String],
+    ) -> Result<Option<Value>, RedisSourceError> {
+        let Some(token) = self.leadership.token() else {
+            return Ok(None);
+        };
+        match lease::fenced(conn, &self.keys, &token, command).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) if e.code() == Some(lease::FENCED_CODE) => {
+                tracing::warn!(
+                    consumer = %self.config.consumer,
+                    "the leader lease is no longer ours (another instance took it): stopped reading and delivering"
+                );
+                self.leadership.step_down();
+                Ok(None)
+            }
+            Err(e) => Err(self.redis_error(e)),
+        }
+    }
+
+    /// Whether `event` belongs to a served team (every team when none is configured).
+    fn serves(&self, event: &SandboxEvent) -> bool {
+        crate::event::team_in_scope(&self.team_ids, event.team_id())
+    }
+
+    fn redis_error(&self, error: RedisError) -> RedisSourceError {
+        RedisSourceError::Redis {
+            addr: self.addr.clone(),
+            error,
+        }
+    }
+}
+
+/// The key whose existence makes the orchestrator publish `team`'s events.
+fn gate_key(team: &Uuid) -> String {
+    // Lowercase hyphenated, as the orchestrator formats it (Go's uuid.UUID.String()).
+    format!("wh:{}", team.hyphenated())
+}
+
+/// Delays between reconnection attempts; reset once a connection is working again.
+struct Backoff {
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(RETRY_MAX_DELAY)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            delays: builder.build(),
+            builder,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        self.delays.next().unwrap_or(RETRY_MAX_DELAY)
+    }
+
+    fn reset(&mut self) {
+        self.delays = self.builder.build();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_keys_use_the_orchestrators_format() {
+        let team = Uuid::parse_str("0B8B8A4E-6F4E-4C4A-9A57-3A2F5D3B1C2D").unwrap();
+        assert_eq!(gate_key(&team), "wh:0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d");
+    }
+}
