@@ -1039,3 +1039,55 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
         b.log_text()
     );
 }
+
+#[test]
+fn backfill_with_redis_sets_malformed_lines_aside_where_every_instance_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let receiver = accepting_receiver(0);
+    let mut a = Instance::new(dir.path(), "a");
+    a.start(&redis, receiver.port);
+    assert!(eventually(Duration::from_secs(15), || a.is_active()));
+    let (events, expected) = common::lifecycle_ndjson(2, 2);
+    let file = dir.path().join("export.ndjson");
+    std::fs::write(&file, format!("{events}{{not an event\n")).unwrap();
+    let (code, out, err) = common::output(
+        common::emitter()
+            .args(["backfill", "--redis-url"])
+            .arg(redis.url())
+            .args(["--team-ids", TEAM, "--webhook-url"])
+            .arg(format!("http://127.0.0.1:{}/unused", receiver.port))
+            .args(["--webhook-secret", SECRET])
+            .arg(&file),
+    );
+    assert_eq!(code, 1, "a malformed line makes backfill fail:\n{out}{err}");
+    assert!(err.contains("1 malformed"), "{err}");
+    wait_all_delivered(&receiver, &expected, Duration::from_secs(20));
+    let (code, out, err) = common::output(
+        common::emitter()
+            .args(["dead-letters", "list", "--json", "--redis-url"])
+            .arg(redis.url()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let letters: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{out}");
+    assert_eq!(letters[0]["source"], "backfill");
+    assert_eq!(letters[0]["position"], "line 5");
+    assert_eq!(letters[0]["raw"], "{not an event");
+
+    // Without the service's consumer group, backfill appends nothing and says why.
+    let (code, _, err) = common::output(
+        common::emitter()
+            .args(["backfill", "--redis-url"])
+            .arg(redis.url())
+            .args(["--redis-group", "nobody", "--webhook-url"])
+            .arg(format!("http://127.0.0.1:{}/unused", receiver.port))
+            .args(["--webhook-secret", SECRET])
+            .arg(&file),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no consumer group nobody"), "{err}");
+}
