@@ -1,6 +1,8 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
 
+mod events_api;
 mod redis;
+pub use events_api::{EventsApiArgs, EventsApiConfig};
 pub use redis::redis_config;
 mod teams;
 
@@ -210,6 +212,8 @@ pub struct RunArgs {
     /// on LISTEN_ADDR; unset, they are off.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub events_api: EventsApiArgs,
 }
 
 /// Where and how to send: shared by `run`, `sign`, `verify`, `send-test` and `receive`.
@@ -395,6 +399,8 @@ pub struct RunConfig {
     pub admin_token: Option<AdminToken>,
     /// OTLP collector to push the metrics to, if any.
     pub otlp_endpoint: Option<Url>,
+    /// E2B's events API on its Postgres, when configured.
+    pub events_api: Option<EventsApiConfig>,
 }
 
 /// The config file (`--config`).
@@ -542,6 +548,7 @@ impl RunConfig {
             )
         })?;
         Ok(Self {
+            events_api: events_api::events_api_config(&args.events_api)?,
             endpoints,
             retry,
             max_in_flight,

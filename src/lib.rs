@@ -3,6 +3,7 @@
 //! Data flows sources → event → outbox → deliver; `cli`, `config` and `server` wire it up.
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod deliver;
@@ -10,6 +11,7 @@ pub mod demo;
 pub mod event;
 pub mod leadership;
 pub mod outbox;
+pub mod postgres;
 pub mod receiver;
 pub mod reconcile;
 pub mod server;

@@ -1,5 +1,7 @@
 //! Wiring: the delivery pipeline (outbox + one dispatcher per endpoint) and the `run` service.
 
+mod events_api;
+
 use crate::admin::{self, Admin, AdminEndpoint};
 use crate::config::{EndpointConfig, RunConfig};
 use crate::deliver::control::EndpointControls;
@@ -439,13 +441,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     if admin.is_some() {
         tracing::info!("admin API on /admin/v1/ and console on /, behind ADMIN_TOKEN");
     }
+    let events_api = events_api::start(config.events_api.as_ref(), &mut pipeline).await?;
+    let extra = match (admin, events_api) {
+        (Some(admin), Some(api)) => Some(admin.merge(api)),
+        (admin, api) => admin.or(api),
+    };
     pipeline.spawn_source({
         let outbox = pipeline.outbox.clone();
         let token = pipeline.shutdown_token();
         let token_for_status = config.admin_token.clone();
         let leadership = leadership.clone();
         async move {
-            Ok(server::serve(listener, outbox, leadership, admin, token_for_status, token).await?)
+            Ok(server::serve(listener, outbox, leadership, extra, token_for_status, token).await?)
         }
     });
     pipeline.run_until(shutdown_signal()).await?;

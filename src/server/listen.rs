@@ -83,7 +83,8 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        // Handlers see the client's address (the admin token's guess throttle is per address).
+        // Handlers see the client's address (the admin token's guess throttle and the events API's
+        // failed-key limit are per address).
         let service = hyper_util::service::TowerToHyperService::new(router.clone().map_request(
             move |mut request: axum::extract::Request<_>| {
                 request.extensions_mut().insert(ConnectInfo(peer));

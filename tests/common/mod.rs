@@ -1,6 +1,8 @@
 //! Shared test helpers: the binary, free ports, a capturing HTTP server on a real socket.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod events_api;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,6 +41,10 @@ pub fn emitter() -> Command {
         "ADMIN_TOKEN",
         "ADMIN_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "POSTGRES_CONNECTION_STRING",
+        "DATABASE_URL",
+        "API_LISTEN_ADDR",
+        "API_ALLOW_PRIVATE_CIDRS",
     ] {
         cmd.env_remove(var);
     }

@@ -1,0 +1,75 @@
+//! Answers of the events API that are not a success, in E2B's error shape `{code, message}`.
+
+use crate::postgres::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// What went wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field is missing or invalid; the message names it.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field as the client writes it (`url`, `signatureSecret`, `limit`).
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The body is not a JSON object.
+    #[error("the body must be a JSON object: {0}")]
+    Body(String),
+    /// Missing, malformed or unknown key, or a blocked team: one answer for all.
+    #[error("invalid API key")]
+    Unauthorized,
+    /// Too many failed keys from this client lately.
+    #[error("too many requests with an invalid API key; retry later")]
+    TooManyFailures,
+    /// No such webhook for this team.
+    #[error("webhook not found")]
+    NotFound,
+    /// The database cannot answer.
+    #[error("the events store is unavailable; retry later")]
+    Unavailable,
+}
+
+impl ApiError {
+    /// An invalid `field`.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid { .. } | Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        // The cause stays in the log: it may name hosts or roles of the operator's database.
+        tracing::warn!(error = %e, "events API: database error");
+        Self::Unavailable
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = axum::Json(serde_json::json!({
+            "code": status.as_u16(),
+            "message": self.to_string(),
+        }));
+        if matches!(self, Self::TooManyFailures | Self::Unavailable) {
+            return (status, [(axum::http::header::RETRY_AFTER, "5")], body).into_response();
+        }
+        (status, body).into_response()
+    }
+}

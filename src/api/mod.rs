@@ -1,0 +1,56 @@
+//! E2B Cloud's events API for a self-hosted cluster, on E2B's own Postgres and API keys:
+//! `/events/webhooks` (register, list, get, update, delete). Every route needs a team's
+//! `X-API-Key`; a team sees only its own webhooks.
+
+mod auth;
+mod auth_failures;
+mod error;
+mod webhook_body;
+mod webhooks;
+
+use crate::postgres::Database;
+use crate::util::destination::DestinationPolicy;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use std::sync::Arc;
+
+/// Request bodies are a few small JSON fields.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// What the API reads and writes.
+#[derive(Clone)]
+pub struct EventsApi {
+    /// E2B's Postgres with our schema.
+    pub database: Database,
+    /// Where registered webhooks may point.
+    pub destinations: DestinationPolicy,
+    failures: Arc<auth_failures::AuthFailures>,
+}
+
+impl EventsApi {
+    /// The API over `database`, refusing webhook URLs that `destinations` refuses.
+    pub fn new(database: Database, destinations: DestinationPolicy) -> Self {
+        Self {
+            database,
+            destinations,
+            failures: Arc::default(),
+        }
+    }
+}
+
+/// The routes, ready to merge into a server.
+pub fn router(api: EventsApi) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/events/webhooks",
+            get(webhooks::list).post(webhooks::register),
+        )
+        .route(
+            "/events/webhooks/{id}",
+            get(webhooks::read)
+                .patch(webhooks::update)
+                .delete(webhooks::remove),
+        )
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(api)
+}

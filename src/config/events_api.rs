@@ -1,0 +1,177 @@
+//! The events API settings: E2B's Postgres, where the API listens, and which private ranges a
+//! registered webhook may reach.
+
+use super::ConfigError;
+use crate::postgres::DatabaseSettings;
+use ipnet::IpNet;
+use std::net::SocketAddr;
+
+/// Flags of the events API (all optional: without a database the API is off).
+#[derive(Debug, Clone, clap::Args, Default)]
+pub struct EventsApiArgs {
+    /// E2B's Postgres (the variable E2B's api job reads): turns on /events/webhooks with E2B API keys.
+    #[arg(
+        long,
+        env = "POSTGRES_CONNECTION_STRING",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub postgres_connection_string: Option<String>,
+    /// Accepted instead of POSTGRES_CONNECTION_STRING.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Serve the events API here instead of on LISTEN_ADDR (to expose it apart from /metrics).
+    #[arg(long, env = "API_LISTEN_ADDR", value_name = "HOST:PORT")]
+    pub api_listen_addr: Option<String>,
+    /// Private ranges registered webhooks may reach anyway (CIDRs, comma-separated).
+    #[arg(
+        long,
+        env = "API_ALLOW_PRIVATE_CIDRS",
+        default_value = "",
+        value_name = "CIDRS"
+    )]
+    pub api_allow_private_cidrs: String,
+}
+
+/// The events API, validated.
+#[derive(Debug, Clone)]
+pub struct EventsApiConfig {
+    /// E2B's Postgres.
+    pub database: DatabaseSettings,
+    /// Its own address, or `None` to share LISTEN_ADDR.
+    pub listen: Option<SocketAddr>,
+    /// Private ranges registered webhooks may reach.
+    pub allow_private: Vec<IpNet>,
+}
+
+/// `None` when no database is configured.
+pub(super) fn events_api_config(
+    args: &EventsApiArgs,
+) -> Result<Option<EventsApiConfig>, ConfigError> {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let connection_string = match (
+        given(&args.postgres_connection_string),
+        given(&args.database_url),
+    ) {
+        (Some(primary), _) => primary,
+        (None, Some(fallback)) => fallback,
+        (None, None) => {
+            for (set, setting) in [
+                (
+                    args.api_listen_addr.is_some(),
+                    "API_LISTEN_ADDR (--api-listen-addr)",
+                ),
+                (
+                    !args.api_allow_private_cidrs.trim().is_empty(),
+                    "API_ALLOW_PRIVATE_CIDRS (--api-allow-private-cidrs)",
+                ),
+            ] {
+                if set {
+                    return Err(ConfigError::new(
+                        setting,
+                        "needs POSTGRES_CONNECTION_STRING (the events API is off without a database)",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+    };
+    let database = DatabaseSettings { connection_string };
+    crate::postgres::Database::check_settings(&database)
+        .map_err(|e| ConfigError::new("POSTGRES_CONNECTION_STRING (or DATABASE_URL)", e))?;
+    let listen = match given(&args.api_listen_addr) {
+        None => None,
+        Some(raw) => Some(raw.parse().map_err(|e| {
+            ConfigError::new(
+                "API_LISTEN_ADDR (--api-listen-addr)",
+                format!("{raw:?} is not HOST:PORT ({e})"),
+            )
+        })?),
+    };
+    let allow_private = args
+        .api_allow_private_cidrs
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|raw| {
+            raw.parse::<IpNet>().map_err(|_| {
+                ConfigError::new(
+                    "API_ALLOW_PRIVATE_CIDRS (--api-allow-private-cidrs)",
+                    format!("{raw:?} is not a CIDR such as 10.20.0.0/16"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(EventsApiConfig {
+        database,
+        listen,
+        allow_private,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>) -> EventsApiArgs {
+        EventsApiArgs {
+            postgres_connection_string: url.map(str::to_owned),
+            ..EventsApiArgs::default()
+        }
+    }
+
+    #[test]
+    fn off_without_a_database_and_checked_with_one() {
+        assert!(events_api_config(&args(None)).unwrap().is_none());
+        let on = events_api_config(&EventsApiArgs {
+            api_allow_private_cidrs: "10.20.0.0/16, 127.0.0.1/32".into(),
+            api_listen_addr: Some("0.0.0.0:8080".into()),
+            ..args(Some("postgresql://emitter:pw@db:5432/postgres"))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(on.allow_private.len(), 2);
+        assert_eq!(on.listen, Some("0.0.0.0:8080".parse().unwrap()));
+        let fallback = EventsApiArgs {
+            database_url: Some("postgres://db/e2b".into()),
+            ..args(None)
+        };
+        assert!(events_api_config(&fallback).unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_settings_name_themselves_and_hide_the_password() {
+        let bad_cidr = EventsApiArgs {
+            api_allow_private_cidrs: "10.0.0.0/33".into(),
+            ..args(Some("postgresql://db/postgres"))
+        };
+        assert!(
+            events_api_config(&bad_cidr)
+                .unwrap_err()
+                .setting
+                .starts_with("API_ALLOW_PRIVATE_CIDRS")
+        );
+        let orphan = EventsApiArgs {
+            api_listen_addr: Some("0.0.0.0:1".into()),
+            ..args(None)
+        };
+        assert!(
+            events_api_config(&orphan)
+                .unwrap_err()
+                .setting
+                .starts_with("API_LISTEN_ADDR")
+        );
+        let bad_url = events_api_config(&args(Some("mysql://u:hunter2pw@db/x"))).unwrap_err();
+        assert!(bad_url.setting.starts_with("POSTGRES_CONNECTION_STRING"));
+        assert!(
+            !bad_url.message.contains("hunter2pw"),
+            "{}",
+            bad_url.message
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! E2B's own Postgres: read-only on its `public.team_api_keys` and `public.teams` (who a key
+//! belongs to), read-write on our schema `webhook_emitter` (registered webhooks), created and
+//! migrated at startup.
+//!
+//! The pool connects lazily: with Postgres down the service starts, delivery to configured
+//! endpoints goes on, and whatever needs the database answers "unavailable" until it is back.
+
+pub mod api_keys;
+pub mod webhooks;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Our schema; E2B's tables stay in `public`.
+pub const SCHEMA: &str = "webhook_emitter";
+/// A request waits at most this long for a connection before it is answered "unavailable".
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Between attempts to migrate while Postgres is unreachable.
+const MIGRATE_RETRY: Duration = Duration::from_secs(2);
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Postgres is unreachable, refused the query, or our schema is not migrated yet.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// Where the database is: a libpq connection string or URL (it may hold a password: never
+/// logged).
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// `postgresql://user:password@host:5432/db?sslmode=require` or `host=… user=…`.
+    pub connection_string: String,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseSettings(<redacted>)")
+    }
+}
+
+/// A pool of connections to E2B's Postgres, and whether our schema is migrated.
+#[derive(Clone)]
+pub struct Database {
+    pool: PgPool,
+    migrated: watch::Receiver<bool>,
+    migrated_tx: Arc<watch::Sender<bool>>,
+}
+
+impl Database {
+    /// Whether the connection string can be read (the message never holds its password).
+    pub fn check_settings(settings: &DatabaseSettings) -> Result<(), String> {
+        Self::options(settings).map(drop)
+    }
+
+    fn options(settings: &DatabaseSettings) -> Result<PgConnectOptions, String> {
+        let raw = settings.connection_string.as_str();
+        if let Some((scheme, _)) = raw.split_once("://")
+            && !matches!(scheme, "postgres" | "postgresql")
+        {
+            return Err(format!(
+                "a {scheme}:// URL is no Postgres connection string (postgresql://user:password@host:5432/db)"
+            ));
+        }
+        PgConnectOptions::from_str(raw)
+            // Our tables and sqlx's bookkeeping table live in our schema; queries of E2B's
+            // tables name `public` explicitly.
+            .map(|o| {
+                o.application_name("e2b-webhook-emitter")
+                    .options([("search_path", SCHEMA)])
+            })
+            .map_err(|e| {
+                let shown = crate::util::redact::redact_urls_in(&e.to_string());
+                format!("is not a Postgres connection string (postgresql://user:password@host:5432/db): {shown}")
+            })
+    }
+
+    /// Checks the connection string and prepares a pool (no connection is made yet).
+    pub fn new(settings: &DatabaseSettings) -> Result<Self, String> {
+        let options = Self::options(settings)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        let (tx, rx) = watch::channel(false);
+        Ok(Self {
+            pool,
+            migrated: rx,
+            migrated_tx: Arc::new(tx),
+        })
+    }
+
+    /// The pool, for the query modules.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Fails unless our schema is in place (migrations run once Postgres answers).
+    pub(crate) fn ready(&self) -> Result<&PgPool, StoreError> {
+        if *self.migrated.borrow() {
+            Ok(&self.pool)
+        } else {
+            Err(StoreError::Unavailable(
+                "the webhook_emitter schema is not migrated yet".into(),
+            ))
+        }
+    }
+
+    /// Whether our schema is migrated.
+    pub fn is_ready(&self) -> bool {
+        *self.migrated.borrow()
+    }
+
+    /// Creates our schema and applies pending migrations, retrying while Postgres is
+    /// unreachable. Both instances of an HA pair may run it: sqlx serializes migrators with an
+    /// advisory lock.
+    pub async fn migrate_until_done(&self, shutdown: CancellationToken) {
+        let mut logged = false;
+        loop {
+            match self.migrate().await {
+                Ok(()) => {
+                    tracing::info!(schema = SCHEMA, "database schema ready");
+                    self.migrated_tx.send_replace(true);
+                    return;
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(error = %e, "cannot migrate the webhook_emitter schema yet; the events API answers 503 until it can");
+                        logged = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(MIGRATE_RETRY) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        // An operator may create the schema for us and grant no CREATE on the database.
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(SCHEMA)
+                .fetch_one(&mut *conn)
+                .await?;
+        if !exists {
+            sqlx::query(&format!("CREATE SCHEMA {SCHEMA}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        drop(conn);
+        sqlx::migrate!("src/postgres/migrations")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}

@@ -1,0 +1,165 @@
+//! Registered webhooks in `webhook_emitter.webhooks`, always scoped to the owning team.
+
+use super::{Database, StoreError};
+use uuid::Uuid;
+
+/// A webhook as its team reads it back (the secret is not part of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its id (`e2b-webhook-id` on deliveries).
+    pub id: Uuid,
+    /// The team that registered it.
+    pub team_id: Uuid,
+    /// A human-readable name.
+    pub name: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// Whether events are delivered.
+    pub enabled: bool,
+    /// Full event types (`sandbox.lifecycle.killed`).
+    pub events: Vec<String>,
+    /// When it was registered.
+    pub created_at: jiff::Timestamp,
+}
+
+/// A webhook to register. No `Debug`: it holds the secret.
+pub struct NewWebhook {
+    /// The registering team.
+    pub team_id: Uuid,
+    /// A human-readable name.
+    pub name: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// Whether events are delivered.
+    pub enabled: bool,
+    /// Full event types.
+    pub events: Vec<String>,
+    /// Signs deliveries; never read back through the API.
+    pub signature_secret: String,
+}
+
+/// Fields to replace; `None` keeps the current value. No `Debug`: it may hold the secret.
+#[derive(Default)]
+pub struct WebhookChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new URL.
+    pub url: Option<String>,
+    /// Switch delivery on or off.
+    pub enabled: Option<bool>,
+    /// New event types.
+    pub events: Option<Vec<String>>,
+    /// A new signing secret.
+    pub signature_secret: Option<String>,
+}
+
+type Row = (
+    Uuid,
+    Uuid,
+    String,
+    String,
+    bool,
+    Vec<String>,
+    jiff_sqlx::Timestamp,
+);
+
+const COLUMNS: &str = "id, team_id, name, url, enabled, events, created_at";
+
+fn from_row((id, team_id, name, url, enabled, events, created_at): Row) -> Webhook {
+    Webhook {
+        id,
+        team_id,
+        name,
+        url,
+        enabled,
+        events,
+        created_at: created_at.to_jiff(),
+    }
+}
+
+impl Database {
+    /// Registers `webhook` under a new id.
+    pub async fn create_webhook(&self, webhook: NewWebhook) -> Result<Webhook, StoreError> {
+        let row: Row = sqlx::query_as(&format!(
+            "INSERT INTO webhook_emitter.webhooks
+                    (id, team_id, name, url, enabled, events, signature_secret)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+          RETURNING {COLUMNS}"
+        ))
+        .bind(Uuid::new_v4())
+        .bind(webhook.team_id)
+        .bind(webhook.name)
+        .bind(webhook.url)
+        .bind(webhook.enabled)
+        .bind(webhook.events)
+        .bind(webhook.signature_secret)
+        .fetch_one(self.ready()?)
+        .await?;
+        Ok(from_row(row))
+    }
+
+    /// The team's webhooks, oldest first.
+    pub async fn team_webhooks(&self, team: Uuid) -> Result<Vec<Webhook>, StoreError> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM webhook_emitter.webhooks
+              WHERE team_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(team)
+        .fetch_all(self.ready()?)
+        .await?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
+    /// The team's webhook `id`; `None` when it does not exist or belongs to another team.
+    pub async fn team_webhook(&self, team: Uuid, id: Uuid) -> Result<Option<Webhook>, StoreError> {
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM webhook_emitter.webhooks WHERE team_id = $1 AND id = $2"
+        ))
+        .bind(team)
+        .bind(id)
+        .fetch_optional(self.ready()?)
+        .await?;
+        Ok(row.map(from_row))
+    }
+
+    /// Replaces the given fields of the team's webhook `id`; `None` when it is not the team's.
+    pub async fn update_webhook(
+        &self,
+        team: Uuid,
+        id: Uuid,
+        changes: WebhookChanges,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "UPDATE webhook_emitter.webhooks
+                SET name = COALESCE($3, name),
+                    url = COALESCE($4, url),
+                    enabled = COALESCE($5, enabled),
+                    events = COALESCE($6, events),
+                    signature_secret = COALESCE($7, signature_secret),
+                    updated_at = now()
+              WHERE team_id = $1 AND id = $2
+          RETURNING {COLUMNS}"
+        ))
+        .bind(team)
+        .bind(id)
+        .bind(changes.name)
+        .bind(changes.url)
+        .bind(changes.enabled)
+        .bind(changes.events)
+        .bind(changes.signature_secret)
+        .fetch_optional(self.ready()?)
+        .await?;
+        Ok(row.map(from_row))
+    }
+
+    /// Deletes the team's webhook `id`; false when it is not the team's.
+    pub async fn delete_webhook(&self, team: Uuid, id: Uuid) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM webhook_emitter.webhooks WHERE team_id = $1 AND id = $2")
+                .bind(team)
+                .bind(id)
+                .execute(self.ready()?)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
