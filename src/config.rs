@@ -374,7 +374,7 @@ pub struct ReconcileConfig {
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// Webhook destinations (at least one).
+    /// Webhook destinations (at least one, unless the events API is on).
     pub endpoints: Vec<EndpointConfig>,
     /// When to retry and when to give up.
     pub retry: RetryPolicy,
@@ -474,7 +474,13 @@ impl RunConfig {
         let mut endpoints = Vec::new();
         let team_ids = parse_team_ids(&args.team_ids)?;
         let mut endpoint_teams = Vec::new();
-        if args.webhook.webhook_url.is_some() || file.endpoints.is_empty() {
+        let events_api =
+            events_api::events_api_config(&args.events_api, timeout, args.response_body_limit)?;
+        // With the events API, an emitter may serve registered webhooks only.
+        let serves_registered_only = events_api.is_some() && args.webhook.webhook_url.is_none();
+        if args.webhook.webhook_url.is_some()
+            || (file.endpoints.is_empty() && !serves_registered_only)
+        {
             let identity = args.webhook.identity("default")?;
             endpoints.push(EndpointConfig {
                 id: identity.id,
@@ -548,7 +554,7 @@ impl RunConfig {
             )
         })?;
         Ok(Self {
-            events_api: events_api::events_api_config(&args.events_api)?,
+            events_api,
             endpoints,
             retry,
             max_in_flight,

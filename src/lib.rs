@@ -17,4 +17,5 @@ pub mod reconcile;
 pub mod server;
 pub mod service;
 pub mod source;
+pub mod team_scope;
 pub mod util;

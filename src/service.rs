@@ -1,6 +1,7 @@
 //! Wiring: the delivery pipeline (outbox + one dispatcher per endpoint) and the `run` service.
 
 mod events_api;
+mod registered_webhooks;
 
 use crate::admin::{self, Admin, AdminEndpoint};
 use crate::config::{EndpointConfig, RunConfig};
@@ -317,6 +318,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         leadership.clone(),
     )?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
+    // The configured teams, and at run time every team with an enabled registered webhook.
+    let teams =
+        crate::team_scope::TeamScope::new(config.team_ids.clone(), config.events_api.is_some());
+    let mut events_api = events_api::start(&config, teams.clone(), &mut pipeline).await?;
     if let Some(path) = &config.events_file {
         let file = tokio::fs::File::open(path)
             .await
@@ -324,7 +329,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let outbox = pipeline.outbox.clone();
         let name = path.display().to_string();
         metrics.set_component("file", true, format!("reading {name}"));
+        let may_read = events_api.until_sources_may_read();
+        let token = pipeline.shutdown_token();
         pipeline.spawn_source(async move {
+            tokio::select! {
+                () = may_read => {}
+                () = token.cancelled() => return Ok(()),
+            }
             let report =
                 crate::source::file::read_ndjson(tokio::io::BufReader::new(file), "file", &outbox)
                     .await?;
@@ -348,7 +359,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         };
         let source = crate::source::redis::RedisStreamSource::new(
             redis,
-            config.team_ids.clone(),
+            teams.clone(),
             pipeline.outbox.clone(),
             metrics.clone(),
             leadership.clone(),
@@ -365,7 +376,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             Arc::new(source.shared_view()),
         ));
         let token = pipeline.shutdown_token();
-        pipeline.spawn_source(async move { Ok(source.run(token).await?) });
+        let may_read = events_api.until_sources_may_read();
+        pipeline.spawn_source(async move {
+            tokio::select! {
+                () = may_read => Ok(source.run(token).await?),
+                () = token.cancelled() => Ok(()),
+            }
+        });
     }
     let mut reconciliation = None;
     if let Some(nomad) = &config.nomad {
@@ -441,8 +458,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     if admin.is_some() {
         tracing::info!("admin API on /admin/v1/ and console on /, behind ADMIN_TOKEN");
     }
-    let events_api = events_api::start(config.events_api.as_ref(), &mut pipeline).await?;
-    let extra = match (admin, events_api) {
+    let extra = match (admin, events_api.routes.take()) {
         (Some(admin), Some(api)) => Some(admin.merge(api)),
         (admin, api) => admin.or(api),
     };

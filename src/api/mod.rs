@@ -1,10 +1,11 @@
 //! E2B Cloud's events API for a self-hosted cluster, on E2B's own Postgres and API keys:
-//! `/events/webhooks` (register, list, get, update, delete). Every route needs a team's
-//! `X-API-Key`; a team sees only its own webhooks.
+//! `/events/webhooks` (register, list, get, update, delete) and `/events/sandboxes` (the
+//! lifecycle history). Every route needs a team's `X-API-Key`; a team sees only its own.
 
 mod auth;
 mod auth_failures;
 mod error;
+mod sandbox_events;
 mod webhook_body;
 mod webhooks;
 
@@ -51,6 +52,8 @@ pub fn router(api: EventsApi) -> axum::Router {
                 .patch(webhooks::update)
                 .delete(webhooks::remove),
         )
+        .route("/events/sandboxes", get(sandbox_events::all))
+        .route("/events/sandboxes/{id}", get(sandbox_events::of_sandbox))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)
 }

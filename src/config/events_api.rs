@@ -5,6 +5,7 @@ use super::ConfigError;
 use crate::postgres::DatabaseSettings;
 use ipnet::IpNet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Flags of the events API (all optional: without a database the API is off).
 #[derive(Debug, Clone, clap::Args, Default)]
@@ -31,6 +32,14 @@ pub struct EventsApiArgs {
         value_name = "CIDRS"
     )]
     pub api_allow_private_cidrs: String,
+    /// Days the lifecycle history (GET /events/sandboxes) keeps an event.
+    #[arg(
+        long,
+        env = "EVENTS_TTL_DAYS",
+        default_value_t = 7,
+        value_name = "DAYS"
+    )]
+    pub events_ttl_days: u32,
 }
 
 /// The events API, validated.
@@ -42,11 +51,19 @@ pub struct EventsApiConfig {
     pub listen: Option<SocketAddr>,
     /// Private ranges registered webhooks may reach.
     pub allow_private: Vec<IpNet>,
+    /// Attempt timeout of registered webhooks (`WEBHOOK_TIMEOUT`).
+    pub delivery_timeout: Duration,
+    /// Bytes of a registered webhook's response read at most (`RESPONSE_BODY_LIMIT`).
+    pub response_body_limit: usize,
+    /// How long the lifecycle history keeps an event.
+    pub events_retention: Duration,
 }
 
 /// `None` when no database is configured.
 pub(super) fn events_api_config(
     args: &EventsApiArgs,
+    delivery_timeout: Duration,
+    response_body_limit: usize,
 ) -> Result<Option<EventsApiConfig>, ConfigError> {
     let given = |v: &Option<String>| {
         v.as_deref()
@@ -107,10 +124,19 @@ pub(super) fn events_api_config(
             })
         })
         .collect::<Result<_, _>>()?;
+    if args.events_ttl_days == 0 {
+        return Err(ConfigError::new(
+            "EVENTS_TTL_DAYS (--events-ttl-days)",
+            "must be at least 1",
+        ));
+    }
     Ok(Some(EventsApiConfig {
+        events_retention: Duration::from_secs(u64::from(args.events_ttl_days) * 86_400),
         database,
         listen,
         allow_private,
+        delivery_timeout,
+        response_body_limit,
     }))
 }
 
@@ -118,30 +144,35 @@ pub(super) fn events_api_config(
 mod tests {
     use super::*;
 
+    fn on(args: &EventsApiArgs) -> Result<Option<EventsApiConfig>, ConfigError> {
+        events_api_config(args, Duration::from_secs(10), 65536)
+    }
+
     fn args(url: Option<&str>) -> EventsApiArgs {
         EventsApiArgs {
             postgres_connection_string: url.map(str::to_owned),
+            events_ttl_days: 7,
             ..EventsApiArgs::default()
         }
     }
 
     #[test]
     fn off_without_a_database_and_checked_with_one() {
-        assert!(events_api_config(&args(None)).unwrap().is_none());
-        let on = events_api_config(&EventsApiArgs {
+        assert!(on(&args(None)).unwrap().is_none());
+        let enabled = on(&EventsApiArgs {
             api_allow_private_cidrs: "10.20.0.0/16, 127.0.0.1/32".into(),
             api_listen_addr: Some("0.0.0.0:8080".into()),
             ..args(Some("postgresql://emitter:pw@db:5432/postgres"))
         })
         .unwrap()
         .unwrap();
-        assert_eq!(on.allow_private.len(), 2);
-        assert_eq!(on.listen, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(enabled.allow_private.len(), 2);
+        assert_eq!(enabled.listen, Some("0.0.0.0:8080".parse().unwrap()));
         let fallback = EventsApiArgs {
             database_url: Some("postgres://db/e2b".into()),
             ..args(None)
         };
-        assert!(events_api_config(&fallback).unwrap().is_some());
+        assert!(on(&fallback).unwrap().is_some());
     }
 
     #[test]
@@ -151,7 +182,7 @@ mod tests {
             ..args(Some("postgresql://db/postgres"))
         };
         assert!(
-            events_api_config(&bad_cidr)
+            on(&bad_cidr)
                 .unwrap_err()
                 .setting
                 .starts_with("API_ALLOW_PRIVATE_CIDRS")
@@ -161,12 +192,12 @@ mod tests {
             ..args(None)
         };
         assert!(
-            events_api_config(&orphan)
+            on(&orphan)
                 .unwrap_err()
                 .setting
                 .starts_with("API_LISTEN_ADDR")
         );
-        let bad_url = events_api_config(&args(Some("mysql://u:hunter2pw@db/x"))).unwrap_err();
+        let bad_url = on(&args(Some("mysql://u:hunter2pw@db/x"))).unwrap_err();
         assert!(bad_url.setting.starts_with("POSTGRES_CONNECTION_STRING"));
         assert!(
             !bad_url.message.contains("hunter2pw"),

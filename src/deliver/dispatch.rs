@@ -163,6 +163,19 @@ impl Dispatcher {
         })
     }
 
+    /// For a URL a user registered: connecting to an address `destinations` refuses fails.
+    pub fn restrict(
+        mut self,
+        destinations: crate::util::destination::DestinationPolicy,
+    ) -> Result<Self, crate::deliver::http::ClientError> {
+        self.client = WebhookClient::restricted(
+            self.endpoint.timeout,
+            self.endpoint.response_body_limit,
+            destinations,
+        )?;
+        Ok(self)
+    }
+
     /// Delivers until `shutdown`; then lets in-flight attempts finish for up to `drain`.
     pub async fn run(
         self,

@@ -101,6 +101,8 @@ pub struct ClientError(#[from] reqwest::Error);
 #[derive(Clone, Debug)]
 pub struct WebhookClient {
     client: reqwest::Client,
+    /// For user-registered webhooks: addresses they may not reach (checked when connecting).
+    destinations: Option<crate::util::destination::DestinationPolicy>,
     timeout: Duration,
     response_body_limit: usize,
 }
@@ -109,7 +111,31 @@ impl WebhookClient {
     /// Builds a client whose attempts end after `timeout`, reading at most
     /// `response_body_limit` bytes of each response body.
     pub fn new(timeout: Duration, response_body_limit: usize) -> Result<Self, ClientError> {
-        let client = reqwest::Client::builder()
+        Self::build(timeout, response_body_limit, None)
+    }
+
+    /// Like [`Self::new`], for a URL a user supplied: a host that is, or now resolves to, an
+    /// address `destinations` refuses is not connected to (a network error, retried as one).
+    pub fn restricted(
+        timeout: Duration,
+        response_body_limit: usize,
+        destinations: crate::util::destination::DestinationPolicy,
+    ) -> Result<Self, ClientError> {
+        Self::build(timeout, response_body_limit, Some(destinations))
+    }
+
+    fn build(
+        timeout: Duration,
+        response_body_limit: usize,
+        destinations: Option<crate::util::destination::DestinationPolicy>,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(policy) = &destinations {
+            builder = builder.dns_resolver(std::sync::Arc::new(
+                crate::deliver::guarded_dns::GuardedResolver::new(policy.clone()),
+            ));
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
@@ -118,6 +144,7 @@ impl WebhookClient {
             .build()?;
         Ok(Self {
             client,
+            destinations,
             timeout,
             response_body_limit,
         })
@@ -126,6 +153,13 @@ impl WebhookClient {
     /// Sends one signed request to `url` and classifies the answer.
     pub async fn post(&self, url: &url::Url, request: &SignedRequest) -> DeliveryAttempt {
         let started = Instant::now();
+        if let Some(refused) = self.refused_literal(url) {
+            return DeliveryAttempt {
+                outcome: Outcome::Network(refused),
+                retry_after: None,
+                elapsed: started.elapsed(),
+            };
+        }
         let deadline = tokio::time::Instant::from_std(started + self.timeout);
         let mut builder = self.client.post(url.clone());
         for (name, value) in &request.headers {
@@ -170,6 +204,23 @@ impl WebhookClient {
 
 /// The first `limit` bytes of the body, or fewer when it ends, fails or `deadline` passes first.
 /// Dropping `response` unread closes its connection, so the rest is never received.
+impl WebhookClient {
+    /// Why a restricted client may not connect to `url`'s literal address (names are checked
+    /// by the resolver).
+    fn refused_literal(&self, url: &url::Url) -> Option<String> {
+        let policy = self.destinations.as_ref()?;
+        let addr: std::net::IpAddr = match url.host()? {
+            url::Host::Ipv4(v4) => v4.into(),
+            url::Host::Ipv6(v6) => v6.into(),
+            url::Host::Domain(_) => return None,
+        };
+        policy
+            .check(&addr.to_string(), addr)
+            .err()
+            .map(|e| e.to_string())
+    }
+}
+
 async fn read_capped(
     mut response: reqwest::Response,
     limit: usize,

@@ -4,6 +4,7 @@
 pub mod control;
 pub mod dispatch;
 pub mod format;
+pub mod guarded_dns;
 pub mod http;
 pub mod journal;
 pub mod probe;

@@ -55,6 +55,8 @@ pub struct Outbox {
     writability: Arc<Writability>,
     /// Woken when entries are finished and dead letters made, for the Redis side to sync.
     finished: Arc<Notify>,
+    /// Where every newly received event is also sent (the lifecycle history), if anywhere.
+    received: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<SandboxEvent>>>,
 }
 
 impl Outbox {
@@ -78,6 +80,7 @@ impl Outbox {
             appended: Arc::new(watch::channel(last).0),
             writability: Arc::new(writability),
             finished: Arc::new(Notify::new()),
+            received: Arc::default(),
         })
     }
 
@@ -165,6 +168,31 @@ impl Outbox {
         self.writability.stop_waiting();
     }
 
+    /// Also sends every newly received event to `history`, without ever waiting for it: when
+    /// its buffer is full the event is left out of the history and counted. Set once.
+    pub fn send_received_to(&self, history: tokio::sync::mpsc::Sender<SandboxEvent>) {
+        let _ = self.received.set(history);
+    }
+
+    /// Copies of `events` for the history, when one is attached.
+    fn copies_for_history<'a>(
+        &self,
+        events: impl Iterator<Item = &'a SandboxEvent>,
+    ) -> Option<Vec<SandboxEvent>> {
+        self.received.get().map(|_| events.cloned().collect())
+    }
+
+    fn send_to_history(&self, copies: Option<Vec<SandboxEvent>>, report: &AppendReport) {
+        let (Some(history), Some(copies)) = (self.received.get(), copies) else {
+            return;
+        };
+        for (event, new) in copies.into_iter().zip(&report.is_new) {
+            if *new && history.try_send(event).is_err() {
+                self.metrics.event_history_dropped.inc();
+            }
+        }
+    }
+
     /// Durably appends events (one fsync for the batch); ids already in the outbox are skipped.
     /// While the outbox cannot be written, waits (see [`Self::write_waiting`]).
     pub async fn append(
@@ -176,10 +204,12 @@ impl Outbox {
             .iter()
             .map(|e| e.lifecycle.label().to_owned())
             .collect();
+        let copies = self.copies_for_history(events.iter());
         let report = self
             .write_waiting(move |store| store.append(source, &events, None))
             .await?;
         self.after_append(source, &labels, &report);
+        self.send_to_history(copies, &report);
         Ok(report)
     }
 
@@ -195,10 +225,12 @@ impl Outbox {
             .map(|(e, _)| e.lifecycle.label().to_owned())
             .collect();
         let (events, from): (Vec<_>, Vec<_>) = events.into_iter().unzip();
+        let copies = self.copies_for_history(events.iter());
         let report = self
             .write_waiting(move |store| store.append(source, &events, Some(&from)))
             .await?;
         self.after_append(source, &labels, &report);
+        self.send_to_history(copies, &report);
         // Duplicates and events no endpoint wants are acknowledged at once.
         self.finished.notify_one();
         Ok(report)
@@ -352,6 +384,22 @@ impl Outbox {
             self.appended.send_replace(last);
         }
         Ok(report)
+    }
+
+    /// Routes events appended from now on to `route` too (or changes its filter).
+    pub fn set_route(&self, route: Route) {
+        self.store.set_route(route);
+    }
+
+    /// Stops routing to `endpoint`; what it had pending is finished undelivered (the webhook
+    /// is gone). Returns how many deliveries were dropped.
+    pub async fn remove_route(&self, endpoint: &str) -> Result<usize, OutboxError> {
+        let endpoint = endpoint.to_owned();
+        let dropped = self
+            .write(move |store| store.remove_route(&endpoint))
+            .await?;
+        self.finished.notify_one();
+        Ok(dropped)
     }
 
     /// Wakes when events are appended; the value is the last sequence number.

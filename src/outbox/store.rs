@@ -416,7 +416,8 @@ enum Handle {
 pub(super) struct Store {
     db: std::sync::RwLock<Handle>,
     dir: PathBuf,
-    pub(super) routes: Vec<Route>,
+    /// The endpoints events are routed to; registered webhooks come and go while running.
+    routes: std::sync::RwLock<Vec<Route>>,
     /// Dead letters are copied to Redis (the shared store) and removed here once copied.
     export_dead_letters: bool,
 }
@@ -509,7 +510,7 @@ impl Store {
         Ok(Self {
             db: std::sync::RwLock::new(Handle::Write(db)),
             dir: dir.to_owned(),
-            routes,
+            routes: std::sync::RwLock::new(routes),
             export_dead_letters,
         })
     }
@@ -518,9 +519,53 @@ impl Store {
         Ok(Self {
             db: std::sync::RwLock::new(Handle::Read(open::readable(dir)?)),
             dir: dir.to_owned(),
-            routes: Vec::new(),
+            routes: std::sync::RwLock::default(),
             export_dead_letters: false,
         })
+    }
+
+    /// The current routes.
+    pub(super) fn routes(&self) -> Vec<Route> {
+        self.routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Routes new events to `route` too (replacing the route of the same endpoint).
+    pub(super) fn set_route(&self, route: Route) {
+        let mut routes = self
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        routes.retain(|r| r.endpoint != route.endpoint);
+        routes.push(route);
+    }
+
+    /// Stops routing to `endpoint` and finishes what it still had pending, without delivering
+    /// it (its events are kept while another endpoint has them); returns how many were pending.
+    pub(super) fn remove_route(&self, endpoint: &str) -> Result<usize, OutboxError> {
+        self.routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|r| r.endpoint != endpoint);
+        let seqs: Vec<u64> = {
+            let txn = self.begin_read()?;
+            let pending = txn.open_table(PENDING)?;
+            pending
+                .range((endpoint, 0)..=(endpoint, u64::MAX))?
+                .map(|row| row.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?
+        };
+        let finished: Vec<Completion> = seqs
+            .iter()
+            .map(|&seq| Completion::Delivered {
+                endpoint: endpoint.to_owned(),
+                seq,
+            })
+            .collect();
+        self.complete(&finished)?;
+        Ok(seqs.len())
     }
 
     /// Rewrites one small record, durably: whether the file can be written again.
@@ -585,6 +630,7 @@ impl Store {
     ) -> Result<AppendReport, OutboxError> {
         let mut report = AppendReport::default();
         let now = now_ms();
+        let all_routes = self.routes();
         let txn = self.begin_durable()?;
         {
             let mut state = txn.open_table(STATE)?;
@@ -620,14 +666,13 @@ impl Store {
                 report.appended += 1;
                 ids.insert(event.id(), now)?;
                 let routes: Vec<&Route> = match replay_to {
-                    Some(endpoint) => self
-                        .routes
+                    Some(endpoint) => all_routes
                         .iter()
                         .filter(|r| r.endpoint == endpoint)
                         .collect(),
                     None => {
                         track_sandbox(&mut sandboxes, event, now)?;
-                        self.routes
+                        all_routes
                             .iter()
                             .filter(|r| r.filter.accepts(event))
                             .collect()
@@ -892,9 +937,9 @@ impl Store {
             }
             state.insert(NEXT_DEAD, next_dead.to_be_bytes().as_slice())?;
             // An event is kept until no endpoint has it pending.
+            let routes = self.routes();
             for seq in finished {
-                let still_pending = self
-                    .routes
+                let still_pending = routes
                     .iter()
                     .map(|r| pending.get((r.endpoint.as_str(), seq)).map(|v| v.is_some()))
                     .collect::<Result<Vec<bool>, _>>()?

@@ -113,6 +113,7 @@ impl Store {
             let mut live = txn.open_table(STREAM_ENTRIES)?;
             let mut events = txn.open_table(EVENTS)?;
             let mut pending = txn.open_table(PENDING)?;
+            let routes = self.routes();
             for id in entries {
                 let Some(row) = live.remove(id.as_str())? else {
                     continue;
@@ -120,7 +121,7 @@ impl Store {
                 let entry: LiveEntry = decode("stream entry", row.value())?;
                 drop(row);
                 events.remove(entry.seq)?;
-                for route in &self.routes {
+                for route in &routes {
                     pending.remove((route.endpoint.as_str(), entry.seq))?;
                 }
                 forgotten += 1;

@@ -1,11 +1,13 @@
 //! E2B's own Postgres: read-only on its `public.team_api_keys` and `public.teams` (who a key
-//! belongs to), read-write on our schema `webhook_emitter` (registered webhooks), created and
-//! migrated at startup.
+//! belongs to), read-write on our schema `webhook_emitter` (registered webhooks, the lifecycle
+//! history), created and migrated at startup.
 //!
 //! The pool connects lazily: with Postgres down the service starts, delivery to configured
 //! endpoints goes on, and whatever needs the database answers "unavailable" until it is back.
 
 pub mod api_keys;
+pub mod event_history;
+pub mod sandbox_events;
 pub mod webhooks;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

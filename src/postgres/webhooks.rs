@@ -53,6 +53,14 @@ pub struct WebhookChanges {
     pub signature_secret: Option<String>,
 }
 
+/// An enabled webhook with its secret, for delivery. No `Debug`: it holds the secret.
+pub struct Registration {
+    /// The webhook.
+    pub webhook: Webhook,
+    /// Signs its deliveries.
+    pub signature_secret: String,
+}
+
 type Row = (
     Uuid,
     Uuid,
@@ -150,6 +158,35 @@ impl Database {
         .fetch_optional(self.ready()?)
         .await?;
         Ok(row.map(from_row))
+    }
+
+    /// Every enabled webhook of every team, with its secret (what the dispatchers deliver to).
+    pub async fn enabled_webhooks(&self) -> Result<Vec<Registration>, StoreError> {
+        type WithSecret = (
+            Uuid,
+            Uuid,
+            String,
+            String,
+            bool,
+            Vec<String>,
+            jiff_sqlx::Timestamp,
+            String,
+        );
+        let rows: Vec<WithSecret> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS}, signature_secret FROM webhook_emitter.webhooks
+                  WHERE enabled ORDER BY created_at, id"
+        ))
+        .fetch_all(self.ready()?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, team, name, url, enabled, events, created_at, secret)| Registration {
+                    webhook: from_row((id, team, name, url, enabled, events, created_at)),
+                    signature_secret: secret,
+                },
+            )
+            .collect())
     }
 
     /// Deletes the team's webhook `id`; false when it is not the team's.

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub orchestrators_known: Gauge,
     /// 1 while this instance holds the leader lease (the active deliverer).
     pub leader: Gauge,
+    /// Events not stored in the lifecycle history because its writer fell behind.
+    pub event_history_dropped: Counter,
     reconcile_runs: Family<Labels, Counter>,
     synthesized_events: Family<Labels, Counter>,
     components: Mutex<BTreeMap<&'static str, ComponentState>>,
@@ -95,6 +97,7 @@ impl Metrics {
             nomad_last_index: Gauge::default(),
             orchestrators_known: Gauge::default(),
             leader: Gauge::default(),
+            event_history_dropped: Counter::default(),
             reconcile_runs: Family::default(),
             synthesized_events: Family::default(),
             components: Mutex::new(BTreeMap::new()),
@@ -114,6 +117,11 @@ impl Metrics {
             "other_team_events",
             "Events and listed sandboxes of teams outside E2B_TEAM_IDS, skipped, by source",
             m.other_team_events.clone(),
+        );
+        registry.register(
+            "event_history_dropped",
+            "Events left out of the lifecycle history (GET /events/sandboxes) because its writer fell behind",
+            m.event_history_dropped.clone(),
         );
         registry.register(
             "deliveries",

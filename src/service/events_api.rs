@@ -1,23 +1,55 @@
 //! Starts E2B's events API when a database is configured: the pool, the migrations (retried in
-//! the background while Postgres is down), and the routes on their own listener or merged into
-//! the ops server.
+//! the background while Postgres is down), delivery to registered webhooks, and the routes on
+//! their own listener or merged into the ops server.
 
 use crate::api::{self, EventsApi};
-use crate::config::{ConfigError, EventsApiConfig};
+use crate::config::{ConfigError, RunConfig};
 use crate::postgres::Database;
+use crate::postgres::event_history::HistoryWriter;
 use crate::server::listen::{self, ConnectionLimits};
 use crate::util::destination::DestinationPolicy;
 
 use super::Pipeline;
+use super::registered_webhooks::{DeliverySettings, WebhookRegistry};
+use crate::team_scope::TeamScope;
+use std::future::Future;
+use tokio::sync::watch;
 
-/// The API's routes when they share LISTEN_ADDR; `None` when they have their own listener (or
-/// no database is configured).
+/// What the rest of the service needs from the events API.
+#[derive(Default)]
+pub struct Started {
+    /// The API's routes when they share LISTEN_ADDR (`None` with their own listener, or off).
+    pub routes: Option<axum::Router>,
+    /// True once the registered webhooks are known (`None` when the API is off).
+    known: Option<watch::Receiver<bool>>,
+}
+
+impl Started {
+    /// Resolves once sources may read: the registered webhooks are known (from the outbox's
+    /// snapshot or from Postgres), so none of their events passes before their route exists.
+    /// Until then events wait where they are (the Redis stream, the file).
+    pub fn until_sources_may_read(&self) -> impl Future<Output = ()> + Send + 'static {
+        let known = self.known.clone();
+        async move {
+            let Some(mut known) = known else { return };
+            if !*known.borrow() {
+                tracing::info!(
+                    "reading events once the registered webhooks are known (from Postgres, or as kept before a restart)"
+                );
+            }
+            let _ = known.wait_for(|known| *known).await;
+        }
+    }
+}
+
+/// Starts the API and the delivery to registered webhooks, when a database is configured.
 pub async fn start(
-    config: Option<&EventsApiConfig>,
+    run: &RunConfig,
+    teams: TeamScope,
     pipeline: &mut Pipeline,
-) -> anyhow::Result<Option<axum::Router>> {
-    let Some(config) = config else {
-        return Ok(None);
+) -> anyhow::Result<Started> {
+    let Some(config) = &run.events_api else {
+        return Ok(Started::default());
     };
     let setting = "POSTGRES_CONNECTION_STRING (or DATABASE_URL)";
     let database = Database::new(&config.database).map_err(|e| ConfigError::new(setting, e))?;
@@ -28,13 +60,45 @@ pub async fn start(
             Ok(())
         }
     });
-    let routes = api::router(EventsApi::new(
-        database,
-        DestinationPolicy::new(config.allow_private.clone()),
-    ));
+    // Every event received also goes to the lifecycle history, never slowing delivery.
+    let (history, received) = HistoryWriter::new(database.clone(), config.events_retention);
+    pipeline.outbox.send_received_to(received);
+    pipeline.spawn_source({
+        let token = pipeline.shutdown_token();
+        async move {
+            history.run(token).await;
+            Ok(())
+        }
+    });
+    let destinations = DestinationPolicy::new(config.allow_private.clone());
+    let registry = WebhookRegistry::new(
+        database.clone(),
+        pipeline.outbox.clone(),
+        teams,
+        (pipeline.journal.clone(), pipeline.leadership.clone()),
+        DeliverySettings {
+            retry: run.retry.clone(),
+            max_in_flight: run.max_in_flight,
+            timeout: config.delivery_timeout,
+            response_body_limit: config.response_body_limit,
+            destinations: destinations.clone(),
+        },
+    );
+    let mut registry = registry;
+    registry.restore().await;
+    let known = Some(registry.known());
+    let token = pipeline.shutdown_token();
+    pipeline.spawn_source(async move {
+        registry.run(token).await;
+        Ok(())
+    });
+    let routes = api::router(EventsApi::new(database, destinations));
     let Some(addr) = config.listen else {
         tracing::info!("events API (/events/webhooks) on LISTEN_ADDR");
-        return Ok(Some(routes));
+        return Ok(Started {
+            routes: Some(routes),
+            known,
+        });
     };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         ConfigError::new(
@@ -53,5 +117,8 @@ pub async fn start(
         )
         .await?)
     });
-    Ok(None)
+    Ok(Started {
+        routes: None,
+        known,
+    })
 }

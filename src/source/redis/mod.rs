@@ -44,6 +44,7 @@ use crate::event::SandboxEvent;
 use crate::leadership::Leadership;
 use crate::outbox::Outbox;
 use crate::server::metrics::Metrics;
+use crate::team_scope::TeamScope;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use client::{RedisClient, RedisConnection};
 use entry::StreamEntry;
@@ -111,7 +112,7 @@ pub struct RedisSettings {
 /// Consumes the orchestrator's sandbox event stream into the outbox.
 pub struct RedisStreamSource {
     config: RedisSettings,
-    team_ids: Vec<Uuid>,
+    teams: TeamScope,
     outbox: Outbox,
     metrics: Arc<Metrics>,
     client: Arc<RedisClient>,
@@ -147,11 +148,11 @@ impl RedisBackground {
 }
 
 impl RedisStreamSource {
-    /// A source for `config`, keeping the gate keys of `team_ids` while `leadership` is active;
+    /// A source for `config`, keeping the gate keys of `teams` while `leadership` is active;
     /// fails only on a connection setting the Redis client refuses (a CA it cannot parse).
     pub fn new(
         config: RedisSettings,
-        team_ids: Vec<Uuid>,
+        teams: TeamScope,
         outbox: Outbox,
         metrics: Arc<Metrics>,
         leadership: Leadership,
@@ -173,7 +174,7 @@ impl RedisStreamSource {
         let keys = Keys::new(&config.stream, &config.group);
         Ok(Self {
             config,
-            team_ids,
+            teams,
             outbox,
             metrics,
             client: Arc::new(client),
@@ -263,7 +264,7 @@ impl RedisStreamSource {
     }
 
     fn warn_about_configuration(&self) {
-        if self.team_ids.is_empty() {
+        if self.teams.configured().is_empty() && !self.teams.accepts_registrations() {
             tracing::warn!(
                 "E2B_TEAM_IDS is empty: no wh:<team> gate key is kept, so the orchestrator publishes no events to {}; set E2B_TEAM_IDS to the teams whose sandboxes should send webhooks",
                 self.config.stream
@@ -334,13 +335,14 @@ impl RedisStreamSource {
                 stream = %self.config.stream,
                 group = %self.config.group,
                 consumer = %self.config.consumer,
-                teams = self.team_ids.len(),
+                teams = self.teams.gate_teams().len(),
                 "consuming the orchestrator's event stream"
             );
             let claim_interval = (self.config.claim_idle / 2)
                 .clamp(Duration::from_millis(500), Duration::from_secs(30));
             let start = Instant::now();
             let mut next_gate_refresh = start + GATE_KEY_REFRESH;
+            let mut gate_generation = self.teams.generation();
             let mut next_claim = start + claim_interval;
             let mut next_housekeeping = start;
             loop {
@@ -352,7 +354,9 @@ impl RedisStreamSource {
                     break;
                 }
                 let now = Instant::now();
-                if now >= next_gate_refresh {
+                // A team that registers (or loses) its last webhook is served at once.
+                if now >= next_gate_refresh || self.teams.generation() != gate_generation {
+                    gate_generation = self.teams.generation();
                     self.refresh_gate_keys(&mut conn).await?;
                     next_gate_refresh = now + GATE_KEY_REFRESH;
                 }
@@ -417,12 +421,20 @@ impl RedisStreamSource {
             .map_err(|e| self.redis_error(e))
     }
 
-    /// Sets every team's `wh:<team>` key with a fresh expiry. Keys are never deleted: when the
-    /// emitter stops they expire by themselves, after the orchestrator has kept publishing
-    /// through a restart.
+    /// Sets every served team's `wh:<team>` key with a fresh expiry. The operator's teams' keys
+    /// are never deleted: when the emitter stops they expire by themselves, after the
+    /// orchestrator has kept publishing through a restart. A registered team's key goes as soon
+    /// as its last enabled webhook does (that is the key's meaning upstream).
     async fn refresh_gate_keys(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
         // One command per key: in a cluster the keys live in different slots.
-        for team in &self.team_ids {
+        for team in self.teams.take_removed() {
+            let _: i64 = conn
+                .del(gate_key(&team))
+                .await
+                .map_err(|e| self.redis_error(e))?;
+        }
+        let teams = self.teams.gate_teams();
+        for team in &teams {
             let () = conn
                 .set_ex(gate_key(team), GATE_KEY_VALUE, GATE_KEY_TTL.as_secs())
                 .await
@@ -485,7 +497,7 @@ impl RedisStreamSource {
 
     /// Whether `event` belongs to a served team (every team when none is configured).
     fn serves(&self, event: &SandboxEvent) -> bool {
-        crate::event::team_in_scope(&self.team_ids, event.team_id())
+        self.teams.serves(event.team_id())
     }
 
     fn redis_error(&self, error: RedisError) -> RedisSourceError {

@@ -1,0 +1,374 @@
+//! Webhooks registered through the events API become endpoints while the service runs: every
+//! couple of seconds the enabled ones are read from Postgres (so both instances of an HA pair
+//! follow a change within seconds) and each gets a route in the outbox and a dispatcher — the
+//! same durable, ordered, retried path as configured endpoints — delivering only its team's
+//! events in the `e2b-cloud` format, signed with its own secret, and never to an address inside
+//! the cluster. Teams with an enabled webhook are served (their `wh:<team>` gate key is kept).
+
+use crate::config::EndpointConfig;
+use crate::deliver::dispatch::{Dispatcher, Oversight};
+use crate::deliver::format::WireFormat;
+use crate::deliver::journal::DeliveryJournal;
+use crate::deliver::retry::RetryPolicy;
+use crate::deliver::sign::{Secret, SecretSet, SignatureEncoding};
+use crate::event::EventFilter;
+use crate::leadership::Leadership;
+use crate::outbox::{Outbox, Route};
+use crate::postgres::Database;
+use crate::postgres::webhooks::Registration;
+use crate::team_scope::TeamScope;
+use crate::util::destination::DestinationPolicy;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often the registered webhooks are read.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// The last set read from Postgres, kept in the outbox: after a restart the known webhooks are
+/// delivered to before (and while) Postgres answers.
+const SNAPSHOT_KEY: &str = "registered_webhooks";
+/// Endpoint ids of registered webhooks start with this (configured ids cannot contain `:`).
+const ENDPOINT_PREFIX: &str = "webhook:";
+
+/// How registered webhooks are delivered.
+#[derive(Clone)]
+pub struct DeliverySettings {
+    /// The retry schedule (the operator's).
+    pub retry: RetryPolicy,
+    /// Sandboxes in flight per webhook.
+    pub max_in_flight: usize,
+    /// Attempt timeout.
+    pub timeout: Duration,
+    /// Bytes of a response body read at most.
+    pub response_body_limit: usize,
+    /// Where user URLs may connect.
+    pub destinations: DestinationPolicy,
+}
+
+/// Starts, changes and stops the dispatchers of registered webhooks.
+pub struct WebhookRegistry {
+    database: Database,
+    outbox: Outbox,
+    teams: TeamScope,
+    journal: Arc<DeliveryJournal>,
+    leadership: Leadership,
+    settings: DeliverySettings,
+    running: HashMap<Uuid, Running>,
+    /// True once the registered webhooks are known (from the snapshot or from Postgres):
+    /// sources wait for it, so no event of a registered team passes before its route exists.
+    known: watch::Sender<bool>,
+    /// What the snapshot holds.
+    saved: Option<u64>,
+}
+
+/// One registered webhook as the snapshot keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    id: Uuid,
+    team_id: Uuid,
+    url: String,
+    events: Vec<String>,
+    secret: String,
+}
+
+struct Running {
+    /// Changes when anything the dispatcher was built from changes.
+    fingerprint: u64,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    /// Registered webhooks have no operator pause; the switch stays off.
+    _pause: watch::Sender<bool>,
+}
+
+/// The outbox endpoint id of webhook `id`.
+pub fn endpoint_id(id: Uuid) -> String {
+    format!("{ENDPOINT_PREFIX}{id}")
+}
+
+impl WebhookRegistry {
+    /// A registry delivering through `outbox`, serving its teams in `teams`.
+    pub fn new(
+        database: Database,
+        outbox: Outbox,
+        teams: TeamScope,
+        oversight: (Arc<DeliveryJournal>, Leadership),
+        settings: DeliverySettings,
+    ) -> Self {
+        Self {
+            database,
+            outbox,
+            teams,
+            journal: oversight.0,
+            leadership: oversight.1,
+            settings,
+            running: HashMap::new(),
+            known: watch::channel(false).0,
+            saved: None,
+        }
+    }
+
+    /// Becomes true once the registered webhooks are known.
+    pub fn known(&self) -> watch::Receiver<bool> {
+        self.known.subscribe()
+    }
+
+    /// Starts delivering to the webhooks known before the last stop, if any were saved.
+    pub async fn restore(&mut self) {
+        let saved: Vec<Saved> = match self.outbox.load_state(SNAPSHOT_KEY).await {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(saved) => saved,
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        let registrations: Vec<Registration> =
+            saved.into_iter().map(Saved::into_registration).collect();
+        self.saved = Some(snapshot_fingerprint(&registrations));
+        tracing::info!(
+            webhooks = registrations.len(),
+            "delivering to the registered webhooks known before the restart"
+        );
+        self.apply(registrations).await;
+        self.known.send_replace(true);
+    }
+
+    /// Follows Postgres until `shutdown`; then lets the dispatchers drain.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut swept = false;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            if !self.database.is_ready() {
+                continue;
+            }
+            match self.database.enabled_webhooks().await {
+                Ok(registrations) => {
+                    if failing {
+                        tracing::info!("reading registered webhooks again");
+                        failing = false;
+                    }
+                    self.save(&registrations).await;
+                    self.apply(registrations).await;
+                    self.known.send_replace(true);
+                    if !swept {
+                        swept = self.sweep_stale().await;
+                    }
+                }
+                // Known webhooks keep being delivered while Postgres is away.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot read registered webhooks; delivering to the known ones meanwhile");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+        for (_, running) in self.running.drain() {
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
+    }
+
+    /// Keeps `registrations` in the outbox when they differ from what it holds.
+    async fn save(&mut self, registrations: &[Registration]) {
+        let fingerprint = snapshot_fingerprint(registrations);
+        if self.saved == Some(fingerprint) {
+            return;
+        }
+        let saved: Vec<Saved> = registrations
+            .iter()
+            .map(|r| Saved {
+                id: r.webhook.id,
+                team_id: r.webhook.team_id,
+                url: r.webhook.url.clone(),
+                events: r.webhook.events.clone(),
+                secret: r.signature_secret.clone(),
+            })
+            .collect();
+        let bytes = serde_json::to_vec(&saved).unwrap_or_default();
+        match self.outbox.save_state(SNAPSHOT_KEY, bytes).await {
+            Ok(()) => self.saved = Some(fingerprint),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep the registered webhooks in the outbox")
+            }
+        }
+    }
+
+    async fn apply(&mut self, registrations: Vec<Registration>) {
+        let wanted: HashMap<Uuid, Registration> = registrations
+            .into_iter()
+            .map(|r| (r.webhook.id, r))
+            .collect();
+        let gone: Vec<Uuid> = self
+            .running
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.stop(id).await;
+            match self.outbox.remove_route(&endpoint_id(id)).await {
+                Ok(dropped) => {
+                    tracing::info!(webhook = %id, dropped, "webhook deleted or disabled: no longer delivering to it")
+                }
+                Err(e) => {
+                    tracing::warn!(webhook = %id, error = %e, "cannot drop the deliveries of a removed webhook")
+                }
+            }
+        }
+        for (id, registration) in &wanted {
+            let fingerprint = fingerprint(registration);
+            if self
+                .running
+                .get(id)
+                .is_some_and(|r| r.fingerprint == fingerprint)
+            {
+                continue;
+            }
+            self.stop(*id).await;
+            match self.start(registration, fingerprint) {
+                Ok(running) => {
+                    self.running.insert(*id, running);
+                }
+                Err(e) => {
+                    tracing::warn!(webhook = %id, error = %e, "cannot deliver to a registered webhook")
+                }
+            }
+        }
+        self.teams
+            .set_registered(wanted.values().map(|r| r.webhook.team_id).collect());
+    }
+
+    /// Stops the dispatcher of `id`, letting its in-flight attempts finish.
+    async fn stop(&mut self, id: Uuid) {
+        if let Some(running) = self.running.remove(&id) {
+            running.stop.cancel();
+            let _ = running.task.await;
+        }
+    }
+
+    fn start(&self, registration: &Registration, fingerprint: u64) -> Result<Running, String> {
+        let endpoint = self.endpoint(registration)?;
+        self.outbox.set_route(Route::from(&endpoint));
+        self.outbox.metrics().prepare_endpoint(&endpoint.id);
+        let (pause, paused) = watch::channel(false);
+        let id = endpoint.id.clone();
+        let dispatcher = Dispatcher::new(
+            endpoint,
+            self.outbox.clone(),
+            self.settings.retry.clone(),
+            self.settings.max_in_flight,
+            Oversight {
+                journal: self.journal.clone(),
+                paused,
+            },
+            self.leadership.clone(),
+        )
+        .and_then(|d| d.restrict(self.settings.destinations.clone()))
+        .map_err(|e| e.to_string())?;
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = dispatcher.run(token, super::DRAIN_DEADLINE).await {
+                tracing::error!(endpoint = %id, error = %e, "a registered webhook's dispatcher stopped");
+            }
+        });
+        tracing::info!(webhook = %registration.webhook.id, team = %registration.webhook.team_id, "delivering to a registered webhook");
+        Ok(Running {
+            fingerprint,
+            stop,
+            task,
+            _pause: pause,
+        })
+    }
+
+    fn endpoint(&self, registration: &Registration) -> Result<EndpointConfig, String> {
+        let webhook = &registration.webhook;
+        let events =
+            EventFilter::parse(&webhook.events.join(","))?.for_teams(vec![webhook.team_id]);
+        Ok(EndpointConfig {
+            id: endpoint_id(webhook.id),
+            url: url::Url::parse(&webhook.url).map_err(|e| e.to_string())?,
+            format: WireFormat::E2bCloud,
+            secrets: SecretSet::from_secrets(vec![Secret::new(
+                registration.signature_secret.clone(),
+            )])?,
+            events,
+            timeout: self.settings.timeout,
+            response_body_limit: self.settings.response_body_limit,
+            webhook_id: webhook.id,
+            signature_encoding: SignatureEncoding::default(),
+        })
+    }
+
+    /// Drops what the outbox still holds for webhooks deleted while this instance was down.
+    /// Returns whether the sweep could be done.
+    async fn sweep_stale(&self) -> bool {
+        let status = match self.outbox.status().await {
+            Ok(status) => status,
+            Err(_) => return false,
+        };
+        for backlog in status.endpoints {
+            let Some(id) = backlog.endpoint.strip_prefix(ENDPOINT_PREFIX) else {
+                continue;
+            };
+            let known = Uuid::parse_str(id).is_ok_and(|id| self.running.contains_key(&id));
+            if !known {
+                match self.outbox.remove_route(&backlog.endpoint).await {
+                    Ok(dropped) => {
+                        tracing::info!(endpoint = %backlog.endpoint, dropped, "dropped deliveries of a webhook that no longer exists")
+                    }
+                    Err(_) => return false,
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Saved {
+    fn into_registration(self) -> Registration {
+        Registration {
+            webhook: crate::postgres::webhooks::Webhook {
+                id: self.id,
+                team_id: self.team_id,
+                name: String::new(),
+                url: self.url,
+                enabled: true,
+                events: self.events,
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+            signature_secret: self.secret,
+        }
+    }
+}
+
+fn snapshot_fingerprint(registrations: &[Registration]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for registration in registrations {
+        (registration.webhook.id, fingerprint(registration)).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn fingerprint(registration: &Registration) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let w = &registration.webhook;
+    (
+        &w.team_id,
+        &w.url,
+        &w.events,
+        &registration.signature_secret,
+    )
+        .hash(&mut hasher);
+    hasher.finish()
+}

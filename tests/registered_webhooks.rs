@@ -1,0 +1,340 @@
+//! Issue 15: webhooks a team registers through the events API receive that team's events from
+//! the orchestrator's stream — through the same outbox and dispatchers as configured endpoints,
+//! in E2B Cloud's format, signed with the webhook's own secret and verified by the function
+//! printed in E2B's current docs — while another team's events go to that team's webhook only.
+//! The `wh:<team>` gate key lives exactly while the team has an enabled webhook.
+
+mod common;
+#[path = "support/postgres.rs"]
+mod postgres;
+#[path = "support/redis.rs"]
+mod redis_server;
+
+use common::events_api::api_call;
+use common::{RunningEmitter, eventually, free_port};
+use postgres::PostgresServer;
+use redis_server::RedisServer;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A receiver built on `verify_webhook_signature` exactly as e2b-dev/docs
+/// `docs/sandbox/lifecycle-events-webhooks.mdx` prints it; the secret is chosen by the path
+/// (one per registered webhook). Prints each request as a JSON line.
+const DOCS_RECEIVER: &str = r#"
+import base64, hashlib, json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+def verify_webhook_signature(secret: str, payload: str, payload_signature: str) -> bool:
+    hash_bytes = hashlib.sha256((secret + payload).encode('utf-8')).digest()
+    expected_signature = base64.b64encode(hash_bytes).decode('utf-8')
+    expected_signature = expected_signature.replace('+', '-').replace('/', '_').rstrip('=')
+
+    return expected_signature == payload_signature
+
+SECRETS = json.loads(sys.argv[1])
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers['Content-Length']))
+        payload = raw.decode('utf-8')
+        valid = verify_webhook_signature(SECRETS.get(self.path, ''), payload, self.headers.get('e2b-signature', ''))
+        print(json.dumps({
+            'path': self.path,
+            'valid': valid,
+            'webhook_id': self.headers.get('e2b-webhook-id'),
+            'body': json.loads(payload),
+        }), flush=True)
+        self.send_response(200 if valid else 401)
+        self.send_header('Content-Length', '2')
+        self.end_headers()
+        self.wfile.write(b'ok')
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(('127.0.0.1', 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+const SECRET_A: &str = "alpha-webhook-secret-1f2e3d";
+const SECRET_B: &str = "beta-webhook-secret-9a8b7c6d";
+
+struct Receiver {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let secrets = json!({"/a": SECRET_A, "/b": SECRET_B}).to_string();
+        let mut child = Command::new("python3")
+            .args(["-c", DOCS_RECEIVER, &secrets])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = lines.next().unwrap().unwrap().trim().parse().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            port,
+            lines: rx,
+        }
+    }
+
+    /// Every request that arrives within `wait`.
+    fn collect(&self, count: usize, wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        while got.len() < count && Instant::now() < deadline {
+            if let Ok(request) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                got.push(request);
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An orchestrator-shaped entry (empty category and label, as the orchestrator writes them).
+fn xadd(conn: &mut redis::Connection, id: &str, kind: &str, sandbox: &str, team: &str) {
+    let payload = json!({
+        "id": id,
+        "version": "v2",
+        "type": format!("sandbox.lifecycle.{kind}"),
+        "timestamp": "2026-11-26T10:00:00.123456789Z",
+        "event_category": "",
+        "event_label": "",
+        "event_data": null,
+        "sandbox_id": sandbox,
+        "sandbox_execution_id": "exec-1",
+        "sandbox_template_id": "base",
+        "sandbox_build_id": "0f5c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+        "sandbox_team_id": team,
+    });
+    let _: String = redis::cmd("XADD")
+        .arg("sandbox.events.stream")
+        .arg("*")
+        .arg("payload")
+        .arg(payload.to_string())
+        .query(conn)
+        .unwrap();
+}
+
+fn gate_exists(conn: &mut redis::Connection, team: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(format!("wh:{team}"))
+        .query::<bool>(conn)
+        .unwrap()
+}
+
+#[test]
+fn each_team_gets_its_own_events_signed_with_its_own_secret() {
+    let pg = PostgresServer::start();
+    let redis = RedisServer::start();
+    let receiver = Receiver::start();
+    let (team_a, key_a) = pg.add_team("alpha");
+    let (team_b, key_b) = pg.add_team("beta");
+    let (team_c, _key_c) = pg.add_team("gamma");
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, data) = (format!("127.0.0.1:{port}"), dir.path().join("data"));
+    // No WEBHOOK_URL and no E2B_TEAM_IDS: registered webhooks only.
+    let emitter = RunningEmitter::start_with_env(
+        &[],
+        &[
+            ("POSTGRES_CONNECTION_STRING", &pg.url()),
+            ("LISTEN_ADDR", &listen),
+            ("DATA_DIR", data.to_str().unwrap()),
+            ("REDIS_URL", &redis.host_port()),
+            // The receiver is on loopback, which user webhooks may not reach unless allowed.
+            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
+        ],
+        dir.path().join("emitter.log"),
+    );
+    let mut conn = redis.connection();
+    assert!(eventually(Duration::from_secs(30), || {
+        api_call(port, "GET", "/events/webhooks", Some(&key_a), None).0 == 200
+    }));
+    assert!(!gate_exists(&mut conn, &team_a), "no webhook, no gate key");
+
+    let register = |key: &str, path: &str, secret: &str, events: Value| {
+        let body = json!({
+            "name": path, "url": format!("http://127.0.0.1:{}{path}", receiver.port),
+            "enabled": true, "events": events, "signatureSecret": secret,
+        });
+        let (status, created) = api_call(port, "POST", "/events/webhooks", Some(key), Some(&body));
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    };
+    let hook_a = register(
+        &key_a,
+        "/a",
+        SECRET_A,
+        json!(["sandbox.lifecycle.created", "sandbox.lifecycle.killed"]),
+    );
+    let hook_b = register(&key_b, "/b", SECRET_B, json!(["sandbox.lifecycle.killed"]));
+    // Within seconds the teams are served: their gate keys exist.
+    assert!(
+        eventually(Duration::from_secs(10), || gate_exists(&mut conn, &team_a)
+            && gate_exists(&mut conn, &team_b)),
+        "gate keys of the registered teams; log:\n{}",
+        emitter.log_text()
+    );
+    assert!(!gate_exists(&mut conn, &team_c));
+
+    xadd(&mut conn, "a-1", "created", "sbx-a", &team_a);
+    xadd(&mut conn, "b-1", "created", "sbx-b", &team_b); // B subscribed to killed only
+    xadd(&mut conn, "c-1", "created", "sbx-c", &team_c); // nobody's
+    xadd(&mut conn, "a-2", "killed", "sbx-a", &team_a);
+    xadd(&mut conn, "b-2", "killed", "sbx-b", &team_b);
+    let got = receiver.collect(3, Duration::from_secs(30));
+    // Nothing else arrives.
+    let extra = receiver.collect(1, Duration::from_secs(2));
+    assert!(extra.is_empty(), "unexpected: {extra:#?}");
+    assert_eq!(got.len(), 3, "{got:#?}\nlog:\n{}", emitter.log_text());
+    let of = |path: &str| -> Vec<&Value> { got.iter().filter(|r| r["path"] == path).collect() };
+    let (to_a, to_b) = (of("/a"), of("/b"));
+    assert_eq!(
+        to_a.iter()
+            .map(|r| r["body"]["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["a-1", "a-2"],
+        "team A's events, in order"
+    );
+    assert_eq!(
+        to_b.iter()
+            .map(|r| r["body"]["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["b-2"]
+    );
+    for request in &got {
+        assert_eq!(
+            request["valid"], true,
+            "the docs' verifier accepts it: {request}"
+        );
+        // E2B Cloud's payload (see tests/e2b_cloud.rs): the v2 event, category and label filled.
+        assert_eq!(request["body"]["version"], "v2", "{request}");
+    }
+    assert_eq!(to_a[0]["webhook_id"], hook_a.as_str());
+    assert_eq!(to_b[0]["webhook_id"], hook_b.as_str());
+    assert_eq!(to_a[0]["body"]["sandbox_team_id"], team_a.as_str());
+    assert_eq!(to_a[0]["body"]["event_label"], "create");
+    assert_eq!(to_a[0]["body"]["type"], "sandbox.lifecycle.created");
+
+    // Disabling B's webhook and deleting A's: their gate keys go, nothing more is delivered.
+    let patch = json!({"enabled": false});
+    let path_b = format!("/events/webhooks/{hook_b}");
+    assert_eq!(
+        api_call(port, "PATCH", &path_b, Some(&key_b), Some(&patch)).0,
+        200
+    );
+    let path_a = format!("/events/webhooks/{hook_a}");
+    assert_eq!(api_call(port, "DELETE", &path_a, Some(&key_a), None).0, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || !gate_exists(&mut conn, &team_a)
+            && !gate_exists(&mut conn, &team_b)),
+        "the gate keys outlived the webhooks"
+    );
+    xadd(&mut conn, "a-3", "killed", "sbx-a2", &team_a);
+    xadd(&mut conn, "b-3", "killed", "sbx-b2", &team_b);
+    let late = receiver.collect(1, Duration::from_secs(3));
+    assert!(late.is_empty(), "delivered after removal: {late:#?}");
+
+    // Enabled again, B is served again and receives new events.
+    let patch = json!({"enabled": true});
+    assert_eq!(
+        api_call(port, "PATCH", &path_b, Some(&key_b), Some(&patch)).0,
+        200
+    );
+    assert!(eventually(Duration::from_secs(10), || gate_exists(
+        &mut conn, &team_b
+    )));
+    xadd(&mut conn, "b-4", "killed", "sbx-b3", &team_b);
+    let again = receiver.collect(1, Duration::from_secs(20));
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(again[0]["body"]["id"], "b-4");
+    assert_eq!(again[0]["valid"], true);
+
+    let log = emitter.log_text();
+    for secret in [SECRET_A, SECRET_B, key_a.as_str(), key_b.as_str()] {
+        assert!(!log.contains(secret), "a secret reached the log:\n{log}");
+    }
+}
+
+#[test]
+fn a_registered_url_is_checked_again_when_connecting() {
+    let pg = PostgresServer::start();
+    let receiver = Receiver::start();
+    let (team, key) = pg.add_team("delta");
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let port = free_port();
+    let (listen, data) = (format!("127.0.0.1:{port}"), dir.path().join("data"));
+    let url = pg.url();
+    let env = |allow: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("POSTGRES_CONNECTION_STRING", url.clone()),
+            ("LISTEN_ADDR", listen.clone()),
+            ("DATA_DIR", data.to_str().unwrap().to_owned()),
+            ("API_ALLOW_PRIVATE_CIDRS", allow.to_owned()),
+        ]
+    };
+    let start = |env: Vec<(&'static str, String)>, extra: &[(&'static str, String)], log: &str| {
+        let mut all = env;
+        all.extend(extra.iter().cloned());
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        RunningEmitter::start_with_env(&[], &all, dir.path().join(log))
+    };
+    // Registered while loopback was allowed…
+    let first = start(env("127.0.0.1/32"), &[], "first.log");
+    assert!(eventually(Duration::from_secs(30), || {
+        api_call(port, "GET", "/events/webhooks", Some(&key), None).0 == 200
+    }));
+    let body = json!({
+        "name": "loopback", "url": format!("http://127.0.0.1:{}/a", receiver.port),
+        "enabled": true, "events": ["sandbox.lifecycle.killed"], "signatureSecret": SECRET_A,
+    });
+    assert_eq!(
+        api_call(port, "POST", "/events/webhooks", Some(&key), Some(&body)).0,
+        201
+    );
+    drop(first);
+    // …and delivered after the operator withdrew the allowance: refused at connect time.
+    let line = json!({
+        "id": "d-1", "version": "v2", "type": "sandbox.lifecycle.killed",
+        "timestamp": "2026-11-26T10:00:00Z", "sandbox_id": "sbx-d", "sandbox_team_id": team,
+    });
+    std::fs::write(&events, format!("{line}\n")).unwrap();
+    let second = start(
+        env(""),
+        &[("EVENTS_FILE", events.to_str().unwrap().to_owned())],
+        "second.log",
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || second
+            .log_text()
+            .contains("webhooks may not reach inside the cluster")),
+        "no connect-time refusal in the log:\n{}",
+        second.log_text()
+    );
+    assert!(receiver.collect(1, Duration::from_secs(2)).is_empty());
+}
