@@ -1,5 +1,6 @@
 //! The command line: one binary, one subcommand per job.
 
+mod delivery_log;
 mod operate;
 
 use crate::config::{ConfigError, RunArgs, RunConfig, WebhookArgs};
@@ -65,6 +66,11 @@ enum Command {
         after_help = "Example:\n  e2b-webhook-emitter deliveries --admin-url http://127.0.0.1:9464 --sandbox isb7q2k9w1 --outcome dead"
     )]
     Deliveries(operate::DeliveriesArgs),
+    /// Delivery attempts kept in Postgres (with POSTGRES_CONNECTION_STRING), newest first.
+    #[command(
+        after_help = "Example:\n  e2b-webhook-emitter delivery-log --webhook 6f1c2d3e-4b5a-4c69-8d7e-0f1a2b3c4d5e --limit 50"
+    )]
+    DeliveryLog(delivery_log::DeliveryLogArgs),
     /// Run the whole pipeline on bundled sample events against an in-process verifying receiver.
     Demo,
 }
@@ -344,6 +350,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::DeadLetters(cmd) => dead_letters(cmd),
         Command::Status(args) => status(args),
         Command::Deliveries(args) => operate::deliveries(args),
+        Command::DeliveryLog(args) => delivery_log::delivery_log(args),
         Command::Outbox(OutboxCommand::MoveAside { data_dir }) => move_aside(&data_dir),
         Command::Demo => {
             runtime()?.block_on(crate::demo::run())?;

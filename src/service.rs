@@ -1,5 +1,6 @@
 //! Wiring: the delivery pipeline (outbox + one dispatcher per endpoint) and the `run` service.
 
+mod delivery_log;
 mod events_api;
 mod registered_webhooks;
 

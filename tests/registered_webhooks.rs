@@ -35,12 +35,20 @@ def verify_webhook_signature(secret: str, payload: str, payload_signature: str) 
     return expected_signature == payload_signature
 
 SECRETS = json.loads(sys.argv[1])
+SEEN = set()
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         raw = self.rfile.read(int(self.headers['Content-Length']))
         payload = raw.decode('utf-8')
         valid = verify_webhook_signature(SECRETS.get(self.path, ''), payload, self.headers.get('e2b-signature', ''))
+        # /flaky answers 503 to the first attempt of each event.
+        if self.path == '/flaky' and payload not in SEEN:
+            SEEN.add(payload)
+            self.send_response(503)
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+            return
         print(json.dumps({
             'path': self.path,
             'valid': valid,
@@ -71,7 +79,7 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Self {
-        let secrets = json!({"/a": SECRET_A, "/b": SECRET_B}).to_string();
+        let secrets = json!({"/a": SECRET_A, "/b": SECRET_B, "/flaky": SECRET_A}).to_string();
         let mut child = Command::new("python3")
             .args(["-c", DOCS_RECEIVER, &secrets])
             .stdout(Stdio::piped())
@@ -337,4 +345,113 @@ fn a_registered_url_is_checked_again_when_connecting() {
         second.log_text()
     );
     assert!(receiver.collect(1, Duration::from_secs(2)).is_empty());
+}
+
+#[test]
+fn every_attempt_is_in_the_delivery_log_for_the_team_and_the_cli() {
+    let pg = PostgresServer::start();
+    let redis = RedisServer::start();
+    let receiver = Receiver::start();
+    let (team, key) = pg.add_team("epsilon");
+    let (_other, other_key) = pg.add_team("zeta");
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("retry.toml");
+    std::fs::write(&config, "[retry]\nschedule = [\"300ms\"]\njitter = 0.0\n").unwrap();
+    let (listen, data) = (format!("127.0.0.1:{port}"), dir.path().join("data"));
+    let emitter = RunningEmitter::start_with_env(
+        &[],
+        &[
+            ("POSTGRES_CONNECTION_STRING", &pg.url()),
+            ("LISTEN_ADDR", &listen),
+            ("DATA_DIR", data.to_str().unwrap()),
+            ("REDIS_URL", &redis.host_port()),
+            ("CONFIG_FILE", config.to_str().unwrap()),
+            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
+        ],
+        dir.path().join("emitter.log"),
+    );
+    let mut conn = redis.connection();
+    assert!(eventually(Duration::from_secs(30), || {
+        api_call(port, "GET", "/events/webhooks", Some(&key), None).0 == 200
+    }));
+    let body = json!({
+        "name": "flaky", "url": format!("http://127.0.0.1:{}/flaky", receiver.port),
+        "enabled": true, "events": ["sandbox.lifecycle.killed"], "signatureSecret": SECRET_A,
+    });
+    let (status, created) = api_call(port, "POST", "/events/webhooks", Some(&key), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(eventually(Duration::from_secs(10), || gate_exists(
+        &mut conn, &team
+    )));
+    xadd(&mut conn, "e-1", "killed", "sbx-e", &team);
+    let got = receiver.collect(1, Duration::from_secs(20));
+    assert_eq!(
+        got.len(),
+        1,
+        "delivered after one 503; log:\n{}",
+        emitter.log_text()
+    );
+
+    let path = format!("/events/webhooks/{id}/deliveries");
+    let mut log = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            log = api_call(port, "GET", &path, Some(&key), None).1;
+            log.as_array().is_some_and(|a| a.len() == 2)
+        }),
+        "two attempts expected in the delivery log: {log}"
+    );
+    // Newest first: the delivery, then the 503 that was retried.
+    assert_eq!(log[0]["outcome"], "delivered", "{log}");
+    assert_eq!(log[0]["status"], 200);
+    assert_eq!(log[0]["attempt"], 2);
+    assert!(log[0]["errorClass"].is_null());
+    assert_eq!(log[1]["outcome"], "retry");
+    assert_eq!(log[1]["status"], 503);
+    assert_eq!(log[1]["errorClass"], "http");
+    assert_eq!(log[1]["attempt"], 1);
+    for attempt in log.as_array().unwrap() {
+        assert_eq!(attempt["eventId"], "e-1");
+        assert_eq!(attempt["sandboxId"], "sbx-e");
+        assert!(attempt["durationMs"].is_u64());
+        assert!(
+            attempt["attemptedAt"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .is_ok()
+        );
+    }
+    let (_, oldest) = api_call(
+        port,
+        "GET",
+        &format!("{path}?orderAsc=true&limit=1"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(oldest.as_array().unwrap().len(), 1);
+    assert_eq!(oldest[0]["outcome"], "retry");
+    // Another team's webhook is not found.
+    assert_eq!(api_call(port, "GET", &path, Some(&other_key), None).0, 404);
+
+    // The CLI reads the same log from Postgres.
+    let (code, stdout, stderr) = common::output(
+        common::emitter()
+            .args(["delivery-log", "--webhook", &id, "--json"])
+            .env("POSTGRES_CONNECTION_STRING", pg.url()),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["outcome"], "delivered");
+    assert_eq!(lines[1]["status"], 503);
+    assert!(
+        !stdout.contains(postgres::EMITTER_PASSWORD)
+            && !stderr.contains(postgres::EMITTER_PASSWORD)
+    );
 }

@@ -1,12 +1,13 @@
 //! E2B Cloud's events API for a self-hosted cluster, on E2B's own Postgres and API keys:
-//! `/events/webhooks` (register, list, get, update, delete) and `/events/sandboxes` (the
-//! lifecycle history). Every route needs a team's `X-API-Key`; a team sees only its own.
+//! `/events/webhooks` (register, list, get, update, delete), `/events/sandboxes` (the lifecycle
+//! history) and, our extension, `/events/webhooks/{id}/deliveries` (the delivery log). Every route needs a team's `X-API-Key`; a team sees only its own.
 
 mod auth;
 mod auth_failures;
 mod error;
 mod sandbox_events;
 mod webhook_body;
+mod webhook_deliveries;
 mod webhooks;
 
 use crate::postgres::Database;
@@ -51,6 +52,10 @@ pub fn router(api: EventsApi) -> axum::Router {
             get(webhooks::read)
                 .patch(webhooks::update)
                 .delete(webhooks::remove),
+        )
+        .route(
+            "/events/webhooks/{id}/deliveries",
+            get(webhook_deliveries::list),
         )
         .route("/events/sandboxes", get(sandbox_events::all))
         .route("/events/sandboxes/{id}", get(sandbox_events::of_sandbox))

@@ -38,7 +38,7 @@ pub async fn of_sandbox(
 }
 
 /// Reads the paging parameters; a bad one is named in the 400.
-fn page(query: &HashMap<String, String>) -> Result<Page, ApiError> {
+pub(super) fn page(query: &HashMap<String, String>) -> Result<Page, ApiError> {
     let number = |field: &'static str, default: i64, min: i64, max: i64| {
         let Some(raw) = query.get(field) else {
             return Ok(default);

@@ -1,11 +1,12 @@
 //! E2B's own Postgres: read-only on its `public.team_api_keys` and `public.teams` (who a key
 //! belongs to), read-write on our schema `webhook_emitter` (registered webhooks, the lifecycle
-//! history), created and migrated at startup.
+//! history, the delivery log), created and migrated at startup.
 //!
 //! The pool connects lazily: with Postgres down the service starts, delivery to configured
 //! endpoints goes on, and whatever needs the database answers "unavailable" until it is back.
 
 pub mod api_keys;
+pub mod delivery_log;
 pub mod event_history;
 pub mod sandbox_events;
 pub mod webhooks;
@@ -148,6 +149,23 @@ impl Database {
                 _ = shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// For tools beside the service: uses the schema the service migrated, failing when it is
+    /// not there.
+    pub async fn use_existing_schema(&self) -> Result<(), StoreError> {
+        let present: bool = sqlx::query_scalar(
+            "SELECT to_regclass('webhook_emitter.delivery_attempts') IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if !present {
+            return Err(StoreError::Unavailable(
+                "the webhook_emitter schema is not there yet: start the service with POSTGRES_CONNECTION_STRING once".into(),
+            ));
+        }
+        self.migrated_tx.send_replace(true);
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

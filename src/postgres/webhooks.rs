@@ -3,6 +3,14 @@
 use super::{Database, StoreError};
 use uuid::Uuid;
 
+/// Endpoint ids of registered webhooks start with this (configured ids cannot contain `:`).
+pub const ENDPOINT_PREFIX: &str = "webhook:";
+
+/// The outbox and delivery-log endpoint id of webhook `id`.
+pub fn endpoint_id(id: Uuid) -> String {
+    format!("{ENDPOINT_PREFIX}{id}")
+}
+
 /// A webhook as its team reads it back (the secret is not part of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {

@@ -70,8 +70,21 @@ pub async fn start(
             Ok(())
         }
     });
+    // Every delivery attempt goes to the delivery log, from the journal's live feed.
+    pipeline.spawn_source({
+        let (journal, database, token) = (
+            pipeline.journal.clone(),
+            database.clone(),
+            pipeline.shutdown_token(),
+        );
+        let retention = config.events_retention;
+        async move {
+            super::delivery_log::run(&journal, database, retention, token).await;
+            Ok(())
+        }
+    });
     let destinations = DestinationPolicy::new(config.allow_private.clone());
-    let registry = WebhookRegistry::new(
+    let mut registry = WebhookRegistry::new(
         database.clone(),
         pipeline.outbox.clone(),
         teams,
@@ -84,7 +97,6 @@ pub async fn start(
             destinations: destinations.clone(),
         },
     );
-    let mut registry = registry;
     registry.restore().await;
     let known = Some(registry.known());
     let token = pipeline.shutdown_token();

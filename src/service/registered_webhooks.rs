@@ -15,7 +15,7 @@ use crate::event::EventFilter;
 use crate::leadership::Leadership;
 use crate::outbox::{Outbox, Route};
 use crate::postgres::Database;
-use crate::postgres::webhooks::Registration;
+use crate::postgres::webhooks::{ENDPOINT_PREFIX, Registration, endpoint_id};
 use crate::team_scope::TeamScope;
 use crate::util::destination::DestinationPolicy;
 use std::collections::HashMap;
@@ -32,8 +32,6 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 /// The last set read from Postgres, kept in the outbox: after a restart the known webhooks are
 /// delivered to before (and while) Postgres answers.
 const SNAPSHOT_KEY: &str = "registered_webhooks";
-/// Endpoint ids of registered webhooks start with this (configured ids cannot contain `:`).
-const ENDPOINT_PREFIX: &str = "webhook:";
 
 /// How registered webhooks are delivered.
 #[derive(Clone)]
@@ -83,11 +81,6 @@ struct Running {
     task: JoinHandle<()>,
     /// Registered webhooks have no operator pause; the switch stays off.
     _pause: watch::Sender<bool>,
-}
-
-/// The outbox endpoint id of webhook `id`.
-pub fn endpoint_id(id: Uuid) -> String {
-    format!("{ENDPOINT_PREFIX}{id}")
 }
 
 impl WebhookRegistry {
