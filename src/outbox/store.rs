@@ -1151,3 +1151,7 @@ fn track_sandbox(
     table.insert(event.sandbox_id(), encode(&record).as_slice())?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,0 +1,135 @@
+//! The store's keys and encoding, pinned: pending rows per endpoint in sequence order, event ids
+//! remembered, events kept while any endpoint still has them, sequence numbers never reused.
+
+use super::*;
+use crate::event::{EventFilter, SandboxEvent};
+use crate::outbox::Route;
+
+const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
+
+fn event(id: &str, sandbox: &str, kind: &str) -> SandboxEvent {
+    // Key order and an unknown field, as the orchestrator may send them: both must survive.
+    let json = format!(
+        r#"{{"version":"v2","zeta":{{"b":1,"a":2}},"id":"{id}","type":"sandbox.lifecycle.{kind}","sandbox_id":"{sandbox}","sandbox_team_id":"{TEAM}","timestamp":"2026-11-26T00:00:00Z"}}"#
+    );
+    SandboxEvent::parse(json.as_bytes()).unwrap()
+}
+
+fn route(endpoint: &str, labels: &str) -> Route {
+    Route {
+        endpoint: endpoint.into(),
+        filter: EventFilter::parse(labels).unwrap(),
+    }
+}
+
+fn seqs(store: &Store, endpoint: &str, after: u64, limit: usize) -> Vec<u64> {
+    store
+        .pending_after(endpoint, after, limit)
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect()
+}
+
+fn delivered(endpoint: &str, seq: u64) -> Completion {
+    Completion::Delivered {
+        endpoint: endpoint.into(),
+        seq,
+    }
+}
+
+#[test]
+fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        vec![route("a", "create,kill"), route("ab", "kill")],
+        false,
+    )
+    .unwrap();
+    let events: Vec<SandboxEvent> = (0..12)
+        .map(|i| {
+            let kind = if i % 3 == 0 { "killed" } else { "created" };
+            event(&format!("ev-{i:02}"), &format!("s{}", i % 4), kind)
+        })
+        .collect();
+    let report = store.append("test", &events, None).unwrap();
+    assert_eq!((report.appended, report.last_seq), (12, Some(12)));
+    assert_eq!(seqs(&store, "a", 0, 100), (1..=12).collect::<Vec<_>>());
+    assert_eq!(seqs(&store, "ab", 0, 100), [1, 4, 7, 10]);
+    assert_eq!(seqs(&store, "a", 4, 3), [5, 6, 7], "after a cursor, limited");
+    assert!(seqs(&store, "b", 0, 100).is_empty());
+    let first = &store.pending_after("a", 0, 1).unwrap()[0];
+    assert_eq!(
+        (first.state.sandbox_id.as_str(), first.state.attempts),
+        ("s0", 0)
+    );
+}
+
+#[test]
+fn an_event_id_is_taken_once_across_batches_and_within_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), vec![route("a", "*")], false).unwrap();
+    let first = store
+        .append("test", &[event("x", "s", "created")], None)
+        .unwrap();
+    assert_eq!(first.is_new, [true]);
+    let again = store
+        .append(
+            "test",
+            &[
+                event("x", "s", "created"),
+                event("y", "s", "killed"),
+                event("y", "s", "killed"),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(again.is_new, [false, true, false]);
+    assert_eq!((again.appended, again.duplicates), (1, 2));
+    assert_eq!(seqs(&store, "a", 0, 10), [1, 2]);
+}
+
+#[test]
+fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), vec![route("a", "*"), route("b", "*")], false).unwrap();
+    let sent = event("x", "s", "created");
+    store.append("file", &[sent.clone()], None).unwrap();
+    let stored = store.events(&[1]).unwrap().remove(0).unwrap();
+    assert_eq!(stored.event, sent);
+    assert_eq!(stored.source, "file");
+    let keys: Vec<&String> = stored.event.raw().keys().collect();
+    assert_eq!(
+        keys,
+        ["version", "zeta", "id", "type", "sandbox_id", "sandbox_team_id", "timestamp"]
+    );
+
+    store.complete(&[delivered("a", 1)]).unwrap();
+    assert!(store.events(&[1]).unwrap()[0].is_some(), "b still has it");
+    assert!(seqs(&store, "a", 0, 10).is_empty());
+    store.complete(&[delivered("b", 1)]).unwrap();
+    assert_eq!(store.events(&[1]).unwrap(), [None]);
+}
+
+#[test]
+fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), vec![route("a", "kill")], false).unwrap();
+        let report = store
+            .append("test", &[event("c", "s", "created")], None)
+            .unwrap();
+        assert_eq!((report.appended, report.last_seq), (1, None));
+        store
+            .append("test", &[event("k", "s", "killed")], None)
+            .unwrap();
+        store.complete(&[delivered("a", 1)]).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 1);
+    }
+    let store = Store::open(dir.path(), vec![route("a", "kill")], false).unwrap();
+    let report = store
+        .append("test", &[event("k2", "s", "killed")], None)
+        .unwrap();
+    assert_eq!(report.last_seq, Some(2), "after a reopen, on from the last number");
+}
