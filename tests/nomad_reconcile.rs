@@ -13,7 +13,7 @@ mod orchestrator_standin;
 use e2b_webhook_emitter::config::{EndpointConfig, NomadConfig};
 use e2b_webhook_emitter::deliver::format::WireFormat;
 use e2b_webhook_emitter::deliver::retry::RetryPolicy;
-use e2b_webhook_emitter::deliver::sign::{Secret, SecretSet};
+use e2b_webhook_emitter::deliver::sign::SecretSet;
 use e2b_webhook_emitter::event::{EventFilter, Lifecycle, SandboxEvent};
 use e2b_webhook_emitter::outbox::{Outbox, Route, SandboxState};
 use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
@@ -22,6 +22,7 @@ use e2b_webhook_emitter::service::Pipeline;
 use e2b_webhook_emitter::source::nomad::{
     AllocationStatus, DiscoveryMode, DiscoverySettings, OrchestratorDiscovery, OrchestratorSet,
 };
+use e2b_webhook_emitter::util::secret::Secret;
 use nomad_standin::{
     AllocSpec, MANAGEMENT_TOKEN, NomadOptions, NomadStandin, workload_identity_jwt,
 };

@@ -112,7 +112,7 @@ fn a_slowloris_is_cut_off_and_valid_requests_are_still_answered() {
     std::thread::sleep(Duration::from_secs(2));
 
     let body = r#"{"eventCategory":"sandbox","eventLabel":"kill","sandboxId":"sb-valid","sandboxTeamId":"t","timestamp":"2025-10-15T12:00:00Z"}"#;
-    let secret = e2b_webhook_emitter::deliver::sign::Secret::new(SECRET);
+    let secret = e2b_webhook_emitter::util::secret::Secret::new(SECRET);
     let signature = e2b_webhook_emitter::deliver::sign::x_e2b_signature(&secret, body.as_bytes());
     let mut latencies = Vec::new();
     let mut peak_fds = 0;

@@ -6,6 +6,7 @@ use crate::deliver::format;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::{Attempted, DeliveryQuery};
 use crate::event::Lifecycle;
+use crate::util::time::now_ms;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -48,10 +49,6 @@ impl From<crate::outbox::OutboxError> for ApiError {
 
 fn not_found(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, e.to_string())
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 /// One endpoint with its health, as the console shows it.

@@ -12,8 +12,8 @@
 
 use super::{ConfigError, RedisConfig, RunArgs};
 use crate::deliver::retry::parse_duration;
-use crate::deliver::sign::Secret;
 use crate::source::redis::{RedisConnectionSettings, RedisTls};
+use crate::util::secret::Secret;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::time::Duration;

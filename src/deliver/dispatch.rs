@@ -12,6 +12,7 @@ use crate::deliver::retry::{RetryDecision, RetryPolicy};
 use crate::leadership::Leadership;
 use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError, PendingDelivery, StoredEvent};
+use crate::util::time::now_ms;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,10 +136,6 @@ impl Schedule {
     fn next_due(&self) -> Option<i64> {
         self.ready.first().map(|(at, _)| *at)
     }
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 impl Dispatcher {

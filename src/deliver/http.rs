@@ -1,6 +1,7 @@
 //! The HTTP client: one POST, one typed outcome. Retries belong to the dispatcher.
 
 use crate::deliver::format::SignedRequest;
+use crate::util::error::error_chain;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How many bytes of a response body a log line, `/status` and a dead letter show.
@@ -247,22 +248,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// The error and its causes on one line, e.g. "error sending request: connection refused", with
-/// any URL a library quoted redacted (it may carry a password or a token).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    crate::util::redact::redact_urls_in(&text)
 }
 
 #[cfg(test)]

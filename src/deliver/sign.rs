@@ -1,5 +1,6 @@
 //! Signing and verification for the three wire formats, over the exact body bytes.
 
+use crate::util::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -10,44 +11,12 @@ use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// A signing secret. Its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret's text, for the few places that must hand it on (a Redis password to its client).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The secret's bytes, as used by `x-e2b-signature` and `e2b-cloud`.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// The Standard Webhooks key: `whsec_<base64>` decoded, anything else as raw bytes.
-    pub fn standard_webhooks_key(&self) -> Vec<u8> {
-        self.0
-            .strip_prefix("whsec_")
-            .and_then(|b64| STANDARD.decode(b64).ok())
-            .unwrap_or_else(|| self.0.as_bytes().to_vec())
-    }
-
-    /// Whether `text` contains the secret (used to keep it out of logs in tests and checks).
-    pub fn appears_in(&self, text: &str) -> bool {
-        !self.0.is_empty() && text.contains(&self.0)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
+/// The Standard Webhooks key of `secret`: `whsec_<base64>` decoded, anything else as raw bytes.
+fn standard_webhooks_key(secret: &Secret) -> Vec<u8> {
+    let text = secret.expose();
+    text.strip_prefix("whsec_")
+        .and_then(|b64| STANDARD.decode(b64).ok())
+        .unwrap_or_else(|| text.as_bytes().to_vec())
 }
 
 /// The active secrets of an endpoint: the first signs, all are accepted (rotation).
@@ -63,7 +32,7 @@ impl SecretSet {
 
     /// Builds a set from individual secrets; at least one, none empty.
     pub fn from_secrets(secrets: Vec<Secret>) -> Result<Self, String> {
-        if secrets.is_empty() || secrets.iter().any(|s| s.0.is_empty()) {
+        if secrets.is_empty() || secrets.iter().any(|s| s.expose().is_empty()) {
             return Err("is empty; set it to the shared secret (for example the output of `openssl rand -hex 32`)".into());
         }
         Ok(Self(secrets))
@@ -165,7 +134,7 @@ pub fn standard_webhooks_signature(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    let mut mac = HmacSha256::new_from_slice(&secret.standard_webhooks_key())
+    let mut mac = HmacSha256::new_from_slice(&standard_webhooks_key(secret))
         .expect("HMAC accepts keys of any length");
     mac.update(id.as_bytes());
     mac.update(b".");
@@ -313,8 +282,8 @@ mod tests {
     #[test]
     fn whsec_secrets_are_base64_decoded() {
         let s = Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
-        assert_eq!(s.standard_webhooks_key().len(), 24);
-        assert_eq!(Secret::new("plain").standard_webhooks_key(), b"plain");
+        assert_eq!(standard_webhooks_key(&s).len(), 24);
+        assert_eq!(standard_webhooks_key(&Secret::new("plain")), b"plain");
     }
 
     #[test]

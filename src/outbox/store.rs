@@ -6,6 +6,7 @@
 
 use super::{Route, open};
 use crate::event::{Lifecycle, SandboxEvent};
+use crate::util::time::now_ms;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -428,10 +429,6 @@ fn closed() -> OutboxError {
             .into(),
         disk_full: false,
     }
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(

@@ -57,7 +57,11 @@ fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_ano
     assert_eq!((report.appended, report.last_seq), (12, Some(12)));
     assert_eq!(seqs(&store, "a", 0, 100), (1..=12).collect::<Vec<_>>());
     assert_eq!(seqs(&store, "ab", 0, 100), [1, 4, 7, 10]);
-    assert_eq!(seqs(&store, "a", 4, 3), [5, 6, 7], "after a cursor, limited");
+    assert_eq!(
+        seqs(&store, "a", 4, 3),
+        [5, 6, 7],
+        "after a cursor, limited"
+    );
     assert!(seqs(&store, "b", 0, 100).is_empty());
     let first = &store.pending_after("a", 0, 1).unwrap()[0];
     assert_eq!(
@@ -95,14 +99,24 @@ fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), vec![route("a", "*"), route("b", "*")], false).unwrap();
     let sent = event("x", "s", "created");
-    store.append("file", &[sent.clone()], None).unwrap();
+    store
+        .append("file", std::slice::from_ref(&sent), None)
+        .unwrap();
     let stored = store.events(&[1]).unwrap().remove(0).unwrap();
     assert_eq!(stored.event, sent);
     assert_eq!(stored.source, "file");
     let keys: Vec<&String> = stored.event.raw().keys().collect();
     assert_eq!(
         keys,
-        ["version", "zeta", "id", "type", "sandbox_id", "sandbox_team_id", "timestamp"]
+        [
+            "version",
+            "zeta",
+            "id",
+            "type",
+            "sandbox_id",
+            "sandbox_team_id",
+            "timestamp"
+        ]
     );
 
     store.complete(&[delivered("a", 1)]).unwrap();
@@ -131,5 +145,9 @@ fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reu
     let report = store
         .append("test", &[event("k2", "s", "killed")], None)
         .unwrap();
-    assert_eq!(report.last_seq, Some(2), "after a reopen, on from the last number");
+    assert_eq!(
+        report.last_seq,
+        Some(2),
+        "after a reopen, on from the last number"
+    );
 }

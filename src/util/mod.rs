@@ -1,5 +1,8 @@
 //! Small helpers every layer may use; nothing here imports another module of the crate.
 
 pub mod destination;
+pub mod error;
 pub mod panic;
 pub mod redact;
+pub mod secret;
+pub mod time;

@@ -3,8 +3,8 @@
 
 use super::stream::FrameReader;
 use super::wire::{NomadAllocation, ServiceRegistration};
-use crate::deliver::http::error_chain;
-use crate::deliver::sign::Secret;
+use crate::util::error::error_chain;
+use crate::util::secret::Secret;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderName, HeaderValue};

@@ -2,7 +2,7 @@
 //! orchestrator uses (e2b-dev/infra `packages/shared/pkg/factories/redis.go`): TLS only when
 //! asked for, a private CA for it, a password sent only over TLS.
 
-use crate::deliver::sign::Secret;
+use crate::util::secret::Secret;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
