@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod deliver;
 pub mod demo;

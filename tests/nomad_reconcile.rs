@@ -10,6 +10,7 @@ mod nomad_standin;
 #[path = "support/orchestrator_standin.rs"]
 mod orchestrator_standin;
 
+use e2b_webhook_emitter::cluster::{AllocationStatus, OrchestratorSet};
 use e2b_webhook_emitter::config::{EndpointConfig, NomadConfig};
 use e2b_webhook_emitter::deliver::format::WireFormat;
 use e2b_webhook_emitter::deliver::retry::RetryPolicy;
@@ -19,9 +20,7 @@ use e2b_webhook_emitter::outbox::{Outbox, Route, SandboxState};
 use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
 use e2b_webhook_emitter::server::metrics::Metrics;
 use e2b_webhook_emitter::service::Pipeline;
-use e2b_webhook_emitter::source::nomad::{
-    AllocationStatus, DiscoveryMode, DiscoverySettings, OrchestratorDiscovery, OrchestratorSet,
-};
+use e2b_webhook_emitter::source::nomad::{DiscoveryMode, DiscoverySettings, OrchestratorDiscovery};
 use e2b_webhook_emitter::util::secret::Secret;
 use nomad_standin::{
     AllocSpec, MANAGEMENT_TOKEN, NomadOptions, NomadStandin, workload_identity_jwt,

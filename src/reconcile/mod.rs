@@ -19,11 +19,11 @@ pub mod proto {
     tonic::include_proto!("_");
 }
 
+use crate::cluster::OrchestratorSet;
 use crate::event::{EventError, Lifecycle, SandboxEvent};
 use crate::leadership::Leadership;
 use crate::outbox::{EventIntake, Outbox, SandboxRecord, SandboxView};
 use crate::server::metrics::Metrics;
-use crate::source::nomad::OrchestratorSet;
 use orchestrator::{ListedSandbox, OrchestratorClients};
 use plan::{Finding, Listing, Memory, Observation, Placement};
 use serde_json::{Map, Value, json};

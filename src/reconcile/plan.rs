@@ -2,9 +2,9 @@
 //! orchestrators list, and report a difference only once it has lasted.
 
 use super::orchestrator::ListedSandbox;
+use crate::cluster::OrchestratorSet;
 use crate::event::Lifecycle;
 use crate::outbox::{SandboxRecord, SandboxState};
-use crate::source::nomad::OrchestratorSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -299,7 +299,7 @@ fn placement_is_current(placement: &Placement, record: &SandboxRecord) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::nomad::{AllocationStatus, OrchestratorAllocation};
+    use crate::cluster::{AllocationStatus, OrchestratorAllocation};
 
     const GRACE: Duration = Duration::from_millis(1000);
 

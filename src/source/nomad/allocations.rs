@@ -6,10 +6,8 @@
 use super::client::{NomadClient, NomadError};
 use super::link::Link;
 use super::wire::NomadAllocation;
-use super::{
-    AllocationStatus, DiscoverySettings, OrchestratorAllocation, OrchestratorSelector,
-    OrchestratorSet,
-};
+use super::{DiscoverySettings, OrchestratorSelector};
+use crate::cluster::{AllocationStatus, OrchestratorAllocation, OrchestratorSet};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,8 @@
 //! the `nomad` health component (logged once per change, not on every retry), the
 //! `orchestrators_known` and `nomad_last_index` gauges, and the index kept in the outbox.
 
-use super::{INDEX_STATE_KEY, NomadError, OrchestratorSet};
+use super::{INDEX_STATE_KEY, NomadError};
+use crate::cluster::OrchestratorSet;
 use crate::outbox::Outbox;
 use crate::server::metrics::Metrics;
 use std::sync::Arc;

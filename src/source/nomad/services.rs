@@ -5,10 +5,11 @@
 //! workload identity may read on every Nomad version with ACLs (Nomad's "Default Workload ACL
 //! Policy" allows listing and reading service registrations).
 
+use super::DiscoverySettings;
 use super::client::NomadClient;
 use super::link::Link;
 use super::wire::ServiceRegistration;
-use super::{AllocationStatus, DiscoverySettings, OrchestratorAllocation, OrchestratorSet};
+use crate::cluster::{AllocationStatus, OrchestratorAllocation, OrchestratorSet};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
