@@ -10,6 +10,7 @@ pub mod config;
 pub mod deliver;
 pub mod demo;
 pub mod event;
+pub mod health;
 pub mod leadership;
 pub mod outbox;
 pub mod postgres;

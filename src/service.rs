@@ -354,6 +354,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     // sources:
     let mut redis_background = None;
     let mut shared_intake = None;
+    let mut stream_progress = None;
     if let Some(redis) = config.redis.clone() {
         let timing = crate::source::redis::LeaseTiming {
             ttl: redis.lease_ttl,
@@ -372,6 +373,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             other => anyhow::Error::new(other),
         })?;
         redis_background = Some(source.start_background(timing));
+        stream_progress = Some(source.progress());
         shared_intake = Some((
             Arc::new(source.stream_intake()),
             Arc::new(source.shared_view()),
@@ -412,7 +414,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 interval: config.reconcile.interval,
                 grace: config.reconcile.grace,
                 rpc_timeout: config.reconcile.rpc_timeout,
-                require_redis: config.redis.is_some(),
+                stream: stream_progress,
                 teams: config.team_ids.clone(),
                 leadership: leadership.clone(),
             },

@@ -16,6 +16,7 @@ use e2b_webhook_emitter::deliver::format::WireFormat;
 use e2b_webhook_emitter::deliver::retry::RetryPolicy;
 use e2b_webhook_emitter::deliver::sign::SecretSet;
 use e2b_webhook_emitter::event::{EventFilter, Lifecycle, SandboxEvent};
+use e2b_webhook_emitter::health::StreamProgress;
 use e2b_webhook_emitter::outbox::{Outbox, Route, SandboxState};
 use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
 use e2b_webhook_emitter::server::metrics::Metrics;
@@ -55,7 +56,6 @@ fn reconcile_settings() -> ReconcileSettings {
         interval: Duration::from_millis(100),
         grace: Duration::from_millis(300),
         rpc_timeout: Duration::from_secs(1),
-        require_redis: false,
         teams: Vec::new(),
         ..ReconcileSettings::default()
     }
@@ -447,8 +447,10 @@ async fn reconciliation_waits_while_the_redis_source_is_not_ready_or_lags() {
     a.set_sandboxes(vec![sandbox("sbx-unknown", TEAM, "e1")]);
     let nomad = NomadStandin::start(NomadOptions::nomad_1_8()).await;
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
+    // What the Redis source publishes about its reading, driven by hand.
+    let (stream, progress) = watch::channel(StreamProgress::Starting);
     let settings = ReconcileSettings {
-        require_redis: true,
+        stream: Some(progress),
         ..reconcile_settings()
     };
     let jwt = workload_identity_jwt();
@@ -464,18 +466,15 @@ async fn reconciliation_waits_while_the_redis_source_is_not_ready_or_lags() {
     };
     // No Redis source yet, then one that is not ready, then one that lags.
     skipped_at_least(4).await;
-    emitter
-        .metrics
-        .set_component("redis", false, "cannot reach Redis");
+    stream.send_replace(StreamProgress::NotReady("cannot reach Redis".into()));
     skipped_at_least(skipped_runs(&emitter.metrics) + 4).await;
-    emitter.metrics.set_component("redis", true, "reading");
-    emitter.metrics.redis_lag.set(7);
+    stream.send_replace(StreamProgress::Reading { lag: Some(7) });
     skipped_at_least(skipped_runs(&emitter.metrics) + 4).await;
     assert!(emitter.synthesized().await.is_empty());
     assert_eq!(a.calls(), 0, "a skipped run asks no orchestrator");
 
     // Caught up: the difference is acted on.
-    emitter.metrics.redis_lag.set(0);
+    stream.send_replace(StreamProgress::Reading { lag: Some(0) });
     let created = eventually("a create once Redis is caught up", || async {
         let events = emitter.synthesized().await;
         (!events.is_empty()).then_some(events)

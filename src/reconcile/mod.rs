@@ -21,6 +21,7 @@ pub mod proto {
 
 use crate::cluster::OrchestratorSet;
 use crate::event::{EventError, Lifecycle, SandboxEvent};
+use crate::health::StreamProgress;
 use crate::leadership::Leadership;
 use crate::outbox::{EventIntake, Outbox, SandboxRecord, SandboxView};
 use crate::server::metrics::Metrics;
@@ -50,8 +51,8 @@ pub struct ReconcileSettings {
     pub grace: Duration,
     /// Timeout of one orchestrator's `List` (and of connecting to it).
     pub rpc_timeout: Duration,
-    /// The Redis source is configured: reconcile only while it is ready and has no lag.
-    pub require_redis: bool,
+    /// With a Redis source: reconcile only while it reads and has no lag.
+    pub stream: Option<watch::Receiver<StreamProgress>>,
     /// The teams served; sandboxes of other teams are ignored. Empty: every team.
     pub teams: Vec<Uuid>,
     /// Only the active instance reconciles (a standby's view of the sandboxes is not current).
@@ -64,7 +65,7 @@ impl Default for ReconcileSettings {
             interval: Duration::from_secs(30),
             grace: Duration::from_secs(60),
             rpc_timeout: Duration::from_secs(10),
-            require_redis: false,
+            stream: None,
             teams: Vec::new(),
             leadership: Leadership::always_active(),
         }
@@ -263,19 +264,10 @@ impl Reconciler {
         if self.settings.leadership.delivery_term().is_none() {
             return Some("standing by: another instance is the active deliverer".into());
         }
-        if self.settings.require_redis {
-            match self.metrics.components().get("redis") {
-                None => return Some("waiting for the Redis source to start".into()),
-                Some(state) if !state.ready => {
-                    return Some(format!("the Redis source is not ready: {}", state.detail));
-                }
-                Some(_) if self.metrics.redis_lag.get() != 0 => {
-                    return Some("the Redis source is catching up (lag above 0)".into());
-                }
-                Some(_) => {}
-            }
-        }
-        None
+        self.settings
+            .stream
+            .as_ref()
+            .and_then(|stream| stream.borrow().behind())
     }
 
     /// The orchestrators to ask, by allocation id: every one Nomad lists as running, and every

@@ -7,6 +7,7 @@ use super::{
     BATCH, FORGET_CONSUMER_AFTER, RedisConnection, RedisSourceError, RedisStreamSource,
     TOMBSTONE_SWEEP_EVERY, view,
 };
+use crate::health::StreamProgress;
 use redis::streams::{
     StreamInfoConsumersReply, StreamInfoGroupsReply, StreamPendingReply, StreamTrimOptions,
     StreamTrimmingMode,
@@ -202,6 +203,9 @@ impl RedisStreamSource {
         if let Some(lag) = ours.lag {
             self.metrics.redis_lag.set(lag as i64);
         }
+        self.progress.send_replace(StreamProgress::Reading {
+            lag: ours.lag.map(|lag| lag as u64),
+        });
         self.build_view(conn).await?;
         let sweep_due = self
             .last_sweep

@@ -41,6 +41,7 @@ pub use lease::LeaseTiming;
 pub use view::SharedSandboxView;
 
 use crate::event::SandboxEvent;
+use crate::health::StreamProgress;
 use crate::leadership::Leadership;
 use crate::outbox::Outbox;
 use crate::server::metrics::Metrics;
@@ -130,6 +131,8 @@ pub struct RedisStreamSource {
     last_sweep: Option<Instant>,
     /// Changes to the shared view that Redis failed to take (applied once it answers again).
     unapplied_view: std::sync::Mutex<Vec<view::ViewChange>>,
+    /// Where reading stands, for the reconciler's gate.
+    progress: watch::Sender<StreamProgress>,
 }
 
 /// The lease and the acknowledgements: they outlive the pipeline's drain, so the lease is
@@ -184,9 +187,15 @@ impl RedisStreamSource {
             other_groups: Vec::new(),
             other_teams_seen: Default::default(),
             generation: watch::channel(None).0,
+            progress: watch::channel(StreamProgress::Starting).0,
             last_sweep: None,
             unapplied_view: Default::default(),
         })
+    }
+
+    /// Where reading the stream stands (readiness and lag), as it changes.
+    pub fn progress(&self) -> watch::Receiver<StreamProgress> {
+        self.progress.subscribe()
     }
 
     /// The entrance for the reconciler's events: the stream, appended to only while this
@@ -238,8 +247,7 @@ impl RedisStreamSource {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RedisSourceError> {
         let client = self.client.clone();
         self.warn_about_configuration();
-        self.metrics
-            .set_component(SOURCE, false, format!("connecting to {}", self.addr));
+        self.not_ready(format!("connecting to {}", self.addr));
         let mut backoff = Backoff::new();
         loop {
             let error = match self.consume(&client, &mut backoff, &shutdown).await {
@@ -250,7 +258,7 @@ impl RedisStreamSource {
                 Err(error) => error,
             };
             let delay = backoff.next_delay();
-            self.metrics.set_component(SOURCE, false, error.to_string());
+            self.not_ready(error.to_string());
             tracing::warn!(
                 redis = %self.addr,
                 retry_in_ms = delay.as_millis() as u64,
@@ -261,6 +269,12 @@ impl RedisStreamSource {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Reported to readiness and to the reconciler's gate alike.
+    fn not_ready(&self, detail: String) {
+        self.metrics.set_component(SOURCE, false, detail.clone());
+        self.progress.send_replace(StreamProgress::NotReady(detail));
     }
 
     fn warn_about_configuration(&self) {
@@ -296,6 +310,8 @@ impl RedisStreamSource {
         self.generation.send_replace(Some(generation.clone()));
         backoff.reset();
         loop {
+            self.progress
+                .send_replace(StreamProgress::Reading { lag: None });
             self.metrics.set_component(
                 SOURCE,
                 true,
