@@ -521,7 +521,7 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(redis) = &config.redis {
         return backfill_through_stream(redis, &args.file).await;
     }
-    let metrics = std::sync::Arc::new(crate::server::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let mut pipeline = crate::service::Pipeline::start(
         &config.data_dir,
         &config.endpoints,

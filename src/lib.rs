@@ -12,6 +12,7 @@ pub mod demo;
 pub mod event;
 pub mod health;
 pub mod leadership;
+pub mod metrics;
 pub mod outbox;
 pub mod postgres;
 pub mod receiver;

@@ -21,7 +21,7 @@ pub use stream_acks::StreamSync;
 
 use crate::config::EndpointConfig;
 use crate::event::{EventFilter, SandboxEvent};
-use crate::server::metrics::Metrics;
+use crate::metrics::Metrics;
 use std::path::Path;
 use std::sync::Arc;
 use store::Store;

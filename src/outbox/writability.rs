@@ -6,7 +6,7 @@
 //! succeeds again — then sources resume by themselves.
 
 use super::store::OutboxError;
-use crate::server::metrics::Metrics;
+use crate::metrics::Metrics;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;

@@ -5,17 +5,16 @@
 //! `/status` needs the admin token.
 
 pub mod listen;
-pub mod metrics;
 pub mod otlp;
 
 use crate::admin::auth::{self, AdminToken, Admission};
 use crate::leadership::Leadership;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use metrics::Metrics;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

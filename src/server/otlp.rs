@@ -8,7 +8,7 @@
 //! collection, so both outputs always agree: counters stay monotonic counters, gauges gauges,
 //! and a histogram is sent as its `_bucket` (with `le`), `_sum` and `_count` series.
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{MetricExporter, WithExportConfig};

@@ -4,8 +4,8 @@
 
 use super::{INDEX_STATE_KEY, NomadError};
 use crate::cluster::OrchestratorSet;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::server::metrics::Metrics;
 use std::sync::Arc;
 use tokio::sync::watch;
 

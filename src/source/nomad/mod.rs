@@ -27,8 +27,8 @@ mod wire;
 pub use client::{NomadConfig, NomadError};
 
 use crate::cluster::OrchestratorSet;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::server::metrics::Metrics;
 use client::NomadClient;
 use link::Link;
 use std::sync::Arc;

@@ -19,7 +19,7 @@
 use super::keys::Keys;
 use super::{RedisClient, RedisConnection};
 use crate::leadership::Leadership;
-use crate::server::metrics::Metrics;
+use crate::metrics::Metrics;
 use redis::{FromRedisValue, RedisError, Script};
 use std::sync::Arc;
 use std::time::Duration;

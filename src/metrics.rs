@@ -1,4 +1,5 @@
-//! Prometheus metrics and component readiness, shared by every stage through one `Arc`.
+//! Prometheus metrics and component readiness, shared by every stage through one `Arc`. Every layer
+//! reports here; only the ops server (`/metrics`, `/readyz`) and the OTLP exporter read it.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
