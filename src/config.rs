@@ -309,39 +309,8 @@ impl WebhookArgs {
     }
 }
 
-/// One webhook destination.
-#[derive(Debug, Clone)]
-pub struct EndpointConfig {
-    /// Stable name: part of the delivery id and the outbox keys; `default` for WEBHOOK_URL.
-    pub id: String,
-    /// Where to POST.
-    pub url: Url,
-    /// Body shape and signature.
-    pub format: WireFormat,
-    /// Active secrets (the first signs).
-    pub secrets: SecretSet,
-    /// Which events it receives (kinds, and teams when scoped).
-    pub events: EventFilter,
-    /// Attempt timeout.
-    pub timeout: Duration,
-    /// Bytes of a response body read at most.
-    pub response_body_limit: usize,
-    /// `e2b-webhook-id` (e2b-cloud).
-    pub webhook_id: Uuid,
-    /// How `e2b-signature` is written (e2b-cloud).
-    pub signature_encoding: SignatureEncoding,
-}
-
-impl EndpointConfig {
-    /// How this endpoint identifies itself on the wire.
-    pub fn identity(&self) -> EndpointIdentity {
-        EndpointIdentity {
-            id: self.id.clone(),
-            webhook_id: self.webhook_id,
-            signature_encoding: self.signature_encoding,
-        }
-    }
-}
+/// A webhook destination (defined next to the dispatcher that delivers to it).
+pub use crate::deliver::endpoint::Endpoint as EndpointConfig;
 
 /// The Redis source settings (defined next to the source that uses them).
 pub use crate::source::redis::RedisSettings as RedisConfig;

@@ -9,8 +9,8 @@ mod feed;
 mod routes;
 mod throttle;
 
-use crate::config::EndpointConfig;
 use crate::deliver::control::EndpointControls;
+use crate::deliver::endpoint::Endpoint;
 use crate::deliver::journal::DeliveryJournal;
 use crate::outbox::Outbox;
 use auth::AdminToken;
@@ -41,14 +41,14 @@ pub struct Admin {
     /// Who holds the leader lease (always this instance without Redis).
     pub leadership: crate::leadership::Leadership,
     /// With Redis, dead letters live there, shared by every instance: listed and replayed there.
-    pub shared_dead_letters: Option<crate::config::RedisConfig>,
+    pub shared_dead_letters: Option<crate::source::redis::RedisSettings>,
 }
 
 /// An endpoint as the admin API knows it.
 #[derive(Clone)]
 pub struct AdminEndpoint {
     /// Its configuration (test events are signed with its secrets).
-    pub config: EndpointConfig,
+    pub config: Endpoint,
     /// Its URL as it may be shown (no credentials, no query).
     pub url_shown: String,
 }

@@ -416,7 +416,7 @@ async fn replay(
 
 /// The shared dead letters in Redis.
 async fn shared(
-    redis: &crate::config::RedisConfig,
+    redis: &crate::source::redis::RedisSettings,
 ) -> Result<crate::source::redis::SharedDeadLetters, ApiError> {
     crate::source::redis::SharedDeadLetters::connect(redis)
         .await

@@ -4,7 +4,7 @@
 //! memory; the rest of a backlog stays on disk. For each sandbox only the oldest pending event is
 //! eligible, so events of one sandbox arrive in order while other sandboxes proceed.
 
-use crate::config::EndpointConfig;
+use crate::deliver::endpoint::Endpoint;
 use crate::deliver::format;
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
 use crate::deliver::journal::{Attempted, DeliveryJournal};
@@ -31,7 +31,7 @@ const STORAGE_RETRY: Duration = Duration::from_secs(1);
 
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
-    endpoint: Arc<EndpointConfig>,
+    endpoint: Arc<Endpoint>,
     outbox: Outbox,
     client: WebhookClient,
     policy: RetryPolicy,
@@ -141,7 +141,7 @@ impl Schedule {
 impl Dispatcher {
     /// A dispatcher for `endpoint` with its own pooled HTTP client.
     pub fn new(
-        endpoint: EndpointConfig,
+        endpoint: Endpoint,
         outbox: Outbox,
         policy: RetryPolicy,
         max_in_flight: usize,
@@ -502,7 +502,7 @@ impl Dispatcher {
 
 async fn attempt(
     client: WebhookClient,
-    endpoint: Arc<EndpointConfig>,
+    endpoint: Arc<Endpoint>,
     sandbox: Arc<str>,
     head: PendingDelivery,
     stored: Option<StoredEvent>,

@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dispatch;
+pub mod endpoint;
 pub mod format;
 pub mod guarded_dns;
 pub mod http;

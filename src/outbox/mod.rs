@@ -19,7 +19,6 @@ pub use store::{
 };
 pub use stream_acks::StreamSync;
 
-use crate::config::EndpointConfig;
 use crate::event::{EventFilter, SandboxEvent};
 use crate::metrics::Metrics;
 use std::path::Path;
@@ -35,15 +34,6 @@ pub struct Route {
     pub endpoint: String,
     /// Which events it receives.
     pub filter: EventFilter,
-}
-
-impl From<&EndpointConfig> for Route {
-    fn from(e: &EndpointConfig) -> Self {
-        Self {
-            endpoint: e.id.clone(),
-            filter: e.events.clone(),
-        }
-    }
 }
 
 /// Handle to the outbox; cheap to clone, every clone shares one database.
