@@ -9,11 +9,11 @@ use crate::deliver::format;
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
 use crate::deliver::journal::{Attempted, DeliveryJournal};
 use crate::deliver::retry::{RetryDecision, RetryPolicy};
+use crate::deliver::schedule::Schedule;
 use crate::leadership::Leadership;
 use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError, PendingDelivery, StoredEvent};
 use crate::util::time::now_ms;
-use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -64,78 +64,6 @@ enum AttemptResult {
     Missing,
     /// Not sent: this instance stopped being the active deliverer before the request.
     NotActive,
-}
-
-/// In-memory scheduling state: per-sandbox queues and the heads that are ready to go.
-#[derive(Default)]
-struct Schedule {
-    cursor: u64,
-    loaded: usize,
-    queues: HashMap<Arc<str>, VecDeque<PendingDelivery>>,
-    /// Heads not in flight, by (not-before time, seq).
-    ready: BTreeSet<(i64, u64)>,
-    head_sandbox: HashMap<u64, Arc<str>>,
-}
-
-impl Schedule {
-    fn push(&mut self, row: PendingDelivery) {
-        self.cursor = self.cursor.max(row.seq);
-        self.loaded += 1;
-        let sandbox: Arc<str> = match self.queues.get_key_value(row.state.sandbox_id.as_str()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(row.state.sandbox_id.as_str()),
-        };
-        let queue = self.queues.entry(sandbox.clone()).or_default();
-        if queue.is_empty() {
-            self.ready.insert((row.state.next_attempt_at_ms, row.seq));
-            self.head_sandbox.insert(row.seq, sandbox);
-        }
-        queue.push_back(row);
-    }
-
-    /// Takes the next head whose time has come.
-    fn pop_due(&mut self, now_ms: i64) -> Option<(Arc<str>, PendingDelivery)> {
-        let &(at, seq) = self.ready.first()?;
-        if at > now_ms {
-            return None;
-        }
-        self.ready.pop_first();
-        let sandbox = self.head_sandbox.remove(&seq)?;
-        let head = self.queues.get(&sandbox)?.front()?.clone();
-        Some((sandbox, head))
-    }
-
-    /// The head of `sandbox` is finished (delivered or dead): the next one becomes eligible.
-    fn advance(&mut self, sandbox: &Arc<str>) {
-        let Some(queue) = self.queues.get_mut(sandbox) else {
-            return;
-        };
-        queue.pop_front();
-        self.loaded -= 1;
-        match queue.front() {
-            Some(next) => {
-                self.ready.insert((next.state.next_attempt_at_ms, next.seq));
-                self.head_sandbox.insert(next.seq, sandbox.clone());
-            }
-            None => {
-                self.queues.remove(sandbox);
-            }
-        }
-    }
-
-    /// The head of `sandbox` failed and waits until `state.next_attempt_at_ms`.
-    fn reschedule(&mut self, sandbox: &Arc<str>, state: DeliveryState) {
-        let Some(head) = self.queues.get_mut(sandbox).and_then(|q| q.front_mut()) else {
-            return;
-        };
-        head.state = state;
-        self.ready.insert((head.state.next_attempt_at_ms, head.seq));
-        self.head_sandbox.insert(head.seq, sandbox.clone());
-    }
-
-    fn next_due(&self) -> Option<i64> {
-        self.ready.first().map(|(at, _)| *at)
-    }
 }
 
 impl Dispatcher {
@@ -394,12 +322,7 @@ impl Dispatcher {
                 return;
             }
         };
-        let previous = schedule
-            .queues
-            .get(&sandbox)
-            .and_then(|q| q.front())
-            .map(|h| h.state.clone())
-            .unwrap_or_default();
+        let previous = schedule.head_state(&sandbox).unwrap_or_default();
         let attempts = previous.attempts + 1;
         let event = &stored.event;
         metrics.delivery(&endpoint, attempt.outcome.kind());

@@ -10,4 +10,5 @@ pub mod http;
 pub mod journal;
 pub mod probe;
 pub mod retry;
+mod schedule;
 pub mod sign;
