@@ -1,0 +1,162 @@
+//! Issue 18: arrows only point down. Every `crate::…` path in `src/` is read, each file is mapped
+//! to its layer as the README's "How the code is laid out" lists them, and the test fails naming
+//! the file and the arrow when a module reaches up — or sideways into a sibling of its layer.
+
+use std::path::Path;
+
+/// Layers from the bottom. A module may use its own top-level module and any module of a lower
+/// layer; the application layer's modules (the wiring) may also use each other.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "foundation",
+        &[
+            "util",
+            "event",
+            "metrics",
+            "health",
+            "cluster",
+            "team_scope",
+        ],
+    ),
+    ("store", &["outbox", "leadership"]),
+    ("parts", &["source", "reconcile", "deliver", "postgres"]),
+    ("operations", &["admin", "api"]),
+    ("app", &["service", "server", "config", "demo", "receiver"]),
+    ("binary", &["cli", "main", "lib"]),
+];
+const APP: usize = 4;
+
+fn layer(module: &str) -> Option<usize> {
+    LAYERS
+        .iter()
+        .position(|(_, modules)| modules.contains(&module))
+}
+
+/// Why `from` may not use `to`, if it may not.
+fn forbidden(from: &str, to: &str) -> Option<String> {
+    if from == to {
+        return None;
+    }
+    let (Some(a), Some(b)) = (layer(from), layer(to)) else {
+        return Some(format!(
+            "{} is in no layer: add it to LAYERS here and to the README's \"How the code is laid out\"",
+            if layer(from).is_none() { from } else { to }
+        ));
+    };
+    let (name_a, name_b) = (LAYERS[a].0, LAYERS[b].0);
+    if b > a {
+        Some(format!("{from} ({name_a}) → {to} ({name_b}) points up"))
+    } else if b == a && a != APP {
+        Some(format!(
+            "{from} → {to}: siblings in {name_a}; move what both need down a layer"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The top-level modules a file's code names with `crate::`, comments left out.
+fn crate_paths(source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in source.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let before = rest[..at].chars().last();
+            rest = &rest[at + "crate::".len()..];
+            // `e2b_webhook_emitter::…` in doc examples and `$crate::` are other crates' paths.
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                continue;
+            }
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+/// The top-level module of a file under `src/`.
+fn module_of(relative: &Path) -> String {
+    let first = relative.components().next().expect("a path under src/");
+    let name = first.as_os_str().to_string_lossy();
+    name.strip_suffix(".rs").unwrap_or(&name).to_owned()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_arrow_in_src_points_down() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let mut wrong = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let from = module_of(relative);
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut seen = Vec::new();
+        for to in crate_paths(&text) {
+            if let Some(why) = forbidden(&from, &to)
+                && !seen.contains(&to)
+            {
+                wrong.push(format!("src/{}: {why}", relative.display()));
+                seen.push(to);
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "arrows that do not point down:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_catches_the_arrows_issue_18_named() {
+    // The arrows the code had before this rule: each must be refused.
+    for (from, to) in [
+        ("source", "service"),
+        ("outbox", "config"),
+        ("deliver", "config"),
+        ("outbox", "server"),
+        ("source", "deliver"),
+        ("reconcile", "source"),
+        ("admin", "config"),
+    ] {
+        assert!(forbidden(from, to).is_some(), "{from} → {to} was allowed");
+    }
+    // Down, and within the wiring, is fine.
+    for (from, to) in [
+        ("config", "source"),
+        ("service", "config"),
+        ("deliver", "outbox"),
+        ("outbox", "metrics"),
+        ("cli", "service"),
+    ] {
+        assert_eq!(forbidden(from, to), None, "{from} → {to}");
+    }
+    assert!(
+        forbidden("newthing", "util")
+            .unwrap()
+            .contains("in no layer")
+    );
+    let paths = crate_paths(
+        "use crate::outbox::Outbox; // crate::config is only mentioned\nlet x = e2b_webhook_emitter::config::X; crate::event::parse(y)",
+    );
+    assert_eq!(paths, ["outbox", "event"]);
+}
