@@ -7,7 +7,7 @@
 //! it proves a login without revealing what to type next time, expires on its own, works on every
 //! instance that shares the token, and stops working when the token is rotated.
 
-use super::throttle::FailureThrottle;
+use crate::util::failure_throttle::FailureThrottle;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -27,6 +27,8 @@ pub const COOKIE: &str = "e2b_admin";
 pub const MIN_LENGTH: usize = 16;
 /// How long a console login lasts.
 const SESSION: Duration = Duration::from_secs(12 * 3600);
+/// Refused tokens an address may present per minute.
+const GUESSES_PER_MINUTE: u32 = 10;
 /// Binds a session MAC to its purpose, so it cannot be mistaken for any other HMAC of the token.
 const SESSION_CONTEXT: &[u8] = b"e2b-webhook-emitter console session v1\0";
 
@@ -70,7 +72,7 @@ impl AdminToken {
         }
         Ok(Self {
             secret: token.into(),
-            throttle: Arc::default(),
+            throttle: Arc::new(FailureThrottle::new(GUESSES_PER_MINUTE)),
         })
     }
 

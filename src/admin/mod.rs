@@ -7,7 +7,6 @@ pub mod client;
 mod console;
 mod feed;
 mod routes;
-mod throttle;
 
 use crate::deliver::control::EndpointControls;
 use crate::deliver::endpoint::Endpoint;

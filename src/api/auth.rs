@@ -25,7 +25,7 @@ impl FromRequestParts<EventsApi> for Team {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        if api.failures.exhausted(client, Instant::now()) {
+        if api.failures.blocked_for(client, Instant::now()).is_some() {
             return Err(ApiError::TooManyFailures);
         }
         let hash = parts
@@ -40,7 +40,7 @@ impl FromRequestParts<EventsApi> for Team {
         match owner {
             KeyOwner::Team(team) => Ok(Self(team)),
             KeyOwner::Unknown | KeyOwner::Refused => {
-                api.failures.record(client, Instant::now());
+                api.failures.failed(client, Instant::now());
                 Err(ApiError::Unauthorized)
             }
         }

@@ -3,7 +3,6 @@
 //! history) and, our extension, `/events/webhooks/{id}/deliveries` (the delivery log). Every route needs a team's `X-API-Key`; a team sees only its own.
 
 mod auth;
-mod auth_failures;
 mod error;
 mod sandbox_events;
 mod webhook_body;
@@ -18,6 +17,8 @@ use std::sync::Arc;
 
 /// Request bodies are a few small JSON fields.
 const BODY_LIMIT: usize = 16 * 1024;
+/// Refused API keys an address may present per minute before it is answered 429.
+const KEY_FAILURES_PER_MINUTE: u32 = 20;
 
 /// What the API reads and writes.
 #[derive(Clone)]
@@ -26,7 +27,7 @@ pub struct EventsApi {
     pub database: Database,
     /// Where registered webhooks may point.
     pub destinations: DestinationPolicy,
-    failures: Arc<auth_failures::AuthFailures>,
+    failures: Arc<crate::util::failure_throttle::FailureThrottle>,
 }
 
 impl EventsApi {
@@ -35,7 +36,9 @@ impl EventsApi {
         Self {
             database,
             destinations,
-            failures: Arc::default(),
+            failures: Arc::new(crate::util::failure_throttle::FailureThrottle::new(
+                KEY_FAILURES_PER_MINUTE,
+            )),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod destination;
 pub mod error;
+pub mod failure_throttle;
 pub mod panic;
 pub mod redact;
 pub mod secret;
