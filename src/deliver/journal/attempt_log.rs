@@ -11,6 +11,7 @@ use super::DeliveryRecord;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 /// The file being written.
@@ -32,6 +33,8 @@ pub struct AttemptLog {
 pub(super) struct LogSender {
     queue: SyncSender<DeliveryRecord>,
     dir: PathBuf,
+    /// Set while records are being dropped, so a burst is logged once, not per attempt.
+    dropping: AtomicBool,
 }
 
 impl AttemptLog {
@@ -71,19 +74,25 @@ impl AttemptLog {
         Ok(LogSender {
             queue,
             dir: self.dir.clone(),
+            dropping: AtomicBool::new(false),
         })
     }
 }
 
 impl LogSender {
-    /// Queues `record`; when the writer is behind, the record is dropped and that is logged.
+    /// Queues `record`; when the writer is behind, the record is dropped and that is logged once
+    /// per burst of drops.
     pub(super) fn send(&self, record: DeliveryRecord) {
         match self.queue.try_send(record) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => tracing::warn!(
-                dir = %self.dir.display(),
-                "the delivery attempt log is behind; an attempt is missing from it (deliveries are not affected)"
-            ),
+            Ok(()) => self.dropping.store(false, Ordering::Relaxed),
+            Err(TrySendError::Full(_)) => {
+                if !self.dropping.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        "the delivery attempt log is behind; attempts are missing from it until it catches up (deliveries are not affected)"
+                    );
+                }
+            }
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
