@@ -409,4 +409,18 @@ mod tests {
         a.redis_tls_enabled = Some("false".into());
         assert!(RunConfig::from_args(&a).unwrap().redis.is_none());
     }
+
+    #[test]
+    fn the_leader_lease_ttl_is_bounded() {
+        let mut a = args();
+        a.redis_url = Some("redis:6379".into());
+        a.redis_claim_idle = "60s".into();
+        let redis = RunConfig::from_args(&a).unwrap().redis.unwrap();
+        assert_eq!(redis.lease_ttl, Duration::from_secs(8));
+        for bad in ["500ms", "10m", "soon"] {
+            a.leader_lease_ttl = bad.into();
+            let err = RunConfig::from_args(&a).unwrap_err();
+            assert!(err.setting.starts_with("LEADER_LEASE_TTL"), "{bad}: {err}");
+        }
+    }
 }

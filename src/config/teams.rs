@@ -8,6 +8,22 @@
 use super::{ConfigError, EndpointConfig};
 use uuid::Uuid;
 
+/// Parses `E2B_TEAM_IDS`: UUIDs separated by commas or spaces.
+pub fn parse_team_ids(list: &str) -> Result<Vec<Uuid>, ConfigError> {
+    list.split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Uuid::parse_str(s).map_err(|_| {
+                ConfigError::new(
+                    "E2B_TEAM_IDS (--team-ids)",
+                    format!("{s:?} is not a team UUID"),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Parses an endpoint's `teams`; with `E2B_TEAM_IDS` set, each must be one of them.
 pub(super) fn parse_list(
     list: &[String],
