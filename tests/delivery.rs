@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    RunningEmitter, TestReceiver, emitter, eventually, free_port, lifecycle_ndjson, output,
+    RunningEmitter, TestReceiver, emitter, eventually, first_arrivals, free_port, lifecycle_ndjson,
+    output,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,20 +18,6 @@ fn config_file(dir: &std::path::Path, retry: &str) -> String {
     let path = dir.join("config.toml");
     std::fs::write(&path, format!("[retry]\n{retry}\n")).unwrap();
     path.display().to_string()
-}
-
-/// First arrivals per sandbox, in arrival order.
-fn first_arrivals(deliveries: &[common::Delivery]) -> HashMap<String, Vec<String>> {
-    let mut seen = HashSet::new();
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for d in deliveries {
-        if seen.insert(d.event_id.clone()) {
-            out.entry(d.sandbox_id.clone())
-                .or_default()
-                .push(d.event_id.clone());
-        }
-    }
-    out
 }
 
 #[test]

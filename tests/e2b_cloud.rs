@@ -8,7 +8,7 @@ mod common;
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use common::{emitter, output};
+use common::{EmitterProcess, emitter, output, wait_until};
 use redis_server::RedisServer;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -225,7 +225,7 @@ fn orchestrator_entries_arrive_as_e2b_clouds_payload_in_every_signature_encoding
     let config_path = dir.path().join("endpoints.toml");
     std::fs::write(&config_path, config).unwrap();
     let log = dir.path().join("emitter.log");
-    let mut service = Running(
+    let mut service = EmitterProcess(
         emitter()
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"))
@@ -358,7 +358,7 @@ fn orchestrator_entries_arrive_as_e2b_clouds_payload_in_every_signature_encoding
 #[test]
 fn receive_accepts_e2b_cloud_signatures_in_every_encoding() {
     let port = common::free_port();
-    let mut receive = Running(
+    let mut receive = EmitterProcess(
         emitter()
             .args(["receive", "--format", "e2b-cloud", "--secret", SECRET])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -467,43 +467,6 @@ fn forward(lines: std::io::Lines<BufReader<ChildStdout>>, tx: mpsc::Sender<Strin
         if tx.send(line).is_err() {
             return;
         }
-    }
-}
-
-struct Running(Child);
-
-impl Running {
-    fn assert_running(&mut self, log: &std::path::Path) {
-        if let Some(status) = self.0.try_wait().unwrap() {
-            panic!(
-                "the emitter exited with {status}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-    }
-
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -9,7 +9,9 @@ mod common;
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use common::{ADMIN_TOKEN, RunningEmitter, TestReceiver, eventually, free_port, wait_for_port};
+use common::{
+    ADMIN_TOKEN, RunningEmitter, TestReceiver, eventually, free_port, http_get_as, wait_for_port,
+};
 use redis_server::RedisServer;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,23 +73,6 @@ fn fill(path: &Path) -> u64 {
     }
     let _ = file.sync_all();
     written
-}
-
-fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}"));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        match request.send().await {
-            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-            Err(_) => (0, String::new()),
-        }
-    })
 }
 
 fn xadd_events(redis: &RedisServer, from: usize, count: usize) -> Vec<String> {
@@ -163,8 +148,10 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
     );
     wait_for_port(port, Duration::from_secs(10));
     assert!(
-        eventually(Duration::from_secs(20), || get(port, "/readyz", None).0
-            == 200),
+        eventually(Duration::from_secs(20), || http_get_as(
+            port, "/readyz", None
+        )
+        .0 == 200),
         "{}",
         running.log_text()
     );
@@ -172,19 +159,23 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
     // A healthy standby is ready too (issue 13): wait until this instance holds the lease and
     // reads, so the events below reach the outbox before the disk fills.
     assert!(
-        eventually(Duration::from_secs(30), || get(port, "/metrics", None)
-            .1
-            .contains("e2b_webhook_leader 1")),
+        eventually(Duration::from_secs(30), || http_get_as(
+            port, "/metrics", None
+        )
+        .1
+        .contains("e2b_webhook_leader 1")),
         "the instance becomes active\n{}",
         running.log_text()
     );
 
     // The receiver refuses, so nothing leaves the outbox; the disk is then filled to the brim.
     let stored = |port| -> u64 {
-        serde_json::from_str::<serde_json::Value>(&get(port, "/status", Some(ADMIN_TOKEN)).1)
-            .ok()
-            .and_then(|s| s["events"].as_u64())
-            .unwrap_or(0)
+        serde_json::from_str::<serde_json::Value>(
+            &http_get_as(port, "/status", Some(ADMIN_TOKEN)).1,
+        )
+        .ok()
+        .and_then(|s| s["events"].as_u64())
+        .unwrap_or(0)
     };
     let mut expected = xadd_events(&redis, 0, 200);
     // The active instance reads in rounds (a blocking wait, then a read that checks the lease):
@@ -199,11 +190,11 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
     expected.extend(xadd_events(&redis, 200, 1800));
     assert!(
         eventually(Duration::from_secs(30), || {
-            let (code, body) = get(port, "/readyz", None);
+            let (code, body) = http_get_as(port, "/readyz", None);
             code == 503 && body.contains("outbox: disk full")
         }),
         "/readyz turns 503 naming the cause: {:?}\n{}",
-        get(port, "/readyz", None),
+        http_get_as(port, "/readyz", None),
         running.log_text()
     );
     // It stays up and says so for as long as the disk is full.
@@ -214,7 +205,7 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
             "{}",
             running.log_text()
         );
-        let (code, body) = get(port, "/readyz", Some(ADMIN_TOKEN));
+        let (code, body) = http_get_as(port, "/readyz", Some(ADMIN_TOKEN));
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("No space left on device"), "{body}");
     }
@@ -253,14 +244,16 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
         all,
         "{delivered} of {} delivered; readyz {:?}\n{}",
         expected.len(),
-        get(port, "/readyz", Some(ADMIN_TOKEN)),
+        http_get_as(port, "/readyz", Some(ADMIN_TOKEN)),
         running.log_text()
     );
     assert!(
-        eventually(Duration::from_secs(10), || get(port, "/readyz", None).0
-            == 200),
+        eventually(Duration::from_secs(10), || http_get_as(
+            port, "/readyz", None
+        )
+        .0 == 200),
         "{:?}",
-        get(port, "/readyz", Some(ADMIN_TOKEN))
+        http_get_as(port, "/readyz", Some(ADMIN_TOKEN))
     );
     assert!(
         running.child.try_wait().unwrap().is_none(),

@@ -12,7 +12,9 @@ mod orchestrator_standin;
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use common::{Delivery, RunningEmitter, TestReceiver, eventually, free_port, http_get};
+use common::{
+    Delivery, RunningEmitter, TestReceiver, eventually, first_arrivals, free_port, http_get,
+};
 use nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
 use orchestrator_standin::{OrchestratorStandin, sandbox};
 use redis_server::{Persistence, RedisOptions, RedisServer};
@@ -183,20 +185,6 @@ fn pending(redis: &RedisServer) -> u64 {
 /// A receiver that accepts everything, on `port` (0: any).
 fn accepting_receiver(port: u16) -> TestReceiver {
     TestReceiver::start(port, SECRET, Arc::new(|_: &str, _: &str, _: u32| 200))
-}
-
-/// First arrivals per sandbox, in arrival order.
-fn first_arrivals(deliveries: &[Delivery]) -> HashMap<String, Vec<String>> {
-    let mut seen = HashSet::new();
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for d in deliveries {
-        if seen.insert(d.event_id.clone()) {
-            out.entry(d.sandbox_id.clone())
-                .or_default()
-                .push(d.event_id.clone());
-        }
-    }
-    out
 }
 
 /// Every event arrived, correctly signed, and the first delivery of each sandbox's events came

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{RunningEmitter, emitter, eventually, free_port, output, read_request, wait_for_port};
+use common::{
+    RunningEmitter, emitter, eventually, free_port, http_get, output, read_request, wait_for_port,
+};
 use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -102,22 +104,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/<pid>/status")
 }
 
-fn get(port: u16, path: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let request = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .bearer_auth(common::ADMIN_TOKEN);
-        match request.send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    })
-}
-
 /// Ten sandboxes at once against `receiver`; returns the running emitter and its ops port.
 fn run_against(receiver: &Hostile, dir: &std::path::Path, extra: &[&str]) -> (RunningEmitter, u16) {
     let events = dir.join("events.ndjson");
@@ -159,12 +145,17 @@ fn an_endless_chunked_200_is_delivered_at_once_with_flat_memory() {
     // 20 events; each attempt ends after 64 KiB, long before the 10 s timeout.
     let done = eventually(Duration::from_secs(30), || {
         receiver.requests.load(Ordering::SeqCst) >= 20
-            && serde_json::from_str::<serde_json::Value>(&get(port, "/status"))
+            && serde_json::from_str::<serde_json::Value>(&http_get(port, "/status").1)
                 .map(|s| s["endpoints"][0]["depth"] == 0)
                 .unwrap_or(false)
     });
     let peak = peak_rss_kib(running.child.id());
-    assert!(done, "{}\n{}", get(port, "/status"), running.log_text());
+    assert!(
+        done,
+        "{}\n{}",
+        http_get(port, "/status").1,
+        running.log_text()
+    );
     assert_eq!(receiver.requests.load(Ordering::SeqCst), 20);
     assert!(
         started.elapsed() < Duration::from_secs(20),
@@ -199,12 +190,17 @@ fn a_100_mb_error_body_is_not_read_and_memory_stays_flat() {
     );
     // Every event is retried against the 500 until it is dead-lettered (20 dead letters).
     let dead = eventually(Duration::from_secs(60), || {
-        serde_json::from_str::<serde_json::Value>(&get(port, "/status"))
+        serde_json::from_str::<serde_json::Value>(&http_get(port, "/status").1)
             .map(|s| s["dead_letters"] == 20)
             .unwrap_or(false)
     });
     let peak = peak_rss_kib(running.child.id());
-    assert!(dead, "{}\n{}", get(port, "/status"), running.log_text());
+    assert!(
+        dead,
+        "{}\n{}",
+        http_get(port, "/status").1,
+        running.log_text()
+    );
     let attempts = receiver.requests.load(Ordering::SeqCst);
     assert!(
         peak < PEAK_RSS_LIMIT_KIB,

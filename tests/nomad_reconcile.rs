@@ -1015,7 +1015,9 @@ fn the_binary_delivers_while_nomad_is_down_and_follows_nomad_once_up() {
     );
     let metric = |line: &str| {
         common::eventually(DEADLINE, || {
-            http_get(&listen, "/metrics").lines().any(|l| l == line)
+            common::http_get_body(&listen, "/metrics")
+                .lines()
+                .any(|l| l == line)
         })
     };
 
@@ -1050,26 +1052,6 @@ fn the_binary_delivers_while_nomad_is_down_and_follows_nomad_once_up() {
         !log.contains(nomad_token),
         "the Nomad token leaked into the log"
     );
-}
-
-/// GET over HTTP/1.0 with the admin token; the body, or "" when nothing answers yet.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: emitter\r\nAuthorization: Bearer {}\r\n\r\n",
-        common::ADMIN_TOKEN
-    );
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// GET over HTTP/1.0; the status code, or 0 when nothing answers yet.
@@ -1258,8 +1240,8 @@ fn the_binary_reconciles_every_case_with_a_workload_identity_on_nomad_1_8() {
     let everything = format!(
         "{}{}{}{:?}",
         emitter.log_text(),
-        http_get(&listen, "/metrics"),
-        http_get(&listen, "/status"),
+        common::http_get_body(&listen, "/metrics"),
+        common::http_get_body(&listen, "/status"),
         deliveries
     );
     assert!(!everything.contains(ENVD_TOKEN), "envd_access_token leaked");

@@ -5,29 +5,13 @@ mod common;
 mod redis_server;
 
 use common::{
-    RunningEmitter, TestReceiver, emitter, eventually, free_port, lifecycle_ndjson, output,
-    wait_for_port,
+    RunningEmitter, TestReceiver, emitter, eventually, free_port, http_get, lifecycle_ndjson,
+    output, wait_for_port,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "ops-secret-4f1c2b9a8e7d6c5b4a39281706f5e4d3";
-
-fn get(port: u16, path: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let request = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .bearer_auth(common::ADMIN_TOKEN);
-        match request.send().await {
-            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-            Err(_) => (0, String::new()),
-        }
-    })
-}
 
 /// The sum of every sample of `name` whose labels contain all of `labels`.
 fn metric(page: &str, name: &str, labels: &[&str]) -> f64 {
@@ -84,7 +68,7 @@ fn metrics_count_deliveries_retries_and_dead_letters_while_events_flow() {
     wait_for_port(port, Duration::from_secs(10));
     let total: usize = expected.values().map(Vec::len).sum();
     let delivered_ok = total - 4;
-    let page = || get(port, "/metrics").1;
+    let page = || http_get(port, "/metrics").1;
     assert!(
         eventually(Duration::from_secs(30), || metric(
             &page(),
@@ -152,11 +136,11 @@ fn metrics_count_deliveries_retries_and_dead_letters_while_events_flow() {
         "{}",
         page()
     );
-    let (code, health) = get(port, "/healthz");
+    let (code, health) = http_get(port, "/healthz");
     assert_eq!(code, 200, "{health}");
-    let (code, ready) = get(port, "/readyz");
+    let (code, ready) = http_get(port, "/readyz");
     assert_eq!(code, 200, "{ready}");
-    let (code, status) = get(port, "/status");
+    let (code, status) = http_get(port, "/status");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["dead_letters"], 4);
@@ -371,8 +355,8 @@ fn logs_of_a_full_run_never_contain_a_secret() {
         running.log_text()
     );
     std::thread::sleep(Duration::from_secs(1));
-    let (_, metrics) = get(port, "/metrics");
-    let (_, ready) = get(port, "/readyz");
+    let (_, metrics) = http_get(port, "/metrics");
+    let (_, ready) = http_get(port, "/readyz");
     running.signal(nix::sys::signal::Signal::SIGTERM);
     let mut running = running;
     running.child.wait().unwrap();

@@ -97,22 +97,6 @@ fn service_name(request: &ExportMetricsServiceRequest) -> Option<String> {
     })
 }
 
-/// GET over HTTP/1.0; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: emitter\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[test]
 fn the_binary_pushes_the_prometheus_metrics_over_otlp() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -187,10 +171,10 @@ fn the_binary_pushes_the_prometheus_metrics_over_otlp() {
                 .flat_map(points)
                 .map(|p| (p.metric, p.attributes))
                 .collect::<std::collections::BTreeSet<_>>(),
-            http_get(&listen, "/metrics")
+            common::http_get_body(&listen, "/metrics")
         );
     }
-    let prometheus = http_get(&listen, "/metrics");
+    let prometheus = common::http_get_body(&listen, "/metrics");
     assert!(
         prometheus.contains(r#"e2b_webhook_events_received_total{source="file",type="create"} 3"#),
         "{prometheus}"

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    RunningEmitter, capture_server, emitter, eventually, free_port, output, wait_for_port,
+    RunningEmitter, capture_server, emitter, eventually, free_port, http_get, output, wait_for_port,
 };
 use std::time::Duration;
 
@@ -19,24 +19,6 @@ fn assert_clean(surface: &str, text: &str) {
             "{surface} shows {needle:?}:\n{text}"
         );
     }
-}
-
-fn get(port: u16, path: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        match reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .bearer_auth(common::ADMIN_TOKEN)
-            .send()
-            .await
-        {
-            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-            Err(_) => (0, String::new()),
-        }
-    })
 }
 
 /// A receiver refusing with 500, and a port nobody listens on (a network error).
@@ -95,7 +77,7 @@ fn a_token_in_a_url_is_found_on_no_output_surface() {
     // Every event is dead-lettered on both endpoints: last errors are an HTTP 500 and a refusal.
     assert!(
         eventually(Duration::from_secs(30), || {
-            let (_, status) = get(port, "/status");
+            let (_, status) = http_get(port, "/status");
             serde_json::from_str::<serde_json::Value>(&status)
                 .map(|s| s["dead_letters"] == 8)
                 .unwrap_or(false)
@@ -104,7 +86,7 @@ fn a_token_in_a_url_is_found_on_no_output_surface() {
         running.log_text()
     );
     for path in ["/status", "/readyz", "/metrics", "/healthz"] {
-        let (code, body) = get(port, path);
+        let (code, body) = http_get(port, path);
         assert_ne!(code, 0, "{path}");
         assert_clean(path, &body);
     }

@@ -6,11 +6,11 @@ mod common;
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use common::{CapturedRequest, capture_server, emitter};
+use common::{CapturedRequest, EmitterProcess, capture_server, emitter, wait_until};
 use redis_server::{RedisOptions, RedisServer};
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -225,7 +225,7 @@ fn delivers_orchestrator_events(redis: &RedisServer, env: OrchestratorEnv) -> St
     let (port, requests) = capture_server(Vec::new());
     let data = tempfile::tempdir().unwrap();
     let log = data.path().join("emitter.log");
-    let mut emitter = Emitter(
+    let mut emitter = EmitterProcess(
         emitter()
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path().join("data"))
@@ -286,7 +286,7 @@ fn delivers_orchestrator_events(redis: &RedisServer, env: OrchestratorEnv) -> St
 fn receive_ids(
     requests: &mpsc::Receiver<CapturedRequest>,
     count: usize,
-    emitter: &mut Emitter,
+    emitter: &mut EmitterProcess,
     log: &std::path::Path,
 ) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
@@ -305,35 +305,4 @@ fn receive_ids(
         }
     }
     ids
-}
-
-struct Emitter(Child);
-
-impl Emitter {
-    fn assert_running(&mut self, log: &std::path::Path) {
-        if let Some(status) = self.0.try_wait().unwrap() {
-            panic!(
-                "the emitter exited with {status}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-impl Drop for Emitter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

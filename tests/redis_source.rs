@@ -3,9 +3,11 @@
 //! Events are written the way the orchestrator writes them (`XADD sandbox.events.stream * payload
 //! <json>`), and every assertion polls with a deadline.
 
+mod common;
 #[path = "support/redis.rs"]
 mod redis_server;
 
+use common::wait_until;
 use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -14,15 +16,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 const STREAM: &str = "sandbox.events.stream";
 const GROUP: &str = "e2b-webhook-emitter";
 const SECRET: &str = "whk-test-secret-7f3a";
 const TEAM_A: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 const TEAM_B: &str = "9d3c1f0e-2a4b-4c6d-8e0f-1a2b3c4d5e6f";
-/// Generous: debug builds on a loaded CI machine.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -1079,18 +1078,3 @@ fn openssl_hmac_sha256(key: &str, body: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-/// Polls `probe` until it returns `Some`, failing after `DEADLINE` with `what`.
-fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}

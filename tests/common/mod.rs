@@ -284,20 +284,44 @@ impl Drop for TestReceiver {
 /// GET `path` on the loopback `port` with the tests' admin token: (status, body); status 0
 /// when nothing answers.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_as(port, path, Some(ADMIN_TOKEN))
+}
+
+/// Like [`http_get`], with this bearer token (none: no `Authorization` header).
+pub fn http_get_as(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let request = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send();
-        match request.await {
+        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
             Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
             Err(_) => (0, String::new()),
         }
     })
+}
+
+/// The body of `GET path` at `addr` (`host:port`) over a plain HTTP/1.0 connection, with the
+/// tests' admin token; empty when nothing answers.
+pub fn http_get_body(addr: &str, path: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: emitter\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Polls `check` until it returns true or `timeout` passes; returns whether it did.
@@ -310,6 +334,37 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     check()
+}
+
+/// Polls `probe` until it returns a value; fails the test naming `what` after 30 s (generous:
+/// debug builds on a loaded CI machine).
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    const DEADLINE: Duration = Duration::from_secs(30);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// First arrivals per sandbox, in arrival order (repeats of an event id left out).
+pub fn first_arrivals(deliveries: &[Delivery]) -> HashMap<String, Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for d in deliveries {
+        if seen.insert(d.event_id.clone()) {
+            out.entry(d.sandbox_id.clone())
+                .or_default()
+                .push(d.event_id.clone());
+        }
+    }
+    out
 }
 
 /// NDJSON of `per_sandbox` events (created, then alternating pause/resume, then killed) for
@@ -413,6 +468,35 @@ impl Drop for RunningEmitter {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The binary started by a test with its own flags, environment and output; killed when dropped.
+pub struct EmitterProcess(pub std::process::Child);
+
+impl EmitterProcess {
+    /// Fails the test, showing `log`, if the process has exited.
+    pub fn assert_running(&mut self, log: &std::path::Path) {
+        if let Some(status) = self.0.try_wait().unwrap() {
+            panic!(
+                "the emitter exited with {status}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+
+    /// SIGTERM, and waits for it to exit.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for EmitterProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -4,7 +4,7 @@
 //! Postgres refuses to run as root, so as root (CI) the server runs as the `postgres` user.
 #![allow(dead_code)] // each test crate uses a different subset
 
-use std::net::TcpListener;
+use crate::common::free_port;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -263,14 +263,6 @@ fn bin_dir() -> PathBuf {
         .pop()
         .expect("a PostgreSQL server under /usr/lib/postgresql")
         .1
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rand_byte() -> u8 {

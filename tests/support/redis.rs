@@ -1,7 +1,7 @@
 //! A real `redis-server` for tests: a free loopback port, a private data directory, killed on drop.
 #![allow(dead_code)] // each test crate uses a different subset
 
-use std::net::TcpListener;
+use crate::common::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -293,12 +293,4 @@ fn redis_server_binary() -> PathBuf {
     std::env::var_os("REDIS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("redis-server"))
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 to find a free port")
 }
