@@ -5,8 +5,8 @@ mod common;
 #[path = "support/postgres.rs"]
 mod postgres;
 
-use common::events_api::api_call;
-use common::{RunningEmitter, eventually, free_port};
+use common::events_api::{api_call, wait_for_api};
+use common::{RunningEmitter, free_port};
 use postgres::{EMITTER_PASSWORD, PostgresServer};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -33,16 +33,6 @@ fn start_emitter(
     env.extend(extra_env.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     RunningEmitter::start_with_env(&[], &env, dir.join(log))
-}
-
-/// Waits until the API answers this key (the schema is migrated).
-fn wait_for_api(port: u16, key: &str) {
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            api_call(port, "GET", "/events/webhooks", Some(key), None).0 == 200
-        }),
-        "the events API never answered 200"
-    );
 }
 
 fn registration(url: &str) -> Value {

@@ -92,7 +92,7 @@ impl Instance {
     }
 
     fn is_active(&self) -> bool {
-        self.status()["lease"]["active"] == true
+        common::lease_active(self.listen)
     }
 
     fn readyz(&self) -> u16 {

@@ -12,7 +12,7 @@ mod postgres;
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use common::events_api::api_call;
+use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port};
 use docs_receiver::{Receiver, SECRET_A, SECRET_B, gate_exists, xadd};
 use postgres::PostgresServer;
@@ -45,9 +45,7 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
         dir.path().join("emitter.log"),
     );
     let mut conn = redis.connection();
-    assert!(eventually(Duration::from_secs(30), || {
-        api_call(port, "GET", "/events/webhooks", Some(&key_a), None).0 == 200
-    }));
+    wait_for_api(port, &key_a);
     assert!(!gate_exists(&mut conn, &team_a), "no webhook, no gate key");
 
     let register = |key: &str, path: &str, secret: &str, events: Value| {
@@ -180,9 +178,7 @@ fn a_registered_url_is_checked_again_when_connecting() {
     };
     // Registered while loopback was allowed…
     let first = start(env("127.0.0.1/32"), &[], "first.log");
-    assert!(eventually(Duration::from_secs(30), || {
-        api_call(port, "GET", "/events/webhooks", Some(&key), None).0 == 200
-    }));
+    wait_for_api(port, &key);
     let body = json!({
         "name": "loopback", "url": format!("http://127.0.0.1:{}/a", receiver.port),
         "enabled": true, "events": ["sandbox.lifecycle.killed"], "signatureSecret": SECRET_A,
@@ -238,9 +234,7 @@ fn every_attempt_is_in_the_delivery_log_for_the_team_and_the_cli() {
         dir.path().join("emitter.log"),
     );
     let mut conn = redis.connection();
-    assert!(eventually(Duration::from_secs(30), || {
-        api_call(port, "GET", "/events/webhooks", Some(&key), None).0 == 200
-    }));
+    wait_for_api(port, &key);
     let body = json!({
         "name": "flaky", "url": format!("http://127.0.0.1:{}/flaky", receiver.port),
         "enabled": true, "events": ["sandbox.lifecycle.killed"], "signatureSecret": SECRET_A,

@@ -10,8 +10,8 @@ mod postgres;
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use common::events_api::api_call;
-use common::{RunningEmitter, eventually, free_port, http_get};
+use common::events_api::{api_call, wait_for_api};
+use common::{RunningEmitter, eventually, free_port, http_get, lease_active};
 use docs_receiver::{Receiver, SECRET_A, gate_exists, xadd};
 use postgres::PostgresServer;
 use redis_server::RedisServer;
@@ -57,9 +57,7 @@ impl Instance {
     }
 
     fn is_active(&self) -> bool {
-        let (code, body) = http_get(self.port, "/status");
-        code == 200
-            && serde_json::from_str::<Value>(&body).is_ok_and(|s| s["lease"]["active"] == true)
+        lease_active(self.port)
     }
 
     /// Whether its outbox routes events to `endpoint` (it appears in `/status`).
@@ -103,9 +101,7 @@ fn a_registered_webhook_survives_a_postgres_outage_and_a_failover() {
     let mut b = Instance::new(dir.path(), "b");
     a.start(&pg, &redis);
     b.start(&pg, &redis);
-    assert!(eventually(Duration::from_secs(30), || {
-        api_call(a.port, "GET", "/events/webhooks", Some(&key), None).0 == 200
-    }));
+    wait_for_api(a.port, &key);
     // Registered through one instance…
     let body = json!({
         "name": "ha", "url": format!("http://127.0.0.1:{}/a", receiver.port),
@@ -163,7 +159,5 @@ fn a_registered_webhook_survives_a_postgres_outage_and_a_failover() {
 
     // Postgres is back: the API answers again.
     pg.restart();
-    assert!(eventually(Duration::from_secs(30), || {
-        api_call(active.port, "GET", "/events/webhooks", Some(&key), None).0 == 200
-    }));
+    wait_for_api(active.port, &key);
 }

@@ -1,6 +1,7 @@
 //! Calls to the events API (`/events/*`) as an E2B user makes them, with `X-API-Key`.
 
 use serde_json::Value;
+use std::time::Duration;
 
 /// (status, JSON body or `Value::Null`) of `method path` on the loopback `port`.
 pub fn api_call(
@@ -35,4 +36,14 @@ pub fn api_call(
             Err(_) => (0, Value::Null),
         }
     })
+}
+
+/// Waits until the API answers this key (the schema is migrated).
+pub fn wait_for_api(port: u16, key: &str) {
+    assert!(
+        super::eventually(Duration::from_secs(30), || {
+            api_call(port, "GET", "/events/webhooks", Some(key), None).0 == 200
+        }),
+        "the events API never answered 200"
+    );
 }

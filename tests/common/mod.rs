@@ -324,6 +324,14 @@ pub fn http_get_body(addr: &str, path: &str) -> String {
         .to_owned()
 }
 
+/// Whether the instance on `port` holds the leader lease, as its `/status` says.
+pub fn lease_active(port: u16) -> bool {
+    let (code, body) = http_get(port, "/status");
+    code == 200
+        && serde_json::from_str::<serde_json::Value>(&body)
+            .is_ok_and(|s| s["lease"]["active"] == true)
+}
+
 /// Polls `check` until it returns true or `timeout` passes; returns whether it did.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
