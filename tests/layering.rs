@@ -1,7 +1,8 @@
 //! Issue 18: arrows only point down. Every `crate::…` path in `src/` is read, each file is mapped
 //! to its layer as the README's "How the code is laid out" lists them, and the test fails naming
 //! the file and the arrow when a module reaches up — or sideways into a sibling of its layer.
-//! And one concern per file: a file over 400 lines of code fails unless it says why.
+//! And one concern per file: a file over 400 lines of code fails unless it says why; and the
+//! README's section names only files that are there.
 
 use std::path::Path;
 
@@ -235,4 +236,67 @@ fn the_size_rule_counts_code_before_the_tests_and_reads_the_reason() {
     let long = "fn f() {}\n".repeat(MAX_CODE_LINES + 1);
     assert!(code_lines(&long) > MAX_CODE_LINES);
     assert_eq!(code_lines(&format!("#[cfg(test)]\n{long}")), 0);
+}
+
+/// The files and folders the README's "How the code is laid out" names (in backticks): `a.rs`,
+/// `folder/`, `source/{redis,nomad,file}`; patterns (`tests/*.rs`) and words (`run`) are left out.
+fn layout_paths(readme: &str) -> Vec<String> {
+    let start = readme
+        .find("## How the code is laid out")
+        .expect("the README has a section \"How the code is laid out\"");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let mut paths = Vec::new();
+    for quoted in section.split('`').skip(1).step_by(2) {
+        if quoted.contains('*') || quoted.contains(' ') {
+            continue;
+        }
+        let expanded: Vec<String> = match (quoted.find('{'), quoted.find('}')) {
+            (Some(open), Some(close)) => quoted[open + 1..close]
+                .split(',')
+                .map(|alt| format!("{}{alt}{}", &quoted[..open], &quoted[close + 1..]))
+                .collect(),
+            _ => vec![quoted.to_owned()],
+        };
+        for path in expanded {
+            if path.ends_with(".rs") || path.contains('/') {
+                paths.push(path);
+            }
+        }
+    }
+    paths
+}
+
+/// Whether `name` is there: under `src/`, at the repository's root, or (a file named after its
+/// folder, as in "`source/redis/mod.rs`, then `group.rs`") somewhere below `src/`; a bare name
+/// may also be a folder's module file (`source/file` as `source/file.rs`).
+fn exists(root: &Path, files: &[std::path::PathBuf], name: &str) -> bool {
+    let bare = name.trim_end_matches('/');
+    [root.join("src").join(bare), root.join(bare)]
+        .iter()
+        .any(|p| p.exists() || p.with_extension("rs").exists())
+        || files
+            .iter()
+            .any(|f| f.ends_with(bare) || f.parent().is_some_and(|dir| dir.ends_with(bare)))
+}
+
+#[test]
+fn every_file_the_readme_layout_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let paths = layout_paths(&readme);
+    assert!(paths.len() > 20, "found only {paths:?}");
+    let missing: Vec<&String> = paths.iter().filter(|p| !exists(root, &files, p)).collect();
+    assert!(
+        missing.is_empty(),
+        "the README's \"How the code is laid out\" names what is not there (moved or renamed?): {missing:?}"
+    );
+    assert!(
+        !exists(root, &files, "store/no_such_file.rs"),
+        "the check finds everything"
+    );
 }
