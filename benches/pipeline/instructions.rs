@@ -104,7 +104,23 @@ async fn callgrind_run(
     let held = ready.elapsed();
     receiver.check_signatures();
     tokio::task::block_in_place(|| emitter.stop());
+    keep_profile(&out_file, work.is_some());
     (instructions_in(&out_file), held)
+}
+
+/// With `BENCH_CALLGRIND_KEEP=<dir>`, the profile is copied there (`with-events.out`,
+/// `without-events.out`) for `callgrind_annotate`: a build with symbols shows where the
+/// instructions go by function.
+fn keep_profile(out_file: &Path, with_events: bool) {
+    let Some(dir) = std::env::var_os("BENCH_CALLGRIND_KEEP") else {
+        return;
+    };
+    let name = if with_events { "with-events.out" } else { "without-events.out" };
+    let kept = Path::new(&dir).join(name);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::copy(out_file, &kept))
+        .unwrap_or_else(|e| panic!("keeping the profile at {}: {e}", kept.display()));
+    log(format!("callgrind: profile kept at {}", kept.display()));
 }
 
 /// The total from callgrind's output: its `summary:` (or `totals:`) line, Ir first.

@@ -59,7 +59,7 @@ struct Finished {
 }
 
 enum AttemptResult {
-    Sent(Box<StoredEvent>, DeliveryAttempt),
+    Sent(Arc<StoredEvent>, DeliveryAttempt),
     /// The pending row has no event record (should not happen; dead-lettered so it is visible).
     Missing,
     /// Not sent: this instance stopped being the active deliverer before the request.
@@ -179,9 +179,9 @@ impl Dispatcher {
                 due.push(next);
             }
             if !due.is_empty() {
-                // One read transaction (and one blocking-pool hop) for every attempt of this round.
+                // From memory when fresh, else one read transaction for every attempt of this round.
                 let seqs = due.iter().map(|(_, head)| head.seq).collect();
-                match self.outbox.events(seqs).await {
+                match self.outbox.events_to_deliver(seqs).await {
                     Ok(events) => {
                         for ((sandbox, head), stored) in due.into_iter().zip(events) {
                             in_flight.spawn(attempt(
@@ -428,7 +428,7 @@ async fn attempt(
     endpoint: Arc<Endpoint>,
     sandbox: Arc<str>,
     head: PendingDelivery,
-    stored: Option<StoredEvent>,
+    stored: Option<Arc<StoredEvent>>,
     (leadership, term): (Leadership, Option<u64>),
 ) -> Finished {
     let result = match stored {
@@ -445,7 +445,7 @@ async fn attempt(
                 jiff::Timestamp::now(),
             );
             let sent = client.post(&endpoint.url, &request).await;
-            AttemptResult::Sent(Box::new(stored), sent)
+            AttemptResult::Sent(stored, sent)
         }
         None => AttemptResult::Missing,
     };

@@ -4,6 +4,7 @@ mod e2b_cloud;
 
 use crate::deliver::sign::{self, SecretSet, SignatureEncoding};
 use crate::event::SandboxEvent;
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
@@ -114,12 +115,15 @@ impl SignedRequest {
 
 /// The body of an event in the given format.
 pub fn body(format: WireFormat, event: &SandboxEvent) -> Vec<u8> {
-    let value = match format {
-        WireFormat::XE2bSignature => seed_000_body(event),
-        WireFormat::E2bCloud => return e2b_cloud::body(event),
-        WireFormat::StandardWebhooks => standard_webhooks_body(event),
-    };
-    serde_json::to_vec(&value).expect("a JSON map always serializes")
+    match format {
+        WireFormat::XE2bSignature => to_json(&seed_000_body(event)),
+        WireFormat::E2bCloud => e2b_cloud::body(event),
+        WireFormat::StandardWebhooks => to_json(&standard_webhooks_body(event)),
+    }
+}
+
+fn to_json(object: &Object<'_>) -> Vec<u8> {
+    serde_json::to_vec(object).expect("a JSON object always serializes")
 }
 
 /// The delivery id: stable for one event and one endpoint, so receivers can de-duplicate retries.
@@ -176,13 +180,12 @@ pub fn render(
 }
 
 /// Seed 000's keys first, then the rest of the event in camelCase; values as received.
-fn seed_000_body(event: &SandboxEvent) -> Value {
-    let mut out = Map::new();
-    out.insert("eventCategory".into(), Value::from("sandbox"));
-    out.insert("eventLabel".into(), Value::from(event.lifecycle.label()));
-    copy_fields(
+fn seed_000_body(event: &SandboxEvent) -> Object<'_> {
+    let mut out = Object::default();
+    out.push("eventCategory", Part::Text("sandbox".into()));
+    out.push("eventLabel", Part::Text(event.lifecycle.label().into()));
+    out.copy_fields(
         event,
-        &mut out,
         &[
             ("sandbox_id", "sandboxId"),
             ("sandbox_team_id", "sandboxTeamId"),
@@ -190,10 +193,9 @@ fn seed_000_body(event: &SandboxEvent) -> Value {
             ("id", "id"),
         ],
     );
-    out.insert("type".into(), Value::from(event.lifecycle.event_type()));
-    copy_fields(
+    out.push("type", Part::Text(event.lifecycle.event_type().into()));
+    out.copy_fields(
         event,
-        &mut out,
         &[
             ("sandbox_execution_id", "sandboxExecutionId"),
             ("sandbox_template_id", "sandboxTemplateId"),
@@ -201,25 +203,59 @@ fn seed_000_body(event: &SandboxEvent) -> Value {
             ("event_data", "eventData"),
         ],
     );
-    Value::Object(out)
+    out
 }
 
 /// The Standard Webhooks payload structure: `type`, `timestamp`, and the event as E2B shapes it
 /// (snake_case, unknown fields included) under `data`.
-fn standard_webhooks_body(event: &SandboxEvent) -> Value {
-    let mut out = Map::new();
-    out.insert("type".into(), Value::from(event.lifecycle.event_type()));
+fn standard_webhooks_body(event: &SandboxEvent) -> Object<'_> {
+    let mut out = Object::default();
+    out.push("type", Part::Text(event.lifecycle.event_type().into()));
     if let Some(ts) = event.raw().get("timestamp") {
-        out.insert("timestamp".into(), ts.clone());
+        out.push("timestamp", Part::Json(ts));
     }
-    out.insert("data".into(), Value::Object(event.raw().clone()));
-    Value::Object(out)
+    out.push("data", Part::Map(event.raw()));
+    out
 }
 
-fn copy_fields(event: &SandboxEvent, out: &mut Map<String, Value>, pairs: &[(&str, &str)]) {
-    for (from, to) in pairs {
-        if let Some(v) = event.raw().get(*from).filter(|v| !v.is_null()) {
-            out.insert((*to).into(), v.clone());
+/// A JSON object written from borrowed parts of the event, in order: rendering a body copies
+/// none of the event's values. Keys are distinct (each body lists its own).
+#[derive(Default)]
+struct Object<'a>(Vec<(&'a str, Part<'a>)>);
+
+enum Part<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Json(&'a Value),
+    Map(&'a Map<String, Value>),
+}
+
+impl<'a> Object<'a> {
+    fn push(&mut self, key: &'a str, part: Part<'a>) {
+        self.0.push((key, part));
+    }
+
+    /// The event's fields `from`, as `to`, when present and not null.
+    fn copy_fields(&mut self, event: &'a SandboxEvent, pairs: &[(&'a str, &'a str)]) {
+        for (from, to) in pairs {
+            if let Some(v) = event.raw().get(*from).filter(|v| !v.is_null()) {
+                self.push(to, Part::Json(v));
+            }
+        }
+    }
+}
+
+impl Serialize for Object<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, part)| (key, part)))
+    }
+}
+
+impl Serialize for Part<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Part::Text(text) => serializer.serialize_str(text),
+            Part::Json(value) => value.serialize(serializer),
+            Part::Map(map) => map.serialize(serializer),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod intake;
 mod open;
 mod raw_input;
+mod recent;
 mod store;
 mod stream_acks;
 mod writability;
@@ -23,6 +24,7 @@ use crate::event::{EventFilter, SandboxEvent};
 use crate::metrics::Metrics;
 use std::path::Path;
 use std::sync::Arc;
+use recent::{RECENT_EVENTS, RecentEvents};
 use store::Store;
 use tokio::sync::{Notify, watch};
 use writability::Writability;
@@ -47,6 +49,8 @@ pub struct Outbox {
     finished: Arc<Notify>,
     /// Where every newly received event is also sent (the lifecycle history), if anywhere.
     received: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<SandboxEvent>>>,
+    /// The newest appended events, so dispatchers need not read them back from disk.
+    recent: Arc<RecentEvents>,
 }
 
 impl Outbox {
@@ -71,6 +75,7 @@ impl Outbox {
             writability: Arc::new(writability),
             finished: Arc::new(Notify::new()),
             received: Arc::default(),
+            recent: Arc::new(RecentEvents::new(RECENT_EVENTS)),
         })
     }
 
@@ -195,9 +200,12 @@ impl Outbox {
             .map(|e| e.lifecycle.label().to_owned())
             .collect();
         let copies = self.copies_for_history(events.iter());
+        let events = Arc::new(events);
+        let appending = events.clone();
         let report = self
-            .write_waiting(move |store| store.append(source, &events, None))
+            .write_waiting(move |store| store.append(source, &appending, None))
             .await?;
+        self.keep_recent(source, events, &report);
         self.after_append(source, &labels, &report);
         self.send_to_history(copies, &report);
         Ok(report)
@@ -216,14 +224,36 @@ impl Outbox {
             .collect();
         let (events, from): (Vec<_>, Vec<_>) = events.into_iter().unzip();
         let copies = self.copies_for_history(events.iter());
+        let events = Arc::new(events);
+        let appending = events.clone();
         let report = self
-            .write_waiting(move |store| store.append(source, &events, Some(&from)))
+            .write_waiting(move |store| store.append(source, &appending, Some(&from)))
             .await?;
+        self.keep_recent(source, events, &report);
         self.after_append(source, &labels, &report);
         self.send_to_history(copies, &report);
         // Duplicates and events no endpoint wants are acknowledged at once.
         self.finished.notify_one();
         Ok(report)
+    }
+
+    /// Keeps what was just stored for delivery in memory too (see [`recent`]).
+    fn keep_recent(&self, source: &str, events: Arc<Vec<SandboxEvent>>, report: &AppendReport) {
+        // The write closure holding the other reference is gone once the append returned.
+        let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
+        self.recent.keep(
+            events
+                .into_iter()
+                .zip(&report.seqs)
+                .filter_map(|(event, seq)| {
+                    let stored = StoredEvent {
+                        event,
+                        appended_at_ms: report.appended_at_ms,
+                        source: source.to_owned(),
+                    };
+                    seq.map(|seq| (seq, stored))
+                }),
+        );
     }
 
     fn after_append(&self, source: &'static str, labels: &[String], report: &AppendReport) {
@@ -332,11 +362,39 @@ impl Outbox {
         self.read(move |store| store.events(&seqs)).await
     }
 
+    /// The events to deliver for these sequence numbers: from memory when they were appended
+    /// lately, the others read from disk in one transaction.
+    pub async fn events_to_deliver(
+        &self,
+        seqs: Vec<u64>,
+    ) -> Result<Vec<Option<Arc<StoredEvent>>>, OutboxError> {
+        let mut found = self.recent.get(&seqs);
+        let missing: Vec<u64> = seqs
+            .iter()
+            .zip(&found)
+            .filter(|(_, event)| event.is_none())
+            .map(|(seq, _)| *seq)
+            .collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let mut read = self
+            .read(move |store| store.events(&missing))
+            .await?
+            .into_iter();
+        for slot in found.iter_mut().filter(|event| event.is_none()) {
+            *slot = read.next().flatten().map(Arc::new);
+        }
+        Ok(found)
+    }
+
     /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
     /// tries again, so deliveries go on while sources wait for the disk.
     pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), OutboxError> {
-        self.write(move |store| store.complete(&completions))
+        let removed = self
+            .write(move |store| store.complete(&completions))
             .await?;
+        self.recent.forget(&removed);
         self.finished.notify_one();
         Ok(())
     }

@@ -185,6 +185,10 @@ pub struct AppendReport {
     pub is_new: Vec<bool>,
     /// The highest sequence number assigned, if any.
     pub last_seq: Option<u64>,
+    /// For each input event, its sequence number when it was stored for delivery.
+    pub seqs: Vec<Option<u64>>,
+    /// When the batch was appended (ms since the epoch).
+    pub appended_at_ms: i64,
 }
 
 /// An input that is not a valid event, kept for an operator.
@@ -219,6 +223,24 @@ struct EventRecord {
     event: Value,
     /// The stream entry the event came from, acknowledged once the event is finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    entry: Option<StreamEntryRef>,
+}
+
+/// An [`EventRecord`] as it is written: the same fields, borrowed, so appending does not copy
+/// the event.
+#[derive(Serialize)]
+struct EventRecordRef<'a> {
+    appended_at_ms: i64,
+    source: &'a str,
+    event: &'a serde_json::Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<&'a StreamEntryRef>,
+}
+
+/// Only the entry of an [`EventRecord`]: the event is skipped over, not decoded.
+#[derive(Deserialize)]
+struct RecordEntry {
+    #[serde(default)]
     entry: Option<StreamEntryRef>,
 }
 
@@ -625,8 +647,11 @@ impl Store {
         events: &[SandboxEvent],
         from: Option<&[FromStream]>,
     ) -> Result<AppendReport, OutboxError> {
-        let mut report = AppendReport::default();
         let now = now_ms();
+        let mut report = AppendReport {
+            appended_at_ms: now,
+            ..AppendReport::default()
+        };
         let all_routes = self.routes();
         let txn = self.begin_durable()?;
         {
@@ -649,6 +674,7 @@ impl Store {
                     _ => seen_in_batch.insert(event.id()) && ids.get(event.id())?.is_none(),
                 };
                 report.is_new.push(new);
+                report.seqs.push(None);
                 if !new {
                     report.duplicates += 1;
                     // The same entry read again is still carried by its event; another entry
@@ -719,11 +745,11 @@ impl Store {
                     };
                     live.insert(entry.id.as_str(), encode(&row).as_slice())?;
                 }
-                let record = EventRecord {
+                let record = EventRecordRef {
                     appended_at_ms: now,
-                    source: source.to_owned(),
-                    event: Value::Object(event.raw().clone()),
-                    entry: entry.cloned(),
+                    source,
+                    event: event.raw(),
+                    entry,
                 };
                 table.insert(seq, encode(&record).as_slice())?;
                 let delivery = encode(&DeliveryState {
@@ -734,6 +760,7 @@ impl Store {
                     pending.insert((route.endpoint.as_str(), seq), delivery.as_slice())?;
                 }
                 report.last_seq = Some(seq);
+                report.seqs[i] = Some(seq);
             }
             state.insert(NEXT_SEQ, next_seq.to_be_bytes().as_slice())?;
         }
@@ -856,9 +883,11 @@ impl Store {
             .collect()
     }
 
-    pub(super) fn complete(&self, completions: &[Completion]) -> Result<(), OutboxError> {
+    /// Records delivery results; returns the events no endpoint has pending any more (removed).
+    pub(super) fn complete(&self, completions: &[Completion]) -> Result<Vec<u64>, OutboxError> {
+        let mut removed_events = Vec::new();
         if completions.is_empty() {
-            return Ok(());
+            return Ok(removed_events);
         }
         let txn = self.begin_durable()?;
         {
@@ -943,7 +972,8 @@ impl Store {
                     .into_iter()
                     .any(|p| p);
                 if !still_pending && let Some(removed) = events.remove(seq)? {
-                    let record: EventRecord = decode("event", removed.value())?;
+                    removed_events.push(seq);
+                    let record: RecordEntry = decode("event", removed.value())?;
                     if let Some(entry) = record.entry {
                         live.remove(entry.id.as_str())?;
                         acks.insert(entry.id.as_str(), entry.generation.as_str())?;
@@ -952,7 +982,7 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(())
+        Ok(removed_events)
     }
 
     pub(super) fn prune_event_ids(&self, age: Duration) -> Result<usize, OutboxError> {
