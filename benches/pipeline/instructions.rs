@@ -115,7 +115,11 @@ fn keep_profile(out_file: &Path, with_events: bool) {
     let Some(dir) = std::env::var_os("BENCH_CALLGRIND_KEEP") else {
         return;
     };
-    let name = if with_events { "with-events.out" } else { "without-events.out" };
+    let name = if with_events {
+        "with-events.out"
+    } else {
+        "without-events.out"
+    };
     let kept = Path::new(&dir).join(name);
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::copy(out_file, &kept))

@@ -22,9 +22,9 @@ pub use stream_acks::StreamSync;
 
 use crate::event::{EventFilter, SandboxEvent};
 use crate::metrics::Metrics;
+use recent::{RECENT_EVENTS, RecentEvents};
 use std::path::Path;
 use std::sync::Arc;
-use recent::{RECENT_EVENTS, RecentEvents};
 use store::Store;
 use tokio::sync::{Notify, watch};
 use writability::Writability;

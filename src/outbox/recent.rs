@@ -91,7 +91,11 @@ mod tests {
         recent.keep((1..=3).map(|n| (n, stored(n))));
         recent.forget(&[2]);
         assert_eq!(
-            recent.get(&[1, 2, 3]).iter().map(Option::is_some).collect::<Vec<_>>(),
+            recent
+                .get(&[1, 2, 3])
+                .iter()
+                .map(Option::is_some)
+                .collect::<Vec<_>>(),
             [true, false, true]
         );
     }
