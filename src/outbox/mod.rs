@@ -1,10 +1,16 @@
 //! The durable outbox on redb: events are committed (fsync) before their source is acknowledged,
 //! and stay on disk, not in memory, until every endpoint has them or they are dead-lettered.
 
+mod append;
+mod dead_letters;
+mod delivery;
+mod error;
 mod intake;
 mod open;
 mod raw_input;
 mod recent;
+mod records;
+mod status;
 mod store;
 mod stream_acks;
 mod writability;
@@ -13,11 +19,15 @@ pub use intake::{EventIntake, IntakeError, SandboxView};
 pub use open::MovedAside;
 pub use raw_input::RawInput;
 
-pub use store::{
-    AppendReport, Completion, DeadLetter, DeliveryState, EndpointBacklog, FromStream,
-    MalformedInput, OutboxError, OutboxStatus, PendingDelivery, ReplayReport, SandboxRecord,
+pub use append::AppendReport;
+pub use dead_letters::ReplayReport;
+pub use delivery::Completion;
+pub use error::OutboxError;
+pub use records::{
+    DeadLetter, DeliveryState, FromStream, MalformedInput, PendingDelivery, SandboxRecord,
     SandboxState, StoredEvent, StreamEntryRef,
 };
+pub use status::{EndpointBacklog, OutboxStatus};
 pub use stream_acks::StreamSync;
 
 use crate::event::{EventFilter, SandboxEvent};

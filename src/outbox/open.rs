@@ -12,7 +12,7 @@
 //!   before the service has started again.
 //! - [`move_aside`] renames a damaged store out of the way on purpose, keeping it for inspection.
 
-use super::store::OutboxError;
+use super::OutboxError;
 use crate::util::panic::catch_quietly;
 use redb::{Builder, ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, StorageError};
 use std::io::Write;

@@ -2,11 +2,11 @@
 //! (delivered or dead-lettered for every endpoint), which dead letters still have to reach the
 //! shared store, and which local events another instance has finished meanwhile.
 
-use super::DeadLetter;
-use super::store::{
-    ACKS, DEAD, DEAD_EXPORT, EVENT_IDS, EVENTS, LiveEntry, OutboxError, PENDING, STREAM_ENTRIES,
-    Store, StreamEntryRef, decode,
+use super::records::{
+    ACKS, DEAD, DEAD_EXPORT, EVENT_IDS, EVENTS, LiveEntry, PENDING, STREAM_ENTRIES, decode,
 };
+use super::store::Store;
+use super::{DeadLetter, OutboxError, StreamEntryRef};
 use redb::ReadableTable;
 use std::collections::HashSet;
 

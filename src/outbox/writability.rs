@@ -5,7 +5,7 @@
 //! shrink), `/readyz` answers 503 naming the cause, and the file is reopened until a write
 //! succeeds again — then sources resume by themselves.
 
-use super::store::OutboxError;
+use super::OutboxError;
 use crate::metrics::Metrics;
 use std::path::PathBuf;
 use std::sync::Arc;
