@@ -17,18 +17,22 @@
 //! The parts: this file is the loop (stand by, take over, read, keep the gate keys); `client`
 //! the connection (single node or cluster, TLS); `group` the consumer group (take over its
 //! pending list, claim, lag, trim); `entry` one entry's event and committing a batch; `reply`
-//! parsing Redis's replies; `lease` the leader lease; `sync` acknowledging after delivery;
-//! `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
+//! parsing Redis's replies; `lease` the leader lease; `reading` new entries under it; `gate`
+//! the `wh:<team>` keys; `backoff` the delays between reconnections; `sync` acknowledging after
+//! delivery; `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
 //! emitter's own events; `view` the shared view of sandboxes.
 
+mod backoff;
 mod client;
 mod dead_letters;
 mod entry;
 mod error;
+mod gate;
 mod group;
 mod intake;
 mod keys;
 mod lease;
+mod reading;
 mod reply;
 mod sync;
 mod view;
@@ -46,12 +50,12 @@ use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::team_scope::TeamScope;
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backoff::Backoff;
 use client::{RedisClient, RedisConnection};
-use entry::StreamEntry;
+use gate::GATE_KEY_REFRESH;
 use group::EntryId;
 use keys::Keys;
-use redis::{AsyncCommands, RedisError, Value};
+use redis::{RedisError, Value};
 use reply::parse_read_reply;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,14 +73,6 @@ const BATCH: usize = 256;
 const BLOCK: Duration = Duration::from_secs(2);
 /// How often a standby checks its connection to Redis (for readiness).
 const STANDBY_PING: Duration = Duration::from_secs(2);
-/// The orchestrator only checks that `wh:<team>` exists (`EXISTS`); the value tells an operator
-/// reading the key who keeps it.
-const GATE_KEY_VALUE: &str = "e2b-webhook-emitter";
-/// Gate keys expire this long after the last refresh: the orchestrator keeps publishing through
-/// emitter restarts and short Redis outages, and stops within minutes once the emitter is gone.
-const GATE_KEY_TTL: Duration = Duration::from_secs(600);
-/// How often the gate keys are refreshed (a tenth of their lifetime).
-const GATE_KEY_REFRESH: Duration = Duration::from_secs(60);
 /// How often the group's lag is read and the stream trimmed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// A consumer idle this long with nothing pending is an instance that is gone (a renamed or
@@ -85,10 +81,6 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How often the shared view of sandboxes is rid of tombstones no entry can bring back.
 const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(600);
-/// The first delay before reconnecting; later ones grow exponentially, with jitter.
-const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
-/// The longest delay between reconnection attempts.
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// What the Redis source needs: where Redis is, the stream and group, and this instance's part
 /// in them (`config` builds it from flags and environment).
@@ -437,80 +429,6 @@ impl RedisStreamSource {
             .map_err(|e| self.redis_error(e))
     }
 
-    /// Sets every served team's `wh:<team>` key with a fresh expiry. The operator's teams' keys
-    /// are never deleted: when the emitter stops they expire by themselves, after the
-    /// orchestrator has kept publishing through a restart. A registered team's key goes as soon
-    /// as its last enabled webhook does (that is the key's meaning upstream).
-    async fn refresh_gate_keys(&self, conn: &mut RedisConnection) -> Result<(), RedisSourceError> {
-        // One command per key: in a cluster the keys live in different slots.
-        for team in self.teams.take_removed() {
-            let _: i64 = conn
-                .del(gate_key(&team))
-                .await
-                .map_err(|e| self.redis_error(e))?;
-        }
-        let teams = self.teams.gate_teams();
-        for team in &teams {
-            let () = conn
-                .set_ex(gate_key(team), GATE_KEY_VALUE, GATE_KEY_TTL.as_secs())
-                .await
-                .map_err(|e| self.redis_error(e))?;
-        }
-        Ok(())
-    }
-
-    /// Fenced `XREADGROUP … >`: new entries, or `None` when the lease is no longer ours.
-    async fn read_new(
-        &self,
-        conn: &mut RedisConnection,
-    ) -> Result<Option<Vec<StreamEntry>>, RedisSourceError> {
-        let command = [
-            "XREADGROUP",
-            "GROUP",
-            &self.config.group,
-            &self.config.consumer,
-            "COUNT",
-            &BATCH.to_string(),
-            "STREAMS",
-            &self.config.stream,
-            ">",
-        ]
-        .map(str::to_owned);
-        let Some(reply) = self.fenced(conn, &command).await? else {
-            return Ok(None);
-        };
-        parse_read_reply(reply)
-            .map(Some)
-            .map_err(|detail| RedisSourceError::UnexpectedReply {
-                command: "XREADGROUP",
-                detail,
-            })
-    }
-
-    /// Runs `command` under the lease; `None` (and this instance steps down) when the lease
-    /// is no longer ours.
-    async fn fenced(
-        &self,
-        conn: &mut RedisConnection,
-        command: &[String],
-    ) -> Result<Option<Value>, RedisSourceError> {
-        let Some(token) = self.leadership.token() else {
-            return Ok(None);
-        };
-        match lease::fenced(conn, &self.keys, &token, command).await {
-            Ok(reply) => Ok(Some(reply)),
-            Err(e) if e.code() == Some(lease::FENCED_CODE) => {
-                tracing::warn!(
-                    consumer = %self.config.consumer,
-                    "the leader lease is no longer ours (another instance took it): stopped reading and delivering"
-                );
-                self.leadership.step_down();
-                Ok(None)
-            }
-            Err(e) => Err(self.redis_error(e)),
-        }
-    }
-
     /// Whether `event` belongs to a served team (every team when none is configured).
     fn serves(&self, event: &SandboxEvent) -> bool {
         self.teams.serves(event.team_id())
@@ -521,50 +439,5 @@ impl RedisStreamSource {
             addr: self.addr.clone(),
             error,
         }
-    }
-}
-
-/// The key whose existence makes the orchestrator publish `team`'s events.
-fn gate_key(team: &Uuid) -> String {
-    // Lowercase hyphenated, as the orchestrator formats it (Go's uuid.UUID.String()).
-    format!("wh:{}", team.hyphenated())
-}
-
-/// Delays between reconnection attempts; reset once a connection is working again.
-struct Backoff {
-    builder: ExponentialBuilder,
-    delays: ExponentialBackoff,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        let builder = ExponentialBuilder::new()
-            .with_min_delay(RETRY_MIN_DELAY)
-            .with_max_delay(RETRY_MAX_DELAY)
-            .with_jitter()
-            .without_max_times();
-        Self {
-            delays: builder.build(),
-            builder,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        self.delays.next().unwrap_or(RETRY_MAX_DELAY)
-    }
-
-    fn reset(&mut self) {
-        self.delays = self.builder.build();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gate_keys_use_the_orchestrators_format() {
-        let team = Uuid::parse_str("0B8B8A4E-6F4E-4C4A-9A57-3A2F5D3B1C2D").unwrap();
-        assert_eq!(gate_key(&team), "wh:0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d");
     }
 }

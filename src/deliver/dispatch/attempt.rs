@@ -1,0 +1,209 @@
+//! One delivery attempt: rendered, sent (unless this instance stopped being the active one
+//! meanwhile), and what its result means: the log line, the journal, the metrics, the retry
+//! decision, the completion the outbox records and the sandbox's queue.
+
+use super::Dispatcher;
+use crate::deliver::endpoint::Endpoint;
+use crate::deliver::format;
+use crate::deliver::http::{DeliveryAttempt, WebhookClient};
+use crate::deliver::journal::Attempted;
+use crate::deliver::retry::RetryDecision;
+use crate::deliver::schedule::Schedule;
+use crate::leadership::Leadership;
+use crate::outbox::{Completion, DeliveryState, PendingDelivery, StoredEvent};
+use crate::util::time::now_ms;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The result of one attempt, back from its task.
+pub(super) struct Finished {
+    seq: u64,
+    sandbox: Arc<str>,
+    result: AttemptResult,
+}
+
+pub(super) enum AttemptResult {
+    Sent(Arc<StoredEvent>, DeliveryAttempt),
+    /// The pending row has no event record (should not happen; dead-lettered so it is visible).
+    Missing,
+    /// Not sent: this instance stopped being the active deliverer before the request.
+    NotActive,
+}
+
+impl Dispatcher {
+    pub(super) fn finish(
+        &self,
+        joined: Result<Finished, tokio::task::JoinError>,
+        schedule: &mut Schedule,
+        completions: &mut Vec<Completion>,
+    ) {
+        let Ok(done) = joined else {
+            // The attempt task panicked or was aborted; its head stays pending on disk and is
+            // retried after a restart. Nothing to record here.
+            return;
+        };
+        let endpoint = self.endpoint.id.clone();
+        let metrics = self.outbox.metrics();
+        let Finished {
+            seq,
+            sandbox,
+            result,
+        } = done;
+        let (stored, attempt) = match result {
+            AttemptResult::Sent(stored, attempt) => (stored, attempt),
+            // Stays pending on disk; the window is reloaded when this instance is active again.
+            AttemptResult::NotActive => return,
+            AttemptResult::Missing => {
+                tracing::error!(
+                    endpoint,
+                    seq,
+                    "outbox entry has no stored event; dead-lettering it"
+                );
+                let state = DeliveryState {
+                    sandbox_id: sandbox.to_string(),
+                    last_error: Some("event record missing from the outbox".into()),
+                    ..DeliveryState::default()
+                };
+                completions.push(Completion::Dead {
+                    endpoint: endpoint.clone(),
+                    seq,
+                    state,
+                });
+                metrics.dead_letter(&endpoint);
+                schedule.advance(&sandbox);
+                return;
+            }
+        };
+        let previous = schedule.head_state(&sandbox).unwrap_or_default();
+        let attempts = previous.attempts + 1;
+        let event = &stored.event;
+        metrics.delivery(&endpoint, attempt.outcome.kind());
+        let status = attempt
+            .outcome
+            .status()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let latency_ms = attempt.elapsed.as_millis() as u64;
+        let record = |outcome: &'static str, error: Option<String>| Attempted {
+            endpoint: endpoint.clone(),
+            event_id: event.id().to_owned(),
+            sandbox_id: event.sandbox_id().to_owned(),
+            label: event.lifecycle.label().to_owned(),
+            outcome,
+            status: attempt.outcome.status(),
+            attempt: attempts,
+            latency_ms,
+            error,
+            test: false,
+        };
+        if attempt.outcome.is_delivered() {
+            self.journal.record(record("delivered", None));
+            let since = event
+                .timestamp()
+                .map(|t| t.as_millisecond())
+                .unwrap_or(stored.appended_at_ms);
+            metrics.delivery_latency(&endpoint, (now_ms() - since).max(0) as f64 / 1000.0);
+            tracing::info!(
+                event_id = event.id(),
+                sandbox_id = event.sandbox_id(),
+                label = event.lifecycle.label(),
+                endpoint,
+                status,
+                attempt = attempts,
+                latency_ms,
+                "delivered"
+            );
+            completions.push(Completion::Delivered { endpoint, seq });
+            schedule.advance(&sandbox);
+            return;
+        }
+        let error = attempt.outcome.describe();
+        let age =
+            Duration::from_millis(u64::try_from(now_ms() - stored.appended_at_ms).unwrap_or(0));
+        let mut state = DeliveryState {
+            sandbox_id: sandbox.to_string(),
+            attempts,
+            next_attempt_at_ms: 0,
+            last_error: Some(error.clone()),
+            last_status: attempt.outcome.status(),
+        };
+        match self.policy.decide(attempts, age, attempt.retry_after) {
+            RetryDecision::RetryAfter(delay) => {
+                self.journal.record(record("retry", Some(error.clone())));
+                state.next_attempt_at_ms = now_ms() + delay.as_millis() as i64;
+                tracing::warn!(
+                    event_id = event.id(),
+                    sandbox_id = event.sandbox_id(),
+                    label = event.lifecycle.label(),
+                    endpoint,
+                    status,
+                    attempt = attempts,
+                    latency_ms,
+                    error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "delivery failed; will retry"
+                );
+                metrics.retry(&endpoint);
+                completions.push(Completion::Retry {
+                    endpoint,
+                    seq,
+                    state: state.clone(),
+                });
+                schedule.reschedule(&sandbox, state);
+            }
+            RetryDecision::GiveUp => {
+                self.journal.record(record("dead", Some(error.clone())));
+                tracing::error!(
+                    event_id = event.id(),
+                    sandbox_id = event.sandbox_id(),
+                    label = event.lifecycle.label(),
+                    endpoint,
+                    status,
+                    attempt = attempts,
+                    error,
+                    "retry policy exhausted; moved to dead letters (replay with `e2b-webhook-emitter dead-letters replay`)"
+                );
+                metrics.dead_letter(&endpoint);
+                completions.push(Completion::Dead {
+                    endpoint,
+                    seq,
+                    state,
+                });
+                schedule.advance(&sandbox);
+            }
+        }
+    }
+}
+
+pub(super) async fn attempt(
+    client: WebhookClient,
+    endpoint: Arc<Endpoint>,
+    sandbox: Arc<str>,
+    head: PendingDelivery,
+    stored: Option<Arc<StoredEvent>>,
+    (leadership, term): (Leadership, Option<u64>),
+) -> Finished {
+    let result = match stored {
+        // Checked again right before the request: a process frozen past its lease finds its
+        // local deadline gone when it resumes, and sends nothing.
+        Some(_) if leadership.delivery_term() != term => AttemptResult::NotActive,
+        Some(stored) => {
+            let request = format::render(
+                endpoint.format,
+                &stored.event,
+                &endpoint.identity(),
+                &endpoint.secrets,
+                head.state.attempts + 1,
+                jiff::Timestamp::now(),
+            );
+            let sent = client.post(&endpoint.url, &request).await;
+            AttemptResult::Sent(stored, sent)
+        }
+        None => AttemptResult::Missing,
+    };
+    Finished {
+        seq: head.seq,
+        sandbox,
+        result,
+    }
+}

@@ -1,0 +1,61 @@
+//! Reading new entries under the lease: `XREADGROUP` runs inside the lease script, so an
+//! instance that lost the lease reads nothing and steps down.
+
+use super::entry::StreamEntry;
+use super::reply::parse_read_reply;
+use super::{BATCH, RedisConnection, RedisSourceError, RedisStreamSource, lease};
+use redis::Value;
+
+impl RedisStreamSource {
+    /// Fenced `XREADGROUP … >`: new entries, or `None` when the lease is no longer ours.
+    pub(super) async fn read_new(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<Option<Vec<StreamEntry>>, RedisSourceError> {
+        let command = [
+            "XREADGROUP",
+            "GROUP",
+            &self.config.group,
+            &self.config.consumer,
+            "COUNT",
+            &BATCH.to_string(),
+            "STREAMS",
+            &self.config.stream,
+            ">",
+        ]
+        .map(str::to_owned);
+        let Some(reply) = self.fenced(conn, &command).await? else {
+            return Ok(None);
+        };
+        parse_read_reply(reply)
+            .map(Some)
+            .map_err(|detail| RedisSourceError::UnexpectedReply {
+                command: "XREADGROUP",
+                detail,
+            })
+    }
+
+    /// Runs `command` under the lease; `None` (and this instance steps down) when the lease
+    /// is no longer ours.
+    pub(super) async fn fenced(
+        &self,
+        conn: &mut RedisConnection,
+        command: &[String],
+    ) -> Result<Option<Value>, RedisSourceError> {
+        let Some(token) = self.leadership.token() else {
+            return Ok(None);
+        };
+        match lease::fenced(conn, &self.keys, &token, command).await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(e) if e.code() == Some(lease::FENCED_CODE) => {
+                tracing::warn!(
+                    consumer = %self.config.consumer,
+                    "the leader lease is no longer ours (another instance took it): stopped reading and delivering"
+                );
+                self.leadership.step_down();
+                Ok(None)
+            }
+            Err(e) => Err(self.redis_error(e)),
+        }
+    }
+}
