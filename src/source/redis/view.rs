@@ -26,6 +26,10 @@ const BUILT_FIELD: &str = ":view";
 /// The error code of a change refused because the view does not exist.
 const UNBUILT_CODE: &str = "UNBUILT";
 
+/// Fields asked for per `HSCAN` page: the view is read in pages of about this many, so what a
+/// read holds in memory does not grow with the number of sandboxes the view knows.
+const SCAN_PAGE: usize = 1000;
+
 /// Applies changes `(sandbox, entry, op, record)`, each only over an older entry. `set` puts the
 /// record, `gone` a tombstone, `touch` (an update or checkpoint) the record only when the sandbox
 /// is unknown or gone.
@@ -170,6 +174,23 @@ pub(super) async fn exists(conn: &mut RedisConnection, keys: &Keys) -> Result<bo
     conn.hexists(keys.sandboxes(), BUILT_FIELD).await
 }
 
+/// One `HSCAN` page of the view from `cursor`: the next cursor (0 when done) and the fields
+/// with their values. A field may come in more than one page, and one changed or added during
+/// the scan may or may not come (Redis's `SCAN` guarantees); one present throughout comes.
+async fn scan_page(
+    conn: &mut RedisConnection,
+    keys: &Keys,
+    cursor: u64,
+) -> Result<(u64, Vec<(String, String)>), RedisError> {
+    redis::cmd("HSCAN")
+        .arg(keys.sandboxes())
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(SCAN_PAGE)
+        .query_async(conn)
+        .await
+}
+
 /// Drops tombstones of entries below `below`: every entry under it has been acknowledged, so
 /// none can be read again and turn a killed sandbox back. Returns how many went.
 pub(super) async fn forget_tombstones(
@@ -177,37 +198,68 @@ pub(super) async fn forget_tombstones(
     keys: &Keys,
     below: EntryId,
 ) -> Result<usize, RedisError> {
-    let all: HashMap<String, String> = conn.hgetall(keys.sandboxes()).await?;
-    let old: Vec<(&String, &String)> = all
-        .iter()
-        .filter(|(_, value)| {
-            value
-                .strip_suffix('|')
-                .is_some_and(|entry| entry.parse::<EntryId>().is_ok_and(|entry| entry < below))
-        })
-        .collect();
     let mut removed = 0;
-    for chunk in old.chunks(500) {
-        let script = Script::new(FORGET);
-        let mut invocation = script.key(keys.sandboxes());
-        for (field, value) in chunk {
-            invocation.arg(field.as_str()).arg(value.as_str());
+    let mut cursor = 0;
+    loop {
+        let (next, page) = scan_page(conn, keys, cursor).await?;
+        let old: Vec<&(String, String)> = page
+            .iter()
+            .filter(|(_, value)| {
+                value
+                    .strip_suffix('|')
+                    .is_some_and(|entry| entry.parse::<EntryId>().is_ok_and(|entry| entry < below))
+            })
+            .collect();
+        // FORGET removes a field only if it still holds the value seen, so a tombstone seen
+        // twice, or replaced meanwhile, is handled right.
+        for chunk in old.chunks(500) {
+            let script = Script::new(FORGET);
+            let mut invocation = script.key(keys.sandboxes());
+            for (field, value) in chunk {
+                invocation.arg(field.as_str()).arg(value.as_str());
+            }
+            let n: usize = invocation.invoke_async(conn).await?;
+            removed += n;
         }
-        let n: usize = invocation.invoke_async(conn).await?;
-        removed += n;
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
     }
-    Ok(removed)
 }
 
-/// The records in a view as read with `HGETALL` (tombstones and the marker left out).
-fn records(all: HashMap<String, String>) -> Vec<SandboxRecord> {
-    all.into_iter()
-        .filter(|(field, _)| field != BUILT_FIELD)
-        .filter_map(|(_, value)| {
-            let (_, record) = value.split_once('|')?;
-            serde_json::from_str(record).ok()
-        })
-        .collect()
+/// The records of a view read in pages: `None` when the view is not built (no marker), else
+/// its records, tombstones and garbage left out, each sandbox once (the last value read).
+async fn read_records(
+    conn: &mut RedisConnection,
+    keys: &Keys,
+) -> Result<Option<Vec<SandboxRecord>>, RedisError> {
+    let mut records: HashMap<String, SandboxRecord> = HashMap::new();
+    let mut built = false;
+    let mut cursor = 0;
+    loop {
+        let (next, page) = scan_page(conn, keys, cursor).await?;
+        for (field, value) in page {
+            if field == BUILT_FIELD {
+                built = true;
+                continue;
+            }
+            match record(&value) {
+                Some(record) => records.insert(field, record),
+                None => records.remove(&field),
+            };
+        }
+        if next == 0 {
+            return Ok(built.then(|| records.into_values().collect()));
+        }
+        cursor = next;
+    }
+}
+
+/// The record in a value of the view; `None` for a tombstone or garbage.
+fn record(value: &str) -> Option<SandboxRecord> {
+    let (_, record) = value.split_once('|')?;
+    serde_json::from_str(record).ok()
 }
 
 /// The shared view, for the reconciler.
@@ -231,16 +283,12 @@ impl SandboxView for SharedSandboxView {
     fn sandboxes(&self) -> BoxFuture<'_, Result<Vec<SandboxRecord>, IntakeError>> {
         Box::pin(async move {
             let mut conn = self.client.connect().await.map_err(|e| self.error(e))?;
-            let all: HashMap<String, String> = conn
-                .hgetall(self.keys.sandboxes())
+            read_records(&mut conn, &self.keys)
                 .await
-                .map_err(|e| self.error(e))?;
-            if !all.contains_key(BUILT_FIELD) {
-                return Err(IntakeError::Shared(
+                .map_err(|e| self.error(e))?
+                .ok_or_else(|| IntakeError::Shared(
                     "the shared view of sandboxes is not built yet (the active instance builds it when it takes over, or after Redis lost its data)".into(),
-                ));
-            }
-            Ok(records(all))
+                ))
         })
     }
 }
@@ -345,8 +393,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_leave_out_tombstones_the_marker_and_garbage() {
-        let record = SandboxRecord {
+    fn a_value_holds_a_record_unless_it_is_a_tombstone_or_garbage() {
+        let stored = SandboxRecord {
             sandbox_id: "s1".into(),
             state: SandboxState::Paused,
             team_id: "t".into(),
@@ -354,16 +402,10 @@ mod tests {
             execution_id: Some("e".into()),
             updated_at_ms: 5,
         };
-        let all: HashMap<String, String> = [
-            (BUILT_FIELD.to_owned(), "1".to_owned()),
-            (
-                "s1".to_owned(),
-                format!("7-0|{}", serde_json::to_string(&record).unwrap()),
-            ),
-            ("s2".to_owned(), "9-1|".to_owned()),
-            ("s3".to_owned(), "nonsense".to_owned()),
-        ]
-        .into();
-        assert_eq!(records(all), vec![record]);
+        let value = format!("7-0|{}", serde_json::to_string(&stored).unwrap());
+        assert_eq!(record(&value), Some(stored));
+        assert_eq!(record("9-1|"), None);
+        assert_eq!(record("nonsense"), None);
+        assert_eq!(record("1"), None, "the marker's value");
     }
 }
