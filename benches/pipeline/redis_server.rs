@@ -1,6 +1,6 @@
 //! The `redis-server` child process and the stream queries the phases wait on.
 
-use crate::{STREAM, free_port, gate_key};
+use crate::{STREAM, free_port};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use std::path::Path;
@@ -74,12 +74,13 @@ pub async fn group_progress(conn: &mut MultiplexedConnection) -> Option<(String,
         .next()
         .map(|g| (g.last_delivered_id, g.pending))
 }
-/// Forgets the previous run: the stream (and its group) and the gate key.
+/// Forgets everything a previous run left, so that no run inherits another's state: the stream
+/// and its group, the gate key, and the emitter's keys beside the stream (leader lease, fence,
+/// generation, dead letters, the shared view of sandboxes). This Redis holds nothing else.
 pub async fn reset_redis(conn: &mut MultiplexedConnection) {
-    let _: () = redis::cmd("DEL")
-        .arg(STREAM)
-        .arg(gate_key())
+    let _: () = redis::cmd("FLUSHALL")
+        .arg("SYNC")
         .query_async(conn)
         .await
-        .expect("DEL");
+        .expect("FLUSHALL");
 }
