@@ -143,6 +143,7 @@ pub async fn run() -> anyhow::Result<()> {
         webhook_id: crate::deliver::format::default_webhook_id("demo"),
         signature_encoding: Default::default(),
         response_body_limit: 64 * 1024,
+        trusted_ca: None,
     };
     // A compressed schedule so the demo finishes in seconds; `run` defaults to hours.
     let retry = RetryPolicy {

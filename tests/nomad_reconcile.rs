@@ -743,6 +743,7 @@ async fn nomad_down_at_start_or_later_is_retried_and_delivery_goes_on() {
         webhook_id: uuid::Uuid::nil(),
         signature_encoding: Default::default(),
         response_body_limit: 64 * 1024,
+        trusted_ca: None,
     };
     let pipeline = Pipeline::start(
         dir.path(),

@@ -56,7 +56,7 @@ fn deliver(format: WireFormat, secrets: &str, event: &SandboxEvent) -> CapturedR
     let url = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let attempt = rt.block_on(
-        WebhookClient::new(Duration::from_secs(5), 64 * 1024)
+        WebhookClient::new(Duration::from_secs(5), 64 * 1024, None)
             .unwrap()
             .post(&url, &request),
     );

@@ -62,6 +62,9 @@ pub(super) struct SendTestArgs {
     /// Request timeout.
     #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10s")]
     webhook_timeout: String,
+    /// PEM file of a private CA that signed the endpoint's certificate; trusted besides the public roots.
+    #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
+    webhook_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,7 +181,15 @@ pub(super) async fn send_test(args: SendTestArgs) -> anyhow::Result<ExitCode> {
         1,
         jiff::Timestamp::now(),
     );
-    let client = WebhookClient::new(timeout, crate::deliver::http::DEFAULT_RESPONSE_BODY_LIMIT)?;
+    let trusted_ca = crate::config::trusted_ca(
+        args.webhook_ca_file.as_deref(),
+        "WEBHOOK_CA_FILE (--webhook-ca-file)",
+    )?;
+    let client = WebhookClient::new(
+        timeout,
+        crate::deliver::http::DEFAULT_RESPONSE_BODY_LIMIT,
+        trusted_ca.as_ref(),
+    )?;
     let attempt = client.post(&url, &request).await;
     println!(
         "POST {} ({format}): {} in {} ms",

@@ -1,13 +1,15 @@
 //! The config file (`--config`): several endpoints, the retry policy and dispatch limits.
 
-use super::{ConfigError, EndpointConfig, parse_http_url, webhook_args::parse_webhook_id};
+use super::{
+    ConfigError, EndpointConfig, parse_http_url, trusted_ca, webhook_args::parse_webhook_id,
+};
 use crate::deliver::format::{WireFormat, default_webhook_id};
 use crate::deliver::retry::{RetryToml, parse_duration};
 use crate::deliver::sign::{SecretSet, SignatureEncoding};
 use crate::event::EventFilter;
 use crate::util::secret::Secret;
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The config file (`--config`).
@@ -49,6 +51,9 @@ pub(super) struct EndpointToml {
     pub(super) teams: Option<Vec<String>>,
     #[serde(default)]
     response_body_limit: Option<usize>,
+    /// PEM file of a private CA trusted for this endpoint besides the public roots.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -142,6 +147,7 @@ pub(super) fn endpoint_from_toml(
         response_body_limit: ep
             .response_body_limit
             .unwrap_or(default_response_body_limit),
+        trusted_ca: trusted_ca(ep.ca_file.as_deref(), &key("ca_file"))?,
     })
 }
 

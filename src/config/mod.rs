@@ -17,11 +17,12 @@ pub use webhook_args::WebhookArgs;
 
 use crate::admin::auth::AdminToken;
 use crate::deliver::retry::{RetryPolicy, parse_duration};
+use crate::deliver::trust::TrustedCa;
 use crate::event::EventFilter;
 use crate::util::redact::redact_url_text;
 use file::{FileConfig, endpoint_from_toml};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use url::Url;
 use uuid::Uuid;
 
@@ -120,6 +121,10 @@ impl RunConfig {
                 webhook_id: identity.webhook_id,
                 signature_encoding: identity.signature_encoding,
                 response_body_limit: args.response_body_limit,
+                trusted_ca: trusted_ca(
+                    args.webhook_ca_file.as_deref(),
+                    "WEBHOOK_CA_FILE (--webhook-ca-file)",
+                )?,
             });
             endpoint_teams.push(None);
         }
@@ -196,6 +201,14 @@ impl RunConfig {
             },
         })
     }
+}
+
+/// The private CA in the PEM file `file`, if one is set (`setting` names it in errors).
+pub fn trusted_ca(file: Option<&Path>, setting: &str) -> Result<Option<TrustedCa>, ConfigError> {
+    file.map(|file| {
+        TrustedCa::from_pem_file(file).map_err(|e| ConfigError::new(setting, e.to_string()))
+    })
+    .transpose()
 }
 
 /// Accepts only absolute http(s) URLs with a host.

@@ -28,6 +28,9 @@ pub struct RunArgs {
         value_name = "BYTES"
     )]
     pub response_body_limit: usize,
+    /// PEM file of a private CA that signed WEBHOOK_URL's certificate; trusted besides the public roots.
+    #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
     /// Events to deliver, comma-separated: labels (create,kill,pause,resume,update,checkpoint), E2B's types (sandbox.lifecycle.killed, …) or *.
     #[arg(
         long,

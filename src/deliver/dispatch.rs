@@ -64,7 +64,7 @@ impl Dispatcher {
         leadership: Leadership,
     ) -> Result<Self, crate::deliver::http::ClientError> {
         Ok(Self {
-            client: WebhookClient::new(endpoint.timeout, endpoint.response_body_limit)?,
+            client: WebhookClient::for_endpoint(&endpoint)?,
             endpoint: Arc::new(endpoint),
             outbox,
             policy,

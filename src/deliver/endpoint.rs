@@ -3,6 +3,7 @@
 
 use crate::deliver::format::{EndpointIdentity, WireFormat};
 use crate::deliver::sign::{SecretSet, SignatureEncoding};
+use crate::deliver::trust::TrustedCa;
 use crate::event::EventFilter;
 use crate::outbox::Route;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct Endpoint {
     pub webhook_id: Uuid,
     /// How `e2b-signature` is written (e2b-cloud).
     pub signature_encoding: SignatureEncoding,
+    /// A private CA trusted for this endpoint besides the public roots (`ca_file`).
+    pub trusted_ca: Option<TrustedCa>,
 }
 
 impl Endpoint {

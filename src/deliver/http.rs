@@ -1,6 +1,8 @@
 //! The HTTP client: one POST, one typed outcome. Retries belong to the dispatcher.
 
+use crate::deliver::endpoint::Endpoint;
 use crate::deliver::format::SignedRequest;
+use crate::deliver::trust::TrustedCa;
 use crate::util::error::error_chain;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -110,9 +112,23 @@ pub struct WebhookClient {
 
 impl WebhookClient {
     /// Builds a client whose attempts end after `timeout`, reading at most
-    /// `response_body_limit` bytes of each response body.
-    pub fn new(timeout: Duration, response_body_limit: usize) -> Result<Self, ClientError> {
-        Self::build(timeout, response_body_limit, None)
+    /// `response_body_limit` bytes of each response body, and trusting `trusted_ca` besides the
+    /// public roots.
+    pub fn new(
+        timeout: Duration,
+        response_body_limit: usize,
+        trusted_ca: Option<&TrustedCa>,
+    ) -> Result<Self, ClientError> {
+        Self::build(timeout, response_body_limit, None, trusted_ca)
+    }
+
+    /// The client for a configured endpoint: its timeout, body limit and private CA, if any.
+    pub fn for_endpoint(endpoint: &Endpoint) -> Result<Self, ClientError> {
+        Self::new(
+            endpoint.timeout,
+            endpoint.response_body_limit,
+            endpoint.trusted_ca.as_ref(),
+        )
     }
 
     /// Like [`Self::new`], for a URL a user supplied: a host that is, or now resolves to, an
@@ -122,15 +138,21 @@ impl WebhookClient {
         response_body_limit: usize,
         destinations: crate::util::destination::DestinationPolicy,
     ) -> Result<Self, ClientError> {
-        Self::build(timeout, response_body_limit, Some(destinations))
+        Self::build(timeout, response_body_limit, Some(destinations), None)
     }
 
     fn build(
         timeout: Duration,
         response_body_limit: usize,
         destinations: Option<crate::util::destination::DestinationPolicy>,
+        trusted_ca: Option<&TrustedCa>,
     ) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder();
+        // Added to the built-in public roots, which stay trusted (`tls_built_in_root_certs`
+        // is on by default in reqwest).
+        for certificate in trusted_ca.map(TrustedCa::certificates).unwrap_or_default() {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_der(certificate)?);
+        }
         if let Some(policy) = &destinations {
             builder = builder.dns_resolver(std::sync::Arc::new(
                 crate::deliver::guarded_dns::GuardedResolver::new(policy.clone()),

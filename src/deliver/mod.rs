@@ -12,3 +12,4 @@ pub mod probe;
 pub mod retry;
 mod schedule;
 pub mod sign;
+pub mod trust;

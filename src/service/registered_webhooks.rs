@@ -301,6 +301,8 @@ impl WebhookRegistry {
             response_body_limit: self.settings.response_body_limit,
             webhook_id: webhook.id,
             signature_encoding: SignatureEncoding::default(),
+            // A registered URL is reached through the public roots only, as on E2B Cloud.
+            trusted_ca: None,
         })
     }
 

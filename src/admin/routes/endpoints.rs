@@ -155,7 +155,7 @@ pub(super) async fn test_event(
         1,
         jiff::Timestamp::now(),
     );
-    let client = WebhookClient::new(config.timeout, config.response_body_limit)
+    let client = WebhookClient::for_endpoint(config)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let attempt = client.post(&config.url, &signed).await;
     let delivered = attempt.outcome.is_delivered();
