@@ -23,6 +23,8 @@ pub struct Launch {
     pub webhook_url: Option<String>,
     /// `--webhook-format`, when not the default.
     pub format: Option<&'static str>,
+    /// `--webhook-ca-file`: the private CA of an `https://` receiver.
+    pub ca_file: Option<PathBuf>,
     /// `--redis-consumer`: its name in the group and in the leader lease.
     pub consumer: &'static str,
     pub max_in_flight: usize,
@@ -39,6 +41,7 @@ impl Launch {
         Self {
             webhook_url: Some(webhook_url.to_owned()),
             format: None,
+            ca_file: None,
             consumer: "bench",
             max_in_flight,
             config: String::new(),
@@ -87,6 +90,7 @@ impl Emitter {
             "WEBHOOK_URL",
             "WEBHOOK_FORMAT",
             "WEBHOOK_EVENTS",
+            "WEBHOOK_CA_FILE",
             "REDIS_URL",
             "REDIS_CLUSTER_URL",
             "REDIS_CONSUMER",
@@ -115,6 +119,9 @@ impl Emitter {
         }
         if let Some(format) = how.format {
             cmd.args(["--webhook-format", format]);
+        }
+        if let Some(ca_file) = &how.ca_file {
+            cmd.arg("--webhook-ca-file").arg(ca_file);
         }
         cmd.args(["--redis-url", &redis.url(), "--team-ids", TEAM])
             .args(["--redis-consumer", how.consumer])

@@ -19,7 +19,7 @@
 //! - `BENCH_PER_SANDBOX` (100): events per sandbox when comparing 1 with 10 000 sandboxes.
 //! - `BENCH_CALLGRIND_EVENTS` (2000): events the emitter delivers under callgrind.
 //! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog` and issue 17's rows
-//!   `formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see rows.rs).
+//!   `https,formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see rows.rs).
 //! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
 
 mod backlog;
@@ -33,6 +33,9 @@ mod runs;
 mod settings;
 mod table;
 mod targets;
+/// The private CA and certificates of the `https` row, shared with the tests.
+#[path = "../../tests/support/tls.rs"]
+mod tls;
 mod workload;
 
 use futures_util::FutureExt as _;
@@ -119,7 +122,7 @@ fn main() {
         if settings.wants("ceiling") {
             guarded(failures, "ceiling", async {
                 for r in 0..runs {
-                    let (rate, bytes, busy) = runs::ceiling_run(settings.events, mif).await;
+                    let (rate, bytes, busy) = runs::ceiling_run(settings.events, mif, None).await;
                     log(format!(
                         "ceiling run {}: {rate:.0} requests/s ({bytes:.0}-byte bodies), machine CPU {busy:.0} % busy",
                         r + 1

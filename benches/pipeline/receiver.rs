@@ -83,8 +83,10 @@ pub struct ProbeData {
 }
 
 /// A fast receiver: checks the signature, notes latency and event id, answers 200. It runs on
-/// its own thread and runtime (two workers), apart from the benchmark's.
+/// its own thread and runtime (two workers), apart from the benchmark's; over plain HTTP, or over
+/// TLS (rustls) with a certificate a private CA signed.
 pub struct Receiver {
+    scheme: &'static str,
     port: u16,
     paths: Vec<String>,
     epoch: Instant,
@@ -100,6 +102,21 @@ impl Receiver {
     }
 
     pub fn start_with(port: u16, check: Check, paths: &[&str]) -> Self {
+        Self::spawn(port, check, paths, None)
+    }
+
+    /// Over TLS with `tls` (HTTP/1.1, as the emitter speaks), on any free port.
+    pub fn start_tls(check: Check, paths: &[&str], tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::spawn(0, check, paths, Some(tls))
+    }
+
+    fn spawn(
+        port: u16,
+        check: Check,
+        paths: &[&str],
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = StdListener::bind(("127.0.0.1", port)).expect("binding the receiver");
         listener
             .set_nonblocking(true)
@@ -133,9 +150,15 @@ impl Receiver {
                 runtime.block_on(async move {
                     let listener =
                         tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stopped => {}
+                    match tls {
+                        None => tokio::select! {
+                            _ = axum::serve(listener, app) => {}
+                            _ = stopped => {}
+                        },
+                        Some(tls) => tokio::select! {
+                            _ = serve_tls(listener, app, tls) => {}
+                            _ = stopped => {}
+                        },
                     }
                 });
                 // Drops the connection tasks too: clients see their connections close.
@@ -143,6 +166,7 @@ impl Receiver {
             })
             .expect("the receiver's thread");
         Self {
+            scheme,
             port,
             paths: paths.iter().map(|p| (*p).to_owned()).collect(),
             epoch,
@@ -158,7 +182,10 @@ impl Receiver {
     }
 
     pub fn url_of(&self, path: usize) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, self.paths[path])
+        format!(
+            "{}://127.0.0.1:{}{}",
+            self.scheme, self.port, self.paths[path]
+        )
     }
 
     /// Distinct event ids that arrived on each path.
@@ -226,6 +253,32 @@ impl Drop for Receiver {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Serves `app` over TLS: each connection's handshake, then HTTP/1.1 on it, as a TLS-terminating
+/// web server does (`TCP_NODELAY` on, as nginx's default).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

@@ -1,4 +1,7 @@
 //! Issue 17's rows, each selectable with `BENCH_ONLY`:
+//! - `https`: the loopback ceiling over TLS, then the 10 000-sandbox rate run to an `https://`
+//!   receiver in this process (rustls, a certificate of a private CA given to the emitter with
+//!   `--webhook-ca-file`), every signature checked.
 //! - `formats`: the 10 000-sandbox rate run in `e2b-cloud` and `standard-webhooks`, every
 //!   signature checked with the crate's own verifiers.
 //! - `endpoints`: three endpoints from a config file; the run ends when each got every event.
@@ -13,8 +16,9 @@ use crate::backlog::{BacklogResult, StreamBacklogResult, backlog_run, stream_bac
 use crate::instructions::{Instructions, instructions_run, valgrind_available};
 use crate::receiver::Check;
 use crate::redis_server::RedisServer;
-use crate::runs::{RateResult, Setup, rate_run, rate_run_with};
+use crate::runs::{RateResult, Setup, ceiling_run, rate_run, rate_run_with};
 use crate::settings::Settings;
+use crate::tls::PrivateCa;
 use crate::workload::Workload;
 use crate::{guarded, log};
 use redis::aio::MultiplexedConnection;
@@ -22,6 +26,9 @@ use redis::aio::MultiplexedConnection;
 /// The rows besides the throughput, latency and backlog tables.
 #[derive(Default)]
 pub struct IssueRows {
+    /// The loopback ceiling over TLS: (requests/s, machine CPU busy %) per run.
+    pub tls_ceiling: Vec<(f64, f64)>,
+    pub https: Vec<RateResult>,
     /// (format, runs).
     pub formats: Vec<(&'static str, Vec<RateResult>)>,
     pub endpoints: Vec<RateResult>,
@@ -38,7 +45,9 @@ pub struct IssueRows {
 impl IssueRows {
     /// Whether any row goes into the throughput table.
     pub fn any_rate(&self) -> bool {
-        !(self.formats.is_empty()
+        !(self.tls_ceiling.is_empty()
+            && self.https.is_empty()
+            && self.formats.is_empty()
             && self.endpoints.is_empty()
             && self.ha.is_empty()
             && self.stream_backlog.is_empty()
@@ -80,6 +89,29 @@ pub async fn measure(
             }
         ));
     };
+    if settings.wants("https") {
+        guarded(failures, "https", async {
+            let ca = PrivateCa::new("bench CA");
+            for r in 0..runs {
+                let (rate, bytes, busy) = ceiling_run(settings.events, mif, Some(&ca)).await;
+                log(format!(
+                    "TLS ceiling run {}: {rate:.0} requests/s ({bytes:.0}-byte bodies), machine CPU {busy:.0} % busy",
+                    r + 1
+                ));
+                rows.tls_ceiling.push((rate, busy));
+            }
+            let setup = Setup {
+                tls: true,
+                ..Setup::default()
+            };
+            for r in 0..runs {
+                let result = rate_run_with(redis, conn, many, mif, &format!("t{r}"), setup).await;
+                rated("https://", r, &result);
+                rows.https.push(result);
+            }
+        })
+        .await;
+    }
     if settings.wants("formats") {
         guarded(failures, "formats", async {
             for (format, check) in [

@@ -6,6 +6,7 @@ use crate::measure::{
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
+use crate::tls::PrivateCa;
 use crate::workload::{Workload, event_json, write_burst, write_paced};
 use crate::{ENDPOINT_PATH, SECRET};
 use axum::body::Bytes;
@@ -18,9 +19,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The loopback ceiling: `conns` connections POSTing a signed body of the emitter's size to the
-/// same receiver, `requests` in all. Returns (requests/s, body bytes, machine CPU busy %).
-pub async fn ceiling_run(requests: usize, conns: usize) -> (f64, f64, f64) {
-    let receiver = Receiver::start(0);
+/// same receiver, `requests` in all; over TLS when `tls` is given (reqwest's rustls, trusting the
+/// CA, as the emitter does). Returns (requests/s, body bytes, machine CPU busy %).
+pub async fn ceiling_run(
+    requests: usize,
+    conns: usize,
+    tls: Option<&PrivateCa>,
+) -> (f64, f64, f64) {
+    let receiver = match tls {
+        Some(ca) => Receiver::start_tls(
+            Check::XE2bSignature,
+            &[ENDPOINT_PATH],
+            ca.server_config(LOOPBACK),
+        ),
+        None => Receiver::start(0),
+    };
     let json = event_json("c", 0, 1, 3, jiff::Timestamp::now());
     let event = SandboxEvent::parse(json.as_bytes()).expect("a valid event");
     let secrets = SecretSet::parse(SECRET).expect("a secret");
@@ -32,11 +45,15 @@ pub async fn ceiling_run(requests: usize, conns: usize) -> (f64, f64, f64) {
         1,
         jiff::Timestamp::now(),
     );
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .pool_max_idle_per_host(conns)
-        .tcp_nodelay(true)
-        .build()
-        .expect("a client");
+        .tcp_nodelay(true);
+    if let Some(ca) = tls {
+        client = client.add_root_certificate(
+            reqwest::Certificate::from_pem(ca.pem().as_bytes()).expect("the CA"),
+        );
+    }
+    let client = client.build().expect("a client");
     let url = receiver.url();
     let next = Arc::new(AtomicUsize::new(0));
     let busy = machine_jiffies();
@@ -83,17 +100,22 @@ pub struct RateResult {
     pub standby_cpu_pct: f64,
 }
 
+/// The address the TLS receiver's certificate is for.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// The receiver's paths when the emitter has several endpoints.
 const ENDPOINT_PATHS: [&str; 3] = ["/hooks/one", "/hooks/two", "/hooks/three"];
 
 /// What a rate run runs besides the workload: the format and what the receiver checks, how many
-/// endpoints, whether a standby instance runs next to the active one.
+/// endpoints, whether a standby instance runs next to the active one, whether the receiver
+/// speaks TLS (with a certificate of a private CA the emitter gets as `--webhook-ca-file`).
 #[derive(Clone, Copy)]
 pub struct Setup {
     pub check: Check,
     pub format: Option<&'static str>,
     pub endpoints: usize,
     pub standby: bool,
+    pub tls: bool,
 }
 
 impl Default for Setup {
@@ -103,6 +125,7 @@ impl Default for Setup {
             format: None,
             endpoints: 1,
             standby: false,
+            tls: false,
         }
     }
 }
@@ -134,9 +157,19 @@ pub async fn rate_run_with(
     } else {
         &[ENDPOINT_PATH]
     };
-    let receiver = Receiver::start_with(0, setup.check, paths);
+    let ca = setup.tls.then(|| PrivateCa::new("bench CA"));
+    let receiver = match &ca {
+        Some(ca) => Receiver::start_tls(setup.check, paths, ca.server_config(LOOPBACK)),
+        None => Receiver::start_with(0, setup.check, paths),
+    };
+    let ca_dir = tempfile::tempdir().expect("a temporary directory");
     let mut launch = Launch::new(&receiver.url(), max_in_flight);
     launch.format = setup.format;
+    if let Some(ca) = &ca {
+        let file = ca_dir.path().join("ca.pem");
+        std::fs::write(&file, ca.pem()).expect("writing the CA file");
+        launch.ca_file = Some(file);
+    }
     if paths.len() > 1 {
         launch.webhook_url = None;
         launch.config = (0..paths.len())

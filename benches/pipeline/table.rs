@@ -105,6 +105,26 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
             );
             throughput_row(&mut t, &label, *events, results, ceiling_median);
         }
+        let tls_ceiling: Vec<f64> = results.issue.tls_ceiling.iter().map(|(r, _)| *r).collect();
+        if !tls_ceiling.is_empty() {
+            let busy: Vec<f64> = results.issue.tls_ceiling.iter().map(|(_, b)| *b).collect();
+            let _ = writeln!(
+                t,
+                "| TLS ceiling: the same over `https://` (rustls both ends, {mif} connections kept open), the reference of the next row | {} | {} | 1.00 | – | – | – | {} % |",
+                num(settings.events as f64, 0),
+                show(&tls_ceiling, 0),
+                show(&busy, 0)
+            );
+        }
+        if !results.issue.https.is_empty() {
+            throughput_row(
+                &mut t,
+                "end to end to an `https://` receiver, 10 000 sandboxes, × the TLS ceiling",
+                settings.events,
+                &results.issue.https,
+                Spread::of(&tls_ceiling).map(|s| s.median),
+            );
+        }
         let issue_rows: [(&str, usize, &[RateResult]); 2] = [
             (
                 "three endpoints, 10 000 sandboxes, each event to all three",
