@@ -88,6 +88,9 @@ pub struct RateResult {
     /// Events per second (each delivered to every endpoint).
     pub rate: f64,
     pub idle_rss: f64,
+    /// Of the idle resident set, the anonymous part (heap, stacks): the rest is the executable's
+    /// own pages, clean and shared with the page cache.
+    pub idle_anon: f64,
     pub peak_rss: f64,
     /// CPU-ms per 1 000 events, which is also µs per event.
     pub cpu_ms_per_1k: f64,
@@ -207,6 +210,7 @@ pub async fn rate_run_with(
         .map(|s| (cpu_seconds(s.pid()), Instant::now()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = proc_status_mib(emitter.pid(), "VmHWM");
+    let idle_anon = proc_status_mib(emitter.pid(), "RssAnon");
     let cpu0 = cpu_seconds(emitter.pid());
     let redis_cpu0 = cpu_seconds(redis.child.id());
     let busy = machine_jiffies();
@@ -232,6 +236,7 @@ pub async fn rate_run_with(
     let result = RateResult {
         rate,
         idle_rss,
+        idle_anon,
         peak_rss: proc_status_mib(emitter.pid(), "VmHWM"),
         cpu_ms_per_1k: (cpu_seconds(emitter.pid()) - cpu0) * 1e6 / work.events as f64,
         redis_cpu_ms_per_1k: (cpu_seconds(redis.child.id()) - redis_cpu0) * 1e6

@@ -211,6 +211,17 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
             verdict(s.median <= 10.0)
         );
     }
+    let anon: Vec<f64> = rates
+        .iter()
+        .flat_map(|(_, _, r)| r.iter().map(|r| r.idle_anon))
+        .collect();
+    if !anon.is_empty() {
+        let _ = writeln!(
+            t,
+            "| of which anonymous (RssAnon: heap, stacks; the rest is the executable's own pages, clean and shared with the page cache) | {} MiB | – |",
+            show(&anon, 1)
+        );
+    }
     if let Some((_, _, results)) = rates.iter().find(|(s, _, _)| *s == 10_000) {
         let peak: Vec<f64> = results.iter().map(|r| r.peak_rss).collect();
         let _ = writeln!(
