@@ -81,3 +81,23 @@ impl Store {
         Ok(report)
     }
 }
+
+/// The ids to replay: `ids` (or every letter), narrowed to `endpoint`'s when given.
+pub(super) fn select_dead_letters(
+    store: &Store,
+    ids: Option<&[u64]>,
+    endpoint: Option<&str>,
+) -> Result<Option<Vec<u64>>, OutboxError> {
+    let Some(endpoint) = endpoint else {
+        return Ok(ids.map(<[u64]>::to_vec));
+    };
+    Ok(Some(
+        store
+            .dead_letters()?
+            .into_iter()
+            .filter(|d| d.endpoint.as_deref() == Some(endpoint))
+            .filter(|d| ids.is_none_or(|ids| ids.contains(&d.id)))
+            .map(|d| d.id)
+            .collect(),
+    ))
+}

@@ -6,16 +6,19 @@ mod dead_letters;
 mod delivery;
 mod error;
 mod intake;
+mod offline;
 mod open;
 mod raw_input;
 mod recent;
 mod records;
+mod recovery;
 mod status;
 mod store;
 mod stream_acks;
 mod writability;
 
 pub use intake::{EventIntake, IntakeError, SandboxView};
+pub use offline::{OutboxReader, move_aside, replay_dead_letters};
 pub use open::MovedAside;
 pub use raw_input::RawInput;
 
@@ -32,6 +35,7 @@ pub use stream_acks::StreamSync;
 
 use crate::event::{EventFilter, SandboxEvent};
 use crate::metrics::Metrics;
+use dead_letters::select_dead_letters;
 use recent::{RECENT_EVENTS, RecentEvents};
 use std::path::Path;
 use std::sync::Arc;
@@ -87,90 +91,6 @@ impl Outbox {
             received: Arc::default(),
             recent: Arc::new(RecentEvents::new(RECENT_EVENTS)),
         })
-    }
-
-    /// Runs a write for a source: waits while the outbox cannot be written, and tries again
-    /// after it recovered, so the source does not read on meanwhile. Fails only when stopping.
-    async fn write_waiting<T: Send + 'static>(
-        &self,
-        write: impl Fn(&Store) -> Result<T, OutboxError> + Send + Sync + 'static,
-    ) -> Result<T, OutboxError> {
-        let write = Arc::new(write);
-        loop {
-            self.writability.until_writable().await?;
-            let (store, write) = (self.store.clone(), write.clone());
-            let result = tokio::task::spawn_blocking(move || write(&store))
-                .await
-                .map_err(OutboxError::task)?;
-            match self.writability.note_write(result) {
-                Err(OutboxError::Unwritable { .. }) => continue,
-                other => return other,
-            }
-        }
-    }
-
-    /// Runs a read on the blocking pool; an I/O error turns the outbox unwritable.
-    async fn read<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
-    ) -> Result<T, OutboxError> {
-        let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || op(&store))
-            .await
-            .map_err(OutboxError::task)?;
-        self.writability.note_read(result)
-    }
-
-    /// Runs a write without waiting; its success makes a failing outbox writable again.
-    async fn write<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
-    ) -> Result<T, OutboxError> {
-        let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || op(&store))
-            .await
-            .map_err(OutboxError::task)?;
-        self.writability.note_write(result)
-    }
-
-    /// After an I/O error: reopens the file, so reads and deliveries work again, and lets
-    /// waiting sources try again; the first write that succeeds makes the outbox writable.
-    /// Does nothing while the outbox is writable.
-    async fn recover(&self) {
-        if !self.writability.failed() {
-            return;
-        }
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.reopen()).await {
-            Ok(Ok(())) => {
-                // With no source waiting, a tiny write of our own tells when the disk works.
-                if self.writability.reopened() {
-                    let _ = self.write(|store| store.probe_write()).await;
-                }
-            }
-            Ok(Err(e)) => tracing::debug!(error = %e, "the outbox still cannot be written"),
-            Err(e) => tracing::warn!(error = %e, "reopening the outbox failed"),
-        }
-    }
-
-    /// Reopens the file soon after every I/O error (and once a second while failing) until
-    /// `shutdown`; the pipeline runs this next to the dispatchers.
-    pub async fn keep_recovering(&self, shutdown: tokio_util::sync::CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = self.writability.reopen_wanted() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            self.recover().await;
-            // Errors from operations that raced the reopen need no second one at once.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Sources waiting for the disk give up: the service is stopping.
-    pub fn stop_waiting(&self) {
-        self.writability.stop_waiting();
     }
 
     /// Also sends every newly received event to `history`, without ever waiting for it: when
@@ -469,92 +389,4 @@ impl Outbox {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
-}
-
-/// Read-only access for `status` and `dead-letters list` while the service runs.
-pub struct OutboxReader {
-    store: Store,
-    path: std::path::PathBuf,
-}
-
-impl OutboxReader {
-    /// Opens the outbox in `dir` without writing to it (a file left by an unclean exit is read
-    /// through a repaired copy).
-    pub fn open(dir: &Path) -> Result<Self, OutboxError> {
-        Ok(Self {
-            store: Store::open_read_only(dir)?,
-            path: open::database_path(dir),
-        })
-    }
-
-    /// Depth, oldest event and dead letters, per endpoint.
-    pub fn status(&self) -> Result<OutboxStatus, OutboxError> {
-        self.guarded(|store| store.status())
-    }
-
-    /// Every dead letter, oldest first.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
-        self.guarded(|store| store.dead_letters())
-    }
-
-    /// Every saved source state.
-    pub fn states(&self) -> Result<Vec<(String, Vec<u8>)>, OutboxError> {
-        self.guarded(|store| store.states())
-    }
-
-    /// A read-only open checks nothing up front (the service may be writing), so a page that
-    /// is damaged shows up while reading: redb may panic on it.
-    fn guarded<T>(
-        &self,
-        read: impl FnOnce(&Store) -> Result<T, OutboxError>,
-    ) -> Result<T, OutboxError> {
-        crate::util::panic::catch_quietly(|| read(&self.store)).unwrap_or_else(|panic| {
-            Err(OutboxError::Damaged {
-                path: self.path.clone(),
-                reason: format!("redb: {panic}"),
-            })
-        })
-    }
-}
-
-/// Moves a damaged or unwanted outbox aside (renamed, kept for inspection) so the next start
-/// begins empty; refused while the service runs.
-pub fn move_aside(dir: &Path) -> Result<MovedAside, OutboxError> {
-    open::move_aside(dir, |_| {
-        let reader = OutboxReader::open(dir).ok()?;
-        let status = reader.status().ok()?;
-        Some((status.events, status.dead_letters))
-    })
-}
-
-/// Puts dead letters back into the outbox in `dir` (those of `endpoint` when given); needs the
-/// service stopped (it holds the database) — while it runs, replay through its admin API.
-pub fn replay_dead_letters(
-    dir: &Path,
-    ids: Option<&[u64]>,
-    endpoint: Option<&str>,
-) -> Result<ReplayReport, OutboxError> {
-    let store = Store::open(dir, Vec::new(), false)?;
-    let wanted = select_dead_letters(&store, ids, endpoint)?;
-    store.replay(wanted.as_deref())
-}
-
-/// The ids to replay: `ids` (or every letter), narrowed to `endpoint`'s when given.
-fn select_dead_letters(
-    store: &Store,
-    ids: Option<&[u64]>,
-    endpoint: Option<&str>,
-) -> Result<Option<Vec<u64>>, OutboxError> {
-    let Some(endpoint) = endpoint else {
-        return Ok(ids.map(<[u64]>::to_vec));
-    };
-    Ok(Some(
-        store
-            .dead_letters()?
-            .into_iter()
-            .filter(|d| d.endpoint.as_deref() == Some(endpoint))
-            .filter(|d| ids.is_none_or(|ids| ids.contains(&d.id)))
-            .map(|d| d.id)
-            .collect(),
-    ))
 }
