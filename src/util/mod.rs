@@ -1,5 +1,6 @@
 //! Small helpers every layer may use; nothing here imports another module of the crate.
 
+pub mod backoff;
 pub mod destination;
 pub mod error;
 pub mod failure_throttle;

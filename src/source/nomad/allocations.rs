@@ -8,7 +8,7 @@ use super::link::Link;
 use super::wire::NomadAllocation;
 use super::{DiscoverySettings, OrchestratorSelector};
 use crate::cluster::{AllocationStatus, OrchestratorAllocation, OrchestratorSet};
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::util::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -133,12 +133,7 @@ impl<'a> AllocationWatcher<'a> {
             last_index: index,
             listed: false,
         };
-        let backoff = ExponentialBuilder::new()
-            .with_min_delay(self.settings.backoff_min)
-            .with_max_delay(self.settings.backoff_max)
-            .with_jitter()
-            .without_max_times();
-        let mut delays = backoff.build();
+        let mut delays = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         while !shutdown.is_cancelled() {
             let mut streaming = false;
             let result = self
@@ -152,10 +147,10 @@ impl<'a> AllocationWatcher<'a> {
             }
             if streaming {
                 // A connection that worked: start the next wait from the shortest delay.
-                delays = backoff.build();
+                delays.reset();
             }
             link.down(&error);
-            let delay = delays.next().unwrap_or(self.settings.backoff_max);
+            let delay = delays.next_delay();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}

@@ -10,7 +10,7 @@ use super::client::NomadClient;
 use super::link::Link;
 use super::wire::ServiceRegistration;
 use crate::cluster::{AllocationStatus, OrchestratorAllocation, OrchestratorSet};
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::util::backoff::Backoff;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
@@ -30,12 +30,7 @@ impl<'a> ServiceWatcher<'a> {
     /// was rebuilt.
     pub async fn run(&self, link: &mut Link, saved_index: u64, shutdown: &CancellationToken) {
         let name = &self.settings.selector.service_name;
-        let backoff = ExponentialBuilder::new()
-            .with_min_delay(self.settings.backoff_min)
-            .with_max_delay(self.settings.backoff_max)
-            .with_jitter()
-            .without_max_times();
-        let mut delays = backoff.build();
+        let mut delays = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         let mut index = 0;
         let mut known: BTreeMap<String, OrchestratorAllocation> = BTreeMap::new();
         while !shutdown.is_cancelled() {
@@ -50,7 +45,7 @@ impl<'a> ServiceWatcher<'a> {
                     // After a failure the first answer is wanted at once: it says Nomad is
                     // back, and what changed meanwhile.
                     index = 0;
-                    let delay = delays.next().unwrap_or(self.settings.backoff_max);
+                    let delay = delays.next_delay();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -58,7 +53,7 @@ impl<'a> ServiceWatcher<'a> {
                     continue;
                 }
             };
-            delays = backoff.build();
+            delays.reset();
             if index == 0 && answered_index < saved_index {
                 tracing::warn!(
                     nomad_index = answered_index,

@@ -18,11 +18,10 @@
 //! the connection (single node or cluster, TLS); `group` the consumer group (take over its
 //! pending list, claim, lag, trim); `entry` one entry's event and committing a batch; `reply`
 //! parsing Redis's replies; `lease` the leader lease; `reading` new entries under it; `gate`
-//! the `wh:<team>` keys; `backoff` the delays between reconnections; `sync` acknowledging after
+//! the `wh:<team>` keys; `sync` acknowledging after
 //! delivery; `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
 //! emitter's own events; `view` the shared view of sandboxes.
 
-mod backoff;
 mod client;
 mod dead_letters;
 mod entry;
@@ -50,7 +49,7 @@ use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::team_scope::TeamScope;
-use backoff::Backoff;
+use crate::util::backoff::Backoff;
 use client::{RedisClient, RedisConnection};
 use gate::GATE_KEY_REFRESH;
 use group::EntryId;
@@ -81,6 +80,10 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How often the shared view of sandboxes is rid of tombstones no entry can bring back.
 const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// The first delay before reconnecting; later ones grow exponentially, with jitter.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
+/// The longest delay between reconnection attempts.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// What the Redis source needs: where Redis is, the stream and group, and this instance's part
 /// in them (`config` builds it from flags and environment).
@@ -240,7 +243,7 @@ impl RedisStreamSource {
         let client = self.client.clone();
         self.warn_about_configuration();
         self.not_ready(format!("connecting to {}", self.addr));
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(RETRY_MIN_DELAY, RETRY_MAX_DELAY);
         loop {
             let error = match self.consume(&client, &mut backoff, &shutdown).await {
                 Ok(()) => {
