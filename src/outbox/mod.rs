@@ -176,12 +176,14 @@ impl Outbox {
                 .into_iter()
                 .zip(&report.seqs)
                 .filter_map(|(event, seq)| {
+                    // Duplicates and events no endpoint wants got no sequence number.
+                    let seq = (*seq)?;
                     let stored = StoredEvent {
                         event,
                         appended_at_ms: report.appended_at_ms,
                         source: source.to_owned(),
                     };
-                    seq.map(|seq| (seq, stored))
+                    Some((seq, stored))
                 }),
         );
     }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::event::{EventFilter, SandboxEvent};
-use crate::outbox::Route;
+use crate::outbox::{Route, StreamEntryRef, records};
 
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 
@@ -150,4 +150,31 @@ fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reu
         Some(2),
         "after a reopen, on from the last number"
     );
+}
+
+#[test]
+fn the_borrowed_record_is_written_byte_for_byte_as_the_owned_one_is_read() {
+    // Outboxes written by earlier versions hold `EventRecord` JSON: the format must not move.
+    let event = event("e1", "s1", "created");
+    let entry = StreamEntryRef {
+        id: "1-0".into(),
+        generation: "g".into(),
+    };
+    for entry in [None, Some(&entry)] {
+        let borrowed = records::encode(&records::EventRecordRef {
+            appended_at_ms: 7,
+            source: "redis",
+            event: event.raw(),
+            entry,
+        });
+        let owned = records::encode(&records::EventRecord {
+            appended_at_ms: 7,
+            source: "redis".into(),
+            event: serde_json::Value::Object(event.raw().clone()),
+            entry: entry.cloned(),
+        });
+        assert_eq!(borrowed, owned);
+        let read: records::RecordEntry = records::decode("event", &borrowed).unwrap();
+        assert_eq!(read.entry.as_ref(), entry);
+    }
 }
