@@ -150,6 +150,29 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
     for secret in [SECRET_A, SECRET_B, key_a.as_str(), key_b.as_str()] {
         assert!(!log.contains(secret), "a secret reached the log:\n{log}");
     }
+
+    // The outbox keeps the webhooks (secrets included) for a restart; `status` on the data
+    // directory says how many, never what.
+    drop(emitter);
+    for json in [true, false] {
+        let mut status = common::emitter();
+        status.args(["status", "--data-dir"]).arg(&data);
+        if json {
+            status.arg("--json");
+        }
+        let (code, out, err) = common::output(&mut status);
+        assert_eq!(code, 0, "{out}{err}");
+        // How many were saved depends on the last poll before the stop: the count, not which.
+        let shown = if json {
+            r#""registered_webhooks":{"webhooks":"#
+        } else {
+            r#"registered_webhooks: {"webhooks":"#
+        };
+        assert!(out.contains(shown), "{out}");
+        for secret in [SECRET_A, SECRET_B] {
+            assert!(!out.contains(secret), "a secret reached `status`:\n{out}");
+        }
+    }
 }
 
 #[test]

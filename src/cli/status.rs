@@ -22,7 +22,14 @@ pub(super) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let reader = crate::outbox::OutboxReader::open(&args.data_dir)?;
     let status = reader.status()?;
-    let states = reader.states()?;
+    let states: Vec<(String, Vec<u8>)> = reader
+        .states()?
+        .into_iter()
+        .map(|(key, value)| {
+            let shown = crate::service::shown_state(&key, &value).into_owned();
+            (key, shown)
+        })
+        .collect();
     if args.json {
         let positions: serde_json::Map<String, serde_json::Value> = states
             .iter()

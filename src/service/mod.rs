@@ -5,6 +5,7 @@ mod delivery_log;
 mod events_api;
 mod pipeline;
 mod registered_webhooks;
+pub use registered_webhooks::shown_state;
 
 pub use pipeline::Pipeline;
 
