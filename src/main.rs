@@ -1,22 +1,22 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// jemalloc instead of glibc's malloc: on the delivery path glibc's malloc and free took about a
+/// quarter of the emitter's CPU, and their arena locks most of its `futex` calls (BENCHMARKS.md,
+/// "The allocator"). mimalloc was faster still but doubled the resident memory.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main` (tikv-jemalloc-sys prefixes its symbols with `_rjem_`).
+/// Two arenas, as glibc was limited to, keep the resident memory of a large backlog where it was;
+/// freed pages go back to the kernel after a second instead of ten. `_RJEM_MALLOC_CONF` in the
+/// environment overrides them.
+#[cfg(target_os = "linux")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_OPTIONS: &u8 = &b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = e2b_webhook_emitter::cli::Cli::parse();
     e2b_webhook_emitter::cli::main(cli)
 }
-
-/// glibc gives each thread that allocates an arena of its own; with the blocking pool's threads
-/// that alone roughly doubled the resident memory under a large backlog (see BENCHMARKS.md).
-/// Two arenas cost no measurable throughput here.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only changes allocator tuning; it runs before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
