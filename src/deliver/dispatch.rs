@@ -16,6 +16,8 @@ use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError};
 use crate::util::time::now_ms;
 use attempt::{Finished, attempt};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,6 +32,10 @@ const COMMIT_BATCH: usize = 256;
 const COMMIT_DELAY: Duration = Duration::from_millis(25);
 /// How long to wait before reading or committing again after the outbox failed.
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
+
+/// A batch of delivery results being committed while deliveries go on; it hands the batch back
+/// with the result, so a failed commit can be tried again.
+type Commit = Pin<Box<dyn Future<Output = (Arc<[Completion]>, Result<(), OutboxError>)> + Send>>;
 
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
@@ -100,6 +106,8 @@ impl Dispatcher {
         let mut on_disk = true;
         let mut in_flight: JoinSet<Finished> = JoinSet::new();
         let mut completions: Vec<Completion> = Vec::new();
+        // At most one commit at a time, so results are committed in the order they came.
+        let mut committing: Option<Commit> = None;
         let mut stopping = false;
         let mut first_uncommitted: Option<tokio::time::Instant> = None;
         // While the outbox cannot be read or written (a full disk), reads and commits are tried
@@ -117,8 +125,11 @@ impl Dispatcher {
                 while let Some(joined) = in_flight.join_next().await {
                     self.finish(joined, &mut schedule, &mut completions);
                 }
+                if let Some(commit) = committing.take() {
+                    commit.await.1?;
+                }
                 self.outbox
-                    .complete(std::mem::take(&mut completions))
+                    .complete(std::mem::take(&mut completions).into())
                     .await?;
                 first_uncommitted = None;
                 schedule = Schedule::default();
@@ -198,30 +209,23 @@ impl Dispatcher {
                 || first_uncommitted
                     .is_some_and(|t: tokio::time::Instant| t.elapsed() >= COMMIT_DELAY);
             let commits_paused = !stopping && commits_paused_until.is_some_and(|t| t > now);
-            if !completions.is_empty() && commit_due && !commits_paused {
-                let batch = std::mem::take(&mut completions);
-                match self.outbox.complete(batch.clone()).await {
-                    Ok(()) => {
-                        first_uncommitted = None;
-                        commits_paused_until = None;
-                    }
-                    // Kept, and committed once the outbox can be written again. Until then a
-                    // restart would deliver these once more, as at-least-once allows.
-                    Err(e) if !stopping => {
-                        tracing::warn!(endpoint = %self.endpoint.id, error = %e, pending = batch.len(), "cannot record delivery results; retrying in 1 s");
-                        completions = batch;
-                        commits_paused_until = Some(now + STORAGE_RETRY);
-                    }
-                    Err(e) => return Err(e),
-                }
+            if !completions.is_empty() && commit_due && !commits_paused && committing.is_none() {
+                let batch: Arc<[Completion]> = std::mem::take(&mut completions).into();
+                let outbox = self.outbox.clone();
+                committing = Some(Box::pin(async move {
+                    let result = outbox.complete(batch.clone()).await;
+                    (batch, result)
+                }));
+                first_uncommitted = None;
             }
-            if stopping && in_flight.is_empty() {
+            if stopping && in_flight.is_empty() && committing.is_none() {
                 break;
             }
             let wake_at = schedule
                 .next_due()
                 .filter(|_| !stopping && !paused && in_flight.len() < self.max_in_flight);
             let commit_at = first_uncommitted
+                .filter(|_| committing.is_none())
                 .map(|t| t + COMMIT_DELAY)
                 .map(|at| commits_paused_until.map_or(at, |paused| at.max(paused)));
             let timer = async {
@@ -243,6 +247,21 @@ impl Dispatcher {
                     }
                     first_uncommitted.get_or_insert_with(tokio::time::Instant::now);
                 }
+                (batch, result) = async { committing.as_mut().expect("guarded").await }, if committing.is_some() => {
+                    committing = None;
+                    match result {
+                        Ok(()) => commits_paused_until = None,
+                        // Kept, and committed once the outbox can be written again. Until then a
+                        // restart would deliver these once more, as at-least-once allows.
+                        Err(e) if !stopping => {
+                            tracing::warn!(endpoint = %self.endpoint.id, error = %e, pending = batch.len(), "cannot record delivery results; retrying in 1 s");
+                            completions.splice(0..0, batch.iter().cloned());
+                            first_uncommitted = Some(tokio::time::Instant::now());
+                            commits_paused_until = Some(tokio::time::Instant::now() + STORAGE_RETRY);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 changed = appended.changed(), if !stopping => {
                     if changed.is_ok() { on_disk = true; }
                 }
@@ -263,6 +282,9 @@ impl Dispatcher {
                 }
             }
         }
-        self.outbox.complete(completions).await
+        if let Some(commit) = committing.take() {
+            commit.await.1?;
+        }
+        self.outbox.complete(completions.into()).await
     }
 }

@@ -322,7 +322,7 @@ impl Outbox {
 
     /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
     /// tries again, so deliveries go on while sources wait for the disk.
-    pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), OutboxError> {
+    pub async fn complete(&self, completions: Arc<[Completion]>) -> Result<(), OutboxError> {
         let removed = self
             .write(move |store| store.complete(&completions))
             .await?;
