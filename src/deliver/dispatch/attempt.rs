@@ -104,7 +104,7 @@ impl Dispatcher {
                 .unwrap_or(stored.appended_at_ms);
             metrics.delivery_latency(&endpoint, (now_ms() - since).max(0) as f64 / 1000.0);
             // One line per success only at debug: the delivery log has every attempt, and at
-            // info this line cost about a tenth of the CPU of a delivery (BENCHMARKS.md).
+            // info this line cost about 5 % of a delivery's instructions (BENCHMARKS.md).
             tracing::debug!(
                 event_id = event.id(),
                 sandbox_id = event.sandbox_id(),
