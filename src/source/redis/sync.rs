@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 const SYNC_BATCH: usize = 1024;
 /// Rounds happen when the outbox reports finished work, and at least this often.
 const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// After the outbox reports finished work, what finishes meanwhile joins the round: every round
+/// ends in an outbox commit with an fsync, and appends wait for it (redb has one writer).
+const SYNC_GATHER: Duration = Duration::from_millis(50);
 /// Waits between reconnection attempts.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -77,7 +80,12 @@ impl StreamSyncer {
             while self.round(conn).await? {}
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
-                () = self.outbox.entries_finished() => {}
+                () = self.outbox.entries_finished() => {
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(SYNC_GATHER) => {}
+                    }
+                }
                 () = tokio::time::sleep(SYNC_EVERY) => {}
             }
         }
