@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 /// jemalloc instead of glibc's malloc: on the delivery path glibc's malloc and free took about a
 /// quarter of the emitter's CPU, and their arena locks most of its `futex` calls (BENCHMARKS.md,
-/// "The allocator"). mimalloc was faster still but doubled the resident memory.
+/// "Results after issue 17's second round"). mimalloc was faster still but missed the memory
+/// targets by far.
 #[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
