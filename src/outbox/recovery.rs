@@ -16,10 +16,8 @@ impl Outbox {
         let write = Arc::new(write);
         loop {
             self.writability.until_writable().await?;
-            let (store, write) = (self.store.clone(), write.clone());
-            let result = tokio::task::spawn_blocking(move || write(&store))
-                .await
-                .map_err(OutboxError::task)?;
+            let write = write.clone();
+            let result = self.on_blocking_pool(move |store| write(store)).await?;
             match self.writability.note_write(result) {
                 Err(OutboxError::Unwritable { .. }) => continue,
                 other => return other,
@@ -32,10 +30,7 @@ impl Outbox {
         &self,
         op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
-        let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || op(&store))
-            .await
-            .map_err(OutboxError::task)?;
+        let result = self.on_blocking_pool(op).await?;
         self.writability.note_read(result)
     }
 
@@ -44,11 +39,20 @@ impl Outbox {
         &self,
         op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
-        let store = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || op(&store))
-            .await
-            .map_err(OutboxError::task)?;
+        let result = self.on_blocking_pool(op).await?;
         self.writability.note_write(result)
+    }
+
+    /// Runs `op` on the blocking pool. The outer error is the task's (it panicked), the inner
+    /// one the store's, which the callers show to [`super::writability::Writability`].
+    async fn on_blocking_pool<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<Result<T, OutboxError>, OutboxError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(OutboxError::task)
     }
 
     /// After an I/O error: reopens the file, so reads and deliveries work again, and lets
