@@ -259,14 +259,7 @@ fn track_sandbox(
         }
         Lifecycle::Unknown(_) => return Ok(()),
     };
-    let record = SandboxRecord {
-        sandbox_id: event.sandbox_id().to_owned(),
-        state,
-        team_id: event.team_id().to_owned(),
-        template_id: event.str_field("sandbox_template_id").map(str::to_owned),
-        execution_id: event.str_field("sandbox_execution_id").map(str::to_owned),
-        updated_at_ms: event.timestamp().map(|t| t.as_millisecond()).unwrap_or(now),
-    };
+    let record = SandboxRecord::of(event, state, now);
     table.insert(event.sandbox_id(), encode(&record).as_slice())?;
     Ok(())
 }

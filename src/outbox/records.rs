@@ -204,6 +204,21 @@ pub struct SandboxRecord {
     pub updated_at_ms: i64,
 }
 
+impl SandboxRecord {
+    /// The record `event` leaves for its sandbox in `state`; `now_ms` stands in for a missing
+    /// event timestamp.
+    pub fn of(event: &SandboxEvent, state: SandboxState, now_ms: i64) -> Self {
+        Self {
+            sandbox_id: event.sandbox_id().to_owned(),
+            state,
+            team_id: event.team_id().to_owned(),
+            template_id: event.str_field("sandbox_template_id").map(str::to_owned),
+            execution_id: event.str_field("sandbox_execution_id").map(str::to_owned),
+            updated_at_ms: event.timestamp().map_or(now_ms, |t| t.as_millisecond()),
+        }
+    }
+}
+
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(
     what: &str,
     bytes: &[u8],

@@ -14,6 +14,7 @@ use super::keys::Keys;
 use super::{EntryId, RedisSourceError, RedisStreamSource};
 use crate::event::{Lifecycle, SandboxEvent};
 use crate::outbox::{FromStream, IntakeError, SandboxRecord, SandboxState, SandboxView};
+use crate::util::time::now_ms;
 use futures_util::future::BoxFuture;
 use redis::{AsyncCommands, RedisError, Script};
 use std::collections::HashMap;
@@ -105,17 +106,7 @@ impl ViewChange {
             Lifecycle::Killed => ("gone", SandboxState::Running),
             Lifecycle::Unknown(_) => return None,
         };
-        let record = SandboxRecord {
-            sandbox_id: event.sandbox_id().to_owned(),
-            state,
-            team_id: event.team_id().to_owned(),
-            template_id: event.str_field("sandbox_template_id").map(str::to_owned),
-            execution_id: event.str_field("sandbox_execution_id").map(str::to_owned),
-            updated_at_ms: event.timestamp().map_or_else(
-                || jiff::Timestamp::now().as_millisecond(),
-                |t| t.as_millisecond(),
-            ),
-        };
+        let record = SandboxRecord::of(event, state, now_ms());
         Some(Self {
             sandbox: record.sandbox_id.clone(),
             entry: entry.to_owned(),
