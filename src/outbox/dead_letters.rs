@@ -51,11 +51,12 @@ impl Store {
                         continue;
                     }
                 };
-                let (Some(endpoint), Some(event)) = (&letter.endpoint, &letter.event) else {
-                    report
-                        .skipped
-                        .push((id, "malformed input: there is no event to deliver".into()));
-                    continue;
+                let (endpoint, event) = match letter.replayable() {
+                    Ok(target) => target,
+                    Err(why) => {
+                        report.skipped.push((id, why.into()));
+                        continue;
+                    }
                 };
                 let seq = next_seq;
                 next_seq += 1;
@@ -71,7 +72,7 @@ impl Store {
                     sandbox_id: letter.sandbox_id.clone().unwrap_or_default(),
                     ..DeliveryState::default()
                 };
-                pending.insert((endpoint.as_str(), seq), encode(&delivery).as_slice())?;
+                pending.insert((endpoint, seq), encode(&delivery).as_slice())?;
                 dead.remove(id)?;
                 report.replayed.push(id);
             }

@@ -177,6 +177,16 @@ pub struct DeadLetter {
     pub dead_at_ms: i64,
 }
 
+impl DeadLetter {
+    /// The endpoint and event a replay delivers, or why it cannot be replayed.
+    pub fn replayable(&self) -> Result<(&str, &Value), &'static str> {
+        match (&self.endpoint, &self.event) {
+            (Some(endpoint), Some(event)) => Ok((endpoint, event)),
+            _ => Err("malformed input: there is no event to deliver"),
+        }
+    }
+}
+
 /// Whether a sandbox runs or sleeps, according to the event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -135,11 +135,12 @@ impl SharedDeadLetters {
             let Some(letter) = letters.iter().find(|l| l.id == id) else {
                 continue;
             };
-            let (Some(endpoint), Some(event)) = (&letter.endpoint, &letter.event) else {
-                report
-                    .skipped
-                    .push((id, "malformed input: there is no event to deliver".into()));
-                continue;
+            let (endpoint, event) = match letter.replayable() {
+                Ok(target) => target,
+                Err(why) => {
+                    report.skipped.push((id, why.into()));
+                    continue;
+                }
             };
             let entry: Option<String> = Script::new(REPLAY)
                 .key(self.keys.dead_letters())
