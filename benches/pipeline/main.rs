@@ -18,7 +18,8 @@
 //! - `BENCH_MAX_IN_FLIGHT` (64): `--max-in-flight`, and the load generator's connection count.
 //! - `BENCH_PER_SANDBOX` (100): events per sandbox when comparing 1 with 10 000 sandboxes.
 //! - `BENCH_CALLGRIND_EVENTS` (2000): events the emitter delivers under callgrind.
-//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog` and issue 17's rows
+//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog` (`ceiling` also
+//!   measures the HTTP floor: the same client alone on one thread, and its CPU per request) and issue 17's rows
 //!   `https,formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see rows.rs).
 //! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
 
@@ -131,6 +132,14 @@ fn main() {
                     measured.ceiling_busy.push(busy);
                     measured.ceiling_bytes = bytes;
                 }
+                for r in 0..runs {
+                    let (rate, cpu_us) = runs::floor_run(settings.events, mif).await;
+                    log(format!(
+                        "floor run {}: a bare client on one thread, {rate:.0} requests/s, {cpu_us:.1} CPU-µs per request",
+                        r + 1
+                    ));
+                    measured.floor.push((rate, cpu_us));
+                }
             })
             .await;
         }
@@ -171,12 +180,14 @@ fn main() {
                             .await;
                     for (rate, l) in [100, 1000].iter().zip(&result) {
                         log(format!(
-                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events)",
+                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event",
                             r + 1,
                             l.p50,
                             l.p99,
                             l.max,
-                            l.samples
+                            l.samples,
+                            l.cpu_pct,
+                            l.cpu_us_per_event
                         ));
                     }
                     measured.latencies.push(result);

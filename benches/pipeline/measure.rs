@@ -15,7 +15,17 @@ pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
 
 /// User + system CPU seconds a process has used so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds the calling thread has used so far.
+pub fn thread_cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/thread-self/stat")
+}
+
+/// The user + system time of a `stat` file of /proc (a process's or a thread's), in seconds.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start at field 3 (state).
     let Some((_, rest)) = text.rsplit_once(')') else {
         return f64::NAN;

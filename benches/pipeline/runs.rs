@@ -3,6 +3,7 @@
 use crate::emitter::{Emitter, Launch};
 use crate::measure::{
     cpu_seconds, machine_busy_since, machine_jiffies, percentile, proc_status_mib,
+    thread_cpu_seconds,
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
@@ -34,17 +35,22 @@ pub async fn ceiling_run(
         ),
         None => Receiver::start(0),
     };
-    let json = event_json("c", 0, 1, 3, jiff::Timestamp::now());
-    let event = SandboxEvent::parse(json.as_bytes()).expect("a valid event");
-    let secrets = SecretSet::parse(SECRET).expect("a secret");
-    let request = format::render(
-        WireFormat::XE2bSignature,
-        &event,
-        &format::EndpointIdentity::new("default"),
-        &secrets,
-        1,
-        jiff::Timestamp::now(),
-    );
+    let request = signed_request();
+    let client = client_for(conns, tls);
+    let url = receiver.url();
+    let busy = machine_jiffies();
+    let start = Instant::now();
+    post_all(&client, &url, &request, conns, requests).await;
+    let elapsed = start.elapsed();
+    let busy = machine_busy_since(busy);
+    receiver.check_signatures();
+    let bytes = receiver.mean_body_bytes();
+    drop(receiver);
+    (requests as f64 / elapsed.as_secs_f64(), bytes, busy)
+}
+
+/// The client of the ceiling and floor runs: reqwest, as the emitter uses it, trusting `tls`'s CA.
+fn client_for(conns: usize, tls: Option<&PrivateCa>) -> reqwest::Client {
     let mut client = reqwest::Client::builder()
         .pool_max_idle_per_host(conns)
         .tcp_nodelay(true);
@@ -53,14 +59,36 @@ pub async fn ceiling_run(
             reqwest::Certificate::from_pem(ca.pem().as_bytes()).expect("the CA"),
         );
     }
-    let client = client.build().expect("a client");
-    let url = receiver.url();
+    client.build().expect("a client")
+}
+
+/// A signed `X-E2B-Signature` request for one event, as the emitter renders it.
+fn signed_request() -> format::SignedRequest {
+    let json = event_json("c", 0, 1, 3, jiff::Timestamp::now());
+    let event = SandboxEvent::parse(json.as_bytes()).expect("a valid event");
+    let secrets = SecretSet::parse(SECRET).expect("a secret");
+    format::render(
+        WireFormat::XE2bSignature,
+        &event,
+        &format::EndpointIdentity::new("default"),
+        &secrets,
+        1,
+        jiff::Timestamp::now(),
+    )
+}
+
+/// `conns` tasks POSTing `request` to `url`, one request in flight each, `requests` in all.
+async fn post_all(
+    client: &reqwest::Client,
+    url: &str,
+    request: &format::SignedRequest,
+    conns: usize,
+    requests: usize,
+) {
     let next = Arc::new(AtomicUsize::new(0));
-    let busy = machine_jiffies();
-    let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..conns {
-        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+        let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
         let (headers, body) = (request.headers.clone(), Bytes::from(request.body.clone()));
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < requests {
@@ -75,12 +103,41 @@ pub async fn ceiling_run(
         });
     }
     while tasks.join_next().await.is_some() {}
-    let elapsed = start.elapsed();
-    let busy = machine_busy_since(busy);
+}
+
+/// The HTTP floor under the emitter's CPU per event: the ceiling's client alone on one thread
+/// (its own current-thread runtime), with nothing else to do, against the same receiver. Its CPU
+/// is read from `/proc/thread-self/stat`, counted as the emitter's is: user + system time,
+/// including the loopback TCP work the kernel does on the sending thread. Returns (requests/s,
+/// CPU-µs per request).
+pub async fn floor_run(requests: usize, conns: usize) -> (f64, f64) {
+    let receiver = Receiver::start(0);
+    let (url, request) = (receiver.url(), signed_request());
+    let client_thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the client's runtime");
+        runtime.block_on(async {
+            let client = client_for(conns, None);
+            // Connections are opened before the clock starts, as the emitter keeps them open.
+            post_all(&client, &url, &request, conns, conns).await;
+            let cpu = thread_cpu_seconds();
+            let start = Instant::now();
+            post_all(&client, &url, &request, conns, requests).await;
+            (start.elapsed(), thread_cpu_seconds() - cpu)
+        })
+    });
+    let (elapsed, cpu) = tokio::task::spawn_blocking(move || client_thread.join())
+        .await
+        .expect("the client's thread")
+        .expect("the client's thread");
     receiver.check_signatures();
-    let bytes = receiver.mean_body_bytes();
     drop(receiver);
-    (requests as f64 / elapsed.as_secs_f64(), bytes, busy)
+    (
+        requests as f64 / elapsed.as_secs_f64(),
+        cpu * 1e6 / requests as f64,
+    )
 }
 
 #[derive(Default, Clone)]
@@ -260,6 +317,10 @@ pub struct Latency {
     pub p99: f64,
     pub max: f64,
     pub samples: usize,
+    /// The emitter's CPU over the measured seconds, in % of one core: what an operator sizes for.
+    pub cpu_pct: f64,
+    /// The same per event, in µs.
+    pub cpu_us_per_event: f64,
 }
 
 /// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms.
@@ -283,9 +344,13 @@ pub async fn latency_run(
     for rate in [100.0, 1_000.0] {
         offset += write_paced(conn, run, work, rate, 1.0, offset).await;
         let from = jiff::Timestamp::now().as_microsecond();
-        offset += write_paced(conn, run, work, rate, secs as f64, offset).await;
+        let (cpu_from, wall_from) = (cpu_seconds(emitter.pid()), Instant::now());
+        let written = write_paced(conn, run, work, rate, secs as f64, offset).await;
+        offset += written;
         let to = jiff::Timestamp::now().as_microsecond();
         tokio::task::block_in_place(|| receiver.wait_for(offset, "latency run"));
+        let cpu = cpu_seconds(emitter.pid()) - cpu_from;
+        let wall = wall_from.elapsed().as_secs_f64();
         let mut ms: Vec<f64> = receiver
             .stats
             .latencies
@@ -301,6 +366,8 @@ pub async fn latency_run(
             p99: percentile(&ms, 99.0),
             max: ms.last().copied().unwrap_or(f64::NAN),
             samples: ms.len(),
+            cpu_pct: 100.0 * cpu / wall,
+            cpu_us_per_event: cpu * 1e6 / written as f64,
         });
     }
     receiver.check_signatures();

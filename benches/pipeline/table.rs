@@ -14,6 +14,8 @@ pub struct Results {
     pub ceiling: Vec<f64>,
     pub ceiling_busy: Vec<f64>,
     pub ceiling_bytes: f64,
+    /// The HTTP floor: a bare client's (requests/s, CPU-µs per request).
+    pub floor: Vec<(f64, f64)>,
     /// (sandboxes, events, runs).
     pub rates: Vec<(usize, usize, Vec<RateResult>)>,
     pub latencies: Vec<Vec<Latency>>,
@@ -67,6 +69,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         ceiling,
         ceiling_busy,
         ceiling_bytes,
+        floor,
         rates,
         latencies,
         backlog,
@@ -95,6 +98,17 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 num(settings.events as f64, 0),
                 show(ceiling, 0),
                 show(ceiling_busy, 0)
+            );
+        }
+        if !floor.is_empty() {
+            let rate: Vec<f64> = floor.iter().map(|(r, _)| *r).collect();
+            let cpu: Vec<f64> = floor.iter().map(|(_, c)| *c).collect();
+            let _ = writeln!(
+                t,
+                "| HTTP floor: the same client alone on one thread, {mif} requests in flight; its CPU per request is the least an event's delivery can cost here | {} | {} | – | – | {} | – | – |",
+                num(settings.events as f64, 0),
+                show(&rate, 0),
+                show(&cpu, 1)
             );
         }
         for (sandboxes, events, results) in rates {
@@ -172,7 +186,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
     if !latencies.is_empty() {
         let _ = writeln!(
             t,
-            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) |\n|---:|---:|---:|---:|---:|",
+            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event |\n|---:|---:|---:|---:|---:|---:|---:|",
             settings.latency_secs
         );
         for (i, rate) in ["100/s", "1 000/s"].iter().enumerate() {
@@ -185,11 +199,13 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 .map_or(0, |l| l.samples);
             let _ = writeln!(
                 t,
-                "| {rate} | {} | {} | {} | {} |",
+                "| {rate} | {} | {} | {} | {} | {} | {} |",
                 num(samples as f64, 0),
                 show(&pick(|l| l.p50), 2),
                 show(&pick(|l| l.p99), 2),
-                show(&pick(|l| l.max), 2)
+                show(&pick(|l| l.max), 2),
+                show(&pick(|l| l.cpu_pct), 1),
+                show(&pick(|l| l.cpu_us_per_event), 0)
             );
         }
     }

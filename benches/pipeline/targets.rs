@@ -89,6 +89,15 @@ pub fn render(settings: &Settings, results: &Results) -> String {
         "emitter CPU per delivered event at full rate (10 000 sandboxes)",
         steady.and_then(cpu),
     );
+    let floor = median(results.floor.iter().map(|(_, cpu)| *cpu));
+    if let (Some(emitter), Some(floor)) = (steady.and_then(cpu), floor) {
+        rows.add(
+            "… of which the HTTP floor (a bare client's CPU per request) / everything else",
+            format!("{floor:.1} µs / {:.0} µs", emitter - floor),
+            "–",
+            None,
+        );
+    }
     rows.share(
         "end-to-end rate, 10 000 sandboxes",
         steady.and_then(rate),
