@@ -498,6 +498,20 @@ fn the_cli_replays_through_the_running_service_and_falls_back_to_the_data_direct
     assert_eq!(code, 2);
     assert!(err.contains("ADMIN_TOKEN"), "{err}");
 
+    // With its admin API on, the service keeps the outbox file to itself (one fsync per commit
+    // instead of two): reading the file says to ask the service instead.
+    let (code, _, err) = common::output(
+        common::emitter()
+            .args(["status", "--data-dir"])
+            .arg(&data_dir),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("held by a running emitter whose admin API is on")
+            && err.contains("--admin-url"),
+        "{err}"
+    );
+
     // Service stopped: the same commands read the data directory.
     s.running.signal(nix::sys::signal::Signal::SIGTERM);
     s.running.child.wait().unwrap();

@@ -18,7 +18,7 @@ use e2b_webhook_emitter::deliver::sign::SecretSet;
 use e2b_webhook_emitter::event::{EventFilter, Lifecycle, SandboxEvent};
 use e2b_webhook_emitter::health::StreamProgress;
 use e2b_webhook_emitter::metrics::Metrics;
-use e2b_webhook_emitter::outbox::{Outbox, Route, SandboxState};
+use e2b_webhook_emitter::outbox::{FileSharing, Outbox, Route, SandboxState};
 use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
 use e2b_webhook_emitter::service::Pipeline;
 use e2b_webhook_emitter::source::nomad::{DiscoveryMode, DiscoverySettings, OrchestratorDiscovery};
@@ -107,7 +107,14 @@ impl Emitter {
             endpoint: "default".into(),
             filter: EventFilter::parse("*").unwrap(),
         }];
-        let outbox = Outbox::open(dir.path(), routes, metrics.clone(), false).unwrap();
+        let outbox = Outbox::open(
+            dir.path(),
+            routes,
+            metrics.clone(),
+            false,
+            FileSharing::WithReaders,
+        )
+        .unwrap();
         let mut emitter = Self::with_outbox(outbox, metrics, nomad, token, mode, settings);
         emitter._dir = Some(dir);
         emitter
@@ -1352,7 +1359,14 @@ async fn placements_and_the_index_are_kept_across_a_restart() {
     };
     let jwt = workload_identity_jwt();
     let start = |metrics: Arc<Metrics>| {
-        let outbox = Outbox::open(dir.path(), routes(), metrics.clone(), false).unwrap();
+        let outbox = Outbox::open(
+            dir.path(),
+            routes(),
+            metrics.clone(),
+            false,
+            FileSharing::WithReaders,
+        )
+        .unwrap();
         Emitter::with_outbox(
             outbox,
             metrics,

@@ -10,7 +10,7 @@ use common::{RunningEmitter, eventually};
 use e2b_webhook_emitter::event::EventFilter;
 use e2b_webhook_emitter::leadership::Leadership;
 use e2b_webhook_emitter::metrics::Metrics;
-use e2b_webhook_emitter::outbox::{Outbox, Route, SandboxView};
+use e2b_webhook_emitter::outbox::{FileSharing, Outbox, Route, SandboxView};
 use e2b_webhook_emitter::source::redis::{
     RedisConnectionSettings, RedisSettings, RedisStreamSource,
 };
@@ -63,7 +63,14 @@ fn the_reconcilers_read_returns_every_record_once_and_reads_in_pages() {
         endpoint: "default".into(),
         filter: EventFilter::parse("*").unwrap(),
     }];
-    let outbox = Outbox::open(dir.path(), routes, metrics.clone(), false).unwrap();
+    let outbox = Outbox::open(
+        dir.path(),
+        routes,
+        metrics.clone(),
+        false,
+        FileSharing::WithReaders,
+    )
+    .unwrap();
     let settings = RedisSettings {
         connection: RedisConnectionSettings {
             host: "127.0.0.1".into(),

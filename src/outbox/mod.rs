@@ -19,7 +19,7 @@ mod writability;
 
 pub use intake::{EventIntake, IntakeError, SandboxView};
 pub use offline::{OutboxReader, move_aside, replay_dead_letters};
-pub use open::MovedAside;
+pub use open::{FileSharing, MovedAside};
 pub use raw_input::RawInput;
 
 pub use append::AppendReport;
@@ -71,14 +71,16 @@ impl Outbox {
     /// Opens (or creates) the outbox in `dir` for writing; fails if another process holds it.
     ///
     /// With `shared_dead_letters`, dead letters are handed to the Redis side ([`Self::stream_sync`])
-    /// and kept here only until they are copied.
+    /// and kept here only until they are copied. `sharing` says whether other processes may read
+    /// the file meanwhile.
     pub fn open(
         dir: &Path,
         routes: Vec<Route>,
         metrics: Arc<Metrics>,
         shared_dead_letters: bool,
+        sharing: FileSharing,
     ) -> Result<Self, OutboxError> {
-        let store = Store::open(dir, routes, shared_dead_letters)?;
+        let store = Store::open(dir, routes, shared_dead_letters, sharing)?;
         let last = store.last_seq()?;
         let writability = Writability::new(metrics.clone(), open::database_path(dir));
         writability.recovered();

@@ -69,7 +69,7 @@ pub fn replay_dead_letters(
     ids: Option<&[u64]>,
     endpoint: Option<&str>,
 ) -> Result<ReplayReport, OutboxError> {
-    let store = Store::open(dir, Vec::new(), false)?;
+    let store = Store::open(dir, Vec::new(), false, super::FileSharing::WithReaders)?;
     let wanted = select_dead_letters(&store, ids, endpoint)?;
     store.replay(wanted.as_deref())
 }

@@ -31,11 +31,30 @@ pub(super) fn database_path(dir: &Path) -> PathBuf {
     dir.join(DATABASE_FILE)
 }
 
-fn builder() -> Builder {
+/// Who else may open the database file while the service writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSharing {
+    /// `status` and `dead-letters list` may read the file while the service runs. redb then
+    /// commits in two phases, with two `fdatasync`, and takes byte-range locks (`fcntl`) in every
+    /// transaction (redb 4.6: `commit_inner_helper` in `transactions.rs`, `lock_header` and
+    /// `lock_mp_transaction` in `page_manager.rs`).
+    WithReaders,
+    /// Nothing else opens the file while the service runs: one-phase commits with checksums and no
+    /// range locks, which cost an event at 1 000 events/s about a tenth less CPU and a third less
+    /// p99 latency (BENCHMARKS.md, issue 17's third round). The service chooses it when its admin
+    /// API is on, because the command line then asks the service instead of reading the file.
+    Exclusive,
+}
+
+fn builder(sharing: FileSharing) -> Builder {
+    let mode = match sharing {
+        FileSharing::WithReaders => ConcurrencyMode::SingleWriter,
+        FileSharing::Exclusive => ConcurrencyMode::ExclusiveWriter,
+    };
     let mut builder = Builder::new();
     builder
         .set_cache_size(CACHE_BYTES)
-        .set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        .set_concurrency_mode(mode);
     builder
 }
 
@@ -121,10 +140,12 @@ fn open_error(path: &Path, source: DatabaseError) -> OutboxError {
 }
 
 /// Opens (or creates) the database for writing and checks every page before it is used.
-pub(super) fn writable(dir: &Path) -> Result<Database, OutboxError> {
+pub(super) fn writable(dir: &Path, sharing: FileSharing) -> Result<Database, OutboxError> {
     let path = database_path(dir);
     let opened = catch_quietly(|| -> Result<Database, OutboxError> {
-        let mut db = builder().create(&path).map_err(|e| open_error(&path, e))?;
+        let mut db = builder(sharing)
+            .create(&path)
+            .map_err(|e| open_error(&path, e))?;
         match db.check_integrity() {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
@@ -161,7 +182,7 @@ pub(super) fn readable(dir: &Path) -> Result<Readable, OutboxError> {
         )));
     }
     refuse_lost(dir)?;
-    let opened = catch_quietly(|| builder().open_read_only(&path))
+    let opened = catch_quietly(|| builder(FileSharing::WithReaders).open_read_only(&path))
         .map_err(|panic| damaged(&path, format!("redb: {panic}")))?;
     match opened {
         Ok(db) => Ok(Readable::File(db)),
@@ -179,11 +200,15 @@ pub(super) fn readable(dir: &Path) -> Result<Readable, OutboxError> {
                 path = %path.display(),
                 "the outbox was not closed cleanly (the service was killed); reading a repaired copy — the file itself is repaired when the service starts"
             );
-            let db = catch_quietly(|| builder().create(&copy))
+            let db = catch_quietly(|| builder(FileSharing::WithReaders).create(&copy))
                 .map_err(|panic| damaged(&path, format!("redb: {panic}")))?
                 .map_err(|e| open_error(&path, e))?;
             Ok(Readable::RepairedCopy { db, _dir: copy_dir })
         }
+        Err(DatabaseError::DatabaseAlreadyOpen) => Err(OutboxError::Storage(format!(
+            "{} is held by a running emitter whose admin API is on, so it does not share the file; ask the service instead (--admin-url and --admin-token, or ADMIN_URL and ADMIN_TOKEN), or stop it first",
+            path.display()
+        ))),
         Err(e) => Err(open_error(&path, e)),
     }
 }
@@ -218,7 +243,7 @@ pub(super) fn move_aside(
     // (redb would make it a new database).
     let in_use = path.metadata().is_ok_and(|m| m.len() > 0)
         && matches!(
-            catch_quietly(|| builder().create(&path)),
+            catch_quietly(|| builder(FileSharing::WithReaders).create(&path)),
             Ok(Err(DatabaseError::DatabaseAlreadyOpen))
         );
     if in_use {

@@ -6,6 +6,7 @@
 //! `status` and `dead-letters list` can read it while the service runs, and that mode has no
 //! non-durable commits. Callers batch writes to keep the number of fsyncs low.
 
+use super::open::FileSharing;
 use super::records::{
     ACKS, DEAD, DEAD_EXPORT, ENDPOINTS, EVENT_IDS, EVENTS, NEXT_SEQ, PENDING, SANDBOXES, STATE,
     STORE_ID, STREAM_ENTRIES, WRITE_PROBE, encode, read_counter,
@@ -30,6 +31,8 @@ pub(super) struct Store {
     routes: std::sync::RwLock<Vec<Route>>,
     /// Dead letters are copied to Redis (the shared store) and removed here once copied.
     pub(super) export_dead_letters: bool,
+    /// Kept for reopening the file after an I/O error.
+    sharing: FileSharing,
 }
 
 fn closed() -> OutboxError {
@@ -45,12 +48,13 @@ impl Store {
         dir: &Path,
         routes: Vec<Route>,
         export_dead_letters: bool,
+        sharing: FileSharing,
     ) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| OutboxError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         open::refuse_lost(dir)?;
         let marker = open::marker(dir)?;
-        let db = open::writable(dir)?;
+        let db = open::writable(dir, sharing)?;
         let stored_id = {
             let txn = db.begin_read()?;
             match txn.open_table(STATE) {
@@ -107,6 +111,7 @@ impl Store {
             dir: dir.to_owned(),
             routes: std::sync::RwLock::new(routes),
             export_dead_letters,
+            sharing,
         })
     }
 
@@ -116,6 +121,7 @@ impl Store {
             dir: dir.to_owned(),
             routes: std::sync::RwLock::default(),
             export_dead_letters: false,
+            sharing: FileSharing::WithReaders,
         })
     }
 
@@ -177,7 +183,7 @@ impl Store {
         let mut handle = self.db.write().expect("outbox handle lock poisoned");
         // Drop the old handle first: it holds the file's lock.
         *handle = Handle::Closed;
-        *handle = Handle::Write(open::writable(&self.dir)?);
+        *handle = Handle::Write(open::writable(&self.dir, self.sharing)?);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::event::{EventFilter, SandboxEvent};
-use crate::outbox::{Route, StreamEntryRef, records};
+use crate::outbox::{FileSharing, Route, StreamEntryRef, records};
 
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 
@@ -45,6 +45,7 @@ fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_ano
         dir.path(),
         vec![route("a", "create,kill"), route("ab", "kill")],
         false,
+        FileSharing::WithReaders,
     )
     .unwrap();
     let events: Vec<SandboxEvent> = (0..12)
@@ -73,7 +74,13 @@ fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_ano
 #[test]
 fn an_event_id_is_taken_once_across_batches_and_within_one() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), vec![route("a", "*")], false).unwrap();
+    let store = Store::open(
+        dir.path(),
+        vec![route("a", "*")],
+        false,
+        FileSharing::WithReaders,
+    )
+    .unwrap();
     let first = store
         .append("test", &[event("x", "s", "created")], None)
         .unwrap();
@@ -97,7 +104,13 @@ fn an_event_id_is_taken_once_across_batches_and_within_one() {
 #[test]
 fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), vec![route("a", "*"), route("b", "*")], false).unwrap();
+    let store = Store::open(
+        dir.path(),
+        vec![route("a", "*"), route("b", "*")],
+        false,
+        FileSharing::WithReaders,
+    )
+    .unwrap();
     let sent = event("x", "s", "created");
     store
         .append("file", std::slice::from_ref(&sent), None)
@@ -130,7 +143,13 @@ fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
 fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path(), vec![route("a", "kill")], false).unwrap();
+        let store = Store::open(
+            dir.path(),
+            vec![route("a", "kill")],
+            false,
+            FileSharing::WithReaders,
+        )
+        .unwrap();
         let report = store
             .append("test", &[event("c", "s", "created")], None)
             .unwrap();
@@ -141,7 +160,13 @@ fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reu
         store.complete(&[delivered("a", 1)]).unwrap();
         assert_eq!(store.last_seq().unwrap(), 1);
     }
-    let store = Store::open(dir.path(), vec![route("a", "kill")], false).unwrap();
+    let store = Store::open(
+        dir.path(),
+        vec![route("a", "kill")],
+        false,
+        FileSharing::WithReaders,
+    )
+    .unwrap();
     let report = store
         .append("test", &[event("k2", "s", "killed")], None)
         .unwrap();

@@ -70,6 +70,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         config.max_in_flight,
         metrics.clone(),
         leadership.clone(),
+        // With the admin API on, the command line asks the service and nothing else reads the
+        // outbox file, which saves an fsync per commit (see `FileSharing`).
+        if config.admin_token.is_some() {
+            crate::outbox::FileSharing::Exclusive
+        } else {
+            crate::outbox::FileSharing::WithReaders
+        },
     )?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
     // The configured teams, and at run time every team with an enabled registered webhook.

@@ -9,7 +9,7 @@ use crate::deliver::journal::{AttemptLog, DeliveryJournal};
 use crate::deliver::retry::RetryPolicy;
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, OutboxStatus, Route};
+use crate::outbox::{FileSharing, Outbox, OutboxStatus, Route};
 use crate::util::redact::redact_url;
 use anyhow::Context;
 use std::future::Future;
@@ -55,6 +55,7 @@ impl Pipeline {
             max_in_flight,
             metrics,
             Leadership::always_active(),
+            FileSharing::WithReaders,
         )
     }
 
@@ -67,10 +68,11 @@ impl Pipeline {
         max_in_flight: usize,
         metrics: Arc<Metrics>,
         leadership: Leadership,
+        sharing: FileSharing,
     ) -> anyhow::Result<Self> {
         let routes = endpoints.iter().map(Route::from).collect();
         let shared = !leadership.view().me.is_empty();
-        let outbox = Outbox::open(data_dir, routes, metrics.clone(), shared)?;
+        let outbox = Outbox::open(data_dir, routes, metrics.clone(), shared, sharing)?;
         let shutdown = CancellationToken::new();
         let journal = Arc::new(
             DeliveryJournal::persisted(&AttemptLog::new(data_dir)).unwrap_or_else(|error| {
