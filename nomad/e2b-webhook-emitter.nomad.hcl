@@ -174,6 +174,9 @@ job "${job_name}" {
       # written to the jobspec). toJSON quotes each value so that any
       # character in it survives the env-file parser. When the variable
       # changes (secret rotation) the task is restarted with the new values.
+      # With an admin token, ADMIN_URL lets `status`, `dead-letters` and
+      # `deliveries` run through `nomad alloc exec` ask the service: it then
+      # keeps its outbox file to itself.
       template {
         destination = "secrets/env"
         env         = true
@@ -196,6 +199,7 @@ job "${job_name}" {
           REDIS_TLS_ENABLED={{ .redis_tls_enabled.Value | toJSON }}
           {{- with .admin_token.Value }}
           ADMIN_TOKEN={{ . | toJSON }}
+          ADMIN_URL={{ printf "http://%s" (env "NOMAD_ADDR_http") | toJSON }}
           {{- end }}
           {{- end }}
         EOT

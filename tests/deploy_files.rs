@@ -857,6 +857,17 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         );
     }
 
+    // With the admin API on, the command line in the task asks the service, which then keeps its
+    // outbox file to itself: the template gives it the address, beside the token.
+    let admin = &data[data.find(".admin_token.Value").expect("the admin token")..];
+    let admin = &admin[..admin
+        .find("{{- end }}")
+        .expect("the end of the admin block")];
+    assert!(
+        admin.contains("ADMIN_URL=") && admin.contains(r#"(env "NOMAD_ADDR_http")"#),
+        "the template must set ADMIN_URL to the task's own port with the admin token:\n{data}"
+    );
+
     // The items the template reads are the ones Terraform writes.
     let main = main_tf();
     let vars = sample_tfvars();
