@@ -511,6 +511,14 @@ fn the_cli_replays_through_the_running_service_and_falls_back_to_the_data_direct
             && err.contains("--admin-url"),
         "{err}"
     );
+    let (code, _, err) = common::output(
+        common::emitter()
+            .args(["outbox", "move-aside", "--data-dir"])
+            .arg(&data_dir),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("in use by a running emitter"), "{err}");
+    assert!(data_dir.join("outbox.redb").exists());
 
     // Service stopped: the same commands read the data directory.
     s.running.signal(nix::sys::signal::Signal::SIGTERM);
