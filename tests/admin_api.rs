@@ -93,7 +93,7 @@ fn start(admin_token: Option<&str>) -> Service {
     let url = format!("http://127.0.0.1:{}/hook", receiver.port);
     let listen = format!("127.0.0.1:{port}");
     let data = dir.path().join("d");
-    let args = vec![
+    let mut args = vec![
         "--webhook-url",
         &url,
         "--webhook-secret",
@@ -109,6 +109,10 @@ fn start(admin_token: Option<&str>) -> Service {
         "--log-format",
         "json",
     ];
+    // With the admin API the outbox is the service's alone, as the Nomad job runs it.
+    if admin_token.is_some() {
+        args.extend(["--outbox-exclusive", "true"]);
+    }
     let running =
         RunningEmitter::start_with_admin_token(admin_token, &args, dir.path().join("log"));
     wait_for_port(port, Duration::from_secs(10));
@@ -498,8 +502,8 @@ fn the_cli_replays_through_the_running_service_and_falls_back_to_the_data_direct
     assert_eq!(code, 2);
     assert!(err.contains("ADMIN_TOKEN"), "{err}");
 
-    // With its admin API on, the service keeps the outbox file to itself (one fsync per commit
-    // instead of two): reading the file says to ask the service instead.
+    // The service keeps the outbox file to itself (OUTBOX_EXCLUSIVE: one fsync per commit instead
+    // of two): reading the file says to ask the service instead, and nothing moves it aside.
     let (code, _, err) = common::output(
         common::emitter()
             .args(["status", "--data-dir"])
@@ -507,7 +511,7 @@ fn the_cli_replays_through_the_running_service_and_falls_back_to_the_data_direct
     );
     assert_ne!(code, 0);
     assert!(
-        err.contains("held by a running emitter whose admin API is on")
+        err.contains("held by a running emitter that keeps it to itself")
             && err.contains("--admin-url"),
         "{err}"
     );

@@ -867,6 +867,10 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         admin.contains("ADMIN_URL=") && admin.contains(r#"(env "NOMAD_ADDR_http")"#),
         "the template must set ADMIN_URL to the task's own port with the admin token:\n{data}"
     );
+    assert!(
+        admin.contains(r#"OUTBOX_EXCLUSIVE="true""#),
+        "with the admin API the outbox must be held exclusively:\n{data}"
+    );
 
     // The items the template reads are the ones Terraform writes.
     let main = main_tf();

@@ -102,6 +102,7 @@ impl Emitter {
             "E2B_TEAM_IDS",
             "EVENTS_FILE",
             "MAX_IN_FLIGHT",
+            "OUTBOX_EXCLUSIVE",
             "RUST_LOG",
         ] {
             cmd.env_remove(var);

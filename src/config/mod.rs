@@ -77,6 +77,8 @@ pub struct RunConfig {
     pub events_file: Option<PathBuf>,
     /// Outbox directory.
     pub data_dir: PathBuf,
+    /// Nothing else may open the outbox file while the service runs (`OUTBOX_EXCLUSIVE`).
+    pub outbox_exclusive: bool,
     /// Health and metrics address.
     pub listen: SocketAddr,
     /// The admin API and console token; none turns them off.
@@ -181,6 +183,7 @@ impl RunConfig {
             reconcile: nomad::reconcile_config(args)?,
             events_file: args.events_file.clone(),
             data_dir: args.data_dir.clone(),
+            outbox_exclusive: args.outbox_exclusive,
             listen,
             admin_token: match args.admin_token.as_deref().map(str::trim) {
                 None | Some("") => None,
@@ -247,6 +250,7 @@ mod tests {
             leader_lease_ttl: "8s".into(),
             nomad_namespace: "default".into(),
             data_dir: "data".into(),
+            outbox_exclusive: false,
             listen: "127.0.0.1:0".into(),
             max_in_flight: 8,
             orchestrator_timeout: "10s".into(),

@@ -161,6 +161,12 @@ pub struct RunArgs {
     /// Directory of the durable outbox.
     #[arg(long, env = "DATA_DIR", default_value = "data", value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// Keep the outbox file to this process while it runs: one fsync per commit instead of two,
+    /// and no file-range locks. `status` and `dead-letters` must then ask the service through its
+    /// admin API (ADMIN_URL, ADMIN_TOKEN) instead of reading DATA_DIR while it runs. The Nomad
+    /// job turns it on together with the admin API.
+    #[arg(long, env = "OUTBOX_EXCLUSIVE", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub outbox_exclusive: bool,
     /// Address of /metrics, /healthz, /readyz and /status.
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:9464")]
     pub listen: String,

@@ -40,9 +40,9 @@ pub enum FileSharing {
     /// `lock_mp_transaction` in `page_manager.rs`).
     WithReaders,
     /// Nothing else opens the file while the service runs: one-phase commits with checksums and no
-    /// range locks, which cost an event at 1 000 events/s about a tenth less CPU and a third less
-    /// p99 latency (BENCHMARKS.md, issue 17's third round). The service chooses it when its admin
-    /// API is on, because the command line then asks the service instead of reading the file.
+    /// range locks, which cost an event at 1 000 events/s about 7 % less CPU and lower p99
+    /// (BENCHMARKS.md, issue 17's third round). `OUTBOX_EXCLUSIVE`; the command line then asks
+    /// the service through its admin API instead of reading the file.
     Exclusive,
 }
 
@@ -206,7 +206,7 @@ pub(super) fn readable(dir: &Path) -> Result<Readable, OutboxError> {
             Ok(Readable::RepairedCopy { db, _dir: copy_dir })
         }
         Err(DatabaseError::DatabaseAlreadyOpen) => Err(OutboxError::Storage(format!(
-            "{} is held by a running emitter whose admin API is on, so it does not share the file; ask the service instead (--admin-url and --admin-token, or ADMIN_URL and ADMIN_TOKEN), or stop it first",
+            "{} is held by a running emitter that keeps it to itself (OUTBOX_EXCLUSIVE); ask the service through its admin API instead (--admin-url and --admin-token, or ADMIN_URL and ADMIN_TOKEN), or stop it first",
             path.display()
         ))),
         Err(e) => Err(open_error(&path, e)),

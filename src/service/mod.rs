@@ -70,9 +70,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         config.max_in_flight,
         metrics.clone(),
         leadership.clone(),
-        // With the admin API on, the command line asks the service and nothing else reads the
-        // outbox file, which saves an fsync per commit (see `FileSharing`).
-        if config.admin_token.is_some() {
+        if config.outbox_exclusive {
             crate::outbox::FileSharing::Exclusive
         } else {
             crate::outbox::FileSharing::WithReaders

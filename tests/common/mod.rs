@@ -39,6 +39,7 @@ pub fn emitter() -> Command {
         "RUST_LOG",
         "LOG_FORMAT",
         "ADMIN_TOKEN",
+        "OUTBOX_EXCLUSIVE",
         "ADMIN_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "POSTGRES_CONNECTION_STRING",
