@@ -2,9 +2,10 @@
 //! its transactions, the routes, and the small state records. The transactions on events live
 //! next door: `append.rs`, `delivery.rs`, `status.rs`, `dead_letters.rs`, `stream_acks.rs`.
 //!
-//! Every commit is durable (fsync): the database is opened in redb's single-writer mode so that
-//! `status` and `dead-letters list` can read it while the service runs, and that mode has no
-//! non-durable commits. Callers batch writes to keep the number of fsyncs low.
+//! Every commit is durable (fsync). By default the database is opened in redb's single-writer
+//! mode, so that `status` and `dead-letters list` can read it while the service runs; that mode
+//! commits in two phases. With `OUTBOX_EXCLUSIVE` it is the service's alone and commits in one
+//! (see [`FileSharing`]). Callers batch writes to keep the number of fsyncs low.
 
 use super::open::FileSharing;
 use super::records::{
