@@ -18,6 +18,15 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
+/// CPU µs per event from a difference of [`cpu_seconds`]; NaN (shown as n/a) below 10 ticks,
+/// where one tick more or less would change it by more than a tenth.
+pub fn us_per_event(cpu_seconds: f64, events: usize) -> f64 {
+    if cpu_seconds < 10.0 / TICKS_PER_SEC {
+        return f64::NAN;
+    }
+    cpu_seconds * 1e6 / events as f64
+}
+
 /// User + system CPU seconds the calling thread has used so far.
 pub fn thread_cpu_seconds() -> f64 {
     stat_cpu_seconds("/proc/thread-self/stat")

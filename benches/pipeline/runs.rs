@@ -3,7 +3,7 @@
 use crate::emitter::{Emitter, Launch};
 use crate::measure::{
     cpu_seconds, machine_busy_since, machine_jiffies, percentile, proc_status_mib,
-    thread_cpu_seconds,
+    thread_cpu_seconds, us_per_event,
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
@@ -295,9 +295,8 @@ pub async fn rate_run_with(
         idle_rss,
         idle_anon,
         peak_rss: proc_status_mib(emitter.pid(), "VmHWM"),
-        cpu_ms_per_1k: (cpu_seconds(emitter.pid()) - cpu0) * 1e6 / work.events as f64,
-        redis_cpu_ms_per_1k: (cpu_seconds(redis.child.id()) - redis_cpu0) * 1e6
-            / work.events as f64,
+        cpu_ms_per_1k: us_per_event(cpu_seconds(emitter.pid()) - cpu0, work.events),
+        redis_cpu_ms_per_1k: us_per_event(cpu_seconds(redis.child.id()) - redis_cpu0, work.events),
         body_bytes: receiver.mean_body_bytes(),
         duplicates: receiver.duplicates(),
         machine_busy,

@@ -40,8 +40,8 @@ pub enum FileSharing {
     /// `lock_mp_transaction` in `page_manager.rs`).
     WithReaders,
     /// Nothing else opens the file while the service runs: one-phase commits with checksums and no
-    /// range locks, which cost an event at 1 000 events/s about 7 % less CPU and lower p99
-    /// (BENCHMARKS.md, issue 17's third round). `OUTBOX_EXCLUSIVE`; the command line then asks
+    /// range locks, which cost an event at 1 000 events/s about 8 % less CPU and a tenth less
+    /// median latency (BENCHMARKS.md, issue 17's third round). `OUTBOX_EXCLUSIVE`; the command line then asks
     /// the service through its admin API instead of reading the file.
     Exclusive,
 }
