@@ -15,6 +15,11 @@ fn event(id: &str, sandbox: &str, kind: &str) -> SandboxEvent {
     SandboxEvent::parse(json.as_bytes()).unwrap()
 }
 
+/// A store in `dir` routing to `routes`, as one instance without Redis opens it.
+fn open(dir: &std::path::Path, routes: Vec<Route>) -> Store {
+    Store::open(dir, routes, false, FileSharing::WithReaders).unwrap()
+}
+
 fn route(endpoint: &str, labels: &str) -> Route {
     Route {
         endpoint: endpoint.into(),
@@ -41,13 +46,10 @@ fn delivered(endpoint: &str, seq: u64) -> Completion {
 #[test]
 fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_another() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
+    let store = open(
         dir.path(),
         vec![route("a", "create,kill"), route("ab", "kill")],
-        false,
-        FileSharing::WithReaders,
-    )
-    .unwrap();
+    );
     let events: Vec<SandboxEvent> = (0..12)
         .map(|i| {
             let kind = if i % 3 == 0 { "killed" } else { "created" };
@@ -74,13 +76,7 @@ fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_ano
 #[test]
 fn an_event_id_is_taken_once_across_batches_and_within_one() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        vec![route("a", "*")],
-        false,
-        FileSharing::WithReaders,
-    )
-    .unwrap();
+    let store = open(dir.path(), vec![route("a", "*")]);
     let first = store
         .append("test", &[event("x", "s", "created")], None)
         .unwrap();
@@ -104,13 +100,7 @@ fn an_event_id_is_taken_once_across_batches_and_within_one() {
 #[test]
 fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        vec![route("a", "*"), route("b", "*")],
-        false,
-        FileSharing::WithReaders,
-    )
-    .unwrap();
+    let store = open(dir.path(), vec![route("a", "*"), route("b", "*")]);
     let sent = event("x", "s", "created");
     store
         .append("file", std::slice::from_ref(&sent), None)
@@ -143,13 +133,7 @@ fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
 fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(
-            dir.path(),
-            vec![route("a", "kill")],
-            false,
-            FileSharing::WithReaders,
-        )
-        .unwrap();
+        let store = open(dir.path(), vec![route("a", "kill")]);
         let report = store
             .append("test", &[event("c", "s", "created")], None)
             .unwrap();
@@ -160,13 +144,7 @@ fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reu
         store.complete(&[delivered("a", 1)]).unwrap();
         assert_eq!(store.last_seq().unwrap(), 1);
     }
-    let store = Store::open(
-        dir.path(),
-        vec![route("a", "kill")],
-        false,
-        FileSharing::WithReaders,
-    )
-    .unwrap();
+    let store = open(dir.path(), vec![route("a", "kill")]);
     let report = store
         .append("test", &[event("k2", "s", "killed")], None)
         .unwrap();
