@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 
 /// The emitter CPU per delivered event, at full rate.
 const CPU_US_PER_EVENT: f64 = 20.0;
-/// End-to-end rate as a share of the loopback ceiling measured in the same run.
+/// End-to-end rate as a share of the loopback ceiling measured in the same run (the faster of
+/// the ceiling and floor rows, [`Results::reference_ceiling`]).
 const SHARE_OF_CEILING: f64 = 0.5;
 const P99_MS_AT_1000: f64 = 2.0;
 const IDLE_RSS_MIB: f64 = 10.0;
@@ -79,7 +80,7 @@ impl Rows {
 pub fn render(settings: &Settings, results: &Results) -> String {
     let mut rows = Rows(String::new());
     let issue = &results.issue;
-    let ceiling = Spread::of(&results.ceiling).map(|s| s.median);
+    let ceiling = results.reference_ceiling();
     let steady = results
         .rates
         .iter()
