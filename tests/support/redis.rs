@@ -69,7 +69,21 @@ impl RedisServer {
         if server.options.tls {
             server.make_certificates();
         }
-        server.spawn();
+        // A free port can be taken by another test between `free_port` and redis-server's bind:
+        // then it exits at once, and the server starts again on other ports.
+        for attempt in 1.. {
+            match server.try_spawn() {
+                Ok(()) => break,
+                Err(log) if log.contains("Address already in use") && attempt < 5 => {
+                    server.port = free_port();
+                    server.cluster_bus_port = free_port();
+                    for stale in ["redis.log", "nodes.conf"] {
+                        let _ = std::fs::remove_file(server.dir.path().join(stale));
+                    }
+                }
+                Err(log) => panic!("redis-server exited before answering PING; its log:\n{log}"),
+            }
+        }
         if server.options.cluster {
             server.assign_all_slots();
         }
@@ -139,6 +153,13 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("redis-server exited before answering PING; its log:\n{log}");
+        }
+    }
+
+    /// Starts redis-server and waits for its PING; its log when it exits first.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(redis_server_binary());
         cmd.arg("--bind").arg("127.0.0.1");
         if self.options.tls {
@@ -192,10 +213,10 @@ impl RedisServer {
                 )
             });
         self.child = Some(child);
-        self.wait_for_ping();
+        self.wait_for_ping()
     }
 
-    fn wait_for_ping(&mut self) {
+    fn wait_for_ping(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let answer = self
@@ -203,17 +224,15 @@ impl RedisServer {
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             if answer.is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "redis-server exited with {status} before answering PING; its log:\n{}",
-                    self.log()
-                );
+                self.child = None;
+                return Err(format!("(exit {status})\n{}", self.log()));
             }
             assert!(
                 Instant::now() < deadline,
