@@ -18,7 +18,7 @@ use e2b_webhook_emitter::deliver::sign::SecretSet;
 use e2b_webhook_emitter::event::{EventFilter, Lifecycle, SandboxEvent};
 use e2b_webhook_emitter::health::StreamProgress;
 use e2b_webhook_emitter::metrics::Metrics;
-use e2b_webhook_emitter::outbox::{FileSharing, Outbox, Route, SandboxState};
+use e2b_webhook_emitter::outbox::{Outbox, SandboxState};
 use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
 use e2b_webhook_emitter::service::Pipeline;
 use e2b_webhook_emitter::source::nomad::{DiscoveryMode, DiscoverySettings, OrchestratorDiscovery};
@@ -103,18 +103,7 @@ impl Emitter {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new());
-        let routes = vec![Route {
-            endpoint: "default".into(),
-            filter: EventFilter::parse("*").unwrap(),
-        }];
-        let outbox = Outbox::open(
-            dir.path(),
-            routes,
-            metrics.clone(),
-            false,
-            FileSharing::WithReaders,
-        )
-        .unwrap();
+        let outbox = common::default_outbox(dir.path(), metrics.clone());
         let mut emitter = Self::with_outbox(outbox, metrics, nomad, token, mode, settings);
         emitter._dir = Some(dir);
         emitter
@@ -1351,22 +1340,9 @@ async fn placements_and_the_index_are_kept_across_a_restart() {
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", a.port()));
     nomad.add_allocation(&AllocSpec::orchestrator("alloc-b", b.port()));
     let dir = tempfile::tempdir().unwrap();
-    let routes = || {
-        vec![Route {
-            endpoint: "default".into(),
-            filter: EventFilter::parse("*").unwrap(),
-        }]
-    };
     let jwt = workload_identity_jwt();
     let start = |metrics: Arc<Metrics>| {
-        let outbox = Outbox::open(
-            dir.path(),
-            routes(),
-            metrics.clone(),
-            false,
-            FileSharing::WithReaders,
-        )
-        .unwrap();
+        let outbox = common::default_outbox(dir.path(), metrics.clone());
         Emitter::with_outbox(
             outbox,
             metrics,

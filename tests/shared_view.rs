@@ -7,10 +7,9 @@ mod common;
 mod redis_support;
 
 use common::{RunningEmitter, eventually};
-use e2b_webhook_emitter::event::EventFilter;
 use e2b_webhook_emitter::leadership::Leadership;
 use e2b_webhook_emitter::metrics::Metrics;
-use e2b_webhook_emitter::outbox::{FileSharing, Outbox, Route, SandboxView};
+use e2b_webhook_emitter::outbox::SandboxView;
 use e2b_webhook_emitter::source::redis::{
     RedisConnectionSettings, RedisSettings, RedisStreamSource,
 };
@@ -59,18 +58,7 @@ fn the_reconcilers_read_returns_every_record_once_and_reads_in_pages() {
     let mut conn = server.connection();
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::new());
-    let routes = vec![Route {
-        endpoint: "default".into(),
-        filter: EventFilter::parse("*").unwrap(),
-    }];
-    let outbox = Outbox::open(
-        dir.path(),
-        routes,
-        metrics.clone(),
-        false,
-        FileSharing::WithReaders,
-    )
-    .unwrap();
+    let outbox = common::default_outbox(dir.path(), metrics.clone());
     let settings = RedisSettings {
         connection: RedisConnectionSettings {
             host: "127.0.0.1".into(),

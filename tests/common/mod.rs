@@ -509,5 +509,19 @@ impl Drop for EmitterProcess {
     }
 }
 
+/// An outbox in `dir` with one endpoint, `default`, taking every event: as one instance without
+/// Redis opens it, readable by other processes.
+pub fn default_outbox(
+    dir: &std::path::Path,
+    metrics: std::sync::Arc<e2b_webhook_emitter::metrics::Metrics>,
+) -> e2b_webhook_emitter::outbox::Outbox {
+    use e2b_webhook_emitter::outbox::{FileSharing, Outbox, Route};
+    let routes = vec![Route {
+        endpoint: "default".into(),
+        filter: e2b_webhook_emitter::event::EventFilter::parse("*").unwrap(),
+    }];
+    Outbox::open(dir, routes, metrics, false, FileSharing::WithReaders).unwrap()
+}
+
 /// The admin token the tests give the service (`ADMIN_TOKEN`) and send as `Bearer`.
 pub const ADMIN_TOKEN: &str = "admin-token-7c6b5a493827161504f3e2d1";
