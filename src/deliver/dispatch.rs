@@ -125,11 +125,7 @@ impl Dispatcher {
                 while let Some(joined) = in_flight.join_next().await {
                     self.finish(joined, &mut schedule, &mut completions);
                 }
-                if let Some(commit) = committing.take() {
-                    commit.await.1?;
-                }
-                self.outbox
-                    .complete(std::mem::take(&mut completions).into())
+                self.commit_all(committing.take(), std::mem::take(&mut completions))
                     .await?;
                 first_uncommitted = None;
                 schedule = Schedule::default();
@@ -282,7 +278,17 @@ impl Dispatcher {
                 }
             }
         }
-        if let Some(commit) = committing.take() {
+        self.commit_all(committing.take(), completions).await
+    }
+
+    /// Waits for the commit in flight, then commits `completions`: every result recorded, in the
+    /// order it came.
+    async fn commit_all(
+        &self,
+        committing: Option<Commit>,
+        completions: Vec<Completion>,
+    ) -> Result<(), OutboxError> {
+        if let Some(commit) = committing {
             commit.await.1?;
         }
         self.outbox.complete(completions.into()).await
