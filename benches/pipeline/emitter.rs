@@ -107,7 +107,8 @@ impl Emitter {
         ] {
             cmd.env_remove(var);
         }
-        // JSON logs at the default level (info: a line per retry or dead letter), as in the Nomad job.
+        // JSON logs at the default level (info: a line per retry or dead letter), as in the Nomad
+        // job.
         cmd.env("WEBHOOK_SECRET", SECRET)
             .args(["run", "--log-format", "json"]);
         if !how.config.is_empty() {

@@ -19,8 +19,9 @@
 //! - `BENCH_PER_SANDBOX` (100): events per sandbox when comparing 1 with 10 000 sandboxes.
 //! - `BENCH_CALLGRIND_EVENTS` (2000): events the emitter delivers under callgrind.
 //! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog` (`ceiling` also
-//!   measures the HTTP floor: the same client alone on one thread, and its CPU per request) and issue 17's rows
-//!   `https,formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see rows.rs).
+//!   measures the HTTP floor: the same client alone on one thread, and its CPU per request) and
+//!   issue 17's rows `https,formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see
+//!   rows.rs).
 //! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
 
 mod backlog;

@@ -18,7 +18,8 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
-/// CPU µs per event from a difference of [`cpu_seconds`]; NaN (shown as n/a) below 10 ticks,
+/// CPU µs per event from a difference of [`cpu_seconds`] or [`thread_cpu_seconds`]; NaN (shown
+/// as n/a) below 10 ticks,
 /// where one tick more or less would change it by more than a tenth.
 pub fn us_per_event(cpu_seconds: f64, events: usize) -> f64 {
     if cpu_seconds < 10.0 / TICKS_PER_SEC {

@@ -136,7 +136,7 @@ pub async fn floor_run(requests: usize, conns: usize) -> (f64, f64) {
     drop(receiver);
     (
         requests as f64 / elapsed.as_secs_f64(),
-        cpu * 1e6 / requests as f64,
+        us_per_event(cpu, requests),
     )
 }
 
@@ -366,7 +366,7 @@ pub async fn latency_run(
             max: ms.last().copied().unwrap_or(f64::NAN),
             samples: ms.len(),
             cpu_pct: 100.0 * cpu / wall,
-            cpu_us_per_event: cpu * 1e6 / written as f64,
+            cpu_us_per_event: us_per_event(cpu, written),
         });
     }
     receiver.check_signatures();

@@ -39,10 +39,10 @@ pub enum FileSharing {
     /// transaction (redb 4.6: `commit_inner_helper` in `transactions.rs`, `lock_header` and
     /// `lock_mp_transaction` in `page_manager.rs`).
     WithReaders,
-    /// Nothing else opens the file while the service runs: one-phase commits with checksums and no
-    /// range locks, which cost an event at 1 000 events/s about 8 % less CPU and a tenth less
-    /// median latency (BENCHMARKS.md, issue 17's third round). `OUTBOX_EXCLUSIVE`; the command line then asks
-    /// the service through its admin API instead of reading the file.
+    /// Nothing else opens the file while the service runs (`OUTBOX_EXCLUSIVE`): one-phase commits
+    /// with checksums and no range locks, which cost an event at 1 000 events/s about 8 % less CPU
+    /// and a tenth less median latency (BENCHMARKS.md, issue 17's third round). The command line
+    /// then asks the service through its admin API instead of reading the file.
     Exclusive,
 }
 
