@@ -1,10 +1,15 @@
-//! Running the store's work on the blocking pool, and recovering from I/O errors: a failed
-//! write makes the outbox unwritable; the file is reopened and sources wait until writing works
-//! again.
+//! Running the store's work on the blocking pool (or, for a read of a few rows, on the caller's
+//! thread), and recovering from I/O errors: a failed write makes the outbox unwritable; the file
+//! is reopened and sources wait until writing works again.
 
 use super::store::Store;
 use super::{Outbox, OutboxError};
+use crate::util::panic::catch_quietly;
 use std::sync::Arc;
+
+/// A read that can return at most this many rows runs on the caller's thread (see
+/// [`Outbox::read_small`]): about a hundred microseconds at worst, on pages redb has cached.
+pub(super) const READ_HERE_ROWS: usize = 64;
 
 impl Outbox {
     /// Runs a write for a source: waits while the outbox cannot be written, and tries again
@@ -31,6 +36,24 @@ impl Outbox {
         op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let result = self.on_blocking_pool(op).await?;
+        self.writability.note_read(result)
+    }
+
+    /// Runs a read that returns at most `rows` rows. While the outbox is healthy and `rows` is at
+    /// most [`READ_HERE_ROWS`], it runs on the caller's thread: a read transaction over a few
+    /// cached pages costs less than the blocking pool's hand-off and wake-up there and back,
+    /// which the dispatcher and the stream intake otherwise pay for every append (BENCHMARKS.md,
+    /// issue 17, fourth round). Larger reads, and every read while the outbox is failing (when the
+    /// file may be being reopened, which a read would wait for), go to the blocking pool.
+    pub(super) async fn read_small<T: Send + 'static>(
+        &self,
+        rows: usize,
+        op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        if rows > READ_HERE_ROWS || self.writability.failed() {
+            return self.read(op).await;
+        }
+        let result = catch_quietly(|| op(&self.store)).map_err(OutboxError::Task)?;
         self.writability.note_read(result)
     }
 
@@ -93,5 +116,95 @@ impl Outbox {
     /// Sources waiting for the disk give up: the service is stopping.
     pub fn stop_waiting(&self) {
         self.writability.stop_waiting();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventFilter, SandboxEvent};
+    use crate::metrics::Metrics;
+    use crate::outbox::{FileSharing, Route};
+    use std::thread::{self, ThreadId};
+
+    fn outbox(dir: &std::path::Path) -> Outbox {
+        let routes = vec![Route {
+            endpoint: "default".into(),
+            filter: EventFilter::parse("*").unwrap(),
+        }];
+        Outbox::open(
+            dir,
+            routes,
+            Arc::new(Metrics::new()),
+            false,
+            FileSharing::WithReaders,
+        )
+        .unwrap()
+    }
+
+    fn events(n: usize) -> Vec<SandboxEvent> {
+        (0..n)
+            .map(|i| {
+                let json = format!(
+                    r#"{{"id":"e{i}","version":"v2","type":"sandbox.lifecycle.created","sandbox_id":"s{i}","sandbox_team_id":"00000000-0000-4000-8000-000000000001"}}"#
+                );
+                SandboxEvent::parse(json.as_bytes()).unwrap()
+            })
+            .collect()
+    }
+
+    async fn thread_of_read(outbox: &Outbox, rows: usize) -> ThreadId {
+        outbox
+            .read_small(rows, |_| Ok(thread::current().id()))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_small_reads_of_a_healthy_outbox_run_on_the_callers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = outbox(dir.path());
+        let here = thread::current().id();
+        assert_eq!(thread_of_read(&outbox, READ_HERE_ROWS).await, here);
+        assert_ne!(thread_of_read(&outbox, READ_HERE_ROWS + 1).await, here);
+        // Failing: the file may be reopened under the read, so it waits on the pool.
+        let failure = Err::<(), _>(OutboxError::Unwritable {
+            reason: "test".into(),
+            disk_full: false,
+        });
+        assert!(outbox.writability.note_read(failure).is_err());
+        assert_ne!(thread_of_read(&outbox, 1).await, here);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panic_in_a_read_on_the_callers_thread_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = outbox(dir.path());
+        let failed = outbox
+            .read_small(1, |_| -> Result<(), OutboxError> { panic!("damaged page") })
+            .await
+            .unwrap_err();
+        assert!(failed.to_string().contains("damaged page"), "{failed}");
+        assert_eq!(
+            outbox.pending_after("default", 0, 10).await.unwrap(),
+            vec![]
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn pending_rows_read_here_or_on_the_pool_are_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = outbox(dir.path());
+        outbox.append("test", events(100)).await.unwrap();
+        let seqs = |rows: Vec<crate::outbox::PendingDelivery>| -> Vec<u64> {
+            rows.iter().map(|r| r.seq).collect()
+        };
+        // 100 rows may follow 0 (the pool), 10 follow 90 (this thread).
+        let all = seqs(outbox.pending_after("default", 0, 1000).await.unwrap());
+        assert_eq!(all, (1..=100).collect::<Vec<u64>>());
+        let tail = seqs(outbox.pending_after("default", 90, 1000).await.unwrap());
+        assert_eq!(tail, (91..=100).collect::<Vec<u64>>());
+        let limited = seqs(outbox.pending_after("default", 90, 3).await.unwrap());
+        assert_eq!(limited, vec![91, 92, 93]);
     }
 }
