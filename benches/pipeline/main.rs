@@ -181,14 +181,15 @@ fn main() {
                             .await;
                     for (rate, l) in [100, 1000].iter().zip(&result) {
                         log(format!(
-                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event",
+                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk per event",
                             r + 1,
                             l.p50,
                             l.p99,
                             l.max,
                             l.samples,
                             l.cpu_pct,
-                            l.cpu_us_per_event
+                            l.cpu_us_per_event,
+                            l.disk_kib_per_event
                         ));
                     }
                     measured.latencies.push(result);

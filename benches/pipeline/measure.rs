@@ -13,6 +13,17 @@ pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Bytes a process has caused to be written to storage so far (`write_bytes` of /proc/<pid>/io:
+/// counted when a page cache page turns dirty, so a page rewritten after it was synced counts
+/// again, and one rewritten before that does not).
+pub fn disk_bytes_written(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// User + system CPU seconds a process has used so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
     stat_cpu_seconds(&format!("/proc/{pid}/stat"))

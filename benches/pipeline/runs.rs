@@ -2,8 +2,8 @@
 
 use crate::emitter::{Emitter, Launch};
 use crate::measure::{
-    cpu_seconds, machine_busy_since, machine_jiffies, percentile, proc_status_mib,
-    thread_cpu_seconds, us_per_event,
+    cpu_seconds, disk_bytes_written, machine_busy_since, machine_jiffies, percentile,
+    proc_status_mib, thread_cpu_seconds, us_per_event,
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
@@ -320,6 +320,9 @@ pub struct Latency {
     pub cpu_pct: f64,
     /// The same per event, in µs.
     pub cpu_us_per_event: f64,
+    /// What the emitter wrote to its disk per event, in KiB: with the rate, the write bandwidth
+    /// an operator provisions.
+    pub disk_kib_per_event: f64,
 }
 
 /// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms.
@@ -344,11 +347,13 @@ pub async fn latency_run(
         offset += write_paced(conn, run, work, rate, 1.0, offset).await;
         let from = jiff::Timestamp::now().as_microsecond();
         let (cpu_from, wall_from) = (cpu_seconds(emitter.pid()), Instant::now());
+        let disk_from = disk_bytes_written(emitter.pid());
         let written = write_paced(conn, run, work, rate, secs as f64, offset).await;
         offset += written;
         let to = jiff::Timestamp::now().as_microsecond();
         tokio::task::block_in_place(|| receiver.wait_for(offset, "latency run"));
         let cpu = cpu_seconds(emitter.pid()) - cpu_from;
+        let disk = disk_bytes_written(emitter.pid()) - disk_from;
         let wall = wall_from.elapsed().as_secs_f64();
         let mut ms: Vec<f64> = receiver
             .stats
@@ -367,6 +372,7 @@ pub async fn latency_run(
             samples: ms.len(),
             cpu_pct: 100.0 * cpu / wall,
             cpu_us_per_event: us_per_event(cpu, written),
+            disk_kib_per_event: disk / 1024.0 / written as f64,
         });
     }
     receiver.check_signatures();
