@@ -52,8 +52,31 @@ pub fn emitter() -> Command {
     cmd
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a server a test starts next.
+///
+/// Taken below the kernel's ephemeral range where there is room: a port in that range can also
+/// be given to an outgoing connection (to Redis, PostgreSQL, a receiver) between this check and
+/// the server's bind. Within one test binary no port is handed out twice.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if ephemeral_start > LOWEST + 1_000 {
+        let span = ephemeral_start - LOWEST;
+        // Test binaries that run at once start at different places.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+            let port = u16::try_from(LOWEST + (start + n) % span).expect("below 65 536");
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
