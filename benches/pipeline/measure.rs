@@ -4,24 +4,25 @@
 /// Linux reports process CPU time in ticks of 1/100 s (`CLK_TCK`).
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// A `kB` line of `/proc/<pid>/status` (VmHWM: peak resident set; VmRSS: current), in MiB.
-pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+/// The number on a `field: number [unit]` line of `/proc/<pid>/<file>`; NaN when it is missing.
+fn proc_field(pid: u32, file: &str, field: &str) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// A `kB` line of `/proc/<pid>/status` (VmHWM: peak resident set; VmRSS: current), in MiB.
+pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
+    proc_field(pid, "status", field) / 1024.0
 }
 
 /// Bytes a process has caused to be written to storage so far (`write_bytes` of /proc/<pid>/io:
 /// counted when a page cache page turns dirty, so a page rewritten after it was synced counts
 /// again, and one rewritten before that does not).
 pub fn disk_bytes_written(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
+    proc_field(pid, "io", "write_bytes")
 }
 
 /// User + system CPU seconds a process has used so far.
