@@ -36,6 +36,7 @@ struct Instance {
     data: PathBuf,
     listen: u16,
     extra: Vec<String>,
+    lease_ttl: &'static str,
     running: Option<RunningEmitter>,
     log: PathBuf,
 }
@@ -47,6 +48,7 @@ impl Instance {
             data: dir.join(format!("data-{name}")),
             listen: free_port(),
             extra: Vec::new(),
+            lease_ttl: LEASE_TTL,
             running: None,
             log: dir.join(format!("{name}.log")),
         }
@@ -71,7 +73,7 @@ impl Instance {
             "--listen",
             &listen,
             "--leader-lease-ttl",
-            LEASE_TTL,
+            self.lease_ttl,
             "--log-format",
             "json",
         ]
@@ -346,6 +348,84 @@ fn two_healthy_instances_deliver_each_event_once() {
     assert_all_delivered_in_order(&deliveries, &expected);
     assert_eq!(deliveries.len(), 2000, "each event delivered exactly once");
     assert!(deliveries.iter().all(|d| d.path == active.path()));
+}
+
+#[test]
+fn a_graceful_stop_hands_the_lease_over_at_once_and_delivers_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    // Slow enough answers that deliveries are in flight when the active instance is stopped.
+    let receiver = TestReceiver::start_slow(
+        0,
+        SECRET,
+        Arc::new(|_: &str, _: &str, _: u32| 200),
+        Duration::from_millis(2),
+    );
+    // A lease absent for 4 s (a third of 12 s) is taken; a released one at once.
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    a.lease_ttl = "12s";
+    b.lease_ttl = "12s";
+    a.start(&redis, receiver.port);
+    b.start(&redis, receiver.port);
+    let first = wait_for_active(&[&a, &b], Duration::from_secs(20));
+    let (active, standby) = if first == 0 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+
+    let (events, expected) = common::lifecycle_ndjson(100, 20); // 2 000 events
+    let lines: Vec<&str> = events.lines().collect();
+    let (before, after) = lines.split_at(1000);
+    write_events(&redis, &before.join("\n"));
+    assert!(
+        eventually(Duration::from_secs(30), || receiver.deliveries().len()
+            >= 300),
+        "deliveries start"
+    );
+    active.signal(nix::sys::signal::Signal::SIGTERM);
+    write_events(&redis, &after.join("\n"));
+    let mut stopping = active.running.take().expect("running");
+    let exited = eventually(Duration::from_secs(60), || {
+        stopping.child.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the stopped instance drains and exits");
+    let exited_at = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || standby.is_active()),
+        "the standby takes over"
+    );
+    let took_over_after = exited_at.elapsed();
+    assert!(
+        took_over_after < Duration::from_secs(3),
+        "a released lease is taken at once, not after it was absent for 4 s: {took_over_after:?}"
+    );
+    assert!(
+        stopping.log_text().contains("gave up the leader lease"),
+        "the stopped instance released its lease"
+    );
+
+    wait_all_delivered(&receiver, &expected, Duration::from_secs(60));
+    assert!(
+        eventually(Duration::from_secs(10), || pending(&redis) == 0),
+        "all acknowledged"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let deliveries = receiver.deliveries();
+    assert_all_delivered_in_order(&deliveries, &expected);
+    // The stopped instance acknowledged what it delivered before giving the lease up, so the
+    // standby's claim of every pending entry found none of those.
+    assert_eq!(deliveries.len(), 2000, "each event delivered exactly once");
+    let by_standby = deliveries
+        .iter()
+        .filter(|d| d.path == standby.path())
+        .count();
+    assert!(
+        by_standby > 0 && by_standby < 2000,
+        "both delivered a part ({by_standby} by the standby)"
+    );
+    eprintln!("takeover {took_over_after:?} after the graceful stop (lease ttl 12s)");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use crate::measure::proc_status_mib;
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, group_progress, reset_redis};
 use crate::workload::{Workload, write_burst};
-use crate::{ENDPOINT_PATH, STREAM, free_port, gate_key, patience_for};
+use crate::{ENDPOINT_PATH, free_port, patience_for};
 use redis::aio::MultiplexedConnection;
 use std::time::{Duration, Instant};
 
@@ -123,25 +123,14 @@ pub async fn stream_backlog_run(
     run: &str,
 ) -> StreamBacklogResult {
     reset_redis(conn).await;
-    // What an earlier instance left: the group (at the end of the then empty stream) and the gate
-    // key, so the orchestrator publishes.
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(STREAM)
-        .arg("e2b-webhook-emitter")
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await
-        .expect("XGROUP CREATE");
-    let _: () = redis::cmd("SET")
-        .arg(gate_key())
-        .arg("1")
-        .arg("EX")
-        .arg(600)
-        .query_async(conn)
-        .await
-        .expect("SET the gate key");
+    // What an earlier instance leaves when it stops (SIGTERM, as on an update): the group (at the
+    // end of the then empty stream), the gate key, so the orchestrator publishes, and its lease
+    // given up.
+    let receiver = Receiver::start_with(0, Check::Nothing, &[ENDPOINT_PATH]);
+    let mut earlier = Emitter::launch(redis, &Launch::new(&receiver.url(), max_in_flight));
+    earlier.wait_active(conn).await;
+    earlier.stop();
+    drop(receiver);
     write_burst(conn, run, work).await;
     let receiver = Receiver::start_with(0, Check::Nothing, &[ENDPOINT_PATH]);
     let started = Instant::now();

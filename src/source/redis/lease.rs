@@ -15,6 +15,11 @@
 //! third of the time to live — long enough for the holder to put its lease back after Redis lost
 //! its data (the renewal does that), short enough that a lost holder is replaced within
 //! time to live + a third + a poll (about 11.5 s by default).
+//!
+//! A holder that stops gracefully replaces its lease with a released mark (`released|<holder>|<ms>`,
+//! no expiry), and any instance takes a released lease at once: only a missing key can mean that
+//! Redis lost its data, so only a missing key is waited out. A rolling restart or an emitter
+//! started on a backlog it left behind then delivers without the absence wait.
 
 use super::keys::Keys;
 use super::{RedisClient, RedisConnection};
@@ -26,11 +31,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Takes the lease if nobody holds it, or if its holder has this instance's name (a previous
-/// incarnation of it: a restarted process keeps its consumer name); returns the new value, or nil.
+/// Takes the lease if nobody holds it (missing or released), or if its holder has this instance's
+/// name (a previous incarnation of it: a restarted process keeps its consumer name); returns the
+/// new value, or nil.
 const ACQUIRE: &str = r"
 local current = redis.call('GET', KEYS[1])
-if current and string.match(current, '^[^|]*|(.*)|[^|]*|[^|]*$') ~= ARGV[1] then return false end
+if current and string.sub(current, 1, 9) ~= 'released|'
+  and string.match(current, '^[^|]*|(.*)|[^|]*|[^|]*$') ~= ARGV[1] then return false end
 local fence = redis.call('INCR', KEYS[2])
 local value = fence .. '|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3]
 redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
@@ -52,11 +59,18 @@ end
 return 0
 ";
 
-/// Gives the lease up if it is still ours, so the standby need not wait for it to expire.
+/// Gives the lease up if it is still ours: ARGV[2], the released mark, takes its place, so the
+/// standby need neither wait for it to expire nor for the absence window.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
 return 0
 ";
+
+/// How a released lease's value starts; the rest is who released it and when (ms).
+const RELEASED_PREFIX: &str = "released|";
 
 /// Runs the command in ARGV[2..] only while the lease holds the value ARGV[1].
 const FENCED: &str = r"
@@ -117,6 +131,11 @@ pub(crate) struct LeaseValue {
     pub(crate) fence: u64,
     pub(crate) holder: String,
     pub(crate) since_ms: i64,
+}
+
+/// Whether a lease value is the mark a holder left when it gave the lease up.
+fn is_released(value: &str) -> bool {
+    value.starts_with(RELEASED_PREFIX)
 }
 
 impl LeaseValue {
@@ -209,9 +228,11 @@ impl LeaseKeeper {
                         .as_deref()
                         .and_then(LeaseValue::parse)
                         .map(|v| v.holder);
+                    let released = current.as_deref().is_some_and(is_released);
                     match current {
-                        // Held by our previous incarnation (a restart under the same name).
-                        Some(_) if holder.as_deref() == Some(self.me.as_str()) => {
+                        // Given up by its holder (a graceful stop), or held by our previous
+                        // incarnation (a restart under the same name): ours to take at once.
+                        Some(_) if released || holder.as_deref() == Some(self.me.as_str()) => {
                             absent_since = None;
                             self.acquire(conn, held).await?;
                         }
@@ -335,11 +356,14 @@ impl LeaseKeeper {
         let parsed = current.and_then(LeaseValue::parse);
         let holder = parsed.as_ref().map(|p| p.holder.clone());
         if holder != *seen {
-            match &holder {
-                Some(h) => {
+            match (&holder, current) {
+                (Some(h), _) => {
                     tracing::info!(instance = %self.me, active = %h, "standing by; the active deliverer is {h}")
                 }
-                None => {
+                (None, Some(value)) if is_released(value) => {
+                    tracing::info!(instance = %self.me, "the leader lease was given up by its holder; taking it")
+                }
+                (None, _) => {
                     tracing::info!(instance = %self.me, "the leader lease is free; taking it unless its holder puts it back")
                 }
             }
@@ -358,14 +382,22 @@ impl LeaseKeeper {
         let Some(value) = held else { return };
         let released = async {
             let mut conn = self.client.connect().await?;
+            let mark = format!(
+                "{RELEASED_PREFIX}{}|{}",
+                self.me,
+                jiff::Timestamp::now().as_millisecond()
+            );
             Script::new(RELEASE)
                 .key(self.keys.lease())
                 .arg(&value)
+                .arg(mark)
                 .invoke_async::<i64>(&mut conn)
                 .await
         };
         match tokio::time::timeout(Duration::from_secs(2), released).await {
-            Ok(Ok(1)) => tracing::info!(instance = %self.me, "gave up the leader lease"),
+            Ok(Ok(1)) => {
+                tracing::info!(instance = %self.me, "gave up the leader lease: another instance can take it at once")
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not give up the leader lease; it expires by itself")
@@ -386,6 +418,14 @@ mod tests {
         assert_eq!(v.holder, "emitter.emitter[0]");
         assert_eq!(v.since_text().unwrap(), "2023-11-14T22:13:20Z");
         assert_eq!(LeaseValue::parse("garbage"), None);
+    }
+
+    #[test]
+    fn a_released_mark_names_no_holder() {
+        let mark = format!("{RELEASED_PREFIX}emitter.emitter[0]|1700000000000");
+        assert!(is_released(&mark));
+        assert_eq!(LeaseValue::parse(&mark), None, "no fence: nobody holds it");
+        assert!(!is_released("42|released|1700000000000|abc"));
     }
 
     #[test]

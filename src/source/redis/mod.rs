@@ -59,9 +59,9 @@ use reply::parse_read_reply;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 /// The source name in the outbox, the metrics and the readiness report.
@@ -133,15 +133,21 @@ pub struct RedisStreamSource {
 /// The lease and the acknowledgements: they outlive the pipeline's drain, so the lease is
 /// renewed while in-flight deliveries finish and what they delivered is acknowledged.
 pub struct RedisBackground {
-    stop: CancellationToken,
-    tasks: JoinSet<()>,
+    stop_syncing: CancellationToken,
+    syncer: AbortOnDropHandle<()>,
+    stop_keeping: CancellationToken,
+    keeper: AbortOnDropHandle<()>,
 }
 
 impl RedisBackground {
-    /// Acknowledges what is finished, gives the lease up, and returns.
-    pub async fn finish(mut self) {
-        self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
+    /// Acknowledges what is finished, then gives the lease up, and returns. In that order: the
+    /// next holder takes the lease at once and claims every entry still pending, so an entry
+    /// delivered here and not yet acknowledged would be delivered twice.
+    pub async fn finish(self) {
+        self.stop_syncing.cancel();
+        let _ = self.syncer.await;
+        self.stop_keeping.cancel();
+        let _ = self.keeper.await;
     }
 }
 
@@ -213,8 +219,6 @@ impl RedisStreamSource {
     /// Starts the lease keeper and the acknowledger, each on its own connection.
     pub fn start_background(&self, timing: LeaseTiming) -> RedisBackground {
         let client = self.client.clone();
-        let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
         let keeper = lease::LeaseKeeper {
             client: client.clone(),
             keys: self.keys.clone(),
@@ -223,7 +227,8 @@ impl RedisStreamSource {
             leadership: self.leadership.clone(),
             metrics: self.metrics.clone(),
         };
-        tasks.spawn(keeper.run(stop.clone()));
+        let stop_keeping = CancellationToken::new();
+        let keeper = AbortOnDropHandle::new(tokio::spawn(keeper.run(stop_keeping.clone())));
         let syncer = sync::StreamSyncer {
             client,
             keys: self.keys.clone(),
@@ -231,8 +236,14 @@ impl RedisStreamSource {
             outbox: self.outbox.clone(),
             generation: self.generation.subscribe(),
         };
-        tasks.spawn(syncer.run(stop.clone()));
-        RedisBackground { stop, tasks }
+        let stop_syncing = CancellationToken::new();
+        let syncer = AbortOnDropHandle::new(tokio::spawn(syncer.run(stop_syncing.clone())));
+        RedisBackground {
+            stop_syncing,
+            syncer,
+            stop_keeping,
+            keeper,
+        }
     }
 
     /// Runs until `shutdown` is cancelled; returns after the current batch is committed.
