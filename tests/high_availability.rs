@@ -429,6 +429,30 @@ fn a_graceful_stop_hands_the_lease_over_at_once_and_delivers_nothing_twice() {
 }
 
 #[test]
+fn a_released_lease_expires_so_that_an_older_version_takes_over_after_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let mut a = Instance::new(dir.path(), "a");
+    a.start(&redis, free_port());
+    assert!(eventually(Duration::from_secs(15), || a.is_active()));
+    a.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut stopping = a.running.take().expect("running");
+    assert!(eventually(Duration::from_secs(30), || {
+        stopping.child.try_wait().unwrap().is_some()
+    }));
+    let mut conn = redis.connection();
+    let key = format!("{{{STREAM}}}:{GROUP}:leader");
+    let value: String = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    let ttl_ms: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+    assert!(value.starts_with("released|a|"), "{value}");
+    // An older version knows no released mark: it waits for the key to vanish, as after a crash.
+    assert!(
+        ttl_ms > 0 && ttl_ms <= 2000,
+        "the mark lives one time to live ({LEASE_TTL}): {ttl_ms} ms"
+    );
+}
+
+#[test]
 fn a_frozen_leader_is_replaced_and_stops_delivering_when_it_resumes() {
     use nix::sys::signal::Signal;
     let dir = tempfile::tempdir().unwrap();

@@ -16,10 +16,12 @@
 //! its data (the renewal does that), short enough that a lost holder is replaced within
 //! time to live + a third + a poll (about 11.5 s by default).
 //!
-//! A holder that stops gracefully replaces its lease with a released mark (`released|<holder>|<ms>`,
-//! no expiry), and any instance takes a released lease at once: only a missing key can mean that
-//! Redis lost its data, so only a missing key is waited out. A rolling restart or an emitter
-//! started on a backlog it left behind then delivers without the absence wait.
+//! A holder that stops gracefully replaces its lease with a released mark (`released|<holder>|<ms>`)
+//! for one time to live, and any instance takes a released lease at once: only a missing key can
+//! mean that Redis lost its data, so only a missing key is waited out. A rolling restart, or an
+//! emitter restarted onto a backlog, then delivers without the absence wait. The mark expires so
+//! that an older version (a rollback), which takes it for a lease held by someone, still takes
+//! over as after a crash.
 
 use super::keys::Keys;
 use super::{RedisClient, RedisConnection};
@@ -59,11 +61,11 @@ end
 return 0
 ";
 
-/// Gives the lease up if it is still ours: ARGV[2], the released mark, takes its place, so the
-/// standby need neither wait for it to expire nor for the absence window.
+/// Gives the lease up if it is still ours: ARGV[2], the released mark, takes its place for ARGV[3]
+/// ms, so the standby need neither wait for it to expire nor for the absence window.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
@@ -391,6 +393,7 @@ impl LeaseKeeper {
                 .key(self.keys.lease())
                 .arg(&value)
                 .arg(mark)
+                .arg(self.timing.ttl.as_millis() as u64)
                 .invoke_async::<i64>(&mut conn)
                 .await
         };
