@@ -224,6 +224,26 @@ fn assert_all_delivered_in_order(deliveries: &[Delivery], expected: &HashMap<Str
     }
 }
 
+/// Waits until every event arrived and every entry is acknowledged, lets late repeats arrive,
+/// then checks each event came once, in order; returns the deliveries.
+fn each_delivered_once_and_acknowledged(
+    redis: &RedisServer,
+    receiver: &TestReceiver,
+    expected: &HashMap<String, Vec<String>>,
+) -> Vec<Delivery> {
+    wait_all_delivered(receiver, expected, Duration::from_secs(60));
+    assert!(
+        eventually(Duration::from_secs(10), || pending(redis) == 0),
+        "all acknowledged"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let deliveries = receiver.deliveries();
+    assert_all_delivered_in_order(&deliveries, expected);
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert_eq!(deliveries.len(), total, "each event delivered exactly once");
+    deliveries
+}
+
 fn wait_all_delivered(
     receiver: &TestReceiver,
     expected: &HashMap<String, Vec<String>>,
@@ -338,15 +358,7 @@ fn two_healthy_instances_deliver_each_event_once() {
 
     let (events, expected) = common::lifecycle_ndjson(100, 20); // 2 000 events
     write_events(&redis, &events);
-    wait_all_delivered(&receiver, &expected, Duration::from_secs(60));
-    assert!(
-        eventually(Duration::from_secs(10), || pending(&redis) == 0),
-        "all acknowledged"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let deliveries = receiver.deliveries();
-    assert_all_delivered_in_order(&deliveries, &expected);
-    assert_eq!(deliveries.len(), 2000, "each event delivered exactly once");
+    let deliveries = each_delivered_once_and_acknowledged(&redis, &receiver, &expected);
     assert!(deliveries.iter().all(|d| d.path == active.path()));
 }
 
@@ -406,17 +418,9 @@ fn a_graceful_stop_hands_the_lease_over_at_once_and_delivers_nothing_twice() {
         "the stopped instance released its lease"
     );
 
-    wait_all_delivered(&receiver, &expected, Duration::from_secs(60));
-    assert!(
-        eventually(Duration::from_secs(10), || pending(&redis) == 0),
-        "all acknowledged"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let deliveries = receiver.deliveries();
-    assert_all_delivered_in_order(&deliveries, &expected);
     // The stopped instance acknowledged what it delivered before giving the lease up, so the
     // standby's claim of every pending entry found none of those.
-    assert_eq!(deliveries.len(), 2000, "each event delivered exactly once");
+    let deliveries = each_delivered_once_and_acknowledged(&redis, &receiver, &expected);
     let by_standby = deliveries
         .iter()
         .filter(|d| d.path == standby.path())
