@@ -109,6 +109,15 @@ impl Instance {
         self.running.as_ref().expect("running").signal(signal);
     }
 
+    /// Waits for a process told to stop (SIGTERM; a second one would exit at once) to drain and
+    /// exit; returns it, for its log.
+    fn wait_for_exit(&mut self, timeout: Duration) -> RunningEmitter {
+        let mut stopping = self.running.take().expect("running");
+        let exited = eventually(timeout, || stopping.child.try_wait().unwrap().is_some());
+        assert!(exited, "{} drains and exits within {timeout:?}", self.name);
+        stopping
+    }
+
     fn kill9(&mut self) {
         if let Some(running) = self.running.take() {
             running.kill9();
@@ -398,11 +407,7 @@ fn a_graceful_stop_hands_the_lease_over_at_once_and_delivers_nothing_twice() {
     );
     active.signal(nix::sys::signal::Signal::SIGTERM);
     write_events(&redis, &after.join("\n"));
-    let mut stopping = active.running.take().expect("running");
-    let exited = eventually(Duration::from_secs(60), || {
-        stopping.child.try_wait().unwrap().is_some()
-    });
-    assert!(exited, "the stopped instance drains and exits");
+    let stopping = active.wait_for_exit(Duration::from_secs(60));
     let exited_at = Instant::now();
     assert!(
         eventually(Duration::from_secs(10), || standby.is_active()),
@@ -440,10 +445,7 @@ fn a_released_lease_expires_so_that_an_older_version_takes_over_after_a_rollback
     a.start(&redis, free_port());
     assert!(eventually(Duration::from_secs(15), || a.is_active()));
     a.signal(nix::sys::signal::Signal::SIGTERM);
-    let mut stopping = a.running.take().expect("running");
-    assert!(eventually(Duration::from_secs(30), || {
-        stopping.child.try_wait().unwrap().is_some()
-    }));
+    a.wait_for_exit(Duration::from_secs(30));
     let mut conn = redis.connection();
     let key = format!("{{{STREAM}}}:{GROUP}:leader");
     let value: String = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
