@@ -31,8 +31,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// CPU µs per event from a difference of [`cpu_seconds`] or [`thread_cpu_seconds`]; NaN (shown
-/// as n/a) below 10 ticks,
-/// where one tick more or less would change it by more than a tenth.
+/// as n/a) below 10 ticks, where one tick more or less would change it by more than a tenth.
 pub fn us_per_event(cpu_seconds: f64, events: usize) -> f64 {
     if cpu_seconds < 10.0 / TICKS_PER_SEC {
         return f64::NAN;
