@@ -3,27 +3,45 @@
 # variable (nomad/jobs/<job_name>) and the orchestrators' service
 # registrations through Nomad's implicit workload policy, which is all the
 # emitter needs (docs/operators-guide.md, "Requirements").
-
-provider "nomad" {
-  address   = var.nomad_address
-  secret_id = var.nomad_token
-}
+#
+# No provider block: the caller's Nomad provider is used. Inside E2B's tree
+# that is the one E2B's own jobs use (deploy/e2b/ in this repository has the
+# call); applied on its own, Terraform configures the provider from
+# NOMAD_ADDR and NOMAD_TOKEN in the environment.
 
 locals {
+  # Values that arrive from secret stores may carry the placeholder " " E2B
+  # writes into an unset secret (e2b-dev/infra iac/provider-gcp/init/secrets.tf).
+  redis_tls_ca_base64        = trimspace(var.redis_tls_ca_base64)
+  postgres_connection_string = trimspace(var.postgres_connection_string)
+  webhook_ca_pem             = trimspace(var.webhook_ca_pem)
+  # Whether it is set is no secret, and the jobspec depends on it (a
+  # sensitive value there would hide the whole jobspec from plans).
+  events_api = nonsensitive(local.postgres_connection_string != "")
+
+  # Two instances where two nodes exist, one on a one-node pool (E2B's
+  # default API_CLUSTER_SIZE=1): with distinct_hosts a second instance could
+  # never be placed, and the deployment Terraform waits for would never end.
+  instance_count = var.node_pool_size == null ? var.instance_count : max(1, min(var.instance_count, var.node_pool_size))
+
   # Secrets travel in a Nomad Variable at the path the job's workload
   # identity may read by default (nomad/jobs/<job ID>); the task's template
-  # block turns them into environment variables. Empty entries are left out.
-  # redis_tls_enabled is not secret but travels with the Redis settings it
-  # belongs to, so that one variable update changes them together.
+  # blocks turn them into environment variables and files. Empty entries are
+  # left out. redis_tls_enabled is not secret but travels with the Redis
+  # settings it belongs to, so that one variable update changes them
+  # together; the CA of the webhook endpoint is not secret either, but a
+  # file in secrets/ is where a template can write it.
   secret_items = {
     for k, v in {
-      webhook_secret      = var.webhook_secret
-      redis_url           = var.redis_url
-      redis_cluster_url   = var.redis_cluster_url
-      redis_password      = var.redis_password
-      redis_tls_ca_base64 = var.redis_tls_ca_base64
-      redis_tls_enabled   = var.redis_tls_enabled ? "true" : "false"
-      admin_token         = var.admin_token
+      webhook_secret             = trimspace(var.webhook_secret)
+      redis_url                  = trimspace(var.redis_url)
+      redis_cluster_url          = trimspace(var.redis_cluster_url)
+      redis_password             = var.redis_password
+      redis_tls_ca_base64        = local.redis_tls_ca_base64
+      redis_tls_enabled          = var.redis_tls_enabled ? "true" : "false"
+      admin_token                = var.admin_token
+      postgres_connection_string = local.postgres_connection_string
+      webhook_ca_pem             = local.webhook_ca_pem
     } : k => v if v != ""
   }
 }
@@ -36,13 +54,13 @@ resource "nomad_variable" "secrets" {
 
   lifecycle {
     precondition {
-      condition     = var.redis_url != "" || var.redis_cluster_url != ""
+      condition     = trimspace(var.redis_url) != "" || trimspace(var.redis_cluster_url) != ""
       error_message = "Set redis_url or redis_cluster_url: the emitter reads the orchestrator's event stream from Redis."
     }
     # The orchestrator's own rules (packages/shared/pkg/factories/redis.go), so that a
     # combination it would refuse fails here, not at the emitter's startup.
     precondition {
-      condition     = var.redis_tls_ca_base64 == "" || var.redis_tls_enabled
+      condition     = local.redis_tls_ca_base64 == "" || var.redis_tls_enabled
       error_message = "redis_tls_ca_base64 is set but redis_tls_enabled is not: set redis_tls_enabled = true, or remove the CA."
     }
     precondition {
@@ -57,16 +75,39 @@ resource "nomad_variable" "secrets" {
       condition     = !startswith(var.redis_url, "redis://") || !var.redis_tls_enabled
       error_message = "The redis_url is a redis:// (plaintext) URL but redis_tls_enabled is true: give the bare host:port, or use rediss://."
     }
+    # Where events go: the operator's endpoint, the teams' registered
+    # webhooks (the events API), or both.
+    precondition {
+      condition     = var.webhook_url != "" || local.events_api
+      error_message = "Nothing to deliver to: set webhook_url (one endpoint for every event), postgres_connection_string (teams register their webhooks through the events API), or both."
+    }
+    precondition {
+      condition     = var.webhook_url == "" || trimspace(var.webhook_secret) != ""
+      error_message = "webhook_url is set but webhook_secret is empty: every webhook is signed; generate one with `openssl rand -hex 32`."
+    }
+    precondition {
+      condition     = var.webhook_url == "" || local.events_api || length(var.team_ids) > 0
+      error_message = "The team_ids must name at least one E2B team UUID: the orchestrator publishes events only for teams the emitter serves (with postgres_connection_string, registered webhooks open their teams)."
+    }
+    precondition {
+      condition     = local.webhook_ca_pem == "" || var.webhook_url != ""
+      error_message = "webhook_ca_pem is set but webhook_url is not: the CA is trusted for webhook_url's certificate; set webhook_url, or remove the CA."
+    }
+    precondition {
+      condition     = var.ingress_host_rule == "" || local.events_api
+      error_message = "ingress_host_rule routes the events API, which is off: set postgres_connection_string, or remove ingress_host_rule."
+    }
   }
 }
 
 resource "nomad_job" "emitter" {
-  jobspec = templatefile("${path.module}/../nomad/e2b-webhook-emitter.nomad.hcl", {
+  jobspec = templatefile("${path.module}/jobs/e2b-webhook-emitter.hcl", {
     job_name             = var.job_name
     namespace            = var.namespace
     datacenters          = jsonencode(var.datacenters)
     node_pool            = var.node_pool
-    instance_count       = var.instance_count
+    instance_count       = local.instance_count
+    task_user            = var.task_user
     artifact_url         = var.artifact_url
     artifact_checksum    = var.artifact_checksum
     webhook_url          = var.webhook_url
@@ -74,11 +115,16 @@ resource "nomad_job" "emitter" {
     signature_encoding   = var.webhook_signature_encoding
     webhook_id           = var.webhook_id
     webhook_events       = join(",", var.webhook_events)
+    webhook_ca           = local.webhook_ca_pem != ""
     team_ids             = join(",", var.team_ids)
     redis_stream         = var.redis_stream
     task_nomad_addr      = var.task_nomad_address
     orchestrator_service = var.orchestrator_service
     otel_endpoint        = var.otel_collector_endpoint
+    events_api           = local.events_api
+    ingress_host_rule    = var.ingress_host_rule
+    ingress_entrypoint   = var.ingress_entrypoint
+    ingress_priority     = var.ingress_priority
     cpu_mhz              = var.cpu_mhz
     memory_mb            = var.memory_mb
     disk_mb              = var.disk_mb

@@ -7,22 +7,24 @@
 # --- Webhook ---------------------------------------------------------------
 
 variable "webhook_url" {
-  description = "URL that receives the signed webhooks (http:// or https://), e.g. https://app.example.com/api/webhooks/e2b."
+  description = "URL that receives every event, signed with webhook_secret (http:// or https://), e.g. https://app.example.com/api/webhooks/e2b. Empty: no such endpoint, only the webhooks teams register through the events API (postgres_connection_string)."
   type        = string
+  default     = ""
 
   validation {
-    condition     = can(regex("^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?([/?#][A-Za-z0-9._~:/?#@!&'()*+,;=%\\[\\]-]*)?$", var.webhook_url))
-    error_message = "The webhook_url must be an http:// or https:// URL with a host, without spaces, quotes, backslashes or '$'."
+    condition     = var.webhook_url == "" || can(regex("^https?://([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?([/?#][A-Za-z0-9._~:/?#@!&'()*+,;=%\\[\\]-]*)?$", var.webhook_url))
+    error_message = "The webhook_url must be empty or an http:// or https:// URL with a host, without spaces, quotes, backslashes or '$'."
   }
 }
 
 variable "webhook_secret" {
-  description = "Secret used to sign every webhook (e.g. the output of `openssl rand -hex 32`). During a rotation it may hold several secrets separated by spaces, newest first: standard-webhooks signs with each of them, the other formats with the first. Stored in a Nomad Variable, never in the jobspec."
+  description = "Secret used to sign every webhook to webhook_url (e.g. the output of `openssl rand -hex 32`); required with webhook_url. During a rotation it may hold several secrets separated by spaces, newest first: standard-webhooks signs with each of them, the other formats with the first. Surrounding whitespace is ignored. Stored in a Nomad Variable, never in the jobspec."
   type        = string
+  default     = ""
   sensitive   = true
 
   validation {
-    condition     = alltrue([for s in split(" ", trimspace(var.webhook_secret)) : length(s) >= 32])
+    condition     = trimspace(var.webhook_secret) == "" || alltrue([for s in split(" ", trimspace(var.webhook_secret)) : length(s) >= 32])
     error_message = "The webhook_secret must be at least 32 characters long (each one, when several are given separated by spaces)."
   }
 }
@@ -74,13 +76,9 @@ variable "webhook_events" {
 }
 
 variable "team_ids" {
-  description = "E2B team UUIDs whose sandbox events are delivered (at least one). The emitter keeps the wh:<team> Redis keys for them alive; the orchestrator only publishes events of teams that have that key, so without a team nothing would ever arrive."
+  description = "E2B team UUIDs whose sandbox events go to webhook_url (at least one when webhook_url is set without the events API). The emitter keeps the wh:<team> Redis keys for them alive; the orchestrator only publishes events of teams that have that key. With the events API, a team's registered webhook opens its key too."
   type        = list(string)
-
-  validation {
-    condition     = length(var.team_ids) > 0
-    error_message = "The team_ids must name at least one E2B team UUID: the orchestrator publishes events only for teams the emitter serves."
-  }
+  default     = []
 
   validation {
     condition = alltrue([
@@ -130,13 +128,13 @@ variable "redis_tls_enabled" {
 }
 
 variable "redis_tls_ca_base64" {
-  description = "Base64-encoded PEM CA that signed the Redis TLS certificate, as the orchestrator's REDIS_TLS_CA_BASE64. Kept in the Nomad Variable."
+  description = "Base64-encoded PEM CA that signed the Redis TLS certificate, as the orchestrator's REDIS_TLS_CA_BASE64. Surrounding whitespace is ignored (E2B's secret holds \" \" until a CA is set). Kept in the Nomad Variable."
   type        = string
   default     = ""
   sensitive   = true
 
   validation {
-    condition     = var.redis_tls_ca_base64 == "" || can(base64decode(var.redis_tls_ca_base64))
+    condition     = trimspace(var.redis_tls_ca_base64) == "" || can(base64decode(trimspace(var.redis_tls_ca_base64)))
     error_message = "The redis_tls_ca_base64 must be empty or base64 (e.g. the output of `base64 -w0 ca.pem`)."
   }
 }
@@ -153,19 +151,6 @@ variable "redis_stream" {
 }
 
 # --- Nomad -----------------------------------------------------------------
-
-variable "nomad_address" {
-  description = "Nomad API address Terraform uses to register the job, e.g. https://nomad.example.com. The hashicorp/nomad provider 2.1 requires an address unless NOMAD_ADDR is set in the environment; null leaves it to NOMAD_ADDR."
-  type        = string
-  default     = null
-}
-
-variable "nomad_token" {
-  description = "Nomad ACL token Terraform uses (needs submit-job and variable write in the namespace). Null uses NOMAD_TOKEN from the environment. The emitter itself never gets this token: it runs with its workload identity."
-  type        = string
-  default     = null
-  sensitive   = true
-}
 
 variable "namespace" {
   description = "Nomad namespace of the emitter job and of its Nomad Variable. It must be the orchestrators' namespace (default in E2B): a workload identity reads the service registrations of its own namespace."
@@ -201,13 +186,13 @@ variable "task_nomad_address" {
 }
 
 variable "job_name" {
-  description = "Nomad job ID of the emitter. Also names its Nomad Variable (nomad/jobs/<job_name>) and its Nomad service, so it follows Nomad's rule for service names."
+  description = "Nomad job ID of the emitter. Also names its Nomad Variable (nomad/jobs/<job_name>) and its Nomad services (<job_name>, and <job_name>-api for the events API), so it follows Nomad's rule for service names with room for the suffix."
   type        = string
   default     = "e2b-webhook-emitter"
 
   validation {
-    condition     = can(regex("^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$", var.job_name))
-    error_message = "The job_name must be 1-63 letters, digits or dashes, not starting or ending with a dash: it also names the job's Nomad service, and Nomad refuses other service names."
+    condition     = can(regex("^[a-zA-Z0-9]([a-zA-Z0-9-]{0,57}[a-zA-Z0-9])?$", var.job_name))
+    error_message = "The job_name must be 1-59 letters, digits or dashes, not starting or ending with a dash: it also names the job's Nomad services (<job_name>-api among them), and Nomad refuses service names over 63 characters."
   }
 }
 
@@ -234,13 +219,95 @@ variable "node_pool" {
 }
 
 variable "instance_count" {
-  description = "Number of emitter instances, each on its own node. One holds the leader lease and delivers; the others stand by and take over within seconds when its node is lost."
+  description = "Number of emitter instances, each on its own node (distinct_hosts). One holds the leader lease and delivers; the others stand by and take over within seconds when its node is lost. Capped by node_pool_size when that is given."
   type        = number
   default     = 2
 
   validation {
     condition     = var.instance_count >= 1 && floor(var.instance_count) == var.instance_count
     error_message = "The instance_count must be a whole number, at least 1."
+  }
+}
+
+variable "node_pool_size" {
+  description = "Number of nodes in node_pool (E2B: its api_cluster_size). The job runs min(instance_count, node_pool_size) instances: on a one-node pool one instance, since a second could never be placed on a distinct node and the apply would wait for it until it times out. null: instance_count as given."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.node_pool_size == null || try(var.node_pool_size >= 1 && floor(var.node_pool_size) == var.node_pool_size, false)
+    error_message = "The node_pool_size must be null or a whole number, at least 1."
+  }
+}
+
+variable "task_user" {
+  description = "Unix user the task runs as (the raw_exec driver starts tasks as the Nomad client's user, root on E2B's nodes, unless one is set). It must exist on the nodes; \"nobody\" does on every Linux. Nomad makes the allocation's data directory writable by any user, so DATA_DIR needs nothing else. The client must not deny this user (raw_exec's denied_host_uids)."
+  type        = string
+  default     = "nobody"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.task_user)) && var.task_user != "root"
+    error_message = "The task_user must be a Unix user name (lowercase letters, digits, '_' or '-', at most 32 characters), and not root."
+  }
+}
+
+# --- Events API and ingress ---------------------------------------------------
+
+variable "postgres_connection_string" {
+  description = "E2B's Postgres (the POSTGRES_CONNECTION_STRING E2B's API reads; on GCP the secret <prefix>postgres-connection-string). Turns on the events API: teams register their own webhooks and read their sandboxes' events and deliveries with their E2B API keys. Empty: off. Surrounding whitespace is ignored. Kept in the Nomad Variable."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = trimspace(var.postgres_connection_string) == "" || can(regex("^postgres(ql)?://", trimspace(var.postgres_connection_string)))
+    error_message = "The postgres_connection_string must be empty or a postgres:// or postgresql:// URL."
+  }
+}
+
+variable "ingress_host_rule" {
+  description = "Traefik host matcher under which the events API is routed (paths /events and /portal), e.g. \"HostRegexp(`api.{domain:.+}`)\" to sit beside E2B's API on api.<domain> (E2B's own rule, Traefik v2 syntax), or \"Host(`api.example.com`)\". Empty: no Traefik tags; reach the events API at the <job_name>-api service's address."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.ingress_host_rule == "" || can(regex("^(Host|HostRegexp)\\(`[^`\"\\\\$%]+`(, *`[^`\"\\\\$%]+`)*\\)$", var.ingress_host_rule))
+    error_message = "The ingress_host_rule must be empty or one Traefik Host(`…`) or HostRegexp(`…`) matcher, without quotes, backslashes, '$' or '%'."
+  }
+}
+
+variable "ingress_entrypoint" {
+  description = "Traefik entrypoint of the events API's router: E2B's public one is \"web\"."
+  type        = string
+  default     = "web"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,64}$", var.ingress_entrypoint))
+    error_message = "The ingress_entrypoint must be 1-64 letters, digits, '_' or '-'."
+  }
+}
+
+variable "ingress_priority" {
+  description = "Priority of the events API's Traefik router. It must be above the router that owns the rest of the host: E2B's API router on api.<domain> has 500."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.ingress_priority >= 1 && floor(var.ingress_priority) == var.ingress_priority
+    error_message = "The ingress_priority must be a whole number, at least 1 (above 500 to win over E2B's API router)."
+  }
+}
+
+# --- Webhook endpoint trust ----------------------------------------------------
+
+variable "webhook_ca_pem" {
+  description = "PEM of a private CA that signed webhook_url's certificate, trusted besides the public roots (WEBHOOK_CA_FILE). Written to a file in the task's secrets/ directory. Empty: public roots only."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = trimspace(var.webhook_ca_pem) == "" || strcontains(var.webhook_ca_pem, "-----BEGIN CERTIFICATE-----")
+    error_message = "The webhook_ca_pem must be empty or PEM text with at least one -----BEGIN CERTIFICATE----- block (e.g. file(\"ca.pem\"))."
   }
 }
 

@@ -10,11 +10,13 @@
 //! files with hcl-rs either way.
 
 mod common;
+#[path = "support/terraform.rs"]
+mod tf;
 
-use hcl::expr::{Expression, Object, ObjectKey};
-use hcl::{Block, Body, Identifier, Structure};
+use hcl::Body;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+use tf::{stderr, stdout, terraform};
 
 const TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
 const SECRET: &str = "0123456789abcdef0123456789abcdef-terraform-secret";
@@ -23,23 +25,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The `terraform` executable on `PATH`, if any.
-fn terraform() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .map(|dir| dir.join("terraform"))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        eprintln!(
-            "terraform is not on PATH: skipping the Terraform CLI checks; \
-             tests/deploy_files.rs checks the same files with hcl-rs"
-        );
-    }
-    found
-}
-
-/// A scratch copy of the module: `nomad/` as is, `terraform/` with the Nomad provider's
-/// resources replaced by `terraform_data`, so no provider has to be downloaded.
+/// A scratch copy of the module with the Nomad provider's resources replaced by `terraform_data`
+/// (`support/terraform.rs`), so no provider has to be downloaded.
 struct Scratch {
     dir: tempfile::TempDir,
     terraform: PathBuf,
@@ -48,28 +35,7 @@ struct Scratch {
 impl Scratch {
     fn new(terraform: PathBuf) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("nomad")).unwrap();
-        std::fs::create_dir_all(dir.path().join("terraform")).unwrap();
-        for entry in std::fs::read_dir(repo().join("nomad")).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(
-                entry.path(),
-                dir.path().join("nomad").join(entry.file_name()),
-            )
-            .unwrap();
-        }
-        for entry in std::fs::read_dir(repo().join("terraform")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "tf") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                let swapped = swap_nomad_resources(&text);
-                std::fs::write(
-                    dir.path().join("terraform").join(path.file_name().unwrap()),
-                    swapped,
-                )
-                .unwrap();
-            }
-        }
+        tf::copy_swapped(&repo().join("terraform"), &dir.path().join("terraform"));
         std::fs::write(dir.path().join("cli.tfrc"), "").unwrap();
         let scratch = Self { dir, terraform };
         let init = scratch.run(&["init", "-input=false", "-backend=false"], None);
@@ -86,27 +52,13 @@ impl Scratch {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut command = Command::new(&self.terraform);
-        command
-            .args(args)
-            .current_dir(self.module())
-            // No update check or telemetry call, no user configuration, no colours.
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("TF_IN_AUTOMATION", "1")
-            .env("TF_CLI_CONFIG_FILE", self.dir.path().join("cli.tfrc"))
-            .env("NO_COLOR", "1")
-            .env("TF_VAR_webhook_secret", SECRET)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = command.spawn().expect("terraform runs");
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+        let mut command = tf::command(
+            &self.terraform,
+            &self.module(),
+            &self.dir.path().join("cli.tfrc"),
+        );
+        command.args(args).env("TF_VAR_webhook_secret", SECRET);
+        tf::run_with_input(command, stdin)
     }
 
     /// Writes the variables as a `.tfvars.json` file and returns its path.
@@ -114,6 +66,21 @@ impl Scratch {
         let path = self.dir.path().join(format!("{name}.tfvars.json"));
         std::fs::write(&path, vars.to_string()).unwrap();
         path.to_str().unwrap().to_owned()
+    }
+
+    /// The jobspec Terraform's own `templatefile()` renders for `vars`.
+    fn render(&self, vars: serde_json::Value) -> String {
+        let file = self.vars("console", vars);
+        let output = self.run(
+            &["console", &format!("-var-file={file}")],
+            Some("local.rendered_jobspec\n"),
+        );
+        assert!(
+            output.status.success(),
+            "terraform console: {}",
+            stderr(&output)
+        );
+        tf::console_string(&stdout(&output))
     }
 
     fn plan(&self, vars: serde_json::Value) -> Output {
@@ -140,122 +107,24 @@ fn required_inputs() -> serde_json::Value {
     })
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Rewrites a `.tf` file for a plan without the Nomad provider: `provider "nomad"` and the
-/// `required_providers` entry go; each `resource "nomad_*" "x"` becomes `resource
-/// "terraform_data" "x"` whose `input` holds every attribute it had (expressions untouched, so
-/// they are evaluated as before), keeping its `lifecycle` preconditions and `depends_on`. The
-/// jobspec is also exposed as `local.rendered_jobspec` for `terraform console`.
-fn swap_nomad_resources(text: &str) -> String {
-    let body: Body = hcl::parse(text).unwrap();
-    let mut out = Body::builder();
-    for structure in body.into_iter() {
-        match structure {
-            Structure::Block(block) if block.identifier() == "provider" => {}
-            Structure::Block(block) if block.identifier() == "terraform" => {
-                let kept: Vec<Structure> = block
-                    .body
-                    .into_iter()
-                    .filter(|s| !matches!(s, Structure::Block(b) if b.identifier() == "required_providers"))
-                    .collect();
-                out = out.add_block(Block::builder("terraform").add_structures(kept).build());
-            }
-            Structure::Block(block)
-                if block.identifier() == "resource"
-                    && block.labels[0].as_str().starts_with("nomad_") =>
-            {
-                let name = block.labels[1].as_str().to_owned();
-                let mut input = Object::<ObjectKey, Expression>::new();
-                let mut kept = Vec::new();
-                for inner in block.body.into_iter() {
-                    match inner {
-                        Structure::Attribute(a) if a.key() == "depends_on" => {
-                            kept.push(Structure::Attribute(a))
-                        }
-                        Structure::Attribute(a) => {
-                            if a.key() == "jobspec" {
-                                out = out.add_block(
-                                    Block::builder("locals")
-                                        .add_attribute(("rendered_jobspec", a.expr.clone()))
-                                        .build(),
-                                );
-                            }
-                            input.insert(
-                                ObjectKey::Identifier(Identifier::new(a.key()).unwrap()),
-                                a.expr,
-                            );
-                        }
-                        Structure::Block(b) if b.identifier() == "lifecycle" => {
-                            kept.push(Structure::Block(b))
-                        }
-                        // Provider-specific blocks (timeouts, job_acl, …).
-                        Structure::Block(_) => {}
-                    }
-                }
-                out = out.add_block(
-                    Block::builder("resource")
-                        .add_label("terraform_data")
-                        .add_label(name)
-                        .add_attribute(("input", Expression::Object(input)))
-                        .add_structures(kept)
-                        .build(),
-                );
-            }
-            other => out = out.add_structures([other]),
-        }
-    }
-    let rendered = hcl::to_string(&out.build()).unwrap();
-    // References to the swapped resources: `id` stays, any other attribute is in `input`.
-    let re = regex_lite_replace(&rendered);
-    re.replace("nomad_variable.", "terraform_data.")
-        .replace("nomad_job.", "terraform_data.")
-}
-
-/// `nomad_x.name.attr` → `nomad_x.name.input.attr` for every attribute but `id`.
-fn regex_lite_replace(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("nomad_") {
-        out.push_str(&rest[..at]);
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-            .unwrap_or(tail.len());
-        let reference = &tail[..end];
-        let parts: Vec<&str> = reference.split('.').collect();
-        if parts.len() == 3 && parts[2] != "id" && !parts[2].is_empty() {
-            out.push_str(&format!("{}.{}.input.{}", parts[0], parts[1], parts[2]));
-        } else {
-            out.push_str(reference);
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[test]
 fn terraform_fmt_finds_nothing_to_change() {
     let Some(terraform) = terraform() else { return };
-    let output = Command::new(terraform)
-        .args(["fmt", "-check", "-recursive", "-diff"])
-        .current_dir(repo().join("terraform"))
-        .env("CHECKPOINT_DISABLE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "terraform fmt -check: {}{}",
-        stdout(&output),
-        stderr(&output)
-    );
+    // The module, and the files an operator drops into E2B's tree.
+    for dir in ["terraform", "deploy"] {
+        let output = std::process::Command::new(&terraform)
+            .args(["fmt", "-check", "-recursive", "-diff"])
+            .current_dir(repo().join(dir))
+            .env("CHECKPOINT_DISABLE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "terraform fmt -check in {dir}: {}{}",
+            stdout(&output),
+            stderr(&output)
+        );
+    }
 }
 
 #[test]
@@ -266,54 +135,14 @@ fn the_job_rendered_by_terraforms_templatefile_is_a_valid_jobspec_without_secret
     vars["redis_password"] = "redis-pass-SECRET".into();
     vars["redis_tls_enabled"] = true.into();
     vars["artifact_checksum"] = format!("sha256:{}", "ab".repeat(32)).into();
-    let file = scratch.vars("console", vars);
-    let output = scratch.run(
-        &["console", &format!("-var-file={file}")],
-        Some("local.rendered_jobspec\n"),
-    );
-    assert!(
-        output.status.success(),
-        "terraform console: {}",
-        stderr(&output)
-    );
-    let printed = stdout(&output);
-    // A multi-line string is printed as a heredoc whose delimiter avoids the content
-    // (`EOT`, or `EOT_` when the content holds `EOT`).
-    let (first, rest) = printed.trim().split_once('\n').unwrap();
-    let delimiter = first
-        .strip_prefix("<<")
-        .unwrap_or_else(|| panic!("not a multi-line string: {printed}"));
-    let jobspec = rest.strip_suffix(delimiter).unwrap().trim_end();
-    let job: Body = hcl::parse(jobspec).unwrap_or_else(|e| panic!("{e}\n{jobspec}"));
-    let job = job.blocks().find(|b| b.identifier() == "job").unwrap();
+    let jobspec = scratch.render(vars);
+    let job = tf::job_block(&jobspec);
     assert_eq!(job.labels[0].as_str(), "e2b-webhook-emitter");
-    let attr = |body: &Body, key: &str| -> String {
-        let expr = body
-            .attributes()
-            .find(|a| a.key() == key)
-            .map(|a| a.expr.clone());
-        match expr {
-            Some(Expression::String(s)) => s,
-            Some(Expression::TemplateExpr(t)) => t.to_string(),
-            other => format!("{other:?}"),
-        }
-    };
+    let attr = |body: &Body, key: &str| tf::attr(body, key).unwrap_or_default();
     assert_eq!(attr(job.body(), "node_pool"), "api");
-    let group = job
-        .body()
-        .blocks()
-        .find(|b| b.identifier() == "group")
-        .unwrap();
-    let task = group
-        .body()
-        .blocks()
-        .find(|b| b.identifier() == "task")
-        .unwrap();
-    let env = task
-        .body()
-        .blocks()
-        .find(|b| b.identifier() == "env")
-        .unwrap();
+    let group = tf::block(job.body(), "group");
+    let task = tf::block(group.body(), "task");
+    let env = tf::block(task.body(), "env");
     assert_eq!(attr(env.body(), "NOMAD_NAMESPACE"), "default");
     assert_eq!(attr(env.body(), "ORCHESTRATOR_SERVICE"), "orchestrator");
     assert_eq!(attr(env.body(), "E2B_TEAM_IDS"), TEAM);
@@ -331,17 +160,14 @@ fn the_job_rendered_by_terraforms_templatefile_is_a_valid_jobspec_without_secret
             a.key()
         );
     }
-    let artifact = task
-        .body()
-        .blocks()
-        .find(|b| b.identifier() == "artifact")
-        .unwrap();
-    assert!(
-        artifact
-            .body()
-            .blocks()
-            .any(|b| b.identifier() == "options")
-    );
+    let artifact = tf::block(task.body(), "artifact");
+    tf::block(artifact.body(), "options");
+    // Not root; two instances on distinct nodes when nothing says the pool is smaller; no
+    // events API, so no port or service for it.
+    assert_eq!(attr(task.body(), "user"), "nobody");
+    assert_eq!(attr(group.body(), "count"), "2");
+    assert_eq!(tf::blocks(group.body(), "service").count(), 1);
+    assert!(!jobspec.contains("API_LISTEN_ADDR") && !jobspec.contains("WEBHOOK_CA_FILE"));
     // Secrets stay in the Nomad Variable; the template reads each of them.
     assert!(!jobspec.contains(SECRET) && !jobspec.contains("redis-pass-SECRET"));
     for key in [
@@ -357,7 +183,81 @@ fn the_job_rendered_by_terraforms_templatefile_is_a_valid_jobspec_without_secret
     }
     assert!(jobspec.contains(r#"nomadVar "nomad/jobs/e2b-webhook-emitter""#));
     // Runtime interpolation reaches Nomad as a single dollar.
-    assert!(jobspec.contains("${NOMAD_ALLOC_DIR}/data"));
+    assert!(jobspec.contains("${NOMAD_ALLOC_DIR}/data/emitter"));
+}
+
+#[test]
+fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() {
+    let Some(terraform) = terraform() else { return };
+    let scratch = Scratch::new(terraform);
+    let mut vars = required_inputs();
+    vars["postgres_connection_string"] = "postgresql://e2b:PG-SECRET@db:5432/e2b ".into();
+    vars["ingress_host_rule"] = "HostRegexp(`api.{domain:.+}`)".into();
+    vars["node_pool_size"] = 1.into();
+    vars["webhook_ca_pem"] =
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into();
+    let jobspec = scratch.render(vars.clone());
+    let job = tf::job_block(&jobspec);
+    let attr = |body: &Body, key: &str| tf::attr(body, key).unwrap_or_default();
+    let group = tf::block(job.body(), "group");
+    // One node: one instance, so the deployment Terraform waits for can finish.
+    assert_eq!(attr(group.body(), "count"), "1");
+    assert!(
+        tf::blocks(group.body(), "constraint")
+            .any(|c| attr(c.body(), "operator") == "distinct_hosts"),
+        "distinct_hosts is kept for pools that grow"
+    );
+    // The events API on its own port, registered for E2B's Traefik above E2B's API router.
+    let network = tf::block(group.body(), "network");
+    assert!(tf::blocks(network.body(), "port").any(|p| p.labels[0].as_str() == "api"));
+    let api = tf::blocks(group.body(), "service")
+        .find(|s| attr(s.body(), "name") == "e2b-webhook-emitter-api")
+        .expect("the events API's service");
+    assert_eq!(attr(api.body(), "provider"), "nomad");
+    assert_eq!(attr(api.body(), "port"), "api");
+    let tags = attr(api.body(), "tags");
+    for tag in [
+        "traefik.enable=true",
+        "traefik.http.routers.e2b-webhook-emitter-api.entrypoints=web",
+        "traefik.http.routers.e2b-webhook-emitter-api.rule=HostRegexp(`api.{domain:.+}`) && (PathPrefix(`/events`) || PathPrefix(`/portal`))",
+        "traefik.http.routers.e2b-webhook-emitter-api.ruleSyntax=v2",
+        "traefik.http.routers.e2b-webhook-emitter-api.priority=600",
+    ] {
+        assert!(tags.contains(tag), "{tag} missing from {tags}");
+    }
+    let check = tf::block(api.body(), "check");
+    assert_eq!(attr(check.body(), "path"), "/health");
+    let task = tf::block(group.body(), "task");
+    assert_eq!(attr(task.body(), "user"), "nobody");
+    let env = tf::block(task.body(), "env");
+    assert_eq!(attr(env.body(), "API_LISTEN_ADDR"), "${NOMAD_ADDR_api}");
+    assert_eq!(
+        attr(env.body(), "WEBHOOK_CA_FILE"),
+        "${NOMAD_SECRETS_DIR}/webhook-ca.pem"
+    );
+    // The CA file is written by a template from the Nomad Variable, as the secrets are.
+    let ca_template = tf::blocks(task.body(), "template")
+        .find(|t| attr(t.body(), "destination") == "secrets/webhook-ca.pem")
+        .expect("a template writing the CA");
+    assert!(attr(ca_template.body(), "data").contains(".webhook_ca_pem.Value"));
+    assert!(jobspec.contains("POSTGRES_CONNECTION_STRING={{"));
+    assert!(!jobspec.contains("PG-SECRET") && !jobspec.contains("MIIB"));
+    // Every env key is a setting the binary reads.
+    let help = common::output(common::emitter().args(["run", "--help"])).1;
+    for a in env.body().attributes() {
+        assert!(help.contains(&format!("[env: {}", a.key())), "{}", a.key());
+    }
+
+    // Without the operator's endpoint, only registered webhooks: no WEBHOOK_* in the job.
+    let mut registered_only = vars;
+    registered_only["webhook_url"] = "".into();
+    registered_only["webhook_ca_pem"] = "".into();
+    registered_only["team_ids"] = serde_json::json!([]);
+    registered_only["node_pool_size"] = 3.into();
+    let jobspec = scratch.render(registered_only);
+    assert!(!jobspec.contains("WEBHOOK_URL") && !jobspec.contains("WEBHOOK_FORMAT"));
+    let job = tf::job_block(&jobspec);
+    assert_eq!(attr(tf::block(job.body(), "group").body(), "count"), "2");
 }
 
 #[test]
@@ -368,11 +268,11 @@ fn terraform_plan_with_only_the_required_inputs_succeeds_without_an_acl_policy()
     let text = stdout(&plan);
     assert!(plan.status.success(), "{}\n{}", text, stderr(&plan));
     assert!(
-        text.contains("terraform_data.secrets will be created"),
+        text.contains("terraform_data.nomad_variable__secrets will be created"),
         "{text}"
     );
     assert!(
-        text.contains("terraform_data.emitter will be created"),
+        text.contains("terraform_data.nomad_job__emitter will be created"),
         "{text}"
     );
     assert!(
@@ -381,10 +281,14 @@ fn terraform_plan_with_only_the_required_inputs_succeeds_without_an_acl_policy()
     );
     assert!(!text.contains(SECRET), "the secret is shown in the plan");
     // The module's sources mention no ACL policy at all.
-    for entry in std::fs::read_dir(repo().join("terraform")).unwrap() {
-        let path = entry.unwrap().path();
-        let content = std::fs::read_to_string(&path).unwrap();
-        assert!(!content.contains("nomad_acl_policy"), "{}", path.display());
+    for dir in ["terraform", "terraform/jobs"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let content = std::fs::read_to_string(&path).unwrap();
+                assert!(!content.contains("nomad_acl_policy"), "{}", path.display());
+            }
+        }
     }
 }
 
@@ -395,8 +299,10 @@ fn assert_plan_fails(scratch: &Scratch, vars: serde_json::Value, message: &str) 
         !plan.status.success(),
         "the plan should fail with {message:?}"
     );
-    let flat: String = err.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(flat.contains(message), "expected {message:?} in:\n{err}");
+    assert!(
+        tf::flat(&err).contains(message),
+        "expected {message:?} in:\n{err}"
+    );
 }
 
 #[test]
@@ -416,12 +322,12 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
     assert_plan_fails(
         &scratch,
         with("job_name", "-emitter".into()),
-        "The job_name must be 1-63 letters, digits or dashes",
+        "The job_name must be 1-59 letters, digits or dashes",
     );
     assert_plan_fails(
         &scratch,
-        with("job_name", "e".repeat(64).into()),
-        "The job_name must be 1-63 letters, digits or dashes",
+        with("job_name", "e".repeat(60).into()),
+        "The job_name must be 1-59 letters, digits or dashes",
     );
     assert_plan_fails(
         &scratch,
@@ -448,9 +354,73 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
     );
     let mut missing = required_inputs();
     missing.as_object_mut().unwrap().remove("team_ids");
-    let plan = scratch.plan(missing);
+    assert_plan_fails(
+        &scratch,
+        missing,
+        "The team_ids must name at least one E2B team UUID",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("webhook_url", "".into()),
+        "Nothing to deliver to: set webhook_url",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("ingress_host_rule", "Host(`api.example.com`)".into()),
+        "ingress_host_rule routes the events API, which is off",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("ingress_host_rule", "Host(`api.example.com`) || Path(`/`)".into()),
+        "The ingress_host_rule must be empty or one Traefik Host",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("task_user", "root".into()),
+        "The task_user must be a Unix user name",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("node_pool_size", 0.into()),
+        "The node_pool_size must be null or a whole number, at least 1",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("postgres_connection_string", "mysql://db/e2b".into()),
+        "The postgres_connection_string must be empty or a postgres://",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("webhook_ca_pem", "not a pem".into()),
+        "The webhook_ca_pem must be empty or PEM text",
+    );
+    let mut ca_without_url = with("webhook_url", "".into());
+    ca_without_url["postgres_connection_string"] = "postgresql://db/e2b".into();
+    ca_without_url["webhook_ca_pem"] =
+        "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into();
+    assert_plan_fails(
+        &scratch,
+        ca_without_url,
+        "webhook_ca_pem is set but webhook_url is not",
+    );
+    // The secret is read from TF_VAR_webhook_secret; an empty one with a URL is refused.
+    let file = scratch.vars("no-secret", required_inputs());
+    let mut command = tf::command(
+        &scratch.terraform,
+        &scratch.module(),
+        &scratch.dir.path().join("cli.tfrc"),
+    );
+    command
+        .args(["plan", "-input=false", "-no-color", "-lock=false"])
+        .arg(format!("-var-file={file}"))
+        .env("TF_VAR_webhook_secret", " ");
+    let plan = tf::run_with_input(command, None);
     assert!(!plan.status.success());
-    assert!(stderr(&plan).contains("team_ids"), "{}", stderr(&plan));
+    assert!(
+        tf::flat(&stderr(&plan)).contains("webhook_url is set but webhook_secret is empty"),
+        "{}",
+        stderr(&plan)
+    );
 }
 
 #[test]

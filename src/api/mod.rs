@@ -46,6 +46,8 @@ impl EventsApi {
 /// The routes, ready to merge into a server.
 pub fn router(api: EventsApi) -> axum::Router {
     axum::Router::new()
+        // E2B's document has it (no body, no auth); the job's Nomad check and Traefik use it.
+        .route("/health", get(|| async { axum::http::StatusCode::OK }))
         .route(
             "/events/webhooks",
             get(webhooks::list).post(webhooks::register),

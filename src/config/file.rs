@@ -68,12 +68,21 @@ impl FileConfig {
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
-        toml::from_str(&text).map_err(|e| {
+        let mut config: Self = toml::from_str(&text).map_err(|e| {
             ConfigError::new(
                 "CONFIG_FILE (--config)",
                 format!("{}: {}", path.display(), e.to_string().replace('\n', " ")),
             )
-        })
+        })?;
+        // A relative ca_file names a file beside the config file, wherever the process started
+        // (a Nomad task's working directory is not the folder its config was rendered to).
+        let folder = path.parent().unwrap_or(Path::new(""));
+        for ca_file in config.endpoints.iter_mut().filter_map(|ep| ep.ca_file.as_mut()) {
+            if ca_file.is_relative() {
+                *ca_file = folder.join(&*ca_file);
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -156,6 +165,37 @@ mod tests {
     use crate::config::RunConfig;
     use crate::config::tests::args;
     use std::time::Duration;
+
+    #[test]
+    fn a_relative_ca_file_is_read_beside_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("conf");
+        std::fs::create_dir(&folder).unwrap();
+        let config = folder.join("c.toml");
+        std::fs::write(
+            &config,
+            "[[endpoints]]\nid = \"a\"\nurl = \"https://127.0.0.1:1/x\"\nsecrets = [\"s\"]\nca_file = \"certs/ca.pem\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(config);
+        // Not there: the error names the path resolved against the config file's folder.
+        let missing = RunConfig::from_args(&a).unwrap_err();
+        assert_eq!(missing.setting, "endpoints[0].ca_file");
+        let expected = folder.join("certs/ca.pem");
+        assert!(
+            missing.to_string().contains(&expected.display().to_string()),
+            "{missing}"
+        );
+        // There, and the process started elsewhere: it is read.
+        std::fs::create_dir(folder.join("certs")).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&expected, params.self_signed(&key).unwrap().pem()).unwrap();
+        let c = RunConfig::from_args(&a).unwrap();
+        assert!(c.endpoints[1].trusted_ca.is_some());
+    }
 
     #[test]
     fn config_file_adds_endpoints() {

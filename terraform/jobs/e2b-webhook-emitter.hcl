@@ -8,8 +8,9 @@
 # Terraform renders comments too, so they must not contain either sequence
 # by accident.
 #
-# No secret is a template variable. WEBHOOK_SECRET and the Redis settings
-# (URL, password, TLS CA) live in the Nomad Variable nomad/jobs/${job_name};
+# No secret is a template variable. WEBHOOK_SECRET, the Redis settings (URL,
+# password, TLS CA) and E2B's Postgres live in the Nomad Variable
+# nomad/jobs/${job_name};
 # the task's own workload identity may read that path without any extra ACL
 # policy, and the template block below turns it into environment variables.
 # So they appear neither in the jobspec nor in `nomad job inspect`.
@@ -32,11 +33,12 @@ job "${job_name}" {
   }
 
   group "emitter" {
-    # Two instances by default: one holds the leader lease in Redis and
-    # delivers, the other stands by (ready, so Nomad keeps it) and takes over
-    # when the lease expires, first claiming every entry the group still has
-    # pending. Undelivered work stays pending in Redis, so losing a node loses
-    # nothing (see docs/operators-guide.md, "High availability").
+    # Two instances where the pool has two nodes: one holds the leader lease
+    # in Redis and delivers, the other stands by (ready, so Nomad keeps it)
+    # and takes over when the lease expires, first claiming every entry the
+    # group still has pending. Undelivered work stays pending in Redis, so
+    # losing a node loses nothing (see docs/operators-guide.md, "High
+    # availability"). On a one-node pool, one instance (terraform/main.tf).
     count = ${instance_count}
 
     # On different nodes: one lost node must leave a deliverer.
@@ -60,6 +62,11 @@ job "${job_name}" {
 
     network {
       port "http" {}
+      %{~ if events_api }
+      # The events API on a port of its own, so that what the ingress
+      # exposes to teams is that API alone, not /metrics or the admin API.
+      port "api" {}
+      %{~ endif }
     }
 
     # Nomad-native service (no Consul needed), like E2B's orchestrator job.
@@ -79,6 +86,38 @@ job "${job_name}" {
         timeout  = "3s"
       }
     }
+    %{~ if events_api }
+
+    # The events API. E2B's Traefik reads Nomad services (providers.nomad,
+    # exposedByDefault = false: e2b-dev/infra iac/modules/job-ingress/jobs/
+    # traefik.toml); with a host rule the tags route /events and /portal of
+    # that host here, above the router of E2B's API on the same host
+    # (priority 500, ruleSyntax v2: iac/modules/job-api/jobs/api.hcl). Every
+    # other path of the host stays E2B's.
+    service {
+      name     = "${job_name}-api"
+      provider = "nomad"
+      port     = "api"
+      %{~ if ingress_host_rule != "" }
+      tags = [
+        "traefik.enable=true",
+        "traefik.http.routers.${job_name}-api.entrypoints=${ingress_entrypoint}",
+        "traefik.http.routers.${job_name}-api.rule=${ingress_host_rule} && (PathPrefix(`/events`) || PathPrefix(`/portal`))",
+        "traefik.http.routers.${job_name}-api.ruleSyntax=v2",
+        "traefik.http.routers.${job_name}-api.priority=${ingress_priority}",
+        "traefik.http.routers.${job_name}-api.service=${job_name}-api",
+      ]
+      %{~ endif }
+
+      check {
+        name     = "api-health"
+        type     = "http"
+        path     = "/health"
+        interval = "10s"
+        timeout  = "3s"
+      }
+    }
+    %{~ endif }
 
     # Prefer restarting in place: a restart keeps the allocation, and with it
     # the outbox. mode = "delay" keeps retrying instead of failing the
@@ -104,6 +143,12 @@ job "${job_name}" {
 
     task "emitter" {
       driver = "raw_exec"
+
+      # raw_exec starts a task as the Nomad client's user, root on E2B's
+      # nodes, next to E2B's API whose environment holds its tokens. Nomad
+      # makes the allocation directory (alloc/data included) writable by any
+      # user and hands the Task API socket to this user.
+      user = "${task_user}"
 
       # The release tarball holds the binary at its root; Nomad unpacks it
       # into local/. With a checksum, a tampered or truncated download is
@@ -136,12 +181,17 @@ job "${job_name}" {
       # Non-secret settings only (see the header). Every key must be an
       # environment variable that `e2b-webhook-emitter run --help` lists.
       env {
+        %{~ if webhook_url != "" }
         WEBHOOK_URL    = "${webhook_url}"
         WEBHOOK_FORMAT = "${webhook_format}"
         WEBHOOK_EVENTS = "${webhook_events}"
         WEBHOOK_SIGNATURE_ENCODING = "${signature_encoding}"
         %{~ if webhook_id != "" }
         WEBHOOK_ID     = "${webhook_id}"
+        %{~ endif }
+        %{~ if webhook_ca }
+        WEBHOOK_CA_FILE = "$${NOMAD_SECRETS_DIR}/webhook-ca.pem"
+        %{~ endif }
         %{~ endif }
         %{~ if team_ids != "" }
         E2B_TEAM_IDS   = "${team_ids}"
@@ -166,8 +216,14 @@ job "${job_name}" {
         OTEL_EXPORTER_OTLP_ENDPOINT = "${otel_endpoint}"
         %{~ endif }
 
-        DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data"
+        # A directory of its own in the sticky alloc/data: one that an
+        # earlier version wrote as root holds files this user cannot open,
+        # and stays aside (its undelivered entries are pending in Redis).
+        DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data/emitter"
         LISTEN_ADDR = "$${NOMAD_ADDR_http}"
+        %{~ if events_api }
+        API_LISTEN_ADDR = "$${NOMAD_ADDR_api}"
+        %{~ endif }
       }
 
       # Secrets, rendered from the Nomad Variable into secrets/ (never
@@ -184,7 +240,12 @@ job "${job_name}" {
         change_mode = "restart"
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs/${job_name}" }}
-          WEBHOOK_SECRET={{ .webhook_secret.Value | toJSON }}
+          {{- with .webhook_secret.Value }}
+          WEBHOOK_SECRET={{ . | toJSON }}
+          {{- end }}
+          {{- with .postgres_connection_string.Value }}
+          POSTGRES_CONNECTION_STRING={{ . | toJSON }}
+          {{- end }}
           {{- with .redis_url.Value }}
           REDIS_URL={{ . | toJSON }}
           {{- end }}
@@ -206,6 +267,18 @@ job "${job_name}" {
           {{- end }}
         EOT
       }
+      %{~ if webhook_ca }
+
+      # The webhook endpoint's private CA, as a file WEBHOOK_CA_FILE names.
+      template {
+        destination = "secrets/webhook-ca.pem"
+        perms       = "0644"
+        change_mode = "restart"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/${job_name}" }}{{ .webhook_ca_pem.Value }}{{ end }}
+        EOT
+      }
+      %{~ endif }
 
       # SIGTERM starts the emitter's graceful drain (in-flight deliveries are
       # finished). Nomad waits kill_timeout before SIGKILL, capped by the

@@ -1,0 +1,147 @@
+# e2b-webhook-emitter inside E2B's own tree (e2b-dev/infra), on GCP.
+#
+# Where the files go (docs/operators-guide.md, "Deploy it with E2B's iac"):
+#   this file            -> iac/provider-gcp/nomad/webhook-emitter.tf
+#   this repo's terraform/ -> iac/modules/job-webhook-emitter/
+# Here, in E2B's module "nomad", `make plan` and `make plan-only-jobs` plan it
+# (`make plan-only-jobs/webhook-emitter` alone), with the Nomad provider and
+# ACL token E2B's jobs use, and nothing else in E2B's tree changes.
+#
+# Every input comes from what E2B's tree already has: the api node pool and
+# its size, the Redis the orchestrator publishes to (the orchestrator job's
+# own REDIS_* settings, which E2B rewrites when its Redis changes), E2B's
+# Postgres secret, the fc-env-pipeline bucket. What differs per environment
+# lives in that environment's Secret Manager, the way E2B keeps its own
+# optional settings: a secret holding " " until it is set.
+#
+#   <prefix>webhook-emitter-config   JSON (no secrets: it shows in plans).
+#                                    " " deploys nothing. Keys, all optional:
+#     enabled        true     false removes the job
+#     events_api     true     teams register webhooks at api.<domain>/events
+#                             (E2B's Postgres; Traefik routes /events, /portal)
+#     webhook_url    ""       one endpoint for every event, signed with the
+#                             secret below; team_ids then names its teams
+#     team_ids       []       webhook_format, webhook_events: as the module's
+#     webhook_ca_pem ""       PEM of a private CA for webhook_url
+#     instance_count 2        capped by the api pool's size
+#   <prefix>webhook-emitter-secret   webhook_url's signing secret (>= 32 chars)
+#
+# The artifact is the object e2b-webhook-emitter.tar.gz in the
+# <prefix>fc-env-pipeline bucket (scripts/upload-artifact.sh puts it there
+# with its sha256 as metadata); its generation is part of the URL, so a new
+# upload redeploys at the next apply, as E2B's orchestrator does.
+
+locals {
+  webhook_emitter_object = "e2b-webhook-emitter.tar.gz"
+  webhook_emitter_known_keys = [
+    "enabled", "events_api", "webhook_url", "webhook_format", "webhook_events",
+    "team_ids", "webhook_ca_pem", "instance_count",
+  ]
+
+  # The config holds no secret, so it may show in plans and decide counts.
+  webhook_emitter_config_text = nonsensitive(trimspace(data.google_secret_manager_secret_version.webhook_emitter_config.secret_data))
+  webhook_emitter_config      = local.webhook_emitter_config_text == "" ? {} : try(jsondecode(local.webhook_emitter_config_text), null)
+  webhook_emitter_enabled     = local.webhook_emitter_config_text != "" && try(local.webhook_emitter_config.enabled, true) == true
+}
+
+resource "google_secret_manager_secret" "webhook_emitter_config" {
+  secret_id = "${var.prefix}webhook-emitter-config"
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "webhook_emitter_config" {
+  secret      = google_secret_manager_secret.webhook_emitter_config.name
+  secret_data = " "
+
+  lifecycle {
+    ignore_changes = [secret_data]
+  }
+}
+
+data "google_secret_manager_secret_version" "webhook_emitter_config" {
+  secret = google_secret_manager_secret.webhook_emitter_config.name
+
+  depends_on = [google_secret_manager_secret_version.webhook_emitter_config]
+}
+
+resource "google_secret_manager_secret" "webhook_emitter_secret" {
+  secret_id = "${var.prefix}webhook-emitter-secret"
+
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "webhook_emitter_secret" {
+  secret      = google_secret_manager_secret.webhook_emitter_secret.name
+  secret_data = " "
+
+  lifecycle {
+    ignore_changes = [secret_data]
+  }
+}
+
+data "google_secret_manager_secret_version" "webhook_emitter_secret" {
+  secret = google_secret_manager_secret.webhook_emitter_secret.name
+
+  depends_on = [google_secret_manager_secret_version.webhook_emitter_secret]
+}
+
+# A config that is not what this file reads fails the plan here, naming the
+# secret, instead of deploying something else than was meant.
+resource "terraform_data" "webhook_emitter_config" {
+  count = local.webhook_emitter_config_text == "" ? 0 : 1
+  input = local.webhook_emitter_config_text
+
+  lifecycle {
+    precondition {
+      condition     = can(keys(local.webhook_emitter_config))
+      error_message = "The secret ${var.prefix}webhook-emitter-config must hold a JSON object such as {\"events_api\": true}, or \" \" to deploy nothing."
+    }
+    precondition {
+      condition     = length(setsubtract(try(keys(local.webhook_emitter_config), []), local.webhook_emitter_known_keys)) == 0
+      error_message = "The secret ${var.prefix}webhook-emitter-config has keys this file does not read: ${join(", ", setsubtract(try(keys(local.webhook_emitter_config), []), local.webhook_emitter_known_keys))}. Known: ${join(", ", local.webhook_emitter_known_keys)}."
+    }
+  }
+}
+
+data "google_storage_bucket_object" "webhook_emitter" {
+  count  = local.webhook_emitter_enabled ? 1 : 0
+  name   = local.webhook_emitter_object
+  bucket = var.fc_env_pipeline_bucket_name
+}
+
+module "webhook_emitter" {
+  source = "../../modules/job-webhook-emitter"
+  count  = local.webhook_emitter_enabled ? 1 : 0
+
+  # The provider is this module's (E2B's Nomad, with its ACL token).
+  node_pool      = var.api_node_pool
+  node_pool_size = var.api_machine_count
+  instance_count = try(local.webhook_emitter_config.instance_count, 2)
+
+  artifact_url      = "gcs::https://www.googleapis.com/storage/v1/${var.fc_env_pipeline_bucket_name}/${local.webhook_emitter_object}?version=${data.google_storage_bucket_object.webhook_emitter[0].generation}"
+  artifact_checksum = try("sha256:${data.google_storage_bucket_object.webhook_emitter[0].metadata.sha256}", "")
+
+  # The orchestrator's own Redis settings: the stream is where it publishes.
+  redis_url           = nonsensitive(lookup(var.orchestrator_env_vars, "REDIS_URL", ""))
+  redis_cluster_url   = lookup(var.orchestrator_env_vars, "REDIS_CLUSTER_URL", "")
+  redis_tls_enabled   = nonsensitive(lookup(var.orchestrator_env_vars, "REDIS_TLS_ENABLED", "false")) == "true"
+  redis_tls_ca_base64 = lookup(var.orchestrator_env_vars, "REDIS_TLS_CA_BASE64", "")
+
+  postgres_connection_string = try(local.webhook_emitter_config.events_api, true) ? data.google_secret_manager_secret_version.postgres_connection_string.secret_data : ""
+  # E2B's API router on the same host (iac/modules/job-api/jobs/api.hcl).
+  ingress_host_rule = try(local.webhook_emitter_config.events_api, true) ? "HostRegexp(`api.{domain:.+}`)" : ""
+
+  webhook_url    = try(local.webhook_emitter_config.webhook_url, "")
+  webhook_secret = data.google_secret_manager_secret_version.webhook_emitter_secret.secret_data
+  webhook_format = try(local.webhook_emitter_config.webhook_format, "x-e2b-signature")
+  webhook_events = try(local.webhook_emitter_config.webhook_events, ["create", "kill", "pause", "resume"])
+  team_ids       = try(local.webhook_emitter_config.team_ids, [])
+  webhook_ca_pem = try(local.webhook_emitter_config.webhook_ca_pem, "")
+
+  depends_on = [terraform_data.webhook_emitter_config]
+}
