@@ -371,7 +371,10 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
     );
     assert_plan_fails(
         &scratch,
-        with("ingress_host_rule", "Host(`api.example.com`) || Path(`/`)".into()),
+        with(
+            "ingress_host_rule",
+            "Host(`api.example.com`) || Path(`/`)".into(),
+        ),
         "The ingress_host_rule must be empty or one Traefik Host",
     );
     assert_plan_fails(

@@ -77,7 +77,11 @@ impl FileConfig {
         // A relative ca_file names a file beside the config file, wherever the process started
         // (a Nomad task's working directory is not the folder its config was rendered to).
         let folder = path.parent().unwrap_or(Path::new(""));
-        for ca_file in config.endpoints.iter_mut().filter_map(|ep| ep.ca_file.as_mut()) {
+        for ca_file in config
+            .endpoints
+            .iter_mut()
+            .filter_map(|ep| ep.ca_file.as_mut())
+        {
             if ca_file.is_relative() {
                 *ca_file = folder.join(&*ca_file);
             }
@@ -184,7 +188,9 @@ mod tests {
         assert_eq!(missing.setting, "endpoints[0].ca_file");
         let expected = folder.join("certs/ca.pem");
         assert!(
-            missing.to_string().contains(&expected.display().to_string()),
+            missing
+                .to_string()
+                .contains(&expected.display().to_string()),
             "{missing}"
         );
         // There, and the process started elsewhere: it is read.

@@ -91,12 +91,7 @@ pub fn copy_swapped(from: &Path, to: &Path) {
         } else if path.extension().is_some_and(|e| e == "tf") {
             let text = std::fs::read_to_string(&path).unwrap();
             files.push((target, module.swap(&text)));
-        } else if !path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with('.')
-        {
+        } else if !path.file_name().unwrap().to_string_lossy().starts_with('.') {
             std::fs::copy(&path, &target).unwrap();
         }
     }
@@ -168,7 +163,9 @@ fn swap_blocks(
                 let mut given = Vec::new();
                 for inner in block.body.into_iter() {
                     match inner {
-                        Structure::Attribute(a) if a.key() == "depends_on" || a.key() == "count" => {
+                        Structure::Attribute(a)
+                            if a.key() == "depends_on" || a.key() == "count" =>
+                        {
                             kept.push(Structure::Attribute(a))
                         }
                         Structure::Attribute(a) => {
@@ -231,7 +228,10 @@ fn rewrite_references(
     while let Some(at) = rest.find(|c: char| c.is_ascii_alphabetic()) {
         // Only whole words: not the middle of another identifier.
         if at > 0 && rest[..at].ends_with(|c: char| is_word(c) || c == '.') {
-            let end = at + rest[at..].find(|c: char| !is_word(c)).unwrap_or(rest.len() - at);
+            let end = at
+                + rest[at..]
+                    .find(|c: char| !is_word(c))
+                    .unwrap_or(rest.len() - at);
             out.push_str(&rest[..end]);
             rest = &rest[end..];
             continue;

@@ -40,7 +40,7 @@ locals {
 
   # The config holds no secret, so it may show in plans and decide counts.
   webhook_emitter_config_text = nonsensitive(trimspace(data.google_secret_manager_secret_version.webhook_emitter_config.secret_data))
-  webhook_emitter_config      = local.webhook_emitter_config_text == "" ? {} : try(jsondecode(local.webhook_emitter_config_text), null)
+  webhook_emitter_config      = try(jsondecode(local.webhook_emitter_config_text == "" ? "{}" : local.webhook_emitter_config_text), null)
   webhook_emitter_enabled     = local.webhook_emitter_config_text != "" && try(local.webhook_emitter_config.enabled, true) == true
 }
 
@@ -99,7 +99,7 @@ resource "terraform_data" "webhook_emitter_config" {
   lifecycle {
     precondition {
       condition     = can(keys(local.webhook_emitter_config))
-      error_message = "The secret ${var.prefix}webhook-emitter-config must hold a JSON object such as {\"events_api\": true}, or \" \" to deploy nothing."
+      error_message = "The secret ${var.prefix}webhook-emitter-config must hold a JSON object (an empty one, {}, deploys with every default), or a single space to deploy nothing."
     }
     precondition {
       condition     = length(setsubtract(try(keys(local.webhook_emitter_config), []), local.webhook_emitter_known_keys)) == 0
