@@ -235,7 +235,7 @@ variable "node_pool_size" {
   default     = null
 
   validation {
-    condition     = var.node_pool_size == null || try(var.node_pool_size >= 1 && floor(var.node_pool_size) == var.node_pool_size, false)
+    condition     = var.node_pool_size == null ? true : var.node_pool_size >= 1 && floor(var.node_pool_size) == var.node_pool_size
     error_message = "The node_pool_size must be null or a whole number, at least 1."
   }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 
-const JOB_TEMPLATE: &str = "nomad/e2b-webhook-emitter.nomad.hcl";
+const JOB_TEMPLATE: &str = "terraform/jobs/e2b-webhook-emitter.hcl";
 
 // Distinctive sample secrets: if any of them shows up in the rendered
 // jobspec, a secret has leaked into it.
@@ -30,6 +30,7 @@ const SAMPLE_REDIS_PASSWORD: &str = "SAMPLE-redis-password-7d3b";
 const SAMPLE_CLUSTER_PASSWORD: &str = "SAMPLE-cluster-password-91ae";
 const SAMPLE_ADMIN_TOKEN: &str = "SAMPLE-admin-token-5a6b7c8d9e0f";
 const SAMPLE_NOMAD_TOKEN: &str = "SAMPLE-nomad-token-0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e";
+const SAMPLE_POSTGRES: &str = "postgresql://e2b:SAMPLE-postgres-password-3e7f@db:5432/e2b";
 
 const SAMPLE_TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
 const SAMPLE_CHECKSUM: &str =
@@ -45,7 +46,7 @@ const SECRET_VARIABLES: [&str; 7] = [
     "redis_cluster_url",
     "redis_password",
     "redis_tls_ca_base64",
-    "nomad_token",
+    "postgres_connection_string",
     "admin_token",
 ];
 
@@ -300,6 +301,46 @@ fn func_regex(args: FuncArgs) -> Result<Value, String> {
         .map_or(Value::Null, |m| Value::from(m.as_str())))
 }
 
+fn func_identity(args: FuncArgs) -> Result<Value, String> {
+    Ok(args[0].clone())
+}
+
+fn numbers(args: &FuncArgs) -> Vec<f64> {
+    args.iter()
+        .filter_map(|v| v.as_number().and_then(|n| n.as_f64()))
+        .collect()
+}
+
+/// A whole number in integer form, so that it compares equal to integer literals.
+fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n >= 0.0 {
+        Value::from(n as u64)
+    } else {
+        Value::from(n)
+    }
+}
+
+fn func_min(args: FuncArgs) -> Result<Value, String> {
+    Ok(number(
+        numbers(&args).into_iter().fold(f64::INFINITY, f64::min),
+    ))
+}
+
+fn func_max(args: FuncArgs) -> Result<Value, String> {
+    Ok(number(
+        numbers(&args).into_iter().fold(f64::NEG_INFINITY, f64::max),
+    ))
+}
+
+fn func_strcontains(args: FuncArgs) -> Result<Value, String> {
+    Ok(Value::Bool(
+        args[0]
+            .as_str()
+            .unwrap_or_default()
+            .contains(args[1].as_str().unwrap_or_default()),
+    ))
+}
+
 fn func_can(args: FuncArgs) -> Result<Value, String> {
     Ok(Value::Bool(!args[0].is_null()))
 }
@@ -395,7 +436,25 @@ fn tf_context(vars: &Map<String, Value>, locals: &Map<String, Value>) -> Context
 
     let any = || ParamType::Any;
     let string = || ParamType::String;
-    let funcs: [(&str, FuncDef); 11] = [
+    let number_list = || {
+        FuncDef::builder()
+            .variadic_param(ParamType::Number)
+            .build(func_min)
+    };
+    let funcs: [(&str, FuncDef); 15] = [
+        // Sensitivity is Terraform's plan-time marking; the values are the same.
+        ("nonsensitive", FuncDef::new(func_identity, [any()])),
+        ("min", number_list()),
+        (
+            "max",
+            FuncDef::builder()
+                .variadic_param(ParamType::Number)
+                .build(func_max),
+        ),
+        (
+            "strcontains",
+            FuncDef::new(func_strcontains, [string(), string()]),
+        ),
         ("regex", FuncDef::new(func_regex, [string(), string()])),
         ("can", FuncDef::new(func_can, [any()])),
         ("jsonencode", FuncDef::new(func_jsonencode, [any()])),
@@ -455,7 +514,7 @@ fn tf_variables() -> Map<String, TfVariable> {
 /// The variable values of a sample deployment: every default, plus values
 /// for the required variables and distinctive secrets.
 fn sample_tfvars() -> Map<String, Value> {
-    let samples: [(&str, Value); 14] = [
+    let samples: [(&str, Value); 13] = [
         (
             "webhook_url",
             "https://app.example.com/api/webhooks/e2b".into(),
@@ -469,8 +528,7 @@ fn sample_tfvars() -> Map<String, Value> {
             "redis_cluster_url",
             format!("redis://:{SAMPLE_CLUSTER_PASSWORD}@redis-cluster:7000").into(),
         ),
-        ("nomad_token", SAMPLE_NOMAD_TOKEN.into()),
-        ("nomad_address", "https://nomad.example.com".into()),
+        ("postgres_connection_string", SAMPLE_POSTGRES.into()),
         (
             "artifact_url",
             "https://artifacts.example.com/e2b-webhook-emitter.tar.gz".into(),
@@ -661,7 +719,12 @@ fn binary_env_names() -> BTreeSet<String> {
 #[test]
 fn every_hcl_and_tf_file_parses() {
     let mut checked = Vec::new();
-    for dir in ["nomad", "terraform"] {
+    for dir in [
+        "terraform",
+        "terraform/jobs",
+        "deploy/e2b/provider-gcp/nomad",
+        "deploy/e2b/provider-aws/nomad",
+    ] {
         let mut entries: Vec<_> = std::fs::read_dir(repo_root().join(dir))
             .unwrap_or_else(|e| panic!("{dir}/: {e}"))
             .map(|e| e.unwrap().path())
@@ -670,7 +733,7 @@ fn every_hcl_and_tf_file_parses() {
         for path in entries {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             let rel = format!("{dir}/{name}");
-            if name.ends_with(".hcl") && dir == "nomad" {
+            if name.ends_with(".hcl") && dir == "terraform/jobs" {
                 // A templatefile() template: only its rendering is HCL.
                 hcl::parse(&sample_deployment().text)
                     .unwrap_or_else(|e| panic!("{rel} rendered: {e}"));
@@ -692,6 +755,8 @@ fn every_hcl_and_tf_file_parses() {
         "terraform/versions.tf",
         "terraform/outputs.tf",
         "terraform/terraform.tfvars.example",
+        "deploy/e2b/provider-gcp/nomad/webhook-emitter.tf",
+        "deploy/e2b/provider-aws/nomad/webhook-emitter.tf",
     ] {
         assert!(
             checked.iter().any(|c| c == expected),
@@ -768,8 +833,9 @@ fn outbox_disk_is_sticky_and_migrates() {
     assert!(bool_attr(disk, "sticky"));
     assert!(bool_attr(disk, "migrate"));
     assert!(int_attr(disk, "size") >= 300);
-    // The outbox must be on that disk: alloc/data.
-    assert_eq!(d.env()["DATA_DIR"], "${NOMAD_ALLOC_DIR}/data");
+    // The outbox must be on that disk: in alloc/data, in a folder of its own that the task's
+    // unprivileged user creates (one an earlier version wrote as root stays aside).
+    assert_eq!(d.env()["DATA_DIR"], "${NOMAD_ALLOC_DIR}/data/emitter");
 }
 
 #[test]
@@ -779,9 +845,11 @@ fn service_is_health_checked_on_readyz() {
     let network = one_block(group, "network").body();
     labeled_block(network, "port", &["http"]);
 
-    let service = one_block(group, "service").body();
+    let service = blocks(group, "service")
+        .find(|s| str_attr(s.body(), "port") == "http")
+        .expect("the service on the http port")
+        .body();
     assert_eq!(str_attr(service, "provider"), "nomad");
-    assert_eq!(str_attr(service, "port"), "http");
     assert_eq!(str_attr(service, "name"), SAMPLE_JOB_NAME);
     let check = one_block(service, "check").body();
     assert_eq!(str_attr(check, "type"), "http");
@@ -931,7 +999,8 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
             "redis_password",
             "redis_tls_ca_base64",
             "redis_tls_enabled",
-            "admin_token"
+            "admin_token",
+            "postgres_connection_string"
         ]
     );
 }
@@ -943,7 +1012,7 @@ fn no_secret_reaches_the_jobspec() {
         SAMPLE_WEBHOOK_SECRET,
         SAMPLE_REDIS_PASSWORD,
         SAMPLE_CLUSTER_PASSWORD,
-        SAMPLE_NOMAD_TOKEN,
+        SAMPLE_POSTGRES,
         SAMPLE_ADMIN_TOKEN,
     ] {
         assert!(
@@ -1181,6 +1250,7 @@ fn binary_accepts_the_job_environment() {
             "NOMAD_ADDR_http",
             format!("127.0.0.1:{}", free_local_port()),
         ),
+        ("NOMAD_ADDR_api", format!("127.0.0.1:{}", free_local_port())),
         ("NOMAD_ALLOC_NAME", format!("{SAMPLE_JOB_NAME}.emitter[0]")),
     ];
     let mut env: Map<String, String> = d
@@ -1201,6 +1271,13 @@ fn binary_accepts_the_job_environment() {
         ),
     );
     env.insert("NOMAD_TOKEN".into(), SAMPLE_NOMAD_TOKEN.into());
+    env.insert(
+        "POSTGRES_CONNECTION_STRING".into(),
+        format!(
+            "postgresql://e2b:SAMPLE-postgres-password-3e7f@127.0.0.1:{}/e2b",
+            free_local_port()
+        ),
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_e2b-webhook-emitter"))
         .args(&args)
@@ -1236,6 +1313,7 @@ fn binary_accepts_the_job_environment() {
         SAMPLE_WEBHOOK_SECRET,
         SAMPLE_REDIS_PASSWORD,
         SAMPLE_NOMAD_TOKEN,
+        "SAMPLE-postgres-password-3e7f",
     ] {
         assert!(
             !logs.contains(secret),
@@ -1313,8 +1391,11 @@ fn secret_variables_are_sensitive() {
         "webhook_events",
         "team_ids",
         "redis_url",
-        "nomad_address",
-        "nomad_token",
+        "postgres_connection_string",
+        "ingress_host_rule",
+        "task_user",
+        "node_pool_size",
+        "webhook_ca_pem",
         "artifact_url",
         "artifact_checksum",
         "datacenters",
@@ -1368,8 +1449,9 @@ fn webhook_url_is_validated_as_an_http_url() {
     let (condition, message) = validation("webhook_url");
     let text = fmt_expr(&condition);
     // Terraform's regex() cannot be evaluated here; check the expression.
+    // Empty (no operator endpoint: registered webhooks only) or an http(s) URL.
     assert!(
-        text.starts_with("can(regex(\"^https?://"),
+        text.starts_with("var.webhook_url == \"\" || can(regex(\"^https?://"),
         "webhook_url must be validated by an anchored http(s) regex, found {text}"
     );
     assert!(text.contains("var.webhook_url"));
@@ -1391,7 +1473,9 @@ fn webhook_secret_must_be_long_enough() {
         Value::from("0123456789abcdef".repeat(4))
     ));
     assert!(!validates("webhook_secret", Value::from("a".repeat(31))));
-    assert!(!validates("webhook_secret", Value::from("")));
+    // Empty is valid here (no operator endpoint); main.tf requires it with webhook_url.
+    assert!(validates("webhook_secret", Value::from("")));
+    assert!(validates("webhook_secret", Value::from(" ")));
     // Rotation lists: every secret must be long enough.
     assert!(validates(
         "webhook_secret",
@@ -1462,16 +1546,16 @@ fn other_inputs_are_validated() {
 
     let teams = |list: &[&str]| Value::Array(list.iter().map(|&e| e.into()).collect());
     assert!(validates("team_ids", teams(&[SAMPLE_TEAM])));
-    assert!(
-        !validates("team_ids", teams(&[])),
-        "team_ids may not be empty"
-    );
+    // Empty is valid here (registered webhooks open their teams); main.tf requires a team
+    // with webhook_url when the events API is off.
+    assert!(validates("team_ids", teams(&[])));
     assert!(!validates("team_ids", teams(&["not-a-uuid"])));
 
-    for good in ["e2b-webhook-emitter", "a", &"a".repeat(63)] {
+    // At most 59: "<job_name>-api" must stay a valid service name.
+    for good in ["e2b-webhook-emitter", "a", &"a".repeat(59)] {
         assert!(validates("job_name", Value::from(good)), "{good}");
     }
-    for bad in ["-emitter", "emitter-", "e2b_emitter", "", &"a".repeat(64)] {
+    for bad in ["-emitter", "emitter-", "e2b_emitter", "", &"a".repeat(60)] {
         assert!(!validates("job_name", Value::from(bad)), "{bad}");
     }
     assert!(!validates(
@@ -1491,6 +1575,51 @@ fn other_inputs_are_validated() {
     ));
     let (checksum, _) = validation("artifact_checksum");
     assert!(fmt_expr(&checksum).contains("^sha256:[0-9a-f]{64}$"));
+
+    for good in [Value::Null, 1.into(), 3.into()] {
+        assert!(validates("node_pool_size", good.clone()), "{good}");
+    }
+    for bad in [0.into(), Value::from(1.5)] {
+        assert!(!validates("node_pool_size", bad.clone()), "{bad}");
+    }
+    for good in ["nobody", "e2b-emitter", "_svc"] {
+        assert!(validates("task_user", Value::from(good)), "{good}");
+    }
+    for bad in ["root", "", "Nobody", "a b", "x\"y"] {
+        assert!(!validates("task_user", Value::from(bad)), "{bad}");
+    }
+    for good in ["", "postgresql://u:p@db:5432/e2b", " postgres://db/e2b\n"] {
+        assert!(
+            validates("postgres_connection_string", Value::from(good)),
+            "{good}"
+        );
+    }
+    assert!(!validates(
+        "postgres_connection_string",
+        Value::from("mysql://db/e2b")
+    ));
+    for good in [
+        "",
+        "HostRegexp(`api.{domain:.+}`)",
+        "Host(`api.example.com`)",
+        "Host(`a.example.com`, `b.example.com`)",
+    ] {
+        assert!(validates("ingress_host_rule", Value::from(good)), "{good}");
+    }
+    for bad in [
+        "Host(`a.example.com`) || PathPrefix(`/`)",
+        "Host(`a\"b`)",
+        "Host(`${x}`)",
+        "PathPrefix(`/`)",
+    ] {
+        assert!(!validates("ingress_host_rule", Value::from(bad)), "{bad}");
+    }
+    assert!(validates("webhook_ca_pem", Value::from("")));
+    assert!(validates(
+        "webhook_ca_pem",
+        Value::from("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n")
+    ));
+    assert!(!validates("webhook_ca_pem", Value::from("ca.pem")));
 }
 
 #[test]
@@ -1514,16 +1643,15 @@ fn job_is_registered_after_its_secrets() {
         "nomad_job must depend on the variable, found {depends_on}"
     );
 
-    // The provider is configured from the module's variables.
-    let provider = labeled_block(&main, "provider", &["nomad"]).body();
-    assert_eq!(
-        fmt_expr(required_attr(provider, "address")),
-        "var.nomad_address"
-    );
-    assert_eq!(
-        fmt_expr(required_attr(provider, "secret_id")),
-        "var.nomad_token"
-    );
+    // No provider configuration of its own: the caller's Nomad provider is used, so the module
+    // can be called with count (E2B's drop-in does) and inherits E2B's ACL token.
+    for file in [
+        "terraform/main.tf",
+        "terraform/versions.tf",
+        "terraform/outputs.tf",
+    ] {
+        assert_eq!(blocks(&parse(file), "provider").count(), 0, "{file}");
+    }
 }
 
 #[test]
