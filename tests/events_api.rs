@@ -335,10 +335,14 @@ fn postgres_down_answers_503_and_the_api_can_have_its_own_port() {
         404
     );
     assert_eq!(api_call(api_port, "GET", "/metrics", None, None).0, 404);
+    // E2B's document's health check, without a key: what the job's Nomad check asks.
+    assert_eq!(api_call(api_port, "GET", "/health", None, None).0, 200);
 
     pg.kill();
     let (status, answer) = api_call(api_port, "GET", "/events/webhooks", Some(&key), None);
     assert_eq!(status, 503, "{answer}");
+    // The process is healthy: the ingress keeps routing, each call says what is down.
+    assert_eq!(api_call(api_port, "GET", "/health", None, None).0, 200);
     assert!(!answer.to_string().contains(EMITTER_PASSWORD));
     // The service itself goes on.
     assert_eq!(common::http_get(ops_port, "/healthz").0, 200);
