@@ -379,6 +379,16 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
     );
     assert_plan_fails(
         &scratch,
+        with("ingress_entrypoint", "web secure".into()),
+        "The ingress_entrypoint must be 1-64 letters",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("ingress_priority", 0.5.into()),
+        "The ingress_priority must be a whole number, at least 1",
+    );
+    assert_plan_fails(
+        &scratch,
         with("task_user", "root".into()),
         "The task_user must be a Unix user name",
     );
