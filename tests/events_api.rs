@@ -63,7 +63,7 @@ fn a_team_manages_its_webhooks_and_sees_no_other_teams() {
     );
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    assert_eq!(created["teamID"], team_a.as_str());
+    assert_eq!(created["teamId"], team_a.as_str());
     assert_eq!(created["name"], "My Sandbox Webhook");
     assert_eq!(created["url"], "https://hooks.example.com/e2b");
     assert_eq!(created["enabled"], true);
@@ -94,7 +94,7 @@ fn a_team_manages_its_webhooks_and_sees_no_other_teams() {
             "events",
             "id",
             "name",
-            "teamID",
+            "teamId",
             "url"
         ]
     );
@@ -334,7 +334,8 @@ fn postgres_down_answers_503_and_the_api_can_have_its_own_port() {
         api_call(ops_port, "GET", "/events/webhooks", Some(&key), None).0,
         404
     );
-    assert_eq!(api_call(api_port, "GET", "/metrics", None, None).0, 404);
+    let (status, answer) = api_call(api_port, "GET", "/metrics", None, None);
+    assert_eq!((status, &answer["code"]), (404, &json!(404)), "{answer}");
     // E2B's document's health check, without a key: what the job's Nomad check asks.
     assert_eq!(api_call(api_port, "GET", "/health", None, None).0, 200);
 
@@ -396,4 +397,79 @@ fn without_a_database_the_api_is_off_and_bad_settings_exit_2() {
         assert!(stderr.contains(named), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
+}
+
+/// Status, `Content-Type` and body of a raw request to the loopback `port`.
+fn raw_call(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = reqwest::Client::new()
+            .request(method, format!("http://127.0.0.1:{port}{path}"))
+            .header("Content-Type", "application/json");
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            content_type,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    })
+}
+
+#[test]
+fn every_refusal_under_events_is_e2bs_error_body_in_json() {
+    let pg = PostgresServer::start();
+    let (_team, key) = pg.add_team("zeta");
+    let port = free_port();
+    let _emitter = start_emitter(&pg, port, &[], "errors.log");
+    wait_for_api(port, &key);
+    let key = Some(key.as_str());
+    for (method, path, with_key, body, status) in [
+        ("GET", "/events/nothing-here", key, Vec::new(), 404),
+        ("GET", "/events", None, Vec::new(), 404),
+        ("POST", "/events/sandboxes/sbx/extra", key, Vec::new(), 404),
+        ("PUT", "/events/webhooks", key, Vec::new(), 405),
+        ("DELETE", "/events/sandboxes", None, Vec::new(), 405),
+        ("POST", "/events/webhooks", key, vec![b'x'; 64 * 1024], 413),
+        ("POST", "/events/webhooks", key, b"[1]".to_vec(), 400),
+        ("GET", "/events/webhooks", None, Vec::new(), 401),
+    ] {
+        let (got, content_type, answer) = raw_call(port, method, path, with_key, body);
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{method} {path}: {content_type}"
+        );
+        assert_eq!(answer["code"], status, "{method} {path}: {answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {answer}"
+        );
+    }
+    // The health check of E2B's document answers without a key and without a body.
+    let (status, _, answer) = raw_call(port, "GET", "/health", None, Vec::new());
+    assert_eq!((status, answer), (200, Value::String(String::new())));
 }

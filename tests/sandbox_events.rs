@@ -1,6 +1,7 @@
 //! Issue 15: the lifecycle history through the real binary and a real PostgreSQL — every event
 //! received is stored per team and served by `GET /events/sandboxes/{sandboxID}` and
-//! `GET /events/sandboxes` with E2B's `offset`, `limit` and `orderAsc`, as the v2 payload.
+//! `GET /events/sandboxes` with E2B's `offset`, `limit`, `orderAsc` and `types`, as E2B's
+//! `SandboxEvent`.
 
 mod common;
 #[path = "support/postgres.rs"]
@@ -86,8 +87,31 @@ fn each_team_reads_its_sandboxes_history_newest_or_oldest_first() {
         ["a-4", "a-3", "a-2", "a-1"],
         "newest first by default"
     );
-    // The payload as received: v2, snake_case.
-    assert_eq!(newest[3], lines[0], "stored as received");
+    // E2B's `SandboxEvent`: the received v2 payload in camelCase, the deprecated category and
+    // label back-filled from the type.
+    assert_eq!(
+        newest[3],
+        json!({
+            "id": "a-1", "version": "v2", "type": "sandbox.lifecycle.created",
+            "eventCategory": "lifecycle", "eventLabel": "create",
+            "eventData": {"sandbox_metadata": {"run": "42"}},
+            "timestamp": "2026-11-26T10:00:01Z",
+            "sandboxId": "sbx-a", "sandboxExecutionId": "exec-1", "sandboxTemplateId": "base",
+            "sandboxBuildId": "0f5c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "sandboxTeamId": team_a,
+        }),
+        "stored as received, answered as E2B's document says"
+    );
+    // `types`, as the document sends it (repeated) and as E2B's dashboard does (comma-separated).
+    let (_, repeated) = get(
+        "/events/sandboxes?types=sandbox.lifecycle.paused&types=sandbox.lifecycle.killed",
+        &key_a,
+    );
+    assert_eq!(ids(&repeated), ["a-4", "a-2"]);
+    let (_, joined) = get(
+        "/events/sandboxes/sbx-a?types=sandbox.lifecycle.created,sandbox.lifecycle.resumed&orderAsc=true",
+        &key_a,
+    );
+    assert_eq!(ids(&joined), ["a-1", "a-3"]);
     let (_, oldest) = get("/events/sandboxes/sbx-a?orderAsc=true", &key_a);
     assert_eq!(ids(&oldest), ["a-1", "a-2", "a-3", "a-4"]);
     let (_, paged) = get(
@@ -110,6 +134,8 @@ fn each_team_reads_its_sandboxes_history_newest_or_oldest_first() {
         ("limit=101", "limit"),
         ("offset=-1", "offset"),
         ("orderAsc=maybe", "orderAsc"),
+        ("types=sandbox.lifecycle.", "types"),
+        ("types=exploded", "types"),
     ] {
         let (status, answer) = get(&format!("/events/sandboxes?{query}"), &key_a);
         assert_eq!(status, 400, "{query}: {answer}");

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// No such webhook for this team.
     #[error("webhook not found")]
     NotFound,
+    /// No such path under `/events/`.
+    #[error("no such path in the events API")]
+    NoSuchPath,
     /// The database cannot answer.
     #[error("the events store is unavailable; retry later")]
     Unavailable,
@@ -46,7 +49,7 @@ impl ApiError {
             Self::Invalid { .. } | Self::Body(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NoSuchPath => StatusCode::NOT_FOUND,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -58,6 +61,47 @@ impl From<StoreError> for ApiError {
         tracing::warn!(error = %e, "events API: database error");
         Self::Unavailable
     }
+}
+
+/// Every answer of the events API that is not a success carries E2B's `Error` body: what axum
+/// answers by itself (an unknown path under `/events/`, a method a route does not take, a body
+/// over the limit) gets one here, with the status's reason as its message.
+pub async fn error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such path in the events API".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "this path does not take that method".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "the body is too large".to_owned(),
+        other => other
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = axum::Json(serde_json::json!({"code": status.as_u16(), "message": message}));
+    let mut fresh = body.into_response();
+    // Keep what axum said besides the body (`Allow` on a 405).
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *fresh.status_mut() = status;
+    fresh
+}
+
+/// An unknown path under `/events/`.
+pub async fn not_found() -> ApiError {
+    ApiError::NoSuchPath
 }
 
 impl IntoResponse for ApiError {

@@ -9,10 +9,12 @@ mod webhook_body;
 mod webhook_deliveries;
 mod webhooks;
 
+pub use error::not_found;
+
 use crate::postgres::Database;
 use crate::util::destination::DestinationPolicy;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{any, get};
 use std::sync::Arc;
 
 /// Request bodies are a few small JSON fields.
@@ -64,6 +66,9 @@ pub fn router(api: EventsApi) -> axum::Router {
         )
         .route("/events/sandboxes", get(sandbox_events::all))
         .route("/events/sandboxes/{id}", get(sandbox_events::of_sandbox))
+        .route("/events", any(error::not_found))
+        .route("/events/{*rest}", any(error::not_found))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(error::error_bodies))
         .with_state(api)
 }

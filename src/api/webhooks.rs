@@ -15,12 +15,12 @@ use serde::Serialize;
 use url::Url;
 use uuid::Uuid;
 
-/// A webhook as E2B Cloud returns it (`signatureSecret` is write-only; fields private).
+/// A webhook as E2B's document returns it (`WebhookCreation`, `WebhookDetail`: `teamId`;
+/// `signatureSecret` is write-only).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookView {
     id: Uuid,
-    #[serde(rename = "teamID")]
     team_id: Uuid,
     name: String,
     created_at: jiff::Timestamp,

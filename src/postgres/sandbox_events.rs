@@ -6,6 +6,10 @@ use crate::event::SandboxEvent;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// Event types to return (`sandbox.lifecycle.killed`, …); empty: every type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeFilter(pub Vec<String>);
+
 /// A page of events, as E2B's API takes it (`offset`, `limit`, `orderAsc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -58,17 +62,20 @@ impl Database {
         Ok(done.rows_affected())
     }
 
-    /// A page of `team`'s events (of one sandbox when given), as stored.
+    /// A page of `team`'s events (of one sandbox when given, of `types` when not empty), as
+    /// stored.
     pub async fn team_events(
         &self,
         team: Uuid,
         sandbox: Option<&str>,
+        types: &TypeFilter,
         page: Page,
     ) -> Result<Vec<Value>, StoreError> {
         let order = if page.ascending { "ASC" } else { "DESC" };
         let rows: Vec<(sqlx::types::Json<Value>,)> = sqlx::query_as(&format!(
             "SELECT payload FROM webhook_emitter.sandbox_events
               WHERE team_id = $1 AND ($2::text IS NULL OR sandbox_id = $2)
+                AND (cardinality($5::text[]) = 0 OR event_type = ANY($5))
               ORDER BY occurred_at {order}, seq {order}
               LIMIT $3 OFFSET $4"
         ))
@@ -76,6 +83,7 @@ impl Database {
         .bind(sandbox)
         .bind(page.limit)
         .bind(page.offset)
+        .bind(&types.0)
         .fetch_all(self.ready()?)
         .await?;
         Ok(rows.into_iter().map(|(payload,)| payload.0).collect())

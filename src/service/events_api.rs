@@ -120,6 +120,8 @@ pub async fn start(
     })?;
     tracing::info!(addr = %listener.local_addr()?, "events API (/events/webhooks)");
     let token = pipeline.shutdown_token();
+    // On its own port every path is the API's: an unknown one gets E2B's error body too.
+    let routes = routes.fallback(api::not_found);
     pipeline.spawn_source(async move {
         Ok(listen::serve(
             listener,
