@@ -419,11 +419,7 @@ fn raw_call(
         if let Some(key) = key {
             request = request.header("X-API-Key", key);
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = request.body(body).send().await.unwrap();
         let status = response.status().as_u16();
         let content_type = response
             .headers()

@@ -124,10 +124,7 @@ fn sandbox_event(payload: Value) -> Value {
     ] {
         // Required strings in the document: an event that lacked one says so with "".
         let value = take(from);
-        event.insert(
-            to.into(),
-            if value.is_string() { value } else { "".into() },
-        );
+        event.insert(to.into(), if value.is_string() { value } else { "".into() });
     }
     Value::Object(event)
 }
@@ -140,10 +137,6 @@ pub(super) fn page(query: &HashMap<String, String>) -> Result<Page, ApiError> {
         };
         match raw.trim().parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ if max == i64::MAX => Err(ApiError::invalid(
-                field,
-                format!("must be an integer of at least {min}"),
-            )),
             _ => Err(ApiError::invalid(
                 field,
                 format!("must be an integer from {min} to {max}"),
@@ -157,7 +150,8 @@ pub(super) fn page(query: &HashMap<String, String>) -> Result<Page, ApiError> {
         Some(_) => return Err(ApiError::invalid("orderAsc", "must be true or false")),
     };
     Ok(Page {
-        offset: number("offset", 0, 0, i64::MAX)?,
+        // `format: int32` in E2B's document.
+        offset: number("offset", 0, 0, i64::from(i32::MAX))?,
         limit: number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?,
         ascending,
     })
@@ -259,6 +253,7 @@ mod tests {
             ("limit", "101"),
             ("limit", "ten"),
             ("offset", "-1"),
+            ("offset", "2147483648"),
             ("orderAsc", "yes"),
         ] {
             let refusal = page(&query(&[(field, value)])).unwrap_err().to_string();
