@@ -30,8 +30,8 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers['Content-Length']))
         payload = raw.decode('utf-8')
         valid = verify_webhook_signature(SECRETS.get(self.path, ''), payload, self.headers.get('e2b-signature', ''))
-        # /flaky answers 503 to the first attempt of each event.
-        if self.path == '/flaky' and payload not in SEEN:
+        # /flaky and /dashboard answer 503 to the first attempt of each event.
+        if self.path in ('/flaky', '/dashboard') and payload not in SEEN:
             SEEN.add(payload)
             self.send_response(503)
             self.send_header('Content-Length', '0')
@@ -41,6 +41,7 @@ class Handler(BaseHTTPRequestHandler):
             'path': self.path,
             'valid': valid,
             'webhook_id': self.headers.get('e2b-webhook-id'),
+            'signature': self.headers.get('e2b-signature'),
             'body': json.loads(payload),
         }), flush=True)
         self.send_response(200 if valid else 401)
@@ -58,6 +59,8 @@ server.serve_forever()
 
 pub const SECRET_A: &str = "alpha-webhook-secret-1f2e3d";
 pub const SECRET_B: &str = "beta-webhook-secret-9a8b7c6d";
+/// At least 32 characters, as E2B's dashboard requires of a secret it generates or accepts.
+pub const SECRET_DASHBOARD: &str = "dashboard-webhook-secret-0123456789abcdef";
 
 pub struct Receiver {
     child: Child,
@@ -67,7 +70,10 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start() -> Self {
-        let secrets = json!({"/a": SECRET_A, "/b": SECRET_B, "/flaky": SECRET_A}).to_string();
+        let secrets = json!({
+            "/a": SECRET_A, "/b": SECRET_B, "/flaky": SECRET_A, "/dashboard": SECRET_DASHBOARD,
+        })
+        .to_string();
         let mut child = Command::new("python3")
             .args(["-c", DOCS_RECEIVER, &secrets])
             .stdout(Stdio::piped())
