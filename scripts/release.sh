@@ -82,16 +82,31 @@ version="$(awk -F'"' '
 ' Cargo.toml)"
 [[ -n "$version" ]] || die "could not read the package version from Cargo.toml"
 
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+[[ -n "$target_dir" ]] || die "could not find cargo's target directory"
+
+# Rewrite the paths rustc embeds (panic locations, generated code) so the
+# binary does not depend on where the checkout, the cargo home and the
+# target directory are: the same commit gives the same bytes in another
+# directory. The last matching prefix wins, so the more specific target
+# directory comes after the repository root. RUSTFLAGS is split on spaces,
+# so these paths cannot contain whitespace.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+for path in "$repo_root" "$cargo_home" "$target_dir"; do
+  [[ "$path" != *[[:space:]]* ]] ||
+    die "'$path' contains whitespace, which RUSTFLAGS cannot carry; build from a path without spaces"
+done
+remap="--remap-path-prefix=$cargo_home=/cargo"
+remap+=" --remap-path-prefix=$repo_root=/$NAME"
+remap+=" --remap-path-prefix=$target_dir=/$NAME/target"
+
 # An explicit --target keeps crt-static away from build scripts and proc
 # macros (which must stay dynamic host libraries) and puts the result in its
 # own directory, so it does not disturb other builds in the same target dir.
 echo "Building $NAME $version for $TARGET (static)..." >&2
-RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
+RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static $remap" \
   cargo build --release --locked --target "$TARGET" --bin "$NAME"
-
-target_dir="$(cargo metadata --format-version 1 --no-deps |
-  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-[[ -n "$target_dir" ]] || die "could not find cargo's target directory"
 binary="$target_dir/$TARGET/release/$NAME"
 [[ -x "$binary" ]] || die "build produced no $binary"
 
