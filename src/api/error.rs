@@ -42,7 +42,7 @@ pub enum ApiError {
     #[error("the events store is unavailable; retry later")]
     Unavailable,
     /// The bearer token's issuer never answered, so the token cannot be judged.
-    #[error("the token issuer cannot be reached; retry later")]
+    #[error("the token issuer's keys are unavailable; retry later")]
     IssuerUnavailable,
 }
 
