@@ -1,5 +1,5 @@
-//! Issue 27, item 4: the events API with E2B's user authentication — `Authorization: Bearer <JWT>`
-//! + `X-Team-ID` — through the real binary, a real PostgreSQL holding E2B's `users`,
+//! Issue 27, item 4: the events API with E2B's user authentication, `Authorization: Bearer
+//! <JWT>` with `X-Team-ID`, through the real binary, a real PostgreSQL holding E2B's `users`,
 //! `user_identities` and `users_teams`, and an OpenID Connect issuer started here
 //! (`support/oidc_issuer.rs`) whose keys the tests generate and rotate.
 

@@ -34,7 +34,8 @@ impl RefreshClock {
         wanted && may_try
     }
 
-    /// Records a fetch started at `at`, and whether it succeeded.
+    /// Records a fetch that ended at `at` (the interval runs from the end of a fetch, so an
+    /// issuer that hangs until the timeout is not asked again at once), and whether it succeeded.
     pub fn fetched(&mut self, at: Instant, ok: bool) {
         self.last_attempt = Some(at);
         if ok {
