@@ -182,36 +182,86 @@ fn assert_refused(reply: &Reply, status: u16, case: &str, absent: &[&str]) {
     }
 }
 
+/// Four teams and two users: Ada is in alpha, gamma (blocked: "unpaid invoice") and delta
+/// (banned), Bob in beta; alpha and beta have registered one webhook each with their API keys.
+/// An issuer signing with `k1` is the emitter's one token issuer (keys cached `cache`).
+struct Fixture {
+    pg: PostgresServer,
+    key: SigningKey,
+    issuer: OidcIssuer,
+    emitter: RunningEmitter,
+    port: u16,
+    team_a: String,
+    key_a: String,
+    team_b: String,
+    key_b: String,
+    blocked: String,
+    banned: String,
+    hook_a: Value,
+    hook_b: Value,
+}
+
+impl Fixture {
+    fn start(cache: &str, log: &str) -> Self {
+        let pg = PostgresServer::start();
+        let (team_a, key_a) = pg.add_team("alpha");
+        let (team_b, key_b) = pg.add_team("beta");
+        let (blocked, _) = pg.add_team("gamma");
+        let (banned, _) = pg.add_team("delta");
+        pg.psql(&format!(
+            "UPDATE public.teams SET is_blocked = true, blocked_reason = 'unpaid invoice' WHERE id = '{blocked}';
+             UPDATE public.teams SET is_banned = true WHERE id = '{banned}'"
+        ));
+        let key = SigningKey::generate("k1");
+        let issuer = OidcIssuer::start(&[&key]);
+        let ada = pg.add_user("ada@example.com", issuer.url(), "ada");
+        for team in [&team_a, &blocked, &banned] {
+            pg.add_member(&ada, team);
+        }
+        let bob = pg.add_user("bob@example.com", issuer.url(), "bob");
+        pg.add_member(&bob, &team_b);
+        let port = free_port();
+        let emitter = start_emitter(&pg, port, &issuer.provider_config(AUDIENCE, cache), log);
+        wait_for_api(port, &key_a);
+        let hook_a = register(port, &key_a, "https://hooks.example.com/alpha");
+        let hook_b = register(port, &key_b, "https://hooks.example.com/beta");
+        assert_eq!(hook_a["teamID"], team_a.as_str());
+        assert_eq!(hook_b["teamID"], team_b.as_str());
+        Self {
+            pg,
+            key,
+            issuer,
+            emitter,
+            port,
+            team_a,
+            key_a,
+            team_b,
+            key_b,
+            blocked,
+            banned,
+            hook_a,
+            hook_b,
+        }
+    }
+}
+
 #[test]
 fn a_members_token_reads_its_team_only_and_every_bad_token_is_refused() {
-    let pg = PostgresServer::start();
-    let (team_a, key_a) = pg.add_team("alpha");
-    let (team_b, key_b) = pg.add_team("beta");
-    let (blocked, _) = pg.add_team("gamma");
-    let (banned, _) = pg.add_team("delta");
-    pg.psql(&format!(
-        "UPDATE public.teams SET is_blocked = true, blocked_reason = 'unpaid invoice' WHERE id = '{blocked}';
-         UPDATE public.teams SET is_banned = true WHERE id = '{banned}'"
-    ));
-    let key = SigningKey::generate("k1");
-    let issuer = OidcIssuer::start(&[&key]);
-    let ada = pg.add_user("ada@example.com", issuer.url(), "ada");
-    for team in [&team_a, &blocked, &banned] {
-        pg.add_member(&ada, team);
-    }
-    let bob = pg.add_user("bob@example.com", issuer.url(), "bob");
-    pg.add_member(&bob, &team_b);
-
-    let port = free_port();
-    let emitter = start_emitter(
-        &pg,
+    let Fixture {
+        pg,
+        key,
+        issuer,
+        emitter,
         port,
-        &issuer.provider_config(AUDIENCE, "1h"),
-        "user.log",
-    );
-    wait_for_api(port, &key_a);
-    let hook_a = register(port, &key_a, "https://hooks.example.com/alpha");
-    let hook_b = register(port, &key_b, "https://hooks.example.com/beta");
+        team_a,
+        key_a: _,
+        team_b,
+        key_b,
+        blocked,
+        banned,
+        hook_a,
+        hook_b,
+    } = Fixture::start("1h", "user.log");
     let (id_a, id_b) = (
         hook_a["id"].as_str().unwrap(),
         hook_b["id"].as_str().unwrap(),
@@ -374,24 +424,20 @@ fn a_members_token_reads_its_team_only_and_every_bad_token_is_refused() {
         }
     }
     // A member of a banned or blocked team is told so: 403, as E2B answers.
-    let reply = get_as(
-        port,
-        "/events/webhooks",
-        Some(&token),
-        Some(&blocked),
-        Some("127.0.0.2"),
-    );
-    assert_refused(&reply, 403, "blocked team", &[&token, id_a, id_b]);
-    assert_eq!(reply.body["message"], "team is blocked: unpaid invoice");
-    let reply = get_as(
-        port,
-        "/events/webhooks",
-        Some(&token),
-        Some(&banned),
-        Some("127.0.0.2"),
-    );
-    assert_refused(&reply, 403, "banned team", &[&token, id_a, id_b]);
-    assert_eq!(reply.body["message"], "team is banned");
+    for (team, message) in [
+        (&blocked, "team is blocked: unpaid invoice"),
+        (&banned, "team is banned"),
+    ] {
+        let reply = get_as(
+            port,
+            "/events/webhooks",
+            Some(&token),
+            Some(team),
+            Some("127.0.0.2"),
+        );
+        assert_refused(&reply, 403, message, &[&token, id_a, id_b]);
+        assert_eq!(reply.body["message"], message);
+    }
     // Writes are refused the same way: nothing registered for B with A's member's token.
     let body = json!({"name": "x", "url": "https://hooks.example.com/x", "events": ["sandbox.lifecycle.created"], "signatureSecret": "another-secret-0123456789"});
     let bearer = format!("Bearer {token}");
@@ -436,26 +482,15 @@ fn a_members_token_reads_its_team_only_and_every_bad_token_is_refused() {
 
 #[test]
 fn keys_are_fetched_once_and_again_for_a_new_kid_at_most_every_interval() {
-    let pg = PostgresServer::start();
-    let (team, key_a) = pg.add_team("alpha");
-    let (k1, k2) = (SigningKey::generate("k1"), SigningKey::generate("k2"));
-    let issuer = OidcIssuer::start(&[&k1]);
-    let user = pg.add_user("ada@example.com", issuer.url(), "ada");
-    pg.add_member(&user, &team);
-    let port = free_port();
-    let _emitter = start_emitter(
-        &pg,
-        port,
-        &issuer.provider_config(AUDIENCE, "1h"),
-        "rotation.log",
-    );
-    wait_for_api(port, &key_a);
+    let f = Fixture::start("1h", "rotation.log");
+    let (issuer, k1, port, team) = (&f.issuer, &f.key, f.port, &f.team_a);
+    let k2 = SigningKey::generate("k2");
 
     let old = k1.sign(&claims(issuer.url(), "ada"));
     let new = k2.sign(&claims(issuer.url(), "ada"));
     for _ in 0..25 {
         assert_eq!(
-            get_as(port, "/events/webhooks", Some(&old), Some(&team), None).status,
+            get_as(port, "/events/webhooks", Some(&old), Some(team), None).status,
             200
         );
     }
@@ -471,7 +506,7 @@ fn keys_are_fetched_once_and_again_for_a_new_kid_at_most_every_interval() {
             port,
             "/events/webhooks",
             Some(&new),
-            Some(&team),
+            Some(team),
             Some("127.0.0.3"),
         );
         assert_refused(&reply, 401, "unknown kid", &[&new]);
@@ -482,24 +517,24 @@ fn keys_are_fetched_once_and_again_for_a_new_kid_at_most_every_interval() {
     );
 
     // The issuer rotates: k2 is published. Within the interval the keys are not fetched again…
-    issuer.publish(&[&k1, &k2]);
+    issuer.publish(&[k1, &k2]);
     let reply = get_as(
         port,
         "/events/webhooks",
         Some(&new),
-        Some(&team),
+        Some(team),
         Some("127.0.0.3"),
     );
     assert_refused(&reply, 401, "new kid within the interval", &[&new]);
     assert_eq!(issuer.jwks_requests(), 2);
     // …after it, the new kid's token fetches them once and is accepted; the old key still works.
     std::thread::sleep(REFETCH_INTERVAL + Duration::from_millis(300));
-    let reply = get_as(port, "/events/webhooks", Some(&new), Some(&team), None);
-    assert_eq!((reply.status, reply.body), (200, json!([])));
+    let reply = get_as(port, "/events/webhooks", Some(&new), Some(team), None);
+    assert_eq!((reply.status, reply.body), (200, json!([f.hook_a])));
     assert_eq!(issuer.jwks_requests(), 3);
     for token in [&new, &old, &new] {
         assert_eq!(
-            get_as(port, "/events/webhooks", Some(token), Some(&team), None).status,
+            get_as(port, "/events/webhooks", Some(token), Some(team), None).status,
             200
         );
     }
@@ -511,29 +546,21 @@ fn keys_are_fetched_once_and_again_for_a_new_kid_at_most_every_interval() {
 
 #[test]
 fn an_api_key_goes_first_and_refused_bearer_tokens_are_throttled() {
-    let pg = PostgresServer::start();
-    let (team_a, key_a) = pg.add_team("alpha");
-    let (team_b, key_b) = pg.add_team("beta");
-    let (blocked, _) = pg.add_team("gamma");
-    pg.psql(&format!(
-        "UPDATE public.teams SET is_blocked = true WHERE id = '{blocked}'"
-    ));
-    let key = SigningKey::generate("k1");
-    let issuer = OidcIssuer::start(&[&key]);
-    let ada = pg.add_user("ada@example.com", issuer.url(), "ada");
-    pg.add_member(&ada, &team_a);
-    pg.add_member(&ada, &blocked);
-    let port = free_port();
-    let _emitter = start_emitter(
-        &pg,
+    let Fixture {
+        pg,
+        key,
+        issuer,
+        emitter: _emitter,
         port,
-        &issuer.provider_config(AUDIENCE, "5m"),
-        "both.log",
-    );
-    wait_for_api(port, &key_a);
-    let hook_a = register(port, &key_a, "https://hooks.example.com/alpha");
-    let hook_b = register(port, &key_b, "https://hooks.example.com/beta");
-    assert_eq!(hook_b["teamID"], team_b.as_str());
+        team_a,
+        key_a,
+        team_b: _,
+        key_b,
+        blocked,
+        banned: _,
+        hook_a,
+        hook_b,
+    } = Fixture::start("5m", "both.log");
     let token = key.sign(&claims(issuer.url(), "ada"));
     let expired = key.sign(&with(
         claims(issuer.url(), "ada"),
