@@ -21,4 +21,5 @@ pub mod server;
 pub mod service;
 pub mod source;
 pub mod team_scope;
+pub mod user_auth;
 pub mod util;

@@ -21,7 +21,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("store", &["outbox", "leadership"]),
-    ("parts", &["source", "reconcile", "deliver", "postgres"]),
+    (
+        "parts",
+        &["source", "reconcile", "deliver", "postgres", "user_auth"],
+    ),
     ("operations", &["admin", "api"]),
     ("app", &["service", "server", "config", "demo", "receiver"]),
     ("binary", &["cli", "main", "lib"]),

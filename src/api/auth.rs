@@ -1,9 +1,29 @@
-//! `X-API-Key`: the team a request acts for. Missing, malformed, unknown, and blocked or banned
-//! teams all get the same 401; failures are rate-limited per client address.
+//! The team a request acts for, from the credential it carries — as E2B's API decides it
+//! (e2b-dev/infra `spec/openapi.yml`: `ApiKeyAuth`, or `AuthProviderBearerAuth` with
+//! `AuthProviderTeamAuth`; `packages/auth/pkg/auth/internal/middleware/middleware.go`,
+//! `security.go`, `internal/service/service.go`):
+//!
+//! - `X-API-Key: e2b_…` — the key's team (`postgres::api_keys`); a missing, malformed or unknown
+//!   key and a blocked or banned team all get the same 401.
+//! - `Authorization: Bearer <JWT>` + `X-Team-ID: <team uuid>` — the token verified against the
+//!   `AUTH_PROVIDER_CONFIG` issuers (`user_auth`), its `(iss, sub)` a user who must be a member
+//!   of that team (`postgres::user_teams`). A bad token, a missing or non-UUID `X-Team-ID` and a
+//!   team the user is not in get 401; a member's banned or blocked team 403, as E2B answers.
+//!
+//! With both, the API key is tried first and, when valid, the request acts for its team;
+//! otherwise the bearer token decides — E2B lists the alternatives in that order and the first
+//! that passes wins. When neither passes, a banned or blocked team's 403 wins (E2B's
+//! `ProcessSecurityErrors`), else the first credential's 401.
+//!
+//! Every credential refused counts against the client's address in the failure throttle — also
+//! when the other credential passes, or a valid token would let keys be guessed without limit.
+//! A banned or blocked member's 403 does not count. Tokens are never logged or echoed.
 
 use super::EventsApi;
 use super::error::ApiError;
 use crate::postgres::api_keys::{KeyOwner, api_key_hash};
+use crate::postgres::user_teams::UserTeam;
+use crate::user_auth::Refusal;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,7 +31,11 @@ use std::time::Instant;
 use uuid::Uuid;
 
 /// The header E2B's API reads the key from.
-const HEADER: &str = "x-api-key";
+const API_KEY: &str = "x-api-key";
+/// The header carrying a bearer token.
+const AUTHORIZATION: &str = "authorization";
+/// The header naming the team a bearer token acts for (E2B's `HeaderTeamID`).
+const TEAM_ID: &str = "x-team-id";
 
 /// The authenticated team.
 #[derive(Debug, Clone, Copy)]
@@ -28,21 +52,94 @@ impl FromRequestParts<EventsApi> for Team {
         if api.failures.blocked_for(client, Instant::now()).is_some() {
             return Err(ApiError::TooManyFailures);
         }
-        let hash = parts
-            .headers
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|key| api_key_hash(key.trim()));
-        let owner = match hash {
-            Some(hash) => api.database.key_owner(&hash).await?,
-            None => KeyOwner::Unknown,
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap_or_default().trim())
+                .filter(|v| !v.is_empty())
         };
-        match owner {
-            KeyOwner::Team(team) => Ok(Self(team)),
-            KeyOwner::Unknown | KeyOwner::Refused => {
+        let (key, bearer) = (header(API_KEY), header(AUTHORIZATION));
+        let refused = |error: ApiError| {
+            if !matches!(error, ApiError::Forbidden(_)) {
                 api.failures.failed(client, Instant::now());
-                Err(ApiError::Unauthorized)
             }
+            error
+        };
+        let mut first_refusal = None;
+        if key.is_some() || bearer.is_none() {
+            match by_api_key(api, key.unwrap_or_default()).await {
+                Ok(team) => return Ok(team),
+                Err(ApiError::Unavailable) => return Err(ApiError::Unavailable),
+                Err(refusal) => first_refusal = Some(refused(refusal)),
+            }
+        }
+        if let Some(authorization) = bearer {
+            let team = header(TEAM_ID);
+            match by_bearer(api, authorization, team).await {
+                Ok(team) => return Ok(team),
+                Err(e @ (ApiError::Unavailable | ApiError::IssuerUnavailable)) => return Err(e),
+                Err(refusal) => {
+                    let refusal = refused(refusal);
+                    if matches!(refusal, ApiError::Forbidden(_)) || first_refusal.is_none() {
+                        first_refusal = Some(refusal);
+                    }
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or(ApiError::Unauthorized))
+    }
+}
+
+/// The team of an `X-API-Key` (empty when none was sent).
+async fn by_api_key(api: &EventsApi, key: &str) -> Result<Team, ApiError> {
+    let owner = match api_key_hash(key) {
+        Some(hash) => api.database.key_owner(&hash).await?,
+        None => KeyOwner::Unknown,
+    };
+    match owner {
+        KeyOwner::Team(team) => Ok(Team(team)),
+        KeyOwner::Unknown | KeyOwner::Refused => Err(ApiError::Unauthorized),
+    }
+}
+
+/// The team of a bearer token and `X-Team-ID`: the token first, then the team (E2B checks the
+/// schemes in that order).
+async fn by_bearer(
+    api: &EventsApi,
+    authorization: &str,
+    team: Option<&str>,
+) -> Result<Team, ApiError> {
+    // E2B strips "Bearer " and reads what follows; the scheme's case does not matter (RFC 9110).
+    let token = match authorization.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => authorization,
+    };
+    let identity = api.users.verify(token).await.map_err(|refusal| {
+        tracing::debug!(reason = %refusal, "events API: bearer token refused");
+        match refusal {
+            Refusal::IssuerUnavailable => ApiError::IssuerUnavailable,
+            Refusal::NotConfigured | Refusal::UnknownIssuer | Refusal::Token(_) => {
+                ApiError::InvalidToken
+            }
+        }
+    })?;
+    let team = team.ok_or(ApiError::TeamNotAllowed(
+        "missing: a bearer token acts for the team this header names",
+    ))?;
+    let team =
+        Uuid::parse_str(team).map_err(|_| ApiError::TeamNotAllowed("not a team id (a UUID)"))?;
+    match api
+        .database
+        .user_team(&identity.issuer, &identity.subject, team)
+        .await?
+    {
+        UserTeam::Member(team) => Ok(Team(team)),
+        UserTeam::NotMember => Err(ApiError::TeamNotAllowed("not a team of this token's user")),
+        UserTeam::Banned => Err(ApiError::Forbidden("team is banned".into())),
+        UserTeam::Blocked(None) => Err(ApiError::Forbidden("team is blocked".into())),
+        UserTeam::Blocked(Some(reason)) => {
+            Err(ApiError::Forbidden(format!("team is blocked: {reason}")))
         }
     }
 }

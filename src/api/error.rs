@@ -21,8 +21,19 @@ pub enum ApiError {
     /// Missing, malformed or unknown key, or a blocked team: one answer for all.
     #[error("invalid API key")]
     Unauthorized,
-    /// Too many failed keys from this client lately.
-    #[error("too many requests with an invalid API key; retry later")]
+    /// A bearer token that is not valid: bad signature, expired, another issuer or audience,
+    /// an identity that is no user, or no issuer configured.
+    #[error("invalid bearer token")]
+    InvalidToken,
+    /// A valid bearer token, but `X-Team-ID` is missing, no UUID, or a team the user is not a
+    /// member of (one answer for "no such team" and "not yours"); the message says which.
+    #[error("X-Team-ID: {0}")]
+    TeamNotAllowed(&'static str),
+    /// The user is a member, but the team is banned or blocked (E2B answers 403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many refused credentials from this client lately.
+    #[error("too many requests with invalid credentials; retry later")]
     TooManyFailures,
     /// No such webhook for this team.
     #[error("webhook not found")]
@@ -33,6 +44,9 @@ pub enum ApiError {
     /// The database cannot answer.
     #[error("the events store is unavailable; retry later")]
     Unavailable,
+    /// The bearer token's issuer never answered, so the token cannot be judged.
+    #[error("the token issuer's keys are unavailable; retry later")]
+    IssuerUnavailable,
 }
 
 impl ApiError {
@@ -47,10 +61,13 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Invalid { .. } | Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidToken | Self::TeamNotAllowed(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound | Self::NoSuchPath => StatusCode::NOT_FOUND,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -111,7 +128,10 @@ impl IntoResponse for ApiError {
             "code": status.as_u16(),
             "message": self.to_string(),
         }));
-        if matches!(self, Self::TooManyFailures | Self::Unavailable) {
+        if matches!(
+            self,
+            Self::TooManyFailures | Self::Unavailable | Self::IssuerUnavailable
+        ) {
             return (status, [(axum::http::header::RETRY_AFTER, "5")], body).into_response();
         }
         (status, body).into_response()

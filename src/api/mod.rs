@@ -1,6 +1,8 @@
 //! E2B Cloud's events API for a self-hosted cluster, on E2B's own Postgres and API keys:
 //! `/events/webhooks` (register, list, get, update, delete), `/events/sandboxes` (the lifecycle
-//! history) and, our extension, `/events/webhooks/{id}/deliveries` (the delivery log). Every route needs a team's `X-API-Key`; a team sees only its own.
+//! history) and, our extension, `/events/webhooks/{id}/deliveries` (the delivery log). Every route
+//! needs a team's `X-API-Key`, or a user's bearer token and the `X-Team-ID` of one of the user's
+//! teams (`auth`); a team sees only its own.
 
 mod auth;
 mod error;
@@ -12,6 +14,7 @@ mod webhooks;
 pub use error::not_found;
 
 use crate::postgres::Database;
+use crate::user_auth::UserTokens;
 use crate::util::destination::DestinationPolicy;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
@@ -19,7 +22,8 @@ use std::sync::Arc;
 
 /// Request bodies are a few small JSON fields.
 const BODY_LIMIT: usize = 16 * 1024;
-/// Refused API keys an address may present per minute before it is answered 429.
+/// Refused credentials (API keys, bearer tokens) an address may present per minute before it is
+/// answered 429.
 const KEY_FAILURES_PER_MINUTE: u32 = 20;
 
 /// What the API reads and writes.
@@ -29,15 +33,19 @@ pub struct EventsApi {
     pub database: Database,
     /// Where registered webhooks may point.
     pub destinations: DestinationPolicy,
+    /// The issuers whose users' bearer tokens are accepted.
+    users: Arc<UserTokens>,
     failures: Arc<crate::util::failure_throttle::FailureThrottle>,
 }
 
 impl EventsApi {
-    /// The API over `database`, refusing webhook URLs that `destinations` refuses.
-    pub fn new(database: Database, destinations: DestinationPolicy) -> Self {
+    /// The API over `database`, refusing webhook URLs that `destinations` refuses, accepting the
+    /// bearer tokens `users` accepts.
+    pub fn new(database: Database, destinations: DestinationPolicy, users: UserTokens) -> Self {
         Self {
             database,
             destinations,
+            users: Arc::new(users),
             failures: Arc::new(crate::util::failure_throttle::FailureThrottle::new(
                 KEY_FAILURES_PER_MINUTE,
             )),

@@ -1,8 +1,10 @@
-//! The events API settings: E2B's Postgres, where the API listens, and which private ranges a
-//! registered webhook may reach.
+//! The events API settings: E2B's Postgres, where the API listens, which private ranges a
+//! registered webhook may reach, and which issuers' bearer tokens it accepts.
 
 use super::ConfigError;
+use super::auth_provider::{self, parse_auth_provider_config};
 use crate::postgres::DatabaseSettings;
+use crate::user_auth::IssuerSettings;
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +42,11 @@ pub struct EventsApiArgs {
         value_name = "DAYS"
     )]
     pub events_ttl_days: u32,
+    /// Issuers of users' bearer tokens (`Authorization: Bearer` + `X-Team-ID`), the JSON E2B's API
+    /// reads: {"jwt":[{"issuer":{"url","discoveryURL","audiences","audienceMatchPolicy"},"cacheDuration":"5m"}]}.
+    /// Unset or {"jwt":[]}: bearer tokens are refused, API keys work.
+    #[arg(long, env = "AUTH_PROVIDER_CONFIG", value_name = "JSON")]
+    pub auth_provider_config: Option<String>,
 }
 
 /// The events API, validated.
@@ -57,6 +64,8 @@ pub struct EventsApiConfig {
     pub response_body_limit: usize,
     /// How long the lifecycle history keeps an event.
     pub events_retention: Duration,
+    /// Issuers whose bearer tokens are accepted (none: only API keys).
+    pub token_issuers: Vec<IssuerSettings>,
 }
 
 /// `None` when no database is configured.
@@ -71,6 +80,7 @@ pub(super) fn events_api_config(
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
+    let token_issuers = parse_auth_provider_config(args.auth_provider_config.as_deref())?;
     let connection_string = match (
         given(&args.postgres_connection_string),
         given(&args.database_url),
@@ -87,6 +97,7 @@ pub(super) fn events_api_config(
                     !args.api_allow_private_cidrs.trim().is_empty(),
                     "API_ALLOW_PRIVATE_CIDRS (--api-allow-private-cidrs)",
                 ),
+                (!token_issuers.is_empty(), auth_provider::SETTING),
             ] {
                 if set {
                     return Err(ConfigError::new(
@@ -137,6 +148,7 @@ pub(super) fn events_api_config(
         allow_private,
         delivery_timeout,
         response_body_limit,
+        token_issuers,
     }))
 }
 
@@ -204,5 +216,47 @@ mod tests {
             "{}",
             bad_url.message
         );
+    }
+
+    #[test]
+    fn token_issuers_are_read_checked_and_need_the_database() {
+        let issuer =
+            r#"{"jwt":[{"issuer":{"url":"https://auth.example.com","audiences":["e2b"]}}]}"#;
+        let with_db = EventsApiArgs {
+            auth_provider_config: Some(issuer.into()),
+            ..args(Some("postgresql://db/postgres"))
+        };
+        let config = on(&with_db).unwrap().unwrap();
+        assert_eq!(config.token_issuers.len(), 1);
+        assert_eq!(config.token_issuers[0].issuer, "https://auth.example.com");
+        // None configured: API keys only.
+        assert!(
+            on(&args(Some("postgresql://db/postgres")))
+                .unwrap()
+                .unwrap()
+                .token_issuers
+                .is_empty()
+        );
+        let empty = EventsApiArgs {
+            auth_provider_config: Some(r#"{"jwt":[]}"#.into()),
+            ..args(None)
+        };
+        assert!(on(&empty).unwrap().is_none());
+        let orphan = EventsApiArgs {
+            auth_provider_config: Some(issuer.into()),
+            ..args(None)
+        };
+        let e = on(&orphan).unwrap_err();
+        assert!(e.setting.starts_with("AUTH_PROVIDER_CONFIG"), "{e}");
+        assert!(e.message.contains("POSTGRES_CONNECTION_STRING"), "{e}");
+        let bad = EventsApiArgs {
+            auth_provider_config: Some(
+                r#"{"jwt":[{"issuer":{"url":"https://a.example"}}]}"#.into(),
+            ),
+            ..args(Some("postgresql://db/postgres"))
+        };
+        let e = on(&bad).unwrap_err();
+        assert_eq!(e.setting, "AUTH_PROVIDER_CONFIG (--auth-provider-config)");
+        assert!(e.message.contains("audiences"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
 
+mod auth_provider;
 mod events_api;
 mod file;
 mod nomad;

@@ -1,5 +1,6 @@
 //! E2B's own Postgres: read-only on its `public.team_api_keys` and `public.teams` (who a key
-//! belongs to), read-write on our schema `webhook_emitter` (registered webhooks, the lifecycle
+//! belongs to) and `public.user_identities` and `public.users_teams` (which teams a user's token
+//! may act for), read-write on our schema `webhook_emitter` (registered webhooks, the lifecycle
 //! history, the delivery log), created and migrated at startup.
 //!
 //! The pool connects lazily: with Postgres down the service starts, delivery to configured
@@ -9,6 +10,7 @@ pub mod api_keys;
 pub mod delivery_log;
 pub mod event_history;
 pub mod sandbox_events;
+pub mod user_teams;
 pub mod webhooks;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

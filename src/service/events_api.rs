@@ -12,6 +12,7 @@ use crate::util::destination::DestinationPolicy;
 use super::Pipeline;
 use super::registered_webhooks::{DeliverySettings, WebhookRegistry};
 use crate::team_scope::TeamScope;
+use crate::user_auth::UserTokens;
 use std::future::Future;
 use tokio::sync::watch;
 
@@ -104,7 +105,15 @@ pub async fn start(
         registry.run(token).await;
         Ok(())
     });
-    let routes = api::router(EventsApi::new(database, destinations));
+    let users = UserTokens::new(config.token_issuers.clone())
+        .map_err(|e| ConfigError::new("AUTH_PROVIDER_CONFIG (--auth-provider-config)", e))?;
+    if !config.token_issuers.is_empty() {
+        tracing::info!(
+            issuers = ?config.token_issuers.iter().map(|i| i.issuer.as_str()).collect::<Vec<_>>(),
+            "events API: users' bearer tokens accepted (with X-Team-ID)"
+        );
+    }
+    let routes = api::router(EventsApi::new(database, destinations, users));
     let Some(addr) = config.listen else {
         tracing::info!("events API (/events/webhooks) on LISTEN_ADDR");
         return Ok(Started {

@@ -46,6 +46,7 @@ pub fn emitter() -> Command {
         "DATABASE_URL",
         "API_LISTEN_ADDR",
         "API_ALLOW_PRIVATE_CIDRS",
+        "AUTH_PROVIDER_CONFIG",
     ] {
         cmd.env_remove(var);
     }

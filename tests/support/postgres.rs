@@ -72,12 +72,13 @@ impl PostgresServer {
         server.spawn();
         server
             .psql_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/e2b_schema.sql"));
-        // The grants the README documents: read E2B's two tables, create our own schema.
+        // The grants the README documents: read E2B's four tables, create our own schema.
         server.psql(&format!(
             "CREATE ROLE {EMITTER_ROLE} LOGIN PASSWORD '{EMITTER_PASSWORD}';
              GRANT CONNECT, CREATE ON DATABASE postgres TO {EMITTER_ROLE};
              GRANT USAGE ON SCHEMA public TO {EMITTER_ROLE};
-             GRANT SELECT ON public.teams, public.team_api_keys TO {EMITTER_ROLE};"
+             GRANT SELECT ON public.teams, public.team_api_keys,
+                             public.user_identities, public.users_teams TO {EMITTER_ROLE};"
         ));
         server
     }
@@ -128,6 +129,25 @@ impl PostgresServer {
             &hex[36..]
         ));
         (team, key)
+    }
+
+    /// Adds a user known to the issuer `iss` as `sub` (as E2B's OIDC bootstrap records one);
+    /// returns the user id.
+    pub fn add_user(&self, email: &str, iss: &str, sub: &str) -> String {
+        let user = self.psql(&format!(
+            "INSERT INTO public.users (id, email) VALUES (gen_random_uuid(), '{email}') RETURNING id"
+        ));
+        self.psql(&format!(
+            "INSERT INTO public.user_identities (oidc_iss, oidc_sub, user_id) VALUES ('{iss}', '{sub}', '{user}')"
+        ));
+        user
+    }
+
+    /// Makes `user` a member of `team`.
+    pub fn add_member(&self, user: &str, team: &str) {
+        self.psql(&format!(
+            "INSERT INTO public.users_teams (user_id, team_id) VALUES ('{user}', '{team}')"
+        ));
     }
 
     /// Stops the server at once (as a crash would).
