@@ -42,6 +42,7 @@ locals {
       admin_token                = var.admin_token
       postgres_connection_string = local.postgres_connection_string
       webhook_ca_pem             = local.webhook_ca_pem
+      auth_provider_config       = trimspace(var.auth_provider_config)
     } : k => v if v != ""
   }
 }
@@ -92,6 +93,10 @@ resource "nomad_variable" "secrets" {
     precondition {
       condition     = local.webhook_ca_pem == "" || var.webhook_url != ""
       error_message = "webhook_ca_pem is set but webhook_url is not: the CA is trusted for webhook_url's certificate; set webhook_url, or remove the CA."
+    }
+    precondition {
+      condition     = trimspace(var.auth_provider_config) == "" || local.events_api
+      error_message = "auth_provider_config accepts users' tokens on the events API, which is off: set postgres_connection_string, or remove auth_provider_config."
     }
     precondition {
       condition     = var.ingress_host_rule == "" || local.events_api

@@ -265,6 +265,17 @@ variable "postgres_connection_string" {
   }
 }
 
+variable "auth_provider_config" {
+  description = "AUTH_PROVIDER_CONFIG: the JSON E2B's API reads to accept users' bearer tokens ({\"jwt\":[{\"issuer\":{\"url\":…,\"audiences\":[…]}}]}), so that E2B's dashboard and users' tokens (Authorization: Bearer + X-Team-ID) reach the events API besides API keys. Empty: API keys only. Needs the events API. Travels in the Nomad Variable (it is JSON, which the jobspec would have to escape)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = trimspace(var.auth_provider_config) == "" || can(jsondecode(var.auth_provider_config).jwt)
+    error_message = "The auth_provider_config must be empty or E2B's AUTH_PROVIDER_CONFIG JSON, an object with a \"jwt\" list (e.g. {\"jwt\":[]})."
+  }
+}
+
 variable "ingress_host_rule" {
   description = "Traefik host matcher under which the events API is routed (paths /events and /portal), e.g. \"HostRegexp(`api.{domain:.+}`)\" to sit beside E2B's API on api.<domain> (E2B's own rule, Traefik v2 syntax), or \"Host(`api.example.com`)\". Empty: no Traefik tags; reach the events API at the <job_name>-api service's address."
   type        = string

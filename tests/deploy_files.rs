@@ -514,7 +514,7 @@ fn tf_variables() -> Map<String, TfVariable> {
 /// The variable values of a sample deployment: every default, plus values
 /// for the required variables and distinctive secrets.
 fn sample_tfvars() -> Map<String, Value> {
-    let samples: [(&str, Value); 13] = [
+    let samples: [(&str, Value); 14] = [
         (
             "webhook_url",
             "https://app.example.com/api/webhooks/e2b".into(),
@@ -540,6 +540,10 @@ fn sample_tfvars() -> Map<String, Value> {
         ("redis_tls_ca_base64", SAMPLE_REDIS_TLS_CA.into()),
         ("job_name", SAMPLE_JOB_NAME.into()),
         ("admin_token", SAMPLE_ADMIN_TOKEN.into()),
+        (
+            "auth_provider_config",
+            r#"{"jwt":[{"issuer":{"url":"https://auth.example.com","audiences":["e2b"]}}]}"#.into(),
+        ),
     ];
     let mut vars: Map<String, Value> = samples
         .into_iter()
@@ -1000,7 +1004,8 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
             "redis_tls_ca_base64",
             "redis_tls_enabled",
             "admin_token",
-            "postgres_connection_string"
+            "postgres_connection_string",
+            "auth_provider_config"
         ]
     );
 }

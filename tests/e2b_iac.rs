@@ -25,6 +25,11 @@ const POSTGRES: &str = "postgresql://postgres:PG-SECRET-9f1e@db.internal:5432/po
 const SIGNING_SECRET: &str = "SIGNING-SECRET-0123456789abcdef0123456789";
 const SHA256: &str = "5e2bf57d3f40c4b6df69daf1936cb766f832374b4fc0259a7cbff06e2f70f269";
 const TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
+/// E2B's root writes AUTH_PROVIDER_CONFIG into the api job's env with its quotes escaped for the
+/// jobspec (`replace(jsonencode(…), "\"", "\\\"")` in iac/provider-gcp/main.tf).
+const AUTH_ESCAPED: &str = r#"{\"jwt\":[{\"issuer\":{\"url\":\"https://auth.e2b.example.com\",\"audiences\":[\"e2b\"]}}]}"#;
+const AUTH_JSON: &str =
+    r#"{"jwt":[{"issuer":{"url":"https://auth.e2b.example.com","audiences":["e2b"]}}]}"#;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,6 +99,7 @@ locals {
         });
         match self {
             Cloud::Gcp => json!({
+                "api_env_vars": { "AUTH_PROVIDER_CONFIG": AUTH_ESCAPED, "ENVIRONMENT": "prod" },
                 "prefix": "e2b-",
                 "nomad_acl_token_secret": "NOMAD-TOKEN-SECRET-4d2a",
                 "domain_name": "e2b.example.com",
@@ -109,7 +115,11 @@ locals {
                 "api_node_pool": "api",
                 "api_cluster_size": api_nodes,
                 "fc_env_pipeline_bucket_name": "e2b-123456789012-fc-env-pipeline",
-                "api_env_vars": { "POSTGRES_CONNECTION_STRING": POSTGRES, "ENVIRONMENT": "prod" },
+                "api_env_vars": {
+                    "POSTGRES_CONNECTION_STRING": POSTGRES,
+                    "AUTH_PROVIDER_CONFIG": AUTH_ESCAPED,
+                    "ENVIRONMENT": "prod",
+                },
                 "orchestrator_env_vars": orchestrator,
             }),
         }
@@ -342,6 +352,8 @@ fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
     assert_eq!(items["postgres_connection_string"], POSTGRES);
     assert_eq!(items["redis_url"], "redis.service.consul:6379");
     assert_eq!(items["redis_tls_enabled"], "false");
+    assert_eq!(items["auth_provider_config"], AUTH_JSON, "E2B's own, unescaped");
+    assert!(jobspec.contains("AUTH_PROVIDER_CONFIG={{"));
     assert!(items.get("redis_cluster_url").is_none(), "{items}");
     assert!(items.get("webhook_secret").is_none(), "{items}");
     assert!(!jobspec.contains("PG-SECRET") && !jobspec.contains("NOMAD-TOKEN"));
@@ -482,6 +494,7 @@ fn on_aws_it_deploys_from_e2bs_bucket_and_the_apis_postgres() {
     );
     let items = &planned_input(&plan, VARIABLE)["items"];
     assert_eq!(items["postgres_connection_string"], POSTGRES);
+    assert_eq!(items["auth_provider_config"], AUTH_JSON);
     // The secrets are named after the bucket's prefix, as E2B's AWS buckets are.
     let created = created(&plan);
     let names: Vec<String> = created

@@ -389,6 +389,16 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
     );
     assert_plan_fails(
         &scratch,
+        with("auth_provider_config", "{\"jwt\":[]}".into()),
+        "auth_provider_config accepts users' tokens on the events API, which is off",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("auth_provider_config", "jwt".into()),
+        "The auth_provider_config must be empty or E2B's AUTH_PROVIDER_CONFIG JSON",
+    );
+    assert_plan_fails(
+        &scratch,
         with("task_user", "root".into()),
         "The task_user must be a Unix user name",
     );

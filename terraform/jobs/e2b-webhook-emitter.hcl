@@ -246,6 +246,9 @@ job "${job_name}" {
           {{- with .postgres_connection_string.Value }}
           POSTGRES_CONNECTION_STRING={{ . | toJSON }}
           {{- end }}
+          {{- with .auth_provider_config.Value }}
+          AUTH_PROVIDER_CONFIG={{ . | toJSON }}
+          {{- end }}
           {{- with .redis_url.Value }}
           REDIS_URL={{ . | toJSON }}
           {{- end }}

@@ -133,6 +133,9 @@ module "webhook_emitter" {
 
   # E2B's root hands its Postgres to the API job only (iac/provider-aws/main.tf).
   postgres_connection_string = try(local.webhook_emitter_config.events_api, true) ? lookup(var.api_env_vars, "POSTGRES_CONNECTION_STRING", "") : ""
+  # Users' tokens as E2B's API accepts them: its own AUTH_PROVIDER_CONFIG, which E2B's
+  # root escapes for the api jobspec (iac/provider-gcp/main.tf, api_env_vars).
+  auth_provider_config = try(local.webhook_emitter_config.events_api, true) ? nonsensitive(replace(lookup(var.api_env_vars, "AUTH_PROVIDER_CONFIG", ""), "\\\"", "\"")) : ""
   # E2B's API router on the same host (iac/modules/job-api/jobs/api.hcl).
   ingress_host_rule = try(local.webhook_emitter_config.events_api, true) ? "HostRegexp(`api.{domain:.+}`)" : ""
 

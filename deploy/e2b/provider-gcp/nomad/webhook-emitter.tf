@@ -133,6 +133,9 @@ module "webhook_emitter" {
   redis_tls_ca_base64 = lookup(var.orchestrator_env_vars, "REDIS_TLS_CA_BASE64", "")
 
   postgres_connection_string = try(local.webhook_emitter_config.events_api, true) ? data.google_secret_manager_secret_version.postgres_connection_string.secret_data : ""
+  # Users' tokens as E2B's API accepts them: its own AUTH_PROVIDER_CONFIG, which E2B's
+  # root escapes for the api jobspec (iac/provider-gcp/main.tf, api_env_vars).
+  auth_provider_config = try(local.webhook_emitter_config.events_api, true) ? nonsensitive(replace(lookup(var.api_env_vars, "AUTH_PROVIDER_CONFIG", ""), "\\\"", "\"")) : ""
   # E2B's API router on the same host (iac/modules/job-api/jobs/api.hcl).
   ingress_host_rule = try(local.webhook_emitter_config.events_api, true) ? "HostRegexp(`api.{domain:.+}`)" : ""
 
