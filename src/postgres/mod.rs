@@ -7,6 +7,8 @@
 
 pub mod api_keys;
 pub mod delivery_log;
+pub mod delivery_pages;
+pub mod delivery_stats;
 pub mod event_history;
 pub mod sandbox_events;
 pub mod webhooks;
