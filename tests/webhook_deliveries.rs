@@ -134,13 +134,19 @@ struct Setup {
 
 impl Setup {
     fn start() -> Self {
+        Self::with_timeout("1s")
+    }
+
+    /// With this `WEBHOOK_TIMEOUT`.
+    fn with_timeout(timeout: &str) -> Self {
         let pg = PostgresServer::start();
         let (team, key) = pg.add_team("deliveries");
         let (_other, other_key) = pg.add_team("others");
-        Self::start_on(pg, team, key, other_key)
+        Self::start_on(pg, (team, key, other_key), timeout)
     }
 
-    fn start_on(pg: PostgresServer, team: String, key: String, other_key: String) -> Self {
+    fn start_on(pg: PostgresServer, team: (String, String, String), timeout: &str) -> Self {
+        let (team, key, other_key) = team;
         let redis = RedisServer::start();
         let receivers = Receivers::start();
         let port = free_port();
@@ -157,7 +163,7 @@ impl Setup {
                 ("REDIS_URL", &redis.host_port()),
                 ("CONFIG_FILE", config.to_str().unwrap()),
                 ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
-                ("WEBHOOK_TIMEOUT", "1s"),
+                ("WEBHOOK_TIMEOUT", timeout),
             ],
             dir.path().join("emitter.log"),
         );
@@ -840,6 +846,49 @@ fn pages_filters_and_stats_agree_with_what_was_delivered() {
     );
 }
 
+#[test]
+fn an_attempt_cut_short_by_a_stop_is_logged_as_canceled() {
+    // The receiver never answers and the timeout is longer than the drain deadline (20 s).
+    let setup = Setup::with_timeout("60s");
+    let silent = setup.register(
+        &format!("http://127.0.0.1:{}/silent", setup.receivers.port),
+        json!(["sandbox.lifecycle.killed"]),
+    );
+    setup.wait_routed(&silent);
+    setup.send(&event_id(7), "killed", "sbx-stop");
+    assert!(
+        eventually(Duration::from_secs(15), || !setup
+            .receivers
+            .seen("/silent")
+            .is_empty()),
+        "the attempt never started"
+    );
+    setup.emitter.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut emitter = setup.emitter;
+    let stopped = eventually(Duration::from_secs(45), || {
+        emitter.child.try_wait().unwrap().is_some()
+    });
+    assert!(stopped, "still running 45 s after SIGTERM");
+    let log = emitter.log_text();
+    assert!(log.contains("drain deadline reached"), "{log}");
+    // Written by the delivery log after the dispatchers stopped (psql separates fields by `|`).
+    let row = setup.pg.psql(&format!(
+        "SELECT failure_class, outcome, coalesce(status::text, 'none'), response_body IS NULL,
+                error, request_url
+           FROM webhook_emitter.delivery_attempts WHERE endpoint = 'webhook:{silent}'"
+    ));
+    let fields: Vec<&str> = row.split('|').collect();
+    assert_eq!(fields[..4], ["canceled", "retry", "none", "t"], "{row}");
+    assert!(
+        fields[4].starts_with("canceled: the service stopped"),
+        "{row}"
+    );
+    assert_eq!(
+        fields[5],
+        format!("http://127.0.0.1:{}/silent", setup.receivers.port)
+    );
+}
+
 /// sqlx's checksum of a migration: SHA-384 of its text.
 fn checksum(sql: &str) -> String {
     use sha2::Digest;
@@ -889,7 +938,7 @@ fn attempts_logged_before_the_upgrade_are_read_with_what_they_have() {
     ));
     pg.psql(&setup_sql);
 
-    let setup = Setup::start_on(pg, team.clone(), key, other_key);
+    let setup = Setup::start_on(pg, (team.clone(), key, other_key), "1s");
     let (status, page) = setup.get(&format!("/events/webhooks/{hook}/deliveries"));
     assert_eq!(status, 200, "{page}");
     let group = &page["data"][0];
