@@ -26,6 +26,8 @@ use std::time::Duration;
 const SECRET: &str = "flaky-webhook-secret-0a1b2c3d4e5f";
 const URL_PASSWORD: &str = "pw-7e2d9";
 const URL_TOKEN: &str = "tok-secret-9f1c";
+/// An event `/flaky` never accepts: after its 500, every retry times out, one every ~1.3 s.
+const STUCK_EVENT: &str = "00000000-0000-4000-8000-000000000999";
 /// Bytes of the body the flaky receiver answers its 500s with.
 const BIG_BODY: usize = 10 * 1024;
 
@@ -40,7 +42,8 @@ struct Seen {
 }
 
 /// Receivers on one socket: `/flaky` answers each event's first attempt 500 with a 10 KiB body,
-/// later ones 200 `ok`; `/silent` never answers in time.
+/// later ones 200 `ok` (except [`STUCK_EVENT`]'s, never answered in time); `/silent` never
+/// answers in time.
 struct Receivers {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -81,10 +84,16 @@ impl Receivers {
                     body: body.to_vec(),
                     signature: header("e2b-signature"),
                 });
+                let stuck = event["id"] == STUCK_EVENT;
                 match uri.path() {
+                    // Never answered in time: the silent path, and the stuck event's retries.
                     "/silent" => {
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         (StatusCode::OK, [("x-receiver", "silent")], String::new())
+                    }
+                    _ if stuck && attempt > 1 => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        (StatusCode::OK, [("x-receiver", "flaky")], String::new())
                     }
                     _ if attempt == 1 => (
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -844,6 +853,69 @@ fn pages_filters_and_stats_agree_with_what_was_delivered() {
             .0,
         200
     );
+}
+
+#[test]
+fn an_event_retried_while_pages_are_read_keeps_its_place() {
+    // The oldest event of the log keeps getting attempts (timeouts) while pages are read: it is
+    // listed once, at its first attempt's place, in both orders.
+    let setup = Setup::start();
+    let flaky = setup.register(
+        &format!("http://127.0.0.1:{}/flaky", setup.receivers.port),
+        json!(["sandbox.lifecycle.killed"]),
+    );
+    setup.wait_routed(&flaky);
+    setup.send(STUCK_EVENT, "killed", "sbx-stuck");
+    let stuck_attempts = || {
+        setup
+            .walk(&flaky, "", 100)
+            .iter()
+            .find(|g| g["eventId"] == STUCK_EVENT)
+            .map_or(0, |g| g["attempts"].as_array().unwrap().len())
+    };
+    assert!(eventually(Duration::from_secs(15), || stuck_attempts() >= 1));
+    for n in 0..12 {
+        setup.send(&event_id(n), "killed", &format!("sbx-{n}"));
+    }
+    let done = |groups: &[Value]| {
+        groups.len() == 13
+            && groups
+                .iter()
+                .filter(|g| g["eventId"] != STUCK_EVENT)
+                .all(|g| g["attempts"].as_array().unwrap().len() == 2)
+    };
+    assert!(eventually(Duration::from_secs(30), || done(
+        &setup.walk(&flaky, "", 100)
+    )));
+    for ascending in [false, true] {
+        let before = stuck_attempts();
+        let mut groups = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path =
+                format!("/events/webhooks/{flaky}/deliveries?limit=5&orderAsc={ascending}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (_, page) = setup.get(&path);
+            groups.extend(page["data"].as_array().unwrap().iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+            // Long enough for the stuck event to be tried again between two pages.
+            std::thread::sleep(Duration::from_millis(1_500));
+        }
+        let ids = event_ids(&groups);
+        assert_eq!(ids.len(), 13, "ascending {ascending}: {ids:?}");
+        assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 13, "{ids:?}");
+        let place = if ascending { 0 } else { 12 };
+        assert_eq!(ids[place], STUCK_EVENT, "ascending {ascending}: {ids:?}");
+        assert!(
+            stuck_attempts() > before,
+            "the stuck event was not tried again while the pages were read"
+        );
+    }
 }
 
 #[test]
