@@ -565,7 +565,13 @@ fn pages_filters_and_stats_agree_with_what_was_delivered() {
     );
     setup.wait_routed(&flaky);
     // 12 events, each a 500 then a 200: 24 attempts. Even ones created, odd ones killed.
-    let kind = |n: usize| if n % 2 == 0 { "created" } else { "killed" };
+    let kind = |n: usize| {
+        if n.is_multiple_of(2) {
+            "created"
+        } else {
+            "killed"
+        }
+    };
     for n in 0..12 {
         setup.send(&event_id(n), kind(n), &format!("sbx-{n}"));
     }
@@ -578,8 +584,7 @@ fn pages_filters_and_stats_agree_with_what_was_delivered() {
         });
         let log = setup.emitter.log_text();
         assert!(reached, "{want} attempts expected: {stats:?}; log:\n{log}");
-        let stats = stats.1;
-        stats
+        stats.1
     };
     total_is(24);
     let all = setup.walk(&flaky, "", 100);
