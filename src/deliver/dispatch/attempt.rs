@@ -46,6 +46,24 @@ pub(super) struct Request {
 }
 
 impl Dispatcher {
+    /// What the delivery log keeps of an attempt: the request moved in, not copied.
+    fn exchange(
+        &self,
+        stored: &StoredEvent,
+        request: Request,
+        response: Option<crate::deliver::http::CapturedResponse>,
+        error_class: Option<ErrorClass>,
+    ) -> Exchange {
+        Exchange {
+            started_at: request.started_at,
+            event_type: stored.event.lifecycle.event_type(),
+            url: self.endpoint.url.clone(),
+            request: request.rendered,
+            response,
+            error_class,
+        }
+    }
+
     pub(super) fn finish(
         &self,
         joined: Result<Finished, tokio::task::JoinError>,
@@ -218,26 +236,6 @@ impl Dispatcher {
     }
 }
 
-impl Dispatcher {
-    /// What the delivery log keeps of an attempt: the request moved in, not copied.
-    fn exchange(
-        &self,
-        stored: &StoredEvent,
-        request: Request,
-        response: Option<crate::deliver::http::CapturedResponse>,
-        error_class: Option<ErrorClass>,
-    ) -> Exchange {
-        Exchange {
-            started_at: request.started_at,
-            event_type: stored.event.lifecycle.event_type(),
-            url: self.endpoint.url.clone(),
-            request: request.rendered,
-            response,
-            error_class,
-        }
-    }
-}
-
 /// Sends one attempt; `abandon` (the drain deadline of a stop) ends it without an answer.
 pub(super) async fn attempt(
     client: WebhookClient,
@@ -252,15 +250,15 @@ pub(super) async fn attempt(
         // local deadline gone when it resumes, and sends nothing.
         Some(_) if leadership.delivery_term() != term => AttemptResult::NotActive,
         Some(stored) => {
+            let started_at = jiff::Timestamp::now();
             let request = format::render(
                 endpoint.format,
                 &stored.event,
                 &endpoint.identity(),
                 &endpoint.secrets,
                 head.state.attempts + 1,
-                jiff::Timestamp::now(),
+                started_at,
             );
-            let started_at = jiff::Timestamp::now();
             let started = Instant::now();
             let sent = tokio::select! {
                 sent = client.post(&endpoint.url, &request) => Some(sent),
