@@ -163,9 +163,12 @@ impl Setup {
         let config = dir.path().join("retry.toml");
         std::fs::write(&config, "[retry]\nschedule = [\"300ms\"]\njitter = 0.0\n").unwrap();
         let (listen, data) = (format!("127.0.0.1:{port}"), dir.path().join("data"));
-        let emitter = RunningEmitter::start_with_env(
-            &[],
-            &[
+        let log = dir.path().join("emitter.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = emitter_command()
+            .arg("run")
+            .envs([
+                ("ADMIN_TOKEN", common::ADMIN_TOKEN),
                 ("POSTGRES_CONNECTION_STRING", &pg.url()),
                 ("LISTEN_ADDR", &listen),
                 ("DATA_DIR", data.to_str().unwrap()),
@@ -173,9 +176,12 @@ impl Setup {
                 ("CONFIG_FILE", config.to_str().unwrap()),
                 ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
                 ("WEBHOOK_TIMEOUT", timeout),
-            ],
-            dir.path().join("emitter.log"),
-        );
+            ])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let emitter = RunningEmitter { child, log };
         wait_for_api(port, &key);
         Self {
             pg,
@@ -250,6 +256,20 @@ impl Setup {
                 }
             }
         }
+    }
+}
+
+/// The binary under test, with none of the caller's settings: `EMITTER_BIN` when set — a
+/// private copy, for a target directory several checkouts share, where
+/// `target/debug/e2b-webhook-emitter` is whichever built last — else this build's.
+fn emitter_command() -> std::process::Command {
+    match std::env::var_os("EMITTER_BIN") {
+        Some(path) => {
+            let mut command = std::process::Command::new(path);
+            command.env_clear();
+            command
+        }
+        None => common::emitter(),
     }
 }
 
@@ -1060,7 +1080,7 @@ fn attempts_logged_before_the_upgrade_are_read_with_what_they_have() {
 
     // The operator's CLI reads them as before.
     let (code, stdout, stderr) = common::output(
-        common::emitter()
+        emitter_command()
             .args(["delivery-log", "--webhook", &hook.to_string(), "--json"])
             .env("POSTGRES_CONNECTION_STRING", setup.pg.url()),
     );
@@ -1081,12 +1101,14 @@ fn attempts_logged_before_the_upgrade_are_read_with_what_they_have() {
 }
 
 /// Issue 27's measurement, run by hand:
-/// `cargo test --release --locked --test webhook_deliveries -- --ignored --nocapture`.
+/// `cargo test --locked --test webhook_deliveries measure -- --ignored --nocapture` (with
+/// `EMITTER_BIN=<a copy of the binary>` when the target directory is shared).
 /// A week of one busy webhook — `BENCH_ATTEMPTS` attempts (1 000 000 by default): 750 000 events,
 /// a third of them a 500 and a retry a minute later, bodies of a few hundred bytes — among as many
 /// attempts of 20 other webhooks, in the real Postgres of the tests (their settings: no fsync).
 /// Times the stats call and the first and a deep page through the API (10 calls each), and
-/// prints `EXPLAIN (ANALYZE, BUFFERS)` of their queries with the same parameters.
+/// prints `EXPLAIN (ANALYZE, BUFFERS)` of their queries with the same parameters and `jit = off`,
+/// as the emitter's connections have it.
 #[test]
 #[ignore = "a measurement: a minute or more of inserting, run by hand"]
 fn measure_a_week_of_a_busy_webhook() {
@@ -1221,7 +1243,9 @@ fn measure_a_week_of_a_busy_webhook() {
     let explain = |label: &str, sql: &str| {
         println!(
             "\n== EXPLAIN (ANALYZE, BUFFERS) {label}\n{}",
-            setup.pg.psql(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"))
+            setup
+                .pg
+                .psql(&format!("SET jit = off; EXPLAIN (ANALYZE, BUFFERS) {sql}"))
         );
     };
     let stats_sql = e2b_webhook_emitter::postgres::delivery_stats::STATS_SQL
