@@ -282,25 +282,33 @@ fn every_attempt_is_in_the_delivery_log_for_the_team_and_the_cli() {
     assert!(
         eventually(Duration::from_secs(10), || {
             log = api_call(port, "GET", &path, Some(&key), None).1;
-            log.as_array().is_some_and(|a| a.len() == 2)
+            log["data"][0]["attempts"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
         }),
-        "two attempts expected in the delivery log: {log}"
+        "two attempts of one event expected in the delivery log: {log}"
     );
-    // Newest first: the delivery, then the 503 that was retried.
-    assert_eq!(log[0]["outcome"], "delivered", "{log}");
-    assert_eq!(log[0]["status"], 200);
-    assert_eq!(log[0]["attempt"], 2);
-    assert!(log[0]["errorClass"].is_null());
-    assert_eq!(log[1]["outcome"], "retry");
-    assert_eq!(log[1]["status"], 503);
-    assert_eq!(log[1]["errorClass"], "http");
-    assert_eq!(log[1]["attempt"], 1);
-    for attempt in log.as_array().unwrap() {
+    // One group for the event; newest first: the delivery, then the 503 that was retried.
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log["nextCursor"], Value::Null);
+    let group = &log["data"][0];
+    assert_eq!(group["eventId"], "e-1");
+    assert_eq!(group["sandboxId"], "sbx-e");
+    assert_eq!(group["eventType"], "sandbox.lifecycle.killed");
+    let attempts = group["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["status"], "success", "{log}");
+    assert_eq!(attempts[0]["responseHttpStatusCode"], 200);
+    assert!(attempts[0]["errorClass"].is_null());
+    assert_eq!(attempts[1]["status"], "failed");
+    assert_eq!(attempts[1]["responseHttpStatusCode"], 503);
+    assert_eq!(attempts[1]["errorClass"], "http_error");
+    for attempt in attempts {
         assert_eq!(attempt["eventId"], "e-1");
-        assert_eq!(attempt["sandboxId"], "sbx-e");
-        assert!(attempt["durationMs"].is_u64());
+        assert_eq!(attempt["webhookId"], id.as_str());
+        assert_eq!(attempt["teamId"], team.as_str());
+        assert!(attempt["durationMs"].is_i64());
         assert!(
-            attempt["attemptedAt"]
+            attempt["timestamp"]
                 .as_str()
                 .unwrap()
                 .parse::<jiff::Timestamp>()
@@ -314,8 +322,7 @@ fn every_attempt_is_in_the_delivery_log_for_the_team_and_the_cli() {
         Some(&key),
         None,
     );
-    assert_eq!(oldest.as_array().unwrap().len(), 1);
-    assert_eq!(oldest[0]["outcome"], "retry");
+    assert_eq!(oldest["data"][0]["attempts"][0]["status"], "failed");
     // Another team's webhook is not found.
     assert_eq!(api_call(port, "GET", &path, Some(&other_key), None).0, 404);
 

@@ -72,6 +72,10 @@ pub fn router(api: EventsApi) -> axum::Router {
             "/events/webhooks/{id}/deliveries",
             get(webhook_deliveries::list),
         )
+        .route(
+            "/events/webhooks/{id}/stats",
+            get(webhook_deliveries::stats),
+        )
         .route("/events/sandboxes", get(sandbox_events::all))
         .route("/events/sandboxes/{id}", get(sandbox_events::of_sandbox))
         .route("/events", any(error::not_found))

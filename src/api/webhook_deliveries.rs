@@ -1,32 +1,58 @@
-//! `GET /events/webhooks/{id}/deliveries` (our extension; E2B Cloud has no such call): the
-//! webhook's delivery attempts, newest first, with the history's `offset`, `limit`, `orderAsc`.
+//! `GET /events/webhooks/{id}/deliveries` and `GET /events/webhooks/{id}/stats`, as E2B's
+//! document defines them: the webhook's delivery attempts grouped by event, newest first and
+//! cursor-paged, and their counts and durations over a range in buckets. A webhook of another
+//! team, or an id that is no UUID, is not found (404).
+
+mod params;
+mod shape;
 
 use super::EventsApi;
 use super::auth::Team;
 use super::error::ApiError;
-use super::sandbox_events::page;
-use crate::postgres::delivery_log::AttemptRow;
-use crate::postgres::webhooks::endpoint_id;
+use crate::postgres::webhooks::{Webhook, endpoint_id};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use std::collections::HashMap;
+use params::Params;
+use shape::{DeliveriesPayload, StatsPayload};
 use uuid::Uuid;
 
-/// The attempts to the team's webhook `id`; 404 for another team's.
+/// A page of the attempts to the team's webhook `id`.
 pub async fn list(
     State(api): State<EventsApi>,
     Team(team): Team,
     Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<AttemptRow>>, ApiError> {
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<DeliveriesPayload>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let page = page(&query)?;
-    if api.database.team_webhook(team, id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    Ok(Json(
-        api.database
-            .endpoint_attempts(&endpoint_id(id), page)
-            .await?,
-    ))
+    let request = params::page_request(&Params(query))?;
+    let webhook = team_webhook(&api, team, id).await?;
+    let page = api
+        .database
+        .delivery_page(&endpoint_id(id), &request)
+        .await?;
+    Ok(Json(DeliveriesPayload::new(&webhook, page)))
+}
+
+/// The stats of the team's webhook `id` over `start`/`end`.
+pub async fn stats(
+    State(api): State<EventsApi>,
+    Team(team): Team,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<StatsPayload>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let range = params::stats_range(&Params(query), jiff::Timestamp::now())?;
+    team_webhook(&api, team, id).await?;
+    let stats = api
+        .database
+        .delivery_stats(&endpoint_id(id), range.start, range.end, range.width)
+        .await?;
+    Ok(Json(stats.into()))
+}
+
+async fn team_webhook(api: &EventsApi, team: Uuid, id: Uuid) -> Result<Webhook, ApiError> {
+    api.database
+        .team_webhook(team, id)
+        .await?
+        .ok_or(ApiError::NotFound)
 }

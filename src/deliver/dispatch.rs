@@ -32,6 +32,8 @@ const COMMIT_BATCH: usize = 256;
 const COMMIT_DELAY: Duration = Duration::from_millis(25);
 /// How long to wait before reading or committing again after the outbox failed.
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
+/// After the drain deadline, how long canceled attempts get to report (they return at once).
+const ABANDON_GRACE: Duration = Duration::from_secs(1);
 
 /// A batch of delivery results being committed while deliveries go on; it hands the batch back
 /// with the result, so a failed commit can be tried again.
@@ -117,6 +119,8 @@ impl Dispatcher {
         let drain_deadline = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain_deadline);
         let mut term = None;
+        // Cancelled at the drain deadline: attempts still waiting for an answer end, canceled.
+        let abandon = CancellationToken::new();
         loop {
             let current = self.leadership.delivery_term();
             if !stopping && (current.is_none() || current != term) {
@@ -184,7 +188,7 @@ impl Dispatcher {
                                 sandbox,
                                 head,
                                 stored,
-                                (self.leadership.clone(), term),
+                                (self.leadership.clone(), term, abandon.clone()),
                             ));
                         }
                     }
@@ -273,6 +277,15 @@ impl Dispatcher {
                 }
                 _ = &mut drain_deadline, if stopping => {
                     tracing::warn!(endpoint = %self.endpoint.id, abandoned = in_flight.len(), "drain deadline reached; unfinished deliveries stay in the outbox");
+                    // Each unanswered attempt ends and is journaled as canceled; nothing of it is
+                    // committed, so the outbox delivers it again after the restart.
+                    abandon.cancel();
+                    let grace = tokio::time::Instant::now() + ABANDON_GRACE;
+                    while let Ok(Some(joined)) =
+                        tokio::time::timeout_at(grace, in_flight.join_next()).await
+                    {
+                        self.finish(joined, &mut schedule, &mut completions);
+                    }
                     in_flight.abort_all();
                     break;
                 }

@@ -1,6 +1,7 @@
 //! The HTTP client: one POST, one typed outcome. Retries belong to the dispatcher.
 
 use crate::deliver::endpoint::Endpoint;
+use crate::deliver::error_class::{ErrorClass, NetworkFailure, classify};
 use crate::deliver::format::SignedRequest;
 use crate::deliver::trust::TrustedCa;
 use crate::util::error::error_chain;
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 const DESCRIBED_BODY_BYTES: usize = 256;
 /// The default of how many bytes of a response body are read at all (`RESPONSE_BODY_LIMIT`).
 pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+/// How many bytes of a response body an attempt keeps for the delivery log.
+pub const KEPT_RESPONSE_BYTES: usize = 4 * 1024;
 
 /// What one POST achieved.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +31,13 @@ pub enum Outcome {
     },
     /// No complete answer within the timeout.
     TimedOut,
-    /// Connecting or talking to the endpoint failed.
-    Network(String),
+    /// Connecting or talking to the endpoint failed, or the request was not sent.
+    Network {
+        /// Which part failed.
+        failure: NetworkFailure,
+        /// What failed (no URL credentials).
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -52,7 +60,17 @@ impl Outcome {
             Self::Delivered { .. } => "delivered",
             Self::Rejected { .. } => "rejected",
             Self::TimedOut => "timeout",
-            Self::Network(_) => "network",
+            Self::Network { .. } => "network",
+        }
+    }
+
+    /// Why it failed, in the classes of E2B's delivery log; none when delivered.
+    pub fn error_class(&self) -> Option<ErrorClass> {
+        match self {
+            Self::Delivered { .. } => None,
+            Self::Rejected { .. } => Some(ErrorClass::Http),
+            Self::TimedOut => Some(ErrorClass::Timeout),
+            Self::Network { failure, .. } => Some((*failure).into()),
         }
     }
 
@@ -75,12 +93,13 @@ impl Outcome {
                 format!("HTTP {status}: {}", &body_prefix[..cut])
             }
             Self::TimedOut => "timed out".to_owned(),
-            Self::Network(e) => format!("network error: {e}"),
+            Self::Network { message, .. } => format!("network error: {message}"),
         }
     }
 }
 
-/// The result of one POST: outcome, `Retry-After` when given, and how long it took.
+/// The result of one POST: outcome, `Retry-After` when given, how long it took, and what came
+/// back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryAttempt {
     /// What happened.
@@ -89,6 +108,18 @@ pub struct DeliveryAttempt {
     pub retry_after: Option<Duration>,
     /// Time from sending to the end of the response.
     pub elapsed: Duration,
+    /// The answer, when one came (for the delivery log).
+    pub response: Option<CapturedResponse>,
+}
+
+/// What an attempt keeps of an answer: its headers (moved out of the response, not copied) and
+/// the first [`KEPT_RESPONSE_BYTES`] of its body.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CapturedResponse {
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The first bytes of the body, at most [`KEPT_RESPONSE_BYTES`].
+    pub body: Vec<u8>,
 }
 
 /// Why the client could not be built.
@@ -178,9 +209,13 @@ impl WebhookClient {
         let started = Instant::now();
         if let Some(refused) = self.refused_literal(url) {
             return DeliveryAttempt {
-                outcome: Outcome::Network(refused),
+                outcome: Outcome::Network {
+                    failure: NetworkFailure::Request,
+                    message: refused,
+                },
                 retry_after: None,
                 elapsed: started.elapsed(),
+                response: None,
             };
         }
         let deadline = tokio::time::Instant::from_std(started + self.timeout);
@@ -189,8 +224,8 @@ impl WebhookClient {
             builder = builder.header(*name, value);
         }
         let result = builder.body(request.body.clone()).send().await;
-        let (outcome, retry_after) = match result {
-            Ok(response) => {
+        let (outcome, retry_after, captured) = match result {
+            Ok(mut response) => {
                 let status = response.status().as_u16();
                 let retry_after = response
                     .headers()
@@ -198,29 +233,43 @@ impl WebhookClient {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 let success = response.status().is_success();
+                let headers = std::mem::take(response.headers_mut());
                 // A 2xx is a delivery whatever its body does; the body is read (capped) so that a
                 // well-behaved receiver's connection goes back to the pool.
-                let body = read_capped(response, self.response_body_limit, deadline).await;
-                if success {
-                    (Outcome::Delivered { status }, retry_after)
+                let mut body = read_capped(response, self.response_body_limit, deadline).await;
+                let outcome = if success {
+                    Outcome::Delivered { status }
                 } else {
                     let body_prefix = String::from_utf8_lossy(&body).trim().to_owned();
-                    (
-                        Outcome::Rejected {
-                            status,
-                            body_prefix,
-                        },
-                        retry_after,
-                    )
-                }
+                    Outcome::Rejected {
+                        status,
+                        body_prefix,
+                    }
+                };
+                // What the delivery log keeps: a few KiB, not the whole read buffer.
+                body.truncate(KEPT_RESPONSE_BYTES);
+                body.shrink_to_fit();
+                (
+                    outcome,
+                    retry_after,
+                    Some(CapturedResponse { headers, body }),
+                )
             }
-            Err(e) if e.is_timeout() => (Outcome::TimedOut, None),
-            Err(e) => (Outcome::Network(error_chain(&e.without_url())), None),
+            Err(e) if e.is_timeout() => (Outcome::TimedOut, None, None),
+            Err(e) => (
+                Outcome::Network {
+                    failure: classify(&e),
+                    message: error_chain(&e.without_url()),
+                },
+                None,
+                None,
+            ),
         };
         DeliveryAttempt {
             outcome,
             retry_after,
             elapsed: started.elapsed(),
+            response: captured,
         }
     }
 }
@@ -293,5 +342,95 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    async fn serve(app: axum::Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn request() -> SignedRequest {
+        SignedRequest {
+            body: b"{}".to_vec(),
+            headers: vec![("content-type", "application/json".to_owned())],
+        }
+    }
+
+    #[tokio::test]
+    async fn each_outcome_has_its_error_class_and_the_answer_is_kept_up_to_4_kib() {
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route("/ok", post(|| async { ([("x-seen", "yes")], "fine") }))
+            .route(
+                "/fail",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "x".repeat(10 * 1024),
+                    )
+                }),
+            )
+            .route(
+                "/silent",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            );
+        let addr = serve(app).await;
+        let client = WebhookClient::new(Duration::from_millis(500), 64 * 1024, None).unwrap();
+        let url = |path: &str| url::Url::parse(&format!("http://{addr}{path}")).unwrap();
+
+        let ok = client.post(&url("/ok"), &request()).await;
+        assert_eq!(ok.outcome, Outcome::Delivered { status: 200 });
+        assert_eq!(ok.outcome.error_class(), None);
+        let answer = ok.response.unwrap();
+        assert_eq!(
+            (answer.body.as_slice(), answer.headers["x-seen"].as_bytes()),
+            (&b"fine"[..], &b"yes"[..])
+        );
+
+        let failed = client.post(&url("/fail"), &request()).await;
+        assert_eq!(failed.outcome.status(), Some(500));
+        assert_eq!(failed.outcome.error_class(), Some(ErrorClass::Http));
+        let answer = failed.response.unwrap();
+        assert_eq!(answer.body, vec![b'x'; KEPT_RESPONSE_BYTES]);
+        assert!(answer.body.capacity() < 2 * KEPT_RESPONSE_BYTES);
+
+        let silent = client.post(&url("/silent"), &request()).await;
+        assert_eq!(silent.outcome, Outcome::TimedOut);
+        assert_eq!(silent.outcome.error_class(), Some(ErrorClass::Timeout));
+        assert_eq!(silent.response, None);
+
+        // Nothing listens on a port just released.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let refused = client
+            .post(
+                &url::Url::parse(&format!("http://{closed}/")).unwrap(),
+                &request(),
+            )
+            .await;
+        assert_eq!(refused.outcome.error_class(), Some(ErrorClass::Transport));
+
+        // A user's URL to a private address is refused before anything is sent.
+        let guarded = WebhookClient::restricted(
+            Duration::from_millis(500),
+            64 * 1024,
+            crate::util::destination::DestinationPolicy::new(vec![]),
+        )
+        .unwrap();
+        let refused = guarded.post(&url("/ok"), &request()).await;
+        assert_eq!(refused.outcome.error_class(), Some(ErrorClass::Request));
+        assert!(
+            refused
+                .outcome
+                .describe()
+                .contains("may not reach inside the cluster")
+        );
     }
 }

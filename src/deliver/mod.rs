@@ -4,6 +4,7 @@
 pub mod control;
 pub mod dispatch;
 pub mod endpoint;
+pub mod error_class;
 pub mod format;
 pub mod guarded_dns;
 pub mod http;

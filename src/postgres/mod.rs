@@ -8,6 +8,8 @@
 
 pub mod api_keys;
 pub mod delivery_log;
+pub mod delivery_pages;
+pub mod delivery_stats;
 pub mod event_history;
 pub mod sandbox_events;
 pub mod user_teams;
@@ -80,10 +82,12 @@ impl Database {
         }
         PgConnectOptions::from_str(raw)
             // Our tables and sqlx's bookkeeping table live in our schema; queries of E2B's
-            // tables name `public` explicitly.
+            // tables name `public` explicitly. No JIT: our queries are short or read an index
+            // range (the delivery stats), where compiling costs more than it saves (a week's
+            // stats spent 170 of 490 ms compiling; BENCHMARKS.md, issue 27).
             .map(|o| {
                 o.application_name("e2b-webhook-emitter")
-                    .options([("search_path", SCHEMA)])
+                    .options([("search_path", SCHEMA), ("jit", "off")])
             })
             .map_err(|e| {
                 let shown = crate::util::redact::redact_urls_in(&e.to_string());

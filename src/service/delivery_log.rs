@@ -1,12 +1,16 @@
 //! Copies every delivery attempt from the journal's live feed into Postgres's delivery log, in
 //! batches. The feed never waits for this writer: if it falls behind, the attempts it missed
-//! are left out of the log (and counted in a warning).
+//! are left out of the log (and counted in a warning). It stops after the deliveries have
+//! (`deliveries_done`), so attempts finished or canceled while the service drains are logged
+//! too.
 
-use crate::deliver::journal::{DeliveryJournal, DeliveryRecord};
+mod row;
+
+use crate::deliver::journal::DeliveryJournal;
 use crate::postgres::Database;
-use crate::postgres::delivery_log::AttemptRow;
+use crate::postgres::delivery_log::LoggedAttempt;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 /// Attempts stored in one statement at most.
@@ -15,17 +19,19 @@ const BATCH: usize = 500;
 const BATCH_DELAY: Duration = Duration::from_millis(200);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const RETRY: Duration = Duration::from_secs(5);
+/// How long the last write at a stop may take before what it holds is given up.
+const LAST_WRITE: Duration = Duration::from_secs(5);
 
-/// Writes the journal's attempts to `database` until `shutdown`, deleting those older than
-/// `retention` hourly.
+/// Writes the journal's attempts to `database` until `deliveries_done` (then what the feed
+/// still holds), deleting those older than `retention` hourly.
 pub async fn run(
     journal: &DeliveryJournal,
     database: Database,
     retention: Duration,
-    shutdown: CancellationToken,
+    deliveries_done: CancellationToken,
 ) {
     let mut feed = journal.subscribe();
-    let mut batch: Vec<AttemptRow> = Vec::new();
+    let mut batch: Vec<LoggedAttempt> = Vec::new();
     let mut prune_at = tokio::time::Instant::now();
     let mut flush_at = None;
     let mut failing = false;
@@ -39,7 +45,7 @@ pub async fn run(
         tokio::select! {
             received = feed.recv() => match received {
                 Ok(record) if !record.test => {
-                    batch.push(row(record));
+                    batch.push(row::logged(record));
                     flush_at.get_or_insert(tokio::time::Instant::now() + BATCH_DELAY);
                     if batch.len() < BATCH {
                         continue;
@@ -50,14 +56,14 @@ pub async fn run(
                     tracing::warn!(missed, "the delivery log fell behind; these attempts are not in it");
                     continue;
                 }
-                Err(RecvError::Closed) => return,
+                Err(RecvError::Closed) => break,
             },
             () = flush => {}
             () = tokio::time::sleep_until(prune_at) => {
                 prune_at = tokio::time::Instant::now() + if prune(&database, retention).await { PRUNE_EVERY } else { RETRY };
                 continue;
             }
-            () = shutdown.cancelled() => return,
+            () = deliveries_done.cancelled() => break,
         }
         match database.store_attempts(&batch).await {
             Ok(()) => {
@@ -78,6 +84,35 @@ pub async fn run(
             }
         }
     }
+    // Deliveries have stopped: what the feed still holds, then one last write.
+    loop {
+        match feed.try_recv() {
+            Ok(record) if !record.test => batch.push(row::logged(record)),
+            Ok(_) => {}
+            Err(TryRecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "the delivery log fell behind; these attempts are not in it"
+                );
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    match tokio::time::timeout(LAST_WRITE, database.store_attempts(&batch)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, attempts = batch.len(), "stopping: the last delivery attempts are not in the delivery log")
+        }
+        Err(_) => {
+            tracing::warn!(
+                attempts = batch.len(),
+                "stopping: the database did not answer; the last delivery attempts are not in the delivery log"
+            )
+        }
+    }
 }
 
 async fn prune(database: &Database, retention: Duration) -> bool {
@@ -92,27 +127,4 @@ async fn prune(database: &Database, retention: Duration) -> bool {
         tracing::warn!(error = %e, "cannot delete old delivery log entries; trying again in an hour");
     }
     true
-}
-
-fn row(record: DeliveryRecord) -> AttemptRow {
-    let error_class = match (&record.error, record.status) {
-        (None, _) => None,
-        (Some(_), Some(_)) => Some("http"),
-        (Some(e), None) if e.starts_with("timed out") => Some("timeout"),
-        (Some(_), None) => Some("network"),
-    };
-    AttemptRow {
-        attempted_at: jiff::Timestamp::from_millisecond(record.at_ms)
-            .unwrap_or_else(|_| jiff::Timestamp::now()),
-        endpoint: record.endpoint,
-        event_id: record.event_id,
-        sandbox_id: record.sandbox_id,
-        event_type: record.label,
-        attempt: record.attempt,
-        outcome: record.outcome,
-        status: record.status,
-        error_class: error_class.map(str::to_owned),
-        error: record.error,
-        duration_ms: record.latency_ms,
-    }
 }

@@ -71,18 +71,13 @@ pub async fn start(
             Ok(())
         }
     });
-    // Every delivery attempt goes to the delivery log, from the journal's live feed.
-    pipeline.spawn_source({
-        let (journal, database, token) = (
-            pipeline.journal.clone(),
-            database.clone(),
-            pipeline.shutdown_token(),
-        );
-        let retention = config.events_retention;
-        async move {
-            super::delivery_log::run(&journal, database, retention, token).await;
-            Ok(())
-        }
+    // Every delivery attempt goes to the delivery log, from the journal's live feed, until the
+    // deliveries have stopped (those finished or canceled during the drain included).
+    let (journal, log_database) = (pipeline.journal.clone(), database.clone());
+    let retention = config.events_retention;
+    pipeline.spawn_after_deliveries(move |deliveries_done| async move {
+        super::delivery_log::run(&journal, log_database, retention, deliveries_done).await;
+        Ok(())
     });
     let destinations = DestinationPolicy::new(config.allow_private.clone());
     let mut registry = WebhookRegistry::new(

@@ -37,6 +37,10 @@ pub struct Pipeline {
     shutdown: CancellationToken,
     dispatchers: JoinSet<anyhow::Result<()>>,
     sources: JoinSet<anyhow::Result<()>>,
+    /// Cancelled once every dispatcher has stopped (after the drain).
+    deliveries_done: CancellationToken,
+    /// Tasks that outlive the deliveries (the delivery log's writer).
+    followers: JoinSet<anyhow::Result<()>>,
 }
 
 impl Pipeline {
@@ -119,6 +123,8 @@ impl Pipeline {
             shutdown,
             dispatchers,
             sources,
+            deliveries_done: CancellationToken::new(),
+            followers: JoinSet::new(),
         })
     }
 
@@ -135,6 +141,15 @@ impl Pipeline {
         self.sources.spawn(task);
     }
 
+    /// Runs a task that follows the deliveries: at a stop it is given the token cancelled once
+    /// every dispatcher has stopped (after the drain), and awaited after them.
+    pub fn spawn_after_deliveries<F>(&mut self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.followers.spawn(task(self.deliveries_done.clone()));
+    }
+
     /// Waits for the first task failure, if any comes before `until` resolves.
     pub async fn run_until(&mut self, until: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(until);
@@ -142,6 +157,7 @@ impl Pipeline {
             tokio::select! {
                 _ = &mut until => return Ok(()),
                 Some(done) = self.sources.join_next() => flatten(done).context("a source stopped")?,
+                Some(done) = self.followers.join_next() => flatten(done).context("a task stopped")?,
                 Some(done) = self.dispatchers.join_next() => {
                     flatten(done).context("a dispatcher stopped")?;
                     anyhow::bail!("a dispatcher stopped unexpectedly");
@@ -186,6 +202,12 @@ impl Pipeline {
             }
         }
         while let Some(done) = self.dispatchers.join_next().await {
+            if let Err(e) = flatten(done) {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.deliveries_done.cancel();
+        while let Some(done) = self.followers.join_next().await {
             if let Err(e) = flatten(done) {
                 first_error.get_or_insert(e);
             }

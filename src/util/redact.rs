@@ -1,14 +1,36 @@
-//! Showing URLs without the credentials they may carry.
+//! Showing URLs and HTTP headers without the credentials they may carry.
 //!
 //! A webhook, Redis or Nomad URL can hold a password in its user-info or a token in its query
 //! (`https://h/hook?token=…`). Everything that prints a URL — logs, errors, `/status`, CLI output —
 //! goes through these functions: they keep scheme, host, port and path, and replace user-info,
-//! query and fragment with `***`.
+//! query and fragment with `***`. Headers shown (the delivery log) keep their names and hide the
+//! values of signatures, credentials and cookies.
 
 use url::Url;
 
 /// What replaces a hidden part.
-const HIDDEN: &str = "***";
+pub const HIDDEN: &str = "***";
+
+/// Whether a header's value must not be shown: signatures (`x-e2b-signature`, `e2b-signature`,
+/// `webhook-signature`; a signature's `…-version` is shown), credentials and cookies.
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let named = matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    );
+    let secret_word = [
+        "signature",
+        "secret",
+        "token",
+        "password",
+        "api-key",
+        "apikey",
+    ]
+    .iter()
+    .any(|word| name.contains(word));
+    named || (secret_word && !name.ends_with("-version"))
+}
 
 /// `url` as it may be shown: `https://***@host:8443/path?***`.
 pub fn redact_url(url: &Url) -> String {
@@ -109,6 +131,36 @@ mod tests {
         assert_eq!(redact_url(&redis), "rediss://***@redis.internal:6380/2");
         let socket = Url::parse("unix:///secrets/api.sock").unwrap();
         assert_eq!(redact_url(&socket), "unix:///secrets/api.sock");
+    }
+
+    #[test]
+    fn signature_and_credential_headers_are_secret_the_rest_is_not() {
+        for secret in [
+            "x-e2b-signature",
+            "E2B-Signature",
+            "webhook-signature",
+            "Authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api-key",
+            "x-auth-token",
+            "x-webhook-secret",
+        ] {
+            assert!(is_secret_header(secret), "{secret}");
+        }
+        for shown in [
+            "content-type",
+            "user-agent",
+            "e2b-delivery-id",
+            "e2b-delivery-attempt",
+            "e2b-webhook-id",
+            "e2b-signature-version",
+            "webhook-id",
+            "webhook-timestamp",
+        ] {
+            assert!(!is_secret_header(shown), "{shown}");
+        }
     }
 
     #[test]

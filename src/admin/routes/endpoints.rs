@@ -172,6 +172,7 @@ pub(super) async fn test_event(
         latency_ms,
         error: (!delivered).then(|| describe.clone()),
         test: true,
+        exchange: None,
     });
     tracing::info!(target: "admin", endpoint = %config.id, event_id = event.id(), label = %label, result = %describe, "admin: sent a test event");
     Ok(Json(json!({

@@ -4,16 +4,22 @@
 
 use super::Dispatcher;
 use crate::deliver::endpoint::Endpoint;
-use crate::deliver::format;
+use crate::deliver::error_class::ErrorClass;
+use crate::deliver::format::{self, SignedRequest};
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
-use crate::deliver::journal::Attempted;
+use crate::deliver::journal::{Attempted, Exchange};
 use crate::deliver::retry::RetryDecision;
 use crate::deliver::schedule::Schedule;
 use crate::leadership::Leadership;
 use crate::outbox::{Completion, DeliveryState, PendingDelivery, StoredEvent};
 use crate::util::time::now_ms;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What the journal says of an attempt cut short by a stop (the drain deadline passed).
+const CANCELED: &str =
+    "canceled: the service stopped before the endpoint answered; the event stays in the outbox";
 
 /// The result of one attempt, back from its task.
 pub(super) struct Finished {
@@ -23,14 +29,41 @@ pub(super) struct Finished {
 }
 
 pub(super) enum AttemptResult {
-    Sent(Arc<StoredEvent>, DeliveryAttempt),
+    Sent(Arc<StoredEvent>, DeliveryAttempt, Request),
     /// The pending row has no event record (should not happen; dead-lettered so it is visible).
     Missing,
     /// Not sent: this instance stopped being the active deliverer before the request.
     NotActive,
+    /// Given up without an answer because the service stops (the drain deadline passed): the
+    /// event stays pending in the outbox, as if the attempt had not been made.
+    Canceled(Arc<StoredEvent>, Duration, Request),
+}
+
+/// The request an attempt made, kept for the delivery log.
+pub(super) struct Request {
+    rendered: SignedRequest,
+    started_at: jiff::Timestamp,
 }
 
 impl Dispatcher {
+    /// What the delivery log keeps of an attempt: the request moved in, not copied.
+    fn exchange(
+        &self,
+        stored: &StoredEvent,
+        request: Request,
+        response: Option<crate::deliver::http::CapturedResponse>,
+        error_class: Option<ErrorClass>,
+    ) -> Exchange {
+        Exchange {
+            started_at: request.started_at,
+            event_type: stored.event.lifecycle.event_type(),
+            url: self.endpoint.url.clone(),
+            request: request.rendered,
+            response,
+            error_class,
+        }
+    }
+
     pub(super) fn finish(
         &self,
         joined: Result<Finished, tokio::task::JoinError>,
@@ -49,10 +82,29 @@ impl Dispatcher {
             sandbox,
             result,
         } = done;
-        let (stored, attempt) = match result {
-            AttemptResult::Sent(stored, attempt) => (stored, attempt),
+        let (stored, mut attempt, request) = match result {
+            AttemptResult::Sent(stored, attempt, request) => (stored, attempt, request),
             // Stays pending on disk; the window is reloaded when this instance is active again.
             AttemptResult::NotActive => return,
+            // Nothing is committed: the outbox delivers it again after the restart.
+            AttemptResult::Canceled(stored, elapsed, request) => {
+                let attempts = schedule.head_state(&sandbox).unwrap_or_default().attempts + 1;
+                let exchange = self.exchange(&stored, request, None, Some(ErrorClass::Canceled));
+                self.journal.record(Attempted {
+                    endpoint,
+                    event_id: stored.event.id().to_owned(),
+                    sandbox_id: stored.event.sandbox_id().to_owned(),
+                    label: stored.event.lifecycle.label().to_owned(),
+                    outcome: "retry",
+                    status: None,
+                    attempt: attempts,
+                    latency_ms: elapsed.as_millis() as u64,
+                    error: Some(CANCELED.to_owned()),
+                    test: false,
+                    exchange: Some(exchange),
+                });
+                return;
+            }
             AttemptResult::Missing => {
                 tracing::error!(
                     endpoint,
@@ -84,7 +136,13 @@ impl Dispatcher {
             .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into());
         let latency_ms = attempt.elapsed.as_millis() as u64;
-        let record = |outcome: &'static str, error: Option<String>| Attempted {
+        let mut exchange = Some(self.exchange(
+            &stored,
+            request,
+            attempt.response.take(),
+            attempt.outcome.error_class(),
+        ));
+        let mut record = |outcome: &'static str, error: Option<String>| Attempted {
             endpoint: endpoint.clone(),
             event_id: event.id().to_owned(),
             sandbox_id: event.sandbox_id().to_owned(),
@@ -95,6 +153,7 @@ impl Dispatcher {
             latency_ms,
             error,
             test: false,
+            exchange: exchange.take(),
         };
         if attempt.outcome.is_delivered() {
             self.journal.record(record("delivered", None));
@@ -177,29 +236,42 @@ impl Dispatcher {
     }
 }
 
+/// Sends one attempt; `abandon` (the drain deadline of a stop) ends it without an answer.
 pub(super) async fn attempt(
     client: WebhookClient,
     endpoint: Arc<Endpoint>,
     sandbox: Arc<str>,
     head: PendingDelivery,
     stored: Option<Arc<StoredEvent>>,
-    (leadership, term): (Leadership, Option<u64>),
+    (leadership, term, abandon): (Leadership, Option<u64>, CancellationToken),
 ) -> Finished {
     let result = match stored {
         // Checked again right before the request: a process frozen past its lease finds its
         // local deadline gone when it resumes, and sends nothing.
         Some(_) if leadership.delivery_term() != term => AttemptResult::NotActive,
         Some(stored) => {
+            let started_at = jiff::Timestamp::now();
             let request = format::render(
                 endpoint.format,
                 &stored.event,
                 &endpoint.identity(),
                 &endpoint.secrets,
                 head.state.attempts + 1,
-                jiff::Timestamp::now(),
+                started_at,
             );
-            let sent = client.post(&endpoint.url, &request).await;
-            AttemptResult::Sent(stored, sent)
+            let started = Instant::now();
+            let sent = tokio::select! {
+                sent = client.post(&endpoint.url, &request) => Some(sent),
+                () = abandon.cancelled() => None,
+            };
+            let request = Request {
+                rendered: request,
+                started_at,
+            };
+            match sent {
+                Some(sent) => AttemptResult::Sent(stored, sent, request),
+                None => AttemptResult::Canceled(stored, started.elapsed(), request),
+            }
         }
         None => AttemptResult::Missing,
     };

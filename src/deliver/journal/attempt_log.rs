@@ -205,6 +205,7 @@ mod tests {
             latency_ms: 2,
             error: None,
             test: false,
+            exchange: None,
         }
     }
 

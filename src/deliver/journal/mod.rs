@@ -3,12 +3,14 @@
 //! Nothing here decides anything; the outbox stays the record of what is owed.
 
 mod attempt_log;
+mod exchange;
 
 pub use attempt_log::AttemptLog;
 use attempt_log::LogSender;
+pub use exchange::Exchange;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// Attempts kept for `/admin/v1/deliveries`; older ones are forgotten.
@@ -46,6 +48,10 @@ pub struct DeliveryRecord {
     pub error: Option<String>,
     /// Sent by an operator's test, not from the outbox.
     pub test: bool,
+    /// The request and the answer, for the delivery log in Postgres: on the live feed only (not
+    /// kept in the recent attempts, the file or the admin API's answers).
+    #[serde(skip)]
+    pub exchange: Option<Arc<Exchange>>,
 }
 
 /// What a finished attempt reports, before it gets its number and time.
@@ -71,6 +77,8 @@ pub struct Attempted {
     pub error: Option<String>,
     /// Sent by an operator's test.
     pub test: bool,
+    /// The request and the answer, for the live feed.
+    pub exchange: Option<Exchange>,
 }
 
 /// Which recent attempts to list; every set field must match.
@@ -276,14 +284,21 @@ impl DeliveryJournal {
                 latency_ms: a.latency_ms,
                 error: a.error,
                 test: a.test,
+                exchange: None,
             };
             inner.next_seq += 1;
+            // The request and answer travel on the feed only: the ring and the file keep the
+            // outcome, so they stay small.
             inner.remember(record.clone());
             record
         };
         if let Some(log) = &self.log {
             log.send(record.clone());
         }
+        let record = DeliveryRecord {
+            exchange: a.exchange.map(Arc::new),
+            ..record
+        };
         // No subscriber is fine: nobody is watching.
         let _ = self.feed.send(record);
     }
@@ -328,6 +343,7 @@ mod tests {
             latency_ms: 3,
             error: None,
             test: false,
+            exchange: None,
         }
     }
 
@@ -409,6 +425,40 @@ mod tests {
         assert_eq!((last60.attempts, last60.delivered), (4, 3));
         assert_eq!(last60.rate, Some(0.75));
         assert_eq!(m.rate(300, 5).rate, None);
+    }
+
+    #[test]
+    fn the_request_and_answer_travel_on_the_feed_only() {
+        let journal = DeliveryJournal::new();
+        let mut feed = journal.subscribe();
+        let exchange = Exchange {
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            event_type: "sandbox.lifecycle.created".into(),
+            url: "https://hooks.example.com/e2b".parse().unwrap(),
+            request: crate::deliver::format::SignedRequest {
+                body: b"{}".to_vec(),
+                headers: vec![("e2b-signature", "sig-value".into())],
+            },
+            response: None,
+            error_class: None,
+        };
+        journal.record(Attempted {
+            exchange: Some(exchange.clone()),
+            ..attempt("a", "s1", "delivered")
+        });
+        let fed = feed.try_recv().unwrap();
+        assert_eq!(fed.exchange.as_deref(), Some(&exchange));
+        let kept = journal.query(&DeliveryQuery {
+            limit: 10,
+            ..DeliveryQuery::default()
+        });
+        assert_eq!(kept.items[0].exchange, None);
+        let shown = serde_json::to_string(&fed).unwrap();
+        assert!(
+            !shown.contains("sig-value") && !shown.contains("hooks.example.com"),
+            "{shown}"
+        );
+        assert!(!format!("{fed:?}").contains("sig-value"));
     }
 
     #[test]
