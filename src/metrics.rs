@@ -66,6 +66,11 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Events not stored in the lifecycle history because its writer fell behind.
     pub event_history_dropped: Counter,
+    /// Log lines not shipped to the logs collector (`LOGS_COLLECTOR_ADDRESS`): its queue was
+    /// full, a line was too long, or the collector refused them.
+    pub log_lines_dropped: Counter,
+    /// 1 while the outbox can be written; 0 in the disk-full (or other write error) state.
+    outbox_writable: Gauge,
     reconcile_runs: Family<Labels, Counter>,
     synthesized_events: Family<Labels, Counter>,
     components: Mutex<BTreeMap<&'static str, ComponentState>>,
@@ -80,6 +85,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric under the `e2b_webhook_` prefix.
     pub fn new() -> Self {
+        Self::with_log_lines_dropped(Counter::default())
+    }
+
+    /// Like [`Self::new`], exporting `log_lines_dropped`, the counter the log shipper (started
+    /// before the service) already counts in.
+    pub fn with_log_lines_dropped(log_lines_dropped: Counter) -> Self {
         let mut registry = Registry::with_prefix("e2b_webhook");
         let m = Self {
             events_received: Family::default(),
@@ -99,6 +110,8 @@ impl Metrics {
             orchestrators_known: Gauge::default(),
             leader: Gauge::default(),
             event_history_dropped: Counter::default(),
+            log_lines_dropped,
+            outbox_writable: Gauge::default(),
             reconcile_runs: Family::default(),
             synthesized_events: Family::default(),
             components: Mutex::new(BTreeMap::new()),
@@ -123,6 +136,11 @@ impl Metrics {
             "event_history_dropped",
             "Events left out of the lifecycle history (GET /events/sandboxes) because its writer fell behind",
             m.event_history_dropped.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines not shipped to the logs collector (LOGS_COLLECTOR_ADDRESS): queue full, line too long, or refused",
+            m.log_lines_dropped.clone(),
         );
         registry.register(
             "deliveries",
@@ -153,6 +171,11 @@ impl Metrics {
             "outbox_oldest_age_seconds",
             "Age of the oldest undelivered event, by endpoint",
             m.outbox_oldest_age.clone(),
+        );
+        registry.register(
+            "outbox_writable",
+            "1 while the outbox can be written; 0 when the disk is full or another write error stops the sources",
+            m.outbox_writable.clone(),
         );
         registry.register(
             "source_connected",
@@ -327,7 +350,9 @@ impl Metrics {
         summary: &'static str,
         detail: impl Into<String>,
     ) {
-        if name != "outbox" {
+        if name == "outbox" {
+            self.outbox_writable.set(i64::from(ready));
+        } else {
             self.source_connected
                 .get_or_create(&labels(&[("source", name)]))
                 .set(i64::from(ready));

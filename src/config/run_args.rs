@@ -1,6 +1,6 @@
 //! The flags of `run`; every one also reads the environment variable in brackets.
 
-use super::{EventsApiArgs, WebhookArgs};
+use super::{EventsApiArgs, LogsCollectorArgs, WebhookArgs};
 use std::path::PathBuf;
 
 /// Flags of `run`; every one also reads the environment variable in brackets.
@@ -187,4 +187,6 @@ pub struct RunArgs {
     pub admin_token: Option<String>,
     #[command(flatten)]
     pub events_api: EventsApiArgs,
+    #[command(flatten)]
+    pub logs_collector: LogsCollectorArgs,
 }

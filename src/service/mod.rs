@@ -22,9 +22,13 @@ use std::time::Duration;
 /// How long in-flight deliveries may finish after SIGTERM (Nomad's kill_timeout must be longer).
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Runs the service until SIGTERM or SIGINT; a second signal exits at once.
-pub async fn run(config: RunConfig) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+/// Runs the service until SIGTERM or SIGINT; a second signal exits at once. `log_lines_dropped`
+/// is the log shipper's counter (started with logging, before the service), exported here.
+pub async fn run(
+    config: RunConfig,
+    log_lines_dropped: prometheus_client::metrics::counter::Counter,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::with_log_lines_dropped(log_lines_dropped));
     // Series for every configured source exist before the first scrape (endpoints: `Pipeline`).
     if config.events_file.is_some() {
         metrics.prepare_source("file");
