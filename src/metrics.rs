@@ -56,6 +56,7 @@ pub struct Metrics {
     outbox_depth: Family<Labels, Gauge>,
     outbox_oldest_age: Family<Labels, Gauge<f64, AtomicU64>>,
     source_connected: Family<Labels, Gauge>,
+    registered_webhooks: Family<Labels, Gauge>,
     /// Entries in the Redis stream not yet delivered to our group (`XINFO GROUPS` lag).
     pub redis_lag: Gauge,
     /// The last Nomad event stream index processed.
@@ -105,6 +106,7 @@ impl Metrics {
             outbox_depth: Family::default(),
             outbox_oldest_age: Family::default(),
             source_connected: Family::default(),
+            registered_webhooks: Family::default(),
             redis_lag: Gauge::default(),
             nomad_last_index: Gauge::default(),
             orchestrators_known: Gauge::default(),
@@ -181,6 +183,11 @@ impl Metrics {
             "source_connected",
             "1 when the source is connected, by source",
             m.source_connected.clone(),
+        );
+        registry.register(
+            "registered_webhook_info",
+            "1 for each webhook registered through the events API that this instance delivers to: its endpoint label and team, to view deliveries per team",
+            m.registered_webhooks.clone(),
         );
         registry.register(
             "redis_lag",
@@ -320,6 +327,20 @@ impl Metrics {
         self.outbox_oldest_age
             .get_or_create(&l)
             .set(oldest_age_seconds);
+    }
+
+    /// A registered webhook is delivered to: `endpoint` belongs to `team` (per-team views join
+    /// the per-endpoint series on it).
+    pub fn registered_webhook(&self, endpoint: &str, team: &str) {
+        self.registered_webhooks
+            .get_or_create(&labels(&[("endpoint", endpoint), ("team", team)]))
+            .set(1);
+    }
+
+    /// A registered webhook was deleted or disabled.
+    pub fn registered_webhook_gone(&self, endpoint: &str, team: &str) {
+        self.registered_webhooks
+            .remove(&labels(&[("endpoint", endpoint), ("team", team)]));
     }
 
     /// Counts a reconciliation run.
