@@ -76,7 +76,10 @@ fn parse(config: &str, provider: &str) -> Yaml {
     let mut rendered = String::new();
     for line in config.lines() {
         let directive = line.trim();
-        if let Some(inner) = directive.strip_prefix("%{").and_then(|d| d.strip_suffix('}')) {
+        if let Some(inner) = directive
+            .strip_prefix("%{")
+            .and_then(|d| d.strip_suffix('}'))
+        {
             let inner = inner.trim();
             if let Some(condition) = inner.strip_prefix("if ") {
                 let outer = *kept.last().unwrap();
@@ -185,20 +188,35 @@ fn check_rendered(before: Yaml, after: Yaml, otlp_names: &BTreeSet<String>, what
         "{what}: the patch changes more than the two filters"
     );
     for name in E2B_GRAFANA_METRICS {
-        assert_eq!(passes(&before, "filter/otlp", name), passes(&after, "filter/otlp", name));
+        assert_eq!(
+            passes(&before, "filter/otlp", name),
+            passes(&after, "filter/otlp", name)
+        );
     }
     for name in E2B_CLICKHOUSE_METRICS {
-        assert!(passes(&after, "filter/external_metrics", name), "{what}: {name}");
+        assert!(
+            passes(&after, "filter/external_metrics", name),
+            "{what}: {name}"
+        );
     }
     // Before: the emitter's metrics do not reach Grafana, and they do reach ClickHouse.
     assert!(
-        otlp_names.iter().any(|n| !passes(&before, "filter/otlp", n)),
+        otlp_names
+            .iter()
+            .any(|n| !passes(&before, "filter/otlp", n)),
         "{what}: E2B's filter already lets every emitter metric through; the patch is not needed"
     );
-    assert!(otlp_names.iter().all(|n| passes(&before, "filter/external_metrics", n)));
+    assert!(
+        otlp_names
+            .iter()
+            .all(|n| passes(&before, "filter/external_metrics", n))
+    );
     // After: every one reaches Grafana, none ClickHouse.
     for name in otlp_names {
-        assert!(passes(&after, "filter/otlp", name), "{what}: {name} is dropped by filter/otlp");
+        assert!(
+            passes(&after, "filter/otlp", name),
+            "{what}: {name} is dropped by filter/otlp"
+        );
         assert!(
             !passes(&after, "filter/external_metrics", name),
             "{what}: {name} still goes to ClickHouse"
@@ -267,7 +285,11 @@ fn names_pushed_over_otlp() -> BTreeSet<String> {
     let events_file = dir.path().join("events.ndjson");
     std::fs::write(&events_file, events).unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n",
+    )
+    .unwrap();
     let listen = common::free_port();
     let _emitter = common::RunningEmitter::start_with_env(
         &[
@@ -285,7 +307,10 @@ fn names_pushed_over_otlp() -> BTreeSet<String> {
             &format!("127.0.0.1:{listen}"),
         ],
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://127.0.0.1:{port}")),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://127.0.0.1:{port}"),
+            ),
             ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
         ],
         dir.path().join("emitter.log"),
@@ -303,7 +328,11 @@ fn names_pushed_over_otlp() -> BTreeSet<String> {
         .iter()
         .flat_map(|f| {
             if page.contains(&format!("# TYPE {f} histogram")) {
-                vec![format!("{f}_bucket"), format!("{f}_sum"), format!("{f}_count")]
+                vec![
+                    format!("{f}_bucket"),
+                    format!("{f}_sum"),
+                    format!("{f}_count"),
+                ]
             } else {
                 vec![f.clone()]
             }
@@ -334,7 +363,11 @@ fn the_allowlist_patch_lets_every_emitter_metric_into_grafana_and_keeps_every_e2
         .unwrap_or_else(|| PathBuf::from("/work/.mirror/e2b-dev+infra/repo"));
     let real = std::process::Command::new("git")
         .arg("--git-dir")
-        .arg(if repo.join(".git").exists() { repo.join(".git") } else { repo.clone() })
+        .arg(if repo.join(".git").exists() {
+            repo.join(".git")
+        } else {
+            repo.clone()
+        })
         .args(["show", &format!("HEAD:{CONFIG}")])
         .output();
     match real {

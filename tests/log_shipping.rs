@@ -65,7 +65,10 @@ impl Sink {
                     let raw = String::from_utf8(request.body).expect("log lines are UTF-8");
                     let lines = raw
                         .lines()
-                        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+                        .map(|l| {
+                            serde_json::from_str(l)
+                                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+                        })
                         .collect();
                     p.lock().unwrap().push(Post {
                         path: request.path,
@@ -196,7 +199,10 @@ fn log_lines_reach_a_slow_then_down_then_back_collector_in_batches_without_touch
             &format!("127.0.0.1:{listen}"),
         ],
         &[
-            ("LOGS_COLLECTOR_ADDRESS", &format!("http://127.0.0.1:{}", sink.port)),
+            (
+                "LOGS_COLLECTOR_ADDRESS",
+                &format!("http://127.0.0.1:{}", sink.port),
+            ),
             // Small, so that a collector that is down fills it within the test.
             ("LOGS_COLLECTOR_QUEUE", "32"),
             // A line per delivered event (the `debug` line of `deliver`).
@@ -228,10 +234,13 @@ fn log_lines_reach_a_slow_then_down_then_back_collector_in_batches_without_touch
     let ids = xadd_events(&mut conn, "isb-down", 80);
     let took = delivered_within_bound(&receiver, &ids, "collector down");
     healthz_answers_quickly(listen, "collector down");
-    let after = wait_until("the dropped counter rises while the collector is down", || {
-        let now = dropped(listen);
-        (now > before).then_some(now)
-    });
+    let after = wait_until(
+        "the dropped counter rises while the collector is down",
+        || {
+            let now = dropped(listen);
+            (now > before).then_some(now)
+        },
+    );
     eprintln!("collector down: 80 events delivered in {took:?}; dropped {before} → {after}");
     // The shipper has met the refused connection (said once, on stderr only) before the
     // collector comes back.
@@ -246,19 +255,23 @@ fn log_lines_reach_a_slow_then_down_then_back_collector_in_batches_without_touch
 
     // 3. Back, and fast: what waited in the queue arrives, then new lines.
     let _sink = Sink::start(port, posts.clone(), Duration::ZERO);
-    wait_until("the lines that waited reach the collector once it is back", || {
-        (posts.lock().unwrap().len() > received_before_down).then_some(())
-    });
+    wait_until(
+        "the lines that waited reach the collector once it is back",
+        || (posts.lock().unwrap().len() > received_before_down).then_some(()),
+    );
     let ids = xadd_events(&mut conn, "isb-back", 10);
     delivered_within_bound(&receiver, &ids, "collector back");
-    wait_until("the lines of events delivered after the collector came back arrive", || {
-        posts
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|p| p.raw.contains("isb-back-"))
-            .then_some(())
-    });
+    wait_until(
+        "the lines of events delivered after the collector came back arrive",
+        || {
+            posts
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.raw.contains("isb-back-"))
+                .then_some(())
+        },
+    );
     let posts = posts.lock().unwrap().clone();
     assert!(posts.len() > received_before_down);
 
@@ -288,17 +301,26 @@ fn log_lines_reach_a_slow_then_down_then_back_collector_in_batches_without_touch
     assert!(largest > 1, "every request carried one line");
     // The startup line and a per-delivery line are there.
     let all: Vec<&Value> = posts.iter().flat_map(|p| &p.lines).collect();
-    assert!(all.iter().any(|l| l["level"] == "debug" && l.to_string().contains("isb-slow-")));
+    assert!(
+        all.iter()
+            .any(|l| l["level"] == "debug" && l.to_string().contains("isb-slow-"))
+    );
     // The shipper's own complaints stay on stderr.
-    assert!(!all.iter().any(|l| l["message"]
-        .as_str()
-        .unwrap()
-        .contains("cannot ship log lines")));
+    assert!(!all.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot ship log lines")
+    }));
 
     // No secret leaves the process in a shipped line.
     for post in &posts {
         for secret in [SECRET, URL_TOKEN, REDIS_PASSWORD] {
-            assert!(!post.raw.contains(secret), "{secret} shipped in {}", post.raw);
+            assert!(
+                !post.raw.contains(secret),
+                "{secret} shipped in {}",
+                post.raw
+            );
         }
     }
 }
@@ -313,7 +335,12 @@ fn a_bad_address_exits_2_naming_the_setting() {
         let (code, _, stderr) = common::output(
             common::emitter()
                 .arg("run")
-                .args(["--webhook-url", "http://127.0.0.1:9/", "--webhook-secret", SECRET])
+                .args([
+                    "--webhook-url",
+                    "http://127.0.0.1:9/",
+                    "--webhook-secret",
+                    SECRET,
+                ])
                 .args(["--data-dir", dir.path().to_str().unwrap()])
                 .env("LOGS_COLLECTOR_ADDRESS", "http://127.0.0.1:9")
                 .env(var, value),

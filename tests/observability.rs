@@ -36,7 +36,10 @@ fn alerts() -> Vec<(String, String, Yaml)> {
     for group in rules()["groups"].as_vec().unwrap() {
         for rule in group["rules"].as_vec().unwrap() {
             out.push((
-                rule["alert"].as_str().expect("alerting rules only").to_owned(),
+                rule["alert"]
+                    .as_str()
+                    .expect("alerting rules only")
+                    .to_owned(),
                 rule["expr"].as_str().unwrap().to_owned(),
                 rule["annotations"].clone(),
             ));
@@ -80,14 +83,37 @@ fn dashboard_exprs() -> Vec<String> {
 /// The metric names a PromQL expression reads: what is left once strings, label matchers,
 /// ranges, grouping clauses, dashboard variables, functions and keywords are taken out.
 fn metric_names(expr: &str) -> BTreeSet<String> {
-    let strip = |text: &str, pattern: &str| regex::Regex::new(pattern).unwrap().replace_all(text, " ").into_owned();
+    let strip = |text: &str, pattern: &str| {
+        regex::Regex::new(pattern)
+            .unwrap()
+            .replace_all(text, " ")
+            .into_owned()
+    };
     let mut e = strip(expr, r#""(?:[^"\\]|\\.)*""#);
     e = strip(&e, r"\{[^}]*\}");
     e = strip(&e, r"\[[^\]]*\]");
     e = strip(&e, r"\$\{?\w+\}?");
-    e = strip(&e, r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)");
-    let keywords = ["and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-        "group_left", "group_right", "inf", "nan", "Inf", "NaN"];
+    e = strip(
+        &e,
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)",
+    );
+    let keywords = [
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan",
+        "Inf",
+        "NaN",
+    ];
     let ident = regex::Regex::new(r"[A-Za-z_:][A-Za-z0-9_:]*").unwrap();
     ident
         .find_iter(&e)
@@ -106,12 +132,20 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 fn the_metric_name_reader_finds_metrics_and_nothing_else() {
     let names = |e: &str| metric_names(e).into_iter().collect::<Vec<_>>();
     assert_eq!(
-        names(r#"sum by (endpoint, le) (rate(a_total{outcome!="x",b=~"$v"}[$__rate_interval])) / on (endpoint) group_left (team) b_info > 0.5 unless absent(c)"#),
+        names(
+            r#"sum by (endpoint, le) (rate(a_total{outcome!="x",b=~"$v"}[$__rate_interval])) / on (endpoint) group_left (team) b_info > 0.5 unless absent(c)"#
+        ),
         ["a_total", "b_info", "c"]
     );
-    assert_eq!(names("histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))"), ["x_bucket"]);
+    assert_eq!(
+        names("histogram_quantile(0.99, sum by (le) (rate(x_bucket[5m])))"),
+        ["x_bucket"]
+    );
     assert_eq!(names("count(up == 0) or vector(0)"), ["up"]);
-    assert_eq!(names("max(e2b_webhook_leader) < 1e3"), ["e2b_webhook_leader"]);
+    assert_eq!(
+        names("max(e2b_webhook_leader) < 1e3"),
+        ["e2b_webhook_leader"]
+    );
 }
 
 /// GitHub's anchor of a Markdown heading.
@@ -127,15 +161,30 @@ fn anchor(heading: &str) -> String {
 
 /// What the alerts must cover (issue 32), as (alert, metric it reads).
 const REQUIRED: &[(&str, &str)] = &[
-    ("E2BWebhookBacklogAgeGrowing", "e2b_webhook_outbox_oldest_age_seconds"),
+    (
+        "E2BWebhookBacklogAgeGrowing",
+        "e2b_webhook_outbox_oldest_age_seconds",
+    ),
     ("E2BWebhookDeadLetters", "e2b_webhook_dead_letters_total"),
     ("E2BWebhookNoLeader", "e2b_webhook_leader"),
-    ("E2BWebhookSourceDisconnected", "e2b_webhook_source_connected"),
+    (
+        "E2BWebhookSourceDisconnected",
+        "e2b_webhook_source_connected",
+    ),
     ("E2BWebhookOutboxNotWritable", "e2b_webhook_outbox_writable"),
     ("E2BWebhookEndpointFailing", "e2b_webhook_deliveries_total"),
-    ("E2BWebhookReconcilerFailing", "e2b_webhook_reconcile_runs_total"),
-    ("E2BWebhookHistoryWritesDropped", "e2b_webhook_event_history_dropped_total"),
-    ("E2BWebhookLogLinesDropped", "e2b_webhook_log_lines_dropped_total"),
+    (
+        "E2BWebhookReconcilerFailing",
+        "e2b_webhook_reconcile_runs_total",
+    ),
+    (
+        "E2BWebhookHistoryWritesDropped",
+        "e2b_webhook_event_history_dropped_total",
+    ),
+    (
+        "E2BWebhookLogLinesDropped",
+        "e2b_webhook_log_lines_dropped_total",
+    ),
 ];
 
 #[test]
@@ -152,35 +201,55 @@ fn every_alert_says_what_to_check_first_and_links_its_runbook_section() {
             .iter()
             .find(|(a, _, _)| a == name)
             .unwrap_or_else(|| panic!("no alert {name}"));
-        assert!(metric_names(expr).contains(*metric), "{name} does not read {metric}");
+        assert!(
+            metric_names(expr).contains(*metric),
+            "{name} does not read {metric}"
+        );
     }
     let mut linked = BTreeSet::new();
     for (name, _, annotations) in &alerts {
         for key in ["summary", "description", "runbook_url"] {
             assert!(
-                annotations[key].as_str().is_some_and(|v| !v.trim().is_empty()),
+                annotations[key]
+                    .as_str()
+                    .is_some_and(|v| !v.trim().is_empty()),
                 "{name} has no {key}"
             );
         }
         assert!(
-            annotations["description"].as_str().unwrap().contains("First check"),
+            annotations["description"]
+                .as_str()
+                .unwrap()
+                .contains("First check"),
             "{name}: the description names the first thing to check"
         );
         let url = annotations["runbook_url"].as_str().unwrap();
         let target = url
             .strip_prefix("docs/runbook.md#")
             .unwrap_or_else(|| panic!("{name}: {url} is not an anchor of docs/runbook.md"));
-        assert!(anchors.contains(target), "{name}: docs/runbook.md has no section #{target}");
-        assert!(linked.insert(target.to_owned()), "{name}: #{target} is another alert's section");
+        assert!(
+            anchors.contains(target),
+            "{name}: docs/runbook.md has no section #{target}"
+        );
+        assert!(
+            linked.insert(target.to_owned()),
+            "{name}: #{target} is another alert's section"
+        );
         // Its section names the alert.
         let section = runbook
             .split("\n## ")
             .find(|s| anchor(s.lines().next().unwrap()) == target)
             .unwrap();
-        assert!(section.contains(name.as_str()), "#{target} does not name {name}");
+        assert!(
+            section.contains(name.as_str()),
+            "#{target} does not name {name}"
+        );
     }
     // And every section is an alert's.
-    assert_eq!(linked, anchors, "docs/runbook.md has sections no alert links");
+    assert_eq!(
+        linked, anchors,
+        "docs/runbook.md has sections no alert links"
+    );
 }
 
 #[test]
@@ -204,17 +273,27 @@ fn every_alert_has_a_unit_test_that_fires_it_and_one_that_does_not() {
     }
     for (name, _, _) in alerts() {
         assert!(fires.contains(&name), "no promtool test fires {name}");
-        assert!(silent.contains(&name), "no promtool test keeps {name} silent");
+        assert!(
+            silent.contains(&name),
+            "no promtool test keeps {name} silent"
+        );
     }
 }
 
 #[test]
 fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let dir = root().join("deploy/prometheus");
-    let run = |args: &[&str]| std::process::Command::new("promtool").args(args).current_dir(&dir).output();
+    let run = |args: &[&str]| {
+        std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+    };
     match run(&["--version"]) {
         Err(e) => {
-            eprintln!("skipped: promtool is not installed ({e}); scripts/test installs Debian's prometheus package");
+            eprintln!(
+                "skipped: promtool is not installed ({e}); scripts/test installs Debian's prometheus package"
+            );
             return;
         }
         Ok(out) => assert!(out.status.success()),
@@ -251,13 +330,20 @@ fn exported_names() -> BTreeSet<String> {
     let events_file = dir.path().join("events.ndjson");
     std::fs::write(&events_file, events).unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n",
+    )
+    .unwrap();
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let emitter = common::RunningEmitter::start_with_env(
         &[],
         &[
-            ("WEBHOOK_URL", &format!("http://127.0.0.1:{}/hook", receiver.port)),
+            (
+                "WEBHOOK_URL",
+                &format!("http://127.0.0.1:{}/hook", receiver.port),
+            ),
             ("WEBHOOK_SECRET", SECRET),
             ("CONFIG_FILE", config.to_str().unwrap()),
             ("EVENTS_FILE", events_file.to_str().unwrap()),
@@ -278,7 +364,8 @@ fn exported_names() -> BTreeSet<String> {
         "name": "team hook", "url": format!("http://127.0.0.1:{}/team", receiver.port),
         "enabled": true, "events": ["sandbox.lifecycle.killed"], "signatureSecret": SECRET,
     });
-    let (status, created) = common::events_api::api_call(port, "POST", "/events/webhooks", Some(&key), Some(&body));
+    let (status, created) =
+        common::events_api::api_call(port, "POST", "/events/webhooks", Some(&key), Some(&body));
     assert_eq!(status, 201, "{created}");
     let other_team = json!({
         "id": uuid::Uuid::new_v4().to_string(), "version": "v2", "type": "sandbox.lifecycle.created",
@@ -307,9 +394,9 @@ fn exported_names() -> BTreeSet<String> {
     let ready = |page: &str| {
         page.contains(&format!("team=\"{team}\""))
             && page.contains("e2b_webhook_other_team_events_total{")
-            && page.lines().any(|l| {
-                l.starts_with("e2b_webhook_dead_letters_total{") && !l.ends_with(" 0")
-            })
+            && page
+                .lines()
+                .any(|l| l.starts_with("e2b_webhook_dead_letters_total{") && !l.ends_with(" 0"))
     };
     let mut page = String::new();
     let seen = common::eventually(std::time::Duration::from_secs(30), || {
@@ -353,14 +440,27 @@ fn every_metric_the_rules_and_the_dashboard_read_is_exported_by_the_binary() {
             read.insert(metric);
         }
     }
-    assert!(missing.is_empty(), "not exported by the binary: {missing:#?}\nexported: {exported:#?}");
+    assert!(
+        missing.is_empty(),
+        "not exported by the binary: {missing:#?}\nexported: {exported:#?}"
+    );
     // The dashboard shows every family the binary exports.
     let families: BTreeSet<&String> = exported
         .iter()
-        .filter(|n| !n.ends_with("_total") && !n.ends_with("_bucket") && !n.ends_with("_sum") && !n.ends_with("_count"))
+        .filter(|n| {
+            !n.ends_with("_total")
+                && !n.ends_with("_bucket")
+                && !n.ends_with("_sum")
+                && !n.ends_with("_count")
+        })
         .collect();
     for family in families {
-        let shown = read.iter().any(|m| m == family || m.starts_with(&format!("{family}_")));
-        assert!(shown, "{family} is exported but neither alerted on nor shown");
+        let shown = read
+            .iter()
+            .any(|m| m == family || m.starts_with(&format!("{family}_")));
+        assert!(
+            shown,
+            "{family} is exported but neither alerted on nor shown"
+        );
     }
 }

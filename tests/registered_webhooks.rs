@@ -114,7 +114,9 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
 
     // Per-team views join on this series (deploy/grafana): each webhook's endpoint and team.
     let info = |hook: &str, team: &str| {
-        format!("e2b_webhook_registered_webhook_info{{endpoint=\"webhook:{hook}\",team=\"{team}\"}} 1")
+        format!(
+            "e2b_webhook_registered_webhook_info{{endpoint=\"webhook:{hook}\",team=\"{team}\"}} 1"
+        )
     };
     let metrics = common::http_get(port, "/metrics").1;
     assert!(metrics.contains(&info(&hook_a, &team_a)), "{metrics}");
@@ -139,7 +141,10 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
     let late = receiver.collect(1, Duration::from_secs(3));
     assert!(late.is_empty(), "delivered after removal: {late:#?}");
     let metrics = common::http_get(port, "/metrics").1;
-    assert!(!metrics.contains("e2b_webhook_registered_webhook_info{"), "{metrics}");
+    assert!(
+        !metrics.contains("e2b_webhook_registered_webhook_info{"),
+        "{metrics}"
+    );
 
     // Enabled again, B is served again and receives new events.
     let patch = json!({"enabled": true});

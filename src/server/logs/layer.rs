@@ -112,7 +112,10 @@ impl Fields {
 
 impl Visit for Fields {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number));
+        self.put(
+            field,
+            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
+        );
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field, value.into());
@@ -173,7 +176,12 @@ mod tests {
         assert_eq!(first["attempt"], 3);
         assert_eq!(first["ok"], false);
         assert_eq!(first["error"], "boom");
-        assert!(first["logger"].as_str().unwrap().starts_with("e2b_webhook_emitter"));
+        assert!(
+            first["logger"]
+                .as_str()
+                .unwrap()
+                .starts_with("e2b_webhook_emitter")
+        );
         let at = first["timestamp"].as_str().unwrap();
         assert!(at.parse::<jiff::Timestamp>().is_ok(), "{at}");
         let second: Value = serde_json::from_slice(&rx.try_recv().unwrap()).unwrap();

@@ -20,10 +20,10 @@
 //! - Lines over 192 KiB are dropped (envd's `maxLogLineBytes`, under Loki's 256 KiB
 //!   `max_line_size`); at most 8 MiB wait (envd's `maxBufferedBytes`).
 //!
-//! Never in the way of delivery: the tracing layer ([`layer`]) only formats the line and
+//! Never in the way of delivery: the tracing layer (`layer.rs`) only formats the line and
 //! `try_send`s it into a fixed-size queue; when the queue is full (the collector is slow or
 //! down) the line is dropped and counted (`e2b_webhook_log_lines_dropped_total`). The sender
-//! ([`sender`]) runs on a thread of its own with its own runtime; what it logs itself goes to
+//! (`sender.rs`) runs on a thread of its own with its own runtime; what it logs itself goes to
 //! stderr only, so a failing collector cannot feed itself.
 
 mod layer;
