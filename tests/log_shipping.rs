@@ -211,12 +211,11 @@ fn log_lines_reach_a_slow_then_down_then_back_collector_in_batches_without_touch
         log.clone(),
     );
     let mut conn = redis.connection();
-    wait_until("the emitter serves", || {
-        (http_get(listen, "/healthz").0 == 200).then_some(())
-    });
-    wait_until("the emitter holds the lease", || {
-        common::lease_active(listen).then_some(())
-    });
+    assert!(
+        common::eventually(Duration::from_secs(30), || common::lease_active(listen)),
+        "the emitter does not serve or hold the lease; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     // 1. Slow collector.
     let ids = xadd_events(&mut conn, "isb-slow", 30);

@@ -65,7 +65,11 @@ pub async fn run(
     // With Redis, instances share the consumer group and only the lease holder delivers.
     let leadership = match &config.redis {
         Some(redis) => Leadership::standby(redis.consumer.clone()),
-        None => Leadership::always_active(),
+        None => {
+            // Alone, without a shared lease, this instance is the one delivering.
+            metrics.leader.set(1);
+            Leadership::always_active()
+        }
     };
     let mut pipeline = Pipeline::start_with(
         &config.data_dir,

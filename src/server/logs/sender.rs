@@ -91,6 +91,8 @@ impl Sender {
         ON_SENDER.with(|on| on.set(true));
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            // Its blocking threads (the HTTP client's DNS lookups) are the sender's too.
+            .on_thread_start(|| ON_SENDER.with(|on| on.set(true)))
             .build()
         {
             Ok(runtime) => runtime.block_on(self.run()),
