@@ -56,6 +56,7 @@ pub struct Metrics {
     outbox_depth: Family<Labels, Gauge>,
     outbox_oldest_age: Family<Labels, Gauge<f64, AtomicU64>>,
     source_connected: Family<Labels, Gauge>,
+    registered_webhooks: Family<Labels, Gauge>,
     /// Entries in the Redis stream not yet delivered to our group (`XINFO GROUPS` lag).
     pub redis_lag: Gauge,
     /// The last Nomad event stream index processed.
@@ -66,6 +67,11 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Events not stored in the lifecycle history because its writer fell behind.
     pub event_history_dropped: Counter,
+    /// Log lines not shipped to the logs collector (`LOGS_COLLECTOR_ADDRESS`): its queue was
+    /// full, a line was too long, or the collector refused them.
+    pub log_lines_dropped: Counter,
+    /// 1 while the outbox can be written; 0 in the disk-full (or other write error) state.
+    outbox_writable: Gauge,
     reconcile_runs: Family<Labels, Counter>,
     synthesized_events: Family<Labels, Counter>,
     components: Mutex<BTreeMap<&'static str, ComponentState>>,
@@ -80,6 +86,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric under the `e2b_webhook_` prefix.
     pub fn new() -> Self {
+        Self::with_log_lines_dropped(Counter::default())
+    }
+
+    /// Like [`Self::new`], exporting `log_lines_dropped`, the counter the log shipper (started
+    /// before the service) already counts in.
+    pub fn with_log_lines_dropped(log_lines_dropped: Counter) -> Self {
         let mut registry = Registry::with_prefix("e2b_webhook");
         let m = Self {
             events_received: Family::default(),
@@ -94,11 +106,14 @@ impl Metrics {
             outbox_depth: Family::default(),
             outbox_oldest_age: Family::default(),
             source_connected: Family::default(),
+            registered_webhooks: Family::default(),
             redis_lag: Gauge::default(),
             nomad_last_index: Gauge::default(),
             orchestrators_known: Gauge::default(),
             leader: Gauge::default(),
             event_history_dropped: Counter::default(),
+            log_lines_dropped,
+            outbox_writable: Gauge::default(),
             reconcile_runs: Family::default(),
             synthesized_events: Family::default(),
             components: Mutex::new(BTreeMap::new()),
@@ -123,6 +138,11 @@ impl Metrics {
             "event_history_dropped",
             "Events left out of the lifecycle history (GET /events/sandboxes) because its writer fell behind",
             m.event_history_dropped.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines not shipped to the logs collector (LOGS_COLLECTOR_ADDRESS): queue full, line too long, or refused",
+            m.log_lines_dropped.clone(),
         );
         registry.register(
             "deliveries",
@@ -155,9 +175,19 @@ impl Metrics {
             m.outbox_oldest_age.clone(),
         );
         registry.register(
+            "outbox_writable",
+            "1 while the outbox can be written; 0 when the disk is full or another write error stops the sources",
+            m.outbox_writable.clone(),
+        );
+        registry.register(
             "source_connected",
             "1 when the source is connected, by source",
             m.source_connected.clone(),
+        );
+        registry.register(
+            "registered_webhook_info",
+            "1 for each webhook registered through the events API that this instance delivers to: its endpoint label and team, to view deliveries per team",
+            m.registered_webhooks.clone(),
         );
         registry.register(
             "redis_lag",
@@ -299,6 +329,20 @@ impl Metrics {
             .set(oldest_age_seconds);
     }
 
+    /// A registered webhook is delivered to: `endpoint` belongs to `team` (per-team views join
+    /// the per-endpoint series on it).
+    pub fn registered_webhook(&self, endpoint: &str, team: &str) {
+        self.registered_webhooks
+            .get_or_create(&labels(&[("endpoint", endpoint), ("team", team)]))
+            .set(1);
+    }
+
+    /// A registered webhook was deleted or disabled.
+    pub fn registered_webhook_gone(&self, endpoint: &str, team: &str) {
+        self.registered_webhooks
+            .remove(&labels(&[("endpoint", endpoint), ("team", team)]));
+    }
+
     /// Counts a reconciliation run.
     pub fn reconcile_run(&self, result: &str) {
         self.reconcile_runs
@@ -327,7 +371,9 @@ impl Metrics {
         summary: &'static str,
         detail: impl Into<String>,
     ) {
-        if name != "outbox" {
+        if name == "outbox" {
+            self.outbox_writable.set(i64::from(ready));
+        } else {
             self.source_connected
                 .get_or_create(&labels(&[("source", name)]))
                 .set(i64::from(ready));

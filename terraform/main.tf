@@ -126,6 +126,7 @@ resource "nomad_job" "emitter" {
     task_nomad_addr      = var.task_nomad_address
     orchestrator_service = var.orchestrator_service
     otel_endpoint        = var.otel_collector_endpoint
+    logs_collector       = var.logs_collector_address
     events_api           = local.events_api
     ingress_host_rule    = var.ingress_host_rule
     ingress_entrypoint   = var.ingress_entrypoint

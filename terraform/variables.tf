@@ -358,6 +358,17 @@ variable "otel_collector_endpoint" {
   }
 }
 
+variable "logs_collector_address" {
+  description = "E2B's logs collector (Vector) the emitter also POSTs its JSON log lines to (LOGS_COLLECTOR_ADDRESS), as E2B's services do: every node runs it at http://localhost:30006. \"\" turns it off; stderr (nomad alloc logs) has the lines either way."
+  type        = string
+  default     = "http://localhost:30006"
+
+  validation {
+    condition     = var.logs_collector_address == "" || can(regex("^https?://[^\\s\"\\\\{}$]+$", var.logs_collector_address))
+    error_message = "The logs_collector_address must be empty or an http:// or https:// URL such as http://localhost:30006."
+  }
+}
+
 # --- Resources and logging -------------------------------------------------
 
 variable "cpu_mhz" {

@@ -77,6 +77,12 @@ fn an_idle_instance_exports_every_counter_at_zero_for_every_configured_endpoint(
         ));
     }
     expected.push("e2b_webhook_malformed_inputs_total{source=\"file\"} 0".into());
+    // Issue 32: what the alerts read. Alone (no Redis, no lease to share) the instance is the
+    // one delivering; the outbox can be written; nothing was dropped.
+    expected.push("e2b_webhook_leader 1".into());
+    expected.push("e2b_webhook_outbox_writable 1".into());
+    expected.push("e2b_webhook_log_lines_dropped_total 0".into());
+    expected.push("e2b_webhook_event_history_dropped_total 0".into());
     let missing: Vec<&String> = expected
         .iter()
         .filter(|line| !page.lines().any(|l| l == line.as_str()))

@@ -112,6 +112,16 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
     assert_eq!(to_a[0]["body"]["event_label"], "create");
     assert_eq!(to_a[0]["body"]["type"], "sandbox.lifecycle.created");
 
+    // Per-team views join on this series (deploy/grafana): each webhook's endpoint and team.
+    let info = |hook: &str, team: &str| {
+        format!(
+            "e2b_webhook_registered_webhook_info{{endpoint=\"webhook:{hook}\",team=\"{team}\"}} 1"
+        )
+    };
+    let metrics = common::http_get(port, "/metrics").1;
+    assert!(metrics.contains(&info(&hook_a, &team_a)), "{metrics}");
+    assert!(metrics.contains(&info(&hook_b, &team_b)), "{metrics}");
+
     // Disabling B's webhook and deleting A's: their gate keys go, nothing more is delivered.
     let patch = json!({"enabled": false});
     let path_b = format!("/events/webhooks/{hook_b}");
@@ -130,6 +140,11 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
     xadd(&mut conn, "b-3", "killed", "sbx-b2", &team_b);
     let late = receiver.collect(1, Duration::from_secs(3));
     assert!(late.is_empty(), "delivered after removal: {late:#?}");
+    let metrics = common::http_get(port, "/metrics").1;
+    assert!(
+        !metrics.contains("e2b_webhook_registered_webhook_info{"),
+        "{metrics}"
+    );
 
     // Enabled again, B is served again and receives new events.
     let patch = json!({"enabled": true});

@@ -151,6 +151,11 @@ fn the_job_rendered_by_terraforms_templatefile_is_a_valid_jobspec_without_secret
         "http://localhost:4317",
         "metrics go to E2B's node collector"
     );
+    assert_eq!(
+        attr(env.body(), "LOGS_COLLECTOR_ADDRESS"),
+        "http://localhost:30006",
+        "log lines go to E2B's node logs collector"
+    );
     // Every env key is a setting the binary reads.
     let help = common::output(common::emitter().args(["run", "--help"])).1;
     for a in env.body().attributes() {

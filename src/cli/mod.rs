@@ -9,13 +9,16 @@ mod status;
 mod webhook_tools;
 
 use crate::config::{ConfigError, RunArgs, RunConfig};
+use crate::server::logs::{LogShipper, ShipLayer};
 use anyhow::Context;
 use backfill::BackfillArgs;
 use clap::{Parser, Subcommand};
 use dead_letters::DeadLettersCommand;
 use outbox::OutboxCommand;
+use prometheus_client::metrics::counter::Counter;
 use status::StatusArgs;
 use std::process::ExitCode;
+use std::time::Duration;
 use webhook_tools::{ReceiveArgs, SendTestArgs, SignArgs, VerifyArgs};
 
 /// Signed webhooks for every sandbox lifecycle change of a self-hosted E2B cluster.
@@ -86,7 +89,34 @@ pub fn main(cli: Cli) -> ExitCode {
     } else {
         "info"
     };
-    init_logging(&cli.log_format, default_level);
+    // One process-wide TLS provider for reqwest and redis (ring: no C toolchain beyond gcc),
+    // installed before the log shipper's client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // `run` may also ship its log lines to E2B's logs collector; the layer is part of the
+    // subscriber, so the setting is read before logging starts.
+    let log_lines_dropped = Counter::default();
+    let mut shipper = None;
+    if let Command::Run(args) = &cli.command {
+        match crate::config::log_shipping(&args.logs_collector) {
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            Ok(None) => {}
+            Ok(Some(settings)) => match LogShipper::start(settings, log_lines_dropped.clone()) {
+                Ok(started) => shipper = Some(started),
+                Err(e) => {
+                    eprintln!("error: cannot start the log shipper: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        }
+    }
+    init_logging(
+        &cli.log_format,
+        default_level,
+        shipper.as_mut().and_then(LogShipper::layer),
+    );
     if matches!(
         cli.command,
         Command::Status(_)
@@ -98,9 +128,7 @@ pub fn main(cli: Cli) -> ExitCode {
     ) {
         end_quietly_on_a_closed_pipe();
     }
-    // One process-wide TLS provider for reqwest and redis (ring: no C toolchain beyond gcc).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match dispatch(cli.command) {
+    let code = match dispatch(cli.command, log_lines_dropped) {
         Ok(code) => code,
         Err(e) => {
             if let Some(config) = e.downcast_ref::<ConfigError>() {
@@ -113,7 +141,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    };
+    if let Some(shipper) = shipper {
+        shipper.stop(Duration::from_secs(3));
     }
+    code
 }
 
 /// `dead-letters list --json | head` closes the pipe early; a one-shot command then ends
@@ -126,19 +158,27 @@ fn end_quietly_on_a_closed_pipe() {
     }
 }
 
-fn init_logging(format: &str, default_level: &str) {
+fn init_logging(format: &str, default_level: &str, ship: Option<ShipLayer>) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
-        builder.json().flatten_event(true).init();
+    let stderr = if format == "json" {
+        stderr.json().flatten_event(true).boxed()
     } else {
-        builder.init();
-    }
+        stderr.boxed()
+    };
+    // The filter applies to both: the collector gets the lines stderr gets.
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(ship)
+        .init();
 }
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -148,11 +188,11 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+fn dispatch(command: Command, log_lines_dropped: Counter) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => {
             let config = RunConfig::from_args(&args)?;
-            runtime()?.block_on(crate::service::run(config))?;
+            runtime()?.block_on(crate::service::run(config, log_lines_dropped))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sign(args) => webhook_tools::sign(args),

@@ -3,6 +3,7 @@
 mod auth_provider;
 mod events_api;
 mod file;
+mod logs_collector;
 mod nomad;
 mod redis;
 mod run_args;
@@ -10,6 +11,7 @@ mod teams;
 mod webhook_args;
 
 pub use events_api::{EventsApiArgs, EventsApiConfig};
+pub use logs_collector::{LogsCollectorArgs, log_shipping};
 pub use nomad::{ReconcileConfig, parse_nomad_addr};
 pub use redis::redis_config;
 pub use run_args::RunArgs;

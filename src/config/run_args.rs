@@ -1,6 +1,6 @@
 //! The flags of `run`; every one also reads the environment variable in brackets.
 
-use super::{EventsApiArgs, WebhookArgs};
+use super::{EventsApiArgs, LogsCollectorArgs, WebhookArgs};
 use std::path::PathBuf;
 
 /// Flags of `run`; every one also reads the environment variable in brackets.
@@ -38,7 +38,7 @@ pub struct RunArgs {
         default_value = "create,kill,pause,resume"
     )]
     pub webhook_events: String,
-    /// Redis holding the orchestrator's event stream: host:port as the orchestrator reads it, or redis[s]://[:password@]host:port.
+    /// Redis holding the orchestrator's event stream: host:port as the orchestrator reads it, or a redis:// or rediss:// URL (a password as user-info).
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "ADDR")]
     pub redis_url: Option<String>,
     /// Redis Cluster node, host:port or URL (as the orchestrator reads it); wins over REDIS_URL.
@@ -87,7 +87,7 @@ pub struct RunArgs {
     /// CA certificate (PEM, base64-encoded) that signed Redis's TLS certificate, as the orchestrator reads it.
     #[arg(long, env = "REDIS_TLS_CA_BASE64", value_name = "BASE64")]
     pub redis_tls_ca_base64: Option<String>,
-    /// The teams served (UUIDs, comma-separated): their wh:<team> keys are kept alive, other teams' events and sandboxes are skipped.
+    /// The teams served (UUIDs, comma-separated): their wh:TEAM keys are kept alive, other teams' events and sandboxes are skipped.
     #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
     pub team_ids: String,
     /// Nomad API address, to discover orchestrators (http(s)://, or unix:///…/api.sock).
@@ -187,4 +187,6 @@ pub struct RunArgs {
     pub admin_token: Option<String>,
     #[command(flatten)]
     pub events_api: EventsApiArgs,
+    #[command(flatten)]
+    pub logs_collector: LogsCollectorArgs,
 }

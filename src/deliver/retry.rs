@@ -1,6 +1,6 @@
 //! The retry policy, as data: a schedule of delays, jitter, a maximum age, `Retry-After` bounds.
 
-use rand::Rng;
+use rand::RngExt;
 use serde::Deserialize;
 use std::time::Duration;
 

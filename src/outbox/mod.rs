@@ -121,7 +121,7 @@ impl Outbox {
     }
 
     /// Durably appends events (one fsync for the batch); ids already in the outbox are skipped.
-    /// While the outbox cannot be written, waits (see [`Self::write_waiting`]).
+    /// While the outbox cannot be written, waits (see `write_waiting`).
     pub async fn append(
         &self,
         source: &'static str,

@@ -213,7 +213,7 @@ pub(super) fn readable(dir: &Path) -> Result<Readable, OutboxError> {
     }
 }
 
-/// Where [`move_aside`] put a store.
+/// Where `move_aside` put a store.
 #[derive(Debug)]
 pub struct MovedAside {
     /// The database file's new name.

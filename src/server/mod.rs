@@ -5,6 +5,7 @@
 //! `/status` needs the admin token.
 
 pub mod listen;
+pub mod logs;
 pub mod otlp;
 
 use crate::admin::auth::{self, AdminToken, Admission};

@@ -22,9 +22,13 @@ use std::time::Duration;
 /// How long in-flight deliveries may finish after SIGTERM (Nomad's kill_timeout must be longer).
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
-/// Runs the service until SIGTERM or SIGINT; a second signal exits at once.
-pub async fn run(config: RunConfig) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+/// Runs the service until SIGTERM or SIGINT; a second signal exits at once. `log_lines_dropped`
+/// is the log shipper's counter (started with logging, before the service), exported here.
+pub async fn run(
+    config: RunConfig,
+    log_lines_dropped: prometheus_client::metrics::counter::Counter,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::with_log_lines_dropped(log_lines_dropped));
     // Series for every configured source exist before the first scrape (endpoints: `Pipeline`).
     if config.events_file.is_some() {
         metrics.prepare_source("file");
@@ -61,7 +65,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     // With Redis, instances share the consumer group and only the lease holder delivers.
     let leadership = match &config.redis {
         Some(redis) => Leadership::standby(redis.consumer.clone()),
-        None => Leadership::always_active(),
+        None => {
+            // Alone, without a shared lease, this instance is the one delivering.
+            metrics.leader.set(1);
+            Leadership::always_active()
+        }
     };
     let mut pipeline = Pipeline::start_with(
         &config.data_dir,

@@ -96,6 +96,9 @@ struct Running {
     task: JoinHandle<()>,
     /// Registered webhooks have no operator pause; the switch stays off.
     _pause: watch::Sender<bool>,
+    /// Its endpoint id and team, as `registered_webhook_info` exports them.
+    endpoint: String,
+    team: Uuid,
 }
 
 impl WebhookRegistry {
@@ -259,6 +262,9 @@ impl WebhookRegistry {
     /// Stops the dispatcher of `id`, letting its in-flight attempts finish.
     async fn stop(&mut self, id: Uuid) {
         if let Some(running) = self.running.remove(&id) {
+            self.outbox
+                .metrics()
+                .registered_webhook_gone(&running.endpoint, &running.team.to_string());
             running.stop.cancel();
             let _ = running.task.await;
         }
@@ -268,6 +274,9 @@ impl WebhookRegistry {
         let endpoint = self.endpoint(registration)?;
         self.outbox.set_route(Route::from(&endpoint));
         self.outbox.metrics().prepare_endpoint(&endpoint.id);
+        self.outbox
+            .metrics()
+            .registered_webhook(&endpoint.id, &registration.webhook.team_id.to_string());
         let (pause, paused) = watch::channel(false);
         let id = endpoint.id.clone();
         let dispatcher = Dispatcher::new(
@@ -296,6 +305,8 @@ impl WebhookRegistry {
             stop,
             task,
             _pause: pause,
+            endpoint: endpoint_id(registration.webhook.id),
+            team: registration.webhook.team_id,
         })
     }
 

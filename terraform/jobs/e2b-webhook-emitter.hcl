@@ -216,6 +216,12 @@ job "${job_name}" {
         OTEL_EXPORTER_OTLP_ENDPOINT = "${otel_endpoint}"
         %{~ endif }
 
+        # Log lines also go to the node's logs collector (E2B's Vector), as
+        # E2B's services send theirs; stderr stays.
+        %{~ if logs_collector != "" }
+        LOGS_COLLECTOR_ADDRESS = "${logs_collector}"
+        %{~ endif }
+
         # A directory of its own in the sticky alloc/data: one that an
         # earlier version wrote as root holds files this user cannot open,
         # and stays aside (its undelivered entries are pending in Redis).

@@ -42,6 +42,8 @@ pub fn emitter() -> Command {
         "OUTBOX_EXCLUSIVE",
         "ADMIN_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "LOGS_COLLECTOR_ADDRESS",
+        "LOGS_COLLECTOR_QUEUE",
         "POSTGRES_CONNECTION_STRING",
         "DATABASE_URL",
         "API_LISTEN_ADDR",

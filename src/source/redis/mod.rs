@@ -3,12 +3,12 @@
 //! trims what the group has finished.
 //!
 //! The group's pending list is the shared record of undelivered work. An entry is acknowledged
-//! (`XACK`, by [`sync`]) only once its event has been delivered — or dead-lettered, the dead
+//! (`XACK`, by `sync`) only once its event has been delivered — or dead-lettered, the dead
 //! letter copied to Redis — for every endpoint that wants it; until then it stays pending, and a
 //! lost node loses nothing Redis holds. The local outbox keeps its own durable copy of what was
 //! read, so a Redis that restarts without its data loses nothing already read either.
 //!
-//! Only the instance holding the leader lease ([`lease`]) reads and delivers. When it becomes
+//! Only the instance holding the leader lease (`lease`) reads and delivers. When it becomes
 //! active it first claims every entry pending in the group, whoever read it, in stream order
 //! (`XAUTOCLAIM` from `0-0` with no minimum idle time), and only then reads new ones: a new
 //! instance — or the same one under a new consumer name — never delivers a sandbox's new event
