@@ -352,7 +352,10 @@ fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
     assert_eq!(items["postgres_connection_string"], POSTGRES);
     assert_eq!(items["redis_url"], "redis.service.consul:6379");
     assert_eq!(items["redis_tls_enabled"], "false");
-    assert_eq!(items["auth_provider_config"], AUTH_JSON, "E2B's own, unescaped");
+    assert_eq!(
+        items["auth_provider_config"], AUTH_JSON,
+        "E2B's own, unescaped"
+    );
     assert!(jobspec.contains("AUTH_PROVIDER_CONFIG={{"));
     assert!(items.get("redis_cluster_url").is_none(), "{items}");
     assert!(items.get("webhook_secret").is_none(), "{items}");
