@@ -50,19 +50,15 @@ fn is_time(value: &Value) -> bool {
         .is_some_and(|s| s.parse::<jiff::Timestamp>().is_ok())
 }
 
-/// One orchestrator-shaped stream entry with a UUID id, as the orchestrator writes them.
-fn xadd(
-    conn: &mut redis::Connection,
-    kind: &str,
-    sandbox: &str,
-    team: &str,
-    second: u32,
-) -> String {
+/// One orchestrator-shaped stream entry with a UUID id, as the orchestrator writes them, dated
+/// now (the history keeps `EVENTS_TTL_DAYS`: an older date would be pruned).
+fn xadd(conn: &mut redis::Connection, kind: &str, sandbox: &str, team: &str) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     let payload = json!({
         "id": id, "version": "v2", "type": format!("sandbox.lifecycle.{kind}"),
-        "timestamp": format!("2026-12-06T09:00:{second:02}Z"),
-        "event_category": "", "event_label": "", "event_data": {"sandbox_metadata": {"page": "dashboard"}},
+        "timestamp": jiff::Timestamp::now().to_string(),
+        "event_category": "", "event_label": "",
+        "event_data": {"sandbox_metadata": {"page": "dashboard"}},
         "sandbox_id": sandbox, "sandbox_execution_id": "exec-1", "sandbox_template_id": "base",
         "sandbox_build_id": "0f5c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "sandbox_team_id": team,
     });
@@ -176,9 +172,9 @@ fn the_dashboards_calls_get_the_documents_answers() {
         "the team's gate key; log:\n{}",
         emitter.log_text()
     );
-    let created_id = xadd(&mut conn, "created", "isb-dash", &team, 1);
-    let paused_id = xadd(&mut conn, "paused", "isb-dash", &team, 2);
-    let killed_id = xadd(&mut conn, "killed", "isb-dash", &team, 3);
+    let created_id = xadd(&mut conn, "created", "isb-dash", &team);
+    let paused_id = xadd(&mut conn, "paused", "isb-dash", &team);
+    let killed_id = xadd(&mut conn, "killed", "isb-dash", &team);
     let got = receiver.collect(2, Duration::from_secs(60));
     assert_eq!(got.len(), 2, "{got:#?}\nlog:\n{}", emitter.log_text());
     assert!(
