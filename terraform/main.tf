@@ -99,6 +99,10 @@ resource "nomad_variable" "secrets" {
       error_message = "auth_provider_config accepts users' tokens on the events API, which is off: set postgres_connection_string, or remove auth_provider_config."
     }
     precondition {
+      condition     = length(var.api_trusted_proxies) == 0 || local.events_api
+      error_message = "api_trusted_proxies is for the events API, which is off: set postgres_connection_string, or remove api_trusted_proxies."
+    }
+    precondition {
       condition     = var.ingress_host_rule == "" || local.events_api
       error_message = "ingress_host_rule routes the events API, which is off: set postgres_connection_string, or remove ingress_host_rule."
     }
@@ -131,6 +135,7 @@ resource "nomad_job" "emitter" {
     ingress_host_rule    = var.ingress_host_rule
     ingress_entrypoint   = var.ingress_entrypoint
     ingress_priority     = var.ingress_priority
+    trusted_proxies      = join(",", var.api_trusted_proxies)
     cpu_mhz              = var.cpu_mhz
     memory_mb            = var.memory_mb
     disk_mb              = var.disk_mb

@@ -287,6 +287,17 @@ variable "ingress_host_rule" {
   }
 }
 
+variable "api_trusted_proxies" {
+  description = "CIDRs of the proxies in front of the events API (E2B's Traefik: the cluster's private ranges) whose X-Forwarded-For names the client: the limit on refused API keys then counts each client, not the proxy every team shares. Empty: the peer address is the client."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.api_trusted_proxies : can(cidrhost(c, 0))])
+    error_message = "Every entry of api_trusted_proxies must be a CIDR such as 10.0.0.0/8."
+  }
+}
+
 variable "ingress_entrypoint" {
   description = "Traefik entrypoint of the events API's router: E2B's public one is \"web\"."
   type        = string

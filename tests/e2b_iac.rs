@@ -344,6 +344,12 @@ fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
         "{tags}"
     );
     assert!(tags.contains("priority=600"), "{tags}");
+    // Traefik's X-Forwarded-For is believed from the nodes' private ranges.
+    let env = tf::block(task.body(), "env");
+    assert_eq!(
+        attr(env.body(), "API_TRUSTED_PROXIES"),
+        "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+    );
     // Registered webhooks only: no operator endpoint.
     assert!(!jobspec.contains("WEBHOOK_URL"));
     // The secrets reach the Nomad Variable, from E2B's Postgres secret and the orchestrator's

@@ -319,6 +319,53 @@ fn failed_keys_are_rate_limited_and_private_ranges_can_be_allowed() {
         api_call(port, "GET", "/events/webhooks", Some(&key), None).0,
         429
     );
+    // Naming another client does not help where no proxy is trusted.
+    assert_eq!(list_as(port, &key, "198.51.100.1"), 429);
+}
+
+/// `GET /events/webhooks` with `key`, the request saying it was forwarded for `client`.
+fn list_as(port: u16, key: &str, client: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/events/webhooks"))
+            .header("X-API-Key", key)
+            .header("X-Forwarded-For", client)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+#[test]
+fn behind_a_trusted_proxy_one_clients_bad_keys_throttle_that_client_only() {
+    let pg = PostgresServer::start();
+    let (_team, key) = pg.add_team("proxied");
+    let port = free_port();
+    // The test stands in for E2B's Traefik: it connects from loopback and says for whom.
+    let _emitter = start_emitter(
+        &pg,
+        port,
+        &[("API_TRUSTED_PROXIES", "127.0.0.0/8")],
+        "proxied.log",
+    );
+    wait_for_api(port, &key);
+    let wrong = format!("e2b_{}", "ef".repeat(20));
+    let statuses: Vec<u16> = (0..25)
+        .map(|_| list_as(port, &wrong, "203.0.113.5"))
+        .collect();
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    // That client cools down; every other team's clients behind the same proxy go on.
+    assert_eq!(list_as(port, &key, "203.0.113.5"), 429);
+    assert_eq!(list_as(port, &key, "203.0.113.6"), 200);
+    // What a client wrote itself, left of what the proxy appended, is not believed.
+    assert_eq!(list_as(port, &key, "203.0.113.6, 203.0.113.5"), 429);
 }
 
 #[test]

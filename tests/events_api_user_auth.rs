@@ -225,8 +225,8 @@ impl Fixture {
         wait_for_api(port, &key_a);
         let hook_a = register(port, &key_a, "https://hooks.example.com/alpha");
         let hook_b = register(port, &key_b, "https://hooks.example.com/beta");
-        assert_eq!(hook_a["teamID"], team_a.as_str());
-        assert_eq!(hook_b["teamID"], team_b.as_str());
+        assert_eq!(hook_a["teamId"], team_a.as_str());
+        assert_eq!(hook_b["teamId"], team_b.as_str());
         Self {
             pg,
             key,
@@ -278,7 +278,7 @@ fn a_members_token_reads_its_team_only_and_every_bad_token_is_refused() {
     let reply = get_as(port, "/events/webhooks", Some(&token), Some(&team_a), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.body, json!([hook_a]));
-    assert_eq!(reply.body[0]["teamID"], team_a.as_str());
+    assert_eq!(reply.body[0]["teamId"], team_a.as_str());
     let reply = get_as(
         port,
         &format!("/events/webhooks/{id_a}"),
@@ -459,7 +459,7 @@ fn a_members_token_reads_its_team_only_and_every_bad_token_is_refused() {
         None,
     );
     assert_eq!(reply.status, 201, "{}", reply.text);
-    assert_eq!(reply.body["teamID"], team_a.as_str());
+    assert_eq!(reply.body["teamId"], team_a.as_str());
     assert_eq!(
         pg.psql(&format!(
             "SELECT count(*) FROM webhook_emitter.webhooks WHERE team_id = '{team_b}'"

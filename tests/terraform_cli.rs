@@ -199,6 +199,7 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
     vars["postgres_connection_string"] = "postgresql://e2b:PG-SECRET@db:5432/e2b ".into();
     vars["ingress_host_rule"] = "HostRegexp(`api.{domain:.+}`)".into();
     vars["node_pool_size"] = 1.into();
+    vars["api_trusted_proxies"] = serde_json::json!(["10.0.0.0/8", "192.168.0.0/16"]);
     vars["webhook_ca_pem"] =
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into();
     let jobspec = scratch.render(vars.clone());
@@ -236,6 +237,10 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
     assert_eq!(attr(task.body(), "user"), "nobody");
     let env = tf::block(task.body(), "env");
     assert_eq!(attr(env.body(), "API_LISTEN_ADDR"), "${NOMAD_ADDR_api}");
+    assert_eq!(
+        attr(env.body(), "API_TRUSTED_PROXIES"),
+        "10.0.0.0/8,192.168.0.0/16"
+    );
     assert_eq!(
         attr(env.body(), "WEBHOOK_CA_FILE"),
         "${NOMAD_SECRETS_DIR}/webhook-ca.pem"
@@ -401,6 +406,16 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
         &scratch,
         with("auth_provider_config", "jwt".into()),
         "The auth_provider_config must be empty or E2B's AUTH_PROVIDER_CONFIG JSON",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("api_trusted_proxies", serde_json::json!(["traefik"])),
+        "Every entry of api_trusted_proxies must be a CIDR",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("api_trusted_proxies", serde_json::json!(["10.0.0.0/8"])),
+        "api_trusted_proxies is for the events API, which is off",
     );
     assert_plan_fails(
         &scratch,

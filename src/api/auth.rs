@@ -45,10 +45,16 @@ impl FromRequestParts<EventsApi> for Team {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &EventsApi) -> Result<Self, ApiError> {
-        let client = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let forwarded_for = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let client = api.proxies.client(peer, forwarded_for);
         if api.failures.blocked_for(client, Instant::now()).is_some() {
             return Err(ApiError::TooManyFailures);
         }

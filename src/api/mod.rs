@@ -15,6 +15,7 @@ pub use error::not_found;
 
 use crate::postgres::Database;
 use crate::user_auth::UserTokens;
+use crate::util::client_address::TrustedProxies;
 use crate::util::destination::DestinationPolicy;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
@@ -35,17 +36,25 @@ pub struct EventsApi {
     pub destinations: DestinationPolicy,
     /// The issuers whose users' bearer tokens are accepted.
     users: Arc<UserTokens>,
+    /// Proxies whose `X-Forwarded-For` names the client the failure throttle counts.
+    proxies: TrustedProxies,
     failures: Arc<crate::util::failure_throttle::FailureThrottle>,
 }
 
 impl EventsApi {
     /// The API over `database`, refusing webhook URLs that `destinations` refuses, accepting the
-    /// bearer tokens `users` accepts.
-    pub fn new(database: Database, destinations: DestinationPolicy, users: UserTokens) -> Self {
+    /// bearer tokens `users` accepts, counting refusals per client behind `proxies`.
+    pub fn new(
+        database: Database,
+        destinations: DestinationPolicy,
+        users: UserTokens,
+        proxies: TrustedProxies,
+    ) -> Self {
         Self {
             database,
             destinations,
             users: Arc::new(users),
+            proxies,
             failures: Arc::new(crate::util::failure_throttle::FailureThrottle::new(
                 KEY_FAILURES_PER_MINUTE,
             )),

@@ -34,6 +34,15 @@ pub struct EventsApiArgs {
         value_name = "CIDRS"
     )]
     pub api_allow_private_cidrs: String,
+    /// Proxies in front of the API whose X-Forwarded-For names the client (CIDRs, comma-separated),
+    /// e.g. E2B's Traefik: per-client limits then count clients, not the proxy.
+    #[arg(
+        long,
+        env = "API_TRUSTED_PROXIES",
+        default_value = "",
+        value_name = "CIDRS"
+    )]
+    pub api_trusted_proxies: String,
     /// Days the lifecycle history (GET /events/sandboxes) keeps an event.
     #[arg(
         long,
@@ -58,6 +67,8 @@ pub struct EventsApiConfig {
     pub listen: Option<SocketAddr>,
     /// Private ranges registered webhooks may reach.
     pub allow_private: Vec<IpNet>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// Attempt timeout of registered webhooks (`WEBHOOK_TIMEOUT`).
     pub delivery_timeout: Duration,
     /// Bytes of a registered webhook's response read at most (`RESPONSE_BODY_LIMIT`).
@@ -97,6 +108,10 @@ pub(super) fn events_api_config(
                     !args.api_allow_private_cidrs.trim().is_empty(),
                     "API_ALLOW_PRIVATE_CIDRS (--api-allow-private-cidrs)",
                 ),
+                (
+                    !args.api_trusted_proxies.trim().is_empty(),
+                    "API_TRUSTED_PROXIES (--api-trusted-proxies)",
+                ),
                 (!token_issuers.is_empty(), auth_provider::SETTING),
             ] {
                 if set {
@@ -121,20 +136,14 @@ pub(super) fn events_api_config(
             )
         })?),
     };
-    let allow_private = args
-        .api_allow_private_cidrs
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|raw| {
-            raw.parse::<IpNet>().map_err(|_| {
-                ConfigError::new(
-                    "API_ALLOW_PRIVATE_CIDRS (--api-allow-private-cidrs)",
-                    format!("{raw:?} is not a CIDR such as 10.20.0.0/16"),
-                )
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let allow_private = cidrs(
+        &args.api_allow_private_cidrs,
+        "API_ALLOW_PRIVATE_CIDRS (--api-allow-private-cidrs)",
+    )?;
+    let trusted_proxies = cidrs(
+        &args.api_trusted_proxies,
+        "API_TRUSTED_PROXIES (--api-trusted-proxies)",
+    )?;
     if args.events_ttl_days == 0 {
         return Err(ConfigError::new(
             "EVENTS_TTL_DAYS (--events-ttl-days)",
@@ -146,10 +155,27 @@ pub(super) fn events_api_config(
         database,
         listen,
         allow_private,
+        trusted_proxies,
         delivery_timeout,
         response_body_limit,
         token_issuers,
     }))
+}
+
+/// A comma-separated list of CIDRs; `setting` names it in a refusal.
+fn cidrs(list: &str, setting: &str) -> Result<Vec<IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|raw| {
+            raw.parse::<IpNet>().map_err(|_| {
+                ConfigError::new(
+                    setting,
+                    format!("{raw:?} is not a CIDR such as 10.20.0.0/16"),
+                )
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -179,6 +205,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(enabled.allow_private.len(), 2);
+        assert!(enabled.trusted_proxies.is_empty());
         assert_eq!(enabled.listen, Some("0.0.0.0:8080".parse().unwrap()));
         let fallback = EventsApiArgs {
             database_url: Some("postgres://db/e2b".into()),
@@ -198,6 +225,16 @@ mod tests {
                 .unwrap_err()
                 .setting
                 .starts_with("API_ALLOW_PRIVATE_CIDRS")
+        );
+        let bad_proxy = EventsApiArgs {
+            api_trusted_proxies: "traefik".into(),
+            ..args(Some("postgresql://db/postgres"))
+        };
+        assert!(
+            on(&bad_proxy)
+                .unwrap_err()
+                .setting
+                .starts_with("API_TRUSTED_PROXIES")
         );
         let orphan = EventsApiArgs {
             api_listen_addr: Some("0.0.0.0:1".into()),

@@ -7,6 +7,7 @@ use crate::config::{ConfigError, RunConfig};
 use crate::postgres::Database;
 use crate::postgres::event_history::HistoryWriter;
 use crate::server::listen::{self, ConnectionLimits};
+use crate::util::client_address::TrustedProxies;
 use crate::util::destination::DestinationPolicy;
 
 use super::Pipeline;
@@ -108,7 +109,8 @@ pub async fn start(
             "events API: users' bearer tokens accepted (with X-Team-ID)"
         );
     }
-    let routes = api::router(EventsApi::new(database, destinations, users));
+    let proxies = TrustedProxies::new(config.trusted_proxies.clone());
+    let routes = api::router(EventsApi::new(database, destinations, users, proxies));
     let Some(addr) = config.listen else {
         tracing::info!("events API (/events/webhooks) on LISTEN_ADDR");
         return Ok(Started {

@@ -1,6 +1,7 @@
 //! Small helpers every layer may use; nothing here imports another module of the crate.
 
 pub mod backoff;
+pub mod client_address;
 pub mod destination;
 pub mod error;
 pub mod failure_throttle;

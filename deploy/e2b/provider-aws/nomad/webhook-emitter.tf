@@ -133,6 +133,9 @@ module "webhook_emitter" {
 
   # E2B's root hands its Postgres to the API job only (iac/provider-aws/main.tf).
   postgres_connection_string = try(local.webhook_emitter_config.events_api, true) ? lookup(var.api_env_vars, "POSTGRES_CONNECTION_STRING", "") : ""
+  # E2B's Traefik reaches the API from the nodes' private addresses; its X-Forwarded-For names
+  # the client, so one client's refused keys do not throttle every team.
+  api_trusted_proxies = try(local.webhook_emitter_config.events_api, true) ? ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"] : []
   # Users' tokens as E2B's API accepts them: its own AUTH_PROVIDER_CONFIG, which E2B's
   # root escapes for the api jobspec (iac/provider-gcp/main.tf, api_env_vars).
   auth_provider_config = try(local.webhook_emitter_config.events_api, true) ? nonsensitive(replace(lookup(var.api_env_vars, "AUTH_PROVIDER_CONFIG", ""), "\\\"", "\"")) : ""
