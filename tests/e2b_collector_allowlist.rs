@@ -272,24 +272,12 @@ fn names_pushed_over_otlp() -> BTreeSet<String> {
             .add_service(MetricsServiceServer::new(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    // The receiver refuses one sandbox's events for good (400): a dead letter after the retry
-    // policy of the config file below.
-    let receiver = common::TestReceiver::start(
-        0,
-        SECRET,
-        Arc::new(|_, sandbox, _| if sandbox == "isb00000" { 400 } else { 200 }),
-    );
     let dir = tempfile::tempdir().unwrap();
-    let (mut events, _) = common::lifecycle_ndjson(3, 2);
-    events.push_str("not an event\n");
-    let events_file = dir.path().join("events.ndjson");
-    std::fs::write(&events_file, events).unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n",
-    )
-    .unwrap();
+    let common::Activity {
+        receiver,
+        events_file,
+        config,
+    } = common::Activity::prepare(dir.path(), SECRET);
     let listen = common::free_port();
     let _emitter = common::RunningEmitter::start_with_env(
         &[

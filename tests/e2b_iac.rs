@@ -206,6 +206,11 @@ impl Tree {
         let mut vars = self.cloud.inputs(api_nodes);
         vars["stub_config"] = config.into();
         vars["stub_secret"] = secret.into();
+        self.plan_vars(&vars).map(|(plan, _)| plan)
+    }
+
+    /// `terraform plan` with `vars`: the plan as JSON and what `plan` printed, or the failed plan.
+    fn plan_vars(&self, vars: &Value) -> Result<(Value, String), Output> {
         let file = self.dir.path().join("case.tfvars.json");
         std::fs::write(&file, vars.to_string()).unwrap();
         let plan_file = self.dir.path().join("case.tfplan");
@@ -222,7 +227,10 @@ impl Tree {
         }
         let shown = self.run(&["show", "-json", plan_file.to_str().unwrap()]);
         assert!(shown.status.success(), "{}", stderr(&shown));
-        Ok(serde_json::from_slice(&shown.stdout).unwrap())
+        Ok((
+            serde_json::from_slice(&shown.stdout).unwrap(),
+            stdout(&plan),
+        ))
     }
 
     fn plan_fails(&self, config: &str, secret: &str, message: &str) {
@@ -401,22 +409,10 @@ fn on_gcp_the_operators_endpoint_and_managed_redis_follow_e2bs_secrets() {
     });
     vars["stub_config"] = config.into();
     vars["stub_secret"] = format!("{SIGNING_SECRET}\n").into();
-    let file = tree.dir.path().join("managed.tfvars.json");
-    std::fs::write(&file, vars.to_string()).unwrap();
-    let plan_file = tree.dir.path().join("managed.tfplan");
-    let plan = tree.run(&[
-        "plan",
-        "-input=false",
-        "-no-color",
-        "-lock=false",
-        &format!("-var-file={}", file.display()),
-        &format!("-out={}", plan_file.display()),
-    ]);
-    assert!(plan.status.success(), "{}", stderr(&plan));
-    let text = stdout(&plan);
+    let (plan, text) = tree
+        .plan_vars(&vars)
+        .unwrap_or_else(|p| panic!("{}", stderr(&p)));
     assert!(!text.contains(SIGNING_SECRET) && !text.contains("U0FNUExFLUNB"));
-    let shown = tree.run(&["show", "-json", plan_file.to_str().unwrap()]);
-    let plan: Value = serde_json::from_slice(&shown.stdout).unwrap();
 
     let jobspec = planned_input(&plan, JOB)["jobspec"]
         .as_str()

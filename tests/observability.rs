@@ -14,7 +14,6 @@ mod redis_server;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const SECRET: &str = "observability-test-secret";
@@ -319,22 +318,12 @@ fn exported_names() -> BTreeSet<String> {
     let pg = postgres::PostgresServer::start();
     let redis = redis_server::RedisServer::start();
     let (team, key) = pg.add_team("observability");
-    let receiver = common::TestReceiver::start(
-        0,
-        SECRET,
-        Arc::new(|_, sandbox, _| if sandbox == "isb00000" { 400 } else { 200 }),
-    );
     let dir = tempfile::tempdir().unwrap();
-    let (mut events, _) = common::lifecycle_ndjson(3, 2);
-    events.push_str("not an event\n");
-    let events_file = dir.path().join("events.ndjson");
-    std::fs::write(&events_file, events).unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n",
-    )
-    .unwrap();
+    let common::Activity {
+        receiver,
+        events_file,
+        config,
+    } = common::Activity::prepare(dir.path(), SECRET);
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let emitter = common::RunningEmitter::start_with_env(

@@ -181,6 +181,42 @@ pub fn output(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// Inputs that make the binary do a bit of everything it counts: a receiver that refuses one
+/// sandbox's events (`isb00000`) for good with 400, an events file of three sandboxes'
+/// lifecycles and one malformed line, and a config file whose retry policy dead-letters the
+/// refused events within a second.
+pub struct Activity {
+    pub receiver: TestReceiver,
+    pub events_file: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Activity {
+    /// Starts the receiver (verifying with `secret`) and writes the files into `dir`.
+    pub fn prepare(dir: &std::path::Path, secret: &str) -> Self {
+        let receiver = TestReceiver::start(
+            0,
+            secret,
+            std::sync::Arc::new(|_, sandbox, _| if sandbox == "isb00000" { 400 } else { 200 }),
+        );
+        let (mut events, _) = lifecycle_ndjson(3, 2);
+        events.push_str("not an event\n");
+        let events_file = dir.join("events.ndjson");
+        std::fs::write(&events_file, events).unwrap();
+        let config = dir.join("c.toml");
+        std::fs::write(
+            &config,
+            "[retry]\nschedule = [\"100ms\"]\nmax_age = \"1s\"\n",
+        )
+        .unwrap();
+        Self {
+            receiver,
+            events_file,
+            config,
+        }
+    }
+}
+
 /// One request the test receiver answered 2xx.
 #[derive(Debug, Clone)]
 pub struct Delivery {
