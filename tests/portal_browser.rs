@@ -198,18 +198,21 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
     );
     wait_for_api(port, &key_a);
     let receiver_url = format!("http://127.0.0.1:{receiver_port}/hook?token=receiver-query-secret");
-    let (status, webhook_b) = api_call(
-        port,
-        "POST",
-        "/events/webhooks",
-        Some(&key_b),
-        Some(
-            &json!({"name": "team B's hook", "url": receiver_url, "enabled": true,
-            "events": ["sandbox.lifecycle.created"], "signatureSecret": SECRET_B}),
-        ),
-    );
-    assert_eq!(status, 201, "{webhook_b}");
-    let webhook_b = webhook_b["id"].as_str().unwrap().to_owned();
+    let register_b = || {
+        let (status, created) = api_call(
+            port,
+            "POST",
+            "/events/webhooks",
+            Some(&key_b),
+            Some(
+                &json!({"name": "team B's hook", "url": receiver_url, "enabled": true,
+                "events": ["sandbox.lifecycle.created"], "signatureSecret": SECRET_B}),
+            ),
+        );
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    };
+    let webhook_b = register_b();
 
     let shots = tempfile::tempdir().unwrap();
     let mut node = Command::new("node")
@@ -336,13 +339,26 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
         >= 3));
     expect("team-b-checked");
     assert!(node.wait().unwrap().success());
+    assert_eq!(
+        api_call(
+            port,
+            "GET",
+            &format!("/events/webhooks/{webhook_b}"),
+            Some(&key_b),
+            None
+        )
+        .0,
+        404,
+        "deleted from the page"
+    );
+    let webhook_b = register_b();
 
     // Plain HTTP: a session changes nothing without its CSRF token or from another site, and
     // reaches nothing of another team.
     let (a_cookie, a_csrf) = sign_in(port, &key_a);
     let rename = json!({"name": "renamed"});
-    let path_a = format!("/events/webhooks/{webhook_a}");
-    let path_b = format!("/events/webhooks/{webhook_b}");
+    let path_a = format!("/portal/events/webhooks/{webhook_a}");
+    let path_b = format!("/portal/events/webhooks/{webhook_b}");
     let cookie_only = [("Cookie", a_cookie.as_str())];
     let with_csrf = [
         ("Cookie", a_cookie.as_str()),
@@ -394,7 +410,14 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
         200
     );
     assert_eq!(
-        api_call(port, "GET", &path_b, Some(&key_b), None).1["name"],
+        api_call(
+            port,
+            "GET",
+            path_b.trim_start_matches("/portal"),
+            Some(&key_b),
+            None
+        )
+        .1["name"],
         "team B's hook",
         "team B's webhook is unchanged"
     );
@@ -433,7 +456,7 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
     assert!(
         plain
             .1
-            .contains("HttpOnly; SameSite=Strict; Path=/; Max-Age="),
+            .contains("HttpOnly; SameSite=Strict; Path=/portal; Max-Age="),
         "{}",
         plain.1
     );

@@ -1,7 +1,8 @@
 //! The team portal's session, the third credential the events API takes (after `X-API-Key` and
 //! a bearer token): the portal's sign-in trades a team's API key for a random session id, kept
-//! by the browser in an `HttpOnly`, `SameSite=Strict` cookie scoped to `/` paths of this host
-//! (the page's scripts call `/events/...` with it, so E2B's contract is what the portal speaks).
+//! by the browser in an `HttpOnly`, `SameSite=Strict` cookie scoped to `/portal` — the portal
+//! serves this API under `/portal/events/...` too, so the page speaks E2B's contract while the
+//! cookie never travels to other services on the same host (E2B's own API on `api.<domain>`).
 //!
 //! A session acts for the team of the key it was opened with, while the key exists and the team
 //! is in good standing (`postgres::portal_sessions`). A request that changes anything must also
@@ -52,7 +53,7 @@ pub fn csrf_token(id: &str) -> String {
 pub fn set_cookie(id: &str, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/portal; Max-Age={}{secure}",
         LIFETIME.as_secs()
     )
 }
@@ -60,7 +61,7 @@ pub fn set_cookie(id: &str, secure: bool) -> String {
 /// The `Set-Cookie` value that forgets the session in this browser.
 pub fn clear_cookie(secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}")
+    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/portal; Max-Age=0{secure}")
 }
 
 /// The session id the request's cookie carries.

@@ -1,8 +1,9 @@
 //! The team portal at `/portal/`: the webhook pages E2B's dashboard had (e2b-dev/dashboard
 //! removed them in #518), served beside the events API on its listener, for the team whose API
 //! key signs in. The pages are static assets (`assets`); what they show comes from the events
-//! API itself (`/events/...`), called with the portal session (`api::session`), so the portal
-//! speaks E2B's contract and the API's team scope guards every call. This module adds only what
+//! API itself, mounted again under `/portal` (`/portal/events/...`, where the session cookie is
+//! sent) and called with the portal session (`api::session`), so the portal speaks E2B's
+//! contract and the API's team scope guards every call. This module adds only what
 //! the API lacks: signing in and out (`sign_in`), a test event (`test_event`), checking a URL
 //! against the guard before saving it, and re-sending the team's dead letters (`dead_letters`).
 
@@ -65,8 +66,10 @@ pub fn router(api: EventsApi, settings: PortalSettings) -> axum::Router {
         .route("/portal/api/{*rest}", axum::routing::any(no_such_path))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .layer(axum::middleware::map_response(crate::api::error_bodies));
+    let events_api = axum::Router::new().nest("/portal", crate::api::router(api.clone()));
     own.merge(assets::router())
         .with_state(Portal { api, settings })
+        .merge(events_api)
 }
 
 async fn no_such_path() -> ApiError {

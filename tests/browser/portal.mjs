@@ -61,6 +61,8 @@ try {
   check(await page.evaluate(() => document.cookie === "" && localStorage.length === 0 && sessionStorage.length === 0),
     "nothing the scripts can read holds a credential");
   check((await page.inputValue("#api-key")) === "", "the key is not left in the form");
+  const outside = await page.evaluate(async () => (await fetch("/events/webhooks")).status);
+  check(outside === 401, "the cookie is sent under /portal only: /events answered " + outside);
   say("signed-in");
 
   // Add a webhook in the step dialog, with the keyboard only.
@@ -174,6 +176,9 @@ try {
   await row.waitFor();
   check((await row.locator("td").first().textContent()) === env.HOSTILE_NAME, "the name in the list is text");
   await row.locator("td.total", { hasText: /^[1-9]/ }).waitFor();
+  const shownUrl = await row.locator("td.url").textContent();
+  check(shownUrl.includes("token=•••") && !shownUrl.includes("receiver-query-secret"), "the query secret is masked: " + shownUrl);
+  check(!(await page.textContent("body")).includes("receiver-query-secret"), "no query secret anywhere on the page");
   await page.screenshot({ path: join(shots, "portal-list.png"), fullPage: true });
 
   // The sandbox timeline.
@@ -192,7 +197,7 @@ try {
   await page.click("#sign-out");
   await page.locator("#signin").waitFor({ state: "visible" });
   check(!(await context.cookies()).some((c) => c.name === "e2b_portal"), "the cookie is gone");
-  const after = await page.evaluate(async () => (await fetch("/events/webhooks")).status);
+  const after = await page.evaluate(async () => (await fetch("/portal/events/webhooks")).status);
   check(after === 401, "signed out, the API refuses the browser: " + after);
 
   // Team B in the same browser sees none of team A's webhooks or events.
@@ -202,11 +207,20 @@ try {
   check((await page.locator(`#webhooks tr[data-webhook="${webhookId}"]`).count()) === 0, "team B does not see A's webhook");
   const probes = await page.evaluate(async ({ a, sandbox }) => {
     const status = async (path) => (await fetch(path)).status;
-    return [await status("/events/webhooks/" + a), await status("/events/webhooks/" + a + "/deliveries"),
-      await status("/events/webhooks/" + a + "/stats"), await status("/portal/api/webhooks/" + a + "/dead-letters"),
-      (await (await fetch("/events/sandboxes/" + sandbox)).json()).length];
+    return [await status("/portal/events/webhooks/" + a), await status("/portal/events/webhooks/" + a + "/deliveries"),
+      await status("/portal/events/webhooks/" + a + "/stats"), await status("/portal/api/webhooks/" + a + "/dead-letters"),
+      (await (await fetch("/portal/events/sandboxes/" + sandbox)).json()).length];
   }, { a: webhookId, sandbox: env.SANDBOX_1 });
   check(JSON.stringify(probes) === "[404,404,404,404,0]", "team B reads nothing of A: " + JSON.stringify(probes));
+
+  // Team B deletes its webhook, after a confirmation that names it.
+  await page.locator(`#webhooks tr[data-webhook="${env.WEBHOOK_B}"] a`).click();
+  await page.locator("#view-detail").waitFor({ state: "visible" });
+  await page.click("#delete-webhook");
+  await page.locator("#confirm-dialog[open]").waitFor();
+  check((await page.textContent("#confirm-title")).includes("team B's hook"), "the confirmation names the webhook");
+  await page.click("#confirm-ok");
+  await page.locator("#list-empty").waitFor({ state: "visible" });
   check(errors.length === 0, "no script errors: " + errors.join("; "));
   check(offsite.length === 0, "no request to another host: " + offsite.join(", "));
   say("team-b-checked");

@@ -45,7 +45,7 @@ export async function currentSession() {
   return response.ok ? parse(response) : null;
 }
 
-export const webhookPath = (id, rest = "") => "/events/webhooks/" + encodeURIComponent(id) + rest;
+export const webhookPath = (id, rest = "") => "/portal/events/webhooks/" + encodeURIComponent(id) + rest;
 
 export function query(params) {
   const search = new URLSearchParams();

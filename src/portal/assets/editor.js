@@ -89,8 +89,8 @@ async function save() {
   };
   if (secret) body.signatureSecret = secret;
   const saved = state.webhook
-    ? await call("PATCH", "/events/webhooks/" + encodeURIComponent(state.webhook.id), body)
-    : await call("POST", "/events/webhooks", body);
+    ? await call("PATCH", "/portal/events/webhooks/" + encodeURIComponent(state.webhook.id), body)
+    : await call("POST", "/portal/events/webhooks", body);
   const { saved: done, opener } = state;
   $("editor").close();
   state = null;

@@ -7,7 +7,7 @@ import { $, badge, el, maskUrl, show, shortType, when } from "./dom.js";
 let lastShown = "";
 
 export async function loadWebhooks() {
-  const webhooks = await call("GET", "/events/webhooks");
+  const webhooks = await call("GET", "/portal/events/webhooks");
   const day = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
   const rows = await Promise.all(webhooks.map(async (webhook) => {
     const [stats, failed] = await Promise.all([

@@ -12,7 +12,7 @@ export async function renderTimeline() {
   if (!sandbox) return;
   say("timeline-error", "");
   try {
-    const events = await call("GET", "/events/sandboxes/" + encodeURIComponent(sandbox) + query({ limit: 100, orderAsc: true }));
+    const events = await call("GET", "/portal/events/sandboxes/" + encodeURIComponent(sandbox) + query({ limit: 100, orderAsc: true }));
     const outcomes = await deliveryOutcomes(events);
     $("timeline").replaceChildren(...events.map((event) => el("li", { "data-event": event.id },
       el("div", { class: "group-head" }, badge(shortType(event.type)),
@@ -33,7 +33,7 @@ export async function renderTimeline() {
 async function deliveryOutcomes(events) {
   if (!events.length) return [];
   const start = new Date(new Date(events[0].timestamp).getTime() - 60 * 1000).toISOString();
-  const webhooks = await call("GET", "/events/webhooks");
+  const webhooks = await call("GET", "/portal/events/webhooks");
   return Promise.all(webhooks.map(async (webhook) => {
     const byEvent = new Map();
     const page = await call("GET", webhookPath(webhook.id, "/deliveries") + query({ start, limit: 100, orderAsc: true })).catch(() => ({ data: [] }));
