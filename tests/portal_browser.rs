@@ -183,20 +183,25 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
     )
     .unwrap();
     let (ops, port) = (free_port(), free_port());
-    let running = RunningEmitter::start_with_env(
-        &[],
-        &[
-            ("POSTGRES_CONNECTION_STRING", &pg.url()),
-            ("LISTEN_ADDR", &format!("127.0.0.1:{ops}")),
-            ("API_LISTEN_ADDR", &format!("127.0.0.1:{port}")),
-            ("DATA_DIR", dir.path().join("data").to_str().unwrap()),
-            ("REDIS_URL", &redis.host_port()),
-            ("CONFIG_FILE", config.to_str().unwrap()),
-            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
-        ],
-        dir.path().join("emitter.log"),
-    );
-    wait_for_api(port, &key_a);
+    // An instance on these ports, with its own data directory; both share Postgres and Redis.
+    let instance = |name: &str, ops: u16, port: u16| {
+        let running = RunningEmitter::start_with_env(
+            &[],
+            &[
+                ("POSTGRES_CONNECTION_STRING", &pg.url()),
+                ("LISTEN_ADDR", &format!("127.0.0.1:{ops}")),
+                ("API_LISTEN_ADDR", &format!("127.0.0.1:{port}")),
+                ("DATA_DIR", dir.path().join(name).to_str().unwrap()),
+                ("REDIS_URL", &redis.host_port()),
+                ("CONFIG_FILE", config.to_str().unwrap()),
+                ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
+            ],
+            dir.path().join(format!("{name}.log")),
+        );
+        wait_for_api(port, &key_a);
+        running
+    };
+    let running = instance("first", ops, port);
     let receiver_url = format!("http://127.0.0.1:{receiver_port}/hook?token=receiver-query-secret");
     let register_b = || {
         let (status, created) = api_call(
@@ -467,11 +472,30 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
     let session_id = a_cookie.trim_start_matches("e2b_portal=");
     assert!(sessions.contains(&hex::encode(Sha256::digest(session_id.as_bytes()))));
     assert!(!sessions.contains(session_id) && !sessions.contains(&key_a[4..]));
+    // A second instance (as behind Traefik) knows the session, and signing out there ends it on
+    // the first.
+    let second_port = free_port();
+    let second = instance("second", free_port(), second_port);
     assert_eq!(
-        portal_call(port, "DELETE", "/portal/api/session", &with_csrf, None).0,
+        portal_call(second_port, "GET", &path_a, &cookie_only, None).0,
+        200
+    );
+    assert_eq!(
+        portal_call(
+            second_port,
+            "DELETE",
+            "/portal/api/session",
+            &with_csrf,
+            None
+        )
+        .0,
         204
     );
     assert_eq!(portal_call(port, "GET", &path_a, &cookie_only, None).0, 401);
+    assert_eq!(
+        portal_call(second_port, "GET", &path_a, &cookie_only, None).0,
+        401
+    );
     // Deleting the key ends the sessions opened with it.
     let (still, _) = sign_in(port, &key_b);
     pg.psql(&format!(
@@ -489,7 +513,7 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
         401
     );
 
-    let log = running.log_text();
+    let log = running.log_text() + &second.log_text();
     for secret in [
         &key_a,
         &key_b,

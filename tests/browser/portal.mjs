@@ -36,7 +36,7 @@ try {
   const active = () => page.evaluate(() => { const a = document.activeElement; return a ? a.id || a.dataset.key || a.textContent.trim() : ""; });
   // Presses Tab until `selector` has the focus (keyboard only, as a reader without a mouse).
   const tabTo = async (selector) => {
-    for (let i = 0; i < 60; i++) {
+    for (let i = 0; i < 100; i++) {
       if (await page.evaluate((s) => document.activeElement && document.activeElement.matches(s), selector)) return;
       await page.keyboard.press("Tab");
     }
@@ -113,7 +113,7 @@ try {
   await page.keyboard.press("Enter");
   const first = page.locator(`#delivery-groups li[data-event="${env.EVENT_1}"][data-status="success"]`);
   await first.waitFor();
-  await first.locator(".attempts button").first().focus();
+  await tabTo(`#delivery-groups li[data-event="${env.EVENT_1}"] .attempts button`);
   await page.keyboard.press("Enter");
   const detail = first.locator(".attempt-detail");
   await detail.waitFor({ state: "visible" });
@@ -123,14 +123,21 @@ try {
   say("delivery-seen");
 
   // Rotate the secret; the test sends the next event, which the receiver refuses until later.
-  await page.click("#rotate-secret");
+  // (keyboard only: the confirmation focuses Cancel, the safe answer)
+  await tabTo("#rotate-secret");
+  await page.keyboard.press("Enter");
   await page.locator("#confirm-dialog[open]").waitFor();
   check((await page.textContent("#confirm-title")).includes(env.HOSTILE_NAME), "the confirmation names the webhook");
-  await page.click("#confirm-ok");
+  check((await active()) === "confirm-cancel", "the confirmation focuses Cancel");
+  await tabTo("#confirm-ok");
+  await page.keyboard.press("Enter");
   await page.locator("#secret-dialog[open]").waitFor();
   const rotated = await page.textContent("#secret-value");
   check(rotated !== secret && rotated.length >= 32, "a new secret");
-  await page.click("#secret-done");
+  await tabTo("#secret-done");
+  await page.keyboard.press("Enter");
+  await page.locator("#secret-dialog[open]").waitFor({ state: "detached" });
+  check((await active()) === "rotate-secret", "focus returns to Rotate secret");
   say("rotated " + rotated);
 
   // Failed deliveries: filter them, see the hostile answer as text, re-send the dead letter.
@@ -160,21 +167,51 @@ try {
 
   // The overview chart, and a test event with its answer.
   await page.click("#tab-overview");
-  await page.click('.ranges button[data-range="12h"]');
+  await tabTo('.ranges button[data-range="12h"]');
+  await page.keyboard.press("Enter");
   await page.locator('.ranges button[data-range="12h"][aria-pressed="true"]').waitFor();
   await page.locator("#chart svg g[data-total]:not([data-total='0'])").first().waitFor();
   await page.locator("#chart-summary", { hasText: "deliveries" }).waitFor();
   check(!(await page.textContent("#durations")).includes("—"), "durations are shown");
-  await page.click("#send-test");
+  await tabTo("#send-test");
+  await page.keyboard.press("Enter");
   await page.locator("#test-result", { hasText: "Test event delivered" }).waitFor();
   check((await page.textContent("#test-result")).includes("HTTP 200"), "the test answer's status");
   await page.screenshot({ path: join(shots, "portal-overview.png"), fullPage: true });
 
+  // Disable and enable again; edit the name in the step dialog, keeping the secret.
+  await tabTo("#toggle-enabled");
+  await page.keyboard.press("Enter");
+  await page.locator("#detail-state", { hasText: "disabled" }).waitFor();
+  check((await active()) === "toggle-enabled", "focus stays on the switch");
+  await page.keyboard.press("Enter");
+  await page.locator("#detail-state", { hasText: "enabled" }).waitFor();
+  await tabTo("#edit-webhook");
+  await page.keyboard.press("Enter");
+  await page.locator("#editor[open]").waitFor();
+  check((await page.inputValue("#wh-url")) === env.RECEIVER_URL, "the form holds the webhook");
+  await page.keyboard.press("Enter");
+  await tabTo("#editor-next");
+  await page.keyboard.press("Enter");
+  await page.locator('fieldset[data-step="3"]').waitFor({ state: "visible" });
+  await page.keyboard.press("End");
+  await page.keyboard.type(" (edited)");
+  await page.keyboard.press("Enter");
+  await page.locator('fieldset[data-step="4"]').waitFor({ state: "visible" });
+  check(await page.locator('input[name="secret-mode"][value="keep"]').isChecked(), "editing keeps the secret unless asked");
+  await tabTo("#editor-next");
+  await page.keyboard.press("Enter");
+  await page.locator("#editor[open]").waitFor({ state: "detached" });
+  check((await page.locator("#secret-dialog[open]").count()) === 0, "no secret shown when it was kept");
+  await page.locator("#detail-name", { hasText: "(edited)" }).waitFor();
+  const editedName = env.HOSTILE_NAME + " (edited)";
+
   // The list, with the hostile name as text and the last 24 h counted.
-  await page.click("#nav-webhooks");
+  await tabTo("#nav-webhooks");
+  await page.keyboard.press("Enter");
   const row = page.locator(`#webhooks tr[data-webhook="${webhookId}"]`);
   await row.waitFor();
-  check((await row.locator("td").first().textContent()) === env.HOSTILE_NAME, "the name in the list is text");
+  check((await row.locator("td").first().textContent()) === editedName, "the name in the list is text");
   await row.locator("td.total", { hasText: /^[1-9]/ }).waitFor();
   const shownUrl = await row.locator("td.url").textContent();
   check(shownUrl.includes("token=•••") && !shownUrl.includes("receiver-query-secret"), "the query secret is masked: " + shownUrl);
@@ -182,8 +219,12 @@ try {
   await page.screenshot({ path: join(shots, "portal-list.png"), fullPage: true });
 
   // The sandbox timeline.
-  await page.click("#nav-timeline");
-  await page.fill("#sandbox-id", env.SANDBOX_1);
+  await tabTo("#nav-timeline");
+  await page.keyboard.press("Enter");
+  await page.locator("#view-timeline").waitFor({ state: "visible" });
+  await page.keyboard.press("Tab");
+  check((await active()) === "sandbox-id", "the timeline's field follows its heading");
+  await page.keyboard.type(env.SANDBOX_1);
   await page.keyboard.press("Enter");
   await page.locator(`#timeline li[data-event="${env.EVENT_1}"]`, { hasText: "delivered" }).waitFor();
   for (const width of [1024, 800]) {
@@ -194,7 +235,8 @@ try {
   await page.setViewportSize({ width: 1360, height: 900 });
 
   // Sign out: the session ends on the server too.
-  await page.click("#sign-out");
+  await tabTo("#sign-out");
+  await page.keyboard.press("Enter");
   await page.locator("#signin").waitFor({ state: "visible" });
   check(!(await context.cookies()).some((c) => c.name === "e2b_portal"), "the cookie is gone");
   const after = await page.evaluate(async () => (await fetch("/portal/events/webhooks")).status);

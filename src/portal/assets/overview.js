@@ -25,7 +25,11 @@ export async function renderOverview(webhook) {
   }
   const stats = await call("GET", webhookPath(webhook.id, "/stats") + query({ start: start().toISOString(), end: new Date().toISOString() }));
   $("chart").replaceChildren(chart(stats.buckets));
-  $("chart-summary").textContent = `${stats.total} deliveries, ${stats.failed} failed, in ${stats.buckets.length} buckets`;
+  $("chart-summary").replaceChildren(
+    el("span", { class: "legend ok", text: `${stats.total - stats.failed} delivered` }),
+    el("span", { class: "legend bad", text: `${stats.failed} failed` }),
+    `${stats.total} deliveries in ${stats.buckets.length} buckets`,
+  );
   const d = stats.durationMs;
   $("durations").replaceChildren(
     el("div", {}, el("dt", { text: "Fastest" }), el("dd", { text: ms(d.minimum) })),
