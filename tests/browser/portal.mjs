@@ -254,6 +254,17 @@ try {
       (await (await fetch("/portal/events/sandboxes/" + sandbox)).json()).length];
   }, { a: webhookId, sandbox: env.SANDBOX_1 });
   check(JSON.stringify(probes) === "[404,404,404,404,0]", "team B reads nothing of A: " + JSON.stringify(probes));
+  // From the page itself: a change without the CSRF token is refused; with it, A's webhook is
+  // still not found for B.
+  const writes = await page.evaluate(async ({ a, b }) => {
+    const { csrfToken } = await (await fetch("/portal/api/session")).json();
+    const patch = async (id, headers) => (await fetch("/portal/events/webhooks/" + id, {
+      method: "PATCH", headers: { "Content-Type": "application/json", ...headers }, body: JSON.stringify({ enabled: false }),
+    })).status;
+    return [await patch(b, {}), await patch(b, { "X-CSRF-Token": "0".repeat(64) }), await patch(a, { "X-CSRF-Token": csrfToken }),
+      (await fetch("/portal/api/webhooks/" + a + "/test", { method: "POST", headers: { "X-CSRF-Token": csrfToken } })).status];
+  }, { a: webhookId, b: env.WEBHOOK_B });
+  check(JSON.stringify(writes) === "[403,403,404,404]", "forged and cross-team changes refused: " + JSON.stringify(writes));
 
   // Team B deletes its webhook, after a confirmation that names it.
   await page.locator(`#webhooks tr[data-webhook="${env.WEBHOOK_B}"] a`).click();
