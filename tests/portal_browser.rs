@@ -513,6 +513,21 @@ fn a_team_manages_its_webhooks_in_the_portal_in_chromium_and_sees_only_its_own()
         401
     );
 
+    // Guessing keys at the sign-in is throttled as at the API: after 20 refusals a minute, even
+    // the right key is answered 429 (last, on the second instance: it locks out 127.0.0.1).
+    let guess = |key: &str| {
+        portal_call(
+            second_port,
+            "POST",
+            "/portal/api/session",
+            &[("X-API-Key", key)],
+            None,
+        )
+        .0
+    };
+    let refusals: Vec<u16> = (0..20).map(|_| guess("e2b_00ff")).collect();
+    assert!(refusals.iter().all(|s| *s == 401), "{refusals:?}");
+    assert_eq!(guess(&key_a), 429);
     let log = running.log_text() + &second.log_text();
     for secret in [
         &key_a,
