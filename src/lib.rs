@@ -14,6 +14,7 @@ pub mod health;
 pub mod leadership;
 pub mod metrics;
 pub mod outbox;
+pub mod portal;
 pub mod postgres;
 pub mod receiver;
 pub mod reconcile;

@@ -26,10 +26,11 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["source", "reconcile", "deliver", "postgres", "user_auth"],
     ),
     ("operations", &["admin", "api"]),
+    ("pages", &["portal"]),
     ("app", &["service", "server", "config", "demo", "receiver"]),
     ("binary", &["cli", "main", "lib"]),
 ];
-const APP: usize = 4;
+const APP: usize = 5;
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS

@@ -18,13 +18,15 @@
 //! Every credential refused counts against the client's address in the failure throttle — also
 //! when the other credential passes, or a valid token would let keys be guessed without limit.
 //! A banned or blocked member's 403 does not count. Tokens are never logged or echoed.
+//!
+//! With neither header, the team portal's session cookie (`session`) is the credential.
 
 use super::EventsApi;
 use super::error::ApiError;
 use crate::postgres::api_keys::{KeyOwner, api_key_hash};
 use crate::postgres::user_teams::UserTeam;
 use crate::user_auth::Refusal;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -41,10 +43,15 @@ const TEAM_ID: &str = "x-team-id";
 #[derive(Debug, Clone, Copy)]
 pub struct Team(pub Uuid);
 
-impl FromRequestParts<EventsApi> for Team {
+impl<S> FromRequestParts<S> for Team
+where
+    S: Send + Sync,
+    EventsApi: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, api: &EventsApi) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let api = &EventsApi::from_ref(state);
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -72,6 +79,12 @@ impl FromRequestParts<EventsApi> for Team {
             }
             error
         };
+        if key.is_none()
+            && bearer.is_none()
+            && let Some(session) = super::session::cookie_value(&parts.headers)
+        {
+            return super::session::team(api, parts, session).await;
+        }
         let mut first_refusal = None;
         if key.is_some() || bearer.is_none() {
             match by_api_key(api, key.unwrap_or_default()).await {

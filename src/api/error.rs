@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The user is a member, but the team is banned or blocked (E2B answers 403).
     #[error("{0}")]
     Forbidden(String),
+    /// The portal session expired, was signed out, or its key or team is no longer allowed.
+    #[error("the portal session has ended; sign in again")]
+    SessionEnded,
     /// Too many refused credentials from this client lately.
     #[error("too many requests with invalid credentials; retry later")]
     TooManyFailures,
@@ -61,9 +64,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Invalid { .. } | Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized | Self::InvalidToken | Self::TeamNotAllowed(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::Unauthorized
+            | Self::InvalidToken
+            | Self::TeamNotAllowed(_)
+            | Self::SessionEnded => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound | Self::NoSuchPath => StatusCode::NOT_FOUND,

@@ -2,16 +2,18 @@
 //! `/events/webhooks` (register, list, get, update, delete), `/events/sandboxes` (the lifecycle
 //! history) and, our extension, `/events/webhooks/{id}/deliveries` (the delivery log). Every route
 //! needs a team's `X-API-Key`, or a user's bearer token and the `X-Team-ID` of one of the user's
-//! teams (`auth`); a team sees only its own.
+//! teams (`auth`), or the team portal's session (`session`); a team sees only its own.
 
 mod auth;
 mod error;
 mod sandbox_events;
+pub mod session;
 mod webhook_body;
 mod webhook_deliveries;
 mod webhooks;
 
-pub use error::not_found;
+pub use auth::Team;
+pub use error::{ApiError, error_bodies, not_found};
 
 use crate::postgres::Database;
 use crate::user_auth::UserTokens;
@@ -37,7 +39,7 @@ pub struct EventsApi {
     /// The issuers whose users' bearer tokens are accepted.
     users: Arc<UserTokens>,
     /// Proxies whose `X-Forwarded-For` names the client the failure throttle counts.
-    proxies: TrustedProxies,
+    pub proxies: TrustedProxies,
     failures: Arc<crate::util::failure_throttle::FailureThrottle>,
 }
 

@@ -11,6 +11,7 @@ pub mod delivery_log;
 pub mod delivery_pages;
 pub mod delivery_stats;
 pub mod event_history;
+pub mod portal_sessions;
 pub mod sandbox_events;
 pub mod user_teams;
 pub mod webhooks;

@@ -110,7 +110,18 @@ pub async fn start(
         );
     }
     let proxies = TrustedProxies::new(config.trusted_proxies.clone());
-    let routes = api::router(EventsApi::new(database, destinations, users, proxies));
+    let api = EventsApi::new(database, destinations, users, proxies);
+    // The team portal (/portal/) lives wherever the API does, and only when it is on.
+    let portal = crate::portal::router(
+        api.clone(),
+        crate::portal::PortalSettings {
+            outbox: pipeline.outbox.clone(),
+            shared_dead_letters: run.redis.clone(),
+            timeout: config.delivery_timeout,
+            response_body_limit: config.response_body_limit,
+        },
+    );
+    let routes = api::router(api).merge(portal);
     let Some(addr) = config.listen else {
         tracing::info!("events API (/events/webhooks) on LISTEN_ADDR");
         return Ok(Started {

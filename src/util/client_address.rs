@@ -16,7 +16,8 @@ impl TrustedProxies {
         Self(ranges)
     }
 
-    fn trusts(&self, address: IpAddr) -> bool {
+    /// Whether `address` is one of these proxies.
+    pub fn trusts(&self, address: IpAddr) -> bool {
         self.0.iter().any(|range| range.contains(&address))
     }
 
