@@ -54,11 +54,17 @@ pub async fn start(
         return Ok(Started::default());
     };
     let setting = "POSTGRES_CONNECTION_STRING (or DATABASE_URL)";
-    let database = Database::new(&config.database).map_err(|e| ConfigError::new(setting, e))?;
+    let database = Database::new(&config.database)
+        .map_err(|e| ConfigError::new(setting, e))?
+        .with_secret_keys(config.secret_keys.clone());
     pipeline.spawn_source({
         let (database, token) = (database.clone(), pipeline.shutdown_token());
         async move {
-            database.migrate_until_done(token).await;
+            // A key that does not open the stored secrets ends the service (exit 2) once
+            // Postgres answers: it could deliver to none of those webhooks.
+            database.migrate_until_done(token).await.map_err(|e| {
+                ConfigError::new(crate::postgres::secret_keys::SETTING, e.to_string())
+            })?;
             Ok(())
         }
     });
@@ -110,7 +116,13 @@ pub async fn start(
         );
     }
     let proxies = TrustedProxies::new(config.trusted_proxies.clone());
-    let routes = api::router(EventsApi::new(database, destinations, users, proxies));
+    let routes = api::router(EventsApi::new(
+        database,
+        destinations,
+        config.webhooks_per_team,
+        users,
+        proxies,
+    ));
     let Some(addr) = config.listen else {
         tracing::info!("events API (/events/webhooks) on LISTEN_ADDR");
         return Ok(Started {
