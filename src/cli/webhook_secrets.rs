@@ -49,9 +49,11 @@ pub(super) fn webhook_secrets(command: WebhookSecretsCommand) -> anyhow::Result<
         Err(SealingError::Store(e)) => return Err(e.into()),
     };
     let current = report.current.map(|k| k.to_string()).unwrap_or_default();
-    let mut was: Vec<String> = report
-        .from_keys
-        .iter()
+    // The current key first, then the older ones.
+    let mut by_key: Vec<(&String, &usize)> = report.from_keys.iter().collect();
+    by_key.sort_by_key(|(key, _)| **key != current);
+    let mut was: Vec<String> = by_key
+        .into_iter()
         .map(|(key, rows)| {
             let role = if *key == current { "current" } else { "older" };
             format!("{rows} under key {key} ({role})")

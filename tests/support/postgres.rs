@@ -150,6 +150,31 @@ impl PostgresServer {
         ));
     }
 
+    /// What `pg_dump` (Debian's, beside the server) writes of the whole database, as an operator's
+    /// backup holds it.
+    pub fn dump(&self) -> String {
+        let out = self
+            .command("pg_dump")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .output()
+            .expect("running pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Stops the server at once (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
