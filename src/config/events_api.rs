@@ -55,6 +55,15 @@ pub struct EventsApiArgs {
         value_name = "DAYS"
     )]
     pub events_ttl_days: u32,
+    /// Events the lifecycle history holds in memory while Postgres cannot take them; past this,
+    /// events are left out of it (counted and logged; delivery goes on).
+    #[arg(
+        long,
+        env = "EVENTS_HISTORY_BUFFER",
+        default_value_t = crate::postgres::event_history::DEFAULT_BUFFER,
+        value_name = "EVENTS"
+    )]
+    pub events_history_buffer: usize,
     /// Issuers of users' bearer tokens (`Authorization: Bearer` + `X-Team-ID`), the JSON E2B's API
     /// reads: {"jwt":[{"issuer":{"url","discoveryURL","audiences","audienceMatchPolicy"},"cacheDuration":"5m"}]}.
     /// Unset or {"jwt":[]}: bearer tokens are refused, API keys work.
@@ -86,6 +95,8 @@ pub struct EventsApiConfig {
     pub response_body_limit: usize,
     /// How long the lifecycle history keeps an event.
     pub events_retention: Duration,
+    /// Events the history holds while Postgres is away.
+    pub history_buffer: usize,
     /// Issuers whose bearer tokens are accepted (none: only API keys).
     pub token_issuers: Vec<IssuerSettings>,
 }
@@ -136,6 +147,12 @@ pub(super) fn events_api_config(
         }
     };
     let secret_keys = args.secrets_key.keys()?;
+    if args.events_history_buffer == 0 {
+        return Err(ConfigError::new(
+            "EVENTS_HISTORY_BUFFER (--events-history-buffer)",
+            "must be at least 1",
+        ));
+    }
     if args.webhooks_per_team == 0 {
         return Err(ConfigError::new(
             "WEBHOOKS_PER_TEAM (--webhooks-per-team)",
@@ -170,6 +187,7 @@ pub(super) fn events_api_config(
         database,
         secret_keys,
         webhooks_per_team: args.webhooks_per_team,
+        history_buffer: args.events_history_buffer,
         listen,
         allow_private,
         trusted_proxies,
@@ -216,6 +234,7 @@ mod tests {
                 webhook_secrets_key: Some(KEY.into()),
             },
             webhooks_per_team: DEFAULT_WEBHOOKS_PER_TEAM,
+            events_history_buffer: 100,
             events_ttl_days: 7,
             ..EventsApiArgs::default()
         }

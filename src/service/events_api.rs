@@ -69,7 +69,12 @@ pub async fn start(
         }
     });
     // Every event received also goes to the lifecycle history, never slowing delivery.
-    let (history, received) = HistoryWriter::new(database.clone(), config.events_retention);
+    let (history, received) = HistoryWriter::new(
+        database.clone(),
+        config.events_retention,
+        config.history_buffer,
+        pipeline.outbox.metrics().event_history_dropped.clone(),
+    );
     pipeline.outbox.send_received_to(received);
     pipeline.spawn_source({
         let token = pipeline.shutdown_token();
