@@ -97,6 +97,7 @@ impl HistoryWriter {
                             );
                         }
                     }
+                    dropped_at_last_write = self.dropped.get();
                     batch.clear();
                 }
                 Err(e) => {
