@@ -131,10 +131,6 @@ pub(super) fn events_api_config(
                     "API_TRUSTED_PROXIES (--api-trusted-proxies)",
                 ),
                 (!token_issuers.is_empty(), auth_provider::SETTING),
-                (
-                    args.webhooks_per_team != DEFAULT_WEBHOOKS_PER_TEAM,
-                    "WEBHOOKS_PER_TEAM (--webhooks-per-team)",
-                ),
             ] {
                 if set {
                     return Err(ConfigError::new(
@@ -315,17 +311,10 @@ mod tests {
         }
         let e = on_db(Some(KEY), 0).unwrap_err();
         assert!(e.setting.starts_with("WEBHOOKS_PER_TEAM"), "{e}");
-        // Without a database the key is not needed, and a limit is refused as having no effect.
+        // Without a database the key is not needed.
         let mut off = args(None);
         off.secrets_key.webhook_secrets_key = None;
         assert!(on(&off).unwrap().is_none());
-        off.webhooks_per_team = 5;
-        assert!(
-            on(&off)
-                .unwrap_err()
-                .setting
-                .starts_with("WEBHOOKS_PER_TEAM")
-        );
     }
 
     #[test]
