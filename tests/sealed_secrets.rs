@@ -214,6 +214,22 @@ fn secrets_are_sealed_at_rest_survive_a_rotation_and_never_reach_a_dump() {
         }
     }
     drop(emitter);
+    // The copy of the registered webhooks the instance keeps in DATA_DIR holds them sealed too.
+    let mut files = vec![data.join("outbox")];
+    let mut read = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            read += bytes.len();
+            for secret in [SECRET_A, SECRET_B] {
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert!(!found, "{} holds {secret}", path.display());
+            }
+        }
+    }
+    assert!(read > 0, "the data directory was read");
 
     // Rotation, step 1: the new key first, the old one still opens; a new write uses the new key.
     let emitter = start(

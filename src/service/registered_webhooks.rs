@@ -15,10 +15,13 @@ use crate::event::EventFilter;
 use crate::leadership::Leadership;
 use crate::outbox::{Outbox, Route};
 use crate::postgres::Database;
+use crate::postgres::secret_keys::SecretKeys;
 use crate::postgres::webhooks::{ENDPOINT_PREFIX, Registration, endpoint_id};
 use crate::team_scope::TeamScope;
 use crate::util::destination::DestinationPolicy;
 use crate::util::secret::Secret;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -79,14 +82,15 @@ pub struct WebhookRegistry {
     saved: Option<u64>,
 }
 
-/// One registered webhook as the snapshot keeps it.
+/// One registered webhook as the snapshot keeps it: its secret sealed as in Postgres (base64 of
+/// the envelope), so the data directory holds no secret either.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Saved {
     id: Uuid,
     team_id: Uuid,
     url: String,
     events: Vec<String>,
-    secret: String,
+    sealed_secret: String,
 }
 
 struct Running {
@@ -137,8 +141,17 @@ impl WebhookRegistry {
             },
             _ => return,
         };
-        let registrations: Vec<Registration> =
-            saved.into_iter().map(Saved::into_registration).collect();
+        // A snapshot that does not open (another key) is ignored: Postgres tells, once it answers.
+        let Ok(sealing) = self.database.sealing() else {
+            return;
+        };
+        let Some(registrations) = saved
+            .into_iter()
+            .map(|saved| saved.into_registration(&sealing.keys))
+            .collect::<Option<Vec<Registration>>>()
+        else {
+            return;
+        };
         self.saved = Some(snapshot_fingerprint(&registrations));
         tracing::info!(
             webhooks = registrations.len(),
@@ -195,6 +208,9 @@ impl WebhookRegistry {
         if self.saved == Some(fingerprint) {
             return;
         }
+        let Ok(sealing) = self.database.sealing() else {
+            return;
+        };
         let saved: Vec<Saved> = registrations
             .iter()
             .map(|r| Saved {
@@ -202,7 +218,7 @@ impl WebhookRegistry {
                 team_id: r.webhook.team_id,
                 url: r.webhook.url.clone(),
                 events: r.webhook.events.clone(),
-                secret: r.signature_secret.clone(),
+                sealed_secret: BASE64.encode(sealing.keys.seal(&r.signature_secret, r.webhook.id)),
             })
             .collect();
         let bytes = serde_json::to_vec(&saved).unwrap_or_default();
@@ -357,8 +373,10 @@ impl WebhookRegistry {
 }
 
 impl Saved {
-    fn into_registration(self) -> Registration {
-        Registration {
+    fn into_registration(self, keys: &SecretKeys) -> Option<Registration> {
+        let sealed = BASE64.decode(&self.sealed_secret).ok()?;
+        let signature_secret = keys.open(&sealed, self.id).ok()?;
+        Some(Registration {
             webhook: crate::postgres::webhooks::Webhook {
                 id: self.id,
                 team_id: self.team_id,
@@ -368,8 +386,8 @@ impl Saved {
                 events: self.events,
                 created_at: jiff::Timestamp::UNIX_EPOCH,
             },
-            signature_secret: self.secret,
-        }
+            signature_secret,
+        })
     }
 }
 
