@@ -153,20 +153,7 @@ impl PostgresServer {
     /// What `pg_dump` (Debian's, beside the server) writes of the whole database, as an operator's
     /// backup holds it.
     pub fn dump(&self) -> String {
-        let out = self
-            .command("pg_dump")
-            .arg("-h")
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .output()
-            .expect("running pg_dump");
+        let out = self.client("pg_dump").output().expect("running pg_dump");
         assert!(
             out.status.success(),
             "pg_dump failed: {}",
@@ -252,18 +239,22 @@ impl PostgresServer {
     }
 
     fn psql_command(&self) -> Command {
-        let mut cmd = Command::new(self.bin.join("psql"));
-        cmd.arg("-h")
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-A", "-t", "-q"]);
+        let mut cmd = self.client("psql");
+        cmd.args(["-v", "ON_ERROR_STOP=1", "-A", "-t", "-q"]);
+        cmd
+    }
+
+    /// A client `program` (psql, pg_dump) of the server, as the superuser over its socket.
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.arg("-h").arg(self.dir.path()).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ]);
         cmd
     }
 
