@@ -24,6 +24,8 @@ use std::process::ExitStatus;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+/// Team A's secret as the release before sealing stored it, before the team replaced it.
+const FIRST_SECRET_A: &str = "alpha-first-secret-replaced-later";
 /// The key a rotation brings in (base64 of 32 bytes).
 const NEW_KEY: &str = "bmV3LWtleS1icm91Z2h0LWluLWJ5LWEtcm90YXRpb24=";
 
@@ -142,12 +144,13 @@ fn secrets_are_sealed_at_rest_survive_a_rotation_and_never_reach_a_dump() {
     let dir = tempfile::tempdir().unwrap();
     let data: PathBuf = dir.path().to_owned();
 
-    // The release before sealing registered team A's webhook, its secret in clear.
+    // The release before sealing registered team A's webhook, its secret in clear (the one the
+    // team replaces below).
     released_schema(&pg);
     let hook_a = pg.psql(&format!(
         "INSERT INTO webhook_emitter.webhooks (id, team_id, name, url, enabled, events, signature_secret)
          VALUES (gen_random_uuid(), '{team_a}', 'a', 'http://127.0.0.1:{}/a', true,
-                 ARRAY['sandbox.lifecycle.killed'], '{SECRET_A}')
+                 ARRAY['sandbox.lifecycle.killed'], '{FIRST_SECRET_A}')
          RETURNING id",
         receiver.port
     ));
@@ -174,6 +177,19 @@ fn secrets_are_sealed_at_rest_survive_a_rotation_and_never_reach_a_dump() {
             .log_text()
             .contains("sealed signing secrets stored in plain text"),
         "{}",
+        emitter.log_text()
+    );
+    // During a rolling upgrade, an instance of the older release updates A's secret its way
+    // (in clear, the envelope left as it was): this release signs with the new one and seals it.
+    pg.psql(&format!(
+        "UPDATE webhook_emitter.webhooks SET signature_secret = '{SECRET_A}', updated_at = now()
+          WHERE id = '{hook_a}'"
+    ));
+    assert!(
+        common::eventually(Duration::from_secs(10), || pg.psql(
+            "SELECT count(*) FROM webhook_emitter.webhooks WHERE signature_secret IS NOT NULL"
+        ) == "0"),
+        "the older release's update is sealed; log:\n{}",
         emitter.log_text()
     );
     // Team B registers through the API: written sealed.
@@ -204,7 +220,7 @@ fn secrets_are_sealed_at_rest_survive_a_rotation_and_never_reach_a_dump() {
         dump.contains(&hook_a) && dump.contains(&hook_b),
         "the dump has the rows"
     );
-    for secret in [SECRET_A, SECRET_B, SECRETS_KEY] {
+    for secret in [SECRET_A, SECRET_B, FIRST_SECRET_A, SECRETS_KEY] {
         assert!(!dump.contains(secret), "the dump shows {secret}");
     }
     // Nor do the log and the metrics.

@@ -25,17 +25,18 @@ impl Sealing {
         }
     }
 
-    /// The secret of `webhook` from its row: sealed, or (written by an older release) plain.
-    /// Logs once per webhook when it does not open.
+    /// The secret of `webhook` from its row: in plain text when an older release wrote it (this
+    /// one never does, so it is the newest: an older release's update leaves the envelope
+    /// behind), else sealed. Logs once per webhook when it does not open.
     pub(crate) fn secret_of(
         &self,
         webhook: Uuid,
         plain: Option<String>,
         sealed: Option<&[u8]>,
     ) -> Option<String> {
-        let opened = match (sealed, plain) {
-            (Some(sealed), _) => self.keys.open(sealed, webhook),
-            (None, Some(plain)) => Ok(plain),
+        let opened = match (plain, sealed) {
+            (Some(plain), _) => Ok(plain),
+            (None, Some(sealed)) => self.keys.open(sealed, webhook),
             (None, None) => Err(OpenError::Malformed),
         };
         match opened {
@@ -161,7 +162,8 @@ impl Database {
         self.reseal(self.sealing()?, false).await
     }
 
-    /// Reseals the rows in plain text (`plain_only`) or every row, under the current key.
+    /// Reseals the rows with a secret in plain text (`plain_only`) or every row, under the
+    /// current key.
     async fn reseal(
         &self,
         sealing: &Sealing,
@@ -171,7 +173,7 @@ impl Database {
         // Locked, so an update through the API waits instead of being overwritten.
         let rows: Vec<SecretRow> = sqlx::query_as(
             "SELECT id, signature_secret, sealed_secret FROM webhook_emitter.webhooks
-              WHERE $1 = false OR sealed_secret IS NULL
+              WHERE $1 = false OR signature_secret IS NOT NULL
               ORDER BY id FOR UPDATE",
         )
         .bind(plain_only)
@@ -184,8 +186,13 @@ impl Database {
         };
         let mut refused: Vec<(Uuid, OpenError)> = Vec::new();
         for (id, plain, sealed) in rows {
-            let secret = match (&sealed, plain) {
-                (Some(sealed), _) => match sealing.keys.open(sealed, id) {
+            // Plain text, when there, is the newest (see `Sealing::secret_of`).
+            let secret = match (plain, &sealed) {
+                (Some(plain), _) => {
+                    report.from_plain_text += 1;
+                    plain
+                }
+                (None, Some(sealed)) => match sealing.keys.open(sealed, id) {
                     Ok(secret) => {
                         let key = secret_keys::sealed_with(sealed).map(|k| k.to_string());
                         *report.from_keys.entry(key.unwrap_or_default()).or_default() += 1;
@@ -196,10 +203,6 @@ impl Database {
                         continue;
                     }
                 },
-                (None, Some(plain)) => {
-                    report.from_plain_text += 1;
-                    plain
-                }
                 (None, None) => continue,
             };
             sqlx::query(

@@ -246,7 +246,7 @@ impl Database {
             .into_iter()
             .filter_map(
                 |(id, team, name, url, enabled, events, created_at, plain, sealed)| {
-                    plain_seen |= sealed.is_none();
+                    plain_seen |= plain.is_some();
                     let secret = sealing.secret_of(id, plain, sealed.as_deref())?;
                     Some(Registration {
                         webhook: from_row((id, team, name, url, enabled, events, created_at)),
