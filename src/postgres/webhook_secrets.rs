@@ -6,6 +6,8 @@
 
 use super::secret_keys::{self, KeyId, OpenError, SecretKeys};
 use super::{Database, StoreError};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -98,6 +100,18 @@ impl ResealReport {
 type SecretRow = (Uuid, Option<String>, Option<Vec<u8>>);
 
 impl Database {
+    /// `secret` of `webhook` sealed under the current key, as base64 text: for copies kept
+    /// outside Postgres (the registered webhooks' snapshot in `DATA_DIR`).
+    pub(crate) fn seal_as_text(&self, secret: &str, webhook: Uuid) -> Result<String, StoreError> {
+        Ok(BASE64.encode(self.sealing()?.keys.seal(secret, webhook)))
+    }
+
+    /// What `seal_as_text` sealed; `None` when it does not open (another key).
+    pub(crate) fn open_text(&self, sealed: &str, webhook: Uuid) -> Option<String> {
+        let sealed = BASE64.decode(sealed).ok()?;
+        self.sealing().ok()?.keys.open(&sealed, webhook).ok()
+    }
+
     pub(crate) fn sealing(&self) -> Result<&Sealing, StoreError> {
         self.sealing.as_deref().ok_or_else(|| {
             StoreError::Unavailable(format!(

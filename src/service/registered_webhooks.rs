@@ -15,13 +15,10 @@ use crate::event::EventFilter;
 use crate::leadership::Leadership;
 use crate::outbox::{Outbox, Route};
 use crate::postgres::Database;
-use crate::postgres::secret_keys::SecretKeys;
 use crate::postgres::webhooks::{ENDPOINT_PREFIX, Registration, endpoint_id};
 use crate::team_scope::TeamScope;
 use crate::util::destination::DestinationPolicy;
 use crate::util::secret::Secret;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -142,12 +139,9 @@ impl WebhookRegistry {
             _ => return,
         };
         // A snapshot that does not open (another key) is ignored: Postgres tells, once it answers.
-        let Ok(sealing) = self.database.sealing() else {
-            return;
-        };
         let Some(registrations) = saved
             .into_iter()
-            .map(|saved| saved.into_registration(&sealing.keys))
+            .map(|saved| saved.into_registration(&self.database))
             .collect::<Option<Vec<Registration>>>()
         else {
             return;
@@ -208,19 +202,23 @@ impl WebhookRegistry {
         if self.saved == Some(fingerprint) {
             return;
         }
-        let Ok(sealing) = self.database.sealing() else {
+        let Ok(saved) = registrations
+            .iter()
+            .map(|r| {
+                Ok(Saved {
+                    id: r.webhook.id,
+                    team_id: r.webhook.team_id,
+                    url: r.webhook.url.clone(),
+                    events: r.webhook.events.clone(),
+                    sealed_secret: self
+                        .database
+                        .seal_as_text(&r.signature_secret, r.webhook.id)?,
+                })
+            })
+            .collect::<Result<Vec<Saved>, crate::postgres::StoreError>>()
+        else {
             return;
         };
-        let saved: Vec<Saved> = registrations
-            .iter()
-            .map(|r| Saved {
-                id: r.webhook.id,
-                team_id: r.webhook.team_id,
-                url: r.webhook.url.clone(),
-                events: r.webhook.events.clone(),
-                sealed_secret: BASE64.encode(sealing.keys.seal(&r.signature_secret, r.webhook.id)),
-            })
-            .collect();
         let bytes = serde_json::to_vec(&saved).unwrap_or_default();
         match self.outbox.save_state(SNAPSHOT_KEY, bytes).await {
             Ok(()) => self.saved = Some(fingerprint),
@@ -373,9 +371,8 @@ impl WebhookRegistry {
 }
 
 impl Saved {
-    fn into_registration(self, keys: &SecretKeys) -> Option<Registration> {
-        let sealed = BASE64.decode(&self.sealed_secret).ok()?;
-        let signature_secret = keys.open(&sealed, self.id).ok()?;
+    fn into_registration(self, database: &Database) -> Option<Registration> {
+        let signature_secret = database.open_text(&self.sealed_secret, self.id)?;
         Some(Registration {
             webhook: crate::postgres::webhooks::Webhook {
                 id: self.id,
