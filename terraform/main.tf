@@ -41,6 +41,7 @@ locals {
       redis_tls_enabled          = var.redis_tls_enabled ? "true" : "false"
       admin_token                = var.admin_token
       postgres_connection_string = local.postgres_connection_string
+      webhook_secrets_key        = trimspace(var.webhook_secrets_key)
       webhook_ca_pem             = local.webhook_ca_pem
       auth_provider_config       = trimspace(var.auth_provider_config)
     } : k => v if v != ""
@@ -103,6 +104,14 @@ resource "nomad_variable" "secrets" {
       error_message = "api_trusted_proxies is for the events API, which is off: set postgres_connection_string, or remove api_trusted_proxies."
     }
     precondition {
+      condition     = !local.events_api || trimspace(var.webhook_secrets_key) != ""
+      error_message = "The events API (postgres_connection_string) seals the signing secrets teams register with webhook_secrets_key, which is empty: generate one with `openssl rand -base64 32` and keep it (losing it loses every registered webhook's secret)."
+    }
+    precondition {
+      condition     = var.webhooks_per_team == 10 || local.events_api
+      error_message = "webhooks_per_team limits the events API, which is off: set postgres_connection_string, or remove webhooks_per_team."
+    }
+    precondition {
       condition     = var.ingress_host_rule == "" || local.events_api
       error_message = "ingress_host_rule routes the events API, which is off: set postgres_connection_string, or remove ingress_host_rule."
     }
@@ -136,6 +145,7 @@ resource "nomad_job" "emitter" {
     ingress_entrypoint   = var.ingress_entrypoint
     ingress_priority     = var.ingress_priority
     trusted_proxies      = join(",", var.api_trusted_proxies)
+    webhooks_per_team    = var.webhooks_per_team
     cpu_mhz              = var.cpu_mhz
     memory_mb            = var.memory_mb
     disk_mb              = var.disk_mb

@@ -265,6 +265,31 @@ variable "postgres_connection_string" {
   }
 }
 
+variable "webhook_secrets_key" {
+  description = "WEBHOOK_SECRETS_KEY: seals the signing secrets teams register through the events API in Postgres (AES-256-GCM); required with postgres_connection_string. Base64 of 32 random bytes (`openssl rand -base64 32`). To rotate: \"NEW,OLD\" (the first seals, every one opens), then `e2b-webhook-emitter webhook-secrets reseal`, then NEW alone (docs/operators-guide.md, \"Serving many teams\"). Surrounding whitespace is ignored. Stored in the Nomad Variable, never in the jobspec."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    # 32 bytes are 44 base64 characters ending in one "=" (base64decode() would refuse random
+    # bytes, which are rarely UTF-8).
+    condition     = trimspace(var.webhook_secrets_key) == "" || alltrue([for k in split(",", var.webhook_secrets_key) : can(regex("^[A-Za-z0-9+/]{43}=$", trimspace(k)))])
+    error_message = "The webhook_secrets_key must be base64 of 32 random bytes (`openssl rand -base64 32`), or several such keys separated by commas, the current one first."
+  }
+}
+
+variable "webhooks_per_team" {
+  description = "Webhooks a team may register through the events API (WEBHOOKS_PER_TEAM); a request for one more is refused with 400 and a message saying so. E2B publishes no limit; 10 is a common one."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.webhooks_per_team >= 1 && floor(var.webhooks_per_team) == var.webhooks_per_team
+    error_message = "The webhooks_per_team must be a whole number, at least 1."
+  }
+}
+
 variable "auth_provider_config" {
   description = "AUTH_PROVIDER_CONFIG: the JSON E2B's API reads to accept users' bearer tokens ({\"jwt\":[{\"issuer\":{\"url\":…,\"audiences\":[…]}}]}), so that E2B's dashboard and users' tokens (Authorization: Bearer + X-Team-ID) reach the events API besides API keys. Empty: API keys only. Needs the events API. Travels in the Nomad Variable (it is JSON, which the jobspec would have to escape)."
   type        = string

@@ -31,6 +31,8 @@ const SAMPLE_CLUSTER_PASSWORD: &str = "SAMPLE-cluster-password-91ae";
 const SAMPLE_ADMIN_TOKEN: &str = "SAMPLE-admin-token-5a6b7c8d9e0f";
 const SAMPLE_NOMAD_TOKEN: &str = "SAMPLE-nomad-token-0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e";
 const SAMPLE_POSTGRES: &str = "postgresql://e2b:SAMPLE-postgres-password-3e7f@db:5432/e2b";
+/// Base64 of 32 bytes, as `openssl rand -base64 32` prints one.
+const SAMPLE_SECRETS_KEY: &str = "U0FNUExFLXNlY3JldHMta2V5LTMyLWJ5dGVzLTAwMDA=";
 
 const SAMPLE_TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
 const SAMPLE_CHECKSUM: &str =
@@ -40,8 +42,9 @@ const SAMPLE_REDIS_TLS_CA: &str = "U0FNUExFLWNh";
 const SAMPLE_JOB_NAME: &str = "sample-emitter";
 
 /// Terraform variables that hold secrets.
-const SECRET_VARIABLES: [&str; 7] = [
+const SECRET_VARIABLES: [&str; 8] = [
     "webhook_secret",
+    "webhook_secrets_key",
     "redis_url",
     "redis_cluster_url",
     "redis_password",
@@ -514,7 +517,7 @@ fn tf_variables() -> Map<String, TfVariable> {
 /// The variable values of a sample deployment: every default, plus values
 /// for the required variables and distinctive secrets.
 fn sample_tfvars() -> Map<String, Value> {
-    let samples: [(&str, Value); 14] = [
+    let samples: [(&str, Value); 15] = [
         (
             "webhook_url",
             "https://app.example.com/api/webhooks/e2b".into(),
@@ -529,6 +532,7 @@ fn sample_tfvars() -> Map<String, Value> {
             format!("redis://:{SAMPLE_CLUSTER_PASSWORD}@redis-cluster:7000").into(),
         ),
         ("postgres_connection_string", SAMPLE_POSTGRES.into()),
+        ("webhook_secrets_key", SAMPLE_SECRETS_KEY.into()),
         (
             "artifact_url",
             "https://artifacts.example.com/e2b-webhook-emitter.tar.gz".into(),
@@ -922,6 +926,7 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
         ("redis_tls_ca_base64", "REDIS_TLS_CA_BASE64"),
         ("redis_tls_enabled", "REDIS_TLS_ENABLED"),
         ("admin_token", "ADMIN_TOKEN"),
+        ("webhook_secrets_key", "WEBHOOK_SECRETS_KEY"),
     ] {
         assert!(
             data.contains(&format!(".{item}.Value")) && data.contains(&format!("{env}=")),
@@ -1005,6 +1010,7 @@ fn secrets_are_read_from_the_nomad_variable_by_a_template() {
             "redis_tls_enabled",
             "admin_token",
             "postgres_connection_string",
+            "webhook_secrets_key",
             "auth_provider_config"
         ]
     );
@@ -1019,6 +1025,7 @@ fn no_secret_reaches_the_jobspec() {
         SAMPLE_CLUSTER_PASSWORD,
         SAMPLE_POSTGRES,
         SAMPLE_ADMIN_TOKEN,
+        SAMPLE_SECRETS_KEY,
     ] {
         assert!(
             !d.text.contains(secret),
@@ -1268,6 +1275,7 @@ fn binary_accepts_the_job_environment() {
         .collect();
     // What the template and the workload identity add (Redis: a closed port).
     env.insert("WEBHOOK_SECRET".into(), SAMPLE_WEBHOOK_SECRET.into());
+    env.insert("WEBHOOK_SECRETS_KEY".into(), SAMPLE_SECRETS_KEY.into());
     env.insert(
         "REDIS_URL".into(),
         format!(
@@ -1319,6 +1327,7 @@ fn binary_accepts_the_job_environment() {
         SAMPLE_REDIS_PASSWORD,
         SAMPLE_NOMAD_TOKEN,
         "SAMPLE-postgres-password-3e7f",
+        SAMPLE_SECRETS_KEY,
     ] {
         assert!(
             !logs.contains(secret),

@@ -23,6 +23,8 @@ use tf::{stderr, stdout, terraform};
 
 const POSTGRES: &str = "postgresql://postgres:PG-SECRET-9f1e@db.internal:5432/postgres";
 const SIGNING_SECRET: &str = "SIGNING-SECRET-0123456789abcdef0123456789";
+/// `WEBHOOK_SECRETS_KEY`: base64 of 32 bytes.
+const SECRETS_KEY: &str = "S0VZLXNlYWxzLXRlYW1zLXNpZ25pbmctc2VjcmV0cy0=";
 const SHA256: &str = "5e2bf57d3f40c4b6df69daf1936cb766f832374b4fc0259a7cbff06e2f70f269";
 const TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
 /// E2B's root writes AUTH_PROVIDER_CONFIG into the api job's env with its quotes escaped for the
@@ -317,8 +319,10 @@ fn created_has_job(plan: &Value) -> bool {
 fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
     let Some(terraform) = terraform() else { return };
     let tree = Tree::new(terraform, Cloud::Gcp);
+    // The secret JSON holds the key that seals teams' signing secrets (and no signing secret).
+    let secret = json!({ "webhook_secrets_key": format!(" {SECRETS_KEY}\n") }).to_string();
     let plan = tree
-        .plan(1, "{}", " ")
+        .plan(1, "{}", &secret)
         .unwrap_or_else(|p| panic!("{}\n{}", stdout(&p), stderr(&p)));
     let job = planned_input(&plan, JOB);
     let jobspec = job["jobspec"].as_str().unwrap();
@@ -358,6 +362,7 @@ fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
         attr(env.body(), "API_TRUSTED_PROXIES"),
         "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
     );
+    assert_eq!(attr(env.body(), "WEBHOOKS_PER_TEAM"), "10");
     // Registered webhooks only: no operator endpoint.
     assert!(!jobspec.contains("WEBHOOK_URL"));
     // The secrets reach the Nomad Variable, from E2B's Postgres secret and the orchestrator's
@@ -373,7 +378,10 @@ fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
     assert!(jobspec.contains("AUTH_PROVIDER_CONFIG={{"));
     assert!(items.get("redis_cluster_url").is_none(), "{items}");
     assert!(items.get("webhook_secret").is_none(), "{items}");
+    assert_eq!(items["webhook_secrets_key"], SECRETS_KEY, "trimmed");
+    assert!(jobspec.contains("WEBHOOK_SECRETS_KEY={{"));
     assert!(!jobspec.contains("PG-SECRET") && !jobspec.contains("NOMAD-TOKEN"));
+    assert!(!jobspec.contains(SECRETS_KEY));
     // Nothing else of E2B's is touched: the module's two objects and the drop-in's own.
     let created = created(&plan);
     assert!(
@@ -448,6 +456,33 @@ fn on_gcp_the_operators_endpoint_and_managed_redis_follow_e2bs_secrets() {
     assert_eq!(items["redis_tls_ca_base64"], "U0FNUExFLUNB");
     assert_eq!(items["webhook_ca_pem"], ca.trim());
     assert!(items.get("redis_url").is_none() && items.get("postgres_connection_string").is_none());
+    assert!(items.get("webhook_secrets_key").is_none(), "{items}");
+
+    // Both: the secret as JSON (the signing secret and the sealing key), a limit per team.
+    let both = json!({
+        "webhook_url": "https://hooks.example.com/e2b", "team_ids": [TEAM], "webhooks_per_team": 3,
+    });
+    vars["stub_config"] = both.to_string().into();
+    vars["stub_secret"] =
+        json!({ "webhook_secret": SIGNING_SECRET, "webhook_secrets_key": SECRETS_KEY })
+            .to_string()
+            .into();
+    let (plan, text) = tree
+        .plan_vars(&vars)
+        .unwrap_or_else(|p| panic!("{}", stderr(&p)));
+    assert!(
+        !text.contains(SIGNING_SECRET) && !text.contains(SECRETS_KEY),
+        "{text}"
+    );
+    let items = &planned_input(&plan, VARIABLE)["items"];
+    assert_eq!(items["webhook_secret"], SIGNING_SECRET);
+    assert_eq!(items["webhook_secrets_key"], SECRETS_KEY);
+    let jobspec = planned_input(&plan, JOB)["jobspec"].as_str().unwrap();
+    let job = tf::job_block(jobspec);
+    let group = tf::block(job.body(), "group");
+    let env = tf::block(tf::block(group.body(), "task").body(), "env");
+    assert_eq!(attr(env.body(), "WEBHOOKS_PER_TEAM"), "3");
+    assert!(!jobspec.contains(SECRETS_KEY) && !jobspec.contains(SIGNING_SECRET));
 }
 
 #[test]
@@ -471,6 +506,18 @@ fn on_gcp_a_config_it_cannot_follow_fails_the_plan_naming_the_secret() {
         "webhook_url is set but webhook_secret is empty",
     );
     tree.plan_fails(r#"{"events_api": false}"#, " ", "Nothing to deliver to");
+    // The events API without the key that seals teams' signing secrets: the plan says how to
+    // make one; a malformed key is refused without being shown.
+    tree.plan_fails(
+        "{}",
+        " ",
+        "seals the signing secrets teams register with webhook_secrets_key, which is empty: generate one with `openssl rand -base64 32`",
+    );
+    tree.plan_fails(
+        "{}",
+        r#"{"webhook_secrets_key": "c2hvcnQta2V5"}"#,
+        "The webhook_secrets_key must be base64 of 32 random bytes",
+    );
     tree.plan_fails(
         r#"{"webhook_url": "ftp://hooks.example.com"}"#,
         SIGNING_SECRET,
@@ -482,8 +529,9 @@ fn on_gcp_a_config_it_cannot_follow_fails_the_plan_naming_the_secret() {
 fn on_aws_it_deploys_from_e2bs_bucket_and_the_apis_postgres() {
     let Some(terraform) = terraform() else { return };
     let tree = Tree::new(terraform, Cloud::Aws);
+    let secret = json!({ "webhook_secrets_key": SECRETS_KEY }).to_string();
     let plan = tree
-        .plan(2, "{}", " ")
+        .plan(2, "{}", &secret)
         .unwrap_or_else(|p| panic!("{}\n{}", stdout(&p), stderr(&p)));
     let jobspec = planned_input(&plan, JOB)["jobspec"]
         .as_str()
@@ -500,6 +548,7 @@ fn on_aws_it_deploys_from_e2bs_bucket_and_the_apis_postgres() {
     let items = &planned_input(&plan, VARIABLE)["items"];
     assert_eq!(items["postgres_connection_string"], POSTGRES);
     assert_eq!(items["auth_provider_config"], AUTH_JSON);
+    assert_eq!(items["webhook_secrets_key"], SECRETS_KEY);
     // The secrets are named after the bucket's prefix, as E2B's AWS buckets are.
     let created = created(&plan);
     let names: Vec<String> = created

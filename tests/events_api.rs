@@ -142,11 +142,13 @@ fn a_team_manages_its_webhooks_and_sees_no_other_teams() {
     assert_eq!(updated["name"], "My Sandbox Webhook");
     assert_eq!(updated["createdAt"], created["createdAt"]);
     assert!(updated.get("signatureSecret").is_none());
+    // The new secret is stored sealed (issue 29), never in clear.
     assert_eq!(
         pg.psql(&format!(
-            "SELECT signature_secret FROM webhook_emitter.webhooks WHERE id = '{id}'"
+            "SELECT signature_secret IS NULL AND position('a-rotated-secret'::bytea IN sealed_secret) = 0
+               FROM webhook_emitter.webhooks WHERE id = '{id}'"
         )),
-        "a-rotated-secret-0f9e8d7c"
+        "t"
     );
 
     assert_eq!(api_call(port, "DELETE", &path, Some(&key_a), None).0, 200);

@@ -20,6 +20,8 @@ use tf::{stderr, stdout, terraform};
 
 const TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
 const SECRET: &str = "0123456789abcdef0123456789abcdef-terraform-secret";
+/// `webhook_secrets_key`: base64 of 32 bytes, as `openssl rand -base64 32` prints one.
+const SECRETS_KEY: &str = "dGVycmFmb3JtLXNlY3JldHMta2V5LTMyLWJ5dGVzLTA=";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -197,6 +199,8 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
     let scratch = Scratch::new(terraform);
     let mut vars = required_inputs();
     vars["postgres_connection_string"] = "postgresql://e2b:PG-SECRET@db:5432/e2b ".into();
+    vars["webhook_secrets_key"] = SECRETS_KEY.into();
+    vars["webhooks_per_team"] = 25.into();
     vars["ingress_host_rule"] = "HostRegexp(`api.{domain:.+}`)".into();
     vars["node_pool_size"] = 1.into();
     vars["api_trusted_proxies"] = serde_json::json!(["10.0.0.0/8", "192.168.0.0/16"]);
@@ -251,7 +255,10 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
         .expect("a template writing the CA");
     assert!(attr(ca_template.body(), "data").contains(".webhook_ca_pem.Value"));
     assert!(jobspec.contains("POSTGRES_CONNECTION_STRING={{"));
+    assert!(jobspec.contains("WEBHOOK_SECRETS_KEY={{ . | toJSON }}"));
+    assert_eq!(attr(env.body(), "WEBHOOKS_PER_TEAM"), "25");
     assert!(!jobspec.contains("PG-SECRET") && !jobspec.contains("MIIB"));
+    assert!(!jobspec.contains(SECRETS_KEY));
     // Every env key is a setting the binary reads.
     let help = common::output(common::emitter().args(["run", "--help"])).1;
     for a in env.body().attributes() {
@@ -436,6 +443,56 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
         &scratch,
         with("webhook_ca_pem", "not a pem".into()),
         "The webhook_ca_pem must be empty or PEM text",
+    );
+    // The events API seals teams' signing secrets: without the key, with a malformed one, with a
+    // limit below one, or a limit without the API, the plan stops.
+    let mut events_api = required_inputs();
+    events_api["postgres_connection_string"] = "postgresql://db/e2b".into();
+    assert_plan_fails(
+        &scratch,
+        events_api.clone(),
+        "The events API (postgres_connection_string) seals the signing secrets teams register with webhook_secrets_key, which is empty: generate one with `openssl rand -base64 32`",
+    );
+    for bad in [
+        "c2hvcnQta2V5",
+        &format!("{SECRETS_KEY},x"),
+        "not base64 at all, but 44 chars long.......=",
+    ] {
+        let mut vars = events_api.clone();
+        vars["webhook_secrets_key"] = bad.into();
+        let plan = scratch.plan(vars);
+        let err = stderr(&plan);
+        assert!(!plan.status.success());
+        assert!(
+            tf::flat(&err).contains("The webhook_secrets_key must be base64 of 32 random bytes"),
+            "{err}"
+        );
+    }
+    let mut rotating = events_api.clone();
+    rotating["webhook_secrets_key"] = format!(
+        "{SECRETS_KEY}, {}",
+        "b2xkLWtleS1vZi10aGUtcm90YXRpb24tMzItYnl0ZXM="
+    )
+    .into();
+    let plan = scratch.plan(rotating);
+    assert!(
+        plan.status.success(),
+        "a rotation list plans: {}",
+        stderr(&plan)
+    );
+    assert!(!stdout(&plan).contains(SECRETS_KEY));
+    let mut zero = events_api.clone();
+    zero["webhook_secrets_key"] = SECRETS_KEY.into();
+    zero["webhooks_per_team"] = 0.into();
+    assert_plan_fails(
+        &scratch,
+        zero,
+        "The webhooks_per_team must be a whole number, at least 1",
+    );
+    assert_plan_fails(
+        &scratch,
+        with("webhooks_per_team", 20.into()),
+        "webhooks_per_team limits the events API, which is off",
     );
     let mut ca_without_url = with("webhook_url", "".into());
     ca_without_url["postgres_connection_string"] = "postgresql://db/e2b".into();

@@ -38,6 +38,11 @@ pub enum ApiError {
     /// Too many refused credentials from this client lately.
     #[error("too many requests with invalid credentials; retry later")]
     TooManyFailures,
+    /// The team has as many webhooks as it may register (`WEBHOOKS_PER_TEAM`).
+    #[error(
+        "this team already has {0} webhooks, the most it may register: delete one it no longer needs (DELETE /events/webhooks/{{id}}), or ask the operator to raise WEBHOOKS_PER_TEAM"
+    )]
+    WebhookLimit(u32),
     /// No such webhook for this team.
     #[error("webhook not found")]
     NotFound,
@@ -63,7 +68,9 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::Invalid { .. } | Self::Body(_) => StatusCode::BAD_REQUEST,
+            // 400, as E2B's API answers a request over a team's limit (`sandbox_fork.go`), and
+            // the one client error `POST /events/webhooks` documents (openapi.argus.yaml).
+            Self::Invalid { .. } | Self::Body(_) | Self::WebhookLimit(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized
             | Self::InvalidToken
             | Self::TeamNotAllowed(_)

@@ -36,6 +36,8 @@ pub struct EventsApi {
     pub database: Database,
     /// Where registered webhooks may point.
     pub destinations: DestinationPolicy,
+    /// Webhooks a team may register at most.
+    pub webhooks_per_team: u32,
     /// The issuers whose users' bearer tokens are accepted.
     users: Arc<UserTokens>,
     /// Proxies whose `X-Forwarded-For` names the client the failure throttle counts.
@@ -44,17 +46,20 @@ pub struct EventsApi {
 }
 
 impl EventsApi {
-    /// The API over `database`, refusing webhook URLs that `destinations` refuses, accepting the
-    /// bearer tokens `users` accepts, counting refusals per client behind `proxies`.
+    /// The API over `database`, refusing webhook URLs that `destinations` refuses and a team's
+    /// webhook beyond `webhooks_per_team`, accepting the bearer tokens `users` accepts, counting
+    /// refusals per client behind `proxies`.
     pub fn new(
         database: Database,
         destinations: DestinationPolicy,
+        webhooks_per_team: u32,
         users: UserTokens,
         proxies: TrustedProxies,
     ) -> Self {
         Self {
             database,
             destinations,
+            webhooks_per_team,
             users: Arc::new(users),
             proxies,
             failures: Arc::new(crate::util::failure_throttle::FailureThrottle::new(

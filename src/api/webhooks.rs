@@ -5,7 +5,7 @@ use super::EventsApi;
 use super::auth::Team;
 use super::error::ApiError;
 use super::webhook_body::{WebhookFields, required};
-use crate::postgres::webhooks::{NewWebhook, Webhook, WebhookChanges};
+use crate::postgres::webhooks::{CreateError, NewWebhook, Webhook, WebhookChanges};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -59,7 +59,15 @@ pub async fn register(
         signature_secret: required(fields.signature_secret, "signatureSecret")?,
         url: reachable(&api, url).await?,
     };
-    let webhook = api.database.create_webhook(new).await?;
+    let webhook = match api
+        .database
+        .create_webhook(new, api.webhooks_per_team)
+        .await
+    {
+        Ok(webhook) => webhook,
+        Err(CreateError::LimitReached { limit }) => return Err(ApiError::WebhookLimit(limit)),
+        Err(CreateError::Store(e)) => return Err(e.into()),
+    };
     tracing::info!(webhook = %webhook.id, team = %team, "webhook registered");
     Ok((StatusCode::CREATED, Json(WebhookView::from(webhook))).into_response())
 }

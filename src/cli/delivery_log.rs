@@ -1,27 +1,18 @@
 //! `delivery-log`: the delivery attempts kept in Postgres (with the events API on), newest first,
 //! for a registered webhook or a configured endpoint — also when the service is not running.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, DatabaseArgs};
+use crate::postgres::Database;
 use crate::postgres::sandbox_events::Page;
 use crate::postgres::webhooks::endpoint_id;
-use crate::postgres::{Database, DatabaseSettings};
 use std::io::Write;
 use std::process::ExitCode;
 
 /// Flags of `delivery-log`.
 #[derive(Debug, clap::Args)]
 pub(super) struct DeliveryLogArgs {
-    /// E2B's Postgres, as the service reads it.
-    #[arg(
-        long,
-        env = "POSTGRES_CONNECTION_STRING",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    postgres_connection_string: Option<String>,
-    /// Accepted instead of POSTGRES_CONNECTION_STRING.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    database_url: Option<String>,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// A registered webhook's id.
     #[arg(long, value_name = "UUID", conflicts_with = "endpoint")]
     webhook: Option<uuid::Uuid>,
@@ -40,16 +31,12 @@ pub(super) struct DeliveryLogArgs {
 }
 
 pub(super) fn delivery_log(args: DeliveryLogArgs) -> anyhow::Result<ExitCode> {
-    let connection_string = args
-        .postgres_connection_string
-        .or(args.database_url)
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| {
-            ConfigError::new(
-                "POSTGRES_CONNECTION_STRING (--postgres-connection-string)",
-                "is not set; the delivery log lives in E2B's Postgres",
-            )
-        })?;
+    let settings = args.database.settings()?.ok_or_else(|| {
+        ConfigError::new(
+            "POSTGRES_CONNECTION_STRING (--postgres-connection-string)",
+            "is not set; the delivery log lives in E2B's Postgres",
+        )
+    })?;
     let endpoint = match (args.webhook, args.endpoint) {
         (Some(id), _) => endpoint_id(id),
         (None, Some(endpoint)) => endpoint,
@@ -64,13 +51,6 @@ pub(super) fn delivery_log(args: DeliveryLogArgs) -> anyhow::Result<ExitCode> {
             ConfigError::new("--limit / --offset", "limit 1–100, offset at least 0").into(),
         );
     }
-    let settings = DatabaseSettings { connection_string };
-    Database::check_settings(&settings).map_err(|e| {
-        ConfigError::new(
-            "POSTGRES_CONNECTION_STRING (--postgres-connection-string)",
-            e,
-        )
-    })?;
     let page = Page {
         offset: args.offset,
         limit: args.limit,

@@ -6,6 +6,7 @@ mod delivery_log;
 mod operate;
 mod outbox;
 mod status;
+mod webhook_secrets;
 mod webhook_tools;
 
 use crate::config::{ConfigError, RunArgs, RunConfig};
@@ -76,6 +77,12 @@ enum Command {
         after_help = "Example:\n  e2b-webhook-emitter delivery-log --webhook 6f1c2d3e-4b5a-4c69-8d7e-0f1a2b3c4d5e --limit 50"
     )]
     DeliveryLog(delivery_log::DeliveryLogArgs),
+    /// Registered webhooks' signing secrets sealed in Postgres (WEBHOOK_SECRETS_KEY).
+    #[command(
+        subcommand,
+        after_help = "Example, after a rotation (the new key first):\n  WEBHOOK_SECRETS_KEY=\"$NEW_KEY,$OLD_KEY\" e2b-webhook-emitter webhook-secrets reseal"
+    )]
+    WebhookSecrets(webhook_secrets::WebhookSecretsCommand),
     /// Run the whole pipeline on bundled sample events against an in-process verifying receiver.
     Demo,
 }
@@ -204,6 +211,7 @@ fn dispatch(command: Command, log_lines_dropped: Counter) -> anyhow::Result<Exit
         Command::Status(args) => status::status(args),
         Command::Deliveries(args) => operate::deliveries(args),
         Command::DeliveryLog(args) => delivery_log::delivery_log(args),
+        Command::WebhookSecrets(command) => webhook_secrets::webhook_secrets(command),
         Command::Outbox(OutboxCommand::MoveAside { data_dir }) => outbox::move_aside(&data_dir),
         Command::Demo => {
             runtime()?.block_on(crate::demo::run())?;

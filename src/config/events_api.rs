@@ -1,9 +1,12 @@
-//! The events API settings: E2B's Postgres, where the API listens, which private ranges a
-//! registered webhook may reach, and which issuers' bearer tokens it accepts.
+//! The events API settings: E2B's Postgres, the key sealing webhooks' secrets, where the API
+//! listens, which private ranges a registered webhook may reach, how many webhooks a team may
+//! register, and which issuers' bearer tokens it accepts.
 
 use super::ConfigError;
 use super::auth_provider::{self, parse_auth_provider_config};
+use super::database_args::{DatabaseArgs, SecretsKeyArgs};
 use crate::postgres::DatabaseSettings;
+use crate::postgres::secret_keys::SecretKeys;
 use crate::user_auth::IssuerSettings;
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -12,17 +15,18 @@ use std::time::Duration;
 /// Flags of the events API (all optional: without a database the API is off).
 #[derive(Debug, Clone, clap::Args, Default)]
 pub struct EventsApiArgs {
-    /// E2B's Postgres (the variable E2B's api job reads): turns on /events/webhooks with E2B API keys.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub secrets_key: SecretsKeyArgs,
+    /// Webhooks a team may register at most (E2B publishes no limit; 10 is a common one).
     #[arg(
         long,
-        env = "POSTGRES_CONNECTION_STRING",
-        hide_env_values = true,
-        value_name = "URL"
+        env = "WEBHOOKS_PER_TEAM",
+        default_value_t = DEFAULT_WEBHOOKS_PER_TEAM,
+        value_name = "N"
     )]
-    pub postgres_connection_string: Option<String>,
-    /// Accepted instead of POSTGRES_CONNECTION_STRING.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: Option<String>,
+    pub webhooks_per_team: u32,
     /// Serve the events API here instead of on LISTEN_ADDR (to expose it apart from /metrics).
     #[arg(long, env = "API_LISTEN_ADDR", value_name = "HOST:PORT")]
     pub api_listen_addr: Option<String>,
@@ -51,6 +55,15 @@ pub struct EventsApiArgs {
         value_name = "DAYS"
     )]
     pub events_ttl_days: u32,
+    /// Events the lifecycle history holds in memory while Postgres cannot take them; past this,
+    /// events are left out of it (counted and logged; delivery goes on).
+    #[arg(
+        long,
+        env = "EVENTS_HISTORY_BUFFER",
+        default_value_t = crate::postgres::event_history::DEFAULT_BUFFER,
+        value_name = "EVENTS"
+    )]
+    pub events_history_buffer: usize,
     /// Issuers of users' bearer tokens (`Authorization: Bearer` + `X-Team-ID`), the JSON E2B's API
     /// reads: {"jwt":[{"issuer":{"url","discoveryURL","audiences","audienceMatchPolicy"},"cacheDuration":"5m"}]}.
     /// Unset or {"jwt":[]}: bearer tokens are refused, API keys work.
@@ -58,11 +71,18 @@ pub struct EventsApiArgs {
     pub auth_provider_config: Option<String>,
 }
 
+/// Webhooks per team unless the operator says otherwise.
+pub const DEFAULT_WEBHOOKS_PER_TEAM: u32 = 10;
+
 /// The events API, validated.
 #[derive(Debug, Clone)]
 pub struct EventsApiConfig {
     /// E2B's Postgres.
     pub database: DatabaseSettings,
+    /// Seal and open webhooks' signing secrets.
+    pub secret_keys: SecretKeys,
+    /// Webhooks a team may register at most.
+    pub webhooks_per_team: u32,
     /// Its own address, or `None` to share LISTEN_ADDR.
     pub listen: Option<SocketAddr>,
     /// Private ranges registered webhooks may reach.
@@ -75,6 +95,8 @@ pub struct EventsApiConfig {
     pub response_body_limit: usize,
     /// How long the lifecycle history keeps an event.
     pub events_retention: Duration,
+    /// Events the history holds while Postgres is away.
+    pub history_buffer: usize,
     /// Issuers whose bearer tokens are accepted (none: only API keys).
     pub token_issuers: Vec<IssuerSettings>,
 }
@@ -92,13 +114,9 @@ pub(super) fn events_api_config(
             .map(str::to_owned)
     };
     let token_issuers = parse_auth_provider_config(args.auth_provider_config.as_deref())?;
-    let connection_string = match (
-        given(&args.postgres_connection_string),
-        given(&args.database_url),
-    ) {
-        (Some(primary), _) => primary,
-        (None, Some(fallback)) => fallback,
-        (None, None) => {
+    let database = match args.database.settings()? {
+        Some(database) => database,
+        None => {
             for (set, setting) in [
                 (
                     args.api_listen_addr.is_some(),
@@ -124,9 +142,19 @@ pub(super) fn events_api_config(
             return Ok(None);
         }
     };
-    let database = DatabaseSettings { connection_string };
-    crate::postgres::Database::check_settings(&database)
-        .map_err(|e| ConfigError::new("POSTGRES_CONNECTION_STRING (or DATABASE_URL)", e))?;
+    let secret_keys = args.secrets_key.keys()?;
+    if args.events_history_buffer == 0 {
+        return Err(ConfigError::new(
+            "EVENTS_HISTORY_BUFFER (--events-history-buffer)",
+            "must be at least 1",
+        ));
+    }
+    if args.webhooks_per_team == 0 {
+        return Err(ConfigError::new(
+            "WEBHOOKS_PER_TEAM (--webhooks-per-team)",
+            "must be at least 1",
+        ));
+    }
     let listen = match given(&args.api_listen_addr) {
         None => None,
         Some(raw) => Some(raw.parse().map_err(|e| {
@@ -153,6 +181,9 @@ pub(super) fn events_api_config(
     Ok(Some(EventsApiConfig {
         events_retention: Duration::from_secs(u64::from(args.events_ttl_days) * 86_400),
         database,
+        secret_keys,
+        webhooks_per_team: args.webhooks_per_team,
+        history_buffer: args.events_history_buffer,
         listen,
         allow_private,
         trusted_proxies,
@@ -186,9 +217,20 @@ mod tests {
         events_api_config(args, Duration::from_secs(10), 65536)
     }
 
+    /// Base64 of 32 bytes 0x2a.
+    const KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
     fn args(url: Option<&str>) -> EventsApiArgs {
         EventsApiArgs {
-            postgres_connection_string: url.map(str::to_owned),
+            database: DatabaseArgs {
+                postgres_connection_string: url.map(str::to_owned),
+                database_url: None,
+            },
+            secrets_key: SecretsKeyArgs {
+                webhook_secrets_key: Some(KEY.into()),
+            },
+            webhooks_per_team: DEFAULT_WEBHOOKS_PER_TEAM,
+            events_history_buffer: 100,
             events_ttl_days: 7,
             ..EventsApiArgs::default()
         }
@@ -207,10 +249,8 @@ mod tests {
         assert_eq!(enabled.allow_private.len(), 2);
         assert!(enabled.trusted_proxies.is_empty());
         assert_eq!(enabled.listen, Some("0.0.0.0:8080".parse().unwrap()));
-        let fallback = EventsApiArgs {
-            database_url: Some("postgres://db/e2b".into()),
-            ..args(None)
-        };
+        let mut fallback = args(None);
+        fallback.database.database_url = Some("postgres://db/e2b".into());
         assert!(on(&fallback).unwrap().is_some());
     }
 
@@ -253,6 +293,28 @@ mod tests {
             "{}",
             bad_url.message
         );
+    }
+
+    #[test]
+    fn the_secrets_key_is_required_and_checked_and_the_limit_read() {
+        let on_db = |key: Option<&str>, per_team: u32| {
+            let mut a = args(Some("postgresql://db/postgres"));
+            a.secrets_key.webhook_secrets_key = key.map(str::to_owned);
+            a.webhooks_per_team = per_team;
+            on(&a)
+        };
+        assert_eq!(on_db(Some(KEY), 3).unwrap().unwrap().webhooks_per_team, 3);
+        for key in [None, Some(""), Some("not-a-key"), Some("c2hvcnQ=")] {
+            let e = on_db(key, 10).unwrap_err();
+            assert!(e.setting.starts_with("WEBHOOK_SECRETS_KEY"), "{e}");
+            assert!(e.message.contains("openssl rand -base64 32"), "{e}");
+        }
+        let e = on_db(Some(KEY), 0).unwrap_err();
+        assert!(e.setting.starts_with("WEBHOOKS_PER_TEAM"), "{e}");
+        // Without a database the key is not needed.
+        let mut off = args(None);
+        off.secrets_key.webhook_secrets_key = None;
+        assert!(on(&off).unwrap().is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
 
 mod auth_provider;
+mod database_args;
 mod events_api;
 mod file;
 mod logs_collector;
@@ -10,6 +11,7 @@ mod run_args;
 mod teams;
 mod webhook_args;
 
+pub use database_args::{DatabaseArgs, SecretsKeyArgs};
 pub use events_api::{EventsApiArgs, EventsApiConfig};
 pub use logs_collector::{LogsCollectorArgs, log_shipping};
 pub use nomad::{ReconcileConfig, parse_nomad_addr};

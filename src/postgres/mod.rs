@@ -13,9 +13,12 @@ pub mod delivery_stats;
 pub mod event_history;
 pub mod portal_sessions;
 pub mod sandbox_events;
+pub mod secret_keys;
 pub mod user_teams;
+pub mod webhook_secrets;
 pub mod webhooks;
 
+use secret_keys::SecretKeys;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -64,6 +67,9 @@ pub struct Database {
     pool: PgPool,
     migrated: watch::Receiver<bool>,
     migrated_tx: Arc<watch::Sender<bool>>,
+    /// Seals and opens webhooks' signing secrets (`WEBHOOK_SECRETS_KEY`); `None` for tools that
+    /// never touch them.
+    sealing: Option<Arc<webhook_secrets::Sealing>>,
 }
 
 impl Database {
@@ -108,7 +114,14 @@ impl Database {
             pool,
             migrated: rx,
             migrated_tx: Arc::new(tx),
+            sealing: None,
         })
+    }
+
+    /// Seals webhooks' signing secrets under `keys` (required to register or deliver to them).
+    pub fn with_secret_keys(mut self, keys: SecretKeys) -> Self {
+        self.sealing = Some(Arc::new(webhook_secrets::Sealing::new(keys)));
+        self
     }
 
     /// The pool, for the query modules.
@@ -132,19 +145,28 @@ impl Database {
         *self.migrated.borrow()
     }
 
-    /// Creates our schema and applies pending migrations, retrying while Postgres is
-    /// unreachable. Both instances of an HA pair may run it: sqlx serializes migrators with an
-    /// advisory lock.
-    pub async fn migrate_until_done(&self, shutdown: CancellationToken) {
+    /// Creates our schema, applies pending migrations and seals the signing secrets still in
+    /// plain text, retrying while Postgres is unreachable. Both instances of an HA pair may run
+    /// it: sqlx serializes migrators with an advisory lock. Fails only when `WEBHOOK_SECRETS_KEY`
+    /// does not open the secrets already stored.
+    pub async fn migrate_until_done(
+        &self,
+        shutdown: CancellationToken,
+    ) -> Result<(), webhook_secrets::KeyMismatch> {
         let mut logged = false;
         loop {
-            match self.migrate().await {
+            let migrated = match self.migrate().await {
+                Ok(()) => self.seal_and_check_secrets().await,
+                Err(e) => Err(webhook_secrets::SealingError::Store(e)),
+            };
+            match migrated {
                 Ok(()) => {
                     tracing::info!(schema = SCHEMA, "database schema ready");
                     self.migrated_tx.send_replace(true);
-                    return;
+                    return Ok(());
                 }
-                Err(e) => {
+                Err(webhook_secrets::SealingError::Mismatch(e)) => return Err(e),
+                Err(webhook_secrets::SealingError::Store(e)) => {
                     if !logged {
                         tracing::warn!(error = %e, "cannot migrate the webhook_emitter schema yet; the events API answers 503 until it can");
                         logged = true;
@@ -153,7 +175,7 @@ impl Database {
             }
             tokio::select! {
                 _ = tokio::time::sleep(MIGRATE_RETRY) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
             }
         }
     }
@@ -175,7 +197,8 @@ impl Database {
         Ok(())
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Creates our schema and applies pending migrations (once Postgres answers).
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         // An operator may create the schema for us and grant no CREATE on the database.
         let exists: bool =

@@ -1,4 +1,5 @@
-//! Registered webhooks in `webhook_emitter.webhooks`, always scoped to the owning team.
+//! Registered webhooks in `webhook_emitter.webhooks`, always scoped to the owning team. Signing
+//! secrets are written sealed (`webhook_secrets.rs`) and opened only for delivery.
 
 use super::{Database, StoreError};
 use uuid::Uuid;
@@ -45,6 +46,24 @@ pub struct NewWebhook {
     /// Signs deliveries; never read back through the API.
     pub signature_secret: String,
 }
+
+/// Why a webhook was not registered.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The team has `limit` webhooks already.
+    #[error("the team has {limit} webhooks, the most it may register")]
+    LimitReached {
+        /// Webhooks per team at most.
+        limit: u32,
+    },
+    /// The database cannot answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Two ints for `pg_advisory_xact_lock(int, int)`: this constant, and the team (its first four
+/// bytes), so creates of one team queue while other teams' go on.
+const TEAM_LOCK_CLASS: i32 = 0x7768_6b73; // "whks"
 
 /// Fields to replace; `None` keeps the current value. No `Debug`: it may hold the secret.
 #[derive(Default)]
@@ -94,23 +113,50 @@ fn from_row((id, team_id, name, url, enabled, events, created_at): Row) -> Webho
 }
 
 impl Database {
-    /// Registers `webhook` under a new id.
-    pub async fn create_webhook(&self, webhook: NewWebhook) -> Result<Webhook, StoreError> {
+    /// Registers `webhook` under a new id, unless its team has `limit` webhooks already. The
+    /// count and the insert hold a per-team lock (both instances of an HA pair share it), so
+    /// concurrent creates cannot pass the limit together.
+    pub async fn create_webhook(
+        &self,
+        webhook: NewWebhook,
+        limit: u32,
+    ) -> Result<Webhook, CreateError> {
+        let id = Uuid::new_v4();
+        let sealed = self.sealing()?.keys.seal(&webhook.signature_secret, id);
+        let mut tx = self.ready()?.begin().await.map_err(StoreError::from)?;
+        let team = webhook.team_id.as_bytes();
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(TEAM_LOCK_CLASS)
+            .bind(i32::from_be_bytes([team[0], team[1], team[2], team[3]]))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_emitter.webhooks WHERE team_id = $1")
+                .bind(webhook.team_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        if held >= i64::from(limit) {
+            return Err(CreateError::LimitReached { limit });
+        }
         let row: Row = sqlx::query_as(&format!(
             "INSERT INTO webhook_emitter.webhooks
-                    (id, team_id, name, url, enabled, events, signature_secret)
+                    (id, team_id, name, url, enabled, events, sealed_secret)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
           RETURNING {COLUMNS}"
         ))
-        .bind(Uuid::new_v4())
+        .bind(id)
         .bind(webhook.team_id)
         .bind(webhook.name)
         .bind(webhook.url)
         .bind(webhook.enabled)
         .bind(webhook.events)
-        .bind(webhook.signature_secret)
-        .fetch_one(self.ready()?)
-        .await?;
+        .bind(sealed)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
         Ok(from_row(row))
     }
 
@@ -145,13 +191,18 @@ impl Database {
         id: Uuid,
         changes: WebhookChanges,
     ) -> Result<Option<Webhook>, StoreError> {
+        let sealed = match &changes.signature_secret {
+            Some(secret) => Some(self.sealing()?.keys.seal(secret, id)),
+            None => None,
+        };
         let row: Option<Row> = sqlx::query_as(&format!(
             "UPDATE webhook_emitter.webhooks
                 SET name = COALESCE($3, name),
                     url = COALESCE($4, url),
                     enabled = COALESCE($5, enabled),
                     events = COALESCE($6, events),
-                    signature_secret = COALESCE($7, signature_secret),
+                    sealed_secret = COALESCE($7, sealed_secret),
+                    signature_secret = CASE WHEN $7 IS NULL THEN signature_secret END,
                     updated_at = now()
               WHERE team_id = $1 AND id = $2
           RETURNING {COLUMNS}"
@@ -162,13 +213,15 @@ impl Database {
         .bind(changes.url)
         .bind(changes.enabled)
         .bind(changes.events)
-        .bind(changes.signature_secret)
+        .bind(sealed)
         .fetch_optional(self.ready()?)
         .await?;
         Ok(row.map(from_row))
     }
 
-    /// Every enabled webhook of every team, with its secret (what the dispatchers deliver to).
+    /// Every enabled webhook of every team, with its secret opened (what the dispatchers deliver
+    /// to). A webhook whose secret does not open is left out (and logged once). A secret still in
+    /// plain text (an earlier release wrote it during a rolling upgrade) is sealed here.
     pub async fn enabled_webhooks(&self) -> Result<Vec<Registration>, StoreError> {
         type WithSecret = (
             Uuid,
@@ -178,23 +231,34 @@ impl Database {
             bool,
             Vec<String>,
             jiff_sqlx::Timestamp,
-            String,
+            Option<String>,
+            Option<Vec<u8>>,
         );
+        let sealing = self.sealing()?;
         let rows: Vec<WithSecret> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS}, signature_secret FROM webhook_emitter.webhooks
+            "SELECT {COLUMNS}, signature_secret, sealed_secret FROM webhook_emitter.webhooks
                   WHERE enabled ORDER BY created_at, id"
         ))
         .fetch_all(self.ready()?)
         .await?;
-        Ok(rows
+        let mut plain_seen = false;
+        let registrations = rows
             .into_iter()
-            .map(
-                |(id, team, name, url, enabled, events, created_at, secret)| Registration {
-                    webhook: from_row((id, team, name, url, enabled, events, created_at)),
-                    signature_secret: secret,
+            .filter_map(
+                |(id, team, name, url, enabled, events, created_at, plain, sealed)| {
+                    plain_seen |= plain.is_some();
+                    let secret = sealing.secret_of(id, plain, sealed.as_deref())?;
+                    Some(Registration {
+                        webhook: from_row((id, team, name, url, enabled, events, created_at)),
+                        signature_secret: secret,
+                    })
                 },
             )
-            .collect())
+            .collect();
+        if plain_seen && let Err(e) = self.seal_and_check_secrets().await {
+            tracing::warn!(error = %e, "cannot seal the signing secrets an earlier release stored");
+        }
+        Ok(registrations)
     }
 
     /// Deletes the team's webhook `id`; false when it is not the team's.

@@ -21,6 +21,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const RETRY: Duration = Duration::from_secs(5);
 /// How long the last write at a stop may take before what it holds is given up.
 const LAST_WRITE: Duration = Duration::from_secs(5);
+/// Attempts held in memory while Postgres cannot take them; past this the oldest are given up
+/// (and logged with their number): the log is a record, delivery never waits for it.
+const HELD_WHILE_FAILING: usize = BATCH * 20;
 
 /// Writes the journal's attempts to `database` until `deliveries_done` (then what the feed
 /// still holds), deleting those older than `retention` hourly.
@@ -35,6 +38,8 @@ pub async fn run(
     let mut prune_at = tokio::time::Instant::now();
     let mut flush_at = None;
     let mut failing = false;
+    // Attempts given up during the current outage.
+    let mut given_up = 0usize;
     loop {
         let flush = async {
             match flush_at {
@@ -67,7 +72,14 @@ pub async fn run(
         }
         match database.store_attempts(&batch).await {
             Ok(()) => {
+                if failing && given_up > 0 {
+                    tracing::warn!(
+                        given_up,
+                        "writing the delivery log again; attempts made while its buffer was full are not in it (all were delivered or retried as usual)"
+                    );
+                }
                 failing = false;
+                given_up = 0;
                 batch.clear();
                 flush_at = None;
             }
@@ -77,7 +89,14 @@ pub async fn run(
                     failing = true;
                 }
                 // Keep at most a few batches while Postgres is away.
-                if batch.len() > BATCH * 20 {
+                if batch.len() > HELD_WHILE_FAILING {
+                    if given_up == 0 {
+                        tracing::warn!(
+                            held = HELD_WHILE_FAILING,
+                            "the delivery log's buffer is full: until Postgres is back, the oldest attempts are left out of it"
+                        );
+                    }
+                    given_up += BATCH;
                     batch.drain(..BATCH);
                 }
                 flush_at = Some(tokio::time::Instant::now() + RETRY);

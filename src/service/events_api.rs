@@ -54,16 +54,27 @@ pub async fn start(
         return Ok(Started::default());
     };
     let setting = "POSTGRES_CONNECTION_STRING (or DATABASE_URL)";
-    let database = Database::new(&config.database).map_err(|e| ConfigError::new(setting, e))?;
+    let database = Database::new(&config.database)
+        .map_err(|e| ConfigError::new(setting, e))?
+        .with_secret_keys(config.secret_keys.clone());
     pipeline.spawn_source({
         let (database, token) = (database.clone(), pipeline.shutdown_token());
         async move {
-            database.migrate_until_done(token).await;
+            // A key that does not open the stored secrets ends the service (exit 2) once
+            // Postgres answers: it could deliver to none of those webhooks.
+            database.migrate_until_done(token).await.map_err(|e| {
+                ConfigError::new(crate::postgres::secret_keys::SETTING, e.to_string())
+            })?;
             Ok(())
         }
     });
     // Every event received also goes to the lifecycle history, never slowing delivery.
-    let (history, received) = HistoryWriter::new(database.clone(), config.events_retention);
+    let (history, received) = HistoryWriter::new(
+        database.clone(),
+        config.events_retention,
+        config.history_buffer,
+        pipeline.outbox.metrics().event_history_dropped.clone(),
+    );
     pipeline.outbox.send_received_to(received);
     pipeline.spawn_source({
         let token = pipeline.shutdown_token();
@@ -110,7 +121,13 @@ pub async fn start(
         );
     }
     let proxies = TrustedProxies::new(config.trusted_proxies.clone());
-    let api = EventsApi::new(database, destinations, users, proxies);
+    let api = EventsApi::new(
+        database,
+        destinations,
+        config.webhooks_per_team,
+        users,
+        proxies,
+    );
     // The team portal (/portal/) lives wherever the API does, and only when it is on.
     let portal = crate::portal::router(
         api.clone(),

@@ -79,14 +79,15 @@ pub struct WebhookRegistry {
     saved: Option<u64>,
 }
 
-/// One registered webhook as the snapshot keeps it.
+/// One registered webhook as the snapshot keeps it: its secret sealed as in Postgres (base64 of
+/// the envelope), so the data directory holds no secret either.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Saved {
     id: Uuid,
     team_id: Uuid,
     url: String,
     events: Vec<String>,
-    secret: String,
+    sealed_secret: String,
 }
 
 struct Running {
@@ -137,8 +138,14 @@ impl WebhookRegistry {
             },
             _ => return,
         };
-        let registrations: Vec<Registration> =
-            saved.into_iter().map(Saved::into_registration).collect();
+        // A snapshot that does not open (another key) is ignored: Postgres tells, once it answers.
+        let Some(registrations) = saved
+            .into_iter()
+            .map(|saved| saved.into_registration(&self.database))
+            .collect::<Option<Vec<Registration>>>()
+        else {
+            return;
+        };
         self.saved = Some(snapshot_fingerprint(&registrations));
         tracing::info!(
             webhooks = registrations.len(),
@@ -195,16 +202,23 @@ impl WebhookRegistry {
         if self.saved == Some(fingerprint) {
             return;
         }
-        let saved: Vec<Saved> = registrations
+        let Ok(saved) = registrations
             .iter()
-            .map(|r| Saved {
-                id: r.webhook.id,
-                team_id: r.webhook.team_id,
-                url: r.webhook.url.clone(),
-                events: r.webhook.events.clone(),
-                secret: r.signature_secret.clone(),
+            .map(|r| {
+                Ok(Saved {
+                    id: r.webhook.id,
+                    team_id: r.webhook.team_id,
+                    url: r.webhook.url.clone(),
+                    events: r.webhook.events.clone(),
+                    sealed_secret: self
+                        .database
+                        .seal_as_text(&r.signature_secret, r.webhook.id)?,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Saved>, crate::postgres::StoreError>>()
+        else {
+            return;
+        };
         let bytes = serde_json::to_vec(&saved).unwrap_or_default();
         match self.outbox.save_state(SNAPSHOT_KEY, bytes).await {
             Ok(()) => self.saved = Some(fingerprint),
@@ -357,8 +371,9 @@ impl WebhookRegistry {
 }
 
 impl Saved {
-    fn into_registration(self) -> Registration {
-        Registration {
+    fn into_registration(self, database: &Database) -> Option<Registration> {
+        let signature_secret = database.open_text(&self.sealed_secret, self.id)?;
+        Some(Registration {
             webhook: crate::postgres::webhooks::Webhook {
                 id: self.id,
                 team_id: self.team_id,
@@ -368,8 +383,8 @@ impl Saved {
                 events: self.events,
                 created_at: jiff::Timestamp::UNIX_EPOCH,
             },
-            signature_secret: self.secret,
-        }
+            signature_secret,
+        })
     }
 }
 

@@ -228,7 +228,8 @@ job "${job_name}" {
         DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data/emitter"
         LISTEN_ADDR = "$${NOMAD_ADDR_http}"
         %{~ if events_api }
-        API_LISTEN_ADDR = "$${NOMAD_ADDR_api}"
+        API_LISTEN_ADDR   = "$${NOMAD_ADDR_api}"
+        WEBHOOKS_PER_TEAM = "${webhooks_per_team}"
         %{~ if trusted_proxies != "" }
         API_TRUSTED_PROXIES = "${trusted_proxies}"
         %{~ endif }
@@ -254,6 +255,9 @@ job "${job_name}" {
           {{- end }}
           {{- with .postgres_connection_string.Value }}
           POSTGRES_CONNECTION_STRING={{ . | toJSON }}
+          {{- end }}
+          {{- with .webhook_secrets_key.Value }}
+          WEBHOOK_SECRETS_KEY={{ . | toJSON }}
           {{- end }}
           {{- with .auth_provider_config.Value }}
           AUTH_PROVIDER_CONFIG={{ . | toJSON }}

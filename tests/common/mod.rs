@@ -16,7 +16,11 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_e2b-webhook-emitter"))
 }
 
-/// A command running the binary, with the secret-bearing variables of the caller removed.
+/// `WEBHOOK_SECRETS_KEY` of the tests (base64 of 32 bytes): the events API needs one.
+pub const SECRETS_KEY: &str = "dGVzdC1rZXktb2YtdGhlLWVtaXR0ZXItdGVzdHMtMzI=";
+
+/// A command running the binary, with the secret-bearing variables of the caller removed and
+/// the tests' [`SECRETS_KEY`] given.
 pub fn emitter() -> Command {
     let mut cmd = Command::new(binary());
     for var in [
@@ -49,9 +53,11 @@ pub fn emitter() -> Command {
         "API_LISTEN_ADDR",
         "API_ALLOW_PRIVATE_CIDRS",
         "AUTH_PROVIDER_CONFIG",
+        "WEBHOOKS_PER_TEAM",
     ] {
         cmd.env_remove(var);
     }
+    cmd.env("WEBHOOK_SECRETS_KEY", SECRETS_KEY);
     cmd
 }
 

@@ -150,6 +150,18 @@ impl PostgresServer {
         ));
     }
 
+    /// What `pg_dump` (Debian's, beside the server) writes of the whole database, as an operator's
+    /// backup holds it.
+    pub fn dump(&self) -> String {
+        let out = self.client("pg_dump").output().expect("running pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Stops the server at once (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -227,18 +239,22 @@ impl PostgresServer {
     }
 
     fn psql_command(&self) -> Command {
-        let mut cmd = Command::new(self.bin.join("psql"));
-        cmd.arg("-h")
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-A", "-t", "-q"]);
+        let mut cmd = self.client("psql");
+        cmd.args(["-v", "ON_ERROR_STOP=1", "-A", "-t", "-q"]);
+        cmd
+    }
+
+    /// A client `program` (psql, pg_dump) of the server, as the superuser over its socket.
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.arg("-h").arg(self.dir.path()).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ]);
         cmd
     }
 

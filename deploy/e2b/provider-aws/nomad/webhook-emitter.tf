@@ -28,7 +28,13 @@
 #     team_ids       []       webhook_format, webhook_events: as the module's
 #     webhook_ca_pem ""       PEM of a private CA for webhook_url
 #     instance_count 2        capped by the api pool's size
-#   <bucket prefix>webhook-emitter-secret   webhook_url's signing secret (>= 32 chars)
+#     webhooks_per_team 10    webhooks a team may register (events API)
+#   <bucket prefix>webhook-emitter-secret   JSON (secrets), keys:
+#     webhook_secrets_key     seals teams' signing secrets in Postgres; required
+#                             with the events API: `openssl rand -base64 32`
+#                             (rotation: "NEW,OLD", docs/operators-guide.md)
+#     webhook_secret          webhook_url's signing secret (>= 32 chars)
+#                             A bare string, as before, is webhook_secret alone.
 #
 # The artifact is the object e2b-webhook-emitter.tar.gz in the
 # <bucket prefix>fc-env-pipeline bucket (scripts/upload-artifact.sh puts it
@@ -40,8 +46,17 @@ locals {
   webhook_emitter_secret_prefix = trimsuffix(var.fc_env_pipeline_bucket_name, "fc-env-pipeline")
   webhook_emitter_known_keys = [
     "enabled", "events_api", "webhook_url", "webhook_format", "webhook_events",
-    "team_ids", "webhook_ca_pem", "instance_count",
+    "team_ids", "webhook_ca_pem", "instance_count", "webhooks_per_team",
   ]
+
+  # The secret: a JSON object of secrets, or (as first documented) the signing secret alone.
+  webhook_emitter_secret_text    = trimspace(data.aws_secretsmanager_secret_version.webhook_emitter_secret.secret_string)
+  webhook_emitter_secret_json    = try(jsondecode(local.webhook_emitter_secret_text), null)
+  webhook_emitter_secret_is_json = can(keys(local.webhook_emitter_secret_json))
+  webhook_emitter_secrets = {
+    webhook_secret      = local.webhook_emitter_secret_is_json ? try(local.webhook_emitter_secret_json.webhook_secret, "") : local.webhook_emitter_secret_text
+    webhook_secrets_key = local.webhook_emitter_secret_is_json ? try(local.webhook_emitter_secret_json.webhook_secrets_key, "") : ""
+  }
 
   # The config holds no secret, so it may show in plans and decide counts.
   webhook_emitter_config_text = nonsensitive(trimspace(data.aws_secretsmanager_secret_version.webhook_emitter_config.secret_string))
@@ -143,11 +158,14 @@ module "webhook_emitter" {
   ingress_host_rule = try(local.webhook_emitter_config.events_api, true) ? "HostRegexp(`api.{domain:.+}`)" : ""
 
   webhook_url    = try(local.webhook_emitter_config.webhook_url, "")
-  webhook_secret = data.aws_secretsmanager_secret_version.webhook_emitter_secret.secret_string
+  webhook_secret = local.webhook_emitter_secrets.webhook_secret
   webhook_format = try(local.webhook_emitter_config.webhook_format, "x-e2b-signature")
   webhook_events = try(local.webhook_emitter_config.webhook_events, ["create", "kill", "pause", "resume"])
   team_ids       = try(local.webhook_emitter_config.team_ids, [])
   webhook_ca_pem = try(local.webhook_emitter_config.webhook_ca_pem, "")
+
+  webhook_secrets_key = local.webhook_emitter_secrets.webhook_secrets_key
+  webhooks_per_team   = try(local.webhook_emitter_config.webhooks_per_team, 10)
 
   depends_on = [terraform_data.webhook_emitter_config]
 }
