@@ -11,7 +11,7 @@
 
 use super::client::{RedisClient, RedisConnection};
 use super::keys::Keys;
-use super::{EntryId, RedisSourceError, RedisStreamSource};
+use super::{EntryId, RedisSourceError, RedisStreamSource, VIEW_COPY_EVERY, lease};
 use crate::event::{Lifecycle, SandboxEvent};
 use crate::outbox::{FromStream, IntakeError, SandboxRecord, SandboxState, SandboxView};
 use crate::util::time::now_ms;
@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 use redis::{AsyncCommands, RedisError, Script};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// The field that says the view exists (it is missing in a new Redis, or one that lost its
 /// data); it never collides with a sandbox id.
@@ -65,20 +66,28 @@ return 1
 ";
 
 /// Builds the view from a list of records (at entry `0-0`, below any real entry) unless it
-/// exists; returns 1 when it built it.
+/// exists, and only while the lease (KEYS[2]) holds ARGV[1] — only the holder of the lease
+/// rebuilds the view or sweeps it; returns 1 when it built it.
 const BUILD: &str = r"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-for i = 2, #ARGV, 2 do
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this instance no longer holds the leader lease')
+end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 0 end
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], '0-0|' .. ARGV[i + 1])
 end
-redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('HSET', KEYS[1], ARGV[2], '1')
 return 1
 ";
 
-/// Removes the given fields if they still hold the given values.
+/// Removes the given fields if they still hold the given values, only while the lease holds
+/// ARGV[1].
 const FORGET: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this instance no longer holds the leader lease')
+end
 local removed = 0
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
   end
@@ -142,22 +151,43 @@ pub(super) async fn apply(
     }
 }
 
-/// Builds the view from `records` (this instance's own) unless it exists; true when built.
+/// What a change that only the lease holder may make did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fenced<T> {
+    /// Made, with this result.
+    Done(T),
+    /// Refused: the lease no longer has the value this instance holds.
+    LeaseLost,
+}
+
+fn fenced<T>(result: Result<T, RedisError>) -> Result<Fenced<T>, RedisError> {
+    match result {
+        Ok(value) => Ok(Fenced::Done(value)),
+        Err(e) if e.code() == Some(lease::FENCED_CODE) => Ok(Fenced::LeaseLost),
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds the view from `records` (this instance's own) unless it exists, while the lease has
+/// the value `token`; `Done(true)` when built.
 pub(super) async fn build(
     conn: &mut RedisConnection,
     keys: &Keys,
+    token: &str,
     records: &[SandboxRecord],
-) -> Result<bool, RedisError> {
+) -> Result<Fenced<bool>, RedisError> {
     let script = Script::new(BUILD);
     let mut invocation = script.key(keys.sandboxes());
-    invocation.arg(BUILT_FIELD);
+    invocation.key(keys.lease()).arg(token).arg(BUILT_FIELD);
     for record in records {
         invocation
             .arg(&record.sandbox_id)
             .arg(serde_json::to_string(record).expect("a record always serializes"));
     }
-    let built: i64 = invocation.invoke_async(conn).await?;
-    Ok(built == 1)
+    fenced(invocation.invoke_async::<i64>(conn).await).map(|built| match built {
+        Fenced::Done(built) => Fenced::Done(built == 1),
+        Fenced::LeaseLost => Fenced::LeaseLost,
+    })
 }
 
 /// Whether the view exists.
@@ -183,12 +213,15 @@ async fn scan_page(
 }
 
 /// Drops tombstones of entries below `below`: every entry under it has been acknowledged, so
-/// none can be read again and turn a killed sandbox back. Returns how many went.
+/// none can be read again and turn a killed sandbox back. Only while the lease has the value
+/// `token`: an instance that lost the lease stops sweeping at its next batch (the new holder
+/// sweeps at its first housekeeping). Returns how many went.
 pub(super) async fn forget_tombstones(
     conn: &mut RedisConnection,
     keys: &Keys,
+    token: &str,
     below: EntryId,
-) -> Result<usize, RedisError> {
+) -> Result<Fenced<usize>, RedisError> {
     let mut removed = 0;
     let mut cursor = 0;
     loop {
@@ -206,14 +239,17 @@ pub(super) async fn forget_tombstones(
         for chunk in old.chunks(500) {
             let script = Script::new(FORGET);
             let mut invocation = script.key(keys.sandboxes());
+            invocation.key(keys.lease()).arg(token);
             for (field, value) in chunk {
                 invocation.arg(field.as_str()).arg(value.as_str());
             }
-            let n: usize = invocation.invoke_async(conn).await?;
-            removed += n;
+            match fenced(invocation.invoke_async::<usize>(conn).await)? {
+                Fenced::Done(n) => removed += n,
+                Fenced::LeaseLost => return Ok(Fenced::LeaseLost),
+            }
         }
         if next == 0 {
-            return Ok(removed);
+            return Ok(Fenced::Done(removed));
         }
         cursor = next;
     }
@@ -286,7 +322,12 @@ impl SandboxView for SharedSandboxView {
 
 impl RedisStreamSource {
     /// Builds the shared view of sandboxes from this instance's own when it does not exist (a
-    /// new Redis, or one that lost its data; an upgrade from a version without it).
+    /// new Redis, or one that lost its data; an upgrade from a version without it). Only the
+    /// holder of the lease builds it, in the same script that checks the lease: an instance that
+    /// lost the lease while frozen never puts its older view in place of the holder's. What it
+    /// builds from is current: the holder copied the shared view into its outbox when it took
+    /// over and applied every read since to both, and a standby copies it every
+    /// `VIEW_COPY_EVERY` ([`Self::copy_view`]).
     pub(super) async fn build_view(
         &self,
         conn: &mut RedisConnection,
@@ -297,14 +338,65 @@ impl RedisStreamSource {
         {
             return Ok(());
         }
+        let Some(token) = self.leadership.token() else {
+            return Ok(());
+        };
         let records = self.outbox.sandboxes().await?;
-        if build(conn, &self.keys, &records)
+        let built = build(conn, &self.keys, &token, &records)
             .await
-            .map_err(|e| self.redis_error(e))?
-        {
+            .map_err(|e| self.redis_error(e))?;
+        if built == Fenced::Done(true) {
             tracing::info!(
                 sandboxes = records.len(),
-                "built the shared view of sandboxes in Redis from this instance's own"
+                "built the shared view of sandboxes in Redis from this instance's copy of it (Redis lost its data, or is new)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies the shared view into this instance's outbox every `VIEW_COPY_EVERY`, active or
+    /// standing by (see [`Self::copy_view_now`]).
+    pub(super) async fn copy_view_when_due(
+        &mut self,
+        conn: &mut RedisConnection,
+    ) -> Result<(), RedisSourceError> {
+        if self
+            .last_view_copy
+            .is_some_and(|at| at.elapsed() < VIEW_COPY_EVERY)
+        {
+            return Ok(());
+        }
+        self.copy_view_now(conn).await
+    }
+
+    /// Copies the shared view into this instance's outbox, when the view exists: the outbox's
+    /// view is what the shared one is rebuilt from if Redis loses its data, so it must hold
+    /// what every instance read, not only this one's reads. Not while changes this instance
+    /// read wait to be applied to the shared view: the copy would lack them.
+    pub(super) async fn copy_view_now(
+        &mut self,
+        conn: &mut RedisConnection,
+    ) -> Result<(), RedisSourceError> {
+        if !self
+            .unapplied_view
+            .lock()
+            .expect("unapplied view changes")
+            .is_empty()
+        {
+            return Ok(());
+        }
+        self.last_view_copy = Some(Instant::now());
+        let Some(records) = read_records(conn, &self.keys)
+            .await
+            .map_err(|e| self.redis_error(e))?
+        else {
+            return Ok(());
+        };
+        let count = records.len();
+        if self.outbox.replace_sandboxes(records).await? {
+            tracing::debug!(
+                sandboxes = count,
+                "copied the shared view of sandboxes into the local outbox"
             );
         }
         Ok(())
