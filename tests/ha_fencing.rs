@@ -215,7 +215,15 @@ fn a_takeover_during_the_tombstone_sweep_finishes_it_and_sends_no_kill_twice() {
         b.log_text()
     );
 
-    // a resumes: its sweep stops at its next batch, refused, and it writes nothing more.
+    // More old tombstones, which b leaves for its next sweep (in ten minutes).
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key);
+    for i in 0..1000 {
+        hset.arg(format!("sbx-gone-later-{i}")).arg("0-0|");
+    }
+    let _: i64 = hset.query(&mut conn).unwrap();
+
+    // a resumes: its sweep stops, refused, and it removes nothing more.
     a.signal(Signal::SIGCONT);
     assert!(
         eventually(Duration::from_secs(20), || a
@@ -223,6 +231,10 @@ fn a_takeover_during_the_tombstone_sweep_finishes_it_and_sends_no_kill_twice() {
             .contains("stopped sweeping the shared view of sandboxes")),
         "a stops sweeping; log:\n{}",
         a.log_text()
+    );
+    assert!(
+        hlen(&mut conn) >= 1000,
+        "the instance that lost the lease swept nothing more"
     );
     let kill2 = lifecycle_event("killed", "sbx-k2");
     list(&cluster, &[]);

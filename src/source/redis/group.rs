@@ -230,7 +230,7 @@ impl RedisStreamSource {
         };
         let min_id = trim_threshold(last_delivered, oldest_pending);
         if sweep_due && let Some(token) = self.leadership.token() {
-            let swept = view::forget_tombstones(conn, &self.keys, &token, min_id)
+            let swept = view::forget_tombstones(conn, &self.keys, &self.leadership, &token, min_id)
                 .await
                 .map_err(|e| self.redis_error(e))?;
             match swept {

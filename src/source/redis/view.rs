@@ -13,6 +13,7 @@ use super::client::{RedisClient, RedisConnection};
 use super::keys::Keys;
 use super::{EntryId, RedisSourceError, RedisStreamSource, VIEW_COPY_EVERY, lease};
 use crate::event::{Lifecycle, SandboxEvent};
+use crate::leadership::Leadership;
 use crate::outbox::{FromStream, IntakeError, SandboxRecord, SandboxState, SandboxView};
 use crate::util::time::now_ms;
 use futures_util::future::BoxFuture;
@@ -214,17 +215,21 @@ async fn scan_page(
 
 /// Drops tombstones of entries below `below`: every entry under it has been acknowledged, so
 /// none can be read again and turn a killed sandbox back. Only while the lease has the value
-/// `token`: an instance that lost the lease stops sweeping at its next batch (the new holder
-/// sweeps at its first housekeeping). Returns how many went.
+/// `token`: an instance that lost the lease stops sweeping at its next page, or its next batch
+/// (the new holder sweeps at its first housekeeping). Returns how many went.
 pub(super) async fn forget_tombstones(
     conn: &mut RedisConnection,
     keys: &Keys,
+    leadership: &Leadership,
     token: &str,
     below: EntryId,
 ) -> Result<Fenced<usize>, RedisError> {
     let mut removed = 0;
     let mut cursor = 0;
     loop {
+        if leadership.token().as_deref() != Some(token) {
+            return Ok(Fenced::LeaseLost);
+        }
         let (next, page) = scan_page(conn, keys, cursor).await?;
         let old: Vec<&(String, String)> = page
             .iter()
