@@ -85,9 +85,8 @@ fn a_reconcile_run_that_outlives_its_lease_writes_nothing_even_after_winning_it_
     cluster.orchestrator.hold_from_call(2);
     let mut a = Instance::new(dir.path(), "a");
     a.extra = cluster.args_with("1s", "500ms");
-    a.extra.extend(
-        ["--orchestrator-timeout", "300s", "--redis-trim", "false"].map(str::to_owned),
-    );
+    a.extra
+        .extend(["--orchestrator-timeout", "300s", "--redis-trim", "false"].map(str::to_owned));
     a.start(&redis, receiver.port);
     assert!(eventually(Duration::from_secs(15), || a.is_active()));
     // b reads and delivers, but does not reconcile (no Nomad): any synthesized event is a's.
@@ -95,7 +94,10 @@ fn a_reconcile_run_that_outlives_its_lease_writes_nothing_even_after_winning_it_
     b.extra = vec!["--redis-trim".into(), "false".into()];
     b.start(&redis, receiver.port);
     assert!(
-        eventually(Duration::from_secs(30), || cluster.orchestrator.held_calls() == 1),
+        eventually(Duration::from_secs(30), || cluster
+            .orchestrator
+            .held_calls()
+            == 1),
         "a's second run is waiting for the orchestrator; log:\n{}",
         a.log_text()
     );

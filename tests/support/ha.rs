@@ -29,6 +29,8 @@ pub struct Instance {
     pub extra: Vec<String>,
     pub lease_ttl: &'static str,
     pub running: Option<RunningEmitter>,
+    /// Another build of the binary to run (an earlier release); `None`: the one under test.
+    pub binary: Option<PathBuf>,
     pub log: PathBuf,
 }
 
@@ -41,6 +43,7 @@ impl Instance {
             extra: Vec::new(),
             lease_ttl: LEASE_TTL,
             running: None,
+            binary: None,
             log: dir.join(format!("{name}.log")),
         }
     }
@@ -72,7 +75,10 @@ impl Instance {
         .to_vec();
         args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.running = Some(RunningEmitter::start(&args, self.log.clone()));
+        self.running = Some(match &self.binary {
+            Some(binary) => RunningEmitter::start_binary(binary, &args, self.log.clone()),
+            None => RunningEmitter::start(&args, self.log.clone()),
+        });
         common::wait_for_port(self.listen, Duration::from_secs(10));
     }
 
@@ -191,7 +197,10 @@ pub fn accepting_receiver(port: u16) -> TestReceiver {
 
 /// Every event arrived, correctly signed, and the first delivery of each sandbox's events came
 /// in the order they were written.
-pub fn assert_all_delivered_in_order(deliveries: &[Delivery], expected: &HashMap<String, Vec<String>>) {
+pub fn assert_all_delivered_in_order(
+    deliveries: &[Delivery],
+    expected: &HashMap<String, Vec<String>>,
+) {
     assert!(
         deliveries.iter().all(|d| d.signature_ok),
         "every delivery is correctly signed"
@@ -271,7 +280,6 @@ pub fn wait_all_delivered(
         );
     }
 }
-
 
 pub fn writer_done(writer: &std::thread::JoinHandle<()>) {
     assert!(
@@ -389,4 +397,3 @@ pub fn synthetic(receiver: &TestReceiver) -> Vec<(String, String)> {
         .map(|d| (d.sandbox_id, d.label))
         .collect()
 }
-

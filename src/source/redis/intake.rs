@@ -176,7 +176,9 @@ impl StreamIntake {
                 .map_err(|e| self.error(e));
         }
         let refused = || {
-            IntakeError::Shared("this instance no longer holds the leader lease; not appended".into())
+            IntakeError::Shared(
+                "this instance no longer holds the leader lease; not appended".into(),
+            )
         };
         let Some(token) = lease else {
             return Err(refused());
