@@ -20,7 +20,8 @@
 //! parsing Redis's replies; `lease` the leader lease; `reading` new entries under it; `gate`
 //! the `wh:<team>` keys; `sync` acknowledging after
 //! delivery; `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
-//! emitter's own events; `view` the shared view of sandboxes.
+//! emitter's own events; `view` the shared view of sandboxes, `view_copy` this instance's copy
+//! of it.
 
 mod client;
 mod dead_letters;
@@ -35,6 +36,7 @@ mod reading;
 mod reply;
 mod sync;
 mod view;
+mod view_copy;
 
 pub use client::{RedisConnectionSettings, RedisTls};
 pub use dead_letters::{SharedDeadLetters, SharedReplay};

@@ -11,7 +11,7 @@
 
 use super::client::{RedisClient, RedisConnection};
 use super::keys::Keys;
-use super::{EntryId, RedisSourceError, RedisStreamSource, VIEW_COPY_EVERY, lease};
+use super::{EntryId, RedisSourceError, RedisStreamSource, lease};
 use crate::event::{Lifecycle, SandboxEvent};
 use crate::leadership::Leadership;
 use crate::outbox::{FromStream, IntakeError, SandboxRecord, SandboxState, SandboxView};
@@ -20,7 +20,6 @@ use futures_util::future::BoxFuture;
 use redis::{AsyncCommands, RedisError, Script};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 /// The field that says the view exists (it is missing in a new Redis, or one that lost its
 /// data); it never collides with a sandbox id.
@@ -262,7 +261,7 @@ pub(super) async fn forget_tombstones(
 
 /// The records of a view read in pages: `None` when the view is not built (no marker), else
 /// its records, tombstones and garbage left out, each sandbox once (the last value read).
-async fn read_records(
+pub(super) async fn read_records(
     conn: &mut RedisConnection,
     keys: &Keys,
 ) -> Result<Option<Vec<SandboxRecord>>, RedisError> {
@@ -330,9 +329,8 @@ impl RedisStreamSource {
     /// new Redis, or one that lost its data; an upgrade from a version without it). Only the
     /// holder of the lease builds it, in the same script that checks the lease: an instance that
     /// lost the lease while frozen never puts its older view in place of the holder's. What it
-    /// builds from is current: the holder copied the shared view into its outbox when it took
-    /// over and applied every read since to both, and a standby copies it every
-    /// `VIEW_COPY_EVERY` ([`Self::copy_view`]).
+    /// builds from is current: every instance copies the shared view into its outbox
+    /// ([`super::view_copy`]), and the holder applies each read to both.
     pub(super) async fn build_view(
         &self,
         conn: &mut RedisConnection,
@@ -354,54 +352,6 @@ impl RedisStreamSource {
             tracing::info!(
                 sandboxes = records.len(),
                 "built the shared view of sandboxes in Redis from this instance's copy of it (Redis lost its data, or is new)"
-            );
-        }
-        Ok(())
-    }
-
-    /// Copies the shared view into this instance's outbox every `VIEW_COPY_EVERY`, active or
-    /// standing by (see [`Self::copy_view_now`]).
-    pub(super) async fn copy_view_when_due(
-        &mut self,
-        conn: &mut RedisConnection,
-    ) -> Result<(), RedisSourceError> {
-        if self
-            .last_view_copy
-            .is_some_and(|at| at.elapsed() < VIEW_COPY_EVERY)
-        {
-            return Ok(());
-        }
-        self.copy_view_now(conn).await
-    }
-
-    /// Copies the shared view into this instance's outbox, when the view exists: the outbox's
-    /// view is what the shared one is rebuilt from if Redis loses its data, so it must hold
-    /// what every instance read, not only this one's reads. Not while changes this instance
-    /// read wait to be applied to the shared view: the copy would lack them.
-    pub(super) async fn copy_view_now(
-        &mut self,
-        conn: &mut RedisConnection,
-    ) -> Result<(), RedisSourceError> {
-        if !self
-            .unapplied_view
-            .lock()
-            .expect("unapplied view changes")
-            .is_empty()
-        {
-            return Ok(());
-        }
-        self.last_view_copy = Some(Instant::now());
-        let Some(records) = read_records(conn, &self.keys)
-            .await
-            .map_err(|e| self.redis_error(e))?
-        else {
-            return Ok(());
-        };
-        let count = records.len();
-        if self.outbox.replace_sandboxes(records).await? {
-            tracing::debug!(
-                sandboxes = count,
-                "copied the shared view of sandboxes into the local outbox"
             );
         }
         Ok(())
