@@ -225,14 +225,28 @@ fn a_takeover_during_the_tombstone_sweep_finishes_it_and_sends_no_kill_twice() {
     }
     let _: i64 = hset.query(&mut conn).unwrap();
 
-    // a resumes: its sweep stops, refused, and it removes nothing more.
+    // a resumes: its sweep ends — refused at its next page or batch, or cut short by the
+    // timeout of the Redis command it was frozen in — and it removes nothing more. (What comes
+    // after a sweep in its loop, a fenced read, tells that an unfenced sweep went on to the end.)
     a.signal(Signal::SIGCONT);
     assert!(
-        eventually(Duration::from_secs(20), || a
-            .log_text()
-            .contains("stopped sweeping the shared view of sandboxes")),
+        eventually(Duration::from_secs(20), || {
+            let log = a.log_text();
+            [
+                "stopped sweeping the shared view of sandboxes",
+                "Redis source not consuming",
+                "the leader lease is no longer ours",
+            ]
+            .iter()
+            .any(|line| log.contains(line))
+        }),
         "a stops sweeping; log:\n{}",
         a.log_text()
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || !a.is_active()
+            && a.status()["lease"]["holder"] == "b"),
+        "a stands by"
     );
     assert!(
         hlen(&mut conn) >= 1000,
