@@ -35,7 +35,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const FIXTURE: &str = "tests/fixtures/redis_state_a3c3d93.json";
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/redis_state_a3c3d93.json"
+);
 /// The consumer name of the instance in the pinned state.
 const OLD_NAME: &str = "emitter-0";
 
