@@ -22,7 +22,6 @@ mod redis_server;
 use common::eventually;
 use ha::*;
 use nix::sys::signal::Signal;
-use orchestrator_standin::sandbox;
 use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::Value;
 use std::time::Duration;
@@ -63,13 +62,10 @@ fn reconciles(instance: &Instance, runs: u64) {
     );
 }
 
-/// Lists these sandboxes (each with execution `exec-<id>`, as `lifecycle_event` writes them).
-fn list(cluster: &Cluster, ids: &[&str]) {
-    cluster.orchestrator.set_sandboxes(
-        ids.iter()
-            .map(|id| sandbox(id, TEAM, &format!("exec-{id}")))
-            .collect(),
-    );
+/// Writes the events of `lines` as the orchestrator does and waits until they are delivered.
+fn deliver(redis: &RedisServer, receiver: &common::TestReceiver, lines: &[&str]) {
+    write_events(redis, &(lines.join("\n") + "\n"));
+    delivered(receiver, lines);
 }
 
 #[test]
@@ -79,7 +75,7 @@ fn a_reconcile_run_that_outlives_its_lease_writes_nothing_even_after_winning_it_
     let cluster = Cluster::start();
     let receiver = accepting_receiver(0);
     // Running on the orchestrator; its `created` event is late.
-    list(&cluster, &["sbx-late"]);
+    cluster.list(&["sbx-late"]);
     // Run 1 sees the difference; run 2, a grace later, decides a create — and waits half-way,
     // its `List` unanswered, until the test lets it go on.
     cluster.orchestrator.hold_from_call(2);
@@ -109,8 +105,7 @@ fn a_reconcile_run_that_outlives_its_lease_writes_nothing_even_after_winning_it_
         "b takes over from the frozen a"
     );
     let create = lifecycle_event("created", "sbx-late");
-    write_events(&redis, &format!("{create}\n"));
-    delivered(&receiver, &[&create]);
+    deliver(&redis, &receiver, &[&create]);
 
     // a resumes as a standby; then b stops and a wins the lease back: a new lease value.
     a.signal(Signal::SIGCONT);
@@ -203,13 +198,11 @@ fn a_takeover_during_the_tombstone_sweep_finishes_it_and_sends_no_kill_twice() {
         lifecycle_event("created", "sbx-k1"),
         lifecycle_event("created", "sbx-k2"),
     );
-    list(&cluster, &["sbx-k1", "sbx-k2"]);
-    write_events(&redis, &format!("{k1}\n{k2}\n"));
-    delivered(&receiver, &[&k1, &k2]);
+    cluster.list(&["sbx-k1", "sbx-k2"]);
+    deliver(&redis, &receiver, &[&k1, &k2]);
     let kill1 = lifecycle_event("killed", "sbx-k1");
-    list(&cluster, &["sbx-k2"]);
-    write_events(&redis, &format!("{kill1}\n"));
-    delivered(&receiver, &[&kill1]);
+    cluster.list(&["sbx-k2"]);
+    deliver(&redis, &receiver, &[&kill1]);
     assert!(
         eventually(Duration::from_secs(60), || hlen(&mut conn) < 10),
         "b swept every old tombstone ({} fields left); log:\n{}",
@@ -253,9 +246,8 @@ fn a_takeover_during_the_tombstone_sweep_finishes_it_and_sends_no_kill_twice() {
         "the instance that lost the lease swept nothing more"
     );
     let kill2 = lifecycle_event("killed", "sbx-k2");
-    list(&cluster, &[]);
-    write_events(&redis, &format!("{kill2}\n"));
-    delivered(&receiver, &[&kill2]);
+    cluster.list(&[]);
+    deliver(&redis, &receiver, &[&kill2]);
     reconciles(&b, 4);
     let killed_view: String = redis::cmd("HGET")
         .arg(&key)
@@ -306,9 +298,8 @@ fn the_view_rebuilt_after_redis_lost_its_data_makes_no_false_create_or_kill() {
         lifecycle_event("created", "sbx-x1"),
         lifecycle_event("created", "sbx-y"),
     );
-    list(&cluster, &["sbx-x1", "sbx-y"]);
-    write_events(&redis, &format!("{x1}\n{y}\n"));
-    delivered(&receiver, &[&x1, &y]);
+    cluster.list(&["sbx-x1", "sbx-y"]);
+    deliver(&redis, &receiver, &[&x1, &y]);
 
     // a takes over from b and reads what b never sees: sbx-y killed, sbx-z and sbx-w created.
     a.start(&redis, receiver.port);
@@ -320,9 +311,8 @@ fn the_view_rebuilt_after_redis_lost_its_data_makes_no_false_create_or_kill() {
         lifecycle_event("created", "sbx-z"),
         lifecycle_event("created", "sbx-w"),
     );
-    list(&cluster, &["sbx-x1", "sbx-z", "sbx-w"]);
-    write_events(&redis, &format!("{kill_y}\n{z}\n{w}\n"));
-    delivered(&receiver, &[&kill_y, &z, &w]);
+    cluster.list(&["sbx-x1", "sbx-z", "sbx-w"]);
+    deliver(&redis, &receiver, &[&kill_y, &z, &w]);
     reconciles(&a, 3);
 
     // Redis restarts without its data; a keeps the lease and rebuilds the view from its
@@ -378,7 +368,7 @@ fn the_view_rebuilt_after_redis_lost_its_data_makes_no_false_create_or_kill() {
     );
 
     // The reconciler still finds what really went missing.
-    list(&cluster, &["sbx-x1", "sbx-z", "sbx-w", "sbx-missed"]);
+    cluster.list(&["sbx-x1", "sbx-z", "sbx-w", "sbx-missed"]);
     assert!(
         eventually(Duration::from_secs(20), || synthetic(&receiver)
             == vec![("sbx-missed".to_owned(), "create".to_owned())]),

@@ -386,22 +386,13 @@ fn a_dead_letter_set_aside_by_one_instance_is_listed_and_replayed_through_the_ot
     let (events, _) = common::lifecycle_ndjson(1, 1); // isb00000 created
     write_events(&redis, &events);
 
-    let list = |redis: &RedisServer| -> Vec<Value> {
-        let (code, out, err) = common::output(
-            common::emitter()
-                .args(["dead-letters", "list", "--json", "--redis-url"])
-                .arg(redis.url()),
-        );
-        assert_eq!(code, 0, "{err}");
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
     assert!(
-        eventually(Duration::from_secs(20), || list(&redis).len() == 1),
+        eventually(Duration::from_secs(20), || shared_dead_letters(&redis)
+            .len()
+            == 1),
         "the dead letter is in Redis"
     );
-    let letter = list(&redis).remove(0);
+    let letter = shared_dead_letters(&redis).remove(0);
     assert_eq!(letter["sandbox_id"], "isb00000");
     assert_eq!(letter["endpoint"], "default");
     assert!(
@@ -439,7 +430,7 @@ fn a_dead_letter_set_aside_by_one_instance_is_listed_and_replayed_through_the_ot
         "the replayed event is delivered by the other instance"
     );
     assert!(
-        list(&redis).is_empty(),
+        shared_dead_letters(&redis).is_empty(),
         "a replayed dead letter leaves the list"
     );
 }
@@ -686,13 +677,6 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
     for i in [&mut a, &mut b] {
         i.extra = cluster.args();
     }
-    let listed = |ids: &[&str]| {
-        cluster.orchestrator.set_sandboxes(
-            ids.iter()
-                .map(|id| sandbox(id, TEAM, &format!("exec-{id}")))
-                .collect(),
-        );
-    };
     let delivered = |ids: &[&str]| {
         let wanted: Vec<&str> = ids.to_vec();
         assert!(
@@ -717,7 +701,7 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
         lifecycle_event("created", "sbx-old-1"),
         lifecycle_event("created", "sbx-old-2"),
     );
-    listed(&["sbx-old-1", "sbx-old-2"]);
+    cluster.list(&["sbx-old-1", "sbx-old-2"]);
     write_events(&redis, &format!("{old1}\n{old2}\n"));
     delivered(&[&id_of(&old1), &id_of(&old2)]);
 
@@ -731,7 +715,7 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
         lifecycle_event("created", "sbx-new-3"),
     );
     write_events(&redis, &format!("{kill1}\n{new3}\n"));
-    listed(&["sbx-old-2", "sbx-new-3"]);
+    cluster.list(&["sbx-old-2", "sbx-new-3"]);
     delivered(&[&id_of(&kill1), &id_of(&new3)]);
     // a never read sbx-old-2's create: it compares with the shared view, not its own.
     let runs = reconcile_runs(&a);
@@ -760,7 +744,7 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
     );
 
     // The reconciler of b still finds what really went missing.
-    listed(&["sbx-old-2", "sbx-new-3", "sbx-missed-4"]);
+    cluster.list(&["sbx-old-2", "sbx-new-3", "sbx-missed-4"]);
     assert!(
         eventually(Duration::from_secs(20), || synthetic(&receiver)
             == vec![("sbx-missed-4".to_owned(), "create".to_owned())]),
@@ -793,17 +777,8 @@ fn backfill_with_redis_sets_malformed_lines_aside_where_every_instance_sees_them
     assert_eq!(code, 1, "a malformed line makes backfill fail:\n{out}{err}");
     assert!(err.contains("1 malformed"), "{err}");
     wait_all_delivered(&receiver, &expected, Duration::from_secs(20));
-    let (code, out, err) = common::output(
-        common::emitter()
-            .args(["dead-letters", "list", "--json", "--redis-url"])
-            .arg(redis.url()),
-    );
-    assert_eq!(code, 0, "{err}");
-    let letters: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(letters.len(), 1, "{out}");
+    let letters = shared_dead_letters(&redis);
+    assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["source"], "backfill");
     assert_eq!(letters[0]["position"], "line 5");
     assert_eq!(letters[0]["raw"], "{not an event");

@@ -28,7 +28,6 @@ mod redis_server;
 use common::eventually;
 use ha::*;
 use nix::sys::signal::Signal;
-use orchestrator_standin::sandbox;
 use redis_server::RedisServer;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -44,14 +43,6 @@ const OLD_NAME: &str = "emitter-0";
 
 fn lease_key() -> String {
     format!("{{{STREAM}}}:{GROUP}:leader")
-}
-
-fn list(cluster: &Cluster, ids: &[&str]) {
-    cluster.orchestrator.set_sandboxes(
-        ids.iter()
-            .map(|id| sandbox(id, TEAM, &format!("exec-{id}")))
-            .collect(),
-    );
 }
 
 /// Every key in Redis with its type and value (strings with whether they expire; streams with
@@ -160,7 +151,7 @@ fn scenario(dir: &Path, binary: Option<PathBuf>) -> Value {
         eventually(Duration::from_secs(30), || receiver.deliveries().len() == 5),
         "the events are delivered"
     );
-    list(&cluster, &["sbx-running", "sbx-unannounced"]);
+    cluster.list(&["sbx-running", "sbx-unannounced"]);
     let dead_letters = format!("{{{STREAM}}}:{GROUP}:dead-letters");
     assert!(
         eventually(Duration::from_secs(30), || {
@@ -288,7 +279,7 @@ fn this_version_takes_over_from_the_released_one_and_delivers_every_event_once_i
 
     let cluster = Cluster::start();
     // What the pinned view says runs.
-    list(&cluster, &["sbx-running", "sbx-unannounced"]);
+    cluster.list(&["sbx-running", "sbx-unannounced"]);
     let receiver = accepting_receiver(0);
     let mut new = Instance::new(dir.path(), "emitter-1");
     new.extra = cluster.args();
@@ -359,23 +350,14 @@ fn this_version_takes_over_from_the_released_one_and_delivers_every_event_once_i
     assert_eq!(now_generation, generation, "the same Redis data set");
 
     // The released instance's dead letter is listed.
-    let (code, out, err) = common::output(
-        common::emitter()
-            .args(["dead-letters", "list", "--json", "--redis-url"])
-            .arg(redis.url()),
-    );
-    assert_eq!(code, 0, "{err}");
-    let letters: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(letters.len(), 1, "{out}");
+    let letters = shared_dead_letters(&redis);
+    assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["source"], "redis");
     assert!(
         letters[0]["raw"]
             .as_str()
             .is_some_and(|raw| raw.contains("not an event")),
-        "{out}"
+        "{letters:?}"
     );
 }
 

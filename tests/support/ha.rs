@@ -332,6 +332,16 @@ impl Cluster {
         }
     }
 
+    /// Makes the orchestrator list these sandboxes of [`TEAM`], each with the execution
+    /// `exec-<id>` (as [`lifecycle_event`] writes it), and no other.
+    pub fn list(&self, ids: &[&str]) {
+        self.orchestrator.set_sandboxes(
+            ids.iter()
+                .map(|id| crate::orchestrator_standin::sandbox(id, TEAM, &format!("exec-{id}")))
+                .collect(),
+        );
+    }
+
     /// `run` arguments: discover the orchestrators through Nomad, reconcile quickly.
     pub fn args(&self) -> Vec<String> {
         self.args_with("200ms", "400ms")
@@ -395,5 +405,18 @@ pub fn synthetic(receiver: &TestReceiver) -> Vec<(String, String)> {
         .into_iter()
         .filter(|d| d.body["eventData"]["synthetic"] == true)
         .map(|d| (d.sandbox_id, d.label))
+        .collect()
+}
+
+/// The dead letters in Redis, as `dead-letters list --json` prints them.
+pub fn shared_dead_letters(redis: &RedisServer) -> Vec<Value> {
+    let (code, out, err) = common::output(
+        common::emitter()
+            .args(["dead-letters", "list", "--json", "--redis-url"])
+            .arg(redis.url()),
+    );
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
