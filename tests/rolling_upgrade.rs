@@ -12,8 +12,11 @@
 //!   (holder, fencing number, the released mark of a graceful stop), the entries the previous
 //!   release had read and not delivered, the view of sandboxes, the dead letters.
 //!
-//! To pin a new release's state, build it and run
-//! `RELEASED_EMITTER=<its binary> cargo test --test rolling_upgrade -- --ignored`.
+//! With the previous release's binary at hand, the ignored tests run both builds for real: the
+//! fixture checked against that binary, and the two versions side by side through an upgrade
+//! and a rollback under load (`RELEASED_EMITTER=<its binary> cargo test --test rolling_upgrade
+//! -- --ignored`). To pin the next release's state, name its file in `FIXTURE` and add
+//! `PIN_RELEASED_STATE=1 RELEASE=<tag>`.
 
 mod common;
 #[path = "support/ha.rs"]
@@ -361,19 +364,99 @@ fn this_version_takes_over_from_the_released_one_and_delivers_every_event_once_i
     );
 }
 
-/// Pins the state a release leaves: `RELEASED_EMITTER=<its binary> cargo test --test
-/// rolling_upgrade -- --ignored` writes the fixture (name the release in it).
+/// The pinned state against the previous release's binary itself: its shapes match the
+/// fixture's; with `PIN_RELEASED_STATE` set (and `RELEASE` naming the release), the fixture is
+/// written anew from it instead.
 #[test]
-#[ignore = "run by hand with RELEASED_EMITTER set, to pin a new release's state"]
-fn pin_the_released_state() {
+#[ignore = "needs the previous release's binary in RELEASED_EMITTER"]
+fn the_pinned_state_is_what_the_released_binary_writes() {
     let binary = PathBuf::from(std::env::var("RELEASED_EMITTER").expect("RELEASED_EMITTER"));
-    let release = std::env::var("RELEASE").unwrap_or_else(|_| "a3c3d93".into());
     let dir = tempfile::tempdir().unwrap();
     let state = scenario(dir.path(), Some(binary));
-    let fixture = json!({"release": release, "state": state});
-    std::fs::write(
-        FIXTURE,
-        serde_json::to_string_pretty(&fixture).unwrap() + "\n",
-    )
-    .unwrap();
+    if std::env::var_os("PIN_RELEASED_STATE").is_some() {
+        let release = std::env::var("RELEASE").expect("RELEASE, the release's tag or commit");
+        let fixture = json!({"release": release, "state": state});
+        std::fs::write(
+            FIXTURE,
+            serde_json::to_string_pretty(&fixture).unwrap() + "\n",
+        )
+        .unwrap();
+        return;
+    }
+    assert_eq!(
+        serde_json::to_string_pretty(&shape(&state)).unwrap(),
+        serde_json::to_string_pretty(&shape(&fixture()["state"])).unwrap()
+    );
+}
+
+/// The upgrade itself, with both builds: two instances of the previous release under load are
+/// replaced one at a time by this version, then one is rolled back. Needs the previous release's
+/// binary: `RELEASED_EMITTER=<its binary> cargo test --test rolling_upgrade -- --ignored`.
+#[test]
+#[ignore = "needs the previous release's binary in RELEASED_EMITTER"]
+fn the_released_version_and_this_one_side_by_side_deliver_every_event_once_in_order() {
+    let released = PathBuf::from(std::env::var("RELEASED_EMITTER").expect("RELEASED_EMITTER"));
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let receiver = accepting_receiver(0);
+    let mut a = Instance::new(dir.path(), "a");
+    let mut b = Instance::new(dir.path(), "b");
+    for i in [&mut a, &mut b] {
+        i.binary = Some(released.clone());
+        i.start(&redis, receiver.port);
+    }
+    wait_for_active(&[&a, &b], Duration::from_secs(20));
+
+    // Events keep coming through the whole upgrade: 2 400 over about 12 s.
+    let (events, expected) = common::lifecycle_ndjson(120, 20);
+    let lines: Vec<String> = events.lines().map(str::to_owned).collect();
+    let writer = {
+        let url = redis.url();
+        std::thread::spawn(move || {
+            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+            for chunk in lines.chunks(20) {
+                let mut pipe = redis::pipe();
+                for line in chunk {
+                    pipe.cmd("XADD")
+                        .arg(STREAM)
+                        .arg("*")
+                        .arg("payload")
+                        .arg(line)
+                        .ignore();
+                }
+                let () = pipe.query(&mut conn).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // Replaced one at a time, each stopped gracefully and started again once the other
+    // delivers (as Nomad's update stanza does): the lease goes from the previous release to
+    // this version; then this version hands it back to the previous release (a rollback).
+    let mut instances = [a, b];
+    let mut steps = vec![(0, None), (1, None), (0, Some(released.clone()))];
+    steps.push((1, Some(released)));
+    for (i, binary) in steps {
+        instances[i].signal(Signal::SIGTERM);
+        instances[i].wait_for_exit(Duration::from_secs(30));
+        assert!(
+            eventually(Duration::from_secs(20), || instances[1 - i].is_active()),
+            "the other instance delivers"
+        );
+        instances[i].binary = binary;
+        instances[i].start(&redis, receiver.port);
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || writer.is_finished()),
+        "all events written"
+    );
+    let deliveries = each_delivered_once_and_acknowledged(&redis, &receiver, &expected);
+    let paths: std::collections::HashSet<&str> =
+        deliveries.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths.len(),
+        2,
+        "both instances delivered: the lease moved under load: {paths:?}; logs:\n{}\n{}",
+        instances[0].log_text(),
+        instances[1].log_text()
+    );
 }
