@@ -5,7 +5,7 @@
 use super::reply::parse_autoclaim_reply;
 use super::{
     BATCH, FORGET_CONSUMER_AFTER, RedisConnection, RedisSourceError, RedisStreamSource,
-    TOMBSTONE_SWEEP_EVERY, view,
+    TOMBSTONE_SWEEP_EVERY, tombstones, view,
 };
 use crate::health::StreamProgress;
 use redis::streams::{
@@ -230,7 +230,7 @@ impl RedisStreamSource {
         };
         let min_id = trim_threshold(last_delivered, oldest_pending);
         if sweep_due && let Some(token) = self.leadership.token() {
-            let swept = view::forget_tombstones(conn, &self.keys, &self.leadership, &token, min_id)
+            let swept = tombstones::forget(conn, &self.keys, &self.leadership, &token, min_id)
                 .await
                 .map_err(|e| self.redis_error(e))?;
             match swept {

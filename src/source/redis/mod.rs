@@ -20,8 +20,8 @@
 //! parsing Redis's replies; `lease` the leader lease; `reading` new entries under it; `gate`
 //! the `wh:<team>` keys; `sync` acknowledging after
 //! delivery; `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
-//! emitter's own events; `view` the shared view of sandboxes, `view_copy` this instance's copy
-//! of it.
+//! emitter's own events; `view` the shared view of sandboxes, `tombstones` its sweep,
+//! `view_copy` this instance's copy of it.
 
 mod client;
 mod dead_letters;
@@ -35,6 +35,7 @@ mod lease;
 mod reading;
 mod reply;
 mod sync;
+mod tombstones;
 mod view;
 mod view_copy;
 

@@ -11,9 +11,8 @@
 
 use super::client::{RedisClient, RedisConnection};
 use super::keys::Keys;
-use super::{EntryId, RedisSourceError, RedisStreamSource, lease};
+use super::{RedisSourceError, RedisStreamSource, lease};
 use crate::event::{Lifecycle, SandboxEvent};
-use crate::leadership::Leadership;
 use crate::outbox::{FromStream, IntakeError, SandboxRecord, SandboxState, SandboxView};
 use crate::util::time::now_ms;
 use futures_util::future::BoxFuture;
@@ -78,21 +77,6 @@ for i = 3, #ARGV, 2 do
 end
 redis.call('HSET', KEYS[1], ARGV[2], '1')
 return 1
-";
-
-/// Removes the given fields if they still hold the given values, only while the lease holds
-/// ARGV[1].
-const FORGET: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return redis.error_reply('FENCED this instance no longer holds the leader lease')
-end
-local removed = 0
-for i = 2, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
-  end
-end
-return removed
 ";
 
 /// One change to the view, from the event of one stream entry.
@@ -160,7 +144,7 @@ pub(super) enum Fenced<T> {
     LeaseLost,
 }
 
-fn fenced<T>(result: Result<T, RedisError>) -> Result<Fenced<T>, RedisError> {
+pub(super) fn fenced<T>(result: Result<T, RedisError>) -> Result<Fenced<T>, RedisError> {
     match result {
         Ok(value) => Ok(Fenced::Done(value)),
         Err(e) if e.code() == Some(lease::FENCED_CODE) => Ok(Fenced::LeaseLost),
@@ -198,7 +182,7 @@ pub(super) async fn exists(conn: &mut RedisConnection, keys: &Keys) -> Result<bo
 /// One `HSCAN` page of the view from `cursor`: the next cursor (0 when done) and the fields
 /// with their values. A field may come in more than one page, and one changed or added during
 /// the scan may or may not come (Redis's `SCAN` guarantees); one present throughout comes.
-async fn scan_page(
+pub(super) async fn scan_page(
     conn: &mut RedisConnection,
     keys: &Keys,
     cursor: u64,
@@ -210,53 +194,6 @@ async fn scan_page(
         .arg(SCAN_PAGE)
         .query_async(conn)
         .await
-}
-
-/// Drops tombstones of entries below `below`: every entry under it has been acknowledged, so
-/// none can be read again and turn a killed sandbox back. Only while the lease has the value
-/// `token`: an instance that lost the lease stops sweeping at its next page, or its next batch
-/// (the new holder sweeps at its first housekeeping). Returns how many went.
-pub(super) async fn forget_tombstones(
-    conn: &mut RedisConnection,
-    keys: &Keys,
-    leadership: &Leadership,
-    token: &str,
-    below: EntryId,
-) -> Result<Fenced<usize>, RedisError> {
-    let mut removed = 0;
-    let mut cursor = 0;
-    loop {
-        if leadership.token().as_deref() != Some(token) {
-            return Ok(Fenced::LeaseLost);
-        }
-        let (next, page) = scan_page(conn, keys, cursor).await?;
-        let old: Vec<&(String, String)> = page
-            .iter()
-            .filter(|(_, value)| {
-                value
-                    .strip_suffix('|')
-                    .is_some_and(|entry| entry.parse::<EntryId>().is_ok_and(|entry| entry < below))
-            })
-            .collect();
-        // FORGET removes a field only if it still holds the value seen, so a tombstone seen
-        // twice, or replaced meanwhile, is handled right.
-        for chunk in old.chunks(500) {
-            let script = Script::new(FORGET);
-            let mut invocation = script.key(keys.sandboxes());
-            invocation.key(keys.lease()).arg(token);
-            for (field, value) in chunk {
-                invocation.arg(field.as_str()).arg(value.as_str());
-            }
-            match fenced(invocation.invoke_async::<usize>(conn).await)? {
-                Fenced::Done(n) => removed += n,
-                Fenced::LeaseLost => return Ok(Fenced::LeaseLost),
-            }
-        }
-        if next == 0 {
-            return Ok(Fenced::Done(removed));
-        }
-        cursor = next;
-    }
 }
 
 /// The records of a view read in pages: `None` when the view is not built (no marker), else
