@@ -12,274 +12,17 @@ mod orchestrator_standin;
 #[path = "support/redis.rs"]
 mod redis_server;
 
-use common::{
-    Delivery, RunningEmitter, TestReceiver, eventually, first_arrivals, free_port, http_get,
-};
-use nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
-use orchestrator_standin::{OrchestratorStandin, sandbox};
+#[path = "support/ha.rs"]
+mod ha;
+
+use common::{Delivery, TestReceiver, eventually, free_port};
+use ha::*;
+use orchestrator_standin::sandbox;
 use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const SECRET: &str = "ha-secret-5b0e3c1d9a7f46e2b8c4";
-const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
-const STREAM: &str = "sandbox.events.stream";
-const GROUP: &str = "e2b-webhook-emitter";
-const LEASE_TTL: &str = "2s";
-
-/// One emitter instance: its name (consumer name and URL path), data directory and ops port.
-struct Instance {
-    name: String,
-    data: PathBuf,
-    listen: u16,
-    extra: Vec<String>,
-    lease_ttl: &'static str,
-    running: Option<RunningEmitter>,
-    log: PathBuf,
-}
-
-impl Instance {
-    fn new(dir: &Path, name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            data: dir.join(format!("data-{name}")),
-            listen: free_port(),
-            extra: Vec::new(),
-            lease_ttl: LEASE_TTL,
-            running: None,
-            log: dir.join(format!("{name}.log")),
-        }
-    }
-
-    fn start(&mut self, redis: &RedisServer, receiver_port: u16) {
-        let url = format!("http://127.0.0.1:{receiver_port}/from-{}", self.name);
-        let listen = format!("127.0.0.1:{}", self.listen);
-        let mut args: Vec<String> = [
-            "--redis-url",
-            &redis.url(),
-            "--redis-consumer",
-            &self.name,
-            "--team-ids",
-            TEAM,
-            "--webhook-url",
-            &url,
-            "--webhook-secret",
-            SECRET,
-            "--data-dir",
-            self.data.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--leader-lease-ttl",
-            self.lease_ttl,
-            "--log-format",
-            "json",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        args.extend(self.extra.iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.running = Some(RunningEmitter::start(&args, self.log.clone()));
-        common::wait_for_port(self.listen, Duration::from_secs(10));
-    }
-
-    fn status(&self) -> Value {
-        let (code, body) = http_get(self.listen, "/status");
-        if code != 200 {
-            return Value::Null;
-        }
-        serde_json::from_str(&body).unwrap_or(Value::Null)
-    }
-
-    fn is_active(&self) -> bool {
-        common::lease_active(self.listen)
-    }
-
-    fn readyz(&self) -> u16 {
-        http_get(self.listen, "/readyz").0
-    }
-
-    fn metrics(&self) -> String {
-        http_get(self.listen, "/metrics").1
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        self.running.as_ref().expect("running").signal(signal);
-    }
-
-    /// Waits for a process told to stop (SIGTERM; a second one would exit at once) to drain and
-    /// exit; returns it, for its log.
-    fn wait_for_exit(&mut self, timeout: Duration) -> RunningEmitter {
-        let mut stopping = self.running.take().expect("running");
-        let exited = eventually(timeout, || stopping.child.try_wait().unwrap().is_some());
-        assert!(exited, "{} drains and exits within {timeout:?}", self.name);
-        stopping
-    }
-
-    fn kill9(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.kill9();
-        }
-    }
-
-    fn path(&self) -> String {
-        format!("/from-{}", self.name)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} log ---\n{}", self.name, self.log_text());
-        }
-    }
-}
-
-/// Waits until exactly one of `instances` is active; returns its index.
-fn wait_for_active(instances: &[&Instance], timeout: Duration) -> usize {
-    let mut active = None;
-    let found = eventually(timeout, || {
-        let now: Vec<usize> = (0..instances.len())
-            .filter(|&i| instances[i].is_active())
-            .collect();
-        active = (now.len() == 1).then(|| now[0]);
-        active.is_some()
-    });
-    assert!(
-        found,
-        "exactly one instance becomes active within {timeout:?}"
-    );
-    active.unwrap()
-}
-
-/// Writes NDJSON events as the orchestrator does (`XADD … payload <json>`), pipelined.
-fn write_events(redis: &RedisServer, ndjson: &str) {
-    let mut conn = redis.connection();
-    let lines: Vec<&str> = ndjson.lines().collect();
-    for chunk in lines.chunks(200) {
-        let mut pipe = redis::pipe();
-        for line in chunk {
-            pipe.cmd("XADD")
-                .arg(STREAM)
-                .arg("*")
-                .arg("payload")
-                .arg(*line)
-                .ignore();
-        }
-        let () = pipe.query(&mut conn).unwrap();
-    }
-}
-
-/// Entries read by the group and not acknowledged yet.
-fn pending(redis: &RedisServer) -> u64 {
-    let mut conn = redis.connection();
-    let summary: redis::Value = redis::cmd("XPENDING")
-        .arg(STREAM)
-        .arg(GROUP)
-        .query(&mut conn)
-        .unwrap_or(redis::Value::Nil);
-    match summary {
-        redis::Value::Array(parts) => match parts.first() {
-            Some(redis::Value::Int(n)) => *n as u64,
-            _ => 0,
-        },
-        _ => 0,
-    }
-}
-
-/// A receiver that accepts everything, on `port` (0: any).
-fn accepting_receiver(port: u16) -> TestReceiver {
-    TestReceiver::start(port, SECRET, Arc::new(|_: &str, _: &str, _: u32| 200))
-}
-
-/// Every event arrived, correctly signed, and the first delivery of each sandbox's events came
-/// in the order they were written.
-fn assert_all_delivered_in_order(deliveries: &[Delivery], expected: &HashMap<String, Vec<String>>) {
-    assert!(
-        deliveries.iter().all(|d| d.signature_ok),
-        "every delivery is correctly signed"
-    );
-    let all: HashSet<&String> = expected.values().flatten().collect();
-    let got: HashSet<&String> = deliveries.iter().map(|d| &d.event_id).collect();
-    let missing = all.difference(&got).count();
-    assert_eq!(
-        missing,
-        0,
-        "{missing} of {} events never arrived",
-        all.len()
-    );
-    assert!(got.is_subset(&all), "only events that were written arrive");
-    let firsts = first_arrivals(deliveries);
-    for (sandbox, ids) in expected {
-        assert_eq!(
-            firsts.get(sandbox),
-            Some(ids),
-            "first deliveries of {sandbox} in order"
-        );
-    }
-    let mut delivery_ids: HashMap<&str, &str> = HashMap::new();
-    for d in deliveries {
-        assert_eq!(
-            *delivery_ids.entry(&d.event_id).or_insert(&d.delivery_id),
-            d.delivery_id.as_str(),
-            "a repeat carries the same e2b-delivery-id"
-        );
-    }
-}
-
-/// Waits until every event arrived and every entry is acknowledged, lets late repeats arrive,
-/// then checks each event came once, in order; returns the deliveries.
-fn each_delivered_once_and_acknowledged(
-    redis: &RedisServer,
-    receiver: &TestReceiver,
-    expected: &HashMap<String, Vec<String>>,
-) -> Vec<Delivery> {
-    wait_all_delivered(receiver, expected, Duration::from_secs(60));
-    assert!(
-        eventually(Duration::from_secs(10), || pending(redis) == 0),
-        "all acknowledged"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let deliveries = receiver.deliveries();
-    assert_all_delivered_in_order(&deliveries, expected);
-    let total: usize = expected.values().map(Vec::len).sum();
-    assert_eq!(deliveries.len(), total, "each event delivered exactly once");
-    deliveries
-}
-
-fn wait_all_delivered(
-    receiver: &TestReceiver,
-    expected: &HashMap<String, Vec<String>>,
-    timeout: Duration,
-) {
-    let total: HashSet<&String> = expected.values().flatten().collect();
-    let arrived = eventually(timeout, || {
-        let got: HashSet<String> = receiver
-            .deliveries()
-            .into_iter()
-            .map(|d| d.event_id)
-            .collect();
-        total.iter().all(|id| got.contains(*id))
-    });
-    if !arrived {
-        let got: HashSet<String> = receiver
-            .deliveries()
-            .into_iter()
-            .map(|d| d.event_id)
-            .collect();
-        let missing = total.iter().filter(|id| !got.contains(**id)).count();
-        panic!(
-            "{missing} of {} events not delivered within {timeout:?}",
-            total.len()
-        );
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -643,22 +386,13 @@ fn a_dead_letter_set_aside_by_one_instance_is_listed_and_replayed_through_the_ot
     let (events, _) = common::lifecycle_ndjson(1, 1); // isb00000 created
     write_events(&redis, &events);
 
-    let list = |redis: &RedisServer| -> Vec<Value> {
-        let (code, out, err) = common::output(
-            common::emitter()
-                .args(["dead-letters", "list", "--json", "--redis-url"])
-                .arg(redis.url()),
-        );
-        assert_eq!(code, 0, "{err}");
-        out.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
     assert!(
-        eventually(Duration::from_secs(20), || list(&redis).len() == 1),
+        eventually(Duration::from_secs(20), || shared_dead_letters(&redis)
+            .len()
+            == 1),
         "the dead letter is in Redis"
     );
-    let letter = list(&redis).remove(0);
+    let letter = shared_dead_letters(&redis).remove(0);
     assert_eq!(letter["sandbox_id"], "isb00000");
     assert_eq!(letter["endpoint"], "default");
     assert!(
@@ -696,7 +430,7 @@ fn a_dead_letter_set_aside_by_one_instance_is_listed_and_replayed_through_the_ot
         "the replayed event is delivered by the other instance"
     );
     assert!(
-        list(&redis).is_empty(),
+        shared_dead_letters(&redis).is_empty(),
         "a replayed dead letter leaves the list"
     );
 }
@@ -778,85 +512,6 @@ fn restarts_under_new_consumer_names_keep_order_and_lose_nothing() {
     writer.join().unwrap();
     assert_eq!(kills, 5);
     assert_all_delivered_in_order(&receiver.deliveries(), &expected);
-}
-
-fn writer_done(writer: &std::thread::JoinHandle<()>) {
-    assert!(
-        eventually(Duration::from_secs(60), || writer.is_finished()),
-        "all events written"
-    );
-}
-
-// --- every source goes through the stream ----------------------------------------------------
-
-/// The stream's entries, oldest first: each entry's fields by name.
-fn stream_entries(redis: &RedisServer) -> Vec<HashMap<String, String>> {
-    let mut conn = redis.connection();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(STREAM)
-        .arg("-")
-        .arg("+")
-        .query(&mut conn)
-        .unwrap();
-    reply
-        .ids
-        .into_iter()
-        .map(|entry| {
-            entry
-                .map
-                .into_iter()
-                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap_or_default()))
-                .collect()
-        })
-        .collect()
-}
-
-/// A Nomad 1.8 stand-in with one orchestrator allocation, on a runtime of its own.
-struct Cluster {
-    nomad: NomadStandin,
-    orchestrator: OrchestratorStandin,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let nomad = runtime.block_on(NomadStandin::start(NomadOptions::nomad_1_8()));
-        let orchestrator = runtime.block_on(OrchestratorStandin::start());
-        nomad.add_allocation(&AllocSpec::orchestrator("alloc-a", orchestrator.port()));
-        Self {
-            nomad,
-            orchestrator,
-            _runtime: runtime,
-        }
-    }
-
-    /// `run` arguments: discover the orchestrators through Nomad, reconcile quickly.
-    fn args(&self) -> Vec<String> {
-        [
-            "--nomad-addr",
-            &self.nomad.url(),
-            "--nomad-token",
-            &workload_identity_jwt(),
-            "--reconcile-interval",
-            "200ms",
-            "--reconcile-grace",
-            "400ms",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
-}
-
-/// The ids of `sandbox`'s events that arrived, by label, first arrivals only, in order.
-fn arrived(receiver: &TestReceiver, sandbox: &str) -> Vec<(String, String)> {
-    let mut seen = HashSet::new();
-    receiver
-        .deliveries()
-        .into_iter()
-        .filter(|d| d.sandbox_id == sandbox && seen.insert(d.event_id.clone()))
-        .map(|d| (d.label, d.event_id))
-        .collect()
 }
 
 #[test]
@@ -1011,38 +666,6 @@ fn backfill_with_redis_appends_to_the_stream_and_survives_the_loss_of_the_active
     assert!(output.contains("backfill done: 60 events"), "{output}");
 }
 
-/// One orchestrator event as NDJSON, for sandbox `sandbox`.
-fn lifecycle_event(kind: &str, sandbox: &str) -> String {
-    serde_json::json!({
-        "id": uuid::Uuid::new_v4().to_string(), "version": "v2",
-        "type": format!("sandbox.lifecycle.{kind}"), "timestamp": jiff::Timestamp::now().to_string(),
-        "event_category": "", "event_label": "", "sandbox_id": sandbox,
-        "sandbox_execution_id": format!("exec-{sandbox}"), "sandbox_template_id": "base",
-        "sandbox_build_id": "b1", "sandbox_team_id": TEAM
-    })
-    .to_string()
-}
-
-/// Successful reconciliation runs of an instance so far.
-fn reconcile_runs(instance: &Instance) -> u64 {
-    instance
-        .metrics()
-        .lines()
-        .find(|l| l.starts_with(r#"e2b_webhook_reconcile_runs_total{result="ok"}"#))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Deliveries of events the emitter made up.
-fn synthetic(receiver: &TestReceiver) -> Vec<(String, String)> {
-    receiver
-        .deliveries()
-        .into_iter()
-        .filter(|d| d.body["eventData"]["synthetic"] == true)
-        .map(|d| (d.sandbox_id, d.label))
-        .collect()
-}
-
 #[test]
 fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -1054,13 +677,6 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
     for i in [&mut a, &mut b] {
         i.extra = cluster.args();
     }
-    let listed = |ids: &[&str]| {
-        cluster.orchestrator.set_sandboxes(
-            ids.iter()
-                .map(|id| sandbox(id, TEAM, &format!("exec-{id}")))
-                .collect(),
-        );
-    };
     let delivered = |ids: &[&str]| {
         let wanted: Vec<&str> = ids.to_vec();
         assert!(
@@ -1085,7 +701,7 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
         lifecycle_event("created", "sbx-old-1"),
         lifecycle_event("created", "sbx-old-2"),
     );
-    listed(&["sbx-old-1", "sbx-old-2"]);
+    cluster.list(&["sbx-old-1", "sbx-old-2"]);
     write_events(&redis, &format!("{old1}\n{old2}\n"));
     delivered(&[&id_of(&old1), &id_of(&old2)]);
 
@@ -1099,7 +715,7 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
         lifecycle_event("created", "sbx-new-3"),
     );
     write_events(&redis, &format!("{kill1}\n{new3}\n"));
-    listed(&["sbx-old-2", "sbx-new-3"]);
+    cluster.list(&["sbx-old-2", "sbx-new-3"]);
     delivered(&[&id_of(&kill1), &id_of(&new3)]);
     // a never read sbx-old-2's create: it compares with the shared view, not its own.
     let runs = reconcile_runs(&a);
@@ -1128,7 +744,7 @@ fn an_instance_that_takes_over_reconciles_with_what_every_instance_read() {
     );
 
     // The reconciler of b still finds what really went missing.
-    listed(&["sbx-old-2", "sbx-new-3", "sbx-missed-4"]);
+    cluster.list(&["sbx-old-2", "sbx-new-3", "sbx-missed-4"]);
     assert!(
         eventually(Duration::from_secs(20), || synthetic(&receiver)
             == vec![("sbx-missed-4".to_owned(), "create".to_owned())]),
@@ -1161,17 +777,8 @@ fn backfill_with_redis_sets_malformed_lines_aside_where_every_instance_sees_them
     assert_eq!(code, 1, "a malformed line makes backfill fail:\n{out}{err}");
     assert!(err.contains("1 malformed"), "{err}");
     wait_all_delivered(&receiver, &expected, Duration::from_secs(20));
-    let (code, out, err) = common::output(
-        common::emitter()
-            .args(["dead-letters", "list", "--json", "--redis-url"])
-            .arg(redis.url()),
-    );
-    assert_eq!(code, 0, "{err}");
-    let letters: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(letters.len(), 1, "{out}");
+    let letters = shared_dead_letters(&redis);
+    assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["source"], "backfill");
     assert_eq!(letters[0]["position"], "line 5");
     assert_eq!(letters[0]["raw"], "{not an event");

@@ -236,6 +236,28 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Replaces the view of sandboxes with `records` (a copy of the view every instance
+    /// shares), unless it already holds exactly them; true when it changed.
+    pub(super) fn replace_sandboxes(&self, records: &[SandboxRecord]) -> Result<bool, OutboxError> {
+        let mut current = self.sandboxes()?;
+        let mut wanted = records.to_vec();
+        current.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        wanted.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        if current == wanted {
+            return Ok(false);
+        }
+        let txn = self.begin_durable()?;
+        {
+            let mut table = txn.open_table(SANDBOXES)?;
+            table.retain(|_, _| false)?;
+            for record in &wanted {
+                table.insert(record.sandbox_id.as_str(), encode(record).as_slice())?;
+            }
+        }
+        self.commit_durable(txn)?;
+        Ok(true)
+    }
 }
 
 /// Keeps the running/paused view of sandboxes that reconciliation compares with the orchestrators.

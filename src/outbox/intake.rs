@@ -33,6 +33,21 @@ pub trait EventIntake: Send + Sync {
         events: Vec<SandboxEvent>,
     ) -> BoxFuture<'_, Result<Vec<bool>, IntakeError>>;
 
+    /// As [`Self::submit`], for a caller that decided what to submit while it held the leader
+    /// lease with value `lease`: refused unless the lease still has that value when the events
+    /// are written (checked atomically with the write), so a decision made before a takeover
+    /// is never written after it. An intake without a lease (this outbox) takes them as
+    /// `submit` does.
+    fn submit_under_lease(
+        &self,
+        source: &'static str,
+        events: Vec<SandboxEvent>,
+        lease: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<bool>, IntakeError>> {
+        let _ = lease;
+        self.submit(source, events)
+    }
+
     /// Durably keeps inputs that are not events, for an operator.
     fn set_aside(&self, inputs: Vec<MalformedInput>) -> BoxFuture<'_, Result<(), IntakeError>>;
 }

@@ -280,6 +280,17 @@ impl Outbox {
         self.read(|store| store.sandboxes()).await
     }
 
+    /// Replaces the sandboxes the event stream says are running or paused with `records` — a
+    /// copy of the view every instance shares, so that a view rebuilt from this outbox after
+    /// Redis lost its data knows what other instances read; true when it changed.
+    pub async fn replace_sandboxes(
+        &self,
+        records: Vec<SandboxRecord>,
+    ) -> Result<bool, OutboxError> {
+        self.write_waiting(move |store| store.replace_sandboxes(&records))
+            .await
+    }
+
     /// Pending deliveries of `endpoint` with a sequence number above `after`, oldest first.
     pub async fn pending_after(
         &self,

@@ -214,6 +214,10 @@ impl Reconciler {
         if self.skip_reason.take().is_some() {
             tracing::info!("reconciliation resumed");
         }
+        // The lease this run decides under: its events are written only while the lease still
+        // has this value, so a run that outlives its lease (a frozen process, a takeover, even
+        // one this instance won back) writes nothing it decided from an older view.
+        let lease = self.settings.leadership.token();
         let mut records = match self.view.sandboxes().await {
             Ok(records) => records,
             Err(e) => {
@@ -237,7 +241,7 @@ impl Reconciler {
             self.settings.grace,
         );
         let mut outcome = Outcome::Ok;
-        if !findings.is_empty() && !self.append(findings).await {
+        if !findings.is_empty() && !self.append(findings, lease).await {
             outcome = Outcome::Error;
         }
         if let Err(e) = self.save_placements().await {
@@ -264,7 +268,7 @@ impl Reconciler {
     }
 
     /// Appends the synthesized events in one durable batch; false when that failed.
-    async fn append(&mut self, findings: Vec<Finding>) -> bool {
+    async fn append(&mut self, findings: Vec<Finding>, lease: Option<String>) -> bool {
         let mut events = Vec::with_capacity(findings.len());
         let mut reasons = Vec::with_capacity(findings.len());
         for finding in &findings {
@@ -300,7 +304,7 @@ impl Reconciler {
             .iter()
             .map(|e| e.lifecycle.label().to_owned())
             .collect();
-        match self.intake.submit(SOURCE, events).await {
+        match self.intake.submit_under_lease(SOURCE, events, lease).await {
             Ok(is_new) => {
                 for ((label, reason), new) in labels.iter().zip(&reasons).zip(&is_new) {
                     if *new {

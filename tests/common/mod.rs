@@ -22,7 +22,12 @@ pub const SECRETS_KEY: &str = "dGVzdC1rZXktb2YtdGhlLWVtaXR0ZXItdGVzdHMtMzI=";
 /// A command running the binary, with the secret-bearing variables of the caller removed and
 /// the tests' [`SECRETS_KEY`] given.
 pub fn emitter() -> Command {
-    let mut cmd = Command::new(binary());
+    emitter_at(&binary())
+}
+
+/// Like [`emitter`], running another build of it (an earlier release, for upgrade tests).
+pub fn emitter_at(binary: &std::path::Path) -> Command {
+    let mut cmd = Command::new(binary);
     for var in [
         "WEBHOOK_URL",
         "WEBHOOK_SECRET",
@@ -503,13 +508,28 @@ impl RunningEmitter {
         Self::spawn(Some(ADMIN_TOKEN), args, env, log)
     }
 
+    /// Like [`Self::start`], running another build of the binary (see [`emitter_at`]).
+    pub fn start_binary(binary: &std::path::Path, args: &[&str], log: PathBuf) -> Self {
+        Self::spawn_at(binary, Some(ADMIN_TOKEN), args, &[], log)
+    }
+
     fn spawn(token: Option<&str>, args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
+        Self::spawn_at(&binary(), token, args, env, log)
+    }
+
+    fn spawn_at(
+        binary: &std::path::Path,
+        token: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let mut command = emitter();
+        let mut command = emitter_at(binary);
         if let Some(token) = token {
             command.env("ADMIN_TOKEN", token);
         }

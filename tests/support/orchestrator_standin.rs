@@ -16,17 +16,47 @@ use tonic::{Request, Response, Status};
 /// The token every listed sandbox carries; it must appear nowhere the emitter writes.
 pub const ENVD_TOKEN: &str = "envd-token-MUST-NOT-LEAK";
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Service {
     sandboxes: Arc<Mutex<Vec<RunningSandbox>>>,
     calls: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
+    /// Calls numbered (from 1) at or above this wait until released; 0: none waits.
+    hold_from: Arc<AtomicUsize>,
+    /// Calls waiting now.
+    waiting: Arc<AtomicUsize>,
+    /// Bumped when waiting calls are released.
+    released: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Self {
+            sandboxes: Arc::default(),
+            calls: Arc::default(),
+            failing: Arc::default(),
+            hold_from: Arc::default(),
+            waiting: Arc::default(),
+            released: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl SandboxService for Service {
     async fn list(&self, _: Request<()>) -> Result<Response<SandboxListResponse>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        let number = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut released = self.released.subscribe();
+        let held = |hold_from: usize| hold_from != 0 && number >= hold_from;
+        if held(self.hold_from.load(Ordering::SeqCst)) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while held(self.hold_from.load(Ordering::SeqCst)) {
+                if released.changed().await.is_err() {
+                    break;
+                }
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(Status::unavailable("orchestrator is shutting down"));
         }
@@ -76,6 +106,23 @@ impl OrchestratorStandin {
     /// Makes `List` fail (UNAVAILABLE) or answer again.
     pub fn set_failing(&self, failing: bool) {
         self.service.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// From the `n`th `List` call on (counting from 1, all calls so far included), calls wait
+    /// without answering until [`Self::release`]: a reconciliation run stopped half-way.
+    pub fn hold_from_call(&self, n: usize) {
+        self.service.hold_from.store(n, Ordering::SeqCst);
+    }
+
+    /// Lets held calls answer (with the sandboxes listed now) and holds no more.
+    pub fn release(&self) {
+        self.service.hold_from.store(0, Ordering::SeqCst);
+        self.service.released.send_modify(|n| *n += 1);
+    }
+
+    /// `List` calls waiting to answer now.
+    pub fn held_calls(&self) -> usize {
+        self.service.waiting.load(Ordering::SeqCst)
     }
 
     /// `List` calls served so far.

@@ -5,7 +5,7 @@
 use super::reply::parse_autoclaim_reply;
 use super::{
     BATCH, FORGET_CONSUMER_AFTER, RedisConnection, RedisSourceError, RedisStreamSource,
-    TOMBSTONE_SWEEP_EVERY, view,
+    TOMBSTONE_SWEEP_EVERY, tombstones, view,
 };
 use crate::health::StreamProgress;
 use redis::streams::{
@@ -50,6 +50,11 @@ impl RedisStreamSource {
         } else {
             self.outbox.forget_entries(finished_elsewhere).await?
         };
+        // From now on this instance's reads go to both views alike; what others read comes
+        // with the copy.
+        self.copy_view_now(conn).await?;
+        // A sweep the previous holder began may have stopped half-way: sweep at once.
+        self.last_sweep = None;
         let groups: StreamInfoGroupsReply = conn
             .xinfo_groups(&self.config.stream)
             .await
@@ -207,6 +212,7 @@ impl RedisStreamSource {
             lag: ours.lag.map(|lag| lag as u64),
         });
         self.build_view(conn).await?;
+        self.copy_view_when_due(conn).await?;
         let sweep_due = self
             .last_sweep
             .is_none_or(|at| at.elapsed() >= TOMBSTONE_SWEEP_EVERY);
@@ -223,13 +229,23 @@ impl RedisStreamSource {
             _ => None,
         };
         let min_id = trim_threshold(last_delivered, oldest_pending);
-        if sweep_due {
-            let forgotten = view::forget_tombstones(conn, &self.keys, min_id)
+        if sweep_due && let Some(token) = self.leadership.token() {
+            let swept = tombstones::forget(conn, &self.keys, &self.leadership, &token, min_id)
                 .await
                 .map_err(|e| self.redis_error(e))?;
-            self.last_sweep = Some(Instant::now());
-            if forgotten > 0 {
-                tracing::debug!(forgotten, "forgot killed sandboxes no entry can bring back");
+            match swept {
+                view::Fenced::Done(forgotten) => {
+                    self.last_sweep = Some(Instant::now());
+                    if forgotten > 0 {
+                        tracing::debug!(
+                            forgotten,
+                            "forgot killed sandboxes no entry can bring back"
+                        );
+                    }
+                }
+                view::Fenced::LeaseLost => tracing::info!(
+                    "stopped sweeping the shared view of sandboxes: another instance holds the leader lease and sweeps it"
+                ),
             }
         }
         if !self.config.trim {

@@ -27,8 +27,10 @@ pub struct StreamIntake {
     keys: Keys,
     group: String,
     addr: String,
-    /// For the active instance's reconciler: appends only while this instance holds the lease,
-    /// so a frozen old leader that resumes cannot add what it decided before it lost it.
+    /// For the active instance's reconciler: appends only while this instance holds the lease —
+    /// the lease value it held when it decided ([`EventIntake::submit_under_lease`]) — so a
+    /// frozen old leader that resumes cannot add what it decided before it lost it, even when it
+    /// has won the lease back meanwhile.
     fence: Option<Leadership>,
     /// The first and last entries appended so far.
     appended: Mutex<Option<(EntryId, EntryId)>>,
@@ -148,11 +150,14 @@ impl StreamIntake {
         Ok(IntakeProgress { pending, read })
     }
 
+    /// Appends one event: unfenced for a command (`backfill`, no lease), else only while the
+    /// lease has the value `lease` (in the same script as the `XADD`).
     async fn append(
         &self,
         conn: &mut RedisConnection,
         source: &str,
         payload: String,
+        lease: Option<&str>,
     ) -> Result<String, IntakeError> {
         let command = [
             "XADD".to_owned(),
@@ -163,29 +168,62 @@ impl StreamIntake {
             String::from_utf8_lossy(SOURCE_FIELD).into_owned(),
             source.to_owned(),
         ];
-        let Some(leadership) = &self.fence else {
+        if self.fence.is_none() {
             return redis::cmd(&command[0])
                 .arg(&command[1..])
                 .query_async(conn)
                 .await
                 .map_err(|e| self.error(e));
-        };
-        let Some(token) = leadership.token() else {
-            return Err(IntakeError::Shared(
+        }
+        let refused = || {
+            IntakeError::Shared(
                 "this instance no longer holds the leader lease; not appended".into(),
-            ));
+            )
         };
-        lease::fenced(conn, &self.keys, &token, &command)
+        let Some(token) = lease else {
+            return Err(refused());
+        };
+        lease::fenced(conn, &self.keys, token, &command)
             .await
             .map_err(|e| {
                 if e.code() == Some(lease::FENCED_CODE) {
-                    IntakeError::Shared(
-                        "this instance no longer holds the leader lease; not appended".into(),
-                    )
+                    refused()
                 } else {
                     self.error(e)
                 }
             })
+    }
+
+    /// Appends `events` in order, each under `lease` (see [`Self::append`]).
+    async fn append_all(
+        &self,
+        source: &'static str,
+        events: Vec<SandboxEvent>,
+        lease: Option<String>,
+    ) -> Result<Vec<bool>, IntakeError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.connection().await?;
+        let mut ids = Vec::with_capacity(events.len());
+        // One command after the other, in order: each is durable in Redis (as durable as
+        // the orchestrator's own entries) once it returns.
+        for event in &events {
+            let payload = serde_json::Value::Object(event.raw().clone()).to_string();
+            match self
+                .append(&mut conn, source, payload, lease.as_deref())
+                .await
+            {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    self.note_appended(&ids);
+                    return Err(e);
+                }
+            }
+        }
+        self.note_appended(&ids);
+        // Whether each is new is decided where the active instance reads it.
+        Ok(vec![true; events.len()])
     }
 
     fn note_appended(&self, ids: &[String]) {
@@ -207,28 +245,17 @@ impl EventIntake for StreamIntake {
         source: &'static str,
         events: Vec<SandboxEvent>,
     ) -> BoxFuture<'_, Result<Vec<bool>, IntakeError>> {
-        Box::pin(async move {
-            if events.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut conn = self.connection().await?;
-            let mut ids = Vec::with_capacity(events.len());
-            // One command after the other, in order: each is durable in Redis (as durable as
-            // the orchestrator's own entries) once it returns.
-            for event in &events {
-                let payload = serde_json::Value::Object(event.raw().clone()).to_string();
-                match self.append(&mut conn, source, payload).await {
-                    Ok(id) => ids.push(id),
-                    Err(e) => {
-                        self.note_appended(&ids);
-                        return Err(e);
-                    }
-                }
-            }
-            self.note_appended(&ids);
-            // Whether each is new is decided where the active instance reads it.
-            Ok(vec![true; events.len()])
-        })
+        let lease = self.fence.as_ref().and_then(Leadership::token);
+        Box::pin(self.append_all(source, events, lease))
+    }
+
+    fn submit_under_lease(
+        &self,
+        source: &'static str,
+        events: Vec<SandboxEvent>,
+        lease: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<bool>, IntakeError>> {
+        Box::pin(self.append_all(source, events, lease))
     }
 
     fn set_aside(&self, inputs: Vec<MalformedInput>) -> BoxFuture<'_, Result<(), IntakeError>> {

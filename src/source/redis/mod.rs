@@ -20,7 +20,8 @@
 //! parsing Redis's replies; `lease` the leader lease; `reading` new entries under it; `gate`
 //! the `wh:<team>` keys; `sync` acknowledging after
 //! delivery; `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
-//! emitter's own events; `view` the shared view of sandboxes.
+//! emitter's own events; `view` the shared view of sandboxes, `tombstones` its sweep,
+//! `view_copy` this instance's copy of it.
 
 mod client;
 mod dead_letters;
@@ -34,7 +35,9 @@ mod lease;
 mod reading;
 mod reply;
 mod sync;
+mod tombstones;
 mod view;
+mod view_copy;
 
 pub use client::{RedisConnectionSettings, RedisTls};
 pub use dead_letters::{SharedDeadLetters, SharedReplay};
@@ -80,6 +83,10 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How often the shared view of sandboxes is rid of tombstones no entry can bring back.
 const TOMBSTONE_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often each instance copies the shared view of sandboxes into its outbox (what the view
+/// is rebuilt from after Redis lost its data): a standby that takes over then has a copy at
+/// most this old.
+const VIEW_COPY_EVERY: Duration = Duration::from_secs(5);
 /// The first delay before reconnecting; later ones grow exponentially, with jitter.
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 /// The longest delay between reconnection attempts.
@@ -124,6 +131,8 @@ pub struct RedisStreamSource {
     generation: watch::Sender<Option<String>>,
     /// When the shared view was last rid of old tombstones.
     last_sweep: Option<Instant>,
+    /// When the shared view was last copied into the outbox.
+    last_view_copy: Option<Instant>,
     /// Changes to the shared view that Redis failed to take (applied once it answers again).
     unapplied_view: std::sync::Mutex<Vec<view::ViewChange>>,
     /// Where reading stands, for the reconciler's gate.
@@ -190,6 +199,7 @@ impl RedisStreamSource {
             generation: watch::channel(None).0,
             progress: watch::channel(StreamProgress::Starting).0,
             last_sweep: None,
+            last_view_copy: None,
             unapplied_view: Default::default(),
         })
     }
@@ -336,6 +346,7 @@ impl RedisStreamSource {
                     () = self.leadership.until_active() => {}
                     () = tokio::time::sleep(STANDBY_PING) => {
                         let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| self.redis_error(e))?;
+                        self.copy_view_when_due(&mut conn).await?;
                     }
                 }
             };

@@ -11,7 +11,7 @@
 
 use super::client::{RedisClient, RedisConnection};
 use super::keys::Keys;
-use super::{EntryId, RedisSourceError, RedisStreamSource};
+use super::{RedisSourceError, RedisStreamSource, lease};
 use crate::event::{Lifecycle, SandboxEvent};
 use crate::outbox::{FromStream, IntakeError, SandboxRecord, SandboxState, SandboxView};
 use crate::util::time::now_ms;
@@ -65,25 +65,18 @@ return 1
 ";
 
 /// Builds the view from a list of records (at entry `0-0`, below any real entry) unless it
-/// exists; returns 1 when it built it.
+/// exists, and only while the lease (KEYS[2]) holds ARGV[1] — only the holder of the lease
+/// rebuilds the view or sweeps it; returns 1 when it built it.
 const BUILD: &str = r"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-for i = 2, #ARGV, 2 do
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this instance no longer holds the leader lease')
+end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 0 end
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], '0-0|' .. ARGV[i + 1])
 end
-redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('HSET', KEYS[1], ARGV[2], '1')
 return 1
-";
-
-/// Removes the given fields if they still hold the given values.
-const FORGET: &str = r"
-local removed = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
-  end
-end
-return removed
 ";
 
 /// One change to the view, from the event of one stream entry.
@@ -142,22 +135,43 @@ pub(super) async fn apply(
     }
 }
 
-/// Builds the view from `records` (this instance's own) unless it exists; true when built.
+/// What a change that only the lease holder may make did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fenced<T> {
+    /// Made, with this result.
+    Done(T),
+    /// Refused: the lease no longer has the value this instance holds.
+    LeaseLost,
+}
+
+pub(super) fn fenced<T>(result: Result<T, RedisError>) -> Result<Fenced<T>, RedisError> {
+    match result {
+        Ok(value) => Ok(Fenced::Done(value)),
+        Err(e) if e.code() == Some(lease::FENCED_CODE) => Ok(Fenced::LeaseLost),
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds the view from `records` (this instance's own) unless it exists, while the lease has
+/// the value `token`; `Done(true)` when built.
 pub(super) async fn build(
     conn: &mut RedisConnection,
     keys: &Keys,
+    token: &str,
     records: &[SandboxRecord],
-) -> Result<bool, RedisError> {
+) -> Result<Fenced<bool>, RedisError> {
     let script = Script::new(BUILD);
     let mut invocation = script.key(keys.sandboxes());
-    invocation.arg(BUILT_FIELD);
+    invocation.key(keys.lease()).arg(token).arg(BUILT_FIELD);
     for record in records {
         invocation
             .arg(&record.sandbox_id)
             .arg(serde_json::to_string(record).expect("a record always serializes"));
     }
-    let built: i64 = invocation.invoke_async(conn).await?;
-    Ok(built == 1)
+    fenced(invocation.invoke_async::<i64>(conn).await).map(|built| match built {
+        Fenced::Done(built) => Fenced::Done(built == 1),
+        Fenced::LeaseLost => Fenced::LeaseLost,
+    })
 }
 
 /// Whether the view exists.
@@ -168,7 +182,7 @@ pub(super) async fn exists(conn: &mut RedisConnection, keys: &Keys) -> Result<bo
 /// One `HSCAN` page of the view from `cursor`: the next cursor (0 when done) and the fields
 /// with their values. A field may come in more than one page, and one changed or added during
 /// the scan may or may not come (Redis's `SCAN` guarantees); one present throughout comes.
-async fn scan_page(
+pub(super) async fn scan_page(
     conn: &mut RedisConnection,
     keys: &Keys,
     cursor: u64,
@@ -182,46 +196,9 @@ async fn scan_page(
         .await
 }
 
-/// Drops tombstones of entries below `below`: every entry under it has been acknowledged, so
-/// none can be read again and turn a killed sandbox back. Returns how many went.
-pub(super) async fn forget_tombstones(
-    conn: &mut RedisConnection,
-    keys: &Keys,
-    below: EntryId,
-) -> Result<usize, RedisError> {
-    let mut removed = 0;
-    let mut cursor = 0;
-    loop {
-        let (next, page) = scan_page(conn, keys, cursor).await?;
-        let old: Vec<&(String, String)> = page
-            .iter()
-            .filter(|(_, value)| {
-                value
-                    .strip_suffix('|')
-                    .is_some_and(|entry| entry.parse::<EntryId>().is_ok_and(|entry| entry < below))
-            })
-            .collect();
-        // FORGET removes a field only if it still holds the value seen, so a tombstone seen
-        // twice, or replaced meanwhile, is handled right.
-        for chunk in old.chunks(500) {
-            let script = Script::new(FORGET);
-            let mut invocation = script.key(keys.sandboxes());
-            for (field, value) in chunk {
-                invocation.arg(field.as_str()).arg(value.as_str());
-            }
-            let n: usize = invocation.invoke_async(conn).await?;
-            removed += n;
-        }
-        if next == 0 {
-            return Ok(removed);
-        }
-        cursor = next;
-    }
-}
-
 /// The records of a view read in pages: `None` when the view is not built (no marker), else
 /// its records, tombstones and garbage left out, each sandbox once (the last value read).
-async fn read_records(
+pub(super) async fn read_records(
     conn: &mut RedisConnection,
     keys: &Keys,
 ) -> Result<Option<Vec<SandboxRecord>>, RedisError> {
@@ -286,7 +263,11 @@ impl SandboxView for SharedSandboxView {
 
 impl RedisStreamSource {
     /// Builds the shared view of sandboxes from this instance's own when it does not exist (a
-    /// new Redis, or one that lost its data; an upgrade from a version without it).
+    /// new Redis, or one that lost its data; an upgrade from a version without it). Only the
+    /// holder of the lease builds it, in the same script that checks the lease: an instance that
+    /// lost the lease while frozen never puts its older view in place of the holder's. What it
+    /// builds from is current: every instance copies the shared view into its outbox
+    /// ([`super::view_copy`]), and the holder applies each read to both.
     pub(super) async fn build_view(
         &self,
         conn: &mut RedisConnection,
@@ -297,14 +278,17 @@ impl RedisStreamSource {
         {
             return Ok(());
         }
+        let Some(token) = self.leadership.token() else {
+            return Ok(());
+        };
         let records = self.outbox.sandboxes().await?;
-        if build(conn, &self.keys, &records)
+        let built = build(conn, &self.keys, &token, &records)
             .await
-            .map_err(|e| self.redis_error(e))?
-        {
+            .map_err(|e| self.redis_error(e))?;
+        if built == Fenced::Done(true) {
             tracing::info!(
                 sandboxes = records.len(),
-                "built the shared view of sandboxes in Redis from this instance's own"
+                "built the shared view of sandboxes in Redis from this instance's copy of it (Redis lost its data, or is new)"
             );
         }
         Ok(())
