@@ -35,15 +35,10 @@ pub(super) async fn send(
         .team_webhook(team, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    // The secret is read where deliveries read it: among the enabled webhooks.
-    let registration = database
-        .enabled_webhooks()
-        .await?
-        .into_iter()
-        .find(|r| r.webhook.id == id && r.webhook.team_id == team)
-        .ok_or_else(|| {
-            ApiError::invalid("enabled", "enable the webhook to send it a test event")
-        })?;
+    // The secret is opened as deliveries open it.
+    let registration = database.team_registration(team, id).await?.ok_or_else(|| {
+        ApiError::invalid("enabled", "enable the webhook to send it a test event")
+    })?;
     let event_type = webhook
         .events
         .first()

@@ -100,6 +100,20 @@ type Row = (
 
 const COLUMNS: &str = "id, team_id, name, url, enabled, events, created_at";
 
+/// A [`Row`] followed by the secret as an earlier release stored it (plain) and as this one
+/// does (sealed).
+type WithSecret = (
+    Uuid,
+    Uuid,
+    String,
+    String,
+    bool,
+    Vec<String>,
+    jiff_sqlx::Timestamp,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
 fn from_row((id, team_id, name, url, enabled, events, created_at): Row) -> Webhook {
     Webhook {
         id,
@@ -223,24 +237,36 @@ impl Database {
     /// to). A webhook whose secret does not open is left out (and logged once). A secret still in
     /// plain text (an earlier release wrote it during a rolling upgrade) is sealed here.
     pub async fn enabled_webhooks(&self) -> Result<Vec<Registration>, StoreError> {
-        type WithSecret = (
-            Uuid,
-            Uuid,
-            String,
-            String,
-            bool,
-            Vec<String>,
-            jiff_sqlx::Timestamp,
-            Option<String>,
-            Option<Vec<u8>>,
-        );
-        let sealing = self.sealing()?;
         let rows: Vec<WithSecret> = sqlx::query_as(&format!(
             "SELECT {COLUMNS}, signature_secret, sealed_secret FROM webhook_emitter.webhooks
                   WHERE enabled ORDER BY created_at, id"
         ))
         .fetch_all(self.ready()?)
         .await?;
+        self.opened(rows).await
+    }
+
+    /// The team's enabled webhook `id` with its secret opened, as [`Self::enabled_webhooks`]
+    /// gives it; `None` when it is disabled, not the team's, or its secret does not open.
+    pub async fn team_registration(
+        &self,
+        team: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Registration>, StoreError> {
+        let rows: Vec<WithSecret> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS}, signature_secret, sealed_secret FROM webhook_emitter.webhooks
+                  WHERE enabled AND team_id = $1 AND id = $2"
+        ))
+        .bind(team)
+        .bind(id)
+        .fetch_all(self.ready()?)
+        .await?;
+        Ok(self.opened(rows).await?.pop())
+    }
+
+    /// The rows with their secrets opened; seals any an earlier release left in plain text.
+    async fn opened(&self, rows: Vec<WithSecret>) -> Result<Vec<Registration>, StoreError> {
+        let sealing = self.sealing()?;
         let mut plain_seen = false;
         let registrations = rows
             .into_iter()
