@@ -18,8 +18,9 @@
 //! - `BENCH_MAX_IN_FLIGHT` (64): `--max-in-flight`, and the load generator's connection count.
 //! - `BENCH_PER_SANDBOX` (100): events per sandbox when comparing 1 with 10 000 sandboxes.
 //! - `BENCH_CALLGRIND_EVENTS` (2000): events the emitter delivers under callgrind.
-//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog` (`ceiling` also
-//!   measures the HTTP floor: the same client alone on one thread, and its CPU per request) and
+//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,syncs,backlog` (`ceiling` also
+//!   measures the HTTP floor: the same client alone on one thread, and its CPU per request;
+//!   `syncs` repeats the latency runs under strace to count `fdatasync` per event) and
 //!   issue 17's rows `https,formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see
 //!   rows.rs).
 //! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
@@ -33,6 +34,7 @@ mod redis_server;
 mod rows;
 mod runs;
 mod settings;
+mod syncs;
 mod table;
 mod targets;
 /// The private CA and certificates of the `https` row, shared with the tests.
@@ -177,7 +179,7 @@ fn main() {
             guarded(failures, "latency", async {
                 for r in 0..runs {
                     let result =
-                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"))
+                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"), false)
                             .await;
                     for (rate, l) in [100, 1000].iter().zip(&result) {
                         log(format!(
@@ -193,6 +195,25 @@ fn main() {
                         ));
                     }
                     measured.latencies.push(result);
+                }
+            })
+            .await;
+        }
+        if settings.wants("syncs") {
+            guarded(failures, "syncs", async {
+                assert!(syncs::strace_installed(), "strace is not installed (scripts/bench installs it)");
+                for r in 0..runs {
+                    let result =
+                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("s{r}"), true)
+                            .await;
+                    for (rate, l) in [100, 1000].iter().zip(&result) {
+                        log(format!(
+                            "syncs run #{} at {rate}/s (under strace): {:.2} fdatasync + fsync per event",
+                            r + 1,
+                            l.syncs_per_event
+                        ));
+                    }
+                    measured.syncs.push(result);
                 }
             })
             .await;

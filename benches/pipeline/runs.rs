@@ -7,6 +7,7 @@ use crate::measure::{
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
+use crate::syncs::SyncTrace;
 use crate::tls::PrivateCa;
 use crate::workload::{Workload, event_json, write_burst, write_paced};
 use crate::{ENDPOINT_PATH, SECRET};
@@ -323,20 +324,32 @@ pub struct Latency {
     /// What the emitter wrote to its disk per event, in KiB: with the rate, the write bandwidth
     /// an operator provisions.
     pub disk_kib_per_event: f64,
+    /// `fdatasync` and `fsync` calls per event, in a run under strace (NaN in the others).
+    pub syncs_per_event: f64,
 }
 
-/// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms.
+/// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms. With `count_syncs`
+/// the emitter runs under strace ([`SyncTrace`]), and the run counts its syncs per event: its
+/// CPU figures are then the traced emitter's, which the table does not use.
 pub async fn latency_run(
     redis: &RedisServer,
     conn: &mut MultiplexedConnection,
     max_in_flight: usize,
     secs: u64,
     run: &str,
+    count_syncs: bool,
 ) -> Vec<Latency> {
     reset_redis(conn).await;
     let receiver = Receiver::start(0);
-    let mut emitter = Emitter::start(redis, &receiver.url(), max_in_flight, "");
+    let trace_dir = tempfile::tempdir().expect("a temporary directory");
+    let trace = SyncTrace::in_dir(trace_dir.path());
+    let mut launch = Launch::new(&receiver.url(), max_in_flight);
+    if count_syncs {
+        launch.wrapper = trace.wrapper();
+    }
+    let mut emitter = Emitter::launch(redis, &launch);
     emitter.wait_active(conn).await;
+    let mut windows = Vec::new();
     let work = Workload {
         events: usize::MAX / 2,
         sandboxes: 1_000,
@@ -352,6 +365,7 @@ pub async fn latency_run(
         offset += written;
         let to = jiff::Timestamp::now().as_microsecond();
         tokio::task::block_in_place(|| receiver.wait_for(offset, "latency run"));
+        windows.push((from, jiff::Timestamp::now().as_microsecond(), written));
         let cpu = cpu_seconds(emitter.pid()) - cpu_from;
         let disk = disk_bytes_written(emitter.pid()) - disk_from;
         let wall = wall_from.elapsed().as_secs_f64();
@@ -373,9 +387,15 @@ pub async fn latency_run(
             cpu_pct: 100.0 * cpu / wall,
             cpu_us_per_event: us_per_event(cpu, written),
             disk_kib_per_event: disk / 1024.0 / written as f64,
+            syncs_per_event: f64::NAN,
         });
     }
     receiver.check_signatures();
     emitter.stop();
+    if count_syncs {
+        for (latency, (from, to, written)) in out.iter_mut().zip(windows) {
+            latency.syncs_per_event = trace.count(from, to) as f64 / written as f64;
+        }
+    }
     out
 }

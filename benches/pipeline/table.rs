@@ -19,6 +19,8 @@ pub struct Results {
     /// (sandboxes, events, runs).
     pub rates: Vec<(usize, usize, Vec<RateResult>)>,
     pub latencies: Vec<Vec<Latency>>,
+    /// The latency runs repeated under strace, for their syncs per event.
+    pub syncs: Vec<Vec<Latency>>,
     pub backlog: Option<BacklogResult>,
     pub issue: IssueRows,
     /// Rows that did not finish: (row, why).
@@ -91,6 +93,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         floor,
         rates,
         latencies,
+        syncs,
         backlog,
         issue: _,
         failures,
@@ -207,7 +210,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
     if !latencies.is_empty() {
         let _ = writeln!(
             t,
-            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) |\n|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) | `fdatasync` + `fsync` per event (the same run under strace) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             settings.latency_secs
         );
         for (i, rate) in ["100/s", "1 000/s"].iter().enumerate() {
@@ -218,16 +221,22 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 .first()
                 .and_then(|r| r.get(i))
                 .map_or(0, |l| l.samples);
+            let synced: Vec<f64> = syncs
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|l| l.syncs_per_event)
+                .collect();
             let _ = writeln!(
                 t,
-                "| {rate} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 num(samples as f64, 0),
                 show(&pick(|l| l.p50), 2),
                 show(&pick(|l| l.p99), 2),
                 show(&pick(|l| l.max), 2),
                 show(&pick(|l| l.cpu_pct), 1),
                 show(&pick(|l| l.cpu_us_per_event), 0),
-                show(&pick(|l| l.disk_kib_per_event), 1)
+                show(&pick(|l| l.disk_kib_per_event), 1),
+                show(&synced, 2)
             );
         }
     }
@@ -297,6 +306,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         );
     }
     t.push_str(&targets::render(settings, results));
+    t.push_str(&targets::render_outbox(results));
     if !failures.is_empty() {
         let _ = writeln!(
             t,
