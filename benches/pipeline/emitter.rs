@@ -56,8 +56,6 @@ pub struct Emitter {
     listen: u16,
     patience: Duration,
     dir: tempfile::TempDir,
-    /// Started under a wrapper (strace, valgrind).
-    wrapped: bool,
 }
 
 impl Emitter {
@@ -142,21 +140,11 @@ impl Emitter {
             listen,
             patience: how.patience,
             dir,
-            wrapped: !how.wrapper.is_empty(),
         }
     }
 
-    /// The emitter's own process: under a wrapper that runs it as a child (strace), that child;
-    /// otherwise (no wrapper, or valgrind, which runs it in its own process) the one started.
     pub fn pid(&self) -> u32 {
-        let own = self.child.id();
-        if !self.wrapped {
-            return own;
-        }
-        std::fs::read_to_string(format!("/proc/{own}/task/{own}/children"))
-            .ok()
-            .and_then(|c| c.split_whitespace().next()?.parse().ok())
-            .unwrap_or(own)
+        self.child.id()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -243,10 +231,9 @@ impl Emitter {
             .is_some_and(|v| v.trim() == "1")
     }
 
-    /// SIGTERM, then wait (the service drains for at most 20 s). The signal goes to the emitter
-    /// itself: strace, running it, does not pass a SIGTERM on.
+    /// SIGTERM, then wait (the service drains for at most 20 s).
     pub fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + self.patience;
         while Instant::now() < deadline {

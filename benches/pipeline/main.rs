@@ -18,9 +18,8 @@
 //! - `BENCH_MAX_IN_FLIGHT` (64): `--max-in-flight`, and the load generator's connection count.
 //! - `BENCH_PER_SANDBOX` (100): events per sandbox when comparing 1 with 10 000 sandboxes.
 //! - `BENCH_CALLGRIND_EVENTS` (2000): events the emitter delivers under callgrind.
-//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,syncs,backlog` (`ceiling` also
-//!   measures the HTTP floor: the same client alone on one thread, and its CPU per request;
-//!   `syncs` repeats the latency runs under strace to count `fdatasync` per event) and
+//! - `BENCH_ONLY`: a comma-separated subset of `ceiling,rate,latency,backlog` (`ceiling` also
+//!   measures the HTTP floor: the same client alone on one thread, and its CPU per request) and
 //!   issue 17's rows `https,formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see
 //!   rows.rs).
 //! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
@@ -179,11 +178,11 @@ fn main() {
             guarded(failures, "latency", async {
                 for r in 0..runs {
                     let result =
-                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"), false)
+                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"))
                             .await;
                     for (rate, l) in [100, 1000].iter().zip(&result) {
                         log(format!(
-                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk per event",
+                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk and {:.2} fdatasync + fsync per event",
                             r + 1,
                             l.p50,
                             l.p99,
@@ -191,29 +190,11 @@ fn main() {
                             l.samples,
                             l.cpu_pct,
                             l.cpu_us_per_event,
-                            l.disk_kib_per_event
-                        ));
-                    }
-                    measured.latencies.push(result);
-                }
-            })
-            .await;
-        }
-        if settings.wants("syncs") {
-            guarded(failures, "syncs", async {
-                assert!(syncs::strace_installed(), "strace is not installed (scripts/bench installs it)");
-                for r in 0..runs {
-                    let result =
-                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("s{r}"), true)
-                            .await;
-                    for (rate, l) in [100, 1000].iter().zip(&result) {
-                        log(format!(
-                            "syncs run #{} at {rate}/s (under strace): {:.2} fdatasync + fsync per event",
-                            r + 1,
+                            l.disk_kib_per_event,
                             l.syncs_per_event
                         ));
                     }
-                    measured.syncs.push(result);
+                    measured.latencies.push(result);
                 }
             })
             .await;

@@ -7,7 +7,7 @@ use crate::measure::{
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
-use crate::syncs::SyncTrace;
+use crate::syncs::SyncCount;
 use crate::tls::PrivateCa;
 use crate::workload::{Workload, event_json, write_burst, write_paced};
 use crate::{ENDPOINT_PATH, SECRET};
@@ -324,32 +324,22 @@ pub struct Latency {
     /// What the emitter wrote to its disk per event, in KiB: with the rate, the write bandwidth
     /// an operator provisions.
     pub disk_kib_per_event: f64,
-    /// `fdatasync` and `fsync` calls per event, in a run under strace (NaN in the others).
+    /// `fdatasync` and `fsync` calls per event (`perf stat`; NaN when perf could not count).
     pub syncs_per_event: f64,
 }
 
-/// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms. With `count_syncs`
-/// the emitter runs under strace ([`SyncTrace`]), and the run counts its syncs per event: its
-/// CPU figures are then the traced emitter's, which the table does not use.
+/// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms.
 pub async fn latency_run(
     redis: &RedisServer,
     conn: &mut MultiplexedConnection,
     max_in_flight: usize,
     secs: u64,
     run: &str,
-    count_syncs: bool,
 ) -> Vec<Latency> {
     reset_redis(conn).await;
     let receiver = Receiver::start(0);
-    let trace_dir = tempfile::tempdir().expect("a temporary directory");
-    let trace = SyncTrace::in_dir(trace_dir.path());
-    let mut launch = Launch::new(&receiver.url(), max_in_flight);
-    if count_syncs {
-        launch.wrapper = trace.wrapper();
-    }
-    let mut emitter = Emitter::launch(redis, &launch);
+    let mut emitter = Emitter::start(redis, &receiver.url(), max_in_flight, "");
     emitter.wait_active(conn).await;
-    let mut windows = Vec::new();
     let work = Workload {
         events: usize::MAX / 2,
         sandboxes: 1_000,
@@ -361,11 +351,12 @@ pub async fn latency_run(
         let from = jiff::Timestamp::now().as_microsecond();
         let (cpu_from, wall_from) = (cpu_seconds(emitter.pid()), Instant::now());
         let disk_from = disk_bytes_written(emitter.pid());
+        let syncs = SyncCount::start(emitter.pid());
         let written = write_paced(conn, run, work, rate, secs as f64, offset).await;
         offset += written;
         let to = jiff::Timestamp::now().as_microsecond();
         tokio::task::block_in_place(|| receiver.wait_for(offset, "latency run"));
-        windows.push((from, jiff::Timestamp::now().as_microsecond(), written));
+        let syncs = syncs.and_then(SyncCount::stop);
         let cpu = cpu_seconds(emitter.pid()) - cpu_from;
         let disk = disk_bytes_written(emitter.pid()) - disk_from;
         let wall = wall_from.elapsed().as_secs_f64();
@@ -387,15 +378,10 @@ pub async fn latency_run(
             cpu_pct: 100.0 * cpu / wall,
             cpu_us_per_event: us_per_event(cpu, written),
             disk_kib_per_event: disk / 1024.0 / written as f64,
-            syncs_per_event: f64::NAN,
+            syncs_per_event: syncs.map_or(f64::NAN, |n| n as f64 / written as f64),
         });
     }
     receiver.check_signatures();
     emitter.stop();
-    if count_syncs {
-        for (latency, (from, to, written)) in out.iter_mut().zip(windows) {
-            latency.syncs_per_event = trace.count(from, to) as f64 / written as f64;
-        }
-    }
     out
 }

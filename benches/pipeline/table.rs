@@ -19,8 +19,6 @@ pub struct Results {
     /// (sandboxes, events, runs).
     pub rates: Vec<(usize, usize, Vec<RateResult>)>,
     pub latencies: Vec<Vec<Latency>>,
-    /// The latency runs repeated under strace, for their syncs per event.
-    pub syncs: Vec<Vec<Latency>>,
     pub backlog: Option<BacklogResult>,
     pub issue: IssueRows,
     /// Rows that did not finish: (row, why).
@@ -93,7 +91,6 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         floor,
         rates,
         latencies,
-        syncs,
         backlog,
         issue: _,
         failures,
@@ -210,7 +207,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
     if !latencies.is_empty() {
         let _ = writeln!(
             t,
-            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) | `fdatasync` + `fsync` per event (the same run under strace) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) | `fdatasync` + `fsync` per event (`perf stat`) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             settings.latency_secs
         );
         for (i, rate) in ["100/s", "1 000/s"].iter().enumerate() {
@@ -221,11 +218,6 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 .first()
                 .and_then(|r| r.get(i))
                 .map_or(0, |l| l.samples);
-            let synced: Vec<f64> = syncs
-                .iter()
-                .filter_map(|r| r.get(i))
-                .map(|l| l.syncs_per_event)
-                .collect();
             let _ = writeln!(
                 t,
                 "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -236,7 +228,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 show(&pick(|l| l.cpu_pct), 1),
                 show(&pick(|l| l.cpu_us_per_event), 0),
                 show(&pick(|l| l.disk_kib_per_event), 1),
-                show(&synced, 2)
+                show(&pick(|l| l.syncs_per_event), 2)
             );
         }
     }

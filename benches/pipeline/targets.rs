@@ -278,8 +278,7 @@ pub fn render(settings: &Settings, results: &Results) -> String {
     t
 }
 
-/// Issue 30's rows: what an event costs at the rates clusters run (the latency runs, and the
-/// same runs under strace for the syncs).
+/// Issue 30's rows: what an event costs at the rates clusters run (the latency runs).
 pub fn render_outbox(results: &Results) -> String {
     let mut rows = Rows(String::new());
     let at = |runs: &[Vec<crate::runs::Latency>], i: usize, f: fn(&crate::runs::Latency) -> f64| {
@@ -307,10 +306,10 @@ pub fn render_outbox(results: &Results) -> String {
                 Some(us <= *cpu_target),
             );
         }
-        if let Some(syncs) = at(&results.syncs, i, |l| l.syncs_per_event) {
+        if let Some(syncs) = at(&results.latencies, i, |l| l.syncs_per_event) {
             let target = (i == 1).then_some(SYNCS_PER_EVENT_AT_1000);
             rows.add(
-                &format!("`fdatasync` + `fsync` per event at {rate} events/s (strace)"),
+                &format!("`fdatasync` + `fsync` per event at {rate} events/s (`perf stat`)"),
                 format!("{syncs:.2}"),
                 &target.map_or("– (recorded)".to_owned(), |t| {
                     format!("≤ {t} (commits shared)")
