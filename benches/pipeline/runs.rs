@@ -348,15 +348,16 @@ pub async fn latency_run(
     let mut offset = 0;
     for rate in [100.0, 1_000.0] {
         offset += write_paced(conn, run, work, rate, 1.0, offset).await;
+        // Attached before the window opens: perf takes a moment to.
+        let syncs = tokio::task::block_in_place(|| SyncCount::start(emitter.pid()));
         let from = jiff::Timestamp::now().as_microsecond();
         let (cpu_from, wall_from) = (cpu_seconds(emitter.pid()), Instant::now());
         let disk_from = disk_bytes_written(emitter.pid());
-        let syncs = SyncCount::start(emitter.pid());
         let written = write_paced(conn, run, work, rate, secs as f64, offset).await;
         offset += written;
         let to = jiff::Timestamp::now().as_microsecond();
         tokio::task::block_in_place(|| receiver.wait_for(offset, "latency run"));
-        let syncs = syncs.and_then(SyncCount::stop);
+        let syncs = tokio::task::block_in_place(|| syncs.and_then(SyncCount::stop));
         let cpu = cpu_seconds(emitter.pid()) - cpu_from;
         let disk = disk_bytes_written(emitter.pid()) - disk_from;
         let wall = wall_from.elapsed().as_secs_f64();
