@@ -33,6 +33,7 @@ mod redis_server;
 mod rows;
 mod runs;
 mod settings;
+mod syncs;
 mod table;
 mod targets;
 /// The private CA and certificates of the `https` row, shared with the tests.
@@ -181,7 +182,7 @@ fn main() {
                             .await;
                     for (rate, l) in [100, 1000].iter().zip(&result) {
                         log(format!(
-                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk per event",
+                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk and {:.2} fdatasync + fsync per event",
                             r + 1,
                             l.p50,
                             l.p99,
@@ -189,7 +190,8 @@ fn main() {
                             l.samples,
                             l.cpu_pct,
                             l.cpu_us_per_event,
-                            l.disk_kib_per_event
+                            l.disk_kib_per_event,
+                            l.syncs_per_event
                         ));
                     }
                     measured.latencies.push(result);

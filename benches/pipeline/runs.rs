@@ -7,6 +7,7 @@ use crate::measure::{
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
+use crate::syncs::SyncCount;
 use crate::tls::PrivateCa;
 use crate::workload::{Workload, event_json, write_burst, write_paced};
 use crate::{ENDPOINT_PATH, SECRET};
@@ -323,6 +324,8 @@ pub struct Latency {
     /// What the emitter wrote to its disk per event, in KiB: with the rate, the write bandwidth
     /// an operator provisions.
     pub disk_kib_per_event: f64,
+    /// `fdatasync` and `fsync` calls per event (`perf stat`; NaN when perf could not count).
+    pub syncs_per_event: f64,
 }
 
 /// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms.
@@ -345,6 +348,8 @@ pub async fn latency_run(
     let mut offset = 0;
     for rate in [100.0, 1_000.0] {
         offset += write_paced(conn, run, work, rate, 1.0, offset).await;
+        // Attached before the window opens: perf takes a moment to.
+        let syncs = tokio::task::block_in_place(|| SyncCount::start(emitter.pid()));
         let from = jiff::Timestamp::now().as_microsecond();
         let (cpu_from, wall_from) = (cpu_seconds(emitter.pid()), Instant::now());
         let disk_from = disk_bytes_written(emitter.pid());
@@ -352,6 +357,7 @@ pub async fn latency_run(
         offset += written;
         let to = jiff::Timestamp::now().as_microsecond();
         tokio::task::block_in_place(|| receiver.wait_for(offset, "latency run"));
+        let syncs = tokio::task::block_in_place(|| syncs.and_then(SyncCount::stop));
         let cpu = cpu_seconds(emitter.pid()) - cpu_from;
         let disk = disk_bytes_written(emitter.pid()) - disk_from;
         let wall = wall_from.elapsed().as_secs_f64();
@@ -373,6 +379,7 @@ pub async fn latency_run(
             cpu_pct: 100.0 * cpu / wall,
             cpu_us_per_event: us_per_event(cpu, written),
             disk_kib_per_event: disk / 1024.0 / written as f64,
+            syncs_per_event: syncs.map_or(f64::NAN, |n| n as f64 / written as f64),
         });
     }
     receiver.check_signatures();

@@ -207,7 +207,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
     if !latencies.is_empty() {
         let _ = writeln!(
             t,
-            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) |\n|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) | `fdatasync` + `fsync` per event (`perf stat`) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             settings.latency_secs
         );
         for (i, rate) in ["100/s", "1 000/s"].iter().enumerate() {
@@ -220,14 +220,15 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 .map_or(0, |l| l.samples);
             let _ = writeln!(
                 t,
-                "| {rate} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 num(samples as f64, 0),
                 show(&pick(|l| l.p50), 2),
                 show(&pick(|l| l.p99), 2),
                 show(&pick(|l| l.max), 2),
                 show(&pick(|l| l.cpu_pct), 1),
                 show(&pick(|l| l.cpu_us_per_event), 0),
-                show(&pick(|l| l.disk_kib_per_event), 1)
+                show(&pick(|l| l.disk_kib_per_event), 1),
+                show(&pick(|l| l.syncs_per_event), 2)
             );
         }
     }
@@ -297,6 +298,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         );
     }
     t.push_str(&targets::render(settings, results));
+    t.push_str(&targets::render_outbox(results));
     if !failures.is_empty() {
         let _ = writeln!(
             t,

@@ -1,5 +1,5 @@
-//! Issue 17's targets, each next to what this run measured: ✅ met, ❌ not met (reported, not
-//! hidden), – no target (recorded for comparison).
+//! Issue 17's and issue 30's targets, each next to what this run measured: ✅ met, ❌ not met
+//! (reported, not hidden), – no target (recorded for comparison).
 
 use crate::measure::{Spread, num};
 use crate::runs::RateResult;
@@ -17,6 +17,13 @@ const IDLE_RSS_MIB: f64 = 10.0;
 const BACKLOG_RSS_MIB: f64 = 64.0;
 /// 1 vs 10 000 sandboxes: within this share of each other.
 const SANDBOX_SPREAD: f64 = 0.2;
+/// Issue 30: what an event written to disk may cost, at 100 and at 1 000 events/s.
+const DISK_KIB_PER_EVENT: f64 = 4.0;
+/// Issue 30: the emitter's CPU per event at 100 events/s and at 1 000 events/s.
+const CPU_US_AT_RATE: [(f64, &str); 2] = [(200.0, "100"), (100.0, "1 000")];
+/// Issue 30: `fdatasync` per event at 1 000 events/s (commits shared by the events that arrive
+/// while one runs).
+const SYNCS_PER_EVENT_AT_1000: f64 = 0.5;
 
 fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     Spread::of(&values.into_iter().collect::<Vec<_>>()).map(|s| s.median)
@@ -265,6 +272,57 @@ pub fn render(settings: &Settings, results: &Results) -> String {
         let _ = writeln!(
             t,
             "\n### Issue 17's targets\n\n| measure | result | target | met |\n|---|---:|---|:-:|\n{}",
+            rows.0
+        );
+    }
+    t
+}
+
+/// Issue 30's rows: what an event costs at the rates clusters run (the latency runs).
+pub fn render_outbox(results: &Results) -> String {
+    let mut rows = Rows(String::new());
+    let at = |runs: &[Vec<crate::runs::Latency>], i: usize, f: fn(&crate::runs::Latency) -> f64| {
+        median(
+            runs.iter()
+                .filter_map(|r| r.get(i))
+                .map(f)
+                .filter(|v| !v.is_nan()),
+        )
+    };
+    for (i, (cpu_target, rate)) in CPU_US_AT_RATE.iter().enumerate() {
+        if let Some(kib) = at(&results.latencies, i, |l| l.disk_kib_per_event) {
+            rows.add(
+                &format!("disk written per event at {rate} events/s (`write_bytes`)"),
+                format!("{kib:.1} KiB"),
+                "≤ 4 KiB",
+                Some(kib <= DISK_KIB_PER_EVENT),
+            );
+        }
+        if let Some(us) = at(&results.latencies, i, |l| l.cpu_us_per_event) {
+            rows.add(
+                &format!("emitter CPU per event at {rate} events/s (one event at a time)"),
+                format!("{us:.0} µs"),
+                &format!("≤ {cpu_target:.0} µs"),
+                Some(us <= *cpu_target),
+            );
+        }
+        if let Some(syncs) = at(&results.latencies, i, |l| l.syncs_per_event) {
+            let target = (i == 1).then_some(SYNCS_PER_EVENT_AT_1000);
+            rows.add(
+                &format!("`fdatasync` + `fsync` per event at {rate} events/s (`perf stat`)"),
+                format!("{syncs:.2}"),
+                &target.map_or("– (recorded)".to_owned(), |t| {
+                    format!("≤ {t} (commits shared)")
+                }),
+                target.map(|t| syncs <= t),
+            );
+        }
+    }
+    let mut t = String::new();
+    if !rows.0.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n### Issue 30's targets (what an event costs at the rates clusters run)\n\n| measure | result | target | met |\n|---|---:|---|:-:|\n{}",
             rows.0
         );
     }
