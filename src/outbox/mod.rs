@@ -12,6 +12,7 @@ mod raw_input;
 mod recent;
 mod records;
 mod recovery;
+mod route_table;
 mod status;
 mod store;
 mod stream_acks;
@@ -65,6 +66,9 @@ pub struct Outbox {
     received: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<SandboxEvent>>>,
     /// The newest appended events, so dispatchers need not read them back from disk.
     recent: Arc<RecentEvents>,
+    /// Per endpoint, woken when it gets deliveries to make: an append wakes the dispatchers of
+    /// the endpoints it routed to, not one per registered webhook.
+    wakers: Arc<std::sync::Mutex<std::collections::HashMap<String, watch::Sender<u64>>>>,
 }
 
 impl Outbox {
@@ -92,6 +96,7 @@ impl Outbox {
             finished: Arc::new(Notify::new()),
             received: Arc::default(),
             recent: Arc::new(RecentEvents::new(RECENT_EVENTS)),
+            wakers: Arc::default(),
         })
     }
 
@@ -198,6 +203,12 @@ impl Outbox {
         }
         if let Some(last) = report.last_seq {
             self.appended.send_replace(last);
+            let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            for endpoint in &report.endpoints {
+                if let Some(waker) = wakers.get(endpoint) {
+                    waker.send_replace(last);
+                }
+            }
         }
     }
 
@@ -370,6 +381,10 @@ impl Outbox {
             .await?;
         if !report.replayed.is_empty() {
             self.appended.send_replace(last);
+            let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            for waker in wakers.values() {
+                waker.send_replace(last);
+            }
         }
         Ok(report)
     }
@@ -383,6 +398,10 @@ impl Outbox {
     /// is gone). Returns how many deliveries were dropped.
     pub async fn remove_route(&self, endpoint: &str) -> Result<usize, OutboxError> {
         let endpoint = endpoint.to_owned();
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&endpoint);
         let dropped = self
             .write(move |store| store.remove_route(&endpoint))
             .await?;
@@ -390,9 +409,13 @@ impl Outbox {
         Ok(dropped)
     }
 
-    /// Wakes when events are appended; the value is the last sequence number.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    /// Wakes when deliveries for `endpoint` are appended (or dead letters replayed).
+    pub fn subscribe_endpoint(&self, endpoint: &str) -> watch::Receiver<u64> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| watch::channel(*self.appended.borrow()).0)
+            .subscribe()
     }
 
     /// The metrics this outbox reports to.

@@ -6,7 +6,9 @@
 //! the cluster. Teams with an enabled webhook are served (their `wh:<team>` gate key is kept).
 
 use crate::config::EndpointConfig;
-use crate::deliver::dispatch::{Dispatcher, Oversight};
+use crate::deliver::dispatch::{CommitQueue, Dispatcher, Oversight, SharedDelivery};
+use crate::deliver::http::WebhookClient;
+use crate::deliver::shares::DeliveryShares;
 use crate::deliver::format::WireFormat;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
@@ -53,8 +55,10 @@ pub fn shown_state<'a>(key: &str, value: &'a [u8]) -> std::borrow::Cow<'a, [u8]>
 pub struct DeliverySettings {
     /// The retry schedule (the operator's).
     pub retry: RetryPolicy,
-    /// Sandboxes in flight per webhook.
-    pub max_in_flight: usize,
+    /// Attempts in flight per team (all its webhooks together).
+    pub team_concurrency: usize,
+    /// Attempts in flight for all registered webhooks together.
+    pub total_concurrency: usize,
     /// Attempt timeout.
     pub timeout: Duration,
     /// Bytes of a response body read at most.
@@ -71,6 +75,8 @@ pub struct WebhookRegistry {
     journal: Arc<DeliveryJournal>,
     leadership: Leadership,
     settings: DeliverySettings,
+    /// One HTTP client, commit queue and set of shares for every registered webhook.
+    shared: SharedDelivery,
     running: HashMap<Uuid, Running>,
     /// True once the registered webhooks are known (from the snapshot or from Postgres):
     /// sources wait for it, so no event of a registered team passes before its route exists.
@@ -109,18 +115,28 @@ impl WebhookRegistry {
         teams: TeamScope,
         oversight: (Arc<DeliveryJournal>, Leadership),
         settings: DeliverySettings,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, crate::deliver::http::ClientError> {
+        let shared = SharedDelivery {
+            client: WebhookClient::restricted(
+                settings.timeout,
+                settings.response_body_limit,
+                settings.destinations.clone(),
+            )?,
+            commits: CommitQueue::start(outbox.clone()),
+            shares: DeliveryShares::new(settings.team_concurrency, settings.total_concurrency),
+        };
+        Ok(Self {
             database,
             outbox,
             teams,
             journal: oversight.0,
             leadership: oversight.1,
             settings,
+            shared,
             running: HashMap::new(),
             known: watch::channel(false).0,
             saved: None,
-        }
+        })
     }
 
     /// Becomes true once the registered webhooks are known.
@@ -279,19 +295,18 @@ impl WebhookRegistry {
             .registered_webhook(&endpoint.id, &registration.webhook.team_id.to_string());
         let (pause, paused) = watch::channel(false);
         let id = endpoint.id.clone();
-        let dispatcher = Dispatcher::new(
+        let dispatcher = Dispatcher::registered(
             endpoint,
             self.outbox.clone(),
             self.settings.retry.clone(),
-            self.settings.max_in_flight,
             Oversight {
                 journal: self.journal.clone(),
                 paused,
             },
             self.leadership.clone(),
-        )
-        .and_then(|d| d.restrict(self.settings.destinations.clone()))
-        .map_err(|e| e.to_string())?;
+            &self.shared,
+            registration.webhook.team_id,
+        );
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
