@@ -18,7 +18,12 @@ pub fn binary() -> PathBuf {
 
 /// A command running the binary, with the secret-bearing variables of the caller removed.
 pub fn emitter() -> Command {
-    let mut cmd = Command::new(binary());
+    emitter_program(&binary())
+}
+
+/// Like [`emitter`], running `program` (another build, e.g. the release one a benchmark drives).
+pub fn emitter_program(program: &std::path::Path) -> Command {
+    let mut cmd = Command::new(program);
     for var in [
         "WEBHOOK_URL",
         "WEBHOOK_SECRET",
