@@ -136,6 +136,7 @@ resource "nomad_job" "emitter" {
     ingress_entrypoint   = var.ingress_entrypoint
     ingress_priority     = var.ingress_priority
     trusted_proxies      = join(",", var.api_trusted_proxies)
+    team_concurrency     = var.team_delivery_concurrency
     cpu_mhz              = var.cpu_mhz
     memory_mb            = var.memory_mb
     disk_mb              = var.disk_mb

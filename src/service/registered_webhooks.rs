@@ -289,7 +289,8 @@ impl WebhookRegistry {
     fn start(&self, registration: &Registration, fingerprint: u64) -> Result<Running, String> {
         let endpoint = self.endpoint(registration)?;
         self.outbox.set_route(Route::from(&endpoint));
-        self.outbox.metrics().prepare_endpoint(&endpoint.id);
+        // Its delivery series appear with its first attempt: thousands of idle webhooks do not
+        // each keep (and export) nine series at zero.
         self.outbox
             .metrics()
             .registered_webhook(&endpoint.id, &registration.webhook.team_id.to_string());

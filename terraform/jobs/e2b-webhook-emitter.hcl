@@ -229,6 +229,7 @@ job "${job_name}" {
         LISTEN_ADDR = "$${NOMAD_ADDR_http}"
         %{~ if events_api }
         API_LISTEN_ADDR = "$${NOMAD_ADDR_api}"
+        TEAM_DELIVERY_CONCURRENCY = "${team_concurrency}"
         %{~ if trusted_proxies != "" }
         API_TRUSTED_PROXIES = "${trusted_proxies}"
         %{~ endif }
