@@ -199,7 +199,9 @@ fn a_hanging_and_a_failing_receiver_cost_their_own_teams_only() {
 
     // Every fast delivery arrived while the hanging receiver still held its first attempts:
     // none of them waited for a hanging attempt to time out.
-    let hung_from = receiver.first_hang().expect("the hanging receiver was called");
+    let hung_from = receiver
+        .first_hang()
+        .expect("the hanging receiver was called");
     assert!(
         run.last_fast < hung_from + TIMEOUT,
         "the last fast delivery came {:?} after the first hanging attempt (timeout {TIMEOUT:?})",
@@ -213,7 +215,10 @@ fn a_hanging_and_a_failing_receiver_cost_their_own_teams_only() {
             receiver.max_open(team)
         );
     }
-    assert!(receiver.requests(FAILING) >= SHARE, "the failing team was tried");
+    assert!(
+        receiver.requests(FAILING) >= SHARE,
+        "the failing team was tried"
+    );
     // The fast teams got everything, signed with their own secrets, in order.
     let arrivals = receiver.arrivals();
     assert!(arrivals.iter().all(|a| a.signature_ok), "a bad signature");
@@ -317,10 +322,7 @@ fn measure_memory_against_webhooks() {
         let per_webhook = if count == 0 {
             "–".to_owned()
         } else {
-            format!(
-                "{:.1} KiB",
-                rest.saturating_sub(base) as f64 / count as f64
-            )
+            format!("{:.1} KiB", rest.saturating_sub(base) as f64 / count as f64)
         };
         println!(
             "| memory: {count} registered webhooks | at rest {:.1} MiB ({per_webhook} per webhook over 0), peak {:.1} MiB delivering {expected} events in {:.1} s, {:.1} MiB after | ≤ 5 KiB per webhook; peak ≤ 128 MiB at 10 000 |",

@@ -92,7 +92,10 @@ mod tests {
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         // Two webhooks of team A share its two permits.
         let (a1, a2) = (shares.of_team(a), shares.of_team(a));
-        let held: Vec<_> = [&a1, &a2, &a1].iter().filter_map(|s| s.try_acquire()).collect();
+        let held: Vec<_> = [&a1, &a2, &a1]
+            .iter()
+            .filter_map(|s| s.try_acquire())
+            .collect();
         assert_eq!(held.len(), 2, "team A is capped at its share");
         let b_permit = shares.of_team(b).try_acquire();
         assert!(b_permit.is_some(), "team B is not slowed by A");

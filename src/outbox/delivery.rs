@@ -176,7 +176,11 @@ impl Store {
                 };
                 let mut still_pending = false;
                 for route in routes.for_team(
-                    team.event.sandbox_team_id.as_ref().and_then(Value::as_str).unwrap_or_default(),
+                    team.event
+                        .sandbox_team_id
+                        .as_ref()
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
                 ) {
                     if pending.get((route.endpoint.as_str(), seq))?.is_some() {
                         still_pending = true;

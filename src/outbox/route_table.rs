@@ -87,10 +87,7 @@ impl RouteTable {
             .and_then(|team| self.by_team.get(&team))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        self.unscoped
-            .iter()
-            .chain(scoped)
-            .map(|&i| &self.all[i])
+        self.unscoped.iter().chain(scoped).map(|&i| &self.all[i])
     }
 
     /// The routes that accept `event`.

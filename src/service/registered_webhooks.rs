@@ -7,11 +7,11 @@
 
 use crate::config::EndpointConfig;
 use crate::deliver::dispatch::{CommitQueue, Dispatcher, Oversight, SharedDelivery};
-use crate::deliver::http::WebhookClient;
-use crate::deliver::shares::DeliveryShares;
 use crate::deliver::format::WireFormat;
+use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
+use crate::deliver::shares::DeliveryShares;
 use crate::deliver::sign::{SecretSet, SignatureEncoding};
 use crate::event::EventFilter;
 use crate::leadership::Leadership;
