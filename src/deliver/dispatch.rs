@@ -142,6 +142,9 @@ impl Dispatcher {
     }
 
     /// Delivers until `shutdown`; then lets in-flight attempts finish for up to `drain`.
+    ///
+    /// The outbox calls are boxed: this future is what an idle dispatcher holds in memory, and
+    /// thousands of registered webhooks each have one, so it should not carry their space.
     pub async fn run(
         self,
         shutdown: CancellationToken,
@@ -178,7 +181,7 @@ impl Dispatcher {
                 while let Some(joined) = in_flight.join_next().await {
                     self.finish(joined, &mut schedule, &mut completions);
                 }
-                self.commit_all(committing.take(), std::mem::take(&mut completions))
+                Box::pin(self.commit_all(committing.take(), std::mem::take(&mut completions)))
                     .await?;
                 first_uncommitted = None;
                 schedule = Schedule::default();
@@ -186,7 +189,7 @@ impl Dispatcher {
                 term = current;
                 if term.is_none() {
                     tokio::select! {
-                        () = self.leadership.until_delivering() => {}
+                        () = Box::pin(self.leadership.until_delivering()) => {}
                         () = shutdown.cancelled() => stopping = true,
                     }
                     continue;
@@ -199,10 +202,11 @@ impl Dispatcher {
                 && reads_paused_until.is_none_or(|t| t <= now)
             {
                 let want = self.window - schedule.loaded;
-                match self
-                    .outbox
-                    .pending_after(&self.endpoint.id, schedule.cursor, want)
-                    .await
+                match Box::pin(
+                    self.outbox
+                        .pending_after(&self.endpoint.id, schedule.cursor, want),
+                )
+                .await
                 {
                     Ok(rows) => {
                         reads_paused_until = None;
@@ -252,7 +256,7 @@ impl Dispatcher {
             if !due.is_empty() {
                 // From memory when fresh, else one read transaction for every attempt of this round.
                 let seqs = due.iter().map(|((_, head), _)| head.seq).collect();
-                match self.outbox.events_to_deliver(seqs).await {
+                match Box::pin(self.outbox.events_to_deliver(seqs)).await {
                     Ok(events) => {
                         for (((sandbox, head), permits), stored) in due.into_iter().zip(events) {
                             let attempt = attempt(
@@ -377,7 +381,7 @@ impl Dispatcher {
                 }
             }
         }
-        self.commit_all(committing.take(), completions).await
+        Box::pin(self.commit_all(committing.take(), completions)).await
     }
 
     /// Waits for the commit in flight, then commits `completions`: every result recorded, in the

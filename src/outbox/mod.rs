@@ -329,8 +329,11 @@ impl Outbox {
         if missing.is_empty() {
             return Ok(found);
         }
+        // A few events (one round of a dispatcher) are read on its own thread: thousands of
+        // registered webhooks missing the recent events at once would otherwise each take a
+        // thread of the blocking pool (and its memory) for a moment.
         let mut read = self
-            .read(move |store| store.events(&missing))
+            .read_small(missing.len(), move |store| store.events(&missing))
             .await?
             .into_iter();
         for slot in found.iter_mut().filter(|event| event.is_none()) {

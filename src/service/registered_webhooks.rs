@@ -77,6 +77,8 @@ pub struct WebhookRegistry {
     settings: DeliverySettings,
     /// One HTTP client, commit queue and set of shares for every registered webhook.
     shared: SharedDelivery,
+    /// Registered webhooks have no operator pause: one switch, always off, for all of them.
+    never_paused: watch::Sender<bool>,
     running: HashMap<Uuid, Running>,
     /// True once the registered webhooks are known (from the snapshot or from Postgres):
     /// sources wait for it, so no event of a registered team passes before its route exists.
@@ -100,8 +102,6 @@ struct Running {
     fingerprint: u64,
     stop: CancellationToken,
     task: JoinHandle<()>,
-    /// Registered webhooks have no operator pause; the switch stays off.
-    _pause: watch::Sender<bool>,
     /// Its endpoint id and team, as `registered_webhook_info` exports them.
     endpoint: String,
     team: Uuid,
@@ -133,6 +133,7 @@ impl WebhookRegistry {
             leadership: oversight.1,
             settings,
             shared,
+            never_paused: watch::channel(false).0,
             running: HashMap::new(),
             known: watch::channel(false).0,
             saved: None,
@@ -294,7 +295,6 @@ impl WebhookRegistry {
         self.outbox
             .metrics()
             .registered_webhook(&endpoint.id, &registration.webhook.team_id.to_string());
-        let (pause, paused) = watch::channel(false);
         let id = endpoint.id.clone();
         let dispatcher = Dispatcher::registered(
             endpoint,
@@ -302,7 +302,7 @@ impl WebhookRegistry {
             self.settings.retry.clone(),
             Oversight {
                 journal: self.journal.clone(),
-                paused,
+                paused: self.never_paused.subscribe(),
             },
             self.leadership.clone(),
             &self.shared,
@@ -320,7 +320,6 @@ impl WebhookRegistry {
             fingerprint,
             stop,
             task,
-            _pause: pause,
             endpoint: endpoint_id(registration.webhook.id),
             team: registration.webhook.team_id,
         })
