@@ -104,3 +104,45 @@ impl RouteTable {
         self.by_endpoint.get(endpoint).map(|&i| &self.all[i])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventFilter;
+
+    fn route(endpoint: &str, teams: Option<Vec<Uuid>>) -> Route {
+        let filter = EventFilter::parse("*").unwrap();
+        Route {
+            endpoint: endpoint.into(),
+            filter: match teams {
+                Some(teams) => filter.for_teams(teams),
+                None => filter,
+            },
+        }
+    }
+
+    fn names<'a>(routes: impl Iterator<Item = &'a Route>) -> Vec<&'a str> {
+        let mut names: Vec<&str> = routes.map(|r| r.endpoint.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_team_sees_its_own_routes_and_the_unscoped_ones_as_routes_come_and_go() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut table = RouteTable::new(vec![route("all", None), route("a1", Some(vec![a]))]);
+        table.set(route("b1", Some(vec![b])));
+        table.set(route("a2", Some(vec![a])));
+        assert_eq!(names(table.for_team(&a.to_string())), ["a1", "a2", "all"]);
+        assert_eq!(names(table.for_team(&b.to_string())), ["all", "b1"]);
+        assert_eq!(names(table.for_team("not-a-team")), ["all"]);
+        // Replacing a route re-indexes it; removing one drops it everywhere.
+        table.set(route("a1", Some(vec![b])));
+        table.remove("a2");
+        assert_eq!(names(table.for_team(&a.to_string())), ["all"]);
+        assert_eq!(names(table.for_team(&b.to_string())), ["a1", "all", "b1"]);
+        assert_eq!(table.get("b1").map(|r| r.endpoint.as_str()), Some("b1"));
+        assert!(table.get("a2").is_none());
+        assert_eq!(table.all().len(), 3);
+    }
+}
