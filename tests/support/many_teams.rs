@@ -286,7 +286,22 @@ pub fn quantile(values: &mut [Duration], q: f64) -> Duration {
 
 /// Resident and peak resident memory of process `pid` in KiB (`VmRSS`, `VmHWM`).
 pub fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let (rss, peak, _) = proc_status(pid);
+    (rss, peak)
+}
+
+/// Starts measuring the peak resident memory (`VmHWM`) of process `pid` afresh (Linux ≥ 4.0).
+pub fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+/// The threads process `pid` runs now.
+pub fn threads(pid: u32) -> u64 {
+    proc_status(pid).2
+}
+
+fn proc_status(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -294,5 +309,5 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (field("VmRSS:"), field("VmHWM:"), field("Threads:"))
 }
