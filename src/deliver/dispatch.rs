@@ -150,7 +150,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
         drain: Duration,
     ) -> Result<(), OutboxError> {
-        let mut appended = self.outbox.subscribe_endpoint(&self.endpoint.id);
+        let appended = self.outbox.subscribe_endpoint(&self.endpoint.id);
         let mut pause = self.paused.clone();
         let mut schedule = Schedule::default();
         let mut on_disk = true;
@@ -352,9 +352,7 @@ impl Dispatcher {
                     acquiring = None;
                     spare = Some(permits);
                 }
-                changed = appended.changed(), if !stopping => {
-                    if changed.is_ok() { on_disk = true; }
-                }
+                () = appended.notified(), if !stopping => on_disk = true,
                 // Paused or resumed: the loop re-reads the switch.
                 Ok(()) = pause.changed(), if !stopping => {}
                 _ = timer => {}

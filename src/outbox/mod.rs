@@ -67,8 +67,9 @@ pub struct Outbox {
     /// The newest appended events, so dispatchers need not read them back from disk.
     recent: Arc<RecentEvents>,
     /// Per endpoint, woken when it gets deliveries to make: an append wakes the dispatchers of
-    /// the endpoints it routed to, not one per registered webhook.
-    wakers: Arc<std::sync::Mutex<std::collections::HashMap<String, watch::Sender<u64>>>>,
+    /// the endpoints it routed to, not one per registered webhook. A `Notify` (its permit kept
+    /// until the dispatcher next waits) is a tenth of a watch channel's size, per webhook.
+    wakers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
 }
 
 impl Outbox {
@@ -206,7 +207,7 @@ impl Outbox {
             let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             for endpoint in &report.endpoints {
                 if let Some(waker) = wakers.get(endpoint) {
-                    waker.send_replace(last);
+                    waker.notify_one();
                 }
             }
         }
@@ -386,7 +387,7 @@ impl Outbox {
             self.appended.send_replace(last);
             let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             for waker in wakers.values() {
-                waker.send_replace(last);
+                waker.notify_one();
             }
         }
         Ok(report)
@@ -412,13 +413,10 @@ impl Outbox {
         Ok(dropped)
     }
 
-    /// Wakes when deliveries for `endpoint` are appended (or dead letters replayed).
-    pub fn subscribe_endpoint(&self, endpoint: &str) -> watch::Receiver<u64> {
+    /// Notified when deliveries for `endpoint` are appended (or dead letters replayed).
+    pub fn subscribe_endpoint(&self, endpoint: &str) -> Arc<Notify> {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        wakers
-            .entry(endpoint.to_owned())
-            .or_insert_with(|| watch::channel(*self.appended.borrow()).0)
-            .subscribe()
+        wakers.entry(endpoint.to_owned()).or_default().clone()
     }
 
     /// The metrics this outbox reports to.
