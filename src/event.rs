@@ -365,6 +365,11 @@ impl EventFilter {
         })
     }
 
+    /// The teams it is restricted to (`None`: every team).
+    pub fn teams(&self) -> Option<&[Uuid]> {
+        self.teams.as_deref()
+    }
+
     /// The same filter, restricted to `teams`.
     pub fn for_teams(self, teams: Vec<Uuid>) -> Self {
         Self {

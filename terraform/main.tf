@@ -146,6 +146,7 @@ resource "nomad_job" "emitter" {
     ingress_priority     = var.ingress_priority
     trusted_proxies      = join(",", var.api_trusted_proxies)
     webhooks_per_team    = var.webhooks_per_team
+    team_concurrency     = var.team_delivery_concurrency
     cpu_mhz              = var.cpu_mhz
     memory_mb            = var.memory_mb
     disk_mb              = var.disk_mb

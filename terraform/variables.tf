@@ -312,6 +312,17 @@ variable "ingress_host_rule" {
   }
 }
 
+variable "team_delivery_concurrency" {
+  description = "A team's share of delivery concurrency (TEAM_DELIVERY_CONCURRENCY): attempts in flight at once to all of one team's registered webhooks, so a team whose receiver hangs or fails holds at most this many while the other teams keep theirs."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.team_delivery_concurrency >= 1 && floor(var.team_delivery_concurrency) == var.team_delivery_concurrency
+    error_message = "team_delivery_concurrency must be a whole number of at least 1."
+  }
+}
+
 variable "api_trusted_proxies" {
   description = "CIDRs of the proxies in front of the events API (E2B's Traefik: the cluster's private ranges) whose X-Forwarded-For names the client: the limit on refused API keys then counts each client, not the proxy every team shares. Empty: the peer address is the client."
   type        = list(string)

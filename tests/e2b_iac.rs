@@ -461,6 +461,7 @@ fn on_gcp_the_operators_endpoint_and_managed_redis_follow_e2bs_secrets() {
     // Both: the secret as JSON (the signing secret and the sealing key), a limit per team.
     let both = json!({
         "webhook_url": "https://hooks.example.com/e2b", "team_ids": [TEAM], "webhooks_per_team": 3,
+        "team_delivery_concurrency": 5,
     });
     vars["stub_config"] = both.to_string().into();
     vars["stub_secret"] =
@@ -482,6 +483,7 @@ fn on_gcp_the_operators_endpoint_and_managed_redis_follow_e2bs_secrets() {
     let group = tf::block(job.body(), "group");
     let env = tf::block(tf::block(group.body(), "task").body(), "env");
     assert_eq!(attr(env.body(), "WEBHOOKS_PER_TEAM"), "3");
+    assert_eq!(attr(env.body(), "TEAM_DELIVERY_CONCURRENCY"), "5");
     assert!(!jobspec.contains(SECRETS_KEY) && !jobspec.contains(SIGNING_SECRET));
 }
 

@@ -69,6 +69,24 @@ pub struct EventsApiArgs {
     /// Unset or {"jwt":[]}: bearer tokens are refused, API keys work.
     #[arg(long, env = "AUTH_PROVIDER_CONFIG", value_name = "JSON")]
     pub auth_provider_config: Option<String>,
+    /// A team's share of delivery concurrency: attempts in flight at once to all of one team's
+    /// registered webhooks. A hanging or failing receiver holds at most this many.
+    #[arg(
+        long,
+        env = "TEAM_DELIVERY_CONCURRENCY",
+        default_value_t = 8,
+        value_name = "ATTEMPTS"
+    )]
+    pub team_delivery_concurrency: usize,
+    /// Attempts in flight at once to all registered webhooks together (shared by the teams
+    /// first come, first served; each team within its share).
+    #[arg(
+        long,
+        env = "REGISTERED_DELIVERY_CONCURRENCY",
+        default_value_t = 512,
+        value_name = "ATTEMPTS"
+    )]
+    pub registered_delivery_concurrency: usize,
 }
 
 /// Webhooks per team unless the operator says otherwise.
@@ -99,6 +117,17 @@ pub struct EventsApiConfig {
     pub history_buffer: usize,
     /// Issuers whose bearer tokens are accepted (none: only API keys).
     pub token_issuers: Vec<IssuerSettings>,
+    /// Attempts in flight per team, and for all registered webhooks together.
+    pub delivery_concurrency: DeliveryConcurrency,
+}
+
+/// How many delivery attempts to registered webhooks may be in flight at once.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryConcurrency {
+    /// Per team, all its webhooks together (`TEAM_DELIVERY_CONCURRENCY`).
+    pub per_team: usize,
+    /// All teams together (`REGISTERED_DELIVERY_CONCURRENCY`).
+    pub total: usize,
 }
 
 /// `None` when no database is configured.
@@ -172,6 +201,20 @@ pub(super) fn events_api_config(
         &args.api_trusted_proxies,
         "API_TRUSTED_PROXIES (--api-trusted-proxies)",
     )?;
+    for (value, setting) in [
+        (
+            args.team_delivery_concurrency,
+            "TEAM_DELIVERY_CONCURRENCY (--team-delivery-concurrency)",
+        ),
+        (
+            args.registered_delivery_concurrency,
+            "REGISTERED_DELIVERY_CONCURRENCY (--registered-delivery-concurrency)",
+        ),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::new(setting, "must be at least 1"));
+        }
+    }
     if args.events_ttl_days == 0 {
         return Err(ConfigError::new(
             "EVENTS_TTL_DAYS (--events-ttl-days)",
@@ -190,6 +233,10 @@ pub(super) fn events_api_config(
         delivery_timeout,
         response_body_limit,
         token_issuers,
+        delivery_concurrency: DeliveryConcurrency {
+            per_team: args.team_delivery_concurrency,
+            total: args.registered_delivery_concurrency,
+        },
     }))
 }
 
@@ -232,6 +279,8 @@ mod tests {
             webhooks_per_team: DEFAULT_WEBHOOKS_PER_TEAM,
             events_history_buffer: 100,
             events_ttl_days: 7,
+            team_delivery_concurrency: 8,
+            registered_delivery_concurrency: 512,
             ..EventsApiArgs::default()
         }
     }
@@ -275,6 +324,16 @@ mod tests {
                 .unwrap_err()
                 .setting
                 .starts_with("API_TRUSTED_PROXIES")
+        );
+        let no_share = EventsApiArgs {
+            team_delivery_concurrency: 0,
+            ..args(Some("postgresql://db/postgres"))
+        };
+        assert!(
+            on(&no_share)
+                .unwrap_err()
+                .setting
+                .starts_with("TEAM_DELIVERY_CONCURRENCY")
         );
         let orphan = EventsApiArgs {
             api_listen_addr: Some("0.0.0.0:1".into()),

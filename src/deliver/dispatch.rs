@@ -5,12 +5,16 @@
 //! eligible, so events of one sandbox arrive in order while other sandboxes proceed.
 
 mod attempt;
+mod commits;
+
+pub use commits::CommitQueue;
 
 use crate::deliver::endpoint::Endpoint;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::schedule::Schedule;
+use crate::deliver::shares::{AttemptPermits, DeliveryShares, TeamShare};
 use crate::leadership::Leadership;
 use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError};
@@ -26,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Pending deliveries held in memory per endpoint; the rest waits on disk.
 const WINDOW: usize = 10_000;
+/// The same for a registered webhook: thousands of them may have a backlog at once, and a few
+/// dozen pending deliveries keep its share of attempts busy (at most one per sandbox at a time).
+const REGISTERED_WINDOW: usize = 64;
 /// Delivery results are committed in batches: at this many, or after `COMMIT_DELAY`. A crash
 /// before the commit only means those events are delivered again (at least once).
 const COMMIT_BATCH: usize = 256;
@@ -38,6 +45,20 @@ const ABANDON_GRACE: Duration = Duration::from_secs(1);
 /// A batch of delivery results being committed while deliveries go on; it hands the batch back
 /// with the result, so a failed commit can be tried again.
 type Commit = Pin<Box<dyn Future<Output = (Arc<[Completion]>, Result<(), OutboxError>)> + Send>>;
+/// Waiting in line for a team's permits.
+type Acquiring = Pin<Box<dyn Future<Output = AttemptPermits> + Send>>;
+
+/// What the dispatchers of registered webhooks share instead of holding one each: the HTTP
+/// client and its connection pool, the commits of their results, and the delivery concurrency.
+#[derive(Clone)]
+pub struct SharedDelivery {
+    /// One client for every registered webhook (their URLs are guarded alike).
+    pub client: WebhookClient,
+    /// Results of every registered webhook committed together.
+    pub commits: CommitQueue,
+    /// Each team's share of the attempts in flight.
+    pub shares: DeliveryShares,
+}
 
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
@@ -51,6 +72,12 @@ pub struct Dispatcher {
     paused: watch::Receiver<bool>,
     /// Only the active instance delivers (see [`Leadership`]).
     leadership: Leadership,
+    /// Pending deliveries held in memory.
+    window: usize,
+    /// For a registered webhook: its team's share, taken before each attempt.
+    share: Option<TeamShare>,
+    /// For a registered webhook: results committed with other webhooks'.
+    commits: Option<CommitQueue>,
 }
 
 /// What an operator watches and switches for one dispatcher.
@@ -80,29 +107,50 @@ impl Dispatcher {
             journal: oversight.journal,
             paused: oversight.paused,
             leadership,
+            window: WINDOW,
+            share: None,
+            commits: None,
         })
     }
 
-    /// For a URL a user registered: connecting to an address `destinations` refuses fails.
-    pub fn restrict(
-        mut self,
-        destinations: crate::util::destination::DestinationPolicy,
-    ) -> Result<Self, crate::deliver::http::ClientError> {
-        self.client = WebhookClient::restricted(
-            self.endpoint.timeout,
-            self.endpoint.response_body_limit,
-            destinations,
-        )?;
-        Ok(self)
+    /// A dispatcher for a webhook `team` registered: it delivers through `shared`'s client,
+    /// commits with the other webhooks and takes a permit of its team's share for each attempt.
+    pub fn registered(
+        endpoint: Endpoint,
+        outbox: Outbox,
+        policy: RetryPolicy,
+        oversight: Oversight,
+        leadership: Leadership,
+        shared: &SharedDelivery,
+        team: uuid::Uuid,
+    ) -> Self {
+        let share = shared.shares.of_team(team);
+        Self {
+            client: shared.client.clone(),
+            endpoint: Arc::new(endpoint),
+            outbox,
+            policy,
+            // The team's share bounds it; this only keeps the loop's own arithmetic finite.
+            max_in_flight: REGISTERED_WINDOW,
+            journal: oversight.journal,
+            paused: oversight.paused,
+            leadership,
+            window: REGISTERED_WINDOW,
+            share: Some(share),
+            commits: Some(shared.commits.clone()),
+        }
     }
 
     /// Delivers until `shutdown`; then lets in-flight attempts finish for up to `drain`.
+    ///
+    /// The outbox calls are boxed: this future is what an idle dispatcher holds in memory, and
+    /// thousands of registered webhooks each have one, so it should not carry their space.
     pub async fn run(
         self,
         shutdown: CancellationToken,
         drain: Duration,
     ) -> Result<(), OutboxError> {
-        let mut appended = self.outbox.subscribe();
+        let appended = self.outbox.subscribe_endpoint(&self.endpoint.id);
         let mut pause = self.paused.clone();
         let mut schedule = Schedule::default();
         let mut on_disk = true;
@@ -119,6 +167,10 @@ impl Dispatcher {
         let drain_deadline = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain_deadline);
         let mut term = None;
+        // Permits of the team's share: waited for in line when none was free, then kept for the
+        // next attempt.
+        let mut acquiring: Option<Acquiring> = None;
+        let mut spare: Option<AttemptPermits> = None;
         // Cancelled at the drain deadline: attempts still waiting for an answer end, canceled.
         let abandon = CancellationToken::new();
         loop {
@@ -129,7 +181,7 @@ impl Dispatcher {
                 while let Some(joined) = in_flight.join_next().await {
                     self.finish(joined, &mut schedule, &mut completions);
                 }
-                self.commit_all(committing.take(), std::mem::take(&mut completions))
+                Box::pin(self.commit_all(committing.take(), std::mem::take(&mut completions)))
                     .await?;
                 first_uncommitted = None;
                 schedule = Schedule::default();
@@ -137,7 +189,7 @@ impl Dispatcher {
                 term = current;
                 if term.is_none() {
                     tokio::select! {
-                        () = self.leadership.until_delivering() => {}
+                        () = Box::pin(self.leadership.until_delivering()) => {}
                         () = shutdown.cancelled() => stopping = true,
                     }
                     continue;
@@ -146,14 +198,15 @@ impl Dispatcher {
             let now = tokio::time::Instant::now();
             if on_disk
                 && !stopping
-                && schedule.loaded < WINDOW
+                && schedule.loaded < self.window
                 && reads_paused_until.is_none_or(|t| t <= now)
             {
-                let want = WINDOW - schedule.loaded;
-                match self
-                    .outbox
-                    .pending_after(&self.endpoint.id, schedule.cursor, want)
-                    .await
+                let want = self.window - schedule.loaded;
+                match Box::pin(
+                    self.outbox
+                        .pending_after(&self.endpoint.id, schedule.cursor, want),
+                )
+                .await
                 {
                     Ok(rows) => {
                         reads_paused_until = None;
@@ -170,31 +223,60 @@ impl Dispatcher {
             }
             let mut due = Vec::new();
             let paused = *pause.borrow_and_update();
-            while !stopping && !paused && in_flight.len() + due.len() < self.max_in_flight {
+            while !stopping
+                && !paused
+                && acquiring.is_none()
+                && in_flight.len() + due.len() < self.max_in_flight
+            {
+                if schedule.next_due().is_none_or(|at| at > now_ms()) {
+                    break;
+                }
+                let permits = match (&self.share, spare.take()) {
+                    (None, _) => None,
+                    (Some(_), Some(kept)) => Some(kept),
+                    (Some(share), None) => match share.try_acquire() {
+                        Some(permits) => Some(permits),
+                        None => {
+                            acquiring = Some(Box::pin(share.clone().acquire()));
+                            break;
+                        }
+                    },
+                };
                 let Some(next) = schedule.pop_due(now_ms()) else {
+                    spare = permits;
                     break;
                 };
-                due.push(next);
+                due.push((next, permits));
+            }
+            // Permits are held only for an attempt about to start.
+            if stopping || paused || schedule.next_due().is_none_or(|at| at > now_ms()) {
+                spare = None;
+                acquiring = None;
             }
             if !due.is_empty() {
                 // From memory when fresh, else one read transaction for every attempt of this round.
-                let seqs = due.iter().map(|(_, head)| head.seq).collect();
-                match self.outbox.events_to_deliver(seqs).await {
+                let seqs = due.iter().map(|((_, head), _)| head.seq).collect();
+                match Box::pin(self.outbox.events_to_deliver(seqs)).await {
                     Ok(events) => {
-                        for ((sandbox, head), stored) in due.into_iter().zip(events) {
-                            in_flight.spawn(attempt(
+                        for (((sandbox, head), permits), stored) in due.into_iter().zip(events) {
+                            let attempt = attempt(
                                 self.client.clone(),
                                 self.endpoint.clone(),
                                 sandbox,
                                 head,
                                 stored,
                                 (self.leadership.clone(), term, abandon.clone()),
-                            ));
+                            );
+                            in_flight.spawn(async move {
+                                // Held until the attempt ends.
+                                let _permits = permits;
+                                attempt.await
+                            });
                         }
                     }
                     Err(e) => {
                         tracing::error!(endpoint = %self.endpoint.id, error = %e, "cannot read events from the outbox; retrying in 1 s");
-                        for (sandbox, head) in due {
+                        for ((sandbox, head), _) in due {
                             let state = DeliveryState {
                                 next_attempt_at_ms: now_ms() + 1000,
                                 ..head.state
@@ -212,8 +294,12 @@ impl Dispatcher {
             if !completions.is_empty() && commit_due && !commits_paused && committing.is_none() {
                 let batch: Arc<[Completion]> = std::mem::take(&mut completions).into();
                 let outbox = self.outbox.clone();
+                let shared = self.commits.clone();
                 committing = Some(Box::pin(async move {
-                    let result = outbox.complete(batch.clone()).await;
+                    let result = match shared {
+                        Some(queue) => queue.complete(batch.clone()).await,
+                        None => outbox.complete(batch.clone()).await,
+                    };
                     (batch, result)
                 }));
                 first_uncommitted = None;
@@ -221,9 +307,9 @@ impl Dispatcher {
             if stopping && in_flight.is_empty() && committing.is_none() {
                 break;
             }
-            let wake_at = schedule
-                .next_due()
-                .filter(|_| !stopping && !paused && in_flight.len() < self.max_in_flight);
+            let wake_at = schedule.next_due().filter(|_| {
+                !stopping && !paused && acquiring.is_none() && in_flight.len() < self.max_in_flight
+            });
             let commit_at = first_uncommitted
                 .filter(|_| committing.is_none())
                 .map(|t| t + COMMIT_DELAY)
@@ -262,9 +348,11 @@ impl Dispatcher {
                         Err(e) => return Err(e),
                     }
                 }
-                changed = appended.changed(), if !stopping => {
-                    if changed.is_ok() { on_disk = true; }
+                permits = async { acquiring.as_mut().expect("guarded").await }, if acquiring.is_some() => {
+                    acquiring = None;
+                    spare = Some(permits);
                 }
+                () = appended.notified(), if !stopping => on_disk = true,
                 // Paused or resumed: the loop re-reads the switch.
                 Ok(()) = pause.changed(), if !stopping => {}
                 _ = timer => {}
@@ -291,7 +379,7 @@ impl Dispatcher {
                 }
             }
         }
-        self.commit_all(committing.take(), completions).await
+        Box::pin(self.commit_all(committing.take(), completions)).await
     }
 
     /// Waits for the commit in flight, then commits `completions`: every result recorded, in the
@@ -303,6 +391,11 @@ impl Dispatcher {
     ) -> Result<(), OutboxError> {
         if let Some(commit) = committing {
             commit.await.1?;
+        }
+        // Nothing to record (a dispatcher starting, or taking over, has none): no trip to the
+        // outbox's thread pool, which thousands of webhooks starting at once would crowd.
+        if completions.is_empty() {
+            return Ok(());
         }
         self.outbox.complete(completions.into()).await
     }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 const DESCRIBED_BODY_BYTES: usize = 256;
 /// The default of how many bytes of a response body are read at all (`RESPONSE_BODY_LIMIT`).
 pub const DEFAULT_RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+/// Idle connections the registered webhooks' shared client keeps to one host.
+const IDLE_CONNECTIONS_PER_HOST: usize = 16;
 /// How many bytes of a response body an attempt keeps for the delivery log.
 pub const KEPT_RESPONSE_BYTES: usize = 4 * 1024;
 
@@ -185,9 +187,13 @@ impl WebhookClient {
             builder = builder.add_root_certificate(reqwest::Certificate::from_der(certificate)?);
         }
         if let Some(policy) = &destinations {
-            builder = builder.dns_resolver(std::sync::Arc::new(
-                crate::deliver::guarded_dns::GuardedResolver::new(policy.clone()),
-            ));
+            // The one client of every registered webhook: idle connections kept per host are
+            // bounded, as the attempts in flight are by the teams' shares.
+            builder = builder
+                .dns_resolver(std::sync::Arc::new(
+                    crate::deliver::guarded_dns::GuardedResolver::new(policy.clone()),
+                ))
+                .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST);
         }
         let client = builder
             .timeout(timeout)

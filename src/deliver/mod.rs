@@ -12,5 +12,6 @@ pub mod journal;
 pub mod probe;
 pub mod retry;
 mod schedule;
+pub mod shares;
 pub mod sign;
 pub mod trust;

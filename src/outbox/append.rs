@@ -32,6 +32,8 @@ pub struct AppendReport {
     pub seqs: Vec<Option<u64>>,
     /// When the batch was appended (ms since the epoch).
     pub appended_at_ms: i64,
+    /// The endpoints that got deliveries to make (their dispatchers are woken, no others).
+    pub endpoints: std::collections::BTreeSet<String>,
 }
 
 impl Store {
@@ -85,16 +87,10 @@ impl Store {
                 report.appended += 1;
                 ids.insert(event.id(), now)?;
                 let routes: Vec<&Route> = match replay_to {
-                    Some(endpoint) => all_routes
-                        .iter()
-                        .filter(|r| r.endpoint == endpoint)
-                        .collect(),
+                    Some(endpoint) => all_routes.get(endpoint).into_iter().collect(),
                     None => {
                         track_sandbox(&mut sandboxes, event, now)?;
-                        all_routes
-                            .iter()
-                            .filter(|r| r.filter.accepts(event))
-                            .collect()
+                        all_routes.accepting(event).collect()
                     }
                 };
                 if routes.is_empty() {
@@ -154,6 +150,9 @@ impl Store {
                 });
                 for route in routes {
                     pending.insert((route.endpoint.as_str(), seq), delivery.as_slice())?;
+                    if !report.endpoints.contains(&route.endpoint) {
+                        report.endpoints.insert(route.endpoint.clone());
+                    }
                 }
                 report.last_seq = Some(seq);
                 report.seqs[i] = Some(seq);

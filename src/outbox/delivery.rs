@@ -11,6 +11,18 @@ use crate::util::time::now_ms;
 use redb::ReadableTable;
 use serde_json::Value;
 
+/// Only the team of a stored event: the rest is skipped over, not decoded.
+#[derive(serde::Deserialize)]
+struct RecordTeam {
+    event: TeamOnly,
+}
+
+#[derive(serde::Deserialize)]
+struct TeamOnly {
+    #[serde(default)]
+    sandbox_team_id: Option<Value>,
+}
+
 /// The result of one delivery, to be recorded.
 #[derive(Debug, Clone)]
 pub enum Completion {
@@ -154,15 +166,27 @@ impl Store {
                 }
             }
             state.insert(NEXT_DEAD, next_dead.to_be_bytes().as_slice())?;
-            // An event is kept until no endpoint has it pending.
+            // An event is kept until no endpoint has it pending; only the routes of its team
+            // (and the unscoped ones) can hold it.
             let routes = self.routes();
             for seq in finished {
-                let still_pending = routes
-                    .iter()
-                    .map(|r| pending.get((r.endpoint.as_str(), seq)).map(|v| v.is_some()))
-                    .collect::<Result<Vec<bool>, _>>()?
-                    .into_iter()
-                    .any(|p| p);
+                let team: RecordTeam = match events.get(seq)? {
+                    Some(bytes) => decode("event", bytes.value())?,
+                    None => continue,
+                };
+                let mut still_pending = false;
+                for route in routes.for_team(
+                    team.event
+                        .sandbox_team_id
+                        .as_ref()
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ) {
+                    if pending.get((route.endpoint.as_str(), seq))?.is_some() {
+                        still_pending = true;
+                        break;
+                    }
+                }
                 if !still_pending && let Some(removed) = events.remove(seq)? {
                     removed_events.push(seq);
                     let record: RecordEntry = decode("event", removed.value())?;

@@ -12,6 +12,7 @@ mod raw_input;
 mod recent;
 mod records;
 mod recovery;
+mod route_table;
 mod status;
 mod store;
 mod stream_acks;
@@ -65,6 +66,10 @@ pub struct Outbox {
     received: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<SandboxEvent>>>,
     /// The newest appended events, so dispatchers need not read them back from disk.
     recent: Arc<RecentEvents>,
+    /// Per endpoint, woken when it gets deliveries to make: an append wakes the dispatchers of
+    /// the endpoints it routed to, not one per registered webhook. A `Notify` (its permit kept
+    /// until the dispatcher next waits) is a tenth of a watch channel's size, per webhook.
+    wakers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
 }
 
 impl Outbox {
@@ -92,6 +97,7 @@ impl Outbox {
             finished: Arc::new(Notify::new()),
             received: Arc::default(),
             recent: Arc::new(RecentEvents::new(RECENT_EVENTS)),
+            wakers: Arc::default(),
         })
     }
 
@@ -198,6 +204,12 @@ impl Outbox {
         }
         if let Some(last) = report.last_seq {
             self.appended.send_replace(last);
+            let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            for endpoint in &report.endpoints {
+                if let Some(waker) = wakers.get(endpoint) {
+                    waker.notify_one();
+                }
+            }
         }
     }
 
@@ -329,8 +341,11 @@ impl Outbox {
         if missing.is_empty() {
             return Ok(found);
         }
+        // A few events (one round of a dispatcher) are read on its own thread: thousands of
+        // registered webhooks missing the recent events at once would otherwise each take a
+        // thread of the blocking pool (and its memory) for a moment.
         let mut read = self
-            .read(move |store| store.events(&missing))
+            .read_small(missing.len(), move |store| store.events(&missing))
             .await?
             .into_iter();
         for slot in found.iter_mut().filter(|event| event.is_none()) {
@@ -381,6 +396,10 @@ impl Outbox {
             .await?;
         if !report.replayed.is_empty() {
             self.appended.send_replace(last);
+            let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            for waker in wakers.values() {
+                waker.notify_one();
+            }
         }
         Ok(report)
     }
@@ -394,6 +413,10 @@ impl Outbox {
     /// is gone). Returns how many deliveries were dropped.
     pub async fn remove_route(&self, endpoint: &str) -> Result<usize, OutboxError> {
         let endpoint = endpoint.to_owned();
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&endpoint);
         let dropped = self
             .write(move |store| store.remove_route(&endpoint))
             .await?;
@@ -401,9 +424,10 @@ impl Outbox {
         Ok(dropped)
     }
 
-    /// Wakes when events are appended; the value is the last sequence number.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+    /// Notified when deliveries for `endpoint` are appended (or dead letters replayed).
+    pub fn subscribe_endpoint(&self, endpoint: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.entry(endpoint.to_owned()).or_default().clone()
     }
 
     /// The metrics this outbox reports to.

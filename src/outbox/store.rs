@@ -12,6 +12,7 @@ use super::records::{
     ACKS, DEAD, DEAD_EXPORT, ENDPOINTS, EVENT_IDS, EVENTS, NEXT_SEQ, PENDING, SANDBOXES, STATE,
     STORE_ID, STREAM_ENTRIES, WRITE_PROBE, encode, read_counter,
 };
+use super::route_table::RouteTable;
 use super::{Completion, OutboxError, Route, open};
 use crate::util::time::now_ms;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -29,7 +30,8 @@ pub(super) struct Store {
     db: std::sync::RwLock<Handle>,
     dir: PathBuf,
     /// The endpoints events are routed to; registered webhooks come and go while running.
-    routes: std::sync::RwLock<Vec<Route>>,
+    /// Replaced whole on a change, so a transaction holds one cheap snapshot.
+    routes: std::sync::RwLock<std::sync::Arc<RouteTable>>,
     /// Dead letters are copied to Redis (the shared store) and removed here once copied.
     pub(super) export_dead_letters: bool,
     /// Kept for reopening the file after an I/O error.
@@ -110,7 +112,7 @@ impl Store {
         Ok(Self {
             db: std::sync::RwLock::new(Handle::Write(db)),
             dir: dir.to_owned(),
-            routes: std::sync::RwLock::new(routes),
+            routes: std::sync::RwLock::new(std::sync::Arc::new(RouteTable::new(routes))),
             export_dead_letters,
             sharing,
         })
@@ -127,30 +129,31 @@ impl Store {
     }
 
     /// The current routes.
-    pub(super) fn routes(&self) -> Vec<Route> {
+    pub(super) fn routes(&self) -> std::sync::Arc<RouteTable> {
         self.routes
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    /// Routes new events to `route` too (replacing the route of the same endpoint).
-    pub(super) fn set_route(&self, route: Route) {
+    /// Applies `change` to the routes (in place unless a transaction holds the current ones).
+    fn change_routes(&self, change: impl FnOnce(&mut RouteTable)) {
         let mut routes = self
             .routes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        routes.retain(|r| r.endpoint != route.endpoint);
-        routes.push(route);
+        change(std::sync::Arc::make_mut(&mut routes));
+    }
+
+    /// Routes new events to `route` too (replacing the route of the same endpoint).
+    pub(super) fn set_route(&self, route: Route) {
+        self.change_routes(|routes| routes.set(route));
     }
 
     /// Stops routing to `endpoint` and finishes what it still had pending, without delivering
     /// it (its events are kept while another endpoint has them); returns how many were pending.
     pub(super) fn remove_route(&self, endpoint: &str) -> Result<usize, OutboxError> {
-        self.routes
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|r| r.endpoint != endpoint);
+        self.change_routes(|routes| routes.remove(endpoint));
         let seqs: Vec<u64> = {
             let txn = self.begin_read()?;
             let pending = txn.open_table(PENDING)?;

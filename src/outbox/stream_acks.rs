@@ -121,7 +121,7 @@ impl Store {
                 let entry: LiveEntry = decode("stream entry", row.value())?;
                 drop(row);
                 events.remove(entry.seq)?;
-                for route in &routes {
+                for route in routes.all() {
                     pending.remove((route.endpoint.as_str(), entry.seq))?;
                 }
                 forgotten += 1;

@@ -99,12 +99,13 @@ pub async fn start(
         (pipeline.journal.clone(), pipeline.leadership.clone()),
         DeliverySettings {
             retry: run.retry.clone(),
-            max_in_flight: run.max_in_flight,
+            team_concurrency: config.delivery_concurrency.per_team,
+            total_concurrency: config.delivery_concurrency.total,
             timeout: config.delivery_timeout,
             response_body_limit: config.response_body_limit,
             destinations: destinations.clone(),
         },
-    );
+    )?;
     registry.restore().await;
     let known = Some(registry.known());
     let token = pipeline.shutdown_token();

@@ -6,10 +6,12 @@
 //! the cluster. Teams with an enabled webhook are served (their `wh:<team>` gate key is kept).
 
 use crate::config::EndpointConfig;
-use crate::deliver::dispatch::{Dispatcher, Oversight};
+use crate::deliver::dispatch::{CommitQueue, Dispatcher, Oversight, SharedDelivery};
 use crate::deliver::format::WireFormat;
+use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
+use crate::deliver::shares::DeliveryShares;
 use crate::deliver::sign::{SecretSet, SignatureEncoding};
 use crate::event::EventFilter;
 use crate::leadership::Leadership;
@@ -53,8 +55,10 @@ pub fn shown_state<'a>(key: &str, value: &'a [u8]) -> std::borrow::Cow<'a, [u8]>
 pub struct DeliverySettings {
     /// The retry schedule (the operator's).
     pub retry: RetryPolicy,
-    /// Sandboxes in flight per webhook.
-    pub max_in_flight: usize,
+    /// Attempts in flight per team (all its webhooks together).
+    pub team_concurrency: usize,
+    /// Attempts in flight for all registered webhooks together.
+    pub total_concurrency: usize,
     /// Attempt timeout.
     pub timeout: Duration,
     /// Bytes of a response body read at most.
@@ -71,6 +75,10 @@ pub struct WebhookRegistry {
     journal: Arc<DeliveryJournal>,
     leadership: Leadership,
     settings: DeliverySettings,
+    /// One HTTP client, commit queue and set of shares for every registered webhook.
+    shared: SharedDelivery,
+    /// Registered webhooks have no operator pause: one switch, always off, for all of them.
+    never_paused: watch::Sender<bool>,
     running: HashMap<Uuid, Running>,
     /// True once the registered webhooks are known (from the snapshot or from Postgres):
     /// sources wait for it, so no event of a registered team passes before its route exists.
@@ -95,8 +103,6 @@ struct Running {
     fingerprint: u64,
     stop: CancellationToken,
     task: JoinHandle<()>,
-    /// Registered webhooks have no operator pause; the switch stays off.
-    _pause: watch::Sender<bool>,
     /// Its endpoint id and team, as `registered_webhook_info` exports them.
     endpoint: String,
     team: Uuid,
@@ -110,18 +116,29 @@ impl WebhookRegistry {
         teams: TeamScope,
         oversight: (Arc<DeliveryJournal>, Leadership),
         settings: DeliverySettings,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, crate::deliver::http::ClientError> {
+        let shared = SharedDelivery {
+            client: WebhookClient::restricted(
+                settings.timeout,
+                settings.response_body_limit,
+                settings.destinations.clone(),
+            )?,
+            commits: CommitQueue::start(outbox.clone()),
+            shares: DeliveryShares::new(settings.team_concurrency, settings.total_concurrency),
+        };
+        Ok(Self {
             database,
             outbox,
             teams,
             journal: oversight.0,
             leadership: oversight.1,
             settings,
+            shared,
+            never_paused: watch::channel(false).0,
             running: HashMap::new(),
             known: watch::channel(false).0,
             saved: None,
-        }
+        })
     }
 
     /// Becomes true once the registered webhooks are known.
@@ -287,25 +304,24 @@ impl WebhookRegistry {
     fn start(&self, registration: &Registration, fingerprint: u64) -> Result<Running, String> {
         let endpoint = self.endpoint(registration)?;
         self.outbox.set_route(Route::from(&endpoint));
-        self.outbox.metrics().prepare_endpoint(&endpoint.id);
+        // Its delivery series appear with its first attempt: thousands of idle webhooks do not
+        // each keep (and export) nine series at zero.
         self.outbox
             .metrics()
             .registered_webhook(&endpoint.id, &registration.webhook.team_id.to_string());
-        let (pause, paused) = watch::channel(false);
         let id = endpoint.id.clone();
-        let dispatcher = Dispatcher::new(
+        let dispatcher = Dispatcher::registered(
             endpoint,
             self.outbox.clone(),
             self.settings.retry.clone(),
-            self.settings.max_in_flight,
             Oversight {
                 journal: self.journal.clone(),
-                paused,
+                paused: self.never_paused.subscribe(),
             },
             self.leadership.clone(),
-        )
-        .and_then(|d| d.restrict(self.settings.destinations.clone()))
-        .map_err(|e| e.to_string())?;
+            &self.shared,
+            registration.webhook.team_id,
+        );
         let stop = CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
@@ -318,7 +334,6 @@ impl WebhookRegistry {
             fingerprint,
             stop,
             task,
-            _pause: pause,
             endpoint: endpoint_id(registration.webhook.id),
             team: registration.webhook.team_id,
         })

@@ -228,8 +228,9 @@ job "${job_name}" {
         DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data/emitter"
         LISTEN_ADDR = "$${NOMAD_ADDR_http}"
         %{~ if events_api }
-        API_LISTEN_ADDR   = "$${NOMAD_ADDR_api}"
-        WEBHOOKS_PER_TEAM = "${webhooks_per_team}"
+        API_LISTEN_ADDR           = "$${NOMAD_ADDR_api}"
+        WEBHOOKS_PER_TEAM         = "${webhooks_per_team}"
+        TEAM_DELIVERY_CONCURRENCY = "${team_concurrency}"
         %{~ if trusted_proxies != "" }
         API_TRUSTED_PROXIES = "${trusted_proxies}"
         %{~ endif }

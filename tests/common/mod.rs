@@ -25,7 +25,8 @@ pub fn emitter() -> Command {
     emitter_at(&binary())
 }
 
-/// Like [`emitter`], running another build of it (an earlier release, for upgrade tests).
+/// Like [`emitter`], running another build of it (an earlier release for upgrade tests, the
+/// release build a benchmark drives).
 pub fn emitter_at(binary: &std::path::Path) -> Command {
     let mut cmd = Command::new(binary);
     for var in [

@@ -131,6 +131,59 @@ impl PostgresServer {
         (team, key)
     }
 
+    /// Adds `count` teams named `<prefix>-<n>`, each with an API key, in two statements (for
+    /// tests and benchmarks of thousands of teams); returns (team id, key) in order.
+    pub fn add_teams(&self, prefix: &str, count: usize) -> Vec<(String, String)> {
+        // A psql argument may not exceed 128 KiB: 500 teams a statement stay well below.
+        (0..count)
+            .step_by(500)
+            .flat_map(|first| self.add_team_range(prefix, first..count.min(first + 500)))
+            .collect()
+    }
+
+    fn add_team_range(&self, prefix: &str, range: std::ops::Range<usize>) -> Vec<(String, String)> {
+        let count = range.len();
+        let names: Vec<String> = range.map(|n| format!("{prefix}-{n}")).collect();
+        let values: Vec<String> = names
+            .iter()
+            .map(|name| format!("('{name}', 'base_v1', '{name}@example.com')"))
+            .collect();
+        // Returned in insertion order (one statement, WITH ORDINALITY over the values).
+        let teams = self.psql(&format!(
+            "WITH added AS (INSERT INTO public.teams (name, tier, email) VALUES {} RETURNING id, name)
+             SELECT id FROM added ORDER BY array_position(ARRAY[{}]::text[], name)",
+            values.join(","),
+            names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(",")
+        ));
+        let teams: Vec<String> = teams.lines().map(str::to_owned).collect();
+        assert_eq!(teams.len(), count);
+        let hexes: Vec<String> = (0..count)
+            .map(|_| (0..20).map(|_| format!("{:02x}", rand_byte())).collect())
+            .collect();
+        let keys: Vec<String> = teams
+            .iter()
+            .zip(&hexes)
+            .map(|(team, hex)| {
+                format!(
+                    "('{team}', '$sha256$' || rtrim(encode(sha256(decode('{hex}', 'hex')), 'base64'), '='), 'e2b_', 40, '{}', '{}')",
+                    &hex[..2],
+                    &hex[36..]
+                )
+            })
+            .collect();
+        self.psql(&format!(
+            "INSERT INTO public.team_api_keys
+                 (team_id, api_key_hash, api_key_prefix, api_key_length, api_key_mask_prefix, api_key_mask_suffix)
+             VALUES {}",
+            keys.join(",")
+        ));
+        teams
+            .into_iter()
+            .zip(hexes)
+            .map(|(team, hex)| (team, format!("e2b_{hex}")))
+            .collect()
+    }
+
     /// Adds a user known to the issuer `iss` as `sub` (as E2B's OIDC bootstrap records one);
     /// returns the user id.
     pub fn add_user(&self, email: &str, iss: &str, sub: &str) -> String {

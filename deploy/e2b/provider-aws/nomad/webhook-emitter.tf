@@ -29,6 +29,7 @@
 #     webhook_ca_pem ""       PEM of a private CA for webhook_url
 #     instance_count 2        capped by the api pool's size
 #     webhooks_per_team 10    webhooks a team may register (events API)
+#     team_delivery_concurrency 8  attempts in flight to one team's webhooks
 #   <bucket prefix>webhook-emitter-secret   JSON (secrets), keys:
 #     webhook_secrets_key     seals teams' signing secrets in Postgres; required
 #                             with the events API: `openssl rand -base64 32`
@@ -47,6 +48,7 @@ locals {
   webhook_emitter_known_keys = [
     "enabled", "events_api", "webhook_url", "webhook_format", "webhook_events",
     "team_ids", "webhook_ca_pem", "instance_count", "webhooks_per_team",
+    "team_delivery_concurrency",
   ]
 
   # The secret: a JSON object of secrets, or (as first documented) the signing secret alone.
@@ -166,6 +168,8 @@ module "webhook_emitter" {
 
   webhook_secrets_key = local.webhook_emitter_secrets.webhook_secrets_key
   webhooks_per_team   = try(local.webhook_emitter_config.webhooks_per_team, 10)
+  # A team's share of the registered webhooks' delivery concurrency.
+  team_delivery_concurrency = try(local.webhook_emitter_config.team_delivery_concurrency, 8)
 
   depends_on = [terraform_data.webhook_emitter_config]
 }
