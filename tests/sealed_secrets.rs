@@ -386,3 +386,67 @@ fn the_events_api_without_a_usable_key_stops_at_start_with_one_line() {
         }
     }
 }
+
+/// A webhook whose secret stops opening while the service runs (its row altered, or sealed by an
+/// instance holding a key this one lacks) is not a deleted webhook: what is queued for it, and
+/// what arrives meanwhile, waits on disk and goes out, signed with its secret, once it opens.
+#[test]
+fn a_secret_that_stops_opening_holds_its_deliveries_instead_of_dropping_them() {
+    let pg = PostgresServer::start();
+    let redis = RedisServer::start();
+    let receiver = Receiver::start();
+    let (team_a, key_a) = pg.add_team("alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let emitter = start(&pg, &redis, port, dir.path(), SECRETS_KEY);
+    wait_for_api(port, &key_a);
+    let body = json!({
+        "name": "a", "url": format!("http://127.0.0.1:{}/a", receiver.port), "enabled": true,
+        "events": ["sandbox.lifecycle.killed"], "signatureSecret": SECRET_A,
+    });
+    let (status, created) = api_call(port, "POST", "/events/webhooks", Some(&key_a), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let hook = created["id"].as_str().unwrap().to_owned();
+    let mut conn = redis.connection();
+    assert!(common::eventually(Duration::from_secs(10), || {
+        docs_receiver::gate_exists(&mut conn, &team_a)
+    }));
+    xadd(&mut conn, "before", "killed", "sbx-1", &team_a);
+    let got = receiver.collect(1, Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "log:\n{}", emitter.log_text());
+    assert_eq!(got[0]["valid"], true, "{}", got[0]);
+
+    // Flip the last byte of the envelope (its tag): it no longer opens.
+    let flip = format!(
+        "UPDATE webhook_emitter.webhooks
+            SET sealed_secret = set_byte(sealed_secret, length(sealed_secret) - 1,
+                                         get_byte(sealed_secret, length(sealed_secret) - 1) # 255)
+          WHERE id = '{hook}'"
+    );
+    pg.psql(&flip);
+    assert!(
+        common::eventually(Duration::from_secs(10), || emitter
+            .log_text()
+            .contains("signing secret does not open")),
+        "{}",
+        emitter.log_text()
+    );
+    xadd(&mut conn, "meanwhile", "killed", "sbx-2", &team_a);
+    let early = receiver.collect(1, Duration::from_secs(4));
+    assert!(early.is_empty(), "sent without its secret: {early:?}");
+
+    // The key opens it again (the byte flipped back): the event that waited goes out, signed.
+    pg.psql(&flip);
+    let got = receiver.collect(1, Duration::from_secs(30));
+    assert_eq!(
+        got.len(),
+        1,
+        "the waiting event; log:\n{}",
+        emitter.log_text()
+    );
+    assert_eq!(got[0]["valid"], true, "{}", got[0]);
+    assert_eq!(got[0]["body"]["sandbox_id"], "sbx-2", "{}", got[0]);
+    let log = emitter.log_text();
+    assert!(!log.contains("no longer delivering to it"), "{log}");
+    assert!(!log.contains("dropped deliveries"), "{log}");
+}

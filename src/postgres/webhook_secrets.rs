@@ -42,10 +42,14 @@ impl Sealing {
             (None, None) => Err(OpenError::Malformed),
         };
         match opened {
-            Ok(secret) => Some(secret),
+            Ok(secret) => {
+                // Opening again: a later failure is reported again.
+                self.reported.lock().expect("not poisoned").remove(&webhook);
+                Some(secret)
+            }
             Err(e) => {
                 if self.reported.lock().expect("not poisoned").insert(webhook) {
-                    tracing::error!(webhook = %webhook, error = %e, "not delivering to a webhook whose signing secret does not open: give WEBHOOK_SECRETS_KEY the key that sealed it");
+                    tracing::error!(webhook = %webhook, error = %e, "not delivering to a webhook whose signing secret does not open (its deliveries wait on disk): give WEBHOOK_SECRETS_KEY the key that sealed it");
                 }
                 None
             }

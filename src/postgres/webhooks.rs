@@ -88,6 +88,17 @@ pub struct Registration {
     pub signature_secret: String,
 }
 
+/// The enabled webhooks: those delivered to, and those whose secret does not open (a row sealed
+/// under a key this instance lacks, or altered). The latter still exist: what is queued for them
+/// waits, it is not dropped as for a deleted webhook.
+#[derive(Default)]
+pub struct EnabledWebhooks {
+    /// Delivered to, their secrets opened.
+    pub registrations: Vec<Registration>,
+    /// Enabled, but their secrets do not open here.
+    pub unopened: std::collections::HashSet<Uuid>,
+}
+
 type Row = (
     Uuid,
     Uuid,
@@ -236,7 +247,7 @@ impl Database {
     /// Every enabled webhook of every team, with its secret opened (what the dispatchers deliver
     /// to). A webhook whose secret does not open is left out (and logged once). A secret still in
     /// plain text (an earlier release wrote it during a rolling upgrade) is sealed here.
-    pub async fn enabled_webhooks(&self) -> Result<Vec<Registration>, StoreError> {
+    pub async fn enabled_webhooks(&self) -> Result<EnabledWebhooks, StoreError> {
         let rows: Vec<WithSecret> = sqlx::query_as(&format!(
             "SELECT {COLUMNS}, signature_secret, sealed_secret FROM webhook_emitter.webhooks
                   WHERE enabled ORDER BY created_at, id"
@@ -261,30 +272,30 @@ impl Database {
         .bind(id)
         .fetch_all(self.ready()?)
         .await?;
-        Ok(self.opened(rows).await?.pop())
+        Ok(self.opened(rows).await?.registrations.pop())
     }
 
     /// The rows with their secrets opened; seals any an earlier release left in plain text.
-    async fn opened(&self, rows: Vec<WithSecret>) -> Result<Vec<Registration>, StoreError> {
+    async fn opened(&self, rows: Vec<WithSecret>) -> Result<EnabledWebhooks, StoreError> {
         let sealing = self.sealing()?;
         let mut plain_seen = false;
-        let registrations = rows
-            .into_iter()
-            .filter_map(
-                |(id, team, name, url, enabled, events, created_at, plain, sealed)| {
-                    plain_seen |= plain.is_some();
-                    let secret = sealing.secret_of(id, plain, sealed.as_deref())?;
-                    Some(Registration {
-                        webhook: from_row((id, team, name, url, enabled, events, created_at)),
-                        signature_secret: secret,
-                    })
-                },
-            )
-            .collect();
+        let mut enabled = EnabledWebhooks::default();
+        for (id, team, name, url, is_enabled, events, created_at, plain, sealed) in rows {
+            plain_seen |= plain.is_some();
+            match sealing.secret_of(id, plain, sealed.as_deref()) {
+                Some(secret) => enabled.registrations.push(Registration {
+                    webhook: from_row((id, team, name, url, is_enabled, events, created_at)),
+                    signature_secret: secret,
+                }),
+                None => {
+                    enabled.unopened.insert(id);
+                }
+            }
+        }
         if plain_seen && let Err(e) = self.seal_and_check_secrets().await {
             tracing::warn!(error = %e, "cannot seal the signing secrets an earlier release stored");
         }
-        Ok(registrations)
+        Ok(enabled)
     }
 
     /// Deletes the team's webhook `id`; false when it is not the team's.

@@ -21,7 +21,7 @@ use crate::postgres::webhooks::{ENDPOINT_PREFIX, Registration, endpoint_id};
 use crate::team_scope::TeamScope;
 use crate::util::destination::DestinationPolicy;
 use crate::util::secret::Secret;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +80,9 @@ pub struct WebhookRegistry {
     /// Registered webhooks have no operator pause: one switch, always off, for all of them.
     never_paused: watch::Sender<bool>,
     running: HashMap<Uuid, Running>,
+    /// Enabled webhooks whose secret does not open here: not delivered to, their routes and
+    /// queued deliveries kept (not dropped as a deleted webhook's), until the secret opens again.
+    unopened: HashSet<Uuid>,
     /// True once the registered webhooks are known (from the snapshot or from Postgres):
     /// sources wait for it, so no event of a registered team passes before its route exists.
     known: watch::Sender<bool>,
@@ -136,6 +139,7 @@ impl WebhookRegistry {
             shared,
             never_paused: watch::channel(false).0,
             running: HashMap::new(),
+            unopened: HashSet::new(),
             known: watch::channel(false).0,
             saved: None,
         })
@@ -187,13 +191,14 @@ impl WebhookRegistry {
                 continue;
             }
             match self.database.enabled_webhooks().await {
-                Ok(registrations) => {
+                Ok(enabled) => {
                     if failing {
                         tracing::info!("reading registered webhooks again");
                         failing = false;
                     }
-                    self.save(&registrations).await;
-                    self.apply(registrations).await;
+                    self.save(&enabled.registrations).await;
+                    self.unopened = enabled.unopened;
+                    self.apply(enabled.registrations).await;
                     self.known.send_replace(true);
                     if !swept {
                         swept = self.sweep_stale().await;
@@ -253,7 +258,7 @@ impl WebhookRegistry {
         let gone: Vec<Uuid> = self
             .running
             .keys()
-            .filter(|id| !wanted.contains_key(id))
+            .filter(|id| !wanted.contains_key(id) && !self.unopened.contains(id))
             .copied()
             .collect();
         for id in gone {
@@ -266,6 +271,12 @@ impl WebhookRegistry {
                     tracing::warn!(webhook = %id, error = %e, "cannot drop the deliveries of a removed webhook")
                 }
             }
+        }
+        // Its route stays: what is queued for it, and what arrives meanwhile, waits on disk for
+        // the secret to open again rather than be signed with one the team may have replaced.
+        let unopened: Vec<Uuid> = self.unopened.iter().copied().collect();
+        for id in unopened {
+            self.stop(id).await;
         }
         for (id, registration) in &wanted {
             let fingerprint = fingerprint(registration);
@@ -371,7 +382,8 @@ impl WebhookRegistry {
             let Some(id) = backlog.endpoint.strip_prefix(ENDPOINT_PREFIX) else {
                 continue;
             };
-            let known = Uuid::parse_str(id).is_ok_and(|id| self.running.contains_key(&id));
+            let known = Uuid::parse_str(id)
+                .is_ok_and(|id| self.running.contains_key(&id) || self.unopened.contains(&id));
             if !known {
                 match self.outbox.remove_route(&backlog.endpoint).await {
                     Ok(dropped) => {
