@@ -59,7 +59,7 @@ pub(super) struct SendTestArgs {
     #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
     team_id: String,
     /// Request timeout.
-    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = crate::config::DEFAULT_WEBHOOK_TIMEOUT)]
     webhook_timeout: String,
     /// PEM file of a private CA that signed the endpoint's certificate; trusted besides the public roots.
     #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
