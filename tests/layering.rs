@@ -25,12 +25,13 @@ const LAYERS: &[(&str, &[&str])] = &[
         "parts",
         &["source", "reconcile", "deliver", "postgres", "user_auth"],
     ),
+    ("seams", &["dead_letters"]),
     ("operations", &["admin", "api"]),
     ("pages", &["portal"]),
     ("app", &["service", "server", "config", "demo", "receiver"]),
     ("binary", &["cli", "main", "lib"]),
 ];
-const APP: usize = 5;
+const APP: usize = 6;
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS

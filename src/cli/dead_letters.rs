@@ -3,6 +3,7 @@
 
 use super::{operate, runtime};
 use crate::config::{ConfigError, DataDirArgs, RedisArgs};
+use crate::dead_letters::DeadLetterStore;
 use clap::Subcommand;
 use std::io::Write;
 use std::process::ExitCode;
@@ -58,6 +59,20 @@ pub(super) enum DeadLettersCommand {
     },
 }
 
+/// Where the dead letters are: Redis, else the data directory; and whether to ask the running
+/// service's admin API first (without Redis, it holds its outbox while it runs).
+fn store(
+    shared: &SharedStoreArgs,
+    storage: DataDirArgs,
+) -> anyhow::Result<(Box<dyn DeadLetterStore>, bool)> {
+    let redis = shared.redis()?;
+    let ask_service = redis.is_none();
+    Ok((
+        crate::dead_letters::stopped(storage.data_dir, redis),
+        ask_service,
+    ))
+}
+
 pub(super) fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DeadLettersCommand::List {
@@ -66,17 +81,14 @@ pub(super) fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> 
             storage,
             json,
         } => {
-            let letters = match shared.redis()? {
-                Some(redis) => runtime()?.block_on(async {
-                    crate::source::redis::SharedDeadLetters::connect(&redis)
-                        .await?
-                        .list()
-                        .await
-                })?,
-                None => match operate::dead_letters(&remote)? {
-                    Some(letters) => letters,
-                    None => crate::outbox::OutboxReader::open(&storage.data_dir)?.dead_letters()?,
-                },
+            let (store, ask_service) = store(&shared, storage)?;
+            let from_service = match ask_service {
+                true => operate::dead_letters(&remote)?,
+                false => None,
+            };
+            let letters = match from_service {
+                Some(letters) => letters,
+                None => runtime()?.block_on(store.list())?,
             };
             let mut out = std::io::stdout().lock();
             if json {
@@ -125,42 +137,23 @@ pub(super) fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> 
             ids,
         } => {
             let wanted = if all { None } else { Some(ids.as_slice()) };
-            if let Some(redis) = shared.redis()? {
-                let report = runtime()?.block_on(async {
-                    crate::source::redis::SharedDeadLetters::connect(&redis)
-                        .await?
-                        .replay(wanted, endpoint.as_deref())
-                        .await
-                })?;
-                for (id, why) in &report.skipped {
-                    eprintln!("skipped {id}: {why}");
-                }
-                for (id, entry) in &report.replayed {
-                    eprintln!("dead letter {id} is back on the stream as entry {entry}");
-                }
-                println!(
-                    "replayed {} dead letters; the active instance delivers them now",
-                    report.replayed.len()
-                );
-                return Ok(
-                    if report.skipped.is_empty() || !report.replayed.is_empty() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    },
-                );
-            }
-            if let Some(code) = operate::replay(&remote, &ids, all, endpoint.as_deref())? {
+            let (store, ask_service) = store(&shared, storage)?;
+            if ask_service
+                && let Some(code) = operate::replay(&remote, &ids, all, endpoint.as_deref())?
+            {
                 return Ok(code);
             }
-            let report =
-                crate::outbox::replay_dead_letters(&storage.data_dir, wanted, endpoint.as_deref())?;
+            let report = runtime()?.block_on(store.replay(wanted, endpoint.as_deref()))?;
             for (id, why) in &report.skipped {
                 eprintln!("skipped {id}: {why}");
             }
+            for (id, entry) in &report.placed {
+                eprintln!("dead letter {id} is back on the stream as entry {entry}");
+            }
             println!(
-                "replayed {} dead letters; they are delivered when the service runs",
-                report.replayed.len()
+                "replayed {} dead letters; {}",
+                report.replayed.len(),
+                store.delivered()
             );
             Ok(
                 if report.skipped.is_empty() || !report.replayed.is_empty() {
