@@ -4,9 +4,9 @@
 use crate::config::{ConfigError, WebhookArgs};
 use crate::deliver::format;
 use crate::deliver::http::WebhookClient;
-use crate::deliver::retry::parse_duration;
 use crate::event::Lifecycle;
 use crate::receiver::{self, Verifier};
+use crate::util::duration::parse_duration;
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -21,9 +21,10 @@ pub use teams::parse_team_ids;
 pub use webhook_args::WebhookArgs;
 
 use crate::admin::auth::AdminToken;
-use crate::deliver::retry::{RetryPolicy, parse_duration};
+use crate::deliver::retry::RetryPolicy;
 use crate::deliver::trust::TrustedCa;
 use crate::event::EventFilter;
+use crate::util::duration::parse_duration;
 use crate::util::redact::redact_url_text;
 use file::{FileConfig, endpoint_from_toml};
 use std::net::SocketAddr;

@@ -12,8 +12,8 @@
 
 use super::shared_args::{DEFAULT_LEADER_LEASE_TTL, DEFAULT_REDIS_CLAIM_IDLE, RedisArgs};
 use super::{ConfigError, RedisConfig, RunArgs};
-use crate::deliver::retry::parse_duration;
 use crate::source::redis::{RedisConnectionSettings, RedisTls};
+use crate::util::duration::parse_duration;
 use crate::util::secret::Secret;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

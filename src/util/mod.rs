@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod client_address;
 pub mod destination;
+pub mod duration;
 pub mod error;
 pub mod failure_throttle;
 pub mod panic;
