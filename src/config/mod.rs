@@ -20,10 +20,10 @@ pub use shared_args::{DEFAULT_WEBHOOK_TIMEOUT, DataDirArgs, RedisArgs};
 pub use teams::parse_team_ids;
 pub use webhook_args::WebhookArgs;
 
-use crate::admin::auth::AdminToken;
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::trust::TrustedCa;
 use crate::event::EventFilter;
+use crate::util::admin_token::AdminToken;
 use crate::util::duration::parse_duration;
 use crate::util::redact::redact_url_text;
 use file::{FileConfig, endpoint_from_toml};

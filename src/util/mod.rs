@@ -1,5 +1,6 @@
 //! Small helpers every layer may use; nothing here imports another module of the crate.
 
+pub mod admin_token;
 pub mod backoff;
 pub mod client_address;
 pub mod destination;
