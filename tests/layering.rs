@@ -557,3 +557,67 @@ fn the_cycle_check_reads_grouped_imports_and_finds_a_pair() {
         Some(src.join("source/nomad/mod.rs"))
     );
 }
+
+/// The backticked files of the README's subsection `### {title}` that are not patterns.
+fn recipe_files(readme: &str, title: &str) -> Vec<String> {
+    let heading = format!("### {title}\n");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("the README has a subsection \"{title}\""));
+    let section = &readme[start + heading.len()..];
+    let section = &section[..section.find("\n##").unwrap_or(section.len())];
+    section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|q| q.ends_with(".rs") && !q.contains('*') && !q.contains(' '))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_readme_names_the_files_to_touch_for_a_wire_format_and_a_source() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let exists = |name: &String| root.join("src").join(name).exists() || root.join(name).exists();
+    for (title, must_name) in [
+        (
+            "To add a wire format",
+            &["deliver/format.rs", "tests/wire_formats.rs"][..],
+        ),
+        ("To add a source", &["source/mod.rs", "service/mod.rs"][..]),
+    ] {
+        let files = recipe_files(&readme, title);
+        for name in must_name {
+            assert!(
+                files.iter().any(|f| f == name),
+                "\"{title}\" names {name}: {files:?}"
+            );
+        }
+        let missing: Vec<&String> = files.iter().filter(|f| !exists(f)).collect();
+        assert!(
+            missing.is_empty(),
+            "\"{title}\" names what is not there: {missing:?}"
+        );
+    }
+    // Each registered format is one file of deliver/format/, as the recipe says.
+    let registry = std::fs::read_to_string(root.join("src/deliver/format.rs")).unwrap();
+    let start = registry
+        .find("wire_formats! {")
+        .expect("the format registry");
+    let lines: Vec<&str> = registry[start..]
+        .lines()
+        .take_while(|l| *l != "}")
+        .filter_map(|l| l.split_once("=> ").map(|(_, path)| path))
+        .collect();
+    assert!(lines.len() >= 3, "found {lines:?}");
+    for path in lines {
+        let module = path.split("::").next().unwrap();
+        assert!(
+            root.join("src/deliver/format")
+                .join(format!("{module}.rs"))
+                .exists(),
+            "{path}: no file deliver/format/{module}.rs"
+        );
+    }
+}
