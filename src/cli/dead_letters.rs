@@ -82,9 +82,10 @@ pub(super) fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> 
             json,
         } => {
             let (store, ask_service) = store(&shared, storage)?;
-            let from_service = match ask_service {
-                true => operate::dead_letters(&remote)?,
-                false => None,
+            let from_service = if ask_service {
+                operate::dead_letters(&remote)?
+            } else {
+                None
             };
             let letters = match from_service {
                 Some(letters) => letters,
@@ -147,8 +148,8 @@ pub(super) fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> 
             for (id, why) in &report.skipped {
                 eprintln!("skipped {id}: {why}");
             }
-            for (id, entry) in &report.placed {
-                eprintln!("dead letter {id} is back on the stream as entry {entry}");
+            for (id, place) in &report.placed {
+                eprintln!("dead letter {id} is {place}");
             }
             println!(
                 "replayed {} dead letters; {}",

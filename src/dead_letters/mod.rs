@@ -35,7 +35,7 @@ pub struct Replayed {
     pub replayed: Vec<u64>,
     /// Ids not replayed, and why.
     pub skipped: Vec<(u64, String)>,
-    /// Where each replayed one went, when the backend says (its new stream entry in Redis).
+    /// Where each replayed one went, when the backend says ("back on the stream as entry …").
     pub placed: Vec<(u64, String)>,
 }
 

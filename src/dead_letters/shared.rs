@@ -36,7 +36,11 @@ impl DeadLetterStore for SharedStore {
         Ok(Replayed {
             replayed: report.replayed.iter().map(|(id, _)| *id).collect(),
             skipped: report.skipped,
-            placed: report.replayed,
+            placed: report
+                .replayed
+                .into_iter()
+                .map(|(id, entry)| (id, format!("back on the stream as entry {entry}")))
+                .collect(),
         })
     }
 
