@@ -5,24 +5,19 @@
 //! The lease lives 2 s here (`LEADER_LEASE_TTL`; 8 s by default) so failovers are quick.
 
 mod common;
-#[path = "support/nomad_standin.rs"]
-mod nomad_standin;
-#[path = "support/orchestrator_standin.rs"]
-mod orchestrator_standin;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::{
     Delivery, RunningEmitter, TestReceiver, eventually, first_arrivals, free_port, http_get,
 };
-use nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
-use orchestrator_standin::{OrchestratorStandin, sandbox};
-use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
+use support::orchestrator_standin::{OrchestratorStandin, sandbox};
+use support::redis::{Persistence, RedisOptions, RedisServer};
 
 const SECRET: &str = "ha-secret-5b0e3c1d9a7f46e2b8c4";
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
