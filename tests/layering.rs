@@ -621,3 +621,24 @@ fn the_readme_names_the_files_to_touch_for_a_wire_format_and_a_source() {
         );
     }
 }
+
+#[test]
+fn tests_pull_in_their_support_as_one_module_under_one_name() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut by_path = Vec::new();
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains(concat!("#[path = \"support", "/")) {
+                by_path.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    by_path.sort();
+    assert!(
+        by_path.is_empty(),
+        "use `mod support;` and `support::redis::…` instead of #[path] under a local name: {by_path:?}"
+    );
+    assert!(tests.join("support/mod.rs").exists());
+}
