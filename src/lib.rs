@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dead_letters;
 pub mod deliver;
 pub mod demo;
 pub mod event;

@@ -1,7 +1,7 @@
 //! The reference receiver: verifies a delivery the way a user's endpoint should.
 
 use crate::deliver::format::WireFormat;
-use crate::deliver::sign::{self, SecretSet};
+use crate::deliver::sign::SecretSet;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -57,33 +57,24 @@ impl Verifier {
                 .to_str()
                 .map_err(|_| format!("{name} header is not ASCII"))
         };
-        let valid = match self.format {
-            WireFormat::XE2bSignature => {
-                sign::verify_x_e2b(&self.secrets, body, header("x-e2b-signature")?)
+        let format = self.format.definition();
+        let id_and_timestamp = if format.signs_id_and_timestamp() {
+            let id = header("webhook-id")?;
+            let ts: i64 = header("webhook-timestamp")?
+                .parse()
+                .map_err(|_| "webhook-timestamp is not a number".to_owned())?;
+            let now = jiff::Timestamp::now().as_second();
+            if (now - ts).abs() > TIMESTAMP_TOLERANCE_SECS {
+                return Err(format!(
+                    "webhook-timestamp {ts} is more than {TIMESTAMP_TOLERANCE_SECS}s from now"
+                ));
             }
-            WireFormat::E2bCloud => {
-                sign::verify_e2b_cloud(&self.secrets, body, header("e2b-signature")?)
-            }
-            WireFormat::StandardWebhooks => {
-                let id = header("webhook-id")?;
-                let ts: i64 = header("webhook-timestamp")?
-                    .parse()
-                    .map_err(|_| "webhook-timestamp is not a number".to_owned())?;
-                let now = jiff::Timestamp::now().as_second();
-                if (now - ts).abs() > TIMESTAMP_TOLERANCE_SECS {
-                    return Err(format!(
-                        "webhook-timestamp {ts} is more than {TIMESTAMP_TOLERANCE_SECS}s from now"
-                    ));
-                }
-                sign::verify_standard_webhooks(
-                    &self.secrets,
-                    id,
-                    ts,
-                    body,
-                    header("webhook-signature")?,
-                )
-            }
+            Some((id, ts))
+        } else {
+            None
         };
+        let signature = header(format.signature_header())?;
+        let valid = format.verify(&self.secrets, body, signature, id_and_timestamp);
         if valid {
             Ok(())
         } else {

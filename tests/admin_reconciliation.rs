@@ -3,16 +3,13 @@
 //! what it synthesized.
 
 mod common;
-#[path = "support/nomad_standin.rs"]
-mod nomad_standin;
-#[path = "support/orchestrator_standin.rs"]
-mod orchestrator_standin;
+mod support;
 
-use nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
-use orchestrator_standin::{OrchestratorStandin, sandbox};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+use support::nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
+use support::orchestrator_standin::{OrchestratorStandin, sandbox};
 
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 const TOKEN: &str = "reconcile-admin-token-2c4e6a8b";

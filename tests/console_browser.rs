@@ -4,8 +4,7 @@
 //! screenshot it takes is kept as docs/console.png.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_support;
+mod support;
 
 use common::{RunningEmitter, TestReceiver, eventually, free_port, wait_for_port};
 use std::io::{BufRead, BufReader, Write};
@@ -46,7 +45,7 @@ fn an_operator_logs_in_sees_deliveries_live_and_replays_a_dead_letter_in_chromiu
         std::path::Path::new(&chromium).exists(),
         "Debian's chromium is missing: scripts/test installs it (apt-get install chromium)"
     );
-    let redis = redis_support::RedisServer::start();
+    let redis = support::redis::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     std::fs::write(

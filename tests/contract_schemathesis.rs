@@ -9,19 +9,16 @@
 //! Without schemathesis (a machine `scripts/test` did not set up) the test says so and passes.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 const STREAM: &str = "sandbox.events.stream";
 

@@ -7,20 +7,15 @@
 //! dashboard's `openapi-fetch` client writes them.
 
 mod common;
-#[path = "support/docs_receiver.rs"]
-mod docs_receiver;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port};
-use docs_receiver::{Receiver, SECRET_DASHBOARD};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::docs_receiver::{Receiver, SECRET_DASHBOARD};
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 const CREATED: &str = "sandbox.lifecycle.created";
 const PAUSED: &str = "sandbox.lifecycle.paused";
@@ -166,9 +161,9 @@ fn the_dashboards_calls_get_the_documents_answers() {
     // the first attempt of each event, then verifies with E2B's docs' function.
     let mut conn = redis.connection();
     assert!(
-        eventually(Duration::from_secs(10), || docs_receiver::gate_exists(
-            &mut conn, &team
-        )),
+        eventually(Duration::from_secs(10), || {
+            support::docs_receiver::gate_exists(&mut conn, &team)
+        }),
         "the team's gate key; log:\n{}",
         emitter.log_text()
     );

@@ -5,17 +5,16 @@
 //! by a receiver transcribed from E2B's current docs.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::{EmitterProcess, emitter, output, wait_until};
-use redis_server::RedisServer;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use support::redis::RedisServer;
 
 const SECRET: &str = "e2b-golden-secret-ü";
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";

@@ -12,14 +12,14 @@
 //! secrets' contents, the artifact's generation). Without `terraform` each test says so and
 //! passes.
 
-#[path = "support/terraform.rs"]
-mod tf;
+mod common;
+mod support;
 
 use hcl::Body;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Output;
-use tf::{stderr, stdout, terraform};
+use support::terraform::{stderr, stdout, terraform};
 
 const POSTGRES: &str = "postgresql://postgres:PG-SECRET-9f1e@db.internal:5432/postgres";
 const SIGNING_SECRET: &str = "SIGNING-SECRET-0123456789abcdef0123456789";
@@ -139,7 +139,7 @@ impl Tree {
     fn new(terraform: PathBuf, cloud: Cloud) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let iac = dir.path().join("iac");
-        tf::copy_swapped(
+        support::terraform::copy_swapped(
             &repo().join("terraform"),
             &iac.join("modules/job-webhook-emitter"),
         );
@@ -160,7 +160,7 @@ impl Tree {
             std::fs::copy(&source, staged.join(source.file_name().unwrap())).unwrap();
         }
         let nomad = iac.join(cloud.dir()).join("nomad");
-        tf::copy_swapped(&staged, &nomad);
+        support::terraform::copy_swapped(&staged, &nomad);
         std::fs::write(
             nomad.join("stubs.tf"),
             cloud.stubs().replace("SHA256", SHA256),
@@ -193,13 +193,13 @@ impl Tree {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut command = tf::command(
+        let mut command = support::terraform::command(
             &self.terraform,
             &self.nomad(),
             &self.dir.path().join("cli.tfrc"),
         );
         command.args(args);
-        tf::run_with_input(command, None)
+        support::terraform::run_with_input(command, None)
     }
 
     /// `terraform plan` of E2B's module "nomad" with this environment's secrets, as JSON
@@ -241,7 +241,7 @@ impl Tree {
             Err(plan) => {
                 let err = stderr(&plan);
                 assert!(
-                    tf::flat(&err).contains(message),
+                    support::terraform::flat(&err).contains(message),
                     "expected {message:?} in:\n{err}"
                 );
             }
@@ -275,7 +275,7 @@ const JOB: &str = "module.webhook_emitter[0].terraform_data.nomad_job__emitter";
 const VARIABLE: &str = "module.webhook_emitter[0].terraform_data.nomad_variable__secrets";
 
 fn attr(body: &Body, key: &str) -> String {
-    tf::attr(body, key).unwrap_or_default()
+    support::terraform::attr(body, key).unwrap_or_default()
 }
 
 #[test]
@@ -326,26 +326,26 @@ fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
         .unwrap_or_else(|p| panic!("{}\n{}", stdout(&p), stderr(&p)));
     let job = planned_input(&plan, JOB);
     let jobspec = job["jobspec"].as_str().unwrap();
-    let parsed = tf::job_block(jobspec);
+    let parsed = support::terraform::job_block(jobspec);
     assert_eq!(attr(parsed.body(), "node_pool"), "api");
-    let group = tf::block(parsed.body(), "group");
+    let group = support::terraform::block(parsed.body(), "group");
     assert_eq!(
         attr(group.body(), "count"),
         "1",
         "one api node: one instance"
     );
-    let task = tf::block(group.body(), "task");
+    let task = support::terraform::block(group.body(), "task");
     assert_eq!(attr(task.body(), "user"), "nobody");
     // The artifact from E2B's bucket, by generation, with the checksum uploaded beside it.
-    let artifact = tf::block(task.body(), "artifact");
+    let artifact = support::terraform::block(task.body(), "artifact");
     assert_eq!(
         attr(artifact.body(), "source"),
         "gcs::https://www.googleapis.com/storage/v1/acme-prod-fc-env-pipeline/e2b-webhook-emitter.tar.gz?version=1733480000123456"
     );
-    let options = tf::block(artifact.body(), "options");
+    let options = support::terraform::block(artifact.body(), "options");
     assert_eq!(attr(options.body(), "checksum"), format!("sha256:{SHA256}"));
     // Behind E2B's Traefik, beside E2B's API.
-    let api = tf::blocks(group.body(), "service")
+    let api = support::terraform::blocks(group.body(), "service")
         .find(|s| attr(s.body(), "name") == "e2b-webhook-emitter-api")
         .expect("the events API's service");
     let tags = attr(api.body(), "tags");
@@ -357,7 +357,7 @@ fn on_gcp_the_events_api_deploys_from_e2bs_own_values_on_a_one_node_pool() {
     );
     assert!(tags.contains("priority=600"), "{tags}");
     // Traefik's X-Forwarded-For is believed from the nodes' private ranges.
-    let env = tf::block(task.body(), "env");
+    let env = support::terraform::block(task.body(), "env");
     assert_eq!(
         attr(env.body(), "API_TRUSTED_PROXIES"),
         "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
@@ -426,19 +426,22 @@ fn on_gcp_the_operators_endpoint_and_managed_redis_follow_e2bs_secrets() {
         .as_str()
         .unwrap()
         .to_owned();
-    let parsed = tf::job_block(&jobspec);
-    let group = tf::block(parsed.body(), "group");
+    let parsed = support::terraform::job_block(&jobspec);
+    let group = support::terraform::block(parsed.body(), "group");
     assert_eq!(
         attr(group.body(), "count"),
         "2",
         "three api nodes: two instances"
     );
     assert_eq!(
-        tf::blocks(group.body(), "service").count(),
+        support::terraform::blocks(group.body(), "service").count(),
         1,
         "no events API"
     );
-    let env = tf::block(tf::block(group.body(), "task").body(), "env");
+    let env = support::terraform::block(
+        support::terraform::block(group.body(), "task").body(),
+        "env",
+    );
     assert_eq!(
         attr(env.body(), "WEBHOOK_URL"),
         "https://hooks.example.com/e2b"
@@ -479,9 +482,12 @@ fn on_gcp_the_operators_endpoint_and_managed_redis_follow_e2bs_secrets() {
     assert_eq!(items["webhook_secret"], SIGNING_SECRET);
     assert_eq!(items["webhook_secrets_key"], SECRETS_KEY);
     let jobspec = planned_input(&plan, JOB)["jobspec"].as_str().unwrap();
-    let job = tf::job_block(jobspec);
-    let group = tf::block(job.body(), "group");
-    let env = tf::block(tf::block(group.body(), "task").body(), "env");
+    let job = support::terraform::job_block(jobspec);
+    let group = support::terraform::block(job.body(), "group");
+    let env = support::terraform::block(
+        support::terraform::block(group.body(), "task").body(),
+        "env",
+    );
     assert_eq!(attr(env.body(), "WEBHOOKS_PER_TEAM"), "3");
     assert_eq!(attr(env.body(), "TEAM_DELIVERY_CONCURRENCY"), "5");
     assert!(!jobspec.contains(SECRETS_KEY) && !jobspec.contains(SIGNING_SECRET));
@@ -539,10 +545,13 @@ fn on_aws_it_deploys_from_e2bs_bucket_and_the_apis_postgres() {
         .as_str()
         .unwrap()
         .to_owned();
-    let parsed = tf::job_block(&jobspec);
-    let group = tf::block(parsed.body(), "group");
+    let parsed = support::terraform::job_block(&jobspec);
+    let group = support::terraform::block(parsed.body(), "group");
     assert_eq!(attr(group.body(), "count"), "2");
-    let artifact = tf::block(tf::block(group.body(), "task").body(), "artifact");
+    let artifact = support::terraform::block(
+        support::terraform::block(group.body(), "task").body(),
+        "artifact",
+    );
     assert_eq!(
         attr(artifact.body(), "source"),
         "s3::https://e2b-123456789012-fc-env-pipeline.s3.us-east-1.amazonaws.com/e2b-webhook-emitter.tar.gz?etag=9b2cf535f27731c974343645a3985328"

@@ -2,14 +2,13 @@
 //! holding E2B's `teams` and `team_api_keys`, with keys hashed the way E2B hashes them.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, free_port};
-use postgres::{EMITTER_PASSWORD, PostgresServer};
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::postgres::{EMITTER_PASSWORD, PostgresServer};
 
 const SECRET: &str = "team-webhook-secret-5e4d3c2b1a";
 

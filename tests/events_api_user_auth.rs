@@ -4,18 +4,15 @@
 //! (`support/oidc_issuer.rs`) whose keys the tests generate and rotate.
 
 mod common;
-#[path = "support/oidc_issuer.rs"]
-mod oidc_issuer;
-#[path = "support/postgres.rs"]
-mod postgres;
+mod support;
 
 use common::events_api::wait_for_api;
 use common::{RunningEmitter, free_port};
-use oidc_issuer::{OidcIssuer, SigningKey, assemble, sign_hs256};
-use postgres::PostgresServer;
 use serde_json::{Value, json};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::oidc_issuer::{OidcIssuer, SigningKey, assemble, sign_hs256};
+use support::postgres::PostgresServer;
 
 const AUDIENCE: &str = "e2b-dashboard";
 /// The emitter refetches an issuer's keys at most this often (`user_auth::refresh`).

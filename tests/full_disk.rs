@@ -6,18 +6,17 @@
 //! Needs `mount -t tmpfs` (root or CAP_SYS_ADMIN); skips with a message where that is impossible.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::{
     ADMIN_TOKEN, RunningEmitter, TestReceiver, eventually, free_port, http_get_as, wait_for_port,
 };
-use redis_server::RedisServer;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use support::redis::RedisServer;
 
 const SECRET: &str = "full-disk-secret-0a9b8c7d";
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";

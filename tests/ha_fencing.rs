@@ -10,21 +10,14 @@
 //!   standby whose own reads are old — makes no false `create` or `kill`.
 
 mod common;
-#[path = "support/ha.rs"]
-mod ha;
-#[path = "support/nomad_standin.rs"]
-mod nomad_standin;
-#[path = "support/orchestrator_standin.rs"]
-mod orchestrator_standin;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::eventually;
-use ha::*;
 use nix::sys::signal::Signal;
-use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::Value;
 use std::time::Duration;
+use support::ha::*;
+use support::redis::{Persistence, RedisOptions, RedisServer};
 
 /// The shared view of sandboxes in Redis.
 fn view_key() -> String {

@@ -5,24 +5,16 @@
 //! The lease lives 2 s here (`LEADER_LEASE_TTL`; 8 s by default) so failovers are quick.
 
 mod common;
-#[path = "support/nomad_standin.rs"]
-mod nomad_standin;
-#[path = "support/orchestrator_standin.rs"]
-mod orchestrator_standin;
-#[path = "support/redis.rs"]
-mod redis_server;
-
-#[path = "support/ha.rs"]
-mod ha;
+mod support;
 
 use common::{Delivery, TestReceiver, eventually, free_port};
-use ha::*;
-use orchestrator_standin::sandbox;
-use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::ha::*;
+use support::orchestrator_standin::sandbox;
+use support::redis::{Persistence, RedisOptions, RedisServer};
 
 // ---------------------------------------------------------------------------------------------
 

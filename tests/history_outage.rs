@@ -6,21 +6,16 @@
 //! hold is counted (`e2b_webhook_event_history_dropped_total`) and logged with its number.
 
 mod common;
-#[path = "support/docs_receiver.rs"]
-mod docs_receiver;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port, http_get};
-use docs_receiver::{Receiver, SECRET_A, gate_exists};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use support::docs_receiver::{Receiver, SECRET_A, gate_exists};
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 /// One team with one registered webhook (killed events), served by an emitter.
 struct Setup {

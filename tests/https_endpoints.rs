@@ -3,15 +3,14 @@
 //! client, a TLS terminator with an `rcgen`-made certificate, and the signature-checking receiver.
 
 mod common;
-#[path = "support/tls.rs"]
-mod tls;
+mod support;
 
 use common::{RunningEmitter, TestReceiver, emitter, eventually, lifecycle_ndjson, output};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tls::{PrivateCa, TlsTerminator};
+use support::tls::{PrivateCa, TlsTerminator};
 
 const SECRET: &str = "https-test-secret-0123456789abcdef";
 

@@ -25,12 +25,13 @@ const LAYERS: &[(&str, &[&str])] = &[
         "parts",
         &["source", "reconcile", "deliver", "postgres", "user_auth"],
     ),
+    ("seams", &["dead_letters"]),
     ("operations", &["admin", "api"]),
     ("pages", &["portal"]),
     ("app", &["service", "server", "config", "demo", "receiver"]),
     ("binary", &["cli", "main", "lib"]),
 ];
-const APP: usize = 5;
+const APP: usize = 6;
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS
@@ -38,10 +39,21 @@ fn layer(module: &str) -> Option<usize> {
         .position(|(_, modules)| modules.contains(&module))
 }
 
+/// Arrows that point down but cross a seam (issue 33): `config` produces settings types and
+/// must not reach into the parts it configures for their helpers.
+const SEAMS: &[(&str, &str, &str)] = &[(
+    "config",
+    "admin",
+    "config produces settings; the admin token is util::admin_token",
+)];
+
 /// Why `from` may not use `to`, if it may not.
 fn forbidden(from: &str, to: &str) -> Option<String> {
     if from == to {
         return None;
+    }
+    if let Some((_, _, why)) = SEAMS.iter().find(|(a, b, _)| *a == from && *b == to) {
+        return Some(format!("{from} → {to}: {why}"));
     }
     let (Some(a), Some(b)) = (layer(from), layer(to)) else {
         return Some(format!(
@@ -143,6 +155,7 @@ fn the_checker_catches_the_arrows_issue_18_named() {
         ("source", "deliver"),
         ("reconcile", "source"),
         ("admin", "config"),
+        ("config", "admin"),
     ] {
         assert!(forbidden(from, to).is_some(), "{from} → {to} was allowed");
     }
@@ -291,4 +304,341 @@ fn every_file_the_readme_layout_names_exists() {
         !exists(root, &files, "store/no_such_file.rs"),
         "the check finds everything"
     );
+}
+
+/// What `config` may take from `deliver`: the settings types it produces for delivery (issue 33),
+/// never a helper (durations are parsed by `util::duration`, for every layer).
+const CONFIG_MAY_NAME_IN_DELIVER: &[&str] =
+    &["endpoint", "format", "sign", "trust", "retry", "http"];
+
+#[test]
+fn config_takes_only_settings_types_from_deliver_and_parses_durations_with_util() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("config"), &mut files);
+    assert!(files.len() > 5, "found only {} files", files.len());
+    let mut wrong = Vec::new();
+    for file in &files {
+        let text = code_only(&std::fs::read_to_string(file).unwrap());
+        let relative = file.strip_prefix(&src).unwrap().display().to_string();
+        for path in module_paths(&text, "crate::") {
+            if path.first().map(String::as_str) == Some("deliver")
+                && !path
+                    .get(1)
+                    .is_some_and(|m| CONFIG_MAY_NAME_IN_DELIVER.contains(&m.as_str()))
+            {
+                wrong.push(format!("src/{relative}: crate::{}", path.join("::")));
+            }
+        }
+        if text.contains("parse_duration") && !text.contains("util::duration::parse_duration") {
+            wrong.push(format!(
+                "src/{relative}: parse_duration not from util::duration"
+            ));
+        }
+    }
+    let mut parsers = Vec::new();
+    let mut all = Vec::new();
+    rust_files(&src, &mut all);
+    for file in &all {
+        if std::fs::read_to_string(file)
+            .unwrap()
+            .contains("fn parse_duration(")
+        {
+            parsers.push(file.strip_prefix(&src).unwrap().display().to_string());
+        }
+    }
+    assert_eq!(parsers, ["util/duration.rs"], "one duration parser");
+    assert!(
+        wrong.is_empty(),
+        "config reaches past deliver's settings types:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// A file's text without `//` comments (doc comments included).
+fn code_only(source: &str) -> String {
+    source
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The module paths named after `prefix` (`crate::` or `super::`), a `{…}` group expanded into
+/// one path per item: `super::{store::Store, open}` gives `[store, Store]` and `[open]`.
+fn module_paths(code: &str, prefix: &str) -> Vec<Vec<String>> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find(prefix) {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + prefix.len()..];
+        if before.is_some_and(|c| ident(c) || c == '$' || c == ':') {
+            continue;
+        }
+        let head: String = rest
+            .chars()
+            .take_while(|c| ident(*c) || *c == ':')
+            .collect();
+        let segments: Vec<String> = head
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let after = &rest[head.len()..];
+        if (head.is_empty() || head.ends_with("::")) && after.starts_with('{') {
+            let mut depth = 0;
+            let end = after
+                .char_indices()
+                .find(|(_, c)| {
+                    depth += match c {
+                        '{' => 1,
+                        '}' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(after.len(), |(i, _)| i);
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in after[1..end].chars().chain([',']) {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        let tail: Vec<String> = item
+                            .trim()
+                            .split("::")
+                            .map(|s| s.trim().trim_start_matches('{').to_owned())
+                            .take_while(|s| !s.is_empty() && s.chars().all(ident))
+                            .collect();
+                        if !tail.is_empty() && tail[0] != "self" {
+                            found.push([segments.clone(), tail].concat());
+                        }
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+        } else if !segments.is_empty() {
+            found.push(segments);
+        }
+    }
+    found
+}
+
+/// The module path of a file under `src/`: `a/b.rs` and `a/b/mod.rs` are `[a, b]`.
+fn module_path(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop().unwrap_or_default();
+    let stem = last.strip_suffix(".rs").unwrap_or(&last).to_owned();
+    if stem != "mod" && stem != "lib" && stem != "main" {
+        parts.push(stem);
+    }
+    parts
+}
+
+/// The file of the deepest module along `path` that is a file of `src/`.
+fn deepest_file(src: &Path, path: &[String]) -> Option<std::path::PathBuf> {
+    let mut best = None;
+    for depth in 1..=path.len() {
+        let dir: std::path::PathBuf = path[..depth].iter().collect();
+        let as_file = src.join(&dir).with_extension("rs");
+        let as_folder = src.join(&dir).join("mod.rs");
+        match (as_file.exists(), as_folder.exists()) {
+            (true, _) => best = Some(as_file),
+            (_, true) => best = Some(as_folder),
+            _ => break,
+        }
+    }
+    best
+}
+
+/// The files each file of `src/` imports, a module's own parents and children left out (they
+/// are one unit: a folder's `mod.rs` and its files).
+fn file_imports(src: &Path) -> Vec<(String, Vec<String>)> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files.sort();
+    let mut edges = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(src).unwrap();
+        let module = module_path(relative);
+        let code = code_only(&std::fs::read_to_string(file).unwrap());
+        let mut targets: Vec<String> = Vec::new();
+        let parent = &module[..module.len().saturating_sub(1)];
+        let named = module_paths(&code, "crate::").into_iter().chain(
+            module_paths(&code, "super::")
+                .into_iter()
+                .map(|p| [parent.to_vec(), p].concat()),
+        );
+        for path in named {
+            let Some(target) = deepest_file(src, &path) else {
+                continue;
+            };
+            let target_module = module_path(target.strip_prefix(src).unwrap());
+            let related = target_module.starts_with(&module) || module.starts_with(&target_module);
+            let name = target.strip_prefix(src).unwrap().display().to_string();
+            if !related && !targets.contains(&name) {
+                targets.push(name);
+            }
+        }
+        edges.push((relative.display().to_string(), targets));
+    }
+    edges
+}
+
+/// Pairs of files that import each other (each pair once).
+fn mutual_imports(edges: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut pairs = Vec::new();
+    for (a, targets) in edges {
+        for b in targets {
+            let back = edges.iter().any(|(from, to)| from == b && to.contains(a));
+            if back && a < b {
+                pairs.push(format!("src/{a} ⇄ src/{b}"));
+            }
+        }
+    }
+    pairs
+}
+
+#[test]
+fn no_two_files_import_each_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let edges = file_imports(&src);
+    assert!(
+        edges.iter().filter(|(_, to)| !to.is_empty()).count() > 50,
+        "the import reader finds imports"
+    );
+    let pairs = mutual_imports(&edges);
+    assert!(
+        pairs.is_empty(),
+        "files that import each other (move what both need to a third file):\n{}",
+        pairs.join("\n")
+    );
+}
+
+#[test]
+fn the_cycle_check_reads_grouped_imports_and_finds_a_pair() {
+    let paths = module_paths(
+        "use super::{store::Store, open, DeadLetter};\nuse crate::deliver::format::{self, WireFormat};",
+        "super::",
+    );
+    assert_eq!(
+        paths,
+        [vec!["store", "Store"], vec!["open"], vec!["DeadLetter"]]
+    );
+    let edges = vec![
+        (
+            "source/nomad/client.rs".to_owned(),
+            vec!["source/nomad/stream.rs".to_owned()],
+        ),
+        (
+            "source/nomad/stream.rs".to_owned(),
+            vec!["source/nomad/client.rs".to_owned()],
+        ),
+        ("a.rs".to_owned(), vec!["b.rs".to_owned()]),
+    ];
+    assert_eq!(
+        mutual_imports(&edges),
+        ["src/source/nomad/client.rs ⇄ src/source/nomad/stream.rs"]
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_eq!(
+        deepest_file(
+            &src,
+            &["source".into(), "nomad".into(), "NomadError".into()]
+        ),
+        Some(src.join("source/nomad/mod.rs"))
+    );
+}
+
+/// The backticked files of the README's subsection `### {title}` that are not patterns.
+fn recipe_files(readme: &str, title: &str) -> Vec<String> {
+    let heading = format!("### {title}\n");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("the README has a subsection \"{title}\""));
+    let section = &readme[start + heading.len()..];
+    let section = &section[..section.find("\n##").unwrap_or(section.len())];
+    section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|q| q.ends_with(".rs") && !q.contains('*') && !q.contains(' '))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_readme_names_the_files_to_touch_for_a_wire_format_and_a_source() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let exists = |name: &String| root.join("src").join(name).exists() || root.join(name).exists();
+    for (title, must_name) in [
+        (
+            "To add a wire format",
+            &["deliver/format.rs", "tests/wire_formats.rs"][..],
+        ),
+        ("To add a source", &["source/mod.rs", "service/mod.rs"][..]),
+    ] {
+        let files = recipe_files(&readme, title);
+        for name in must_name {
+            assert!(
+                files.iter().any(|f| f == name),
+                "\"{title}\" names {name}: {files:?}"
+            );
+        }
+        let missing: Vec<&String> = files.iter().filter(|f| !exists(f)).collect();
+        assert!(
+            missing.is_empty(),
+            "\"{title}\" names what is not there: {missing:?}"
+        );
+    }
+    // Each registered format is one file of deliver/format/, as the recipe says.
+    let registry = std::fs::read_to_string(root.join("src/deliver/format.rs")).unwrap();
+    let start = registry
+        .find("wire_formats! {")
+        .expect("the format registry");
+    let lines: Vec<&str> = registry[start..]
+        .lines()
+        .take_while(|l| *l != "}")
+        .filter_map(|l| l.split_once("=> ").map(|(_, path)| path))
+        .collect();
+    assert!(lines.len() >= 3, "found {lines:?}");
+    for path in lines {
+        let module = path.split("::").next().unwrap();
+        assert!(
+            root.join("src/deliver/format")
+                .join(format!("{module}.rs"))
+                .exists(),
+            "{path}: no file deliver/format/{module}.rs"
+        );
+    }
+}
+
+#[test]
+fn tests_pull_in_their_support_as_one_module_under_one_name() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut by_path = Vec::new();
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains(concat!("#[path = \"support", "/")) {
+                by_path.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    by_path.sort();
+    assert!(
+        by_path.is_empty(),
+        "use `mod support;` and `support::redis::…` instead of #[path] under a local name: {by_path:?}"
+    );
+    assert!(tests.join("support/mod.rs").exists());
 }

@@ -5,17 +5,16 @@
 //! (connection refused), then back.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::{TestReceiver, free_port, http_get, wait_until};
-use redis_server::{RedisOptions, RedisServer};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::redis::{RedisOptions, RedisServer};
 
 const SECRET: &str = "whk-logship-secret-5d1e";
 const URL_TOKEN: &str = "qtoken-logship-93ab";

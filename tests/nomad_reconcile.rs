@@ -5,10 +5,7 @@
 //! orchestrator stand-ins over real gRPC.
 
 mod common;
-#[path = "support/nomad_standin.rs"]
-mod nomad_standin;
-#[path = "support/orchestrator_standin.rs"]
-mod orchestrator_standin;
+mod support;
 
 use e2b_webhook_emitter::cluster::{AllocationStatus, OrchestratorSet};
 use e2b_webhook_emitter::config::{EndpointConfig, NomadConfig};
@@ -23,14 +20,14 @@ use e2b_webhook_emitter::reconcile::{ReconcileSettings, Reconciler};
 use e2b_webhook_emitter::service::Pipeline;
 use e2b_webhook_emitter::source::nomad::{DiscoveryMode, DiscoverySettings, OrchestratorDiscovery};
 use e2b_webhook_emitter::util::secret::Secret;
-use nomad_standin::{
-    AllocSpec, MANAGEMENT_TOKEN, NomadOptions, NomadStandin, workload_identity_jwt,
-};
-use orchestrator_standin::{ENVD_TOKEN, OrchestratorStandin, sandbox};
 use serde_json::{Map, Value, json};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::nomad_standin::{
+    AllocSpec, MANAGEMENT_TOKEN, NomadOptions, NomadStandin, workload_identity_jwt,
+};
+use support::orchestrator_standin::{ENVD_TOKEN, OrchestratorStandin, sandbox};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -6,10 +6,7 @@
 //! the events API (Postgres and Redis as in production).
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -315,8 +312,8 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
 /// Every sample and family name on `/metrics` of the binary, after it delivered, retried,
 /// dead-lettered, set a malformed input aside, and delivered for a registered webhook.
 fn exported_names() -> BTreeSet<String> {
-    let pg = postgres::PostgresServer::start();
-    let redis = redis_server::RedisServer::start();
+    let pg = support::postgres::PostgresServer::start();
+    let redis = support::redis::RedisServer::start();
     let (team, key) = pg.add_team("observability");
     let dir = tempfile::tempdir().unwrap();
     let common::Activity {

@@ -1,8 +1,7 @@
 //! Issue 7: metrics move with deliveries, graceful SIGTERM, no secret in logs, `status`.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::{
     RunningEmitter, TestReceiver, emitter, eventually, free_port, http_get, lifecycle_ndjson,
@@ -314,9 +313,9 @@ fn logs_of_a_full_run_never_contain_a_secret() {
     std::fs::write(&config, "[retry]\nschedule = [\"50ms\"]\n").unwrap();
     let redis_password = "redis-pass-9b8a7c6d5e4f";
     // A real Redis behind the password: with Redis, only the lease holder delivers.
-    let redis = redis_server::RedisServer::start_with(redis_server::RedisOptions {
+    let redis = support::redis::RedisServer::start_with(support::redis::RedisOptions {
         password: Some(redis_password.to_owned()),
-        ..redis_server::RedisOptions::default()
+        ..support::redis::RedisOptions::default()
     });
     let nomad_token = "nomad-token-1a2b3c4d5e6f";
     let port = free_port();

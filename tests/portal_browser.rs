@@ -9,16 +9,11 @@
 //! The screenshots go to docs/ with PORTAL_SCREENSHOTS_TO_DOCS=1.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_support;
+mod support;
 
 use base64::Engine;
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port};
-use postgres::PostgresServer;
-use redis_support::RedisServer;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +21,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 const EVENT_1: &str = "5e1f0000-0000-4000-8000-000000000001";
 const EVENT_2: &str = "5e1f0000-0000-4000-8000-000000000002";

@@ -3,16 +3,15 @@
 //! `packages/shared/pkg/factories/redis.go`) and the contradictions that must stop startup.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::{CapturedRequest, EmitterProcess, capture_server, emitter, wait_until};
-use redis_server::{RedisOptions, RedisServer};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use support::redis::{RedisOptions, RedisServer};
 
 const SECRET: &str = "whk-settings-secret";
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";

@@ -4,11 +4,9 @@
 //! <json>`), and every assertion polls with a deadline.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::wait_until;
-use redis_server::{Persistence, RedisOptions, RedisServer};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use support::redis::{Persistence, RedisOptions, RedisServer};
 
 const STREAM: &str = "sandbox.events.stream";
 const GROUP: &str = "e2b-webhook-emitter";

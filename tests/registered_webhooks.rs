@@ -5,20 +5,15 @@
 //! The `wh:<team>` gate key lives exactly while the team has an enabled webhook.
 
 mod common;
-#[path = "support/docs_receiver.rs"]
-mod docs_receiver;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port};
-use docs_receiver::{Receiver, SECRET_A, SECRET_B, gate_exists, xadd};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::docs_receiver::{Receiver, SECRET_A, SECRET_B, gate_exists, xadd};
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 #[test]
 fn each_team_gets_its_own_events_signed_with_its_own_secret() {
@@ -356,7 +351,7 @@ fn every_attempt_is_in_the_delivery_log_for_the_team_and_the_cli() {
     assert_eq!(lines[0]["outcome"], "delivered");
     assert_eq!(lines[1]["status"], 503);
     assert!(
-        !stdout.contains(postgres::EMITTER_PASSWORD)
-            && !stderr.contains(postgres::EMITTER_PASSWORD)
+        !stdout.contains(support::postgres::EMITTER_PASSWORD)
+            && !stderr.contains(support::postgres::EMITTER_PASSWORD)
     );
 }

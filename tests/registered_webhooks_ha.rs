@@ -3,21 +3,16 @@
 //! failover to the standby, and by an instance restarted while Postgres is still down.
 
 mod common;
-#[path = "support/docs_receiver.rs"]
-mod docs_receiver;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port, http_get, lease_active};
-use docs_receiver::{Receiver, SECRET_A, gate_exists, xadd};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::docs_receiver::{Receiver, SECRET_A, gate_exists, xadd};
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 struct Instance {
     name: &'static str,

@@ -19,23 +19,16 @@
 //! `PIN_RELEASED_STATE=1 RELEASE=<tag>`.
 
 mod common;
-#[path = "support/ha.rs"]
-mod ha;
-#[path = "support/nomad_standin.rs"]
-mod nomad_standin;
-#[path = "support/orchestrator_standin.rs"]
-mod orchestrator_standin;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::eventually;
-use ha::*;
 use nix::sys::signal::Signal;
-use redis_server::RedisServer;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::ha::*;
+use support::redis::RedisServer;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -4,14 +4,13 @@
 //! `SandboxEvent`.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
+mod support;
 
 use common::events_api::api_call;
 use common::{RunningEmitter, eventually, free_port};
-use postgres::PostgresServer;
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::postgres::PostgresServer;
 
 fn event(id: &str, kind: &str, second: u32, sandbox: &str, team: &str) -> Value {
     json!({

@@ -6,23 +6,18 @@
 //! all, stops the start with one line naming the setting.
 
 mod common;
-#[path = "support/docs_receiver.rs"]
-mod docs_receiver;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, SECRETS_KEY, free_port};
-use docs_receiver::{Receiver, SECRET_A, SECRET_B, xadd};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
+use support::docs_receiver::{Receiver, SECRET_A, SECRET_B, xadd};
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 /// Team A's secret as the release before sealing stored it, before the team replaced it.
 const FIRST_SECRET_A: &str = "alpha-first-secret-replaced-later";
@@ -207,8 +202,8 @@ fn secrets_are_sealed_at_rest_survive_a_rotation_and_never_reach_a_dump() {
     // Both webhooks wait for their gate keys, then sign with their own secrets.
     let mut conn = redis.connection();
     assert!(common::eventually(Duration::from_secs(10), || {
-        docs_receiver::gate_exists(&mut conn, &team_a)
-            && docs_receiver::gate_exists(&mut conn, &team_b)
+        support::docs_receiver::gate_exists(&mut conn, &team_a)
+            && support::docs_receiver::gate_exists(&mut conn, &team_b)
     }));
     both_teams_delivered(&redis, &receiver, (&team_a, &team_b), "1", &|| {
         emitter.log_text()
@@ -409,7 +404,7 @@ fn a_secret_that_stops_opening_holds_its_deliveries_instead_of_dropping_them() {
     let hook = created["id"].as_str().unwrap().to_owned();
     let mut conn = redis.connection();
     assert!(common::eventually(Duration::from_secs(10), || {
-        docs_receiver::gate_exists(&mut conn, &team_a)
+        support::docs_receiver::gate_exists(&mut conn, &team_a)
     }));
     xadd(&mut conn, "before", "killed", "sbx-1", &team_a);
     let got = receiver.collect(1, Duration::from_secs(30));

@@ -3,8 +3,7 @@
 //! the reconciler's read and the tombstone sweep, against a real `redis-server`.
 
 mod common;
-#[path = "support/redis.rs"]
-mod redis_support;
+mod support;
 
 use common::{RunningEmitter, eventually};
 use e2b_webhook_emitter::leadership::Leadership;
@@ -14,10 +13,10 @@ use e2b_webhook_emitter::source::redis::{
     RedisConnectionSettings, RedisSettings, RedisStreamSource,
 };
 use e2b_webhook_emitter::team_scope::TeamScope;
-use redis_support::RedisServer;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use support::redis::RedisServer;
 
 const STREAM: &str = "sandbox.events.stream";
 /// More than a few pages of the emitter's `HSCAN COUNT`, and past the size Redis keeps a small

@@ -6,25 +6,18 @@
 //! BENCHMARKS.md "Many teams").
 
 mod common;
-#[path = "support/docs_receiver.rs"]
-mod docs_receiver;
-#[path = "support/many_teams.rs"]
-mod many_teams;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::wait_for_api;
 use common::{RunningEmitter, eventually, free_port};
-use many_teams::{
-    Behaviour, TeamsReceiver, quantile, register_webhooks, rss_kib, send_events, threads,
-};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use support::many_teams::{
+    Behaviour, TeamsReceiver, quantile, register_webhooks, rss_kib, send_events, threads,
+};
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 const TEAMS: usize = 100;
 const HANGING: usize = 0;
@@ -79,18 +72,19 @@ impl Cluster {
         register_webhooks(port, &keys, receiver);
         // Every webhook has its dispatcher, and its team's gate key is set.
         assert!(
-            eventually(Duration::from_secs(120), || many_teams::webhooks_served(
-                port
-            ) == teams),
+            eventually(
+                Duration::from_secs(120),
+                || support::many_teams::webhooks_served(port) == teams
+            ),
             "not every webhook is served; log:\n{}",
             emitter.log_text()
         );
         let mut conn = redis.connection();
         for (team, _) in &added {
             assert!(
-                eventually(Duration::from_secs(30), || docs_receiver::gate_exists(
-                    &mut conn, team
-                )),
+                eventually(Duration::from_secs(30), || {
+                    support::docs_receiver::gate_exists(&mut conn, team)
+                }),
                 "team {team} is not served"
             );
         }
@@ -308,7 +302,7 @@ fn measure_memory_against_webhooks() {
         // Registering thousands of webhooks has a peak of its own (the API, Postgres, starting
         // the dispatchers); the delivery's is measured apart from it.
         let (rest, registering_peak) = rss_kib(cluster.pid());
-        many_teams::reset_peak(cluster.pid());
+        support::many_teams::reset_peak(cluster.pid());
         let base = *base_rest.get_or_insert(rest);
         let started = Instant::now();
         let mut conn = cluster.redis.connection();

@@ -5,19 +5,14 @@
 //! an `execution` block on the kill) and sent in the `e2b-cloud` format.
 
 mod common;
-#[path = "support/nomad_standin.rs"]
-mod nomad_standin;
-#[path = "support/orchestrator_standin.rs"]
-mod orchestrator_standin;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::{CapturedRequest, RunningEmitter, capture_server, eventually, free_port};
-use nomad_standin::{AllocSpec, NomadOptions, NomadStandin};
-use orchestrator_standin::{OrchestratorStandin, sandbox};
 use serde_json::{Value, json};
 use std::sync::mpsc;
 use std::time::Duration;
+use support::nomad_standin::{AllocSpec, NomadOptions, NomadStandin};
+use support::orchestrator_standin::{OrchestratorStandin, sandbox};
 
 const SECRET: &str = "team-scope-secret";
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
@@ -27,7 +22,7 @@ const THIRD_TEAM: &str = "5a0e1f2d-3c4b-4a69-8877-665544332211";
 
 #[test]
 fn per_endpoint_teams_route_each_team_to_its_own_url_and_secret() {
-    let redis = redis_server::RedisServer::start();
+    let redis = support::redis::RedisServer::start();
     let (port_a, to_a) = capture_server(Vec::new());
     let (port_b, to_b) = capture_server(Vec::new());
     let dir = tempfile::tempdir().unwrap();
@@ -219,7 +214,7 @@ fn listed_sandboxes_of_other_teams_produce_no_webhook() {
         "no kill for the other team's sandbox"
     );
     let log = emitter.log_text();
-    assert!(!log.contains(orchestrator_standin::ENVD_TOKEN));
+    assert!(!log.contains(support::orchestrator_standin::ENVD_TOKEN));
 }
 
 /// The next delivered body, its `e2b-signature` checked as E2B's docs compute it.

@@ -10,13 +10,12 @@
 //! files with hcl-rs either way.
 
 mod common;
-#[path = "support/terraform.rs"]
-mod tf;
+mod support;
 
 use hcl::Body;
 use std::path::PathBuf;
 use std::process::Output;
-use tf::{stderr, stdout, terraform};
+use support::terraform::{stderr, stdout, terraform};
 
 const TEAM: &str = "3f2b1c4e-8a9d-4e6f-b1a2-c3d4e5f60718";
 const SECRET: &str = "0123456789abcdef0123456789abcdef-terraform-secret";
@@ -37,7 +36,7 @@ struct Scratch {
 impl Scratch {
     fn new(terraform: PathBuf) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        tf::copy_swapped(&repo().join("terraform"), &dir.path().join("terraform"));
+        support::terraform::copy_swapped(&repo().join("terraform"), &dir.path().join("terraform"));
         std::fs::write(dir.path().join("cli.tfrc"), "").unwrap();
         let scratch = Self { dir, terraform };
         let init = scratch.run(&["init", "-input=false", "-backend=false"], None);
@@ -54,13 +53,13 @@ impl Scratch {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = tf::command(
+        let mut command = support::terraform::command(
             &self.terraform,
             &self.module(),
             &self.dir.path().join("cli.tfrc"),
         );
         command.args(args).env("TF_VAR_webhook_secret", SECRET);
-        tf::run_with_input(command, stdin)
+        support::terraform::run_with_input(command, stdin)
     }
 
     /// Writes the variables as a `.tfvars.json` file and returns its path.
@@ -82,7 +81,7 @@ impl Scratch {
             "terraform console: {}",
             stderr(&output)
         );
-        tf::console_string(&stdout(&output))
+        support::terraform::console_string(&stdout(&output))
     }
 
     fn plan(&self, vars: serde_json::Value) -> Output {
@@ -138,13 +137,13 @@ fn the_job_rendered_by_terraforms_templatefile_is_a_valid_jobspec_without_secret
     vars["redis_tls_enabled"] = true.into();
     vars["artifact_checksum"] = format!("sha256:{}", "ab".repeat(32)).into();
     let jobspec = scratch.render(vars);
-    let job = tf::job_block(&jobspec);
+    let job = support::terraform::job_block(&jobspec);
     assert_eq!(job.labels[0].as_str(), "e2b-webhook-emitter");
-    let attr = |body: &Body, key: &str| tf::attr(body, key).unwrap_or_default();
+    let attr = |body: &Body, key: &str| support::terraform::attr(body, key).unwrap_or_default();
     assert_eq!(attr(job.body(), "node_pool"), "api");
-    let group = tf::block(job.body(), "group");
-    let task = tf::block(group.body(), "task");
-    let env = tf::block(task.body(), "env");
+    let group = support::terraform::block(job.body(), "group");
+    let task = support::terraform::block(group.body(), "task");
+    let env = support::terraform::block(task.body(), "env");
     assert_eq!(attr(env.body(), "NOMAD_NAMESPACE"), "default");
     assert_eq!(attr(env.body(), "ORCHESTRATOR_SERVICE"), "orchestrator");
     assert_eq!(attr(env.body(), "E2B_TEAM_IDS"), TEAM);
@@ -167,13 +166,16 @@ fn the_job_rendered_by_terraforms_templatefile_is_a_valid_jobspec_without_secret
             a.key()
         );
     }
-    let artifact = tf::block(task.body(), "artifact");
-    tf::block(artifact.body(), "options");
+    let artifact = support::terraform::block(task.body(), "artifact");
+    support::terraform::block(artifact.body(), "options");
     // Not root; two instances on distinct nodes when nothing says the pool is smaller; no
     // events API, so no port or service for it.
     assert_eq!(attr(task.body(), "user"), "nobody");
     assert_eq!(attr(group.body(), "count"), "2");
-    assert_eq!(tf::blocks(group.body(), "service").count(), 1);
+    assert_eq!(
+        support::terraform::blocks(group.body(), "service").count(),
+        1
+    );
     assert!(!jobspec.contains("API_LISTEN_ADDR") && !jobspec.contains("WEBHOOK_CA_FILE"));
     // Secrets stay in the Nomad Variable; the template reads each of them.
     assert!(!jobspec.contains(SECRET) && !jobspec.contains("redis-pass-SECRET"));
@@ -207,20 +209,22 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
     vars["webhook_ca_pem"] =
         "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into();
     let jobspec = scratch.render(vars.clone());
-    let job = tf::job_block(&jobspec);
-    let attr = |body: &Body, key: &str| tf::attr(body, key).unwrap_or_default();
-    let group = tf::block(job.body(), "group");
+    let job = support::terraform::job_block(&jobspec);
+    let attr = |body: &Body, key: &str| support::terraform::attr(body, key).unwrap_or_default();
+    let group = support::terraform::block(job.body(), "group");
     // One node: one instance, so the deployment Terraform waits for can finish.
     assert_eq!(attr(group.body(), "count"), "1");
     assert!(
-        tf::blocks(group.body(), "constraint")
+        support::terraform::blocks(group.body(), "constraint")
             .any(|c| attr(c.body(), "operator") == "distinct_hosts"),
         "distinct_hosts is kept for pools that grow"
     );
     // The events API on its own port, registered for E2B's Traefik above E2B's API router.
-    let network = tf::block(group.body(), "network");
-    assert!(tf::blocks(network.body(), "port").any(|p| p.labels[0].as_str() == "api"));
-    let api = tf::blocks(group.body(), "service")
+    let network = support::terraform::block(group.body(), "network");
+    assert!(
+        support::terraform::blocks(network.body(), "port").any(|p| p.labels[0].as_str() == "api")
+    );
+    let api = support::terraform::blocks(group.body(), "service")
         .find(|s| attr(s.body(), "name") == "e2b-webhook-emitter-api")
         .expect("the events API's service");
     assert_eq!(attr(api.body(), "provider"), "nomad");
@@ -235,11 +239,11 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
     ] {
         assert!(tags.contains(tag), "{tag} missing from {tags}");
     }
-    let check = tf::block(api.body(), "check");
+    let check = support::terraform::block(api.body(), "check");
     assert_eq!(attr(check.body(), "path"), "/health");
-    let task = tf::block(group.body(), "task");
+    let task = support::terraform::block(group.body(), "task");
     assert_eq!(attr(task.body(), "user"), "nobody");
-    let env = tf::block(task.body(), "env");
+    let env = support::terraform::block(task.body(), "env");
     assert_eq!(attr(env.body(), "API_LISTEN_ADDR"), "${NOMAD_ADDR_api}");
     assert_eq!(
         attr(env.body(), "API_TRUSTED_PROXIES"),
@@ -250,7 +254,7 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
         "${NOMAD_SECRETS_DIR}/webhook-ca.pem"
     );
     // The CA file is written by a template from the Nomad Variable, as the secrets are.
-    let ca_template = tf::blocks(task.body(), "template")
+    let ca_template = support::terraform::blocks(task.body(), "template")
         .find(|t| attr(t.body(), "destination") == "secrets/webhook-ca.pem")
         .expect("a template writing the CA");
     assert!(attr(ca_template.body(), "data").contains(".webhook_ca_pem.Value"));
@@ -273,8 +277,14 @@ fn the_events_api_behind_e2bs_ingress_on_a_one_node_pool_renders_as_e2b_needs() 
     registered_only["node_pool_size"] = 3.into();
     let jobspec = scratch.render(registered_only);
     assert!(!jobspec.contains("WEBHOOK_URL") && !jobspec.contains("WEBHOOK_FORMAT"));
-    let job = tf::job_block(&jobspec);
-    assert_eq!(attr(tf::block(job.body(), "group").body(), "count"), "2");
+    let job = support::terraform::job_block(&jobspec);
+    assert_eq!(
+        attr(
+            support::terraform::block(job.body(), "group").body(),
+            "count"
+        ),
+        "2"
+    );
 }
 
 #[test]
@@ -317,7 +327,7 @@ fn assert_plan_fails(scratch: &Scratch, vars: serde_json::Value, message: &str) 
         "the plan should fail with {message:?}"
     );
     assert!(
-        tf::flat(&err).contains(message),
+        support::terraform::flat(&err).contains(message),
         "expected {message:?} in:\n{err}"
     );
 }
@@ -464,7 +474,8 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
         let err = stderr(&plan);
         assert!(!plan.status.success());
         assert!(
-            tf::flat(&err).contains("The webhook_secrets_key must be base64 of 32 random bytes"),
+            support::terraform::flat(&err)
+                .contains("The webhook_secrets_key must be base64 of 32 random bytes"),
             "{err}"
         );
     }
@@ -505,7 +516,7 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
     );
     // The secret is read from TF_VAR_webhook_secret; an empty one with a URL is refused.
     let file = scratch.vars("no-secret", required_inputs());
-    let mut command = tf::command(
+    let mut command = support::terraform::command(
         &scratch.terraform,
         &scratch.module(),
         &scratch.dir.path().join("cli.tfrc"),
@@ -514,10 +525,11 @@ fn terraform_plan_refuses_bad_inputs_with_a_clear_message() {
         .args(["plan", "-input=false", "-no-color", "-lock=false"])
         .arg(format!("-var-file={file}"))
         .env("TF_VAR_webhook_secret", " ");
-    let plan = tf::run_with_input(command, None);
+    let plan = support::terraform::run_with_input(command, None);
     assert!(!plan.status.success());
     assert!(
-        tf::flat(&stderr(&plan)).contains("webhook_url is set but webhook_secret is empty"),
+        support::terraform::flat(&stderr(&plan))
+            .contains("webhook_url is set but webhook_secret is empty"),
         "{}",
         stderr(&plan)
     );

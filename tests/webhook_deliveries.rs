@@ -6,22 +6,17 @@
 //! agree with what was delivered; attempts logged before the upgrade stay readable.
 
 mod common;
-#[path = "support/docs_receiver.rs"]
-mod docs_receiver;
-#[path = "support/postgres.rs"]
-mod postgres;
-#[path = "support/redis.rs"]
-mod redis_server;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, eventually, free_port};
-use docs_receiver::{gate_exists, xadd};
-use postgres::PostgresServer;
-use redis_server::RedisServer;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::docs_receiver::{gate_exists, xadd};
+use support::postgres::PostgresServer;
+use support::redis::RedisServer;
 
 const SECRET: &str = "flaky-webhook-secret-0a1b2c3d4e5f";
 const URL_PASSWORD: &str = "pw-7e2d9";
@@ -994,7 +989,7 @@ fn attempts_logged_before_the_upgrade_are_read_with_what_they_have() {
          CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
              installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL,
              checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL);",
-        role = postgres::EMITTER_ROLE
+        role = support::postgres::EMITTER_ROLE
     );
     for name in [
         "20261126000001_webhooks.sql",

@@ -4,14 +4,13 @@
 //! other teams are not affected, and a deletion makes room again.
 
 mod common;
-#[path = "support/postgres.rs"]
-mod postgres;
+mod support;
 
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, free_port};
-use postgres::PostgresServer;
 use serde_json::{Value, json};
 use std::sync::{Arc, Barrier};
+use support::postgres::PostgresServer;
 
 const LIMIT: usize = 3;
 

@@ -43,6 +43,13 @@ pub struct Admin {
     pub shared_dead_letters: Option<crate::source::redis::RedisSettings>,
 }
 
+impl Admin {
+    /// The dead letters, wherever this service keeps them.
+    pub fn dead_letters(&self) -> Box<dyn crate::dead_letters::DeadLetterStore> {
+        crate::dead_letters::running(&self.outbox, self.shared_dead_letters.as_ref())
+    }
+}
+
 /// An endpoint as the admin API knows it.
 #[derive(Clone)]
 pub struct AdminEndpoint {

@@ -83,7 +83,7 @@ where
             && bearer.is_none()
             && let Some(session) = super::session::cookie_value(&parts.headers)
         {
-            return super::session::team(api, parts, session).await;
+            return super::session::team(api, parts, session).await.map(Team);
         }
         let mut first_refusal = None;
         if key.is_some() || bearer.is_none() {

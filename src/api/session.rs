@@ -11,7 +11,6 @@
 //! this same host: a form or script of another site cannot forge one.
 
 use super::EventsApi;
-use super::auth::Team;
 use super::error::ApiError;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
@@ -107,7 +106,7 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
 
 /// The team of the session `id`: refused when it ended, and — for a request that changes
 /// anything — without the session's CSRF token or from another site.
-pub(super) async fn team(api: &EventsApi, parts: &Parts, id: &str) -> Result<Team, ApiError> {
+pub(super) async fn team(api: &EventsApi, parts: &Parts, id: &str) -> Result<uuid::Uuid, ApiError> {
     let Some((team, _expires)) = api.database.portal_session(&id_hash(id)).await? else {
         return Err(ApiError::SessionEnded);
     };
@@ -129,7 +128,7 @@ pub(super) async fn team(api: &EventsApi, parts: &Parts, id: &str) -> Result<Tea
             ));
         }
     }
-    Ok(Team(team))
+    Ok(team)
 }
 
 #[cfg(test)]

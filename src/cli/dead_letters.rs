@@ -2,59 +2,23 @@
 //! admin API, else in the data directory.
 
 use super::{operate, runtime};
-use crate::config::{ConfigError, RunArgs};
+use crate::config::{ConfigError, DataDirArgs, RedisArgs};
+use crate::dead_letters::DeadLetterStore;
 use clap::Subcommand;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Where every instance's dead letters are: the service's Redis settings (from its environment).
 #[derive(Debug, clap::Args)]
 pub(super) struct SharedStoreArgs {
-    /// The service's Redis (as `run` reads it); when set, the shared dead letters there are used.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "ADDR")]
-    redis_url: Option<String>,
-    /// The service's Redis Cluster seed node.
-    #[arg(
-        long,
-        env = "REDIS_CLUSTER_URL",
-        hide_env_values = true,
-        value_name = "ADDR"
-    )]
-    redis_cluster_url: Option<String>,
-    /// TLS to Redis, as `run` reads it.
-    #[arg(long, env = "REDIS_TLS_ENABLED", value_name = "BOOL")]
-    redis_tls_enabled: Option<String>,
-    /// Redis password, as `run` reads it.
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    redis_password: Option<String>,
-    /// CA for TLS to Redis, as `run` reads it.
-    #[arg(long, env = "REDIS_TLS_CA_BASE64", value_name = "BASE64")]
-    redis_tls_ca_base64: Option<String>,
-    /// The orchestrator's event stream key.
-    #[arg(long, env = "REDIS_STREAM", default_value = "sandbox.events.stream")]
-    redis_stream: String,
-    /// The service's consumer group.
-    #[arg(long, env = "REDIS_GROUP", default_value = "e2b-webhook-emitter")]
-    redis_group: String,
+    #[command(flatten)]
+    redis: RedisArgs,
 }
 
 impl SharedStoreArgs {
     /// The Redis settings, checked as `run` checks them; `None` without Redis.
     fn redis(&self) -> Result<Option<crate::config::RedisConfig>, ConfigError> {
-        crate::config::redis_config(&RunArgs {
-            redis_url: self.redis_url.clone(),
-            redis_cluster_url: self.redis_cluster_url.clone(),
-            redis_tls_enabled: self.redis_tls_enabled.clone(),
-            redis_password: self.redis_password.clone(),
-            redis_tls_ca_base64: self.redis_tls_ca_base64.clone(),
-            redis_stream: self.redis_stream.clone(),
-            redis_group: self.redis_group.clone(),
-            // Not used here, but checked: the service's defaults.
-            redis_claim_idle: "60s".into(),
-            leader_lease_ttl: "8s".into(),
-            ..RunArgs::default()
-        })
+        crate::config::shared_redis_config(&self.redis)
     }
 }
 
@@ -67,9 +31,8 @@ pub(super) enum DeadLettersCommand {
         shared: SharedStoreArgs,
         #[command(flatten)]
         remote: operate::RemoteArgs,
-        /// Directory of the outbox.
-        #[arg(long, env = "DATA_DIR", default_value = "data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        storage: DataDirArgs,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -85,9 +48,8 @@ pub(super) enum DeadLettersCommand {
         /// Only the dead letters of this endpoint.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Directory of the outbox.
-        #[arg(long, env = "DATA_DIR", default_value = "data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        storage: DataDirArgs,
         /// Replay every dead letter.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
@@ -97,25 +59,37 @@ pub(super) enum DeadLettersCommand {
     },
 }
 
+/// Where the dead letters are: Redis, else the data directory; and whether to ask the running
+/// service's admin API first (without Redis, it holds its outbox while it runs).
+fn store(
+    shared: &SharedStoreArgs,
+    storage: DataDirArgs,
+) -> anyhow::Result<(Box<dyn DeadLetterStore>, bool)> {
+    let redis = shared.redis()?;
+    let ask_service = redis.is_none();
+    Ok((
+        crate::dead_letters::stopped(storage.data_dir, redis),
+        ask_service,
+    ))
+}
+
 pub(super) fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DeadLettersCommand::List {
             shared,
             remote,
-            data_dir,
+            storage,
             json,
         } => {
-            let letters = match shared.redis()? {
-                Some(redis) => runtime()?.block_on(async {
-                    crate::source::redis::SharedDeadLetters::connect(&redis)
-                        .await?
-                        .list()
-                        .await
-                })?,
-                None => match operate::dead_letters(&remote)? {
-                    Some(letters) => letters,
-                    None => crate::outbox::OutboxReader::open(&data_dir)?.dead_letters()?,
-                },
+            let (store, ask_service) = store(&shared, storage)?;
+            let from_service = if ask_service {
+                operate::dead_letters(&remote)?
+            } else {
+                None
+            };
+            let letters = match from_service {
+                Some(letters) => letters,
+                None => runtime()?.block_on(store.list())?,
             };
             let mut out = std::io::stdout().lock();
             if json {
@@ -159,47 +133,28 @@ pub(super) fn dead_letters(cmd: DeadLettersCommand) -> anyhow::Result<ExitCode> 
             shared,
             remote,
             endpoint,
-            data_dir,
+            storage,
             all,
             ids,
         } => {
             let wanted = if all { None } else { Some(ids.as_slice()) };
-            if let Some(redis) = shared.redis()? {
-                let report = runtime()?.block_on(async {
-                    crate::source::redis::SharedDeadLetters::connect(&redis)
-                        .await?
-                        .replay(wanted, endpoint.as_deref())
-                        .await
-                })?;
-                for (id, why) in &report.skipped {
-                    eprintln!("skipped {id}: {why}");
-                }
-                for (id, entry) in &report.replayed {
-                    eprintln!("dead letter {id} is back on the stream as entry {entry}");
-                }
-                println!(
-                    "replayed {} dead letters; the active instance delivers them now",
-                    report.replayed.len()
-                );
-                return Ok(
-                    if report.skipped.is_empty() || !report.replayed.is_empty() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    },
-                );
-            }
-            if let Some(code) = operate::replay(&remote, &ids, all, endpoint.as_deref())? {
+            let (store, ask_service) = store(&shared, storage)?;
+            if ask_service
+                && let Some(code) = operate::replay(&remote, &ids, all, endpoint.as_deref())?
+            {
                 return Ok(code);
             }
-            let report =
-                crate::outbox::replay_dead_letters(&data_dir, wanted, endpoint.as_deref())?;
+            let report = runtime()?.block_on(store.replay(wanted, endpoint.as_deref()))?;
             for (id, why) in &report.skipped {
                 eprintln!("skipped {id}: {why}");
             }
+            for (id, place) in &report.placed {
+                eprintln!("dead letter {id} is {place}");
+            }
             println!(
-                "replayed {} dead letters; they are delivered when the service runs",
-                report.replayed.len()
+                "replayed {} dead letters; {}",
+                report.replayed.len(),
+                store.delivered()
             );
             Ok(
                 if report.skipped.is_empty() || !report.replayed.is_empty() {

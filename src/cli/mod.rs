@@ -212,7 +212,9 @@ fn dispatch(command: Command, log_lines_dropped: Counter) -> anyhow::Result<Exit
         Command::Deliveries(args) => operate::deliveries(args),
         Command::DeliveryLog(args) => delivery_log::delivery_log(args),
         Command::WebhookSecrets(command) => webhook_secrets::webhook_secrets(command),
-        Command::Outbox(OutboxCommand::MoveAside { data_dir }) => outbox::move_aside(&data_dir),
+        Command::Outbox(OutboxCommand::MoveAside { storage }) => {
+            outbox::move_aside(&storage.data_dir)
+        }
         Command::Demo => {
             runtime()?.block_on(crate::demo::run())?;
             Ok(ExitCode::SUCCESS)

@@ -54,9 +54,8 @@ pub(super) struct DeliveriesArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
-    /// Directory of the outbox, read when the service does not answer.
-    #[arg(long, env = "DATA_DIR", default_value = "data")]
-    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    storage: crate::config::DataDirArgs,
 }
 
 impl RemoteArgs {
@@ -123,17 +122,17 @@ fn deliveries_on_disk(args: &DeliveriesArgs) -> anyhow::Result<Value> {
         before: args.cursor,
         limit: args.limit,
     };
-    if !args.data_dir.is_dir() {
+    if !args.storage.data_dir.is_dir() {
         anyhow::bail!(
             "no service answered and {} is not a data directory: pass --admin-url (ADMIN_URL) of the running service or its --data-dir (DATA_DIR)",
-            args.data_dir.display()
+            args.storage.data_dir.display()
         );
     }
-    let log = AttemptLog::new(&args.data_dir);
+    let log = AttemptLog::new(&args.storage.data_dir);
     let records = log.read().with_context(|| {
         format!(
             "cannot read the delivery attempt log in {}; check DATA_DIR (--data-dir)",
-            args.data_dir.display()
+            args.storage.data_dir.display()
         )
     })?;
     Ok(serde_json::to_value(page(records.iter(), &query))?)

@@ -1,7 +1,6 @@
 //! `outbox move-aside`: set a damaged outbox file aside so the service starts over.
 
 use clap::Subcommand;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
@@ -9,9 +8,8 @@ pub(super) enum OutboxCommand {
     /// Rename a damaged (or unwanted) outbox to outbox.redb.aside-<time>, so the service starts
     /// over with an empty one; says what is lost. Stop the service first.
     MoveAside {
-        /// Directory of the outbox.
-        #[arg(long, env = "DATA_DIR", default_value = "data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        storage: crate::config::DataDirArgs,
     },
 }
 

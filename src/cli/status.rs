@@ -1,16 +1,14 @@
 //! `status`: the running service's, through its admin API, else the data directory's.
 
 use super::operate;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct StatusArgs {
     #[command(flatten)]
     remote: operate::RemoteArgs,
-    /// Directory of the outbox.
-    #[arg(long, env = "DATA_DIR", default_value = "data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    storage: crate::config::DataDirArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -20,7 +18,7 @@ pub(super) fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if let Some(code) = operate::status(&args.remote, args.json)? {
         return Ok(code);
     }
-    let reader = crate::outbox::OutboxReader::open(&args.data_dir)?;
+    let reader = crate::outbox::OutboxReader::open(&args.storage.data_dir)?;
     let status = reader.status()?;
     let states: Vec<(String, Vec<u8>)> = reader
         .states()?

@@ -2,12 +2,11 @@
 //! an endpoint, `receive` as a reference receiver.
 
 use crate::config::{ConfigError, WebhookArgs};
-use crate::deliver::format::{self, WireFormat};
+use crate::deliver::format;
 use crate::deliver::http::WebhookClient;
-use crate::deliver::retry::parse_duration;
-use crate::deliver::sign;
 use crate::event::Lifecycle;
 use crate::receiver::{self, Verifier};
+use crate::util::duration::parse_duration;
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -60,7 +59,7 @@ pub(super) struct SendTestArgs {
     #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
     team_id: String,
     /// Request timeout.
-    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = crate::config::DEFAULT_WEBHOOK_TIMEOUT)]
     webhook_timeout: String,
     /// PEM file of a private CA that signed the endpoint's certificate; trusted besides the public roots.
     #[arg(long, env = "WEBHOOK_CA_FILE", value_name = "FILE")]
@@ -100,33 +99,21 @@ fn read_body(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
 pub(super) fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let secrets = args.webhook.secrets()?;
     let body = read_body(&args.file)?;
+    let format = args.webhook.format()?.definition();
+    let identity = args.webhook.identity("sign")?;
+    let id = args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let signing = format::Signing {
+        secrets: &secrets,
+        webhook_id: identity.webhook_id,
+        signature_encoding: identity.signature_encoding,
+        message_id: &id,
+        timestamp: args
+            .timestamp
+            .unwrap_or_else(|| jiff::Timestamp::now().as_second()),
+    };
     let mut out = std::io::stdout().lock();
-    match args.webhook.format()? {
-        WireFormat::XE2bSignature => {
-            writeln!(out, "{}", sign::x_e2b_signature(secrets.primary(), &body))?
-        }
-        WireFormat::E2bCloud => writeln!(
-            out,
-            "{}",
-            sign::e2b_cloud_signature(
-                secrets.primary(),
-                &body,
-                args.webhook.identity("sign")?.signature_encoding
-            )
-        )?,
-        WireFormat::StandardWebhooks => {
-            let id = args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let ts = args
-                .timestamp
-                .unwrap_or_else(|| jiff::Timestamp::now().as_second());
-            writeln!(out, "webhook-id: {id}")?;
-            writeln!(out, "webhook-timestamp: {ts}")?;
-            writeln!(
-                out,
-                "{}",
-                sign::standard_webhooks_header(&secrets, &id, ts, &body)
-            )?;
-        }
+    for line in format.signature_lines(&signing, &body) {
+        writeln!(out, "{line}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -134,16 +121,16 @@ pub(super) fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let secrets = args.webhook.secrets()?;
     let body = read_body(&args.file)?;
-    let valid = match args.webhook.format()? {
-        WireFormat::XE2bSignature => sign::verify_x_e2b(&secrets, &body, &args.signature),
-        WireFormat::E2bCloud => sign::verify_e2b_cloud(&secrets, &body, &args.signature),
-        WireFormat::StandardWebhooks => {
-            let (Some(id), Some(ts)) = (args.id, args.timestamp) else {
-                return Err(ConfigError::new("--id and --timestamp", "standard-webhooks signatures cover the webhook-id and webhook-timestamp headers; pass both").into());
-            };
-            sign::verify_standard_webhooks(&secrets, &id, ts, &body, &args.signature)
+    let wire_format = args.webhook.format()?;
+    let format = wire_format.definition();
+    let id_and_timestamp = match (args.id.as_deref(), args.timestamp) {
+        (Some(id), Some(ts)) => Some((id, ts)),
+        _ if format.signs_id_and_timestamp() => {
+            return Err(ConfigError::new("--id and --timestamp", format!("{wire_format} signatures cover the webhook-id and webhook-timestamp headers; pass both")).into());
         }
+        _ => None,
     };
+    let valid = format.verify(&secrets, &body, &args.signature, id_and_timestamp);
     if valid {
         println!("valid");
         Ok(ExitCode::SUCCESS)

@@ -4,9 +4,10 @@ use super::{
     ConfigError, EndpointConfig, parse_http_url, trusted_ca, webhook_args::parse_webhook_id,
 };
 use crate::deliver::format::{WireFormat, default_webhook_id};
-use crate::deliver::retry::{RetryToml, parse_duration};
+use crate::deliver::retry::RetryToml;
 use crate::deliver::sign::{SecretSet, SignatureEncoding};
 use crate::event::EventFilter;
+use crate::util::duration::parse_duration;
 use crate::util::secret::Secret;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ mod logs_collector;
 mod nomad;
 mod redis;
 mod run_args;
+mod shared_args;
 mod teams;
 mod webhook_args;
 
@@ -15,15 +16,17 @@ pub use database_args::{DatabaseArgs, SecretsKeyArgs};
 pub use events_api::{EventsApiArgs, EventsApiConfig};
 pub use logs_collector::{LogsCollectorArgs, log_shipping};
 pub use nomad::{ReconcileConfig, parse_nomad_addr};
-pub use redis::redis_config;
+pub use redis::{redis_config, shared_redis_config};
 pub use run_args::RunArgs;
+pub use shared_args::{DEFAULT_WEBHOOK_TIMEOUT, DataDirArgs, RedisArgs};
 pub use teams::parse_team_ids;
 pub use webhook_args::WebhookArgs;
 
-use crate::admin::auth::AdminToken;
-use crate::deliver::retry::{RetryPolicy, parse_duration};
+use crate::deliver::retry::RetryPolicy;
 use crate::deliver::trust::TrustedCa;
 use crate::event::EventFilter;
+use crate::util::admin_token::AdminToken;
+use crate::util::duration::parse_duration;
 use crate::util::redact::redact_url_text;
 use file::{FileConfig, endpoint_from_toml};
 use std::net::SocketAddr;
@@ -187,7 +190,7 @@ impl RunConfig {
             nomad,
             reconcile: nomad::reconcile_config(args)?,
             events_file: args.events_file.clone(),
-            data_dir: args.data_dir.clone(),
+            data_dir: args.storage.data_dir.clone(),
             outbox_exclusive: args.outbox_exclusive,
             listen,
             admin_token: match args.admin_token.as_deref().map(str::trim) {
@@ -250,11 +253,16 @@ mod tests {
             webhook_timeout: "10s".into(),
             response_body_limit: 65536,
             webhook_events: "create,kill,pause,resume".into(),
-            redis_stream: "sandbox.events.stream".into(),
-            redis_group: "g".into(),
+            redis: RedisArgs {
+                redis_stream: "sandbox.events.stream".into(),
+                redis_group: "g".into(),
+                ..RedisArgs::default()
+            },
             leader_lease_ttl: "8s".into(),
             nomad_namespace: "default".into(),
-            data_dir: "data".into(),
+            storage: DataDirArgs {
+                data_dir: "data".into(),
+            },
             outbox_exclusive: false,
             listen: "127.0.0.1:0".into(),
             max_in_flight: 8,
@@ -311,7 +319,7 @@ mod tests {
                 .starts_with("E2B_TEAM_IDS")
         );
         let mut a = args();
-        a.redis_url = Some("http://localhost".into());
+        a.redis.redis_url = Some("http://localhost".into());
         assert!(
             RunConfig::from_args(&a)
                 .unwrap_err()

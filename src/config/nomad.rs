@@ -2,7 +2,7 @@
 //! to reconcile with them.
 
 use super::{ConfigError, NomadConfig, RunArgs, parse_http_url};
-use crate::deliver::retry::parse_duration;
+use crate::util::duration::parse_duration;
 use crate::util::redact::redact_url_text;
 use crate::util::secret::Secret;
 use std::time::Duration;

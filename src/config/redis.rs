@@ -10,9 +10,10 @@
 //!
 //! Settings that contradict each other stop startup with the one to change.
 
+use super::shared_args::{DEFAULT_LEADER_LEASE_TTL, DEFAULT_REDIS_CLAIM_IDLE, RedisArgs};
 use super::{ConfigError, RedisConfig, RunArgs};
-use crate::deliver::retry::parse_duration;
 use crate::source::redis::{RedisConnectionSettings, RedisTls};
+use crate::util::duration::parse_duration;
 use crate::util::secret::Secret;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -28,7 +29,7 @@ const LEASE_TTL: &str = "LEADER_LEASE_TTL (--leader-lease-ttl)";
 
 /// The Redis settings of `args`, if Redis is configured (also for `dead-letters`).
 pub fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
-    let Some(connection) = connection_settings(args)? else {
+    let Some(connection) = connection_settings(&args.redis)? else {
         return Ok(None);
     };
     let consumer = args
@@ -48,8 +49,8 @@ pub fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> 
     }
     Ok(Some(RedisConfig {
         connection,
-        stream: args.redis_stream.clone(),
-        group: args.redis_group.clone(),
+        stream: args.redis.redis_stream.clone(),
+        group: args.redis.redis_group.clone(),
         consumer,
         claim_idle,
         trim: args.redis_trim,
@@ -57,7 +58,18 @@ pub fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> 
     }))
 }
 
-fn connection_settings(args: &RunArgs) -> Result<Option<RedisConnectionSettings>, ConfigError> {
+/// The Redis settings of a tool reading the service's shared state (`dead-letters`): the
+/// service's Redis flags, its other Redis settings at their defaults.
+pub fn shared_redis_config(redis: &RedisArgs) -> Result<Option<RedisConfig>, ConfigError> {
+    redis_config(&RunArgs {
+        redis: redis.clone(),
+        redis_claim_idle: DEFAULT_REDIS_CLAIM_IDLE.into(),
+        leader_lease_ttl: DEFAULT_LEADER_LEASE_TTL.into(),
+        ..RunArgs::default()
+    })
+}
+
+fn connection_settings(args: &RedisArgs) -> Result<Option<RedisConnectionSettings>, ConfigError> {
     let set = |value: &Option<String>| {
         value
             .as_deref()
@@ -279,27 +291,27 @@ mod tests {
     #[test]
     fn bare_host_port_as_the_orchestrator_writes_it_is_plaintext_database_0() {
         let mut a = args();
-        a.redis_url = Some("redis.service.consul:6379".into());
-        a.redis_tls_enabled = Some("false".into());
+        a.redis.redis_url = Some("redis.service.consul:6379".into());
+        a.redis.redis_tls_enabled = Some("false".into());
         let c = connection(&a).unwrap();
         assert_eq!(
             (c.host.as_str(), c.port, c.cluster, c.tls.is_none(), c.db),
             ("redis.service.consul", 6379, false, true, 0)
         );
         assert!(c.password.is_none());
-        a.redis_url = Some("10.0.0.7".into());
+        a.redis.redis_url = Some("10.0.0.7".into());
         assert_eq!(connection(&a).unwrap().port, 6379);
-        a.redis_url = Some("[fd00::1]:6380".into());
+        a.redis.redis_url = Some("[fd00::1]:6380".into());
         assert_eq!(connection(&a).unwrap().addr(), "[fd00::1]:6380");
     }
 
     #[test]
     fn the_gcp_shape_cluster_tls_and_a_private_ca_is_accepted() {
         let mut a = args();
-        a.redis_url = Some(String::new());
-        a.redis_cluster_url = Some("10.128.0.3:6379".into());
-        a.redis_tls_enabled = Some("true".into());
-        a.redis_tls_ca_base64 = Some(ca_base64());
+        a.redis.redis_url = Some(String::new());
+        a.redis.redis_cluster_url = Some("10.128.0.3:6379".into());
+        a.redis.redis_tls_enabled = Some("true".into());
+        a.redis.redis_tls_ca_base64 = Some(ca_base64());
         let c = connection(&a).unwrap();
         assert!(c.cluster);
         assert_eq!(c.addr(), "10.128.0.3:6379");
@@ -312,8 +324,8 @@ mod tests {
     #[test]
     fn the_cluster_url_wins_over_redis_url() {
         let mut a = args();
-        a.redis_url = Some("single:6379".into());
-        a.redis_cluster_url = Some("cluster:7000".into());
+        a.redis.redis_url = Some("single:6379".into());
+        a.redis.redis_cluster_url = Some("cluster:7000".into());
         let c = connection(&a).unwrap();
         assert_eq!((c.host.as_str(), c.cluster), ("cluster", true));
     }
@@ -321,22 +333,22 @@ mod tests {
     #[test]
     fn redis_password_is_used_over_tls_and_refused_in_cleartext() {
         let mut a = args();
-        a.redis_url = Some("redis.internal:6380".into());
-        a.redis_tls_enabled = Some("1".into());
-        a.redis_password = Some("access-key-1".into());
+        a.redis.redis_url = Some("redis.internal:6380".into());
+        a.redis.redis_tls_enabled = Some("1".into());
+        a.redis.redis_password = Some("access-key-1".into());
         let c = connection(&a).unwrap();
         assert_eq!(c.password.unwrap().expose(), "access-key-1");
         assert!(c.tls.unwrap().ca_pem.is_none(), "system roots without a CA");
 
-        a.redis_tls_enabled = None;
+        a.redis.redis_tls_enabled = None;
         let err = connection(&a).unwrap_err();
         assert_eq!(err.setting, PASSWORD);
         assert!(!err.to_string().contains("access-key-1"), "{err}");
 
-        a.redis_tls_enabled = Some("true".into());
-        a.redis_url = Some("rediss://:other@redis.internal:6380".into());
+        a.redis.redis_tls_enabled = Some("true".into());
+        a.redis.redis_url = Some("rediss://:other@redis.internal:6380".into());
         assert_eq!(connection(&a).unwrap_err().setting, PASSWORD);
-        a.redis_url = Some("rediss://:access-key-1@redis.internal:6380".into());
+        a.redis.redis_url = Some("rediss://:access-key-1@redis.internal:6380".into());
         assert!(
             connection(&a).is_ok(),
             "the same password twice is no conflict"
@@ -346,7 +358,7 @@ mod tests {
     #[test]
     fn urls_keep_working_with_their_user_password_and_database() {
         let mut a = args();
-        a.redis_url = Some("rediss://app:p%40ss@redis:6380/2".into());
+        a.redis.redis_url = Some("rediss://app:p%40ss@redis:6380/2".into());
         let c = connection(&a).unwrap();
         assert_eq!(c.username.as_deref(), Some("app"));
         assert_eq!(c.password.unwrap().expose(), "p@ss");
@@ -355,31 +367,31 @@ mod tests {
             c.tls.is_some(),
             "rediss:// is TLS without REDIS_TLS_ENABLED"
         );
-        a.redis_url = Some("redis://:pw@redis:6379".into());
+        a.redis.redis_url = Some("redis://:pw@redis:6379".into());
         assert!(connection(&a).unwrap().tls.is_none());
     }
 
     #[test]
     fn contradictions_name_the_setting_to_change() {
         let mut a = args();
-        a.redis_url = Some("redis://redis:6379".into());
-        a.redis_tls_enabled = Some("true".into());
+        a.redis.redis_url = Some("redis://redis:6379".into());
+        a.redis.redis_tls_enabled = Some("true".into());
         let err = connection(&a).unwrap_err();
         assert_eq!(err.setting, URL, "{err}");
         assert!(err.message.contains("REDIS_TLS_ENABLED"), "{err}");
 
-        a.redis_url = Some("rediss://redis:6379".into());
-        a.redis_tls_enabled = Some("false".into());
+        a.redis.redis_url = Some("rediss://redis:6379".into());
+        a.redis.redis_tls_enabled = Some("false".into());
         assert_eq!(connection(&a).unwrap_err().setting, TLS_ENABLED);
 
-        a.redis_url = Some("redis:6379".into());
-        a.redis_tls_enabled = None;
-        a.redis_tls_ca_base64 = Some(ca_base64());
+        a.redis.redis_url = Some("redis:6379".into());
+        a.redis.redis_tls_enabled = None;
+        a.redis.redis_tls_ca_base64 = Some(ca_base64());
         let err = connection(&a).unwrap_err();
         assert_eq!(err.setting, TLS_CA, "{err}");
         assert!(err.message.contains("REDIS_TLS_ENABLED=true"), "{err}");
 
-        a.redis_tls_enabled = Some("yes".into());
+        a.redis.redis_tls_enabled = Some("yes".into());
         assert_eq!(connection(&a).unwrap_err().setting, TLS_ENABLED);
     }
 
@@ -387,15 +399,15 @@ mod tests {
     fn bad_addresses_and_cas_are_refused() {
         let mut a = args();
         for bad in ["http://redis:6379", "redis:port", "redis/0", "redis://"] {
-            a.redis_url = Some(bad.into());
+            a.redis.redis_url = Some(bad.into());
             assert_eq!(connection(&a).unwrap_err().setting, URL, "{bad}");
         }
-        a.redis_url = Some("redis:6379".into());
-        a.redis_tls_enabled = Some("true".into());
-        a.redis_tls_ca_base64 = Some("not base64!".into());
+        a.redis.redis_url = Some("redis:6379".into());
+        a.redis.redis_tls_enabled = Some("true".into());
+        a.redis.redis_tls_ca_base64 = Some("not base64!".into());
         assert_eq!(connection(&a).unwrap_err().setting, TLS_CA);
         use base64::Engine;
-        a.redis_tls_ca_base64 =
+        a.redis.redis_tls_ca_base64 =
             Some(base64::engine::general_purpose::STANDARD.encode("no certificate here"));
         assert_eq!(connection(&a).unwrap_err().setting, TLS_CA);
     }
@@ -403,17 +415,17 @@ mod tests {
     #[test]
     fn empty_values_count_as_unset_as_terraform_writes_them() {
         let mut a = args();
-        a.redis_url = Some(String::new());
-        a.redis_cluster_url = Some(" ".into());
-        a.redis_tls_ca_base64 = Some(String::new());
-        a.redis_tls_enabled = Some("false".into());
+        a.redis.redis_url = Some(String::new());
+        a.redis.redis_cluster_url = Some(" ".into());
+        a.redis.redis_tls_ca_base64 = Some(String::new());
+        a.redis.redis_tls_enabled = Some("false".into());
         assert!(RunConfig::from_args(&a).unwrap().redis.is_none());
     }
 
     #[test]
     fn the_leader_lease_ttl_is_bounded() {
         let mut a = args();
-        a.redis_url = Some("redis:6379".into());
+        a.redis.redis_url = Some("redis:6379".into());
         a.redis_claim_idle = "60s".into();
         let redis = RunConfig::from_args(&a).unwrap().redis.unwrap();
         assert_eq!(redis.lease_ttl, Duration::from_secs(8));

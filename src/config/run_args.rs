@@ -1,5 +1,9 @@
 //! The flags of `run`; every one also reads the environment variable in brackets.
 
+use super::shared_args::{
+    DEFAULT_LEADER_LEASE_TTL, DEFAULT_REDIS_CLAIM_IDLE, DEFAULT_WEBHOOK_TIMEOUT, DataDirArgs,
+    RedisArgs,
+};
 use super::{EventsApiArgs, LogsCollectorArgs, WebhookArgs};
 use std::path::PathBuf;
 
@@ -15,7 +19,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "WEBHOOK_TIMEOUT",
-        default_value = "10s",
+        default_value = DEFAULT_WEBHOOK_TIMEOUT,
         value_name = "DURATION"
     )]
     pub webhook_timeout: String,
@@ -38,29 +42,8 @@ pub struct RunArgs {
         default_value = "create,kill,pause,resume"
     )]
     pub webhook_events: String,
-    /// Redis holding the orchestrator's event stream: host:port as the orchestrator reads it, or a redis:// or rediss:// URL (a password as user-info).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "ADDR")]
-    pub redis_url: Option<String>,
-    /// Redis Cluster node, host:port or URL (as the orchestrator reads it); wins over REDIS_URL.
-    #[arg(
-        long,
-        env = "REDIS_CLUSTER_URL",
-        hide_env_values = true,
-        value_name = "ADDR"
-    )]
-    pub redis_cluster_url: Option<String>,
-    /// Connect to Redis over TLS (true/false, as the orchestrator reads it).
-    #[arg(long, env = "REDIS_TLS_ENABLED", value_name = "BOOL")]
-    pub redis_tls_enabled: Option<String>,
-    /// Redis AUTH password (sent only over TLS, as the orchestrator does).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<String>,
-    /// The orchestrator's event stream key.
-    #[arg(long, env = "REDIS_STREAM", default_value = "sandbox.events.stream")]
-    pub redis_stream: String,
-    /// Consumer group shared by every emitter instance.
-    #[arg(long, env = "REDIS_GROUP", default_value = "e2b-webhook-emitter")]
-    pub redis_group: String,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// This instance's consumer name (default: the Nomad allocation id or the host name).
     #[arg(long, env = "REDIS_CONSUMER")]
     pub redis_consumer: Option<String>,
@@ -68,7 +51,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "REDIS_CLAIM_IDLE",
-        default_value = "60s",
+        default_value = DEFAULT_REDIS_CLAIM_IDLE,
         value_name = "DURATION"
     )]
     pub redis_claim_idle: String,
@@ -77,16 +60,13 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "LEADER_LEASE_TTL",
-        default_value = "8s",
+        default_value = DEFAULT_LEADER_LEASE_TTL,
         value_name = "DURATION"
     )]
     pub leader_lease_ttl: String,
     /// Trim the stream up to what the consumer group has acknowledged (false keeps every entry).
     #[arg(long, env = "REDIS_TRIM", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub redis_trim: bool,
-    /// CA certificate (PEM, base64-encoded) that signed Redis's TLS certificate, as the orchestrator reads it.
-    #[arg(long, env = "REDIS_TLS_CA_BASE64", value_name = "BASE64")]
-    pub redis_tls_ca_base64: Option<String>,
     /// The teams served (UUIDs, comma-separated): their wh:TEAM keys are kept alive, other teams' events and sandboxes are skipped.
     #[arg(long, env = "E2B_TEAM_IDS", value_name = "UUIDS", default_value = "")]
     pub team_ids: String,
@@ -158,9 +138,8 @@ pub struct RunArgs {
     /// NDJSON file of orchestrator events to feed in (the file source).
     #[arg(long, env = "EVENTS_FILE", value_name = "FILE")]
     pub events_file: Option<PathBuf>,
-    /// Directory of the durable outbox.
-    #[arg(long, env = "DATA_DIR", default_value = "data", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub storage: DataDirArgs,
     /// Keep the outbox file to this process while it runs: one fsync per commit instead of two,
     /// and no file-range locks. `status` and `dead-letters` must then ask the service through its
     /// admin API (ADMIN_URL, ADMIN_TOKEN) instead of reading DATA_DIR while it runs. The Nomad

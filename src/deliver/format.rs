@@ -1,43 +1,95 @@
-//! The three wire formats: body bytes and headers for one delivery attempt.
+//! The wire formats: body bytes and headers for one delivery attempt, and how a receiver checks
+//! them. Each format is one file implementing [`Format`], registered by one line below.
 
 mod e2b_cloud;
+mod object;
+mod standard_webhooks;
+mod x_e2b_signature;
 
-use crate::deliver::sign::{self, SecretSet, SignatureEncoding};
+use crate::deliver::sign::{SecretSet, SignatureEncoding};
 use crate::event::SandboxEvent;
-use serde::Serialize;
-use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
-/// How deliveries are shaped and signed (`WEBHOOK_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WireFormat {
-    /// Seed 000's contract: camelCase body, `X-E2B-Signature` hex HMAC-SHA256.
-    #[default]
-    XE2bSignature,
-    /// E2B Cloud's webhooks: the event as E2B Cloud sends it, `e2b-signature` SHA-256(secret ‖ body).
-    E2bCloud,
-    /// The Standard Webhooks spec (Svix-compatible).
-    StandardWebhooks,
+/// One wire format: how a delivery's body is shaped and signed, and how a receiver checks it.
+pub trait Format: Sync {
+    /// The body bytes of `event`.
+    fn body(&self, event: &SandboxEvent) -> Vec<u8>;
+    /// The headers that sign `body`, sent after the common ones.
+    fn signature_headers(&self, signing: &Signing<'_>, body: &[u8]) -> Vec<(&'static str, String)>;
+    /// What `webhook sign` prints for `body`: what a sender sets, the signature last.
+    fn signature_lines(&self, signing: &Signing<'_>, body: &[u8]) -> Vec<String>;
+    /// The request header carrying the signature.
+    fn signature_header(&self) -> &'static str;
+    /// Whether the signature also covers `webhook-id` and `webhook-timestamp`.
+    fn signs_id_and_timestamp(&self) -> bool;
+    /// Whether `signature` signs `body` (and the id and timestamp, when the format signs them)
+    /// with one of `secrets`.
+    fn verify(
+        &self,
+        secrets: &SecretSet,
+        body: &[u8],
+        signature: &str,
+        id_and_timestamp: Option<(&str, i64)>,
+    ) -> bool;
 }
 
-impl WireFormat {
-    /// Every format, by name.
-    pub const ALL: [(&'static str, WireFormat); 3] = [
-        ("x-e2b-signature", WireFormat::XE2bSignature),
-        ("e2b-cloud", WireFormat::E2bCloud),
-        ("standard-webhooks", WireFormat::StandardWebhooks),
-    ];
+/// What a signature is made from, besides the body.
+pub struct Signing<'a> {
+    /// The active secrets; the first signs where a format sends one signature.
+    pub secrets: &'a SecretSet,
+    /// `e2b-webhook-id` (e2b-cloud).
+    pub webhook_id: Uuid,
+    /// How `e2b-signature` is written (e2b-cloud).
+    pub signature_encoding: SignatureEncoding,
+    /// `webhook-id` (standard-webhooks).
+    pub message_id: &'a str,
+    /// `webhook-timestamp`, Unix seconds (standard-webhooks).
+    pub timestamp: i64,
+}
 
-    /// The configuration name of this format.
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, f)| *f == self)
-            .map(|(n, _)| *n)
-            .expect("every format is listed")
-    }
+/// Declares [`WireFormat`] from one line per format: the variant, its configuration name and the
+/// [`Format`] that implements it. The list, the names and the dispatch are all made from it, so a
+/// format cannot be half-registered.
+macro_rules! wire_formats {
+    ($($(#[$attr:meta])* $variant:ident = $name:literal => $format:path,)+) => {
+        /// How deliveries are shaped and signed (`WEBHOOK_FORMAT`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub enum WireFormat {
+            $($(#[$attr])* $variant,)+
+        }
+
+        impl WireFormat {
+            /// Every format, by name.
+            pub const ALL: [(&'static str, WireFormat); [$($name),+].len()] =
+                [$(($name, WireFormat::$variant)),+];
+
+            /// The configuration name of this format.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(WireFormat::$variant => $name,)+
+                }
+            }
+
+            /// How this format shapes, signs and checks a delivery.
+            pub fn definition(self) -> &'static dyn Format {
+                match self {
+                    $(WireFormat::$variant => &$format,)+
+                }
+            }
+        }
+    };
+}
+
+wire_formats! {
+    /// Seed 000's contract: camelCase body, `X-E2B-Signature` hex HMAC-SHA256.
+    #[default]
+    XE2bSignature = "x-e2b-signature" => x_e2b_signature::XE2bSignature,
+    /// E2B Cloud's webhooks: the event as E2B Cloud sends it, `e2b-signature` SHA-256(secret ‖ body).
+    E2bCloud = "e2b-cloud" => e2b_cloud::E2bCloud,
+    /// The Standard Webhooks spec (Svix-compatible).
+    StandardWebhooks = "standard-webhooks" => standard_webhooks::StandardWebhooks,
 }
 
 impl FromStr for WireFormat {
@@ -47,9 +99,17 @@ impl FromStr for WireFormat {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(s.trim()))
             .map(|(_, f)| *f)
-            .ok_or_else(|| {
-                format!("unknown format {s:?}; use x-e2b-signature, e2b-cloud or standard-webhooks")
-            })
+            .ok_or_else(|| format!("unknown format {s:?}; use {}", names_in_prose()))
+    }
+}
+
+/// "a, b or c": every format name, for messages.
+fn names_in_prose() -> String {
+    let names: Vec<&str> = WireFormat::ALL.iter().map(|(n, _)| *n).collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
@@ -115,15 +175,7 @@ impl SignedRequest {
 
 /// The body of an event in the given format.
 pub fn body(format: WireFormat, event: &SandboxEvent) -> Vec<u8> {
-    match format {
-        WireFormat::XE2bSignature => to_json(&seed_000_body(event)),
-        WireFormat::E2bCloud => e2b_cloud::body(event),
-        WireFormat::StandardWebhooks => to_json(&standard_webhooks_body(event)),
-    }
-}
-
-fn to_json(object: &Object<'_>) -> Vec<u8> {
-    serde_json::to_vec(object).expect("a JSON object always serializes")
+    format.definition().body(event)
 }
 
 /// The delivery id: stable for one event and one endpoint, so receivers can de-duplicate retries.
@@ -151,118 +203,24 @@ pub fn render(
         ("e2b-delivery-id", delivery_id(&endpoint.id, event.id())),
         ("e2b-delivery-attempt", attempt.to_string()),
     ];
-    match format {
-        WireFormat::XE2bSignature => {
-            headers.push((
-                "x-e2b-signature",
-                sign::x_e2b_signature(secrets.primary(), &body),
-            ));
-        }
-        WireFormat::E2bCloud => {
-            headers.push(("e2b-webhook-id", endpoint.webhook_id.to_string()));
-            headers.push(("e2b-signature-version", "v1".to_owned()));
-            headers.push((
-                "e2b-signature",
-                sign::e2b_cloud_signature(secrets.primary(), &body, endpoint.signature_encoding),
-            ));
-        }
-        WireFormat::StandardWebhooks => {
-            let ts = now.as_second();
-            headers.push(("webhook-id", event.id().to_owned()));
-            headers.push(("webhook-timestamp", ts.to_string()));
-            headers.push((
-                "webhook-signature",
-                sign::standard_webhooks_header(secrets, event.id(), ts, &body),
-            ));
-        }
-    }
+    headers.extend(format.definition().signature_headers(
+        &Signing {
+            secrets,
+            webhook_id: endpoint.webhook_id,
+            signature_encoding: endpoint.signature_encoding,
+            message_id: event.id(),
+            timestamp: now.as_second(),
+        },
+        &body,
+    ));
     SignedRequest { body, headers }
-}
-
-/// Seed 000's keys first, then the rest of the event in camelCase; values as received.
-fn seed_000_body(event: &SandboxEvent) -> Object<'_> {
-    let mut out = Object::default();
-    out.push("eventCategory", Part::Text("sandbox".into()));
-    out.push("eventLabel", Part::Text(event.lifecycle.label().into()));
-    out.copy_fields(
-        event,
-        &[
-            ("sandbox_id", "sandboxId"),
-            ("sandbox_team_id", "sandboxTeamId"),
-            ("timestamp", "timestamp"),
-            ("id", "id"),
-        ],
-    );
-    out.push("type", Part::Text(event.lifecycle.event_type().into()));
-    out.copy_fields(
-        event,
-        &[
-            ("sandbox_execution_id", "sandboxExecutionId"),
-            ("sandbox_template_id", "sandboxTemplateId"),
-            ("sandbox_build_id", "sandboxBuildId"),
-            ("event_data", "eventData"),
-        ],
-    );
-    out
-}
-
-/// The Standard Webhooks payload structure: `type`, `timestamp`, and the event as E2B shapes it
-/// (snake_case, unknown fields included) under `data`.
-fn standard_webhooks_body(event: &SandboxEvent) -> Object<'_> {
-    let mut out = Object::default();
-    out.push("type", Part::Text(event.lifecycle.event_type().into()));
-    if let Some(ts) = event.raw().get("timestamp") {
-        out.push("timestamp", Part::Json(ts));
-    }
-    out.push("data", Part::Map(event.raw()));
-    out
-}
-
-/// A JSON object written from borrowed parts of the event, in order: rendering a body copies
-/// none of the event's values. Keys are distinct (each body lists its own).
-#[derive(Default)]
-struct Object<'a>(Vec<(&'a str, Part<'a>)>);
-
-enum Part<'a> {
-    Text(std::borrow::Cow<'a, str>),
-    Json(&'a Value),
-    Map(&'a Map<String, Value>),
-}
-
-impl<'a> Object<'a> {
-    fn push(&mut self, key: &'a str, part: Part<'a>) {
-        self.0.push((key, part));
-    }
-
-    /// The event's fields `from`, as `to`, when present and not null.
-    fn copy_fields(&mut self, event: &'a SandboxEvent, pairs: &[(&'a str, &'a str)]) {
-        for (from, to) in pairs {
-            if let Some(v) = event.raw().get(*from).filter(|v| !v.is_null()) {
-                self.push(to, Part::Json(v));
-            }
-        }
-    }
-}
-
-impl Serialize for Object<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|(key, part)| (key, part)))
-    }
-}
-
-impl Serialize for Part<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Part::Text(text) => serializer.serialize_str(text),
-            Part::Json(value) => value.serialize(serializer),
-            Part::Map(map) => map.serialize(serializer),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::sign;
+    use serde_json::Value;
 
     fn event() -> SandboxEvent {
         SandboxEvent::parse(br#"{"id":"ev-1","version":"v1","event_category":"lifecycle","event_label":"kill","timestamp":"2025-10-15T12:00:00Z","sandbox_id":"test-123","sandbox_team_id":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d","extra":true}"#).unwrap()

@@ -1,5 +1,6 @@
 //! The retry policy, as data: a schedule of delays, jitter, a maximum age, `Retry-After` bounds.
 
+use crate::util::duration::parse_duration;
 use rand::RngExt;
 use serde::Deserialize;
 use std::time::Duration;
@@ -114,15 +115,6 @@ impl RetryToml {
     }
 }
 
-/// Parses a human duration such as `500ms`, `5s`, `2m`, `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 5s, 2m or 1h ({e})"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} must not be negative"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +184,5 @@ mod tests {
         assert_eq!(p.max_age, Duration::from_secs(5400));
         let bad: RetryToml = toml::from_str("max_age = \"forever\"").unwrap();
         assert_eq!(bad.into_policy().unwrap_err().0, "retry.max_age");
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
     }
 }

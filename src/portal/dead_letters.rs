@@ -1,14 +1,14 @@
 //! `/portal/api/webhooks/{id}/dead-letters`: the events the team's webhook gave up on, and
-//! re-sending them through the operator's replay path (`admin/routes/dead_letters.rs`): back
-//! onto the Redis stream for the active instance when dead letters are shared in Redis, else
-//! into this instance's outbox — only ever for this webhook, and only dead letters whose
+//! re-sending them through the operator's replay path (`crate::dead_letters`): back onto the
+//! Redis stream for the active instance when dead letters are shared in Redis, else into this
+//! instance's outbox — only ever for this webhook, and only dead letters whose
 //! endpoint is the team's webhook and whose event is the team's.
 
 use super::Portal;
 use crate::api::{ApiError, Team};
+use crate::dead_letters::DeadLetterError;
 use crate::outbox::DeadLetter;
 use crate::postgres::webhooks::endpoint_id;
-use crate::source::redis::{RedisSourceError, SharedDeadLetters};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
@@ -67,25 +67,13 @@ pub(super) async fn replay(
         .collect();
     let replayed = if mine.is_empty() {
         Vec::new()
-    } else if let Some(redis) = &portal.settings.shared_dead_letters {
-        let report = SharedDeadLetters::connect(redis)
-            .await
-            .map_err(unavailable)?
-            .replay(Some(&mine), Some(&endpoint))
-            .await
-            .map_err(unavailable)?;
-        skipped.extend(report.skipped);
-        report.replayed.into_iter().map(|(id, _)| id).collect()
     } else {
         let report = portal
             .settings
-            .outbox
-            .replay_dead_letters(Some(mine), Some(endpoint.clone()))
+            .dead_letters()
+            .replay(Some(&mine), Some(&endpoint))
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "portal: replaying dead letters failed");
-                ApiError::Unavailable
-            })?;
+            .map_err(unavailable)?;
         skipped.extend(report.skipped);
         report.replayed
     };
@@ -111,18 +99,12 @@ async fn team_letters(
         .await?
         .ok_or(ApiError::NotFound)?;
     let endpoint = endpoint_id(id);
-    let all = match &portal.settings.shared_dead_letters {
-        Some(redis) => SharedDeadLetters::connect(redis)
-            .await
-            .map_err(unavailable)?
-            .list()
-            .await
-            .map_err(unavailable)?,
-        None => portal.settings.outbox.dead_letters().await.map_err(|e| {
-            tracing::warn!(error = %e, "portal: reading dead letters failed");
-            ApiError::Unavailable
-        })?,
-    };
+    let all = portal
+        .settings
+        .dead_letters()
+        .list()
+        .await
+        .map_err(unavailable)?;
     let team = team.to_string();
     let letters = all
         .into_iter()
@@ -138,7 +120,7 @@ async fn team_letters(
     Ok((endpoint, letters))
 }
 
-fn unavailable(e: RedisSourceError) -> ApiError {
-    tracing::warn!(error = %e, "portal: the shared dead letters are unavailable");
+fn unavailable(e: DeadLetterError) -> ApiError {
+    tracing::warn!(error = %e, "portal: the dead letters are unavailable");
     ApiError::Unavailable
 }

@@ -32,6 +32,13 @@ pub struct PortalSettings {
     pub response_body_limit: usize,
 }
 
+impl PortalSettings {
+    /// The dead letters, wherever this service keeps them.
+    fn dead_letters(&self) -> Box<dyn crate::dead_letters::DeadLetterStore> {
+        crate::dead_letters::running(&self.outbox, self.shared_dead_letters.as_ref())
+    }
+}
+
 #[derive(Clone)]
 struct Portal {
     api: EventsApi,

@@ -3,12 +3,12 @@
 //! what; a Nomad 1.8 stand-in with one orchestrator for the reconciler.
 #![allow(dead_code)] // each test crate uses a different subset
 
+use super::nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
+use super::orchestrator_standin::OrchestratorStandin;
+use super::redis::RedisServer;
 use crate::common::{
     self, Delivery, RunningEmitter, TestReceiver, eventually, first_arrivals, free_port, http_get,
 };
-use crate::nomad_standin::{AllocSpec, NomadOptions, NomadStandin, workload_identity_jwt};
-use crate::orchestrator_standin::OrchestratorStandin;
-use crate::redis_server::RedisServer;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -337,7 +337,7 @@ impl Cluster {
     pub fn list(&self, ids: &[&str]) {
         self.orchestrator.set_sandboxes(
             ids.iter()
-                .map(|id| crate::orchestrator_standin::sandbox(id, TEAM, &format!("exec-{id}")))
+                .map(|id| super::orchestrator_standin::sandbox(id, TEAM, &format!("exec-{id}")))
                 .collect(),
         );
     }

@@ -268,7 +268,7 @@ pub fn send_events(
         for (e, kind) in lifecycle(events).into_iter().enumerate() {
             let id = format!("ev-{n}-{s}-{e}");
             written.insert(id.clone(), Instant::now());
-            crate::docs_receiver::xadd(conn, &id, kind, &sandbox, team_id);
+            super::docs_receiver::xadd(conn, &id, kind, &sandbox, team_id);
         }
     }
     written

@@ -1,8 +1,9 @@
-//! `/dead-letters`: listing and replaying them — in Redis, shared by every instance, when the
-//! service uses Redis; else in this instance's outbox.
+//! `/dead-letters`: listing and replaying them, wherever the service keeps them
+//! ([`crate::dead_letters`]).
 
 use super::{ApiError, not_found};
 use crate::admin::Admin;
+use crate::dead_letters::DeadLetterError;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -19,10 +20,7 @@ pub(super) async fn list(
     State(admin): State<Admin>,
     Query(p): Query<DeadLetterParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let all = match &admin.shared_dead_letters {
-        Some(redis) => shared(redis).await?.list().await.map_err(unavailable)?,
-        None => admin.outbox.dead_letters().await?,
-    };
+    let all = admin.dead_letters().list().await?;
     let letters: Vec<_> = all
         .into_iter()
         .filter(|d| {
@@ -61,27 +59,9 @@ pub(super) async fn replay(
         return Err(not_found(format!("no endpoint {endpoint:?} is configured")));
     }
     let ids = (!request.all).then_some(request.ids);
-    if let Some(redis) = &admin.shared_dead_letters {
-        // Back onto the stream, for the endpoint each failed for: the active instance delivers.
-        let report = shared(redis)
-            .await?
-            .replay(ids.as_deref(), request.endpoint.as_deref())
-            .await
-            .map_err(unavailable)?;
-        tracing::info!(
-            target: "admin",
-            requested = ?ids,
-            endpoint = ?request.endpoint,
-            replayed = ?report.replayed,
-            skipped = report.skipped.len(),
-            "admin: replayed dead letters onto the stream, for the active instance"
-        );
-        let replayed: Vec<u64> = report.replayed.iter().map(|(id, _)| *id).collect();
-        return Ok(replay_answer(&replayed, &report.skipped));
-    }
-    let report = admin
-        .outbox
-        .replay_dead_letters(ids.clone(), request.endpoint.clone())
+    let store = admin.dead_letters();
+    let report = store
+        .replay(ids.as_deref(), request.endpoint.as_deref())
         .await?;
     tracing::info!(
         target: "admin",
@@ -89,7 +69,8 @@ pub(super) async fn replay(
         endpoint = ?request.endpoint,
         replayed = ?report.replayed,
         skipped = report.skipped.len(),
-        "admin: replayed dead letters into the outbox"
+        "admin: replayed dead letters {}",
+        store.replayed_to()
     );
     Ok(replay_answer(&report.replayed, &report.skipped))
 }
@@ -103,15 +84,11 @@ fn replay_answer(replayed: &[u64], skipped: &[(u64, String)]) -> Json<Value> {
     Json(json!({"replayed": replayed, "skipped": skipped}))
 }
 
-/// The shared dead letters in Redis.
-async fn shared(
-    redis: &crate::source::redis::RedisSettings,
-) -> Result<crate::source::redis::SharedDeadLetters, ApiError> {
-    crate::source::redis::SharedDeadLetters::connect(redis)
-        .await
-        .map_err(unavailable)
-}
-
-fn unavailable(e: crate::source::redis::RedisSourceError) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+impl From<DeadLetterError> for ApiError {
+    fn from(e: DeadLetterError) -> Self {
+        match e {
+            DeadLetterError::Outbox(e) => e.into(),
+            DeadLetterError::Shared(e) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
 }

@@ -7,13 +7,54 @@
 //! difference: keys the struct does not know are passed on after its own, where E2B's round trip
 //! would drop them — a newer orchestrator's fields reach the receiver.
 
+use super::{Format, Signing};
+use crate::deliver::sign::{self, SecretSet};
 use crate::event::{Lifecycle, SandboxEvent};
 use serde_json::{Map, Value};
 use std::io;
 
-/// The body bytes of `event`.
-pub(super) fn body(event: &SandboxEvent) -> Vec<u8> {
-    go_json(&payload(event))
+/// The `e2b-cloud` format: `e2b-webhook-id`, `e2b-signature-version: v1` and `e2b-signature`,
+/// SHA-256(secret ‖ body) in the endpoint's base64 encoding.
+pub(super) struct E2bCloud;
+
+impl Format for E2bCloud {
+    fn body(&self, event: &SandboxEvent) -> Vec<u8> {
+        go_json(&payload(event))
+    }
+
+    fn signature_headers(&self, signing: &Signing<'_>, body: &[u8]) -> Vec<(&'static str, String)> {
+        vec![
+            ("e2b-webhook-id", signing.webhook_id.to_string()),
+            ("e2b-signature-version", "v1".to_owned()),
+            ("e2b-signature", signature(signing, body)),
+        ]
+    }
+
+    fn signature_lines(&self, signing: &Signing<'_>, body: &[u8]) -> Vec<String> {
+        vec![signature(signing, body)]
+    }
+
+    fn signature_header(&self) -> &'static str {
+        "e2b-signature"
+    }
+
+    fn signs_id_and_timestamp(&self) -> bool {
+        false
+    }
+
+    fn verify(
+        &self,
+        secrets: &SecretSet,
+        body: &[u8],
+        signature: &str,
+        _: Option<(&str, i64)>,
+    ) -> bool {
+        sign::verify_e2b_cloud(secrets, body, signature)
+    }
+}
+
+fn signature(signing: &Signing<'_>, body: &[u8]) -> String {
+    sign::e2b_cloud_signature(signing.secrets.primary(), body, signing.signature_encoding)
 }
 
 /// The keys of the orchestrator's event, in its order (e2b-dev/infra
@@ -165,7 +206,7 @@ mod tests {
     #[test]
     fn event_data_is_sorted_at_every_level() {
         let event = SandboxEvent::parse(br#"{"id":"e","version":"v2","type":"sandbox.lifecycle.killed","event_data":{"kill_reason":"timeout","execution":{"vcpu_count":2,"started_at":"x","memory_mb":512,"execution_time":1},"sandbox_metadata":{"z":"1","a":"2"}},"sandbox_id":"s","sandbox_team_id":"0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d"}"#).unwrap();
-        let text = String::from_utf8(body(&event)).unwrap();
+        let text = String::from_utf8(E2bCloud.body(&event)).unwrap();
         assert!(
             text.contains(r#""event_data":{"execution":{"execution_time":1,"memory_mb":512,"started_at":"x","vcpu_count":2},"kill_reason":"timeout","sandbox_metadata":{"a":"2","z":"1"}}"#),
             "{text}"

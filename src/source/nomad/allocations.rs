@@ -3,7 +3,8 @@
 //! the stream (a dropped connection, an index older than Nomad's small event buffer) cannot hide
 //! one. Needs `read-job`; a token Nomad refuses ends it, and discovery falls back to services.
 
-use super::client::{NomadClient, NomadError};
+use super::client::NomadClient;
+use super::error::NomadError;
 use super::link::Link;
 use super::wire::NomadAllocation;
 use super::{DiscoverySettings, OrchestratorSelector};

@@ -19,12 +19,14 @@
 
 mod allocations;
 mod client;
+mod error;
 mod link;
 mod services;
 mod stream;
 mod wire;
 
-pub use client::{NomadConfig, NomadError};
+pub use client::NomadConfig;
+pub use error::NomadError;
 
 use crate::cluster::OrchestratorSet;
 use crate::metrics::Metrics;

@@ -1,7 +1,7 @@
 //! Reads NDJSON frames off Nomad's event stream body: heartbeats, frames split across chunks,
 //! and the plain-text line Nomad appends when it cuts a slow reader off.
 
-use super::client::NomadError;
+use super::error::NomadError;
 use super::wire::EventFrame;
 use bytes::Bytes;
 use futures_util::StreamExt;
