@@ -8,8 +8,10 @@ mod common;
 mod support;
 
 use common::events_api::{api_call, wait_for_api};
-use common::{RunningEmitter, eventually, free_port};
+use common::{RunningEmitter, TestReceiver, eventually, free_port};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::docs_receiver::{Receiver, SECRET_A, SECRET_B, gate_exists, xadd};
 use support::postgres::PostgresServer;
@@ -353,5 +355,90 @@ fn every_attempt_is_in_the_delivery_log_for_the_team_and_the_cli() {
     assert!(
         !stdout.contains(support::postgres::EMITTER_PASSWORD)
             && !stderr.contains(support::postgres::EMITTER_PASSWORD)
+    );
+}
+
+/// The backlog gauges of a registered webhook follow its backlog down to nothing: once what it
+/// held is delivered, its `outbox_depth` series no longer shows the old depth (an alert on the
+/// backlog would otherwise keep firing for a webhook that caught up).
+#[test]
+fn a_registered_webhooks_backlog_gauge_returns_to_zero_once_it_catches_up() {
+    let pg = PostgresServer::start();
+    let redis = RedisServer::start();
+    let (team, key) = pg.add_team("alpha");
+    let accept = Arc::new(AtomicBool::new(false));
+    let decide = accept.clone();
+    let receiver = TestReceiver::start(
+        0,
+        SECRET_A,
+        Arc::new(move |_: &str, _: &str, _: u32| {
+            if decide.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            }
+        }),
+    );
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[retry]\nschedule = [\"200ms\"]\nmax_age = \"5m\"\n",
+    )
+    .unwrap();
+    let emitter = RunningEmitter::start_with_env(
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("POSTGRES_CONNECTION_STRING", &pg.url()),
+            ("LISTEN_ADDR", &format!("127.0.0.1:{port}")),
+            ("DATA_DIR", dir.path().join("data").to_str().unwrap()),
+            ("REDIS_URL", &redis.host_port()),
+            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
+        ],
+        dir.path().join("emitter.log"),
+    );
+    wait_for_api(port, &key);
+    let body = json!({
+        "name": "catching-up", "url": format!("http://127.0.0.1:{}/hook", receiver.port),
+        "enabled": true, "events": ["sandbox.lifecycle.killed"], "signatureSecret": SECRET_A,
+    });
+    let (status, created) = api_call(port, "POST", "/events/webhooks", Some(&key), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let hook = created["id"].as_str().unwrap().to_owned();
+    let mut conn = redis.connection();
+    assert!(eventually(Duration::from_secs(10), || gate_exists(
+        &mut conn, &team
+    )));
+    xadd(&mut conn, "k-1", "killed", "sbx-1", &team);
+    let depth = |n: u32| format!("e2b_webhook_outbox_depth{{endpoint=\"webhook:{hook}\"}} {n}");
+    assert!(
+        eventually(Duration::from_secs(20), || common::http_get(
+            port, "/metrics"
+        )
+        .1
+        .contains(&depth(1))),
+        "the refused event is counted as its backlog; log:\n{}",
+        emitter.log_text()
+    );
+
+    accept.store(true, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(20), || !receiver
+            .accepted
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "{}",
+        emitter.log_text()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !common::http_get(
+            port, "/metrics"
+        )
+        .1
+        .contains(&depth(1))),
+        "{}",
+        common::http_get(port, "/metrics").1
     );
 }

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{FileSharing, Outbox, OutboxStatus, Route};
 use crate::util::redact::redact_url;
 use anyhow::Context;
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -257,6 +258,7 @@ fn flatten(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::
 async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
     let mut last_prune = tokio::time::Instant::now();
+    let mut last_reported: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -270,6 +272,7 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
             }
         };
         let now = jiff::Timestamp::now().as_millisecond();
+        let mut reported = HashSet::with_capacity(status.endpoints.len());
         for backlog in &status.endpoints {
             let age = backlog
                 .oldest_appended_at_ms
@@ -277,7 +280,14 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
             outbox
                 .metrics()
                 .set_outbox(&backlog.endpoint, backlog.depth, age);
+            reported.insert(backlog.endpoint.clone());
         }
+        // The status lists a registered webhook only while it holds something: one that caught
+        // up (or was deleted) is set to 0, not left at its last depth for an alert to keep firing.
+        for endpoint in last_reported.difference(&reported) {
+            outbox.metrics().set_outbox(endpoint, 0, 0.0);
+        }
+        last_reported = reported;
         if last_prune.elapsed() > Duration::from_secs(600) {
             last_prune = tokio::time::Instant::now();
             match outbox.prune_event_ids(DEDUP_WINDOW).await {
