@@ -210,26 +210,7 @@ fn a_frozen_leader_is_replaced_and_stops_delivering_when_it_resumes() {
 
     // Events keep coming while the leader is frozen and replaced.
     let (events, expected) = common::lifecycle_ndjson(60, 20); // 1 200 events
-    let lines: Vec<String> = events.lines().map(str::to_owned).collect();
-    let writer = {
-        let url = redis.url();
-        std::thread::spawn(move || {
-            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-            for chunk in lines.chunks(20) {
-                let mut pipe = redis::pipe();
-                for line in chunk {
-                    pipe.cmd("XADD")
-                        .arg(STREAM)
-                        .arg("*")
-                        .arg("payload")
-                        .arg(line)
-                        .ignore();
-                }
-                let () = pipe.query(&mut conn).unwrap();
-                std::thread::sleep(Duration::from_millis(100)); // 200 events/s for 6 s
-            }
-        })
-    };
+    let writer = write_in_background(&redis.url(), &events);
     std::thread::sleep(Duration::from_millis(1500));
     frozen.signal(Signal::SIGSTOP);
     let stopped_at = Instant::now();

@@ -402,26 +402,7 @@ fn the_released_version_and_this_one_side_by_side_deliver_every_event_once_in_or
 
     // Events keep coming through the whole upgrade: 2 400 over about 12 s.
     let (events, expected) = common::lifecycle_ndjson(120, 20);
-    let lines: Vec<String> = events.lines().map(str::to_owned).collect();
-    let writer = {
-        let url = redis.url();
-        std::thread::spawn(move || {
-            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-            for chunk in lines.chunks(20) {
-                let mut pipe = redis::pipe();
-                for line in chunk {
-                    pipe.cmd("XADD")
-                        .arg(STREAM)
-                        .arg("*")
-                        .arg("payload")
-                        .arg(line)
-                        .ignore();
-                }
-                let () = pipe.query(&mut conn).unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let writer = write_in_background(&redis.url(), &events);
     // Replaced one at a time, each stopped gracefully and started again once the other
     // delivers (as Nomad's update stanza does): the lease goes from the previous release to
     // this version; then this version hands it back to the previous release (a rollback).

@@ -420,3 +420,26 @@ pub fn shared_dead_letters(redis: &RedisServer) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Appends `events` (one JSON line each) to the orchestrator's stream from a thread, 20 every
+/// 100 ms (200 events/s), so they keep coming while a test stops and starts instances.
+pub fn write_in_background(redis_url: &str, events: &str) -> std::thread::JoinHandle<()> {
+    let url = redis_url.to_owned();
+    let lines: Vec<String> = events.lines().map(str::to_owned).collect();
+    std::thread::spawn(move || {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        for chunk in lines.chunks(20) {
+            let mut pipe = redis::pipe();
+            for line in chunk {
+                pipe.cmd("XADD")
+                    .arg(STREAM)
+                    .arg("*")
+                    .arg("payload")
+                    .arg(line)
+                    .ignore();
+            }
+            let () = pipe.query(&mut conn).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
