@@ -6,6 +6,10 @@ mod dead_letters;
 mod delivery;
 mod error;
 mod intake;
+// The segment log that replaces the redb tables on the per-event path (issue 30); the outbox is
+// moved onto it in the next step, until then only its tests use it.
+#[allow(dead_code)]
+mod log;
 mod offline;
 mod open;
 mod raw_input;

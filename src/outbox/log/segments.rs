@@ -1,0 +1,124 @@
+//! The segment files: named after their first commit, created at their full size, and recycled.
+//!
+//! A segment is written whole with zeros when it is created, and never grows afterwards: a commit
+//! overwrites blocks the file already has, so its `fdatasync` writes the data pages and no
+//! metadata (no size change, no block allocation through the filesystem's journal), and a full
+//! disk shows up when a segment is created, not in the middle of a commit. A deleted segment is
+//! kept as the spare and renamed to be the next one, so zeros are written once per file, not once
+//! per segment; what it held before is told apart by its lower commit numbers (see `frame.rs`).
+
+use super::LogError;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Segment files end in this.
+const SUFFIX: &str = ".seg";
+/// The file a deleted segment is kept as, for the next one.
+const SPARE: &str = "spare.seg-free";
+/// Zeros are written in pieces of this size.
+const ZEROS: usize = 1 << 20;
+
+/// One segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Segment {
+    /// The number of its first commit (its name).
+    pub(super) first: u64,
+    pub(super) path: PathBuf,
+}
+
+/// The file of the segment whose first commit is `first`.
+pub(super) fn path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}{SUFFIX}"))
+}
+
+/// The segments in `dir`, oldest first.
+pub(super) fn list(dir: &Path) -> Result<Vec<Segment>, LogError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| LogError::io("read", dir, e))?;
+    let mut segments = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("read", dir, e))?;
+        let name = entry.file_name();
+        let Some(first) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(SUFFIX))
+            .filter(|n| n.len() == 20)
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        segments.push(Segment {
+            first,
+            path: entry.path(),
+        });
+    }
+    segments.sort_by_key(|s| s.first);
+    Ok(segments)
+}
+
+/// Makes segment `first` of `size` bytes (the spare, when it has that size, or a new file of
+/// zeros), durably named; returns it opened for writing.
+pub(super) fn create(dir: &Path, first: u64, size: u64) -> Result<(Segment, File), LogError> {
+    let target = path(dir, first);
+    let spare = dir.join(SPARE);
+    let reused = std::fs::metadata(&spare).is_ok_and(|m| m.len() == size)
+        && std::fs::rename(&spare, &target).is_ok();
+    if !reused {
+        let tmp = dir.join(format!("{first:020}{SUFFIX}-new"));
+        let made = write_zeros(&tmp, size).and_then(|()| {
+            std::fs::rename(&tmp, &target).map_err(|e| LogError::io("rename", &tmp, e))
+        });
+        if let Err(e) = made {
+            // A full disk: leave nothing half made behind.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    }
+    sync_dir(dir)?;
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(&target)
+        .map_err(|e| LogError::io("open", &target, e))?;
+    Ok((
+        Segment {
+            first,
+            path: target,
+        },
+        file,
+    ))
+}
+
+fn write_zeros(path: &Path, size: u64) -> Result<(), LogError> {
+    let io = |e| LogError::io("create", path, e);
+    let mut file = File::create(path).map_err(io)?;
+    let zeros = vec![0; ZEROS];
+    let mut left = size;
+    while left > 0 {
+        let piece = usize::try_from(left).map_or(ZEROS, |l| l.min(ZEROS));
+        file.write_all(&zeros[..piece]).map_err(io)?;
+        left -= piece as u64;
+    }
+    file.sync_all().map_err(io)
+}
+
+/// Deletes a segment whose commits are all finished; it becomes the spare when there is none
+/// and it has the usual `size`.
+pub(super) fn delete(dir: &Path, segment: &Segment, size: u64) -> Result<(), LogError> {
+    let spare = dir.join(SPARE);
+    let keep = !spare.exists()
+        && std::fs::metadata(&segment.path).is_ok_and(|m| m.len() == size)
+        && std::fs::rename(&segment.path, &spare).is_ok();
+    if !keep {
+        std::fs::remove_file(&segment.path)
+            .map_err(|e| LogError::io("delete", &segment.path, e))?;
+    }
+    sync_dir(dir)
+}
+
+/// Makes the directory's entries (a new or renamed file) durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("sync", dir, e))
+}

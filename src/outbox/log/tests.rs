@@ -1,0 +1,391 @@
+use super::frame::PAGE;
+use super::*;
+use std::time::Instant;
+
+/// A record read back: its commit, where it is, its bytes.
+type Read = (u64, Location, Vec<u8>);
+
+fn options(segment_pages: u64, linger: Duration) -> LogOptions {
+    LogOptions {
+        segment_size: segment_pages * PAGE as u64,
+        linger,
+    }
+}
+
+fn open(dir: &Path, options: LogOptions) -> Result<(Log, Vec<Read>), LogError> {
+    let mut read = Vec::new();
+    let log = Log::open(dir, options, |r: Record<'_>| {
+        read.push((r.commit, r.location, r.payload.to_vec()));
+        Ok::<_, LogError>(())
+    })?;
+    Ok((log, read))
+}
+
+/// What recovery would read from `dir`, without opening it for writing.
+fn recover(dir: &Path) -> Result<Vec<Vec<u8>>, LogError> {
+    let mut read = Vec::new();
+    scan_dir(dir, ScanMode::Recovery, |r: Record<'_>| {
+        read.push(r.payload.to_vec());
+        Ok::<_, LogError>(())
+    })?;
+    Ok(read)
+}
+
+fn append_now(log: &Log, records: &[&[u8]]) -> Committed {
+    let records = records.iter().map(|r| r.to_vec()).collect();
+    log.append(records, Urgency::Now).wait_blocking().unwrap()
+}
+
+fn payloads(read: &[Read]) -> Vec<Vec<u8>> {
+    read.iter().map(|r| r.2.clone()).collect()
+}
+
+#[test]
+fn records_read_back_in_order_with_their_commits_and_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, read) = open(dir.path(), LogOptions::default()).unwrap();
+    assert!(read.is_empty());
+    let first = append_now(&log, &[b"a", b"bb"]);
+    let second = append_now(&log, &[b"", b"ccc"]);
+    assert_eq!((first.number, second.number), (1, 2));
+    assert_eq!(log.committed(), 2);
+    assert_eq!(log.read(second.locations[1]).unwrap(), b"ccc");
+    drop(log);
+
+    let (log, read) = open(dir.path(), LogOptions::default()).unwrap();
+    let commits: Vec<u64> = read.iter().map(|r| r.0).collect();
+    assert_eq!(commits, [1, 1, 2, 2]);
+    assert_eq!(payloads(&read), [&b"a"[..], b"bb", b"", b"ccc"]);
+    let locations: Vec<Location> = read.iter().map(|r| r.1).collect();
+    let written: Vec<Location> = first
+        .locations
+        .into_iter()
+        .chain(second.locations)
+        .collect();
+    assert_eq!(locations, written);
+    // Numbering goes on after a reopen.
+    assert_eq!(append_now(&log, &[b"d"]).number, 3);
+}
+
+#[test]
+fn urgent_records_share_one_commit_with_everything_queued_before_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), options(16, Duration::from_secs(60))).unwrap();
+    let waiting: Vec<PendingCommit> = (0..5u8)
+        .map(|i| log.append(vec![vec![i]], Urgency::WithNext))
+        .collect();
+    let urgent = append_now(&log, &[b"now"]);
+    for pending in waiting {
+        assert_eq!(pending.wait_blocking().unwrap().number, urgent.number);
+    }
+    assert_eq!(urgent.number, 1, "one commit for all six");
+    assert_eq!(log.committed(), 1);
+}
+
+#[test]
+fn records_that_can_wait_are_committed_after_the_linger_time_without_an_urgent_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let linger = Duration::from_millis(50);
+    let (log, _) = open(dir.path(), options(16, linger)).unwrap();
+    let started = Instant::now();
+    let committed = log
+        .append(vec![b"later".to_vec()], Urgency::WithNext)
+        .wait_blocking()
+        .unwrap();
+    assert!(started.elapsed() >= linger);
+    assert_eq!(committed.number, 1);
+    drop(log);
+    assert_eq!(recover(dir.path()).unwrap(), [b"later".to_vec()]);
+}
+
+#[test]
+fn dropping_the_log_commits_what_was_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), options(16, Duration::from_secs(60))).unwrap();
+    let pending = log.append(vec![b"queued".to_vec()], Urgency::WithNext);
+    drop(log);
+    assert_eq!(pending.wait_blocking().unwrap().number, 1);
+    assert_eq!(recover(dir.path()).unwrap(), [b"queued".to_vec()]);
+}
+
+#[test]
+fn segments_rotate_and_finished_ones_are_deleted_then_recycled_without_their_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(2, Duration::from_millis(10));
+    let (log, _) = open(dir.path(), opts).unwrap();
+    // One page per commit, two per segment.
+    let numbers: Vec<u64> = (0..10u8)
+        .map(|i| append_now(&log, &[&[i; 100]]).number)
+        .collect();
+    assert_eq!(numbers, (1..=10).collect::<Vec<_>>());
+    let names = |dir: &Path| -> Vec<u64> {
+        segments::list(dir)
+            .unwrap()
+            .iter()
+            .map(|s| s.first)
+            .collect()
+    };
+    assert_eq!(names(dir.path()), [1, 3, 5, 7, 9]);
+    // Commits 1–6 finished: segments 1, 3 and 5 go (the first of them is kept as the spare).
+    log.release_before(7);
+    let eleven = append_now(&log, &[&[10; 100]]);
+    assert_eq!(eleven.number, 11);
+    assert_eq!(names(dir.path()), [7, 9, 11]);
+    assert!(
+        log.read(Location {
+            segment: 1,
+            offset: 25
+        })
+        .is_err()
+    );
+    drop(log);
+
+    let (log, read) = open(dir.path(), opts).unwrap();
+    let expected: Vec<Vec<u8>> = (6..=10u8).map(|i| vec![i; 100]).collect();
+    assert_eq!(payloads(&read), expected);
+    // Segment 11 is segment 1 recycled: what it held (commit 2) is not read after commit 11.
+    for i in 11..=16u8 {
+        append_now(&log, &[&[i; 100]]);
+    }
+    assert_eq!(names(dir.path()), [7, 9, 11, 13, 15, 17]);
+    drop(log);
+    let expected: Vec<Vec<u8>> = (6..=16u8).map(|i| vec![i; 100]).collect();
+    assert_eq!(recover(dir.path()).unwrap(), expected);
+}
+
+#[test]
+fn a_commit_larger_than_a_segment_gets_a_segment_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(1, Duration::from_millis(10));
+    let (log, _) = open(dir.path(), opts).unwrap();
+    let big = vec![7u8; 3 * PAGE];
+    let committed = append_now(&log, &[&big]);
+    assert_eq!(log.read(committed.locations[0]).unwrap(), big);
+    append_now(&log, &[b"after"]);
+    drop(log);
+    assert_eq!(recover(dir.path()).unwrap(), [big, b"after".to_vec()]);
+}
+
+/// A log of a full first segment (commits 1–8, one page each) and a last segment (from commit
+/// 9) of four commits: one record, two records of which one crosses pages, three records, one.
+/// Returns the directory, the last segment's path and bytes, and per commit of the last segment
+/// its records and where its header and body lie (`start..end`).
+struct Damageable {
+    dir: tempfile::TempDir,
+    last: PathBuf,
+    bytes: Vec<u8>,
+    earlier: Vec<Vec<u8>>,
+    commits: Vec<(std::ops::Range<usize>, Vec<Vec<u8>>)>,
+}
+
+fn damageable() -> Damageable {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), options(8, Duration::from_millis(10))).unwrap();
+    let earlier: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'e', i]).collect();
+    for record in &earlier {
+        append_now(&log, &[record]);
+    }
+    let last_commits: Vec<Vec<Vec<u8>>> = vec![
+        vec![b"appended 1".to_vec()],
+        vec![vec![b'x'; 5000], b"appended 2".to_vec()],
+        vec![
+            b"retry".to_vec(),
+            b"finished".to_vec(),
+            b"acknowledged".to_vec(),
+        ],
+        vec![b"appended 3".to_vec()],
+    ];
+    let mut commits = Vec::new();
+    for records in &last_commits {
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let committed = append_now(&log, &refs);
+        assert_eq!(committed.locations[0].segment, 9);
+        // The header (8 + 17 bytes) comes right before the first record.
+        let start = committed.locations[0].offset as usize - 25;
+        let end =
+            committed.locations.last().unwrap().offset as usize + 8 + records.last().unwrap().len();
+        commits.push((start..end, records.clone()));
+    }
+    drop(log);
+    let last = segments::path(dir.path(), 9);
+    let bytes = std::fs::read(&last).unwrap();
+    Damageable {
+        dir,
+        last,
+        bytes,
+        earlier,
+        commits,
+    }
+}
+
+impl Damageable {
+    /// Every record of the commits of the last segment that pass `keep`, after the earlier ones.
+    fn expected(&self, keep: impl Fn(&std::ops::Range<usize>) -> bool) -> Vec<Vec<u8>> {
+        let mut out = self.earlier.clone();
+        for (range, records) in &self.commits {
+            if keep(range) {
+                out.extend(records.iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// From the first byte of the last three commits to just past the last one's page.
+    fn offsets(&self) -> std::ops::Range<usize> {
+        let last_end = self.commits.last().unwrap().0.end;
+        self.commits[1].0.start..(last_end.div_ceil(PAGE) * PAGE + 16)
+    }
+}
+
+#[test]
+fn a_last_segment_cut_at_every_byte_of_its_last_commits_keeps_every_whole_commit() {
+    let log = damageable();
+    for offset in log.offsets().clone().take_while(|o| *o <= log.bytes.len()) {
+        std::fs::write(&log.last, &log.bytes[..offset]).unwrap();
+        let expected = log.expected(|commit| commit.end <= offset);
+        assert_eq!(
+            recover(log.dir.path()).unwrap(),
+            expected,
+            "cut at {offset}"
+        );
+        if offset % 97 == 0 {
+            // The log goes on after the cut, and what follows reads back after it.
+            let (reopened, read) = open(log.dir.path(), options(8, Duration::ZERO)).unwrap();
+            assert_eq!(payloads(&read), expected, "cut at {offset}");
+            append_now(&reopened, &[b"after the cut"]);
+            drop(reopened);
+            let mut with_next = expected;
+            with_next.push(b"after the cut".to_vec());
+            assert_eq!(
+                recover(log.dir.path()).unwrap(),
+                with_next,
+                "cut at {offset}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_byte_damaged_anywhere_in_the_last_commits_is_cut_when_last_and_refused_when_committed_after() {
+    let log = damageable();
+    let last_commit = log.commits.last().unwrap().0.clone();
+    for offset in log.offsets() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut damaged = log.bytes.clone();
+            damaged[offset] ^= flip;
+            std::fs::write(&log.last, &damaged).unwrap();
+            let hit = log
+                .commits
+                .iter()
+                .find(|(range, _)| range.contains(&offset));
+            let result = recover(log.dir.path());
+            match hit {
+                // Padding is never read.
+                None => assert_eq!(result.unwrap(), log.expected(|_| true), "byte {offset}"),
+                // The last commit, damaged, is what a torn one looks like: cut.
+                Some((range, _)) if *range == last_commit => assert_eq!(
+                    result.unwrap(),
+                    log.expected(|commit| *commit != last_commit),
+                    "byte {offset}"
+                ),
+                // A commit followed by another was committed: refused, naming the segment.
+                Some(_) => match result {
+                    Err(LogError::Damaged { path, .. }) => {
+                        assert_eq!(path, log.last, "byte {offset}")
+                    }
+                    other => panic!("byte {offset} ^ {flip:#x}: {other:?}"),
+                },
+            }
+        }
+    }
+}
+
+#[test]
+fn a_damaged_segment_other_than_the_last_is_refused_with_its_name() {
+    let log = damageable();
+    let first = segments::path(log.dir.path(), 1);
+    let intact = std::fs::read(&first).unwrap();
+    let refused = |what: &str| match open(log.dir.path(), LogOptions::default()) {
+        Err(LogError::Damaged { path, reason }) => {
+            assert_eq!(path, first, "{what}: {reason}");
+            let shown = LogError::Damaged { path, reason }.to_string();
+            assert!(shown.contains("00000000000000000001.seg"), "{shown}");
+        }
+        Err(other) => panic!("{what}: {other}"),
+        Ok(_) => panic!("{what}: opened"),
+    };
+    // A byte of commit 4, in the middle of the first segment.
+    let mut damaged = intact.clone();
+    damaged[3 * PAGE + 30] ^= 0x10;
+    std::fs::write(&first, &damaged).unwrap();
+    refused("a damaged byte");
+    // Its last commit cut off: the last segment starts at a commit it no longer has.
+    std::fs::write(&first, &intact[..7 * PAGE + 20]).unwrap();
+    refused("cut short");
+    std::fs::write(&first, &intact).unwrap();
+    assert_eq!(recover(log.dir.path()).unwrap(), log.expected(|_| true));
+}
+
+/// A tmpfs of `size`, unmounted on drop; none where mounting is not allowed.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|out| out.status.success());
+        mounted.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_commits_until_space_returns_and_loses_nothing_committed() {
+    let Some(disk) = Tmpfs::mount("256k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)");
+        return;
+    };
+    let dir = disk.0.path().join("log");
+    let (log, _) = open(&dir, options(8, Duration::from_millis(10))).unwrap();
+    // Everything else the disk has goes to a file of its own.
+    let filler = disk.0.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let page = vec![1u8; PAGE];
+    while std::io::Write::write_all(&mut file, &page).is_ok() {}
+    drop(file);
+    let mut committed = Vec::new();
+    let failure = loop {
+        let record = format!("event {}", committed.len()).into_bytes();
+        match log
+            .append(vec![record.clone()], Urgency::Now)
+            .wait_blocking()
+        {
+            Ok(_) => committed.push(record),
+            Err(e) => break e,
+        }
+    };
+    // The segment in use was written whole when made: the disk fills at the next one.
+    assert_eq!(committed.len(), 8);
+    assert!(failure.disk_full(), "{failure}");
+    assert!(
+        log.append(vec![b"still full".to_vec()], Urgency::Now)
+            .wait_blocking()
+            .is_err()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    append_now(&log, &[b"space again"]);
+    committed.push(b"space again".to_vec());
+    drop(log);
+    assert_eq!(recover(&dir).unwrap(), committed);
+}
