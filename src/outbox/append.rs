@@ -1,6 +1,7 @@
 //! Appending: events with their deliveries (de-duplicated by id), malformed inputs set aside as
 //! dead letters, and the running/paused view of sandboxes the events keep.
 
+use super::live::{SandboxChange, sandbox_change};
 use super::records::{
     ACKS, DEAD, DEAD_EXPORT, EVENT_IDS, EVENTS, EventRecordRef, LiveEntry, NEXT_DEAD, NEXT_SEQ,
     PENDING, SANDBOXES, STATE, STREAM_ENTRIES, decode, encode, read_counter,
@@ -8,9 +9,9 @@ use super::records::{
 use super::store::Store;
 use super::{
     DeadLetter, DeliveryState, FromStream, MalformedInput, OutboxError, RawInput, Route,
-    SandboxRecord, SandboxState, StreamEntryRef,
+    SandboxRecord, StreamEntryRef,
 };
-use crate::event::{Lifecycle, SandboxEvent};
+use crate::event::SandboxEvent;
 use crate::util::time::now_ms;
 use redb::ReadableTable;
 use serde_json::Value;
@@ -265,22 +266,15 @@ fn track_sandbox(
     event: &SandboxEvent,
     now: i64,
 ) -> Result<(), OutboxError> {
-    let state = match event.lifecycle {
-        Lifecycle::Created | Lifecycle::Resumed => SandboxState::Running,
-        Lifecycle::Paused => SandboxState::Paused,
-        Lifecycle::Killed => {
+    let known = || Ok::<_, OutboxError>(table.get(event.sandbox_id())?.is_some());
+    match sandbox_change(event, known, now)? {
+        SandboxChange::Keep => {}
+        SandboxChange::Remove => {
             table.remove(event.sandbox_id())?;
-            return Ok(());
         }
-        Lifecycle::Updated | Lifecycle::Checkpointed => {
-            if table.get(event.sandbox_id())?.is_some() {
-                return Ok(());
-            }
-            SandboxState::Running
+        SandboxChange::Set(record) => {
+            table.insert(event.sandbox_id(), encode(&record).as_slice())?;
         }
-        Lifecycle::Unknown(_) => return Ok(()),
-    };
-    let record = SandboxRecord::of(event, state, now);
-    table.insert(event.sandbox_id(), encode(&record).as_slice())?;
+    }
     Ok(())
 }

@@ -128,3 +128,18 @@ impl From<redb::SetDurabilityError> for OutboxError {
         Self::Storage(e.to_string())
     }
 }
+
+impl From<super::log::LogError> for OutboxError {
+    fn from(e: super::log::LogError) -> Self {
+        use super::log::LogError;
+        let disk_full = e.disk_full();
+        match e {
+            LogError::Io { .. } => Self::Unwritable {
+                reason: e.to_string(),
+                disk_full,
+            },
+            LogError::Damaged { path, reason } => Self::Damaged { path, reason },
+            LogError::Stopped => Self::Storage(e.to_string()),
+        }
+    }
+}

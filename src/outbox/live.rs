@@ -1,0 +1,369 @@
+//! The outbox's live set in memory, rebuilt at start from the log's records (`journal.rs`): the
+//! events still to deliver and where they are on disk, pending deliveries per endpoint, stream
+//! entries to acknowledge, the event-id window and the view of sandboxes (issue 30).
+//!
+//! Records are applied in log order, so the state after a record is the same whether it was
+//! applied while running or while reading the log back.
+
+use super::journal::{JournalRecord, Snapshot};
+use super::log::{Location, Log};
+use super::{
+    DeliveryState, OutboxError, PendingDelivery, SandboxRecord, SandboxState, StreamEntryRef,
+};
+use crate::event::{Lifecycle, SandboxEvent};
+use std::collections::{BTreeMap, HashMap};
+
+/// An event not yet finished everywhere.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LiveEvent {
+    /// Its `Appended` record.
+    pub(super) location: Location,
+    /// The commit that holds that record: its segment is kept until the event is finished.
+    pub(super) commit: u64,
+    pub(super) entry: Option<StreamEntryRef>,
+}
+
+/// What the log says is live.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Live {
+    next_seq: u64,
+    events: BTreeMap<u64, LiveEvent>,
+    /// Endpoint → seq → delivery state.
+    pending: HashMap<String, BTreeMap<u64, DeliveryState>>,
+    /// Stream entry id → the seq of its event.
+    entries: HashMap<String, u64>,
+    /// Entries to acknowledge: id → generation.
+    acks: BTreeMap<String, String>,
+    /// Event id → when it was appended (ms): the de-duplication window.
+    event_ids: HashMap<String, i64>,
+    sandboxes: BTreeMap<String, SandboxRecord>,
+}
+
+/// What an event does to the view of sandboxes.
+pub(super) enum SandboxChange {
+    Keep,
+    Remove,
+    Set(SandboxRecord),
+}
+
+/// The change `event` makes to the view; `known` says whether its sandbox is in it.
+pub(super) fn sandbox_change<E>(
+    event: &SandboxEvent,
+    known: impl FnOnce() -> Result<bool, E>,
+    now_ms: i64,
+) -> Result<SandboxChange, E> {
+    let state = match event.lifecycle {
+        Lifecycle::Created | Lifecycle::Resumed => SandboxState::Running,
+        Lifecycle::Paused => SandboxState::Paused,
+        Lifecycle::Killed => return Ok(SandboxChange::Remove),
+        // An update says nothing about a sandbox paused meanwhile.
+        Lifecycle::Updated | Lifecycle::Checkpointed => {
+            if known()? {
+                return Ok(SandboxChange::Keep);
+            }
+            SandboxState::Running
+        }
+        Lifecycle::Unknown(_) => return Ok(SandboxChange::Keep),
+    };
+    Ok(SandboxChange::Set(SandboxRecord::of(event, state, now_ms)))
+}
+
+impl Live {
+    /// Applies one record read from (or appended to) `location`, in commit `commit`.
+    pub(super) fn apply(
+        &mut self,
+        record: JournalRecord,
+        commit: u64,
+        location: Location,
+    ) -> Result<(), OutboxError> {
+        match record {
+            JournalRecord::Appended {
+                seq,
+                appended_at_ms,
+                event,
+                entry,
+                endpoints,
+                tracks_sandbox,
+                ..
+            } => {
+                self.next_seq = self.next_seq.max(seq + 1);
+                let event = SandboxEvent::from_value(event)
+                    .map_err(|e| OutboxError::Corrupt(format!("event {seq}: {e}")))?;
+                self.event_ids.insert(event.id().to_owned(), appended_at_ms);
+                if tracks_sandbox {
+                    let known =
+                        || Ok::<_, OutboxError>(self.sandboxes.contains_key(event.sandbox_id()));
+                    match sandbox_change(&event, known, appended_at_ms)? {
+                        SandboxChange::Keep => {}
+                        SandboxChange::Remove => {
+                            self.sandboxes.remove(event.sandbox_id());
+                        }
+                        SandboxChange::Set(record) => {
+                            self.sandboxes.insert(record.sandbox_id.clone(), record);
+                        }
+                    }
+                }
+                if endpoints.is_empty() {
+                    if let Some(entry) = entry {
+                        self.acks.insert(entry.id, entry.generation);
+                    }
+                    return Ok(());
+                }
+                let delivery = DeliveryState {
+                    sandbox_id: event.sandbox_id().to_owned(),
+                    ..DeliveryState::default()
+                };
+                // An event appended again (copied forward) keeps the state its deliveries have.
+                for endpoint in endpoints {
+                    self.pending
+                        .entry(endpoint)
+                        .or_default()
+                        .entry(seq)
+                        .or_insert_with(|| delivery.clone());
+                }
+                if let Some(entry) = &entry {
+                    self.entries.insert(entry.id.clone(), seq);
+                }
+                self.events.insert(
+                    seq,
+                    LiveEvent {
+                        location,
+                        commit,
+                        entry,
+                    },
+                );
+            }
+            JournalRecord::Retry {
+                endpoint,
+                seq,
+                state,
+            } => {
+                if let Some(pending) = self
+                    .pending
+                    .get_mut(&endpoint)
+                    .and_then(|p| p.get_mut(&seq))
+                {
+                    *pending = state;
+                }
+            }
+            JournalRecord::Finished { endpoint, seq } => self.finish(&endpoint, seq),
+            JournalRecord::AckQueued { entries } => {
+                for entry in entries {
+                    self.acks.insert(entry.id, entry.generation);
+                }
+            }
+            JournalRecord::Acknowledged { entries } => {
+                for entry in entries {
+                    self.acks.remove(&entry);
+                }
+            }
+            JournalRecord::Forgotten { entries } => {
+                for entry in entries {
+                    let Some(seq) = self.entries.remove(&entry) else {
+                        continue;
+                    };
+                    self.events.remove(&seq);
+                    for pending in self.pending.values_mut() {
+                        pending.remove(&seq);
+                    }
+                }
+                self.pending.retain(|_, p| !p.is_empty());
+            }
+            JournalRecord::Sandboxes { records } => {
+                self.sandboxes = records
+                    .into_iter()
+                    .map(|r| (r.sandbox_id.clone(), r))
+                    .collect();
+            }
+            JournalRecord::IdsPruned { before_ms } => {
+                self.event_ids.retain(|_, at| *at >= before_ms)
+            }
+            JournalRecord::Snapshot(snapshot) => self.restore(snapshot),
+        }
+        Ok(())
+    }
+
+    /// The delivery of `seq` to `endpoint` is over; the event goes once no endpoint has it, and
+    /// its stream entry is queued for acknowledgement.
+    fn finish(&mut self, endpoint: &str, seq: u64) {
+        if let Some(pending) = self.pending.get_mut(endpoint) {
+            pending.remove(&seq);
+            if pending.is_empty() {
+                self.pending.remove(endpoint);
+            }
+        }
+        if self.pending.values().any(|p| p.contains_key(&seq)) {
+            return;
+        }
+        if let Some(LiveEvent {
+            entry: Some(entry), ..
+        }) = self.events.remove(&seq)
+        {
+            self.entries.remove(&entry.id);
+            self.acks.insert(entry.id, entry.generation);
+        }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) {
+        self.next_seq = self.next_seq.max(snapshot.next_seq);
+        self.event_ids = snapshot.event_ids.into_iter().collect();
+        self.sandboxes = snapshot
+            .sandboxes
+            .into_iter()
+            .map(|r| (r.sandbox_id.clone(), r))
+            .collect();
+        self.acks = snapshot
+            .acks
+            .into_iter()
+            .map(|e| (e.id, e.generation))
+            .collect();
+        for (endpoint, seq, state) in snapshot.retries {
+            if let Some(pending) = self
+                .pending
+                .get_mut(&endpoint)
+                .and_then(|p| p.get_mut(&seq))
+            {
+                *pending = state;
+            }
+        }
+    }
+
+    /// What outlives events, to carry it forward before old segments are deleted.
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let retries = self
+            .pending
+            .iter()
+            .flat_map(|(endpoint, pending)| {
+                pending
+                    .iter()
+                    .filter(|(_, state)| state.attempts > 0 || state.last_error.is_some())
+                    .map(|(seq, state)| (endpoint.clone(), *seq, state.clone()))
+            })
+            .collect();
+        Snapshot {
+            next_seq: self.next_seq,
+            event_ids: self
+                .event_ids
+                .iter()
+                .map(|(id, at)| (id.clone(), *at))
+                .collect(),
+            sandboxes: self.sandboxes.values().cloned().collect(),
+            acks: self
+                .acks
+                .iter()
+                .map(|(id, generation)| StreamEntryRef {
+                    id: id.clone(),
+                    generation: generation.clone(),
+                })
+                .collect(),
+            retries,
+        }
+    }
+
+    /// The first commit still needed once commit `snapshot_commit` holds a snapshot: the
+    /// segments wholly before it may be deleted.
+    pub(super) fn release_point(&self, snapshot_commit: u64) -> u64 {
+        self.events
+            .values()
+            .map(|e| e.commit)
+            .min()
+            .map_or(snapshot_commit, |oldest| oldest.min(snapshot_commit))
+    }
+
+    /// The records that copy forward the live events appended before commit `before`, which
+    /// hold old segments back (an endpoint down for hours): each appended again for the
+    /// endpoints that still have it, without changing the view of sandboxes a second time.
+    pub(super) fn copies_forward(
+        &self,
+        log: &Log,
+        before: u64,
+    ) -> Result<Vec<JournalRecord>, OutboxError> {
+        let mut copies = Vec::new();
+        for (seq, event) in self.events.iter().filter(|(_, e)| e.commit < before) {
+            let JournalRecord::Appended {
+                seq: stored,
+                appended_at_ms,
+                source,
+                event,
+                entry,
+                ..
+            } = JournalRecord::decode(&log.read(event.location)?)?
+            else {
+                return Err(OutboxError::Corrupt(format!(
+                    "outbox log: the record of event {seq} is not the event"
+                )));
+            };
+            let endpoints = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.contains_key(seq))
+                .map(|(endpoint, _)| endpoint.clone())
+                .collect();
+            copies.push(JournalRecord::Appended {
+                seq: stored,
+                appended_at_ms,
+                source,
+                event,
+                entry,
+                endpoints,
+                tracks_sandbox: false,
+            });
+        }
+        Ok(copies)
+    }
+
+    /// The next sequence number to give out (1 in a new outbox).
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq.max(1)
+    }
+
+    /// Whether an event with this id was appended within the window.
+    pub(super) fn knows_event(&self, id: &str) -> bool {
+        self.event_ids.contains_key(id)
+    }
+
+    /// The event still pending here that stream entry `id` carries, if any.
+    pub(super) fn entry_seq(&self, id: &str) -> Option<u64> {
+        self.entries.get(id).copied()
+    }
+
+    /// Pending deliveries of `endpoint` numbered above `after`, oldest first.
+    pub(super) fn pending_after(
+        &self,
+        endpoint: &str,
+        after: u64,
+        limit: usize,
+    ) -> Vec<PendingDelivery> {
+        self.pending.get(endpoint).map_or_else(Vec::new, |pending| {
+            pending
+                .range(after.saturating_add(1)..)
+                .take(limit)
+                .map(|(seq, state)| PendingDelivery {
+                    seq: *seq,
+                    state: state.clone(),
+                })
+                .collect()
+        })
+    }
+
+    /// Entries to acknowledge, up to `limit`.
+    pub(super) fn acks(&self, limit: usize) -> Vec<StreamEntryRef> {
+        self.acks
+            .iter()
+            .take(limit)
+            .map(|(id, generation)| StreamEntryRef {
+                id: id.clone(),
+                generation: generation.clone(),
+            })
+            .collect()
+    }
+
+    /// Where the `Appended` record of event `seq` is, while it is live.
+    pub(super) fn event(&self, seq: u64) -> Option<&LiveEvent> {
+        self.events.get(&seq)
+    }
+}
+
+#[cfg(test)]
+#[path = "live_tests.rs"]
+mod tests;
