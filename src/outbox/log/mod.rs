@@ -143,11 +143,7 @@ impl Log {
             .map_or((1, 0), |end| (end.next_commit, end.end as u64));
         let (file, capacity) = match segments.back() {
             Some(last) => {
-                let file = std::fs::File::options()
-                    .read(true)
-                    .write(true)
-                    .open(&last.path)
-                    .map_err(|e| LogError::io("open", &last.path, e))?;
+                let file = segments::open_for_writing(&last.path)?;
                 let len = file
                     .metadata()
                     .map_err(|e| LogError::io("read", &last.path, e))?

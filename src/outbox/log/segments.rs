@@ -75,11 +75,7 @@ pub(super) fn create(dir: &Path, first: u64, size: u64) -> Result<(Segment, File
         }
     }
     sync_dir(dir)?;
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .open(&target)
-        .map_err(|e| LogError::io("open", &target, e))?;
+    let file = open_for_writing(&target)?;
     Ok((
         Segment {
             first,
@@ -87,6 +83,31 @@ pub(super) fn create(dir: &Path, first: u64, size: u64) -> Result<(Segment, File
         },
         file,
     ))
+}
+
+/// Opens a segment to append to. Its pages are dropped from the page cache first: they were
+/// cached in large pieces (the zeros written in megabytes, or the file read whole at start), and
+/// on a kernel with large folios (ext4 since Linux 6.16) a commit that changes one 4 KiB page of
+/// such a piece dirties, and writes back, all of it — a megabyte per commit, measured.
+pub(super) fn open_for_writing(path: &Path) -> Result<File, LogError> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| LogError::io("open", path, e))?;
+    // SAFETY: a plain advice call on a file descriptor this function owns.
+    let advised = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    if advised != 0 {
+        tracing::debug!(path = %path.display(), error = advised, "posix_fadvise failed");
+    }
+    Ok(file)
 }
 
 fn write_zeros(path: &Path, size: u64) -> Result<(), LogError> {
