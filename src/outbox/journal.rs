@@ -14,7 +14,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(super) enum JournalRecord {
-    /// An event stored; pending for `endpoints` (none: only its id is remembered).
+    /// An event stored; pending for `endpoints`. With none, only its id (and its change to the
+    /// view of sandboxes) is kept, and `seq` is 0: it takes no sequence number.
     Appended {
         seq: u64,
         appended_at_ms: i64,

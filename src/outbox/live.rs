@@ -86,7 +86,6 @@ impl Live {
                 tracks_sandbox,
                 ..
             } => {
-                self.next_seq = self.next_seq.max(seq + 1);
                 let event = SandboxEvent::from_value(event)
                     .map_err(|e| OutboxError::Corrupt(format!("event {seq}: {e}")))?;
                 self.event_ids.insert(event.id().to_owned(), appended_at_ms);
@@ -109,6 +108,8 @@ impl Live {
                     }
                     return Ok(());
                 }
+                // Only an event with somewhere to go takes a sequence number.
+                self.next_seq = self.next_seq.max(seq + 1);
                 let delivery = DeliveryState {
                     sandbox_id: event.sandbox_id().to_owned(),
                     ..DeliveryState::default()

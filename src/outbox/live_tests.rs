@@ -69,8 +69,8 @@ fn the_live_set_rebuilt_from_the_log_is_the_one_kept_while_running() {
     let (log, mut live) = rebuild(dir.path());
     write(&log, &mut live, appended(1, "created", "sb1", &["a", "b"]));
     write(&log, &mut live, appended(2, "paused", "sb1", &["a"]));
-    write(&log, &mut live, appended(3, "created", "sb2", &[]));
-    write(&log, &mut live, appended(4, "killed", "sb2", &["b"]));
+    write(&log, &mut live, appended(0, "created", "sb2", &[]));
+    write(&log, &mut live, appended(3, "killed", "sb2", &["b"]));
     let retry = JournalRecord::Retry {
         endpoint: "a".into(),
         seq: 1,
@@ -82,28 +82,28 @@ fn the_live_set_rebuilt_from_the_log_is_the_one_kept_while_running() {
         seq,
     };
     write(&log, &mut live, finished("b", 1));
-    write(&log, &mut live, finished("b", 4));
+    write(&log, &mut live, finished("b", 3));
     let forgotten = JournalRecord::Forgotten {
         entries: vec!["2-0".into()],
     };
     write(&log, &mut live, forgotten);
     let acknowledged = JournalRecord::Acknowledged {
-        entries: vec!["3-0".into()],
+        entries: vec!["0-0".into()],
     };
     write(&log, &mut live, acknowledged);
 
-    // Event 1 waits for `a` after one failure; 2 was forgotten; 3 had no endpoint and was
-    // acknowledged; 4 is finished and its entry waits for its XACK.
+    // Event 1 waits for `a` after one failure; 2 was forgotten; the one no endpoint wanted took
+    // no number and its entry was acknowledged; 3 is finished and its entry waits for its XACK.
     let pending = live.pending_after("a", 0, 10);
     assert_eq!(pending.len(), 1);
     assert_eq!((pending[0].seq, pending[0].state.attempts), (1, 1));
     assert!(live.pending_after("b", 0, 10).is_empty());
     let acks: Vec<String> = live.acks(10).into_iter().map(|e| e.id).collect();
-    assert_eq!(acks, ["4-0"]);
+    assert_eq!(acks, ["3-0"]);
     assert_eq!(live.entry_seq("1-0"), Some(1));
     assert_eq!(live.entry_seq("2-0"), None);
-    assert!(live.knows_event("event-3"));
-    assert_eq!(live.next_seq(), 5);
+    assert!(live.knows_event("event-0"));
+    assert_eq!(live.next_seq(), 4);
     let sandboxes: Vec<SandboxState> = live.sandboxes.values().map(|s| s.state).collect();
     assert_eq!(sandboxes, [SandboxState::Paused]);
     let location = live.event(1).unwrap().location;
