@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use writer::{Append, Request, Writer};
 
 /// How a log fails.
@@ -105,17 +105,14 @@ impl Default for LogOptions {
 }
 
 /// A commit being written.
-pub(crate) struct PendingCommit(oneshot::Receiver<Result<Committed, LogError>>);
+pub(crate) struct PendingCommit(mpsc::Receiver<Result<Committed, LogError>>);
 
 impl PendingCommit {
-    /// Waits until the records are on disk.
-    pub(crate) async fn wait(self) -> Result<Committed, LogError> {
-        self.0.await.unwrap_or(Err(LogError::Stopped))
-    }
-
-    /// Waits on this thread (outside an async runtime).
+    /// Waits on this thread: a std channel, so that this works on any thread (the outbox's
+    /// writes run on the blocking pool, but it is opened from within the runtime at start, where
+    /// a tokio channel's blocking receive panics — found putting the outbox on the log).
     pub(crate) fn wait_blocking(self) -> Result<Committed, LogError> {
-        self.0.blocking_recv().unwrap_or(Err(LogError::Stopped))
+        self.0.recv().unwrap_or(Err(LogError::Stopped))
     }
 }
 
@@ -191,7 +188,7 @@ impl Log {
 
     /// Appends `records`, in order, in one commit.
     pub(crate) fn append(&self, records: Vec<Vec<u8>>, urgency: Urgency) -> PendingCommit {
-        let (done, pending) = oneshot::channel();
+        let (done, pending) = mpsc::sync_channel(1);
         self.send(Request::Append(Append {
             records,
             urgency,

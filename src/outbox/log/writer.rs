@@ -11,9 +11,9 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Work for the writer.
 pub(super) enum Request {
@@ -26,7 +26,7 @@ pub(super) enum Request {
 pub(super) struct Append {
     pub(super) records: Vec<Vec<u8>>,
     pub(super) urgency: Urgency,
-    pub(super) done: oneshot::Sender<Result<Committed, LogError>>,
+    pub(super) done: SyncSender<Result<Committed, LogError>>,
 }
 
 /// The writer's state; it lives on its thread.
