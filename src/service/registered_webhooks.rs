@@ -1,12 +1,13 @@
 //! Webhooks registered through the events API become endpoints while the service runs: every
 //! couple of seconds the enabled ones are read from Postgres (so both instances of an HA pair
-//! follow a change within seconds) and each gets a route in the outbox and a dispatcher — the
-//! same durable, ordered, retried path as configured endpoints — delivering only its team's
+//! follow a change within seconds) and each gets a route in the outbox and a dispatcher, started
+//! when it has deliveries to make — the same durable, ordered, retried path as configured
+//! endpoints — delivering only its team's
 //! events in the `e2b-cloud` format, signed with its own secret, and never to an address inside
 //! the cluster. Teams with an enabled webhook are served (their `wh:<team>` gate key is kept).
 
 use crate::config::EndpointConfig;
-use crate::deliver::dispatch::{CommitQueue, Dispatcher, Oversight, SharedDelivery};
+use crate::deliver::dispatch::{CommitQueue, Dispatcher, OnDemand, Oversight, SharedDelivery};
 use crate::deliver::format::WireFormat;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
@@ -26,7 +27,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -104,8 +104,7 @@ struct Saved {
 struct Running {
     /// Changes when anything the dispatcher was built from changes.
     fingerprint: u64,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+    dispatcher: OnDemand,
     /// Its endpoint id and team, as `registered_webhook_info` exports them.
     endpoint: String,
     team: Uuid,
@@ -213,8 +212,7 @@ impl WebhookRegistry {
             }
         }
         for (_, running) in self.running.drain() {
-            running.stop.cancel();
-            let _ = running.task.await;
+            running.dispatcher.stop().await;
         }
     }
 
@@ -263,6 +261,8 @@ impl WebhookRegistry {
             .collect();
         for id in gone {
             self.stop(id).await;
+            // Its series go with it: deleted webhooks' counters would otherwise pile up.
+            self.outbox.metrics().forget_endpoint(&endpoint_id(id));
             match self.outbox.remove_route(&endpoint_id(id)).await {
                 Ok(dropped) => {
                     tracing::info!(webhook = %id, dropped, "webhook deleted or disabled: no longer delivering to it")
@@ -307,8 +307,7 @@ impl WebhookRegistry {
             self.outbox
                 .metrics()
                 .registered_webhook_gone(&running.endpoint, &running.team.to_string());
-            running.stop.cancel();
-            let _ = running.task.await;
+            running.dispatcher.stop().await;
         }
     }
 
@@ -320,7 +319,6 @@ impl WebhookRegistry {
         self.outbox
             .metrics()
             .registered_webhook(&endpoint.id, &registration.webhook.team_id.to_string());
-        let id = endpoint.id.clone();
         let dispatcher = Dispatcher::registered(
             endpoint,
             self.outbox.clone(),
@@ -333,18 +331,11 @@ impl WebhookRegistry {
             &self.shared,
             registration.webhook.team_id,
         );
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = dispatcher.run(token, super::DRAIN_DEADLINE).await {
-                tracing::error!(endpoint = %id, error = %e, "a registered webhook's dispatcher stopped");
-            }
-        });
+        let dispatcher = OnDemand::start(dispatcher, &self.outbox, super::DRAIN_DEADLINE);
         tracing::info!(webhook = %registration.webhook.id, team = %registration.webhook.team_id, "delivering to a registered webhook");
         Ok(Running {
             fingerprint,
-            stop,
-            task,
+            dispatcher,
             endpoint: endpoint_id(registration.webhook.id),
             team: registration.webhook.team_id,
         })
