@@ -500,7 +500,11 @@ fn an_idle_webhooks_dispatcher_ends_and_its_next_event_starts_it_again() {
         common::http_get(port, "/metrics").1
     );
 
-    for (id, kind) in [("idle-2", "paused"), ("idle-3", "resumed"), ("idle-4", "killed")] {
+    for (id, kind) in [
+        ("idle-2", "paused"),
+        ("idle-3", "resumed"),
+        ("idle-4", "killed"),
+    ] {
         xadd(&mut conn, id, kind, "sbx-idle", &team);
     }
     let mut rest = receiver.collect(3, Duration::from_secs(20));
@@ -511,7 +515,12 @@ fn an_idle_webhooks_dispatcher_ends_and_its_next_event_starts_it_again() {
         .chain(&rest)
         .map(|r| r["body"]["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["idle-1", "idle-2", "idle-3", "idle-4"], "{}", emitter.log_text());
+    assert_eq!(
+        ids,
+        ["idle-1", "idle-2", "idle-3", "idle-4"],
+        "{}",
+        emitter.log_text()
+    );
     assert!(first.iter().chain(&rest).all(|r| r["valid"] == true));
     assert!(eventually(Duration::from_secs(20), || delivering(0)));
 }

@@ -61,6 +61,8 @@ pub struct SharedDelivery {
     pub client: WebhookClient,
     /// Results of every registered webhook committed together.
     pub commits: CommitQueue,
+    /// The retry schedule (the operator's).
+    pub retry: Arc<RetryPolicy>,
     /// Each team's share of the attempts in flight.
     pub shares: DeliveryShares,
 }
@@ -70,7 +72,7 @@ pub struct Dispatcher {
     endpoint: Arc<Endpoint>,
     outbox: Outbox,
     client: WebhookClient,
-    policy: RetryPolicy,
+    policy: Arc<RetryPolicy>,
     max_in_flight: usize,
     journal: Arc<DeliveryJournal>,
     /// An operator's pause: no new attempt starts while it is true.
@@ -119,7 +121,7 @@ impl Dispatcher {
             appended: outbox.subscribe_endpoint(&endpoint.id),
             endpoint: Arc::new(endpoint),
             outbox,
-            policy,
+            policy: Arc::new(policy),
             max_in_flight: max_in_flight.max(1),
             journal: oversight.journal,
             paused: oversight.paused,
@@ -135,7 +137,6 @@ impl Dispatcher {
     pub fn registered(
         endpoint: Endpoint,
         outbox: Outbox,
-        policy: RetryPolicy,
         oversight: Oversight,
         leadership: Leadership,
         shared: &SharedDelivery,
@@ -146,7 +147,7 @@ impl Dispatcher {
             client: shared.client.clone(),
             endpoint: Arc::new(endpoint),
             outbox,
-            policy,
+            policy: shared.retry.clone(),
             // The team's share bounds it; this only keeps the loop's own arithmetic finite.
             max_in_flight: REGISTERED_WINDOW,
             journal: oversight.journal,

@@ -18,7 +18,7 @@ use crate::event::EventFilter;
 use crate::leadership::Leadership;
 use crate::outbox::{Outbox, Route};
 use crate::postgres::Database;
-use crate::postgres::webhooks::{ENDPOINT_PREFIX, Registration, endpoint_id};
+use crate::postgres::webhooks::{ENDPOINT_PREFIX, EnabledWebhooks, Registration, endpoint_id};
 use crate::team_scope::TeamScope;
 use crate::util::destination::DestinationPolicy;
 use crate::util::secret::Secret;
@@ -88,6 +88,8 @@ pub struct WebhookRegistry {
     known: watch::Sender<bool>,
     /// What the snapshot holds.
     saved: Option<u64>,
+    /// The version of the rows last applied (see `Database::enabled_webhooks_version`).
+    applied: Option<String>,
 }
 
 /// One registered webhook as the snapshot keeps it: its secret sealed as in Postgres (base64 of
@@ -126,6 +128,7 @@ impl WebhookRegistry {
                 settings.destinations.clone(),
             )?,
             commits: CommitQueue::start(outbox.clone()),
+            retry: Arc::new(settings.retry.clone()),
             shares: DeliveryShares::new(settings.team_concurrency, settings.total_concurrency),
         };
         Ok(Self {
@@ -141,6 +144,7 @@ impl WebhookRegistry {
             unopened: HashSet::new(),
             known: watch::channel(false).0,
             saved: None,
+            applied: None,
         })
     }
 
@@ -189,16 +193,19 @@ impl WebhookRegistry {
             if !self.database.is_ready() {
                 continue;
             }
-            match self.database.enabled_webhooks().await {
-                Ok(enabled) => {
+            match self.read_if_changed().await {
+                Ok(changed) => {
                     if failing {
                         tracing::info!("reading registered webhooks again");
                         failing = false;
                     }
-                    self.save(&enabled.registrations).await;
-                    self.unopened = enabled.unopened;
-                    self.apply(enabled.registrations).await;
-                    self.known.send_replace(true);
+                    if let Some((enabled, version)) = changed {
+                        self.save(&enabled.registrations).await;
+                        self.unopened = enabled.unopened;
+                        self.apply(enabled.registrations).await;
+                        self.applied = Some(version);
+                        self.known.send_replace(true);
+                    }
                     if !swept {
                         swept = self.sweep_stale().await;
                     }
@@ -214,6 +221,19 @@ impl WebhookRegistry {
         for (_, running) in self.running.drain() {
             running.dispatcher.stop().await;
         }
+    }
+
+    /// The enabled webhooks and their version, when their rows changed since the last read:
+    /// thousands of rows are not read (and their secrets opened) every 2 s for nothing.
+    async fn read_if_changed(
+        &self,
+    ) -> Result<Option<(EnabledWebhooks, String)>, crate::postgres::StoreError> {
+        let version = self.database.enabled_webhooks_version().await?;
+        if self.applied.as_ref() == Some(&version) {
+            return Ok(None);
+        }
+        let enabled = self.database.enabled_webhooks().await?;
+        Ok(Some((enabled, version)))
     }
 
     /// Keeps `registrations` in the outbox when they differ from what it holds.
@@ -322,7 +342,6 @@ impl WebhookRegistry {
         let dispatcher = Dispatcher::registered(
             endpoint,
             self.outbox.clone(),
-            self.settings.retry.clone(),
             Oversight {
                 journal: self.journal.clone(),
                 paused: self.never_paused.subscribe(),
