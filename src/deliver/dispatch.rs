@@ -5,9 +5,11 @@
 //! eligible, so events of one sandbox arrive in order while other sandboxes proceed.
 
 mod attempt;
+mod build;
 mod commits;
 mod on_demand;
 
+pub use build::{Oversight, SharedDelivery};
 pub use commits::CommitQueue;
 pub use on_demand::OnDemand;
 
@@ -16,7 +18,7 @@ use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::schedule::Schedule;
-use crate::deliver::shares::{AttemptPermits, DeliveryShares, TeamShare};
+use crate::deliver::shares::{AttemptPermits, TeamShare};
 use crate::leadership::Leadership;
 use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError};
@@ -30,11 +32,6 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Pending deliveries held in memory per endpoint; the rest waits on disk.
-const WINDOW: usize = 10_000;
-/// The same for a registered webhook: thousands of them may have a backlog at once, and a few
-/// dozen pending deliveries keep its share of attempts busy (at most one per sandbox at a time).
-const REGISTERED_WINDOW: usize = 64;
 /// Delivery results are committed in batches: at this many, or after `COMMIT_DELAY`. A crash
 /// before the commit only means those events are delivered again (at least once).
 const COMMIT_BATCH: usize = 256;
@@ -52,20 +49,6 @@ const LINGER: Duration = Duration::from_secs(5);
 type Commit = Pin<Box<dyn Future<Output = (Arc<[Completion]>, Result<(), OutboxError>)> + Send>>;
 /// Waiting in line for a team's permits.
 type Acquiring = Pin<Box<dyn Future<Output = AttemptPermits> + Send>>;
-
-/// What the dispatchers of registered webhooks share instead of holding one each: the HTTP
-/// client and its connection pool, the commits of their results, and the delivery concurrency.
-#[derive(Clone)]
-pub struct SharedDelivery {
-    /// One client for every registered webhook (their URLs are guarded alike).
-    pub client: WebhookClient,
-    /// Results of every registered webhook committed together.
-    pub commits: CommitQueue,
-    /// The retry schedule (the operator's).
-    pub retry: Arc<RetryPolicy>,
-    /// Each team's share of the attempts in flight.
-    pub shares: DeliveryShares,
-}
 
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
@@ -98,69 +81,7 @@ enum Ended {
     Idle,
 }
 
-/// What an operator watches and switches for one dispatcher.
-pub struct Oversight {
-    /// Where attempts are recorded.
-    pub journal: Arc<DeliveryJournal>,
-    /// The endpoint's pause switch.
-    pub paused: watch::Receiver<bool>,
-}
-
 impl Dispatcher {
-    /// A dispatcher for `endpoint` with its own pooled HTTP client.
-    pub fn new(
-        endpoint: Endpoint,
-        outbox: Outbox,
-        policy: RetryPolicy,
-        max_in_flight: usize,
-        oversight: Oversight,
-        leadership: Leadership,
-    ) -> Result<Self, crate::deliver::http::ClientError> {
-        Ok(Self {
-            client: WebhookClient::for_endpoint(&endpoint)?,
-            appended: outbox.subscribe_endpoint(&endpoint.id),
-            endpoint: Arc::new(endpoint),
-            outbox,
-            policy: Arc::new(policy),
-            max_in_flight: max_in_flight.max(1),
-            journal: oversight.journal,
-            paused: oversight.paused,
-            leadership,
-            window: WINDOW,
-            share: None,
-            commits: None,
-        })
-    }
-
-    /// A dispatcher for a webhook `team` registered: it delivers through `shared`'s client,
-    /// commits with the other webhooks and takes a permit of its team's share for each attempt.
-    pub fn registered(
-        endpoint: Endpoint,
-        outbox: Outbox,
-        oversight: Oversight,
-        leadership: Leadership,
-        shared: &SharedDelivery,
-        team: uuid::Uuid,
-    ) -> Self {
-        let share = shared.shares.of_team(team);
-        Self {
-            client: shared.client.clone(),
-            endpoint: Arc::new(endpoint),
-            outbox,
-            policy: shared.retry.clone(),
-            // The team's share bounds it; this only keeps the loop's own arithmetic finite.
-            max_in_flight: REGISTERED_WINDOW,
-            journal: oversight.journal,
-            paused: oversight.paused,
-            leadership,
-            window: REGISTERED_WINDOW,
-            share: Some(share),
-            commits: Some(shared.commits.clone()),
-            // Woken through its [`OnDemand`], which the outbox wakes.
-            appended: Arc::default(),
-        }
-    }
-
     /// Delivers until `shutdown`; then lets in-flight attempts finish for up to `drain`.
     pub async fn run(
         &self,
