@@ -1,8 +1,8 @@
 //! Issue 18: arrows only point down. Every `crate::…` path in `src/` is read, each file is mapped
-//! to its layer as the README's "How the code is laid out" lists them, and the test fails naming
-//! the file and the arrow when a module reaches up — or sideways into a sibling of its layer.
-//! And one concern per file: a file over 400 lines of code fails unless it says why; and the
-//! README's section names only files that are there.
+//! to its layer as "How the code is laid out" in docs/architecture.md lists them, and the test
+//! fails naming the file and the arrow when a module reaches up — or sideways into a sibling of
+//! its layer. And one concern per file: a file over 400 lines of code fails unless it says why;
+//! and docs/architecture.md names only files that are there.
 
 use std::path::Path;
 
@@ -57,7 +57,7 @@ fn forbidden(from: &str, to: &str) -> Option<String> {
     }
     let (Some(a), Some(b)) = (layer(from), layer(to)) else {
         return Some(format!(
-            "{} is in no layer: add it to LAYERS here and to the README's \"How the code is laid out\"",
+            "{} is in no layer: add it to LAYERS here and to docs/architecture.md's \"How the code is laid out\"",
             if layer(from).is_none() { from } else { to }
         ));
     };
@@ -243,13 +243,14 @@ fn the_size_rule_counts_code_before_the_tests_and_reads_the_reason() {
     assert_eq!(code_lines(&format!("#[cfg(test)]\n{long}")), 0);
 }
 
-/// The files and folders the README's "How the code is laid out" names (in backticks): `a.rs`,
-/// `folder/`, `source/{redis,nomad,file}`; patterns (`tests/*.rs`) and words (`run`) are left out.
-fn layout_paths(readme: &str) -> Vec<String> {
-    let start = readme
+/// The files and folders "How the code is laid out" in docs/architecture.md names (in backticks):
+/// `a.rs`, `folder/`, `source/{redis,nomad,file}`; patterns (`tests/*.rs`) and words (`run`) are
+/// left out.
+fn layout_paths(architecture: &str) -> Vec<String> {
+    let start = architecture
         .find("## How the code is laid out")
-        .expect("the README has a section \"How the code is laid out\"");
-    let section = &readme[start..];
+        .expect("docs/architecture.md has a section \"How the code is laid out\"");
+    let section = &architecture[start..];
     let section = &section[..section[3..]
         .find("\n## ")
         .map_or(section.len(), |end| end + 3)];
@@ -288,17 +289,17 @@ fn exists(root: &Path, files: &[std::path::PathBuf], name: &str) -> bool {
 }
 
 #[test]
-fn every_file_the_readme_layout_names_exists() {
+fn every_file_the_architecture_page_names_exists() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let architecture = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
     let mut files = Vec::new();
     rust_files(&root.join("src"), &mut files);
-    let paths = layout_paths(&readme);
+    let paths = layout_paths(&architecture);
     assert!(paths.len() > 20, "found only {paths:?}");
     let missing: Vec<&String> = paths.iter().filter(|p| !exists(root, &files, p)).collect();
     assert!(
         missing.is_empty(),
-        "the README's \"How the code is laid out\" names what is not there (moved or renamed?): {missing:?}"
+        "docs/architecture.md's \"How the code is laid out\" names what is not there (moved or renamed?): {missing:?}"
     );
     assert!(
         !exists(root, &files, "store/no_such_file.rs"),
@@ -558,13 +559,13 @@ fn the_cycle_check_reads_grouped_imports_and_finds_a_pair() {
     );
 }
 
-/// The backticked files of the README's subsection `### {title}` that are not patterns.
-fn recipe_files(readme: &str, title: &str) -> Vec<String> {
+/// The backticked files of docs/architecture.md's subsection `### {title}` that are not patterns.
+fn recipe_files(architecture: &str, title: &str) -> Vec<String> {
     let heading = format!("### {title}\n");
-    let start = readme
+    let start = architecture
         .find(&heading)
-        .unwrap_or_else(|| panic!("the README has a subsection \"{title}\""));
-    let section = &readme[start + heading.len()..];
+        .unwrap_or_else(|| panic!("docs/architecture.md has a subsection \"{title}\""));
+    let section = &architecture[start + heading.len()..];
     let section = &section[..section.find("\n##").unwrap_or(section.len())];
     section
         .split('`')
@@ -576,9 +577,9 @@ fn recipe_files(readme: &str, title: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_readme_names_the_files_to_touch_for_a_wire_format_and_a_source() {
+fn the_architecture_page_names_the_files_to_touch_for_a_wire_format_and_a_source() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let architecture = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
     let exists = |name: &String| root.join("src").join(name).exists() || root.join(name).exists();
     for (title, must_name) in [
         (
@@ -587,7 +588,7 @@ fn the_readme_names_the_files_to_touch_for_a_wire_format_and_a_source() {
         ),
         ("To add a source", &["source/mod.rs", "service/mod.rs"][..]),
     ] {
-        let files = recipe_files(&readme, title);
+        let files = recipe_files(&architecture, title);
         for name in must_name {
             assert!(
                 files.iter().any(|f| f == name),
