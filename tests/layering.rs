@@ -9,16 +9,12 @@ use std::path::Path;
 /// Layers from the bottom. A module may use its own top-level module and any module of a lower
 /// layer; the application layer's modules (the wiring) may also use each other.
 const LAYERS: &[(&str, &[&str])] = &[
+    // What parts report and others decide on (readiness, the stream's progress); the metrics
+    // observe it, so it sits below them.
+    ("signals", &["health"]),
     (
         "foundation",
-        &[
-            "util",
-            "event",
-            "metrics",
-            "health",
-            "cluster",
-            "team_scope",
-        ],
+        &["util", "event", "metrics", "cluster", "team_scope"],
     ),
     ("store", &["outbox", "leadership"]),
     (
@@ -31,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("app", &["service", "server", "config", "demo", "receiver"]),
     ("binary", &["cli", "main", "lib"]),
 ];
-const APP: usize = 6;
+const APP: usize = 7;
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS

@@ -1,4 +1,6 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
+//! What comes out is one settings type per part (`RunConfig`'s fields); `service::run` hands
+//! each part its own.
 
 mod auth_provider;
 mod database_args;
@@ -54,14 +56,11 @@ impl ConfigError {
     }
 }
 
-/// A webhook destination (defined next to the dispatcher that delivers to it).
-pub use crate::deliver::endpoint::Endpoint as EndpointConfig;
-
-/// The Redis source settings (defined next to the source that uses them).
-pub use crate::source::redis::RedisSettings as RedisConfig;
-
-/// The Nomad API settings (defined next to the client that uses them).
+// The settings types `config` produces are defined by the part they configure, beside the code
+// that builds the running part from them, and named once: here they are only re-exported.
+pub use crate::deliver::endpoint::EndpointConfig;
 pub use crate::source::nomad::NomadConfig;
+pub use crate::source::redis::RedisSettings;
 
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
@@ -73,7 +72,7 @@ pub struct RunConfig {
     /// Sandboxes delivered concurrently per endpoint.
     pub max_in_flight: usize,
     /// The Redis source, if configured.
-    pub redis: Option<RedisConfig>,
+    pub redis: Option<RedisSettings>,
     /// The teams served: `E2B_TEAM_IDS`, or else every team an endpoint names. Their `wh:<team>`
     /// gate keys are kept alive; when any are set, nothing of another team is delivered.
     pub team_ids: Vec<Uuid>,

@@ -47,7 +47,7 @@ pub use lease::LeaseTiming;
 pub use view::SharedSandboxView;
 
 use crate::event::SandboxEvent;
-use crate::health::StreamProgress;
+use crate::health::{Readiness, StreamProgress};
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -118,6 +118,8 @@ pub struct RedisStreamSource {
     teams: TeamScope,
     outbox: Outbox,
     metrics: Arc<Metrics>,
+    /// Where this source reports whether it reads (`/readyz`).
+    readiness: Readiness,
     client: Arc<RedisClient>,
     leadership: Leadership,
     keys: Keys,
@@ -189,6 +191,7 @@ impl RedisStreamSource {
             config,
             teams,
             outbox,
+            readiness: metrics.readiness(),
             metrics,
             client: Arc::new(client),
             leadership,
@@ -289,7 +292,7 @@ impl RedisStreamSource {
 
     /// Reported to readiness and to the reconciler's gate alike.
     fn not_ready(&self, detail: String) {
-        self.metrics.set_component(SOURCE, false, detail.clone());
+        self.readiness.set(SOURCE, false, detail.clone());
         self.progress.send_replace(StreamProgress::NotReady(detail));
     }
 
@@ -328,7 +331,7 @@ impl RedisStreamSource {
         loop {
             self.progress
                 .send_replace(StreamProgress::Reading { lag: None });
-            self.metrics.set_component(
+            self.readiness.set(
                 SOURCE,
                 true,
                 format!(
@@ -355,7 +358,7 @@ impl RedisStreamSource {
             let Some(mut last_seen) = self.take_over(&mut conn, &generation, term).await? else {
                 continue;
             };
-            self.metrics.set_component(
+            self.readiness.set(
                 SOURCE,
                 true,
                 format!(
@@ -464,5 +467,16 @@ impl RedisStreamSource {
             addr: self.addr.clone(),
             error,
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Source for RedisStreamSource {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    async fn run(self: Box<Self>, shutdown: CancellationToken) -> Result<(), super::SourceError> {
+        Ok(RedisStreamSource::run(*self, shutdown).await?)
     }
 }
