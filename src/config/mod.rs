@@ -27,6 +27,7 @@ pub use webhook_args::WebhookArgs;
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::trust::TrustedCa;
 use crate::event::EventFilter;
+use crate::outbox::FileSharing;
 use crate::util::admin_token::AdminToken;
 use crate::util::duration::parse_duration;
 use crate::util::redact::redact_url_text;
@@ -84,8 +85,9 @@ pub struct RunConfig {
     pub events_file: Option<PathBuf>,
     /// Outbox directory.
     pub data_dir: PathBuf,
-    /// Nothing else may open the outbox file while the service runs (`OUTBOX_EXCLUSIVE`).
-    pub outbox_exclusive: bool,
+    /// Whether anything else may open the outbox file while the service runs
+    /// (`OUTBOX_EXCLUSIVE`).
+    pub outbox_sharing: FileSharing,
     /// Health and metrics address.
     pub listen: SocketAddr,
     /// The admin API and console token; none turns them off.
@@ -190,7 +192,11 @@ impl RunConfig {
             reconcile: nomad::reconcile_config(args)?,
             events_file: args.events_file.clone(),
             data_dir: args.storage.data_dir.clone(),
-            outbox_exclusive: args.outbox_exclusive,
+            outbox_sharing: if args.outbox_exclusive {
+                FileSharing::Exclusive
+            } else {
+                FileSharing::WithReaders
+            },
             listen,
             admin_token: match args.admin_token.as_deref().map(str::trim) {
                 None | Some("") => None,

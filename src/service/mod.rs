@@ -15,7 +15,6 @@ pub use pipeline::Pipeline;
 
 use crate::config::RunConfig;
 use crate::metrics::Metrics;
-use crate::outbox::FileSharing;
 use crate::team_scope::TeamScope;
 use ops::{AdminSettings, OpsServer};
 use sources::Sources;
@@ -35,10 +34,6 @@ pub async fn run(
     let metrics = Arc::new(Metrics::with_log_lines_dropped(log_lines_dropped));
     let otlp = ops::start_otlp(config.otlp_endpoint.as_ref(), metrics.clone())?;
     let ops_server = OpsServer::bind(config.listen).await?;
-    let sharing = match config.outbox_exclusive {
-        true => FileSharing::Exclusive,
-        false => FileSharing::WithReaders,
-    };
     let leadership = sources::leadership(config.redis.as_ref(), &metrics);
     let mut pipeline = Pipeline::start_with(
         &config.data_dir,
@@ -47,7 +42,7 @@ pub async fn run(
         config.max_in_flight,
         metrics,
         leadership,
-        sharing,
+        config.outbox_sharing,
     )?;
     // The configured teams, and at run time every team with an enabled registered webhook.
     let teams = TeamScope::new(config.team_ids.clone(), config.events_api.is_some());
