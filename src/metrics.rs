@@ -387,3 +387,31 @@ impl Metrics {
         self.readiness.components()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauges_observe_readiness() {
+        let metrics = Metrics::new();
+        let readiness = metrics.readiness();
+        readiness.set("redis", true, "consuming");
+        readiness.set("outbox", true, "writable");
+        let text = metrics.render();
+        assert!(
+            text.contains("e2b_webhook_source_connected{source=\"redis\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("e2b_webhook_outbox_writable 1"), "{text}");
+        readiness.report("outbox", false, "disk full", "no space left");
+        readiness.set("redis", false, "connection refused");
+        let text = metrics.render();
+        assert!(
+            text.contains("e2b_webhook_source_connected{source=\"redis\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("e2b_webhook_outbox_writable 0"), "{text}");
+        assert!(!metrics.components()["outbox"].ready);
+    }
+}

@@ -323,3 +323,80 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceError;
+    use tokio::sync::{oneshot, watch};
+
+    /// A source that only says it started.
+    struct Starts(watch::Sender<bool>);
+
+    #[async_trait::async_trait]
+    impl Source for Starts {
+        fn name(&self) -> &'static str {
+            "file"
+        }
+
+        async fn run(self: Box<Self>, _shutdown: CancellationToken) -> Result<(), SourceError> {
+            self.0.send_replace(true);
+            Ok(())
+        }
+    }
+
+    fn pipeline(dir: &Path) -> Pipeline {
+        let metrics = Arc::new(Metrics::new());
+        Pipeline::start(dir, &[], &RetryPolicy::default(), 1, metrics).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_source_starts_only_once_sources_may_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pipeline = pipeline(dir.path());
+        let (open, gate) = oneshot::channel::<()>();
+        pipeline.hold_sources_until(async {
+            let _ = gate.await;
+        });
+        let (started, mut seen) = watch::channel(false);
+        pipeline.add_source(Box::new(Starts(started)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !*seen.borrow(),
+            "the source started before sources may read"
+        );
+        open.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), seen.wait_for(|s| *s))
+            .await
+            .expect("the source starts once the gate opens")
+            .unwrap();
+        pipeline.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_source_still_waiting_stops_with_the_pipeline_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pipeline = pipeline(dir.path());
+        pipeline.hold_sources_until(std::future::pending());
+        let (started, seen) = watch::channel(false);
+        pipeline.add_source(Box::new(Starts(started)));
+        tokio::time::timeout(Duration::from_secs(10), pipeline.stop())
+            .await
+            .expect("the pipeline stops although the gate never opened")
+            .unwrap();
+        assert!(!*seen.borrow());
+    }
+
+    #[tokio::test]
+    async fn without_a_gate_a_source_starts_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pipeline = pipeline(dir.path());
+        let (started, mut seen) = watch::channel(false);
+        pipeline.add_source(Box::new(Starts(started)));
+        tokio::time::timeout(Duration::from_secs(5), seen.wait_for(|s| *s))
+            .await
+            .expect("the source starts")
+            .unwrap();
+        pipeline.stop().await.unwrap();
+    }
+}
