@@ -51,9 +51,8 @@ impl ReconcileConfig {
         }
     }
 
-    /// What the reconciler is built from, for the sandboxes of `teams` (every team when empty).
-    /// Alone, it reconciles at all times; with the Redis source, `service` adds its progress and
-    /// the lease.
+    /// What the reconciler is built from, for the sandboxes of `teams` (every team when empty);
+    /// `service` adds the lease and, with the Redis source, the stream's progress.
     pub fn reconcile_settings(&self, teams: Vec<Uuid>) -> ReconcileSettings {
         ReconcileSettings {
             interval: self.interval,
