@@ -9,16 +9,12 @@ use std::path::Path;
 /// Layers from the bottom. A module may use its own top-level module and any module of a lower
 /// layer; the application layer's modules (the wiring) may also use each other.
 const LAYERS: &[(&str, &[&str])] = &[
+    // What parts report and others decide on (readiness, the stream's progress); the metrics
+    // observe it, so it sits below them.
+    ("signals", &["health"]),
     (
         "foundation",
-        &[
-            "util",
-            "event",
-            "metrics",
-            "health",
-            "cluster",
-            "team_scope",
-        ],
+        &["util", "event", "metrics", "cluster", "team_scope"],
     ),
     ("store", &["outbox", "leadership"]),
     (
@@ -31,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("app", &["service", "server", "config", "demo", "receiver"]),
     ("binary", &["cli", "main", "lib"]),
 ];
-const APP: usize = 6;
+const APP: usize = 7;
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS
@@ -41,11 +37,18 @@ fn layer(module: &str) -> Option<usize> {
 
 /// Arrows that point down but cross a seam (issue 33): `config` produces settings types and
 /// must not reach into the parts it configures for their helpers.
-const SEAMS: &[(&str, &str, &str)] = &[(
-    "config",
-    "admin",
-    "config produces settings; the admin token is util::admin_token",
-)];
+const SEAMS: &[(&str, &str, &str)] = &[
+    (
+        "config",
+        "admin",
+        "config produces settings; the admin token is util::admin_token",
+    ),
+    (
+        "config",
+        "service",
+        "config produces settings; service builds the parts from them, never the reverse",
+    ),
+];
 
 /// Why `from` may not use `to`, if it may not.
 fn forbidden(from: &str, to: &str) -> Option<String> {
@@ -642,4 +645,146 @@ fn tests_pull_in_their_support_as_one_module_under_one_name() {
         "use `mod support;` and `support::redis::…` instead of #[path] under a local name: {by_path:?}"
     );
     assert!(tests.join("support/mod.rs").exists());
+}
+
+/// The files of `src/` with their path below it, and their code without comments and unit
+/// tests (a test double may do what the code may not).
+fn src_code() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let relative = f.strip_prefix(&src).unwrap().display().to_string();
+            let text = std::fs::read_to_string(f).unwrap();
+            let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+            (relative, code_only(code))
+        })
+        .collect()
+}
+
+/// Issue 33: `service::run` reads as the list of parts started and stopped; building a part
+/// from its settings is that part's own file.
+const RUN_MAX_LINES: usize = 80;
+
+/// Lines of the top-level function that starts with `signature`, up to its closing brace.
+fn function_lines(source: &str, signature: &str) -> Option<usize> {
+    let body = &source[source.find(signature)?..];
+    let end = body.find("\n}\n")?;
+    Some(body[..end].lines().count() + 1)
+}
+
+#[test]
+fn service_run_is_a_list_of_parts() {
+    assert_eq!(
+        function_lines(
+            "fn a() {\n    b();\n}\nfn run() {\n    x();\n    y();\n}\n",
+            "fn run("
+        ),
+        Some(4)
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/service/mod.rs");
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines = function_lines(&text, "pub async fn run(").expect("service::run is there");
+    assert!(
+        lines <= RUN_MAX_LINES,
+        "service::run is {lines} lines (at most {RUN_MAX_LINES}): build a part from its settings in \
+         a file of its own (service/sources.rs, reconciliation.rs, ops.rs…) and start it from run"
+    );
+}
+
+/// Only the wiring sees the whole configuration; every part is handed its own settings.
+#[test]
+fn only_the_wiring_names_run_config() {
+    let may = |file: &str| {
+        file.starts_with("config/") || file.starts_with("cli/") || file == "service/mod.rs"
+    };
+    let naming: Vec<String> = src_code()
+        .into_iter()
+        .filter(|(_, code)| code.contains("RunConfig"))
+        .map(|(file, _)| file)
+        .collect();
+    assert!(naming.iter().any(|f| f == "service/mod.rs"), "{naming:?}");
+    let wrong: Vec<&String> = naming.iter().filter(|f| !may(f)).collect();
+    assert!(
+        wrong.is_empty(),
+        "these take the whole RunConfig; hand them their own settings instead: {wrong:?}"
+    );
+    assert!(forbidden("config", "service").is_some());
+}
+
+/// A settings type has one name: the part that uses it defines it, `config` re-exports it
+/// under that name (never `pub use … as …`).
+#[test]
+fn settings_types_have_one_name() {
+    let renamed: Vec<String> = src_code()
+        .into_iter()
+        .filter(|(file, _)| file.starts_with("config/"))
+        .flat_map(|(file, code)| {
+            code.lines()
+                .filter(|l| l.trim_start().starts_with("pub use") && l.contains(" as "))
+                .map(|l| format!("src/{file}: {}", l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        renamed.is_empty(),
+        "a type re-exported under a second name:\n{}",
+        renamed.join("\n")
+    );
+}
+
+/// Metrics are observed, never used to decide: readiness is read from `health::Readiness`.
+#[test]
+fn readiness_is_never_read_from_the_metrics() {
+    let reading: Vec<String> = src_code()
+        .into_iter()
+        .filter(|(file, code)| {
+            file != "metrics.rs"
+                && (code.contains("metrics().components()")
+                    || code.contains("metrics.components()"))
+        })
+        .map(|(file, _)| file)
+        .collect();
+    assert!(
+        reading.is_empty(),
+        "readiness read from the metrics (use the Readiness the parts report to): {reading:?}"
+    );
+    let server = src_code()
+        .into_iter()
+        .find(|(file, _)| file == "server/mod.rs")
+        .expect("the ops server")
+        .1;
+    assert!(
+        server.contains("readiness.components()"),
+        "/readyz reads Readiness"
+    );
+}
+
+/// Every source starts the same way: through the pipeline, which holds the "may read" gate
+/// once; no spawn block waits for it by itself.
+#[test]
+fn sources_start_through_the_pipeline_and_its_gate() {
+    let code = src_code();
+    let gate: Vec<&String> = code
+        .iter()
+        .filter(|(_, c)| c.contains("sources_may_read") || c.contains("hold_sources_until"))
+        .map(|(file, _)| file)
+        .collect();
+    assert_eq!(
+        gate,
+        ["service/events_api.rs", "service/pipeline.rs"],
+        "the gate is set by the events API and held by the pipeline only"
+    );
+    let implementations: Vec<&String> = code
+        .iter()
+        .filter(|(_, c)| c.contains("Source for "))
+        .map(|(file, _)| file)
+        .collect();
+    assert!(
+        implementations.len() >= 2 && implementations.iter().all(|f| f.starts_with("source/")),
+        "every source implements source::Source in source/: {implementations:?}"
+    );
 }

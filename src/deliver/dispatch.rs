@@ -9,7 +9,7 @@ mod commits;
 
 pub use commits::CommitQueue;
 
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
@@ -62,7 +62,7 @@ pub struct SharedDelivery {
 
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<EndpointConfig>,
     outbox: Outbox,
     client: WebhookClient,
     policy: RetryPolicy,
@@ -91,7 +91,7 @@ pub struct Oversight {
 impl Dispatcher {
     /// A dispatcher for `endpoint` with its own pooled HTTP client.
     pub fn new(
-        endpoint: Endpoint,
+        endpoint: EndpointConfig,
         outbox: Outbox,
         policy: RetryPolicy,
         max_in_flight: usize,
@@ -116,7 +116,7 @@ impl Dispatcher {
     /// A dispatcher for a webhook `team` registered: it delivers through `shared`'s client,
     /// commits with the other webhooks and takes a permit of its team's share for each attempt.
     pub fn registered(
-        endpoint: Endpoint,
+        endpoint: EndpointConfig,
         outbox: Outbox,
         policy: RetryPolicy,
         oversight: Oversight,
