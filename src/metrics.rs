@@ -1,6 +1,8 @@
-//! Prometheus metrics and component readiness, shared by every stage through one `Arc`. Every layer
-//! reports here; only the ops server (`/metrics`, `/readyz`) and the OTLP exporter read it.
+//! Prometheus metrics, shared by every stage through one `Arc`. Every layer reports here; only
+//! the ops server (`/metrics`) and the OTLP exporter read it. Component readiness has its own
+//! state ([`Readiness`], read by `/readyz`); the metrics observe it as gauges.
 
+use crate::health::{ComponentState, Readiness};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,7 +10,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 type Labels = Vec<(&'static str, String)>;
@@ -36,19 +37,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
-/// Whether one component (a source, the outbox) is working, and why not.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ComponentState {
-    /// Ready to do its job.
-    pub ready: bool,
-    /// A short human explanation (may name addresses: shown with the admin token only).
-    pub detail: String,
-    /// A fixed reason that names no address or identifier, shown to anyone.
-    #[serde(skip)]
-    pub summary: &'static str,
-}
-
-/// Every metric the service exports, plus the readiness of its components.
+/// Every metric the service exports, and the readiness they observe.
 pub struct Metrics {
     registry: Registry,
     events_received: Family<Labels, Counter>,
@@ -84,7 +73,7 @@ pub struct Metrics {
     outbox_writable: Gauge,
     reconcile_runs: Family<Labels, Counter>,
     synthesized_events: Family<Labels, Counter>,
-    components: Mutex<BTreeMap<&'static str, ComponentState>>,
+    readiness: Readiness,
 }
 
 impl Default for Metrics {
@@ -126,7 +115,7 @@ impl Metrics {
             outbox_writable: Gauge::default(),
             reconcile_runs: Family::default(),
             synthesized_events: Family::default(),
-            components: Mutex::new(BTreeMap::new()),
+            readiness: Readiness::observed_by(|_, _| {}),
             registry: Registry::default(),
         };
         registry.register(
@@ -239,7 +228,22 @@ impl Metrics {
             "Events synthesized by reconciliation, by label and reason",
             m.synthesized_events.clone(),
         );
-        Self { registry, ..m }
+        // Readiness is observed: `outbox_writable` and `source_connected` follow its reports.
+        let (writable, connected) = (m.outbox_writable.clone(), m.source_connected.clone());
+        let readiness = Readiness::observed_by(move |name, ready| {
+            if name == "outbox" {
+                writable.set(i64::from(ready));
+            } else {
+                connected
+                    .get_or_create(&labels(&[("source", name)]))
+                    .set(i64::from(ready));
+            }
+        });
+        Self {
+            registry,
+            readiness,
+            ..m
+        }
     }
 
     /// Exports every counter of one endpoint at 0, so `rate()` and alerts have a series from
@@ -403,10 +407,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Records whether a component is ready; sources also set `source_connected`.
+    /// The readiness these metrics observe: parts report to it, `/readyz` reads it.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Reports to [`Self::readiness`] (for parts that hold only the metrics: the outbox).
     pub fn set_component(&self, name: &'static str, ready: bool, detail: impl Into<String>) {
-        let summary = if ready { "ready" } else { "not ready" };
-        self.set_component_with_summary(name, ready, summary, detail);
+        self.readiness.set(name, ready, detail);
     }
 
     /// Like [`Self::set_component`], with a reason anyone may read (`"disk full"`).
@@ -417,29 +425,39 @@ impl Metrics {
         summary: &'static str,
         detail: impl Into<String>,
     ) {
-        if name == "outbox" {
-            self.outbox_writable.set(i64::from(ready));
-        } else {
-            self.source_connected
-                .get_or_create(&labels(&[("source", name)]))
-                .set(i64::from(ready));
-        }
-        let state = ComponentState {
-            ready,
-            detail: detail.into(),
-            summary,
-        };
-        self.components
-            .lock()
-            .expect("metrics lock poisoned")
-            .insert(name, state);
+        self.readiness.report(name, ready, summary, detail);
     }
 
-    /// Every component's state (for `/readyz`).
+    /// Every component's state, as observed.
     pub fn components(&self) -> BTreeMap<&'static str, ComponentState> {
-        self.components
-            .lock()
-            .expect("metrics lock poisoned")
-            .clone()
+        self.readiness.components()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauges_observe_readiness() {
+        let metrics = Metrics::new();
+        let readiness = metrics.readiness();
+        readiness.set("redis", true, "consuming");
+        readiness.set("outbox", true, "writable");
+        let text = metrics.render();
+        assert!(
+            text.contains("e2b_webhook_source_connected{source=\"redis\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("e2b_webhook_outbox_writable 1"), "{text}");
+        readiness.report("outbox", false, "disk full", "no space left");
+        readiness.set("redis", false, "connection refused");
+        let text = metrics.render();
+        assert!(
+            text.contains("e2b_webhook_source_connected{source=\"redis\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("e2b_webhook_outbox_writable 0"), "{text}");
+        assert!(!metrics.components()["outbox"].ready);
     }
 }

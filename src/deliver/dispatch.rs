@@ -13,7 +13,7 @@ pub use build::{Oversight, SharedDelivery};
 pub use commits::CommitQueue;
 pub use on_demand::OnDemand;
 
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
@@ -52,7 +52,7 @@ type Acquiring = Pin<Box<dyn Future<Output = AttemptPermits> + Send>>;
 
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<EndpointConfig>,
     outbox: Outbox,
     client: WebhookClient,
     policy: Arc<RetryPolicy>,

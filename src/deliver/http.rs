@@ -1,6 +1,6 @@
 //! The HTTP client: one POST, one typed outcome. Retries belong to the dispatcher.
 
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::error_class::{ErrorClass, NetworkFailure, classify};
 use crate::deliver::format::SignedRequest;
 use crate::deliver::trust::TrustedCa;
@@ -157,7 +157,7 @@ impl WebhookClient {
     }
 
     /// The client for a configured endpoint: its timeout, body limit and private CA, if any.
-    pub fn for_endpoint(endpoint: &Endpoint) -> Result<Self, ClientError> {
+    pub fn for_endpoint(endpoint: &EndpointConfig) -> Result<Self, ClientError> {
         Self::new(
             endpoint.timeout,
             endpoint.response_body_limit,

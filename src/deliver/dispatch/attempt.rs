@@ -3,7 +3,7 @@
 //! decision, the completion the outbox records and the sandbox's queue.
 
 use super::Dispatcher;
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::error_class::ErrorClass;
 use crate::deliver::format::{self, SignedRequest};
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
@@ -245,7 +245,7 @@ impl Dispatcher {
 /// Sends one attempt; `abandon` (the drain deadline of a stop) ends it without an answer.
 pub(super) async fn attempt(
     client: WebhookClient,
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<EndpointConfig>,
     sandbox: Arc<str>,
     head: PendingDelivery,
     stored: Option<Arc<StoredEvent>>,

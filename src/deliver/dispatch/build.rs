@@ -3,7 +3,7 @@
 //! other registered webhook.
 
 use super::{CommitQueue, Dispatcher};
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
@@ -44,7 +44,7 @@ pub struct Oversight {
 impl Dispatcher {
     /// A dispatcher for `endpoint` with its own pooled HTTP client.
     pub fn new(
-        endpoint: Endpoint,
+        endpoint: EndpointConfig,
         outbox: Outbox,
         policy: RetryPolicy,
         max_in_flight: usize,
@@ -70,7 +70,7 @@ impl Dispatcher {
     /// A dispatcher for a webhook `team` registered: it delivers through `shared`'s client,
     /// commits with the other webhooks and takes a permit of its team's share for each attempt.
     pub fn registered(
-        endpoint: Endpoint,
+        endpoint: EndpointConfig,
         outbox: Outbox,
         oversight: Oversight,
         leadership: Leadership,
