@@ -32,6 +32,11 @@ const SYNTHESIZED_KINDS: [(&str, &str); 4] = [
     ("kill", "vanished"),
 ];
 
+/// The latency buckets: 1 ms to about 9 minutes, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
 /// Every metric the service exports, and the readiness they observe.
 pub struct Metrics {
     registry: Registry,
@@ -41,11 +46,16 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
     delivery_latency: Family<Labels, Histogram>,
+    /// All registered webhooks' latency together: one histogram per webhook would be 23 series
+    /// each, hundreds of thousands for an operator serving thousands of teams.
+    registered_delivery_latency: Histogram,
     dead_letters: Family<Labels, Counter>,
     outbox_depth: Family<Labels, Gauge>,
     outbox_oldest_age: Family<Labels, Gauge<f64, AtomicU64>>,
     source_connected: Family<Labels, Gauge>,
     registered_webhooks: Family<Labels, Gauge>,
+    /// Registered webhooks whose dispatcher runs now (the others cost no task).
+    pub registered_delivering: Gauge,
     /// Entries in the Redis stream not yet delivered to our group (`XINFO GROUPS` lag).
     pub redis_lag: Gauge,
     /// The last Nomad event stream index processed.
@@ -88,14 +98,14 @@ impl Metrics {
             other_team_events: Family::default(),
             deliveries: Family::default(),
             retries: Family::default(),
-            delivery_latency: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 20))
-            }),
+            delivery_latency: Family::new_with_constructor(latency_histogram),
+            registered_delivery_latency: latency_histogram(),
             dead_letters: Family::default(),
             outbox_depth: Family::default(),
             outbox_oldest_age: Family::default(),
             source_connected: Family::default(),
             registered_webhooks: Family::default(),
+            registered_delivering: Gauge::default(),
             redis_lag: Gauge::default(),
             nomad_last_index: Gauge::default(),
             orchestrators_known: Gauge::default(),
@@ -149,6 +159,11 @@ impl Metrics {
             m.delivery_latency.clone(),
         );
         registry.register(
+            "registered_delivery_latency_seconds",
+            "Time from the event's timestamp to its 2xx answer, for all webhooks registered through the events API together",
+            m.registered_delivery_latency.clone(),
+        );
+        registry.register(
             "dead_letters",
             "Events moved to the dead-letter store, by endpoint",
             m.dead_letters.clone(),
@@ -177,6 +192,11 @@ impl Metrics {
             "registered_webhook_info",
             "1 for each webhook registered through the events API that this instance delivers to: its endpoint label and team, to view deliveries per team",
             m.registered_webhooks.clone(),
+        );
+        registry.register(
+            "registered_webhooks_delivering",
+            "Registered webhooks with a dispatcher running: deliveries to make, or one made in the last 5 s",
+            m.registered_delivering.clone(),
         );
         registry.register(
             "redis_lag",
@@ -317,6 +337,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Records the event-time-to-2xx latency of a registered webhook.
+    pub fn registered_delivery_latency(&self, seconds: f64) {
+        self.registered_delivery_latency.observe(seconds);
+    }
+
     /// Counts a dead letter.
     pub fn dead_letter(&self, endpoint: &str) {
         self.dead_letters
@@ -331,6 +356,27 @@ impl Metrics {
         self.outbox_oldest_age
             .get_or_create(&l)
             .set(oldest_age_seconds);
+    }
+
+    /// Drops the backlog series of one endpoint (a registered webhook that caught up: thousands
+    /// of them at 0 would only cost memory and scrape time).
+    pub fn clear_outbox(&self, endpoint: &str) {
+        let l = labels(&[("endpoint", endpoint)]);
+        self.outbox_depth.remove(&l);
+        self.outbox_oldest_age.remove(&l);
+    }
+
+    /// Drops every series of one endpoint (a registered webhook deleted or disabled).
+    pub fn forget_endpoint(&self, endpoint: &str) {
+        for outcome in DELIVERY_OUTCOMES {
+            self.deliveries
+                .remove(&labels(&[("endpoint", endpoint), ("outcome", outcome)]));
+        }
+        let l = labels(&[("endpoint", endpoint)]);
+        self.retries.remove(&l);
+        self.dead_letters.remove(&l);
+        self.delivery_latency.remove(&l);
+        self.clear_outbox(endpoint);
     }
 
     /// A registered webhook is delivered to: `endpoint` belongs to `team` (per-team views join

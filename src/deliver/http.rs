@@ -138,7 +138,8 @@ pub struct ClientError(#[from] reqwest::Error);
 pub struct WebhookClient {
     client: reqwest::Client,
     /// For user-registered webhooks: addresses they may not reach (checked when connecting).
-    destinations: Option<crate::util::destination::DestinationPolicy>,
+    /// Shared by the clones (one per registered webhook's dispatcher), not copied into each.
+    destinations: Option<std::sync::Arc<crate::util::destination::DestinationPolicy>>,
     timeout: Duration,
     response_body_limit: usize,
 }
@@ -204,7 +205,7 @@ impl WebhookClient {
             .build()?;
         Ok(Self {
             client,
-            destinations,
+            destinations: destinations.map(std::sync::Arc::new),
             timeout,
             response_body_limit,
         })

@@ -309,9 +309,15 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
             reported.insert(backlog.endpoint.clone());
         }
         // The status lists a registered webhook only while it holds something: one that caught
-        // up (or was deleted) is set to 0, not left at its last depth for an alert to keep firing.
+        // up (or was deleted) loses its backlog series, not left at its last depth for an alert
+        // to keep firing, nor kept at 0 for each of thousands of webhooks. A configured endpoint
+        // keeps its series (at 0), as on the first scrape.
         for endpoint in last_reported.difference(&reported) {
-            outbox.metrics().set_outbox(endpoint, 0, 0.0);
+            if endpoint.starts_with(crate::postgres::webhooks::ENDPOINT_PREFIX) {
+                outbox.metrics().clear_outbox(endpoint);
+            } else {
+                outbox.metrics().set_outbox(endpoint, 0, 0.0);
+            }
         }
         last_reported = reported;
         if last_prune.elapsed() > Duration::from_secs(600) {

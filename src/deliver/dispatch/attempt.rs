@@ -161,7 +161,13 @@ impl Dispatcher {
                 .timestamp()
                 .map(|t| t.as_millisecond())
                 .unwrap_or(stored.appended_at_ms);
-            metrics.delivery_latency(&endpoint, (now_ms() - since).max(0) as f64 / 1000.0);
+            let seconds = (now_ms() - since).max(0) as f64 / 1000.0;
+            // Registered webhooks' latency is one histogram for all of them (see `Metrics`).
+            if self.share.is_some() {
+                metrics.registered_delivery_latency(seconds);
+            } else {
+                metrics.delivery_latency(&endpoint, seconds);
+            }
             // One line per success only at debug: the delivery log has every attempt, and at
             // info this line cost about 5 % of a delivery's instructions (BENCHMARKS.md).
             tracing::debug!(
