@@ -1,6 +1,8 @@
-//! Prometheus metrics and component readiness, shared by every stage through one `Arc`. Every layer
-//! reports here; only the ops server (`/metrics`, `/readyz`) and the OTLP exporter read it.
+//! Prometheus metrics, shared by every stage through one `Arc`. Every layer reports here; only
+//! the ops server (`/metrics`) and the OTLP exporter read it. Component readiness has its own
+//! state ([`Readiness`], read by `/readyz`); the metrics observe it as gauges.
 
+use crate::health::{ComponentState, Readiness};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,7 +10,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 type Labels = Vec<(&'static str, String)>;
@@ -31,19 +32,12 @@ const SYNTHESIZED_KINDS: [(&str, &str); 4] = [
     ("kill", "vanished"),
 ];
 
-/// Whether one component (a source, the outbox) is working, and why not.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ComponentState {
-    /// Ready to do its job.
-    pub ready: bool,
-    /// A short human explanation (may name addresses: shown with the admin token only).
-    pub detail: String,
-    /// A fixed reason that names no address or identifier, shown to anyone.
-    #[serde(skip)]
-    pub summary: &'static str,
+/// The latency buckets: 1 ms to about 9 minutes, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
-/// Every metric the service exports, plus the readiness of its components.
+/// Every metric the service exports, and the readiness they observe.
 pub struct Metrics {
     registry: Registry,
     events_received: Family<Labels, Counter>,
@@ -52,11 +46,16 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     retries: Family<Labels, Counter>,
     delivery_latency: Family<Labels, Histogram>,
+    /// All registered webhooks' latency together: one histogram per webhook would be 23 series
+    /// each, hundreds of thousands for an operator serving thousands of teams.
+    registered_delivery_latency: Histogram,
     dead_letters: Family<Labels, Counter>,
     outbox_depth: Family<Labels, Gauge>,
     outbox_oldest_age: Family<Labels, Gauge<f64, AtomicU64>>,
     source_connected: Family<Labels, Gauge>,
     registered_webhooks: Family<Labels, Gauge>,
+    /// Registered webhooks whose dispatcher runs now (the others cost no task).
+    pub registered_delivering: Gauge,
     /// Entries in the Redis stream not yet delivered to our group (`XINFO GROUPS` lag).
     pub redis_lag: Gauge,
     /// The last Nomad event stream index processed.
@@ -74,7 +73,7 @@ pub struct Metrics {
     outbox_writable: Gauge,
     reconcile_runs: Family<Labels, Counter>,
     synthesized_events: Family<Labels, Counter>,
-    components: Mutex<BTreeMap<&'static str, ComponentState>>,
+    readiness: Readiness,
 }
 
 impl Default for Metrics {
@@ -99,14 +98,14 @@ impl Metrics {
             other_team_events: Family::default(),
             deliveries: Family::default(),
             retries: Family::default(),
-            delivery_latency: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 20))
-            }),
+            delivery_latency: Family::new_with_constructor(latency_histogram),
+            registered_delivery_latency: latency_histogram(),
             dead_letters: Family::default(),
             outbox_depth: Family::default(),
             outbox_oldest_age: Family::default(),
             source_connected: Family::default(),
             registered_webhooks: Family::default(),
+            registered_delivering: Gauge::default(),
             redis_lag: Gauge::default(),
             nomad_last_index: Gauge::default(),
             orchestrators_known: Gauge::default(),
@@ -116,7 +115,7 @@ impl Metrics {
             outbox_writable: Gauge::default(),
             reconcile_runs: Family::default(),
             synthesized_events: Family::default(),
-            components: Mutex::new(BTreeMap::new()),
+            readiness: Readiness::observed_by(|_, _| {}),
             registry: Registry::default(),
         };
         registry.register(
@@ -160,6 +159,11 @@ impl Metrics {
             m.delivery_latency.clone(),
         );
         registry.register(
+            "registered_delivery_latency_seconds",
+            "Time from the event's timestamp to its 2xx answer, for all webhooks registered through the events API together",
+            m.registered_delivery_latency.clone(),
+        );
+        registry.register(
             "dead_letters",
             "Events moved to the dead-letter store, by endpoint",
             m.dead_letters.clone(),
@@ -188,6 +192,11 @@ impl Metrics {
             "registered_webhook_info",
             "1 for each webhook registered through the events API that this instance delivers to: its endpoint label and team, to view deliveries per team",
             m.registered_webhooks.clone(),
+        );
+        registry.register(
+            "registered_webhooks_delivering",
+            "Registered webhooks with a dispatcher running: deliveries to make, or one made in the last 5 s",
+            m.registered_delivering.clone(),
         );
         registry.register(
             "redis_lag",
@@ -219,7 +228,22 @@ impl Metrics {
             "Events synthesized by reconciliation, by label and reason",
             m.synthesized_events.clone(),
         );
-        Self { registry, ..m }
+        // Readiness is observed: `outbox_writable` and `source_connected` follow its reports.
+        let (writable, connected) = (m.outbox_writable.clone(), m.source_connected.clone());
+        let readiness = Readiness::observed_by(move |name, ready| {
+            if name == "outbox" {
+                writable.set(i64::from(ready));
+            } else {
+                connected
+                    .get_or_create(&labels(&[("source", name)]))
+                    .set(i64::from(ready));
+            }
+        });
+        Self {
+            registry,
+            readiness,
+            ..m
+        }
     }
 
     /// Exports every counter of one endpoint at 0, so `rate()` and alerts have a series from
@@ -313,6 +337,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Records the event-time-to-2xx latency of a registered webhook.
+    pub fn registered_delivery_latency(&self, seconds: f64) {
+        self.registered_delivery_latency.observe(seconds);
+    }
+
     /// Counts a dead letter.
     pub fn dead_letter(&self, endpoint: &str) {
         self.dead_letters
@@ -327,6 +356,27 @@ impl Metrics {
         self.outbox_oldest_age
             .get_or_create(&l)
             .set(oldest_age_seconds);
+    }
+
+    /// Drops the backlog series of one endpoint (a registered webhook that caught up: thousands
+    /// of them at 0 would only cost memory and scrape time).
+    pub fn clear_outbox(&self, endpoint: &str) {
+        let l = labels(&[("endpoint", endpoint)]);
+        self.outbox_depth.remove(&l);
+        self.outbox_oldest_age.remove(&l);
+    }
+
+    /// Drops every series of one endpoint (a registered webhook deleted or disabled).
+    pub fn forget_endpoint(&self, endpoint: &str) {
+        for outcome in DELIVERY_OUTCOMES {
+            self.deliveries
+                .remove(&labels(&[("endpoint", endpoint), ("outcome", outcome)]));
+        }
+        let l = labels(&[("endpoint", endpoint)]);
+        self.retries.remove(&l);
+        self.dead_letters.remove(&l);
+        self.delivery_latency.remove(&l);
+        self.clear_outbox(endpoint);
     }
 
     /// A registered webhook is delivered to: `endpoint` belongs to `team` (per-team views join
@@ -357,10 +407,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Records whether a component is ready; sources also set `source_connected`.
+    /// The readiness these metrics observe: parts report to it, `/readyz` reads it.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Reports to [`Self::readiness`] (for parts that hold only the metrics: the outbox).
     pub fn set_component(&self, name: &'static str, ready: bool, detail: impl Into<String>) {
-        let summary = if ready { "ready" } else { "not ready" };
-        self.set_component_with_summary(name, ready, summary, detail);
+        self.readiness.set(name, ready, detail);
     }
 
     /// Like [`Self::set_component`], with a reason anyone may read (`"disk full"`).
@@ -371,29 +425,39 @@ impl Metrics {
         summary: &'static str,
         detail: impl Into<String>,
     ) {
-        if name == "outbox" {
-            self.outbox_writable.set(i64::from(ready));
-        } else {
-            self.source_connected
-                .get_or_create(&labels(&[("source", name)]))
-                .set(i64::from(ready));
-        }
-        let state = ComponentState {
-            ready,
-            detail: detail.into(),
-            summary,
-        };
-        self.components
-            .lock()
-            .expect("metrics lock poisoned")
-            .insert(name, state);
+        self.readiness.report(name, ready, summary, detail);
     }
 
-    /// Every component's state (for `/readyz`).
+    /// Every component's state, as observed.
     pub fn components(&self) -> BTreeMap<&'static str, ComponentState> {
-        self.components
-            .lock()
-            .expect("metrics lock poisoned")
-            .clone()
+        self.readiness.components()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauges_observe_readiness() {
+        let metrics = Metrics::new();
+        let readiness = metrics.readiness();
+        readiness.set("redis", true, "consuming");
+        readiness.set("outbox", true, "writable");
+        let text = metrics.render();
+        assert!(
+            text.contains("e2b_webhook_source_connected{source=\"redis\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("e2b_webhook_outbox_writable 1"), "{text}");
+        readiness.report("outbox", false, "disk full", "no space left");
+        readiness.set("redis", false, "connection refused");
+        let text = metrics.render();
+        assert!(
+            text.contains("e2b_webhook_source_connected{source=\"redis\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("e2b_webhook_outbox_writable 0"), "{text}");
+        assert!(!metrics.components()["outbox"].ready);
     }
 }

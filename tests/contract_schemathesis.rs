@@ -173,7 +173,7 @@ parameters = {{ "path.sandboxID" = "isb-contract" }}
         .args(["--checks", "all"])
         // Our own limits where the document is silent (a secret of at least 16 characters,
         // E2B's event type names, URLs outside the cluster) refuse some requests the document's
-        // schemas allow: 400 naming the field, written down in the README.
+        // schemas allow: 400 naming the field, written down in docs/events-api.md.
         // The document's status codes, with the deviations written down in one place
         // (tests/fixtures/schemathesis/deviations.py) instead of schemathesis's own check.
         .args([

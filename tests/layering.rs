@@ -1,24 +1,20 @@
 //! Issue 18: arrows only point down. Every `crate::…` path in `src/` is read, each file is mapped
-//! to its layer as the README's "How the code is laid out" lists them, and the test fails naming
-//! the file and the arrow when a module reaches up — or sideways into a sibling of its layer.
-//! And one concern per file: a file over 400 lines of code fails unless it says why; and the
-//! README's section names only files that are there.
+//! to its layer as "How the code is laid out" in docs/architecture.md lists them, and the test
+//! fails naming the file and the arrow when a module reaches up — or sideways into a sibling of
+//! its layer. And one concern per file: a file over 400 lines of code fails unless it says why;
+//! and docs/architecture.md names only files that are there.
 
 use std::path::Path;
 
 /// Layers from the bottom. A module may use its own top-level module and any module of a lower
 /// layer; the application layer's modules (the wiring) may also use each other.
 const LAYERS: &[(&str, &[&str])] = &[
+    // What parts report and others decide on (readiness, the stream's progress); the metrics
+    // observe it, so it sits below them.
+    ("signals", &["health"]),
     (
         "foundation",
-        &[
-            "util",
-            "event",
-            "metrics",
-            "health",
-            "cluster",
-            "team_scope",
-        ],
+        &["util", "event", "metrics", "cluster", "team_scope"],
     ),
     ("store", &["outbox", "leadership"]),
     (
@@ -31,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("app", &["service", "server", "config", "demo", "receiver"]),
     ("binary", &["cli", "main", "lib"]),
 ];
-const APP: usize = 6;
+const APP: usize = 7;
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS
@@ -41,11 +37,18 @@ fn layer(module: &str) -> Option<usize> {
 
 /// Arrows that point down but cross a seam (issue 33): `config` produces settings types and
 /// must not reach into the parts it configures for their helpers.
-const SEAMS: &[(&str, &str, &str)] = &[(
-    "config",
-    "admin",
-    "config produces settings; the admin token is util::admin_token",
-)];
+const SEAMS: &[(&str, &str, &str)] = &[
+    (
+        "config",
+        "admin",
+        "config produces settings; the admin token is util::admin_token",
+    ),
+    (
+        "config",
+        "service",
+        "config produces settings; service builds the parts from them, never the reverse",
+    ),
+];
 
 /// Why `from` may not use `to`, if it may not.
 fn forbidden(from: &str, to: &str) -> Option<String> {
@@ -57,7 +60,7 @@ fn forbidden(from: &str, to: &str) -> Option<String> {
     }
     let (Some(a), Some(b)) = (layer(from), layer(to)) else {
         return Some(format!(
-            "{} is in no layer: add it to LAYERS here and to the README's \"How the code is laid out\"",
+            "{} is in no layer: add it to LAYERS here and to docs/architecture.md's \"How the code is laid out\"",
             if layer(from).is_none() { from } else { to }
         ));
     };
@@ -243,13 +246,14 @@ fn the_size_rule_counts_code_before_the_tests_and_reads_the_reason() {
     assert_eq!(code_lines(&format!("#[cfg(test)]\n{long}")), 0);
 }
 
-/// The files and folders the README's "How the code is laid out" names (in backticks): `a.rs`,
-/// `folder/`, `source/{redis,nomad,file}`; patterns (`tests/*.rs`) and words (`run`) are left out.
-fn layout_paths(readme: &str) -> Vec<String> {
-    let start = readme
+/// The files and folders "How the code is laid out" in docs/architecture.md names (in backticks):
+/// `a.rs`, `folder/`, `source/{redis,nomad,file}`; patterns (`tests/*.rs`) and words (`run`) are
+/// left out.
+fn layout_paths(architecture: &str) -> Vec<String> {
+    let start = architecture
         .find("## How the code is laid out")
-        .expect("the README has a section \"How the code is laid out\"");
-    let section = &readme[start..];
+        .expect("docs/architecture.md has a section \"How the code is laid out\"");
+    let section = &architecture[start..];
     let section = &section[..section[3..]
         .find("\n## ")
         .map_or(section.len(), |end| end + 3)];
@@ -288,17 +292,17 @@ fn exists(root: &Path, files: &[std::path::PathBuf], name: &str) -> bool {
 }
 
 #[test]
-fn every_file_the_readme_layout_names_exists() {
+fn every_file_the_architecture_page_names_exists() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let architecture = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
     let mut files = Vec::new();
     rust_files(&root.join("src"), &mut files);
-    let paths = layout_paths(&readme);
+    let paths = layout_paths(&architecture);
     assert!(paths.len() > 20, "found only {paths:?}");
     let missing: Vec<&String> = paths.iter().filter(|p| !exists(root, &files, p)).collect();
     assert!(
         missing.is_empty(),
-        "the README's \"How the code is laid out\" names what is not there (moved or renamed?): {missing:?}"
+        "docs/architecture.md's \"How the code is laid out\" names what is not there (moved or renamed?): {missing:?}"
     );
     assert!(
         !exists(root, &files, "store/no_such_file.rs"),
@@ -558,13 +562,13 @@ fn the_cycle_check_reads_grouped_imports_and_finds_a_pair() {
     );
 }
 
-/// The backticked files of the README's subsection `### {title}` that are not patterns.
-fn recipe_files(readme: &str, title: &str) -> Vec<String> {
+/// The backticked files of docs/architecture.md's subsection `### {title}` that are not patterns.
+fn recipe_files(architecture: &str, title: &str) -> Vec<String> {
     let heading = format!("### {title}\n");
-    let start = readme
+    let start = architecture
         .find(&heading)
-        .unwrap_or_else(|| panic!("the README has a subsection \"{title}\""));
-    let section = &readme[start + heading.len()..];
+        .unwrap_or_else(|| panic!("docs/architecture.md has a subsection \"{title}\""));
+    let section = &architecture[start + heading.len()..];
     let section = &section[..section.find("\n##").unwrap_or(section.len())];
     section
         .split('`')
@@ -576,9 +580,9 @@ fn recipe_files(readme: &str, title: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_readme_names_the_files_to_touch_for_a_wire_format_and_a_source() {
+fn the_architecture_page_names_the_files_to_touch_for_a_wire_format_and_a_source() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let architecture = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
     let exists = |name: &String| root.join("src").join(name).exists() || root.join(name).exists();
     for (title, must_name) in [
         (
@@ -587,7 +591,7 @@ fn the_readme_names_the_files_to_touch_for_a_wire_format_and_a_source() {
         ),
         ("To add a source", &["source/mod.rs", "service/mod.rs"][..]),
     ] {
-        let files = recipe_files(&readme, title);
+        let files = recipe_files(&architecture, title);
         for name in must_name {
             assert!(
                 files.iter().any(|f| f == name),
@@ -641,4 +645,146 @@ fn tests_pull_in_their_support_as_one_module_under_one_name() {
         "use `mod support;` and `support::redis::…` instead of #[path] under a local name: {by_path:?}"
     );
     assert!(tests.join("support/mod.rs").exists());
+}
+
+/// The files of `src/` with their path below it, and their code without comments and unit
+/// tests (a test double may do what the code may not).
+fn src_code() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let relative = f.strip_prefix(&src).unwrap().display().to_string();
+            let text = std::fs::read_to_string(f).unwrap();
+            let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+            (relative, code_only(code))
+        })
+        .collect()
+}
+
+/// Issue 33: `service::run` reads as the list of parts started and stopped; building a part
+/// from its settings is that part's own file.
+const RUN_MAX_LINES: usize = 80;
+
+/// Lines of the top-level function that starts with `signature`, up to its closing brace.
+fn function_lines(source: &str, signature: &str) -> Option<usize> {
+    let body = &source[source.find(signature)?..];
+    let end = body.find("\n}\n")?;
+    Some(body[..end].lines().count() + 1)
+}
+
+#[test]
+fn service_run_is_a_list_of_parts() {
+    assert_eq!(
+        function_lines(
+            "fn a() {\n    b();\n}\nfn run() {\n    x();\n    y();\n}\n",
+            "fn run("
+        ),
+        Some(4)
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/service/mod.rs");
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines = function_lines(&text, "pub async fn run(").expect("service::run is there");
+    assert!(
+        lines <= RUN_MAX_LINES,
+        "service::run is {lines} lines (at most {RUN_MAX_LINES}): build a part from its settings in \
+         a file of its own (service/sources.rs, reconciliation.rs, ops.rs…) and start it from run"
+    );
+}
+
+/// Only the wiring sees the whole configuration; every part is handed its own settings.
+#[test]
+fn only_the_wiring_names_run_config() {
+    let may = |file: &str| {
+        file.starts_with("config/") || file.starts_with("cli/") || file == "service/mod.rs"
+    };
+    let naming: Vec<String> = src_code()
+        .into_iter()
+        .filter(|(_, code)| code.contains("RunConfig"))
+        .map(|(file, _)| file)
+        .collect();
+    assert!(naming.iter().any(|f| f == "service/mod.rs"), "{naming:?}");
+    let wrong: Vec<&String> = naming.iter().filter(|f| !may(f)).collect();
+    assert!(
+        wrong.is_empty(),
+        "these take the whole RunConfig; hand them their own settings instead: {wrong:?}"
+    );
+    assert!(forbidden("config", "service").is_some());
+}
+
+/// A settings type has one name: the part that uses it defines it, `config` re-exports it
+/// under that name (never `pub use … as …`).
+#[test]
+fn settings_types_have_one_name() {
+    let renamed: Vec<String> = src_code()
+        .into_iter()
+        .filter(|(file, _)| file.starts_with("config/"))
+        .flat_map(|(file, code)| {
+            code.lines()
+                .filter(|l| l.trim_start().starts_with("pub use") && l.contains(" as "))
+                .map(|l| format!("src/{file}: {}", l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        renamed.is_empty(),
+        "a type re-exported under a second name:\n{}",
+        renamed.join("\n")
+    );
+}
+
+/// Metrics are observed, never used to decide: readiness is read from `health::Readiness`.
+#[test]
+fn readiness_is_never_read_from_the_metrics() {
+    let reading: Vec<String> = src_code()
+        .into_iter()
+        .filter(|(file, code)| {
+            file != "metrics.rs"
+                && (code.contains("metrics().components()")
+                    || code.contains("metrics.components()"))
+        })
+        .map(|(file, _)| file)
+        .collect();
+    assert!(
+        reading.is_empty(),
+        "readiness read from the metrics (use the Readiness the parts report to): {reading:?}"
+    );
+    let server = src_code()
+        .into_iter()
+        .find(|(file, _)| file == "server/mod.rs")
+        .expect("the ops server")
+        .1;
+    assert!(
+        server.contains("readiness.components()"),
+        "/readyz reads Readiness"
+    );
+}
+
+/// Every source starts the same way: through the pipeline, which holds the "may read" gate
+/// once; no spawn block waits for it by itself.
+#[test]
+fn sources_start_through_the_pipeline_and_its_gate() {
+    let code = src_code();
+    let gate: Vec<&String> = code
+        .iter()
+        .filter(|(_, c)| c.contains("sources_may_read") || c.contains("hold_sources_until"))
+        .map(|(file, _)| file)
+        .collect();
+    assert_eq!(
+        gate,
+        ["service/events_api.rs", "service/pipeline.rs"],
+        "the gate is set by the events API and held by the pipeline only"
+    );
+    let implementations: Vec<&String> = code
+        .iter()
+        .filter(|(_, c)| c.contains("Source for "))
+        .map(|(file, _)| file)
+        .collect();
+    assert!(
+        implementations.len() >= 2 && implementations.iter().all(|f| f.starts_with("source/")),
+        "every source implements source::Source in source/: {implementations:?}"
+    );
 }

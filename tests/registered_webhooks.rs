@@ -442,3 +442,85 @@ fn a_registered_webhooks_backlog_gauge_returns_to_zero_once_it_catches_up() {
         common::http_get(port, "/metrics").1
     );
 }
+
+/// A registered webhook with nothing to deliver has no dispatcher running (thousands of idle
+/// webhooks cost no task each): it starts with the event that comes for it, ends a few seconds
+/// after it caught up, and the next event starts it again — every event delivered once, in order.
+#[test]
+fn an_idle_webhooks_dispatcher_ends_and_its_next_event_starts_it_again() {
+    let pg = PostgresServer::start();
+    let redis = RedisServer::start();
+    let receiver = Receiver::start();
+    let (team, key) = pg.add_team("alpha");
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let emitter = RunningEmitter::start_with_env(
+        &[],
+        &[
+            ("POSTGRES_CONNECTION_STRING", &pg.url()),
+            ("LISTEN_ADDR", &format!("127.0.0.1:{port}")),
+            ("DATA_DIR", dir.path().join("data").to_str().unwrap()),
+            ("REDIS_URL", &redis.host_port()),
+            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
+        ],
+        dir.path().join("emitter.log"),
+    );
+    wait_for_api(port, &key);
+    let body = json!({
+        "name": "a", "url": format!("http://127.0.0.1:{}/a", receiver.port),
+        "enabled": true, "signatureSecret": SECRET_A, "events": [
+            "sandbox.lifecycle.created", "sandbox.lifecycle.paused",
+            "sandbox.lifecycle.resumed", "sandbox.lifecycle.killed",
+        ],
+    });
+    let (status, created) = api_call(port, "POST", "/events/webhooks", Some(&key), Some(&body));
+    assert_eq!(status, 201, "{created}");
+    let mut conn = redis.connection();
+    assert!(eventually(Duration::from_secs(10), || gate_exists(
+        &mut conn, &team
+    )));
+    let delivering = |n: u32| {
+        let page = common::http_get(port, "/metrics").1;
+        page.contains(&format!("e2b_webhook_registered_webhooks_delivering {n}\n"))
+            && page.contains("e2b_webhook_registered_webhook_info{")
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || delivering(0)),
+        "an idle registered webhook has no dispatcher running:\n{}",
+        common::http_get(port, "/metrics").1
+    );
+
+    xadd(&mut conn, "idle-1", "created", "sbx-idle", &team);
+    let first = receiver.collect(1, Duration::from_secs(20));
+    assert_eq!(first.len(), 1, "{}", emitter.log_text());
+    // Caught up: it ends after a few seconds with nothing to do.
+    assert!(
+        eventually(Duration::from_secs(20), || delivering(0)),
+        "{}",
+        common::http_get(port, "/metrics").1
+    );
+
+    for (id, kind) in [
+        ("idle-2", "paused"),
+        ("idle-3", "resumed"),
+        ("idle-4", "killed"),
+    ] {
+        xadd(&mut conn, id, kind, "sbx-idle", &team);
+    }
+    let mut rest = receiver.collect(3, Duration::from_secs(20));
+    // None twice: nothing more comes.
+    rest.extend(receiver.collect(1, Duration::from_secs(2)));
+    let ids: Vec<&str> = first
+        .iter()
+        .chain(&rest)
+        .map(|r| r["body"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["idle-1", "idle-2", "idle-3", "idle-4"],
+        "{}",
+        emitter.log_text()
+    );
+    assert!(first.iter().chain(&rest).all(|r| r["valid"] == true));
+    assert!(eventually(Duration::from_secs(20), || delivering(0)));
+}

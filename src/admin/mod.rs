@@ -9,7 +9,7 @@ mod feed;
 mod routes;
 
 use crate::deliver::control::EndpointControls;
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::journal::DeliveryJournal;
 use crate::outbox::Outbox;
 use auth::AdminToken;
@@ -37,6 +37,8 @@ pub struct Admin {
     pub reconciliation: Option<tokio::sync::watch::Receiver<crate::reconcile::ReconcileReport>>,
     /// Ends live feeds when the service stops, so shutdown does not wait for browsers.
     pub shutdown: CancellationToken,
+    /// Every component's readiness (shown in the status).
+    pub readiness: crate::health::Readiness,
     /// Who holds the leader lease (always this instance without Redis).
     pub leadership: crate::leadership::Leadership,
     /// With Redis, dead letters live there, shared by every instance: listed and replayed there.
@@ -54,7 +56,7 @@ impl Admin {
 #[derive(Clone)]
 pub struct AdminEndpoint {
     /// Its configuration (test events are signed with its secrets).
-    pub config: Endpoint,
+    pub config: EndpointConfig,
     /// Its URL as it may be shown (no credentials, no query).
     pub url_shown: String,
 }

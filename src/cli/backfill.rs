@@ -87,7 +87,7 @@ pub(super) async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
 /// order with everything else, and they survive the loss of any node. Waits until the group
 /// has delivered (or dead-lettered) them.
 pub(super) async fn backfill_through_stream(
-    redis: &crate::config::RedisConfig,
+    redis: &crate::config::RedisSettings,
     file: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let intake = crate::source::redis::StreamIntake::connect(redis)

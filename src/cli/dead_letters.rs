@@ -17,7 +17,7 @@ pub(super) struct SharedStoreArgs {
 
 impl SharedStoreArgs {
     /// The Redis settings, checked as `run` checks them; `None` without Redis.
-    fn redis(&self) -> Result<Option<crate::config::RedisConfig>, ConfigError> {
+    fn redis(&self) -> Result<Option<crate::config::RedisSettings>, ConfigError> {
         crate::config::shared_redis_config(&self.redis)
     }
 }

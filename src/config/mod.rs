@@ -1,4 +1,6 @@
 //! Configuration of `run`: flags and environment variables, an optional TOML file, validation.
+//! What comes out is one settings type per part (`RunConfig`'s fields); `service::run` hands
+//! each part its own.
 
 mod auth_provider;
 mod database_args;
@@ -25,6 +27,7 @@ pub use webhook_args::WebhookArgs;
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::trust::TrustedCa;
 use crate::event::EventFilter;
+use crate::outbox::FileSharing;
 use crate::util::admin_token::AdminToken;
 use crate::util::duration::parse_duration;
 use crate::util::redact::redact_url_text;
@@ -54,14 +57,11 @@ impl ConfigError {
     }
 }
 
-/// A webhook destination (defined next to the dispatcher that delivers to it).
-pub use crate::deliver::endpoint::Endpoint as EndpointConfig;
-
-/// The Redis source settings (defined next to the source that uses them).
-pub use crate::source::redis::RedisSettings as RedisConfig;
-
-/// The Nomad API settings (defined next to the client that uses them).
+// The settings types `config` produces are defined by the part they configure, beside the code
+// that builds the running part from them, and named once: here they are only re-exported.
+pub use crate::deliver::endpoint::EndpointConfig;
 pub use crate::source::nomad::NomadConfig;
+pub use crate::source::redis::RedisSettings;
 
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
@@ -73,7 +73,7 @@ pub struct RunConfig {
     /// Sandboxes delivered concurrently per endpoint.
     pub max_in_flight: usize,
     /// The Redis source, if configured.
-    pub redis: Option<RedisConfig>,
+    pub redis: Option<RedisSettings>,
     /// The teams served: `E2B_TEAM_IDS`, or else every team an endpoint names. Their `wh:<team>`
     /// gate keys are kept alive; when any are set, nothing of another team is delivered.
     pub team_ids: Vec<Uuid>,
@@ -85,8 +85,9 @@ pub struct RunConfig {
     pub events_file: Option<PathBuf>,
     /// Outbox directory.
     pub data_dir: PathBuf,
-    /// Nothing else may open the outbox file while the service runs (`OUTBOX_EXCLUSIVE`).
-    pub outbox_exclusive: bool,
+    /// Whether anything else may open the outbox file while the service runs
+    /// (`OUTBOX_EXCLUSIVE`).
+    pub outbox_sharing: FileSharing,
     /// Health and metrics address.
     pub listen: SocketAddr,
     /// The admin API and console token; none turns them off.
@@ -191,7 +192,11 @@ impl RunConfig {
             reconcile: nomad::reconcile_config(args)?,
             events_file: args.events_file.clone(),
             data_dir: args.storage.data_dir.clone(),
-            outbox_exclusive: args.outbox_exclusive,
+            outbox_sharing: if args.outbox_exclusive {
+                FileSharing::Exclusive
+            } else {
+                FileSharing::WithReaders
+            },
             listen,
             admin_token: match args.admin_token.as_deref().map(str::trim) {
                 None | Some("") => None,

@@ -1,18 +1,21 @@
 //! Nomad: the API address and credentials, and which allocations are orchestrators and how often
-//! to reconcile with them.
+//! to reconcile with them — made into discovery's and the reconciler's settings here.
 
 use super::{ConfigError, NomadConfig, RunArgs, parse_http_url};
+use crate::reconcile::ReconcileSettings;
+use crate::source::nomad::{DiscoveryMode, DiscoverySettings, OrchestratorSelector};
 use crate::util::duration::parse_duration;
 use crate::util::redact::redact_url_text;
 use crate::util::secret::Secret;
 use std::time::Duration;
 use url::Url;
+use uuid::Uuid;
 
 /// Which Nomad allocations are orchestrators, and how often to reconcile with them.
 #[derive(Debug, Clone)]
 pub struct ReconcileConfig {
     /// Services or allocations.
-    pub discovery: crate::source::nomad::DiscoveryMode,
+    pub discovery: DiscoveryMode,
     /// Name of the orchestrators' Nomad service.
     pub service_name: String,
     /// Task group of the orchestrator job.
@@ -29,6 +32,36 @@ pub struct ReconcileConfig {
     pub interval: Duration,
     /// How long a difference must persist.
     pub grace: Duration,
+}
+
+impl ReconcileConfig {
+    /// What discovery is built from: how it finds the orchestrators (its timing stays at the
+    /// defaults, made for a real Nomad).
+    pub fn discovery_settings(&self) -> DiscoverySettings {
+        DiscoverySettings {
+            mode: self.discovery,
+            selector: OrchestratorSelector {
+                service_name: self.service_name.clone(),
+                task_group: self.task_group.clone(),
+                job_prefix: self.job_prefix.clone(),
+                port_label: self.port_label.clone(),
+                default_port: self.default_port,
+            },
+            ..DiscoverySettings::default()
+        }
+    }
+
+    /// What the reconciler is built from, for the sandboxes of `teams` (every team when empty);
+    /// `service` adds the lease and, with the Redis source, the stream's progress.
+    pub fn reconcile_settings(&self, teams: Vec<Uuid>) -> ReconcileSettings {
+        ReconcileSettings {
+            interval: self.interval,
+            grace: self.grace,
+            rpc_timeout: self.rpc_timeout,
+            teams,
+            ..ReconcileSettings::default()
+        }
+    }
 }
 
 /// The Nomad API settings of `args`, if `NOMAD_ADDR` is set.

@@ -11,7 +11,7 @@
 //! Settings that contradict each other stop startup with the one to change.
 
 use super::shared_args::{DEFAULT_LEADER_LEASE_TTL, DEFAULT_REDIS_CLAIM_IDLE, RedisArgs};
-use super::{ConfigError, RedisConfig, RunArgs};
+use super::{ConfigError, RedisSettings, RunArgs};
 use crate::source::redis::{RedisConnectionSettings, RedisTls};
 use crate::util::duration::parse_duration;
 use crate::util::secret::Secret;
@@ -28,7 +28,7 @@ const PASSWORD: &str = "REDIS_PASSWORD (--redis-password)";
 const LEASE_TTL: &str = "LEADER_LEASE_TTL (--leader-lease-ttl)";
 
 /// The Redis settings of `args`, if Redis is configured (also for `dead-letters`).
-pub fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> {
+pub fn redis_config(args: &RunArgs) -> Result<Option<RedisSettings>, ConfigError> {
     let Some(connection) = connection_settings(&args.redis)? else {
         return Ok(None);
     };
@@ -47,7 +47,7 @@ pub fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> 
             "must be between 1s and 5m (the default 8s replaces a lost instance within about 12 s)",
         ));
     }
-    Ok(Some(RedisConfig {
+    Ok(Some(RedisSettings {
         connection,
         stream: args.redis.redis_stream.clone(),
         group: args.redis.redis_group.clone(),
@@ -60,7 +60,7 @@ pub fn redis_config(args: &RunArgs) -> Result<Option<RedisConfig>, ConfigError> 
 
 /// The Redis settings of a tool reading the service's shared state (`dead-letters`): the
 /// service's Redis flags, its other Redis settings at their defaults.
-pub fn shared_redis_config(redis: &RedisArgs) -> Result<Option<RedisConfig>, ConfigError> {
+pub fn shared_redis_config(redis: &RedisArgs) -> Result<Option<RedisSettings>, ConfigError> {
     redis_config(&RunArgs {
         redis: redis.clone(),
         redis_claim_idle: DEFAULT_REDIS_CLAIM_IDLE.into(),

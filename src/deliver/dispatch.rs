@@ -5,16 +5,20 @@
 //! eligible, so events of one sandbox arrive in order while other sandboxes proceed.
 
 mod attempt;
+mod build;
 mod commits;
+mod on_demand;
 
+pub use build::{Oversight, SharedDelivery};
 pub use commits::CommitQueue;
+pub use on_demand::OnDemand;
 
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::schedule::Schedule;
-use crate::deliver::shares::{AttemptPermits, DeliveryShares, TeamShare};
+use crate::deliver::shares::{AttemptPermits, TeamShare};
 use crate::leadership::Leadership;
 use crate::outbox::DeliveryState;
 use crate::outbox::{Completion, Outbox, OutboxError};
@@ -24,15 +28,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Pending deliveries held in memory per endpoint; the rest waits on disk.
-const WINDOW: usize = 10_000;
-/// The same for a registered webhook: thousands of them may have a backlog at once, and a few
-/// dozen pending deliveries keep its share of attempts busy (at most one per sandbox at a time).
-const REGISTERED_WINDOW: usize = 64;
 /// Delivery results are committed in batches: at this many, or after `COMMIT_DELAY`. A crash
 /// before the commit only means those events are delivered again (at least once).
 const COMMIT_BATCH: usize = 256;
@@ -41,6 +40,9 @@ const COMMIT_DELAY: Duration = Duration::from_millis(25);
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
 /// After the drain deadline, how long canceled attempts get to report (they return at once).
 const ABANDON_GRACE: Duration = Duration::from_secs(1);
+/// How long a dispatcher started on demand stays after its last delivery with nothing left to
+/// do, so a webhook receiving an event every few seconds is not started for each one.
+const LINGER: Duration = Duration::from_secs(5);
 
 /// A batch of delivery results being committed while deliveries go on; it hands the batch back
 /// with the result, so a failed commit can be tried again.
@@ -48,24 +50,12 @@ type Commit = Pin<Box<dyn Future<Output = (Arc<[Completion]>, Result<(), OutboxE
 /// Waiting in line for a team's permits.
 type Acquiring = Pin<Box<dyn Future<Output = AttemptPermits> + Send>>;
 
-/// What the dispatchers of registered webhooks share instead of holding one each: the HTTP
-/// client and its connection pool, the commits of their results, and the delivery concurrency.
-#[derive(Clone)]
-pub struct SharedDelivery {
-    /// One client for every registered webhook (their URLs are guarded alike).
-    pub client: WebhookClient,
-    /// Results of every registered webhook committed together.
-    pub commits: CommitQueue,
-    /// Each team's share of the attempts in flight.
-    pub shares: DeliveryShares,
-}
-
 /// Delivers one endpoint's events from the outbox.
 pub struct Dispatcher {
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<EndpointConfig>,
     outbox: Outbox,
     client: WebhookClient,
-    policy: RetryPolicy,
+    policy: Arc<RetryPolicy>,
     max_in_flight: usize,
     journal: Arc<DeliveryJournal>,
     /// An operator's pause: no new attempt starts while it is true.
@@ -78,79 +68,42 @@ pub struct Dispatcher {
     share: Option<TeamShare>,
     /// For a registered webhook: results committed with other webhooks'.
     commits: Option<CommitQueue>,
+    /// Woken when the outbox has new deliveries for the endpoint.
+    appended: Arc<Notify>,
 }
 
-/// What an operator watches and switches for one dispatcher.
-pub struct Oversight {
-    /// Where attempts are recorded.
-    pub journal: Arc<DeliveryJournal>,
-    /// The endpoint's pause switch.
-    pub paused: watch::Receiver<bool>,
+/// Why [`Dispatcher::deliver`] returned.
+enum Ended {
+    /// Asked to stop: in-flight attempts finished or the drain deadline passed.
+    Stopped,
+    /// Started on demand and nothing is left to deliver (nothing loaded, in flight, to commit
+    /// or on disk): the task may end until the next append.
+    Idle,
 }
 
 impl Dispatcher {
-    /// A dispatcher for `endpoint` with its own pooled HTTP client.
-    pub fn new(
-        endpoint: Endpoint,
-        outbox: Outbox,
-        policy: RetryPolicy,
-        max_in_flight: usize,
-        oversight: Oversight,
-        leadership: Leadership,
-    ) -> Result<Self, crate::deliver::http::ClientError> {
-        Ok(Self {
-            client: WebhookClient::for_endpoint(&endpoint)?,
-            endpoint: Arc::new(endpoint),
-            outbox,
-            policy,
-            max_in_flight: max_in_flight.max(1),
-            journal: oversight.journal,
-            paused: oversight.paused,
-            leadership,
-            window: WINDOW,
-            share: None,
-            commits: None,
-        })
-    }
-
-    /// A dispatcher for a webhook `team` registered: it delivers through `shared`'s client,
-    /// commits with the other webhooks and takes a permit of its team's share for each attempt.
-    pub fn registered(
-        endpoint: Endpoint,
-        outbox: Outbox,
-        policy: RetryPolicy,
-        oversight: Oversight,
-        leadership: Leadership,
-        shared: &SharedDelivery,
-        team: uuid::Uuid,
-    ) -> Self {
-        let share = shared.shares.of_team(team);
-        Self {
-            client: shared.client.clone(),
-            endpoint: Arc::new(endpoint),
-            outbox,
-            policy,
-            // The team's share bounds it; this only keeps the loop's own arithmetic finite.
-            max_in_flight: REGISTERED_WINDOW,
-            journal: oversight.journal,
-            paused: oversight.paused,
-            leadership,
-            window: REGISTERED_WINDOW,
-            share: Some(share),
-            commits: Some(shared.commits.clone()),
-        }
-    }
-
     /// Delivers until `shutdown`; then lets in-flight attempts finish for up to `drain`.
-    ///
-    /// The outbox calls are boxed: this future is what an idle dispatcher holds in memory, and
-    /// thousands of registered webhooks each have one, so it should not carry their space.
     pub async fn run(
-        self,
+        &self,
         shutdown: CancellationToken,
         drain: Duration,
     ) -> Result<(), OutboxError> {
-        let appended = self.outbox.subscribe_endpoint(&self.endpoint.id);
+        self.deliver(shutdown, drain, false).await.map(|_| ())
+    }
+
+    /// Like [`Self::run`]; `on_demand`, it also returns once it has nothing left to deliver
+    /// (after [`LINGER`] when it delivered something), and when this instance does not deliver
+    /// and the endpoint has nothing on disk.
+    ///
+    /// The outbox calls are boxed: this future is what a dispatcher holds in memory while it
+    /// waits, so it should not carry their space.
+    async fn deliver(
+        &self,
+        shutdown: CancellationToken,
+        drain: Duration,
+        on_demand: bool,
+    ) -> Result<Ended, OutboxError> {
+        let appended = &self.appended;
         let mut pause = self.paused.clone();
         let mut schedule = Schedule::default();
         let mut on_disk = true;
@@ -173,6 +126,9 @@ impl Dispatcher {
         let mut spare: Option<AttemptPermits> = None;
         // Cancelled at the drain deadline: attempts still waiting for an answer end, canceled.
         let abandon = CancellationToken::new();
+        // On demand: since when it has had nothing to do, and whether it has loaded anything.
+        let mut idle_since: Option<tokio::time::Instant> = None;
+        let mut loaded_any = false;
         loop {
             let current = self.leadership.delivery_term();
             if !stopping && (current.is_none() || current != term) {
@@ -188,6 +144,11 @@ impl Dispatcher {
                 on_disk = true;
                 term = current;
                 if term.is_none() {
+                    // Waiting for the lease costs a task per webhook: on demand, only those
+                    // with deliveries on disk wait (an append or the lease's return wakes them).
+                    if on_demand && !stopping && !Box::pin(self.has_pending()).await {
+                        return Ok(Ended::Idle);
+                    }
                     tokio::select! {
                         () = Box::pin(self.leadership.until_delivering()) => {}
                         () = shutdown.cancelled() => stopping = true,
@@ -211,6 +172,7 @@ impl Dispatcher {
                     Ok(rows) => {
                         reads_paused_until = None;
                         on_disk = rows.len() == want;
+                        loaded_any |= !rows.is_empty();
                         for row in rows {
                             schedule.push(row);
                         }
@@ -307,6 +269,23 @@ impl Dispatcher {
             if stopping && in_flight.is_empty() && committing.is_none() {
                 break;
             }
+            let idle = on_demand
+                && !stopping
+                && !on_disk
+                && schedule.loaded == 0
+                && in_flight.is_empty()
+                && completions.is_empty()
+                && committing.is_none();
+            let idle_until = idle.then(|| {
+                let since = *idle_since.get_or_insert(now);
+                since + if loaded_any { LINGER } else { Duration::ZERO }
+            });
+            if !idle {
+                idle_since = None;
+            }
+            if idle_until.is_some_and(|at| at <= now) {
+                return Ok(Ended::Idle);
+            }
             let wake_at = schedule.next_due().filter(|_| {
                 !stopping && !paused && acquiring.is_none() && in_flight.len() < self.max_in_flight
             });
@@ -320,7 +299,8 @@ impl Dispatcher {
                     tokio::time::Instant::now() + Duration::from_millis(wait)
                 });
                 let reload_at = reads_paused_until.filter(|_| on_disk && !stopping);
-                match due.into_iter().chain(commit_at).chain(reload_at).min() {
+                let times = due.into_iter().chain(commit_at).chain(reload_at);
+                match times.chain(idle_until).min() {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -352,7 +332,10 @@ impl Dispatcher {
                     acquiring = None;
                     spare = Some(permits);
                 }
-                () = appended.notified(), if !stopping => on_disk = true,
+                () = appended.notified(), if !stopping => {
+                    on_disk = true;
+                    idle_since = None;
+                }
                 // Paused or resumed: the loop re-reads the switch.
                 Ok(()) = pause.changed(), if !stopping => {}
                 _ = timer => {}
@@ -379,7 +362,14 @@ impl Dispatcher {
                 }
             }
         }
-        Box::pin(self.commit_all(committing.take(), completions)).await
+        Box::pin(self.commit_all(committing.take(), completions)).await?;
+        Ok(Ended::Stopped)
+    }
+
+    /// Whether the endpoint has deliveries on disk (or they cannot be read: assumed so).
+    async fn has_pending(&self) -> bool {
+        let pending = self.outbox.pending_after(&self.endpoint.id, 0, 1).await;
+        !matches!(pending, Ok(rows) if rows.is_empty())
     }
 
     /// Waits for the commit in flight, then commits `completions`: every result recorded, in the

@@ -10,9 +10,9 @@ use std::time::Duration;
 use url::Url;
 use uuid::Uuid;
 
-/// One webhook destination.
+/// One webhook destination: the settings its dispatcher is built from.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub struct EndpointConfig {
     /// Stable name: part of the delivery id and the outbox keys; `default` for WEBHOOK_URL.
     pub id: String,
     /// Where to POST.
@@ -35,7 +35,7 @@ pub struct Endpoint {
     pub trusted_ca: Option<TrustedCa>,
 }
 
-impl Endpoint {
+impl EndpointConfig {
     /// How this endpoint identifies itself on the wire.
     pub fn identity(&self) -> EndpointIdentity {
         EndpointIdentity {
@@ -46,8 +46,8 @@ impl Endpoint {
     }
 }
 
-impl From<&Endpoint> for Route {
-    fn from(e: &Endpoint) -> Self {
+impl From<&EndpointConfig> for Route {
+    fn from(e: &EndpointConfig) -> Self {
         Self {
             endpoint: e.id.clone(),
             filter: e.events.clone(),

@@ -1,6 +1,6 @@
 //! The HTTP client: one POST, one typed outcome. Retries belong to the dispatcher.
 
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::error_class::{ErrorClass, NetworkFailure, classify};
 use crate::deliver::format::SignedRequest;
 use crate::deliver::trust::TrustedCa;
@@ -138,7 +138,8 @@ pub struct ClientError(#[from] reqwest::Error);
 pub struct WebhookClient {
     client: reqwest::Client,
     /// For user-registered webhooks: addresses they may not reach (checked when connecting).
-    destinations: Option<crate::util::destination::DestinationPolicy>,
+    /// Shared by the clones (one per registered webhook's dispatcher), not copied into each.
+    destinations: Option<std::sync::Arc<crate::util::destination::DestinationPolicy>>,
     timeout: Duration,
     response_body_limit: usize,
 }
@@ -156,7 +157,7 @@ impl WebhookClient {
     }
 
     /// The client for a configured endpoint: its timeout, body limit and private CA, if any.
-    pub fn for_endpoint(endpoint: &Endpoint) -> Result<Self, ClientError> {
+    pub fn for_endpoint(endpoint: &EndpointConfig) -> Result<Self, ClientError> {
         Self::new(
             endpoint.timeout,
             endpoint.response_body_limit,
@@ -204,7 +205,7 @@ impl WebhookClient {
             .build()?;
         Ok(Self {
             client,
-            destinations,
+            destinations: destinations.map(std::sync::Arc::new),
             timeout,
             response_body_limit,
         })

@@ -76,9 +76,21 @@ pub struct Outbox {
     /// The newest appended events, so dispatchers need not read them back from disk.
     recent: Arc<RecentEvents>,
     /// Per endpoint, woken when it gets deliveries to make: an append wakes the dispatchers of
-    /// the endpoints it routed to, not one per registered webhook. A `Notify` (its permit kept
-    /// until the dispatcher next waits) is a tenth of a watch channel's size, per webhook.
-    wakers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>>,
+    /// the endpoints it routed to, not one per registered webhook.
+    wakers: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<dyn EndpointWaker>>>>,
+}
+
+/// What an append of deliveries for an endpoint wakes: its running dispatcher (a `Notify`, its
+/// permit kept until the dispatcher next waits), or what starts one when none runs.
+pub trait EndpointWaker: Send + Sync {
+    /// The endpoint has new deliveries to make. Called with the outbox's wakers locked: quick.
+    fn wake(self: Arc<Self>);
+}
+
+impl EndpointWaker for Notify {
+    fn wake(self: Arc<Self>) {
+        self.notify_one();
+    }
 }
 
 impl Outbox {
@@ -216,7 +228,7 @@ impl Outbox {
             let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             for endpoint in &report.endpoints {
                 if let Some(waker) = wakers.get(endpoint) {
-                    waker.notify_one();
+                    waker.clone().wake();
                 }
             }
         }
@@ -407,7 +419,7 @@ impl Outbox {
             self.appended.send_replace(last);
             let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
             for waker in wakers.values() {
-                waker.notify_one();
+                waker.clone().wake();
             }
         }
         Ok(report)
@@ -435,8 +447,16 @@ impl Outbox {
 
     /// Notified when deliveries for `endpoint` are appended (or dead letters replayed).
     pub fn subscribe_endpoint(&self, endpoint: &str) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        self.wake_on_append(endpoint, notify.clone());
+        notify
+    }
+
+    /// Wakes `waker` when deliveries for `endpoint` are appended (or dead letters replayed),
+    /// instead of what was woken before.
+    pub fn wake_on_append(&self, endpoint: &str, waker: Arc<dyn EndpointWaker>) {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        wakers.entry(endpoint.to_owned()).or_default().clone()
+        wakers.insert(endpoint.to_owned(), waker);
     }
 
     /// The metrics this outbox reports to.

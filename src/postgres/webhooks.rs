@@ -257,6 +257,18 @@ impl Database {
         self.opened(rows).await
     }
 
+    /// What every enabled webhook's row holds (all its columns, secrets included), as one hash
+    /// Postgres computes: [`Self::enabled_webhooks`] needs reading again only when it changes.
+    pub async fn enabled_webhooks_version(&self) -> Result<String, StoreError> {
+        let (version,): (String,) = sqlx::query_as(
+            "SELECT count(*)::text || ':' || coalesce(md5(string_agg(w::text, ',' ORDER BY w.id)), '')
+               FROM webhook_emitter.webhooks w WHERE w.enabled",
+        )
+        .fetch_one(self.ready()?)
+        .await?;
+        Ok(version)
+    }
+
     /// The team's enabled webhook `id` with its secret opened, as [`Self::enabled_webhooks`]
     /// gives it; `None` when it is disabled, not the team's, or its secret does not open.
     pub async fn team_registration(

@@ -232,7 +232,7 @@ impl Memory {
                 .placements
                 .get(&record.sandbox_id)
                 .filter(|p| placement_is_current(p, record));
-            // The rule (DESIGN §4, README "Reconciliation"): an orchestrator that answers is
+            // The rule (DESIGN §4, docs/reconciliation.md): an orchestrator that answers is
             // believed, whether or not Nomad lists it; one that does not answer is only given
             // up once Nomad no longer lists it either, on two runs spanning the grace period.
             let reason = match placement {

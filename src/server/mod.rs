@@ -9,6 +9,7 @@ pub mod logs;
 pub mod otlp;
 
 use crate::admin::auth::{self, AdminToken, Admission};
+use crate::health::Readiness;
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -22,26 +23,39 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct ServerState {
     metrics: Arc<Metrics>,
+    readiness: Readiness,
     outbox: Outbox,
     admin: Option<AdminToken>,
     leadership: Leadership,
+}
+
+/// What the operator endpoints show: the outbox (its metrics on `/metrics`, its status on
+/// `/status`), the components' readiness (`/readyz`) and the lease.
+pub struct OpsView {
+    /// The outbox.
+    pub outbox: Outbox,
+    /// Every component's readiness.
+    pub readiness: Readiness,
+    /// Who holds the leader lease.
+    pub leadership: Leadership,
+    /// The admin token: details on `/readyz`, and `/status`; none turns them off.
+    pub admin: Option<AdminToken>,
 }
 
 /// Serves the operator endpoints on `listener` until `shutdown`, with `extra` routes (the admin
 /// API and console, when enabled) beside them.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    outbox: Outbox,
-    leadership: Leadership,
+    view: OpsView,
     extra: Option<axum::Router>,
-    admin: Option<AdminToken>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = ServerState {
-        metrics: outbox.metrics().clone(),
-        outbox,
-        admin,
-        leadership,
+        metrics: view.outbox.metrics().clone(),
+        readiness: view.readiness,
+        outbox: view.outbox,
+        admin: view.admin,
+        leadership: view.leadership,
     };
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_page))
@@ -73,7 +87,7 @@ async fn metrics_page(State(state): State<ServerState>) -> Response {
 }
 
 async fn readyz(State(state): State<ServerState>, request: Request) -> Response {
-    let components = state.metrics.components();
+    let components = state.readiness.components();
     let ready = !components.is_empty() && components.values().all(|c| c.ready);
     let code = if ready {
         StatusCode::OK

@@ -1,9 +1,11 @@
-//! Starts E2B's events API when a database is configured: the pool, the migrations (retried in
-//! the background while Postgres is down), delivery to registered webhooks, and the routes on
-//! their own listener or merged into the ops server.
+//! Starts E2B's events API from its settings: the pool, the migrations (retried in the
+//! background while Postgres is down), delivery to registered webhooks, and the routes on their
+//! own listener or merged into the ops server. Sources read only once the registered webhooks
+//! are known.
 
 use crate::api::{self, EventsApi};
-use crate::config::{ConfigError, RunConfig};
+use crate::config::{ConfigError, EventsApiConfig, RedisSettings};
+use crate::deliver::retry::RetryPolicy;
 use crate::postgres::Database;
 use crate::postgres::event_history::HistoryWriter;
 use crate::server::listen::{self, ConnectionLimits};
@@ -14,45 +16,30 @@ use super::Pipeline;
 use super::registered_webhooks::{DeliverySettings, WebhookRegistry};
 use crate::team_scope::TeamScope;
 use crate::user_auth::UserTokens;
-use std::future::Future;
 use tokio::sync::watch;
 
-/// What the rest of the service needs from the events API.
-#[derive(Default)]
-pub struct Started {
-    /// The API's routes when they share LISTEN_ADDR (`None` with their own listener, or off).
-    pub routes: Option<axum::Router>,
-    /// True once the registered webhooks are known (`None` when the API is off).
-    known: Option<watch::Receiver<bool>>,
-}
-
-impl Started {
-    /// Resolves once sources may read: the registered webhooks are known (from the outbox's
-    /// snapshot or from Postgres), so none of their events passes before their route exists.
-    /// Until then events wait where they are (the Redis stream, the file).
-    pub fn until_sources_may_read(&self) -> impl Future<Output = ()> + Send + 'static {
-        let known = self.known.clone();
-        async move {
-            let Some(mut known) = known else { return };
-            if !*known.borrow() {
-                tracing::info!(
-                    "reading events once the registered webhooks are known (from Postgres, or as kept before a restart)"
-                );
-            }
-            let _ = known.wait_for(|known| *known).await;
-        }
+/// Resolves once sources may read: the registered webhooks are known (from the outbox's
+/// snapshot or from Postgres), so none of their events passes before their route exists.
+/// Until then events wait where they are (the Redis stream, the file).
+async fn until_sources_may_read(mut known: watch::Receiver<bool>) {
+    if !*known.borrow() {
+        tracing::info!(
+            "reading events once the registered webhooks are known (from Postgres, or as kept before a restart)"
+        );
     }
+    let _ = known.wait_for(|known| *known).await;
 }
 
-/// Starts the API and the delivery to registered webhooks, when a database is configured.
+/// Starts the API and the delivery to registered webhooks (retried by `retry`); the portal
+/// re-sends dead letters from `shared_dead_letters` with Redis. Returns the API's routes when
+/// they share LISTEN_ADDR.
 pub async fn start(
-    run: &RunConfig,
+    config: &EventsApiConfig,
+    retry: &RetryPolicy,
+    shared_dead_letters: Option<RedisSettings>,
     teams: TeamScope,
     pipeline: &mut Pipeline,
-) -> anyhow::Result<Started> {
-    let Some(config) = &run.events_api else {
-        return Ok(Started::default());
-    };
+) -> anyhow::Result<Option<axum::Router>> {
     let setting = "POSTGRES_CONNECTION_STRING (or DATABASE_URL)";
     let database = Database::new(&config.database)
         .map_err(|e| ConfigError::new(setting, e))?
@@ -98,7 +85,7 @@ pub async fn start(
         teams,
         (pipeline.journal.clone(), pipeline.leadership.clone()),
         DeliverySettings {
-            retry: run.retry.clone(),
+            retry: retry.clone(),
             team_concurrency: config.delivery_concurrency.per_team,
             total_concurrency: config.delivery_concurrency.total,
             timeout: config.delivery_timeout,
@@ -107,7 +94,7 @@ pub async fn start(
         },
     )?;
     registry.restore().await;
-    let known = Some(registry.known());
+    pipeline.hold_sources_until(until_sources_may_read(registry.known()));
     let token = pipeline.shutdown_token();
     pipeline.spawn_source(async move {
         registry.run(token).await;
@@ -134,7 +121,7 @@ pub async fn start(
         api.clone(),
         crate::portal::PortalSettings {
             outbox: pipeline.outbox.clone(),
-            shared_dead_letters: run.redis.clone(),
+            shared_dead_letters,
             timeout: config.delivery_timeout,
             response_body_limit: config.response_body_limit,
         },
@@ -142,10 +129,7 @@ pub async fn start(
     let routes = api::router(api).merge(portal);
     let Some(addr) = config.listen else {
         tracing::info!("events API (/events/webhooks) on LISTEN_ADDR");
-        return Ok(Started {
-            routes: Some(routes),
-            known,
-        });
+        return Ok(Some(routes));
     };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         ConfigError::new(
@@ -166,8 +150,5 @@ pub async fn start(
         )
         .await?)
     });
-    Ok(Started {
-        routes: None,
-        known,
-    })
+    Ok(None)
 }

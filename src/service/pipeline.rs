@@ -1,17 +1,20 @@
-//! The pipeline: the outbox with a dispatcher per endpoint, the tasks (sources) attached to it,
-//! and its housekeeping.
+//! The pipeline: the outbox with a dispatcher per endpoint, the sources and tasks attached to
+//! it, and its housekeeping. Every source starts here, and only once sources may read.
 
 use super::{DRAIN_DEADLINE, shutdown_signal};
-use crate::config::EndpointConfig;
 use crate::deliver::control::EndpointControls;
 use crate::deliver::dispatch::{Dispatcher, Oversight};
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::journal::{AttemptLog, DeliveryJournal};
 use crate::deliver::retry::RetryPolicy;
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::outbox::{FileSharing, Outbox, OutboxStatus, Route};
+use crate::source::Source;
 use crate::util::redact::redact_url;
 use anyhow::Context;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
@@ -42,6 +45,8 @@ pub struct Pipeline {
     deliveries_done: CancellationToken,
     /// Tasks that outlive the deliveries (the delivery log's writer).
     followers: JoinSet<anyhow::Result<()>>,
+    /// Resolves once sources may read (at once, unless [`Self::hold_sources_until`] says).
+    sources_may_read: Shared<BoxFuture<'static, ()>>,
 }
 
 impl Pipeline {
@@ -126,6 +131,7 @@ impl Pipeline {
             sources,
             deliveries_done: CancellationToken::new(),
             followers: JoinSet::new(),
+            sources_may_read: futures_util::future::ready(()).boxed().shared(),
         })
     }
 
@@ -134,7 +140,27 @@ impl Pipeline {
         self.shutdown.clone()
     }
 
-    /// Runs a source (or any task) until the pipeline stops.
+    /// Sources added from now on start reading only once `gate` resolves (the registered
+    /// webhooks are known); until then their events wait where they are.
+    pub fn hold_sources_until(&mut self, gate: impl Future<Output = ()> + Send + 'static) {
+        self.sources_may_read = gate.boxed().shared();
+    }
+
+    /// Starts `source` once sources may read, with its metrics' series exported from now on;
+    /// it stops when the pipeline does.
+    pub fn add_source(&mut self, source: Box<dyn Source>) {
+        self.outbox.metrics().prepare_source(source.name());
+        let (may_read, token) = (self.sources_may_read.clone(), self.shutdown.clone());
+        self.sources.spawn(async move {
+            tokio::select! {
+                () = may_read => {}
+                () = token.cancelled() => return Ok(()),
+            }
+            source.run(token).await.map_err(anyhow::Error::from_boxed)
+        });
+    }
+
+    /// Runs a task (a server, a watcher) until the pipeline stops.
     pub fn spawn_source(
         &mut self,
         task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -283,9 +309,15 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
             reported.insert(backlog.endpoint.clone());
         }
         // The status lists a registered webhook only while it holds something: one that caught
-        // up (or was deleted) is set to 0, not left at its last depth for an alert to keep firing.
+        // up (or was deleted) loses its backlog series, not left at its last depth for an alert
+        // to keep firing, nor kept at 0 for each of thousands of webhooks. A configured endpoint
+        // keeps its series (at 0), as on the first scrape.
         for endpoint in last_reported.difference(&reported) {
-            outbox.metrics().set_outbox(endpoint, 0, 0.0);
+            if endpoint.starts_with(crate::postgres::webhooks::ENDPOINT_PREFIX) {
+                outbox.metrics().clear_outbox(endpoint);
+            } else {
+                outbox.metrics().set_outbox(endpoint, 0, 0.0);
+            }
         }
         last_reported = reported;
         if last_prune.elapsed() > Duration::from_secs(600) {
@@ -295,5 +327,82 @@ async fn housekeeping(outbox: Outbox, shutdown: CancellationToken) -> anyhow::Re
                 Err(e) => tracing::warn!(error = %e, "cannot forget old event ids; trying later"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceError;
+    use tokio::sync::{oneshot, watch};
+
+    /// A source that only says it started.
+    struct Starts(watch::Sender<bool>);
+
+    #[async_trait::async_trait]
+    impl Source for Starts {
+        fn name(&self) -> &'static str {
+            "file"
+        }
+
+        async fn run(self: Box<Self>, _shutdown: CancellationToken) -> Result<(), SourceError> {
+            self.0.send_replace(true);
+            Ok(())
+        }
+    }
+
+    fn pipeline(dir: &Path) -> Pipeline {
+        let metrics = Arc::new(Metrics::new());
+        Pipeline::start(dir, &[], &RetryPolicy::default(), 1, metrics).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_source_starts_only_once_sources_may_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pipeline = pipeline(dir.path());
+        let (open, gate) = oneshot::channel::<()>();
+        pipeline.hold_sources_until(async {
+            let _ = gate.await;
+        });
+        let (started, mut seen) = watch::channel(false);
+        pipeline.add_source(Box::new(Starts(started)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !*seen.borrow(),
+            "the source started before sources may read"
+        );
+        open.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), seen.wait_for(|s| *s))
+            .await
+            .expect("the source starts once the gate opens")
+            .unwrap();
+        pipeline.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_source_still_waiting_stops_with_the_pipeline_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pipeline = pipeline(dir.path());
+        pipeline.hold_sources_until(std::future::pending());
+        let (started, seen) = watch::channel(false);
+        pipeline.add_source(Box::new(Starts(started)));
+        tokio::time::timeout(Duration::from_secs(10), pipeline.stop())
+            .await
+            .expect("the pipeline stops although the gate never opened")
+            .unwrap();
+        assert!(!*seen.borrow());
+    }
+
+    #[tokio::test]
+    async fn without_a_gate_a_source_starts_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pipeline = pipeline(dir.path());
+        let (started, mut seen) = watch::channel(false);
+        pipeline.add_source(Box::new(Starts(started)));
+        tokio::time::timeout(Duration::from_secs(5), seen.wait_for(|s| *s))
+            .await
+            .expect("the source starts")
+            .unwrap();
+        pipeline.stop().await.unwrap();
     }
 }

@@ -1,12 +1,13 @@
 //! Webhooks registered through the events API become endpoints while the service runs: every
 //! couple of seconds the enabled ones are read from Postgres (so both instances of an HA pair
-//! follow a change within seconds) and each gets a route in the outbox and a dispatcher — the
-//! same durable, ordered, retried path as configured endpoints — delivering only its team's
+//! follow a change within seconds) and each gets a route in the outbox and a dispatcher, started
+//! when it has deliveries to make — the same durable, ordered, retried path as configured
+//! endpoints — delivering only its team's
 //! events in the `e2b-cloud` format, signed with its own secret, and never to an address inside
 //! the cluster. Teams with an enabled webhook are served (their `wh:<team>` gate key is kept).
 
 use crate::config::EndpointConfig;
-use crate::deliver::dispatch::{CommitQueue, Dispatcher, Oversight, SharedDelivery};
+use crate::deliver::dispatch::{CommitQueue, Dispatcher, OnDemand, Oversight, SharedDelivery};
 use crate::deliver::format::WireFormat;
 use crate::deliver::http::WebhookClient;
 use crate::deliver::journal::DeliveryJournal;
@@ -17,7 +18,7 @@ use crate::event::EventFilter;
 use crate::leadership::Leadership;
 use crate::outbox::{Outbox, Route};
 use crate::postgres::Database;
-use crate::postgres::webhooks::{ENDPOINT_PREFIX, Registration, endpoint_id};
+use crate::postgres::webhooks::{ENDPOINT_PREFIX, EnabledWebhooks, Registration, endpoint_id};
 use crate::team_scope::TeamScope;
 use crate::util::destination::DestinationPolicy;
 use crate::util::secret::Secret;
@@ -26,7 +27,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -88,6 +88,8 @@ pub struct WebhookRegistry {
     known: watch::Sender<bool>,
     /// What the snapshot holds.
     saved: Option<u64>,
+    /// The version of the rows last applied (see `Database::enabled_webhooks_version`).
+    applied: Option<String>,
 }
 
 /// One registered webhook as the snapshot keeps it: its secret sealed as in Postgres (base64 of
@@ -104,8 +106,7 @@ struct Saved {
 struct Running {
     /// Changes when anything the dispatcher was built from changes.
     fingerprint: u64,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+    dispatcher: OnDemand,
     /// Its endpoint id and team, as `registered_webhook_info` exports them.
     endpoint: String,
     team: Uuid,
@@ -127,6 +128,7 @@ impl WebhookRegistry {
                 settings.destinations.clone(),
             )?,
             commits: CommitQueue::start(outbox.clone()),
+            retry: Arc::new(settings.retry.clone()),
             shares: DeliveryShares::new(settings.team_concurrency, settings.total_concurrency),
         };
         Ok(Self {
@@ -142,6 +144,7 @@ impl WebhookRegistry {
             unopened: HashSet::new(),
             known: watch::channel(false).0,
             saved: None,
+            applied: None,
         })
     }
 
@@ -190,16 +193,19 @@ impl WebhookRegistry {
             if !self.database.is_ready() {
                 continue;
             }
-            match self.database.enabled_webhooks().await {
-                Ok(enabled) => {
+            match self.read_if_changed().await {
+                Ok(changed) => {
                     if failing {
                         tracing::info!("reading registered webhooks again");
                         failing = false;
                     }
-                    self.save(&enabled.registrations).await;
-                    self.unopened = enabled.unopened;
-                    self.apply(enabled.registrations).await;
-                    self.known.send_replace(true);
+                    if let Some((enabled, version)) = changed {
+                        self.save(&enabled.registrations).await;
+                        self.unopened = enabled.unopened;
+                        self.apply(enabled.registrations).await;
+                        self.applied = Some(version);
+                        self.known.send_replace(true);
+                    }
                     if !swept {
                         swept = self.sweep_stale().await;
                     }
@@ -213,9 +219,21 @@ impl WebhookRegistry {
             }
         }
         for (_, running) in self.running.drain() {
-            running.stop.cancel();
-            let _ = running.task.await;
+            running.dispatcher.stop().await;
         }
+    }
+
+    /// The enabled webhooks and their version, when their rows changed since the last read:
+    /// thousands of rows are not read (and their secrets opened) every 2 s for nothing.
+    async fn read_if_changed(
+        &self,
+    ) -> Result<Option<(EnabledWebhooks, String)>, crate::postgres::StoreError> {
+        let version = self.database.enabled_webhooks_version().await?;
+        if self.applied.as_ref() == Some(&version) {
+            return Ok(None);
+        }
+        let enabled = self.database.enabled_webhooks().await?;
+        Ok(Some((enabled, version)))
     }
 
     /// Keeps `registrations` in the outbox when they differ from what it holds.
@@ -263,6 +281,8 @@ impl WebhookRegistry {
             .collect();
         for id in gone {
             self.stop(id).await;
+            // Its series go with it: deleted webhooks' counters would otherwise pile up.
+            self.outbox.metrics().forget_endpoint(&endpoint_id(id));
             match self.outbox.remove_route(&endpoint_id(id)).await {
                 Ok(dropped) => {
                     tracing::info!(webhook = %id, dropped, "webhook deleted or disabled: no longer delivering to it")
@@ -307,8 +327,7 @@ impl WebhookRegistry {
             self.outbox
                 .metrics()
                 .registered_webhook_gone(&running.endpoint, &running.team.to_string());
-            running.stop.cancel();
-            let _ = running.task.await;
+            running.dispatcher.stop().await;
         }
     }
 
@@ -320,11 +339,9 @@ impl WebhookRegistry {
         self.outbox
             .metrics()
             .registered_webhook(&endpoint.id, &registration.webhook.team_id.to_string());
-        let id = endpoint.id.clone();
         let dispatcher = Dispatcher::registered(
             endpoint,
             self.outbox.clone(),
-            self.settings.retry.clone(),
             Oversight {
                 journal: self.journal.clone(),
                 paused: self.never_paused.subscribe(),
@@ -333,18 +350,11 @@ impl WebhookRegistry {
             &self.shared,
             registration.webhook.team_id,
         );
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = dispatcher.run(token, super::DRAIN_DEADLINE).await {
-                tracing::error!(endpoint = %id, error = %e, "a registered webhook's dispatcher stopped");
-            }
-        });
+        let dispatcher = OnDemand::start(dispatcher, &self.outbox, super::DRAIN_DEADLINE);
         tracing::info!(webhook = %registration.webhook.id, team = %registration.webhook.team_id, "delivering to a registered webhook");
         Ok(Running {
             fingerprint,
-            stop,
-            task,
+            dispatcher,
             endpoint: endpoint_id(registration.webhook.id),
             team: registration.webhook.team_id,
         })

@@ -2,9 +2,16 @@
 //! sample file) read into an intake — the outbox, or with Redis the stream (`backfill`).
 //! Malformed lines are set aside with their line number.
 
+use super::{Source, SourceError};
 use crate::event::SandboxEvent;
-use crate::outbox::{EventIntake, IntakeError, MalformedInput, RawInput};
+use crate::health::Readiness;
+use crate::outbox::{EventIntake, IntakeError, MalformedInput, Outbox, RawInput};
+use std::path::Path;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio_util::sync::CancellationToken;
+
+/// The source's name in the outbox, the metrics and the readiness report.
+const SOURCE: &str = "file";
 
 /// Events appended per outbox transaction.
 const BATCH: usize = 500;
@@ -31,6 +38,45 @@ pub enum FileSourceError {
     /// The intake refused the events.
     #[error(transparent)]
     Intake(#[from] IntakeError),
+}
+
+/// The file source of `run` (`EVENTS_FILE`): the whole file read once into the outbox.
+pub struct FileSource {
+    file: tokio::fs::File,
+    /// The path, as logged and reported.
+    name: String,
+    outbox: Outbox,
+}
+
+impl FileSource {
+    /// Opens `path` (reported ready at once: a file has nothing to connect to).
+    pub async fn open(path: &Path, outbox: Outbox, readiness: &Readiness) -> std::io::Result<Self> {
+        let file = tokio::fs::File::open(path).await?;
+        let name = path.display().to_string();
+        readiness.set(SOURCE, true, format!("reading {name}"));
+        Ok(Self { file, name, outbox })
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for FileSource {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    async fn run(self: Box<Self>, _shutdown: CancellationToken) -> Result<(), SourceError> {
+        let input = tokio::io::BufReader::new(self.file);
+        let report = read_ndjson(input, SOURCE, &self.outbox).await?;
+        tracing::info!(
+            file = self.name,
+            lines = report.lines,
+            appended = report.appended,
+            duplicates = report.duplicates,
+            malformed = report.malformed,
+            "events file read"
+        );
+        Ok(())
+    }
 }
 
 /// Reads NDJSON events from `input` into `intake`, `source` naming them in metrics.

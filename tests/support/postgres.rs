@@ -1,6 +1,7 @@
 //! A real PostgreSQL for tests (Debian's `postgresql` package): `initdb` and `postgres` on a free
 //! loopback port in a private directory, killed on drop, with the subset of E2B's schema the
-//! emitter reads and a login role holding only the grants the README tells operators to give.
+//! emitter reads and a login role holding only the grants docs/events-api.md tells operators to
+//! give.
 //! Postgres refuses to run as root, so as root (CI) the server runs as the `postgres` user.
 #![allow(dead_code)] // each test crate uses a different subset
 
@@ -72,7 +73,7 @@ impl PostgresServer {
         server.spawn();
         server
             .psql_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/e2b_schema.sql"));
-        // The grants the README documents: read E2B's four tables, create our own schema.
+        // The grants docs/events-api.md documents: read E2B's four tables, create our own schema.
         server.psql(&format!(
             "CREATE ROLE {EMITTER_ROLE} LOGIN PASSWORD '{EMITTER_PASSWORD}';
              GRANT CONNECT, CREATE ON DATABASE postgres TO {EMITTER_ROLE};

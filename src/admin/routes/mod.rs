@@ -71,7 +71,7 @@ async fn status(State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "lease": lease_view(&admin),
-        "components": admin.outbox.metrics().components(),
+        "components": admin.readiness.components(),
         "outbox": outbox,
         "endpoints": endpoints::health(&admin).await?,
     })))

@@ -3,7 +3,7 @@
 //! decision, the completion the outbox records and the sandbox's queue.
 
 use super::Dispatcher;
-use crate::deliver::endpoint::Endpoint;
+use crate::deliver::endpoint::EndpointConfig;
 use crate::deliver::error_class::ErrorClass;
 use crate::deliver::format::{self, SignedRequest};
 use crate::deliver::http::{DeliveryAttempt, WebhookClient};
@@ -161,7 +161,13 @@ impl Dispatcher {
                 .timestamp()
                 .map(|t| t.as_millisecond())
                 .unwrap_or(stored.appended_at_ms);
-            metrics.delivery_latency(&endpoint, (now_ms() - since).max(0) as f64 / 1000.0);
+            let seconds = (now_ms() - since).max(0) as f64 / 1000.0;
+            // Registered webhooks' latency is one histogram for all of them (see `Metrics`).
+            if self.share.is_some() {
+                metrics.registered_delivery_latency(seconds);
+            } else {
+                metrics.delivery_latency(&endpoint, seconds);
+            }
             // One line per success only at debug: the delivery log has every attempt, and at
             // info this line cost about 5 % of a delivery's instructions (BENCHMARKS.md).
             tracing::debug!(
@@ -239,7 +245,7 @@ impl Dispatcher {
 /// Sends one attempt; `abandon` (the drain deadline of a stop) ends it without an answer.
 pub(super) async fn attempt(
     client: WebhookClient,
-    endpoint: Arc<Endpoint>,
+    endpoint: Arc<EndpointConfig>,
     sandbox: Arc<str>,
     head: PendingDelivery,
     stored: Option<Arc<StoredEvent>>,

@@ -1,6 +1,7 @@
-//! The Nomad HTTP API client: connection settings (TLS, the Task API socket, the token), the
-//! three reads discovery makes, and what their failures mean for the operator.
+//! The Nomad HTTP API client: connecting as [`NomadConfig`] says (TLS, the Task API socket, the
+//! token), the three reads discovery makes, and what their failures mean for the operator.
 
+use super::NomadConfig;
 use super::error::NomadError;
 use super::stream::FrameReader;
 use super::wire::{NomadAllocation, ServiceRegistration};
@@ -15,23 +16,6 @@ use url::Url;
 
 const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-nomad-token");
 const INDEX_HEADER: &str = "x-nomad-index";
-
-/// How to reach the Nomad API.
-#[derive(Debug, Clone)]
-pub struct NomadConfig {
-    /// API address: `http(s)://…`, or `unix:///…/api.sock` (the Task API socket).
-    pub addr: Url,
-    /// ACL token or the task's workload identity (a JWT).
-    pub token: Option<Secret>,
-    /// Namespace of the orchestrator job.
-    pub namespace: String,
-    /// CA certificate file.
-    pub cacert: Option<PathBuf>,
-    /// Client certificate file.
-    pub client_cert: Option<PathBuf>,
-    /// Client key file.
-    pub client_key: Option<PathBuf>,
-}
 
 /// A Nomad HTTP API client.
 pub(super) struct NomadClient {

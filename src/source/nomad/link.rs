@@ -4,6 +4,7 @@
 
 use super::{INDEX_STATE_KEY, NomadError};
 use crate::cluster::OrchestratorSet;
+use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use std::sync::Arc;
@@ -19,14 +20,19 @@ enum Health {
 pub(super) struct Link {
     set: watch::Sender<OrchestratorSet>,
     metrics: Arc<Metrics>,
+    readiness: Readiness,
     outbox: Outbox,
     health: Health,
 }
+
+/// The component's name in the readiness report.
+const COMPONENT: &str = "nomad";
 
 impl Link {
     pub fn new(metrics: Arc<Metrics>, outbox: Outbox) -> Self {
         Self {
             set: watch::channel(OrchestratorSet::default()).0,
+            readiness: metrics.readiness(),
             metrics,
             outbox,
             health: Health::Starting,
@@ -38,12 +44,11 @@ impl Link {
     }
 
     pub fn connecting(&self) {
-        self.metrics
-            .set_component("nomad", false, "connecting to Nomad");
+        self.readiness.set(COMPONENT, false, "connecting to Nomad");
     }
 
     pub fn stopped(&self) {
-        self.metrics.set_component("nomad", false, "stopped");
+        self.readiness.set(COMPONENT, false, "stopped");
     }
 
     /// Publishes the set when it changed, and the count of running orchestrators.
@@ -75,7 +80,7 @@ impl Link {
 
     /// Nomad answers: ready, and said once.
     pub fn up(&mut self, detail: String, what: &'static str, running: usize) {
-        self.metrics.set_component("nomad", true, &detail);
+        self.readiness.set(COMPONENT, true, &detail);
         match self.health {
             Health::Up => {}
             Health::Starting => tracing::info!(%detail, orchestrators = running, "{what}"),
@@ -89,7 +94,7 @@ impl Link {
     /// Nomad failed: not ready, said once per distinct error.
     pub fn down(&mut self, error: &NomadError) {
         let message = error.to_string();
-        self.metrics.set_component("nomad", false, &message);
+        self.readiness.set(COMPONENT, false, &message);
         self.disconnected();
         if matches!(&self.health, Health::Down(previous) if *previous == message) {
             return;

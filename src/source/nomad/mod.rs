@@ -25,18 +25,20 @@ mod services;
 mod stream;
 mod wire;
 
-pub use client::NomadConfig;
 pub use error::NomadError;
 
 use crate::cluster::OrchestratorSet;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::util::secret::Secret;
 use client::NomadClient;
 use link::Link;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 /// Outbox state key holding the last Nomad index processed (decimal).
 pub const INDEX_STATE_KEY: &str = "nomad.last_index";
@@ -92,6 +94,23 @@ impl Default for OrchestratorSelector {
             default_port: 5008,
         }
     }
+}
+
+/// How to reach the Nomad API.
+#[derive(Debug, Clone)]
+pub struct NomadConfig {
+    /// API address: `http(s)://…`, or `unix:///…/api.sock` (the Task API socket).
+    pub addr: Url,
+    /// ACL token or the task's workload identity (a JWT).
+    pub token: Option<Secret>,
+    /// Namespace of the orchestrator job.
+    pub namespace: String,
+    /// CA certificate file.
+    pub cacert: Option<PathBuf>,
+    /// Client certificate file.
+    pub client_cert: Option<PathBuf>,
+    /// Client key file.
+    pub client_key: Option<PathBuf>,
 }
 
 /// Timing of discovery: the defaults suit a real Nomad, tests shorten them.

@@ -1,4 +1,4 @@
-//! The consumer group: creating it, taking over its whole pending list when this instance
+//! The consumer group: the data set's generation and creating the group, taking over its whole pending list when this instance
 //! becomes active, claiming what other consumers left, reporting its lag, and trimming the
 //! stream up to what the group has finished (never past a pending entry).
 
@@ -18,6 +18,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 impl RedisStreamSource {
     /// Becoming active: claims every entry pending in the group, in stream order, into the
@@ -80,6 +81,22 @@ impl RedisStreamSource {
             "took over: every entry pending in the group is in the outbox, in stream order; delivering"
         );
         Ok(Some(last_delivered))
+    }
+
+    /// The Redis data set's generation, made on first use (see `Keys::generation`).
+    pub(super) async fn generation(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<String, RedisSourceError> {
+        let script = redis::Script::new(
+            "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])",
+        );
+        script
+            .key(self.keys.generation())
+            .arg(Uuid::new_v4().simple().to_string())
+            .invoke_async(conn)
+            .await
+            .map_err(|e| self.redis_error(e))
     }
 
     /// Creates the consumer group if it is missing.

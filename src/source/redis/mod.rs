@@ -14,14 +14,14 @@
 //! instance — or the same one under a new consumer name — never delivers a sandbox's new event
 //! before an older one its predecessor had read.
 //!
-//! The parts: this file is the loop (stand by, take over, read, keep the gate keys); `client`
-//! the connection (single node or cluster, TLS); `group` the consumer group (take over its
-//! pending list, claim, lag, trim); `entry` one entry's event and committing a batch; `reply`
-//! parsing Redis's replies; `lease` the leader lease; `reading` new entries under it; `gate`
-//! the `wh:<team>` keys; `sync` acknowledging after
-//! delivery; `dead_letters` the shared dead letters; `intake` the stream as the entrance for the
-//! emitter's own events; `view` the shared view of sandboxes, `tombstones` its sweep,
-//! `view_copy` this instance's copy of it.
+//! The parts: this file is the source and its loop (stand by, take over, read, keep the gate
+//! keys); `settings` what it is built from; `client` the connection (single node or cluster,
+//! TLS); `group` the consumer group (the data set's generation, take over its pending list,
+//! claim, lag, trim); `entry` one entry's event and committing a batch; `reply` parsing Redis's
+//! replies; `lease` the leader lease; `reading` new entries under it, and waiting for them;
+//! `gate` the `wh:<team>` keys; `sync` acknowledging after delivery; `dead_letters` the shared
+//! dead letters; `intake` the stream as the entrance for the emitter's own events; `view` the
+//! shared view of sandboxes, `tombstones` its sweep, `view_copy` this instance's copy of it.
 
 mod client;
 mod dead_letters;
@@ -34,6 +34,7 @@ mod keys;
 mod lease;
 mod reading;
 mod reply;
+mod settings;
 mod sync;
 mod tombstones;
 mod view;
@@ -44,10 +45,11 @@ pub use dead_letters::{SharedDeadLetters, SharedReplay};
 pub use error::RedisSourceError;
 pub use intake::{IntakeProgress, StreamIntake};
 pub use lease::LeaseTiming;
+pub use settings::RedisSettings;
 pub use view::SharedSandboxView;
 
 use crate::event::SandboxEvent;
-use crate::health::StreamProgress;
+use crate::health::{Readiness, StreamProgress};
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -57,15 +59,13 @@ use client::{RedisClient, RedisConnection};
 use gate::GATE_KEY_REFRESH;
 use group::EntryId;
 use keys::Keys;
-use redis::{RedisError, Value};
-use reply::parse_read_reply;
+use redis::RedisError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use uuid::Uuid;
 
 /// The source name in the outbox, the metrics and the readiness report.
 const SOURCE: &str = "redis";
@@ -92,32 +92,14 @@ const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 /// The longest delay between reconnection attempts.
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
 
-/// What the Redis source needs: where Redis is, the stream and group, and this instance's part
-/// in them (`config` builds it from flags and environment).
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// Where Redis is and how to connect (the password is never logged).
-    pub connection: RedisConnectionSettings,
-    /// Stream key.
-    pub stream: String,
-    /// Consumer group.
-    pub group: String,
-    /// This consumer's name.
-    pub consumer: String,
-    /// How long an entry stays pending for another consumer before this one claims it.
-    pub claim_idle: Duration,
-    /// Whether to trim acknowledged entries from the stream.
-    pub trim: bool,
-    /// Time to live of the leader lease.
-    pub lease_ttl: Duration,
-}
-
 /// Consumes the orchestrator's sandbox event stream into the outbox.
 pub struct RedisStreamSource {
     config: RedisSettings,
     teams: TeamScope,
     outbox: Outbox,
     metrics: Arc<Metrics>,
+    /// Where this source reports whether it reads (`/readyz`).
+    readiness: Readiness,
     client: Arc<RedisClient>,
     leadership: Leadership,
     keys: Keys,
@@ -189,6 +171,7 @@ impl RedisStreamSource {
             config,
             teams,
             outbox,
+            readiness: metrics.readiness(),
             metrics,
             client: Arc::new(client),
             leadership,
@@ -289,7 +272,7 @@ impl RedisStreamSource {
 
     /// Reported to readiness and to the reconciler's gate alike.
     fn not_ready(&self, detail: String) {
-        self.metrics.set_component(SOURCE, false, detail.clone());
+        self.readiness.set(SOURCE, false, detail.clone());
         self.progress.send_replace(StreamProgress::NotReady(detail));
     }
 
@@ -328,7 +311,7 @@ impl RedisStreamSource {
         loop {
             self.progress
                 .send_replace(StreamProgress::Reading { lag: None });
-            self.metrics.set_component(
+            self.readiness.set(
                 SOURCE,
                 true,
                 format!(
@@ -355,7 +338,7 @@ impl RedisStreamSource {
             let Some(mut last_seen) = self.take_over(&mut conn, &generation, term).await? else {
                 continue;
             };
-            self.metrics.set_component(
+            self.readiness.set(
                 SOURCE,
                 true,
                 format!(
@@ -414,44 +397,12 @@ impl RedisStreamSource {
                     self.commit(&mut conn, entries, &generation).await?;
                     continue;
                 }
-                // Nothing new: wait for the stream to grow past what was seen. A plain XREAD
-                // changes nothing in the group, so it needs no fence.
-                let mut wait = redis::cmd("XREAD");
-                wait.arg("BLOCK")
-                    .arg(BLOCK.as_millis() as u64)
-                    .arg("COUNT")
-                    .arg(1)
-                    .arg("STREAMS")
-                    .arg(&self.config.stream)
-                    .arg(&last_seen);
-                let reply: Value = wait
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.redis_error(e))?;
-                let grown = parse_read_reply(reply).map_err(|detail| {
-                    RedisSourceError::UnexpectedReply {
-                        command: "XREAD",
-                        detail,
-                    }
-                })?;
-                if let Some(last) = grown.last() {
-                    last_seen = last.id.clone();
+                // Nothing new: wait for the stream to grow past what was seen.
+                if let Some(last) = self.wait_for_growth(&mut conn, &last_seen).await? {
+                    last_seen = last;
                 }
             }
         }
-    }
-
-    /// The Redis data set's generation, made on first use (see [`Keys::generation`]).
-    async fn generation(&self, conn: &mut RedisConnection) -> Result<String, RedisSourceError> {
-        let script = redis::Script::new(
-            "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])",
-        );
-        script
-            .key(self.keys.generation())
-            .arg(Uuid::new_v4().simple().to_string())
-            .invoke_async(conn)
-            .await
-            .map_err(|e| self.redis_error(e))
     }
 
     /// Whether `event` belongs to a served team (every team when none is configured).
@@ -464,5 +415,16 @@ impl RedisStreamSource {
             addr: self.addr.clone(),
             error,
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Source for RedisStreamSource {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    async fn run(self: Box<Self>, shutdown: CancellationToken) -> Result<(), super::SourceError> {
+        Ok(RedisStreamSource::run(*self, shutdown).await?)
     }
 }

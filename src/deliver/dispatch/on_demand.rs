@@ -1,0 +1,98 @@
+//! A registered webhook's dispatcher runs only while its endpoint has deliveries to make: the
+//! outbox's append for the endpoint starts it, and it ends once it has had nothing left to do
+//! for a moment. Of thousands of idle webhooks only their endpoints and routes stay in memory,
+//! not a task each (BENCHMARKS.md, "Many teams").
+
+use super::{Dispatcher, Ended};
+use crate::outbox::{EndpointWaker, Outbox};
+use futures_util::FutureExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A dispatcher started when its endpoint has deliveries, and stopped for good with [`Self::stop`].
+pub struct OnDemand {
+    slot: Arc<Slot>,
+}
+
+struct Slot {
+    dispatcher: Dispatcher,
+    stop: CancellationToken,
+    /// How long in-flight attempts get to finish once stopped.
+    drain: Duration,
+    /// The task delivering now, if any: set by a wake-up, cleared by the task as it ends, both
+    /// under this lock, so a wake-up either reaches the running task or starts a new one.
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl OnDemand {
+    /// Wakes `dispatcher` on every append for its endpoint, and now: what was left on disk
+    /// before a restart (or while the webhook's secret did not open) is delivered too.
+    pub fn start(dispatcher: Dispatcher, outbox: &Outbox, drain: Duration) -> Self {
+        let slot = Arc::new(Slot {
+            dispatcher,
+            stop: CancellationToken::new(),
+            drain,
+            task: Mutex::new(None),
+        });
+        outbox.wake_on_append(&slot.dispatcher.endpoint.id, slot.clone());
+        slot.clone().wake();
+        Self { slot }
+    }
+
+    /// Stops it: no new start, and the running task (if any) finishes its in-flight attempts.
+    pub async fn stop(self) {
+        self.slot.stop.cancel();
+        let running = self.slot.lock().take();
+        if let Some(task) = running {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.task.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivers until stopped or idle; then ends, unless a wake-up came meanwhile.
+    async fn serve(self: Arc<Self>) {
+        loop {
+            let ended = self
+                .dispatcher
+                .deliver(self.stop.clone(), self.drain, true)
+                .await;
+            let mut task = self.lock();
+            match ended {
+                // A wake-up that came since its last wait is its permit, still stored: deliver
+                // again rather than leave those deliveries waiting for the next append.
+                Ok(Ended::Idle)
+                    if !self.stop.is_cancelled()
+                        && self.dispatcher.appended.notified().now_or_never().is_some() =>
+                {
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(endpoint = %self.dispatcher.endpoint.id, error = %e, "a registered webhook's dispatcher stopped; the next event for it starts it again");
+                }
+            }
+            *task = None;
+            self.dispatcher.outbox.metrics().registered_delivering.dec();
+            return;
+        }
+    }
+}
+
+impl EndpointWaker for Slot {
+    fn wake(self: Arc<Self>) {
+        let mut task = self.lock();
+        if task.is_some() {
+            self.dispatcher.appended.notify_one();
+        } else if !self.stop.is_cancelled() {
+            self.dispatcher.outbox.metrics().registered_delivering.inc();
+            *task = Some(tokio::spawn(self.clone().serve()));
+        }
+    }
+}
