@@ -1,19 +1,14 @@
 //! Appending: events with their deliveries (de-duplicated by id), malformed inputs set aside as
 //! dead letters, and the running/paused view of sandboxes the events keep.
 
-use super::live::{SandboxChange, sandbox_change};
-use super::records::{
-    ACKS, DEAD, DEAD_EXPORT, EVENT_IDS, EVENTS, EventRecordRef, LiveEntry, NEXT_DEAD, NEXT_SEQ,
-    PENDING, SANDBOXES, STATE, STREAM_ENTRIES, decode, encode, read_counter,
-};
+use super::journal::JournalRecord;
 use super::store::Store;
 use super::{
-    DeadLetter, DeliveryState, FromStream, MalformedInput, OutboxError, RawInput, Route,
-    SandboxRecord, StreamEntryRef,
+    DeadLetter, FromStream, MalformedInput, OutboxError, RawInput, Route, SandboxRecord,
+    StreamEntryRef,
 };
 use crate::event::SandboxEvent;
 use crate::util::time::now_ms;
-use redb::ReadableTable;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -38,8 +33,9 @@ pub struct AppendReport {
 }
 
 impl Store {
-    /// Appends `events`; with `from` (one per event), each event remembers its stream entry,
-    /// and entries with nothing (new) to deliver are queued for acknowledgement at once.
+    /// Appends `events` in one commit of the log; with `from` (one per event), each event
+    /// remembers its stream entry, and entries with nothing (new) to deliver are queued for
+    /// acknowledgement at once.
     pub(super) fn append(
         &self,
         source: &str,
@@ -51,17 +47,15 @@ impl Store {
             appended_at_ms: now,
             ..AppendReport::default()
         };
+        self.refuse_if_out_of_room()?;
         let all_routes = self.routes();
-        let txn = self.begin_durable()?;
+        let _writing = self.lock_writes();
+        let mut records = Vec::new();
+        let mut acks = Vec::new();
+        let mut letters = Vec::new();
         {
-            let mut state = txn.open_table(STATE)?;
-            let mut next_seq = read_counter(&state, NEXT_SEQ)?.max(1);
-            let mut table = txn.open_table(EVENTS)?;
-            let mut ids = txn.open_table(EVENT_IDS)?;
-            let mut pending = txn.open_table(PENDING)?;
-            let mut sandboxes = txn.open_table(SANDBOXES)?;
-            let mut live = txn.open_table(STREAM_ENTRIES)?;
-            let mut acks = txn.open_table(ACKS)?;
+            let live = self.live();
+            let mut next_seq = live.next_seq();
             let mut seen_in_batch = HashSet::new();
             for (i, event) in events.iter().enumerate() {
                 let from = from.and_then(|f| f.get(i));
@@ -69,8 +63,8 @@ impl Store {
                 let replay_to = from.and_then(|f| f.replay_to.as_deref());
                 let new = match (replay_to, entry) {
                     // A replay is new unless this very entry was read before.
-                    (Some(_), Some(entry)) => live.get(entry.id.as_str())?.is_none(),
-                    _ => seen_in_batch.insert(event.id()) && ids.get(event.id())?.is_none(),
+                    (Some(_), Some(entry)) => live.entry_seq(&entry.id).is_none(),
+                    _ => seen_in_batch.insert(event.id()) && !live.knows_event(event.id()),
                 };
                 report.is_new.push(new);
                 report.seqs.push(None);
@@ -79,202 +73,149 @@ impl Store {
                     // The same entry read again is still carried by its event; another entry
                     // with an event we already have holds no work of its own.
                     if let Some(entry) = entry
-                        && live.get(entry.id.as_str())?.is_none()
+                        && live.entry_seq(&entry.id).is_none()
                     {
-                        acks.insert(entry.id.as_str(), entry.generation.as_str())?;
+                        acks.push(entry.clone());
                     }
                     continue;
                 }
                 report.appended += 1;
-                ids.insert(event.id(), now)?;
                 let routes: Vec<&Route> = match replay_to {
                     Some(endpoint) => all_routes.get(endpoint).into_iter().collect(),
-                    None => {
-                        track_sandbox(&mut sandboxes, event, now)?;
-                        all_routes.accepting(event).collect()
-                    }
+                    None => all_routes.accepting(event).collect(),
                 };
-                if routes.is_empty() {
+                let seq = if routes.is_empty() {
                     if let Some(endpoint) = replay_to {
                         // Never dropped: back to the dead letters, with the reason.
-                        let mut dead = txn.open_table(DEAD)?;
-                        let mut export = txn.open_table(DEAD_EXPORT)?;
-                        let id = read_counter(&state, NEXT_DEAD)?.max(1);
-                        let letter = DeadLetter {
-                            id,
-                            endpoint: Some(endpoint.to_owned()),
-                            source: source.to_owned(),
-                            event_id: Some(event.id().to_owned()),
-                            sandbox_id: Some(event.sandbox_id().to_owned()),
-                            label: Some(event.lifecycle.label().to_owned()),
-                            event: Some(Value::Object(event.raw().clone())),
-                            input: RawInput::default(),
-                            position: entry.map(|e| e.id.clone()),
-                            attempts: 0,
-                            last_status: None,
-                            reason: format!(
-                                "replayed for endpoint {endpoint:?}, which this instance does not deliver to; check the endpoints of the active instance"
-                            ),
-                            appended_at_ms: now,
-                            dead_at_ms: now,
-                        };
-                        dead.insert(id, encode(&letter).as_slice())?;
-                        if self.export_dead_letters {
-                            export.insert(id, ())?;
+                        letters.push(replayed_elsewhere(source, event, entry, endpoint, now));
+                    }
+                    0
+                } else {
+                    next_seq += 1;
+                    report.last_seq = Some(next_seq - 1);
+                    report.seqs[i] = Some(next_seq - 1);
+                    for route in &routes {
+                        if !report.endpoints.contains(&route.endpoint) {
+                            report.endpoints.insert(route.endpoint.clone());
                         }
-                        state.insert(NEXT_DEAD, (id + 1).to_be_bytes().as_slice())?;
                     }
-                    if let Some(entry) = entry {
-                        acks.insert(entry.id.as_str(), entry.generation.as_str())?;
-                    }
-                    continue;
-                }
-                let seq = next_seq;
-                next_seq += 1;
-                if let Some(entry) = entry {
-                    let row = LiveEntry {
-                        seq,
-                        generation: entry.generation.clone(),
-                    };
-                    live.insert(entry.id.as_str(), encode(&row).as_slice())?;
-                }
-                let record = EventRecordRef {
-                    appended_at_ms: now,
-                    source,
-                    event: event.raw(),
-                    entry,
+                    next_seq - 1
                 };
-                table.insert(seq, encode(&record).as_slice())?;
-                let delivery = encode(&DeliveryState {
-                    sandbox_id: event.sandbox_id().to_owned(),
-                    ..DeliveryState::default()
+                records.push(JournalRecord::Appended {
+                    seq,
+                    appended_at_ms: now,
+                    source: source.to_owned(),
+                    event: Value::Object(event.raw().clone()),
+                    entry: entry.cloned(),
+                    endpoints: routes.iter().map(|r| r.endpoint.clone()).collect(),
+                    tracks_sandbox: replay_to.is_none(),
                 });
-                for route in routes {
-                    pending.insert((route.endpoint.as_str(), seq), delivery.as_slice())?;
-                    if !report.endpoints.contains(&route.endpoint) {
-                        report.endpoints.insert(route.endpoint.clone());
-                    }
-                }
-                report.last_seq = Some(seq);
-                report.seqs[i] = Some(seq);
             }
-            state.insert(NEXT_SEQ, next_seq.to_be_bytes().as_slice())?;
         }
-        self.commit_durable(txn)?;
+        if !acks.is_empty() {
+            records.push(JournalRecord::AckQueued { entries: acks });
+        }
+        // The letters first: an entry is acknowledged only after its letter is kept.
+        self.add_dead_letters(letters)?;
+        if !records.is_empty() {
+            self.write_records(records)?;
+        }
         Ok(report)
     }
 
     /// Keeps malformed inputs as dead letters; `entries` (the stream entries they were) are
-    /// queued for acknowledgement in the same commit.
+    /// then queued for acknowledgement.
     pub(super) fn set_aside(
         &self,
         inputs: &[MalformedInput],
         entries: &[StreamEntryRef],
     ) -> Result<(), OutboxError> {
+        self.refuse_if_out_of_room()?;
         let now = now_ms();
-        let txn = self.begin_durable()?;
-        {
-            let mut state = txn.open_table(STATE)?;
-            let mut dead = txn.open_table(DEAD)?;
-            let mut export = txn.open_table(DEAD_EXPORT)?;
-            let mut acks = txn.open_table(ACKS)?;
-            for entry in entries {
-                acks.insert(entry.id.as_str(), entry.generation.as_str())?;
-            }
-            let mut next = read_counter(&state, NEXT_DEAD)?.max(1);
-            for input in inputs {
-                let letter = DeadLetter {
-                    id: next,
-                    endpoint: None,
-                    source: input.source.clone(),
-                    event_id: None,
-                    sandbox_id: None,
-                    label: None,
-                    event: None,
-                    input: input.input.clone(),
-                    position: Some(input.position.clone()),
-                    attempts: 0,
-                    last_status: None,
-                    reason: input.reason.clone(),
-                    appended_at_ms: now,
-                    dead_at_ms: now,
-                };
-                dead.insert(next, encode(&letter).as_slice())?;
-                if self.export_dead_letters {
-                    export.insert(next, ())?;
-                }
-                next += 1;
-            }
-            state.insert(NEXT_DEAD, next.to_be_bytes().as_slice())?;
+        let letters = inputs
+            .iter()
+            .map(|input| DeadLetter {
+                id: 0,
+                endpoint: None,
+                source: input.source.clone(),
+                event_id: None,
+                sandbox_id: None,
+                label: None,
+                event: None,
+                input: input.input.clone(),
+                position: Some(input.position.clone()),
+                attempts: 0,
+                last_status: None,
+                reason: input.reason.clone(),
+                appended_at_ms: now,
+                dead_at_ms: now,
+            })
+            .collect();
+        self.add_dead_letters(letters)?;
+        if entries.is_empty() {
+            return Ok(());
         }
-        self.commit_durable(txn)
+        let _writing = self.lock_writes();
+        self.write_records(vec![JournalRecord::AckQueued {
+            entries: entries.to_vec(),
+        }])?;
+        Ok(())
     }
 
     pub(super) fn prune_event_ids(&self, age: Duration) -> Result<usize, OutboxError> {
         let cutoff = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-        let txn = self.begin_durable()?;
-        let mut removed = 0;
-        {
-            let mut ids = txn.open_table(EVENT_IDS)?;
-            ids.retain(|_, at| {
-                let keep = at >= cutoff;
-                removed += usize::from(!keep);
-                keep
-            })?;
+        let _writing = self.lock_writes();
+        let removed = self.live().ids_before(cutoff);
+        if removed > 0 {
+            self.write_records(vec![JournalRecord::IdsPruned { before_ms: cutoff }])?;
         }
-        txn.commit()?;
         Ok(removed)
     }
 
     pub(super) fn sandboxes(&self) -> Result<Vec<SandboxRecord>, OutboxError> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(SANDBOXES)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (_, v) = row?;
-            out.push(decode("sandbox", v.value())?);
-        }
-        Ok(out)
+        Ok(self.live().sandboxes())
     }
 
     /// Replaces the view of sandboxes with `records` (a copy of the view every instance
     /// shares), unless it already holds exactly them; true when it changed.
     pub(super) fn replace_sandboxes(&self, records: &[SandboxRecord]) -> Result<bool, OutboxError> {
-        let mut current = self.sandboxes()?;
+        self.refuse_if_out_of_room()?;
+        let _writing = self.lock_writes();
+        let current = self.live().sandboxes();
         let mut wanted = records.to_vec();
-        current.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
         wanted.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
         if current == wanted {
             return Ok(false);
         }
-        let txn = self.begin_durable()?;
-        {
-            let mut table = txn.open_table(SANDBOXES)?;
-            table.retain(|_, _| false)?;
-            for record in &wanted {
-                table.insert(record.sandbox_id.as_str(), encode(record).as_slice())?;
-            }
-        }
-        self.commit_durable(txn)?;
+        self.write_records(vec![JournalRecord::Sandboxes { records: wanted }])?;
         Ok(true)
     }
 }
 
-/// Keeps the running/paused view of sandboxes that reconciliation compares with the orchestrators.
-fn track_sandbox(
-    table: &mut redb::Table<&str, &[u8]>,
+/// The dead letter of an event replayed for an endpoint this instance does not deliver to.
+fn replayed_elsewhere(
+    source: &str,
     event: &SandboxEvent,
+    entry: Option<&StreamEntryRef>,
+    endpoint: &str,
     now: i64,
-) -> Result<(), OutboxError> {
-    let known = || Ok::<_, OutboxError>(table.get(event.sandbox_id())?.is_some());
-    match sandbox_change(event, known, now)? {
-        SandboxChange::Keep => {}
-        SandboxChange::Remove => {
-            table.remove(event.sandbox_id())?;
-        }
-        SandboxChange::Set(record) => {
-            table.insert(event.sandbox_id(), encode(&record).as_slice())?;
-        }
+) -> DeadLetter {
+    DeadLetter {
+        id: 0,
+        endpoint: Some(endpoint.to_owned()),
+        source: source.to_owned(),
+        event_id: Some(event.id().to_owned()),
+        sandbox_id: Some(event.sandbox_id().to_owned()),
+        label: Some(event.lifecycle.label().to_owned()),
+        event: Some(Value::Object(event.raw().clone())),
+        input: RawInput::default(),
+        position: entry.map(|e| e.id.clone()),
+        attempts: 0,
+        last_status: None,
+        reason: format!(
+            "replayed for endpoint {endpoint:?}, which this instance does not deliver to; check the endpoints of the active instance"
+        ),
+        appended_at_ms: now,
+        dead_at_ms: now,
     }
-    Ok(())
 }

@@ -1,10 +1,10 @@
-//! Dead letters: listing them, and replaying them into the outbox for their endpoint.
+//! Dead letters: keeping them (in redb, written rarely), listing them, and replaying them into
+//! the outbox for their endpoint.
 
-use super::records::{
-    DEAD, EVENTS, EventRecord, NEXT_SEQ, PENDING, STATE, decode, encode, read_counter,
-};
+use super::journal::JournalRecord;
+use super::records::{DEAD, DEAD_EXPORT, NEXT_DEAD, STATE, decode, encode, read_counter};
 use super::store::Store;
-use super::{DeadLetter, DeliveryState, OutboxError};
+use super::{DeadLetter, OutboxError};
 use crate::util::time::now_ms;
 use redb::ReadableTable;
 
@@ -29,54 +29,77 @@ impl Store {
         Ok(out)
     }
 
+    /// Durably keeps `letters`, numbering them.
+    pub(super) fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), OutboxError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin_durable()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            let mut dead = txn.open_table(DEAD)?;
+            let mut export = txn.open_table(DEAD_EXPORT)?;
+            let mut next = read_counter(&state, NEXT_DEAD)?.max(1);
+            for mut letter in letters {
+                letter.id = next;
+                dead.insert(next, encode(&letter).as_slice())?;
+                if self.export_dead_letters {
+                    export.insert(next, ())?;
+                }
+                next += 1;
+            }
+            state.insert(NEXT_DEAD, next.to_be_bytes().as_slice())?;
+        }
+        self.commit_durable(txn)
+    }
+
     pub(super) fn replay(&self, ids: Option<&[u64]>) -> Result<ReplayReport, OutboxError> {
         let mut report = ReplayReport::default();
+        let letters = self.dead_letters()?;
         let wanted: Vec<u64> = match ids {
             Some(ids) => ids.to_vec(),
-            None => self.dead_letters()?.iter().map(|d| d.id).collect(),
+            None => letters.iter().map(|d| d.id).collect(),
         };
         let now = now_ms();
+        let _writing = self.lock_writes();
+        let mut next_seq = self.live().next_seq();
+        let mut records = Vec::new();
+        for id in wanted {
+            let Some(letter) = letters.iter().find(|d| d.id == id) else {
+                report.skipped.push((id, "no such dead letter".into()));
+                continue;
+            };
+            let (endpoint, event) = match letter.replayable() {
+                Ok(target) => target,
+                Err(why) => {
+                    report.skipped.push((id, why.into()));
+                    continue;
+                }
+            };
+            // A fresh entry time: the replayed event gets the whole retry policy again.
+            records.push(JournalRecord::Appended {
+                seq: next_seq,
+                appended_at_ms: now,
+                source: letter.source.clone(),
+                event: event.clone(),
+                entry: None,
+                endpoints: vec![endpoint.to_owned()],
+                tracks_sandbox: false,
+            });
+            next_seq += 1;
+            report.replayed.push(id);
+        }
+        if records.is_empty() {
+            return Ok(report);
+        }
+        // In the log first: a crash in between replays a letter twice, never loses one.
+        self.write_records(records)?;
         let txn = self.begin_durable()?;
         {
             let mut dead = txn.open_table(DEAD)?;
-            let mut events = txn.open_table(EVENTS)?;
-            let mut pending = txn.open_table(PENDING)?;
-            let mut state = txn.open_table(STATE)?;
-            let mut next_seq = read_counter(&state, NEXT_SEQ)?.max(1);
-            for id in wanted {
-                let letter: DeadLetter = match dead.get(id)? {
-                    Some(bytes) => decode("dead letter", bytes.value())?,
-                    None => {
-                        report.skipped.push((id, "no such dead letter".into()));
-                        continue;
-                    }
-                };
-                let (endpoint, event) = match letter.replayable() {
-                    Ok(target) => target,
-                    Err(why) => {
-                        report.skipped.push((id, why.into()));
-                        continue;
-                    }
-                };
-                let seq = next_seq;
-                next_seq += 1;
-                // A fresh entry time: the replayed event gets the whole retry policy again.
-                let record = EventRecord {
-                    appended_at_ms: now,
-                    source: letter.source.clone(),
-                    event: event.clone(),
-                    entry: None,
-                };
-                events.insert(seq, encode(&record).as_slice())?;
-                let delivery = DeliveryState {
-                    sandbox_id: letter.sandbox_id.clone().unwrap_or_default(),
-                    ..DeliveryState::default()
-                };
-                pending.insert((endpoint, seq), encode(&delivery).as_slice())?;
-                dead.remove(id)?;
-                report.replayed.push(id);
+            for id in &report.replayed {
+                dead.remove(*id)?;
             }
-            state.insert(NEXT_SEQ, next_seq.to_be_bytes().as_slice())?;
         }
         self.commit_durable(txn)?;
         Ok(report)

@@ -61,7 +61,11 @@ pub enum OutboxError {
 
 /// The next step for a store that cannot be used as it is.
 fn start_over(path: &Path) -> String {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut dir = path.parent().unwrap_or(Path::new("."));
+    // A segment of the log names its directory's parent, DATA_DIR.
+    if dir.file_name().is_some_and(|name| name == "outbox-log") {
+        dir = dir.parent().unwrap_or(dir);
+    }
     format!(
         "restore the file from a backup, or stop the service and run \
          `e2b-webhook-emitter outbox move-aside --data-dir {}` to start over \

@@ -21,6 +21,7 @@ pub(super) struct LiveEvent {
     /// The commit that holds that record: its segment is kept until the event is finished.
     pub(super) commit: u64,
     pub(super) entry: Option<StreamEntryRef>,
+    pub(super) appended_at_ms: i64,
 }
 
 /// What the log says is live.
@@ -131,6 +132,7 @@ impl Live {
                         location,
                         commit,
                         entry,
+                        appended_at_ms,
                     },
                 );
             }
@@ -357,6 +359,46 @@ impl Live {
                 generation: generation.clone(),
             })
             .collect()
+    }
+
+    /// Stream entries whose events are still pending here.
+    pub(super) fn live_entries(&self) -> Vec<StreamEntryRef> {
+        self.events
+            .values()
+            .filter_map(|e| e.entry.clone())
+            .collect()
+    }
+
+    /// Event ids remembered from before `cutoff_ms`.
+    pub(super) fn ids_before(&self, cutoff_ms: i64) -> usize {
+        self.event_ids
+            .values()
+            .filter(|at| **at < cutoff_ms)
+            .count()
+    }
+
+    /// The view of sandboxes, by sandbox id.
+    pub(super) fn sandboxes(&self) -> Vec<SandboxRecord> {
+        self.sandboxes.values().cloned().collect()
+    }
+
+    /// Events not yet finished everywhere.
+    pub(super) fn event_count(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    /// Per endpoint with something pending, by name: how much, and its oldest delivery.
+    pub(super) fn backlogs(&self) -> Vec<(String, u64, u64, DeliveryState)> {
+        let mut out: Vec<_> = self
+            .pending
+            .iter()
+            .filter_map(|(endpoint, pending)| {
+                let (seq, state) = pending.first_key_value()?;
+                Some((endpoint.clone(), pending.len() as u64, *seq, state.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Where the `Appended` record of event `seq` is, while it is live.

@@ -2,19 +2,15 @@
 //! and stay on disk, not in memory, until every endpoint has them or they are dead-lettered.
 
 mod append;
+mod compaction;
 mod dead_letters;
 mod delivery;
 mod error;
 mod intake;
-// The segment log that replaces the redb tables on the per-event path (issue 30), the outbox's
-// records in it and the live set rebuilt from them. The outbox is moved onto them in the next
-// step; until then only their tests use them.
-#[allow(dead_code)]
 mod journal;
-#[allow(dead_code)]
 mod live;
-#[allow(dead_code)]
 mod log;
+mod migrate;
 mod offline;
 mod open;
 mod raw_input;

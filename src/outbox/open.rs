@@ -267,6 +267,10 @@ pub(super) fn move_aside(
     } else {
         PathBuf::new()
     };
+    let log = dir.join(super::store::LOG_DIR);
+    if log.exists() {
+        aside(&log)?;
+    }
     if marker_path.exists() {
         aside(&marker_path)?;
     }

@@ -57,12 +57,16 @@ impl Outbox {
         self.writability.note_read(result)
     }
 
-    /// Runs a write without waiting; its success makes a failing outbox writable again.
+    /// Runs a write without waiting; its success makes a failing outbox writable again, unless
+    /// the log is out of room for new events (see [`Store::refuse_if_out_of_room`]).
     pub(super) async fn write<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let result = self.on_blocking_pool(op).await?;
+        if self.store.out_of_room().is_some() {
+            return self.writability.note_read(result);
+        }
         self.writability.note_write(result)
     }
 

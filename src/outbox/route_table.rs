@@ -76,6 +76,7 @@ impl RouteTable {
     }
 
     /// Every route.
+    #[cfg(test)]
     pub(super) fn all(&self) -> &[Route] {
         &self.all
     }

@@ -1,8 +1,8 @@
 //! The outbox's backlog for `status` and metrics: depth and oldest event per endpoint.
 
-use super::records::{DEAD, ENDPOINTS, EVENTS, PENDING, SANDBOXES, STATE, decode, stored_event};
+use super::OutboxError;
+use super::records::{DEAD, ENDPOINTS, STATE, decode};
 use super::store::Store;
-use super::{DeliveryState, OutboxError};
 use redb::ReadableTableMetadata;
 use serde::Serialize;
 
@@ -41,37 +41,21 @@ impl OutboxStatus {
 
 impl Store {
     pub(super) fn status(&self) -> Result<OutboxStatus, OutboxError> {
+        let (mut endpoints, events, sandboxes) = {
+            let live = self.live();
+            let endpoints: Vec<EndpointBacklog> = live
+                .backlogs()
+                .into_iter()
+                .map(|(endpoint, depth, oldest, state)| EndpointBacklog {
+                    endpoint,
+                    depth,
+                    oldest_appended_at_ms: live.event(oldest).map(|e| e.appended_at_ms),
+                    oldest_last_error: state.last_error,
+                })
+                .collect();
+            (endpoints, live.event_count(), live.sandboxes().len() as u64)
+        };
         let txn = self.begin_read()?;
-        let pending = txn.open_table(PENDING)?;
-        let events = txn.open_table(EVENTS)?;
-        let mut endpoints: Vec<EndpointBacklog> = Vec::new();
-        // Walk endpoint by endpoint: the first row of each is its oldest event.
-        let mut next_start: Option<String> = Some(String::new());
-        while let Some(start) = next_start.take() {
-            let mut iter = pending.range((start.as_str(), 0)..)?;
-            let Some(first) = iter.next() else { break };
-            let (k, v) = first?;
-            let endpoint = k.value().0.to_owned();
-            let state: DeliveryState = decode("pending", v.value())?;
-            let oldest = events
-                .get(k.value().1)?
-                .map(|b| stored_event(b.value()))
-                .transpose()?;
-            let mut depth = 1;
-            for row in pending
-                .range((endpoint.as_str(), k.value().1 + 1)..=(endpoint.as_str(), u64::MAX))?
-            {
-                row?;
-                depth += 1;
-            }
-            endpoints.push(EndpointBacklog {
-                endpoint: endpoint.clone(),
-                depth,
-                oldest_appended_at_ms: oldest.map(|o| o.appended_at_ms),
-                oldest_last_error: state.last_error,
-            });
-            next_start = Some(format!("{endpoint}\u{0}"));
-        }
         let configured: Vec<String> = match txn.open_table(STATE)?.get(ENDPOINTS)? {
             Some(v) => decode("endpoints", v.value())?,
             None => Vec::new(),
@@ -88,9 +72,9 @@ impl Store {
         }
         Ok(OutboxStatus {
             endpoints,
-            events: events.len()?,
+            events,
             dead_letters: txn.open_table(DEAD)?.len()?,
-            sandboxes: txn.open_table(SANDBOXES)?.len()?,
+            sandboxes,
         })
     }
 }

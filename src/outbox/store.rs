@@ -1,23 +1,31 @@
-//! The handle on the outbox's redb database: opening it (or reopening it after an I/O error),
-//! its transactions, the routes, and the small state records. The transactions on events live
-//! next door: `append.rs`, `delivery.rs`, `status.rs`, `dead_letters.rs`, `stream_acks.rs`.
+//! The handle on the outbox: the segment log (`log/`) that events and their delivery state are
+//! appended to, the live set rebuilt from it (`live.rs`), and the redb database that keeps what
+//! is written rarely (dead letters, source state, the store id). Opening both (or reopening them
+//! after an I/O error), the routes, and the small state records live here; the operations on
+//! events next door: `append.rs`, `delivery.rs`, `status.rs`, `dead_letters.rs`,
+//! `stream_acks.rs`.
 //!
-//! Every commit is durable (fsync). By default the database is opened in redb's single-writer
-//! mode, so that `status` and `dead-letters list` can read it while the service runs; that mode
-//! commits in two phases. With `OUTBOX_EXCLUSIVE` it is the service's alone and commits in one
-//! (see [`FileSharing`]). Callers batch writes to keep the number of fsyncs low.
+//! Every log commit and redb commit is durable (fsync). By default the database is opened in
+//! redb's single-writer mode, so that `status` and `dead-letters list` can read it while the
+//! service runs; with `OUTBOX_EXCLUSIVE` it is the service's alone (see [`FileSharing`]).
 
+use super::journal::JournalRecord;
+use super::live::Live;
+use super::log::{Log, LogOptions, Record, ScanMode, Urgency};
 use super::open::FileSharing;
 use super::records::{
-    ACKS, DEAD, DEAD_EXPORT, ENDPOINTS, EVENT_IDS, EVENTS, NEXT_SEQ, PENDING, SANDBOXES, STATE,
-    STORE_ID, STREAM_ENTRIES, WRITE_PROBE, encode, read_counter,
+    DEAD, DEAD_EXPORT, ENDPOINTS, LOG_CREATED, STATE, STORE_ID, WRITE_PROBE, encode,
 };
 use super::route_table::RouteTable;
 use super::{Completion, OutboxError, Route, open};
 use crate::util::time::now_ms;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use uuid::Uuid;
+
+/// The log's directory in `DATA_DIR`.
+pub(super) const LOG_DIR: &str = "outbox-log";
 
 enum Handle {
     Write(Database),
@@ -28,6 +36,19 @@ enum Handle {
 
 pub(super) struct Store {
     db: std::sync::RwLock<Handle>,
+    /// The segment log; none while closed after an I/O error, and in a read-only store.
+    log: RwLock<Option<Log>>,
+    /// What the log says is live.
+    live: RwLock<Live>,
+    /// Held by every operation that appends to the log, from deciding what to append until it
+    /// is applied to the live set: they happen one at a time, in log order.
+    write_lock: Mutex<()>,
+    /// The last commit when old segments were last given back (see `compaction.rs`).
+    pub(super) compacted_at: std::sync::atomic::AtomicU64,
+    /// Set when a commit failed on a full disk (why), until the next segment fits again.
+    out_of_room: Mutex<Option<String>>,
+    /// Size of the log's segments.
+    segment_size: u64,
     dir: PathBuf,
     /// The endpoints events are routed to; registered webhooks come and go while running.
     /// Replaced whole on a change, so a transaction holds one cheap snapshot.
@@ -88,15 +109,20 @@ impl Store {
         let txn = db.begin_write()?;
         {
             // Create every table so read-only opens find them.
-            txn.open_table(EVENTS)?;
-            txn.open_table(EVENT_IDS)?;
-            txn.open_table(PENDING)?;
             txn.open_table(DEAD)?;
-            txn.open_table(SANDBOXES)?;
-            txn.open_table(STREAM_ENTRIES)?;
-            txn.open_table(ACKS)?;
             txn.open_table(DEAD_EXPORT)?;
             let mut state = txn.open_table(STATE)?;
+            let log_dir = dir.join(LOG_DIR);
+            if state.get(LOG_CREATED)?.is_some() && !log_dir.exists() {
+                return Err(OutboxError::Lost {
+                    path: log_dir,
+                    what: format!(
+                        "is missing, but {} says the outbox's log lived there",
+                        open::database_path(dir).display()
+                    ),
+                });
+            }
+            state.insert(LOG_CREATED, b"1".as_slice())?;
             if !routes.is_empty() {
                 let ids: Vec<&str> = routes.iter().map(|r| r.endpoint.as_str()).collect();
                 state.insert(ENDPOINTS, encode(&ids).as_slice())?;
@@ -109,18 +135,35 @@ impl Store {
         if let Some(id) = id {
             open::write_marker(dir, id)?;
         }
-        Ok(Self {
+        let segment_size = segment_size(dir);
+        let (log, live) = open_log(dir, segment_size)?;
+        let store = Self {
             db: std::sync::RwLock::new(Handle::Write(db)),
+            log: RwLock::new(Some(log)),
+            live: RwLock::new(live),
+            write_lock: Mutex::default(),
+            compacted_at: Default::default(),
+            out_of_room: Mutex::default(),
+            segment_size,
             dir: dir.to_owned(),
             routes: std::sync::RwLock::new(std::sync::Arc::new(RouteTable::new(routes))),
             export_dead_letters,
             sharing,
-        })
+        };
+        store.migrate_hot_tables()?;
+        Ok(store)
     }
 
     pub(super) fn open_read_only(dir: &Path) -> Result<Self, OutboxError> {
+        let db = open::readable(dir)?;
         Ok(Self {
-            db: std::sync::RwLock::new(Handle::Read(open::readable(dir)?)),
+            db: std::sync::RwLock::new(Handle::Read(db)),
+            log: RwLock::new(None),
+            live: RwLock::new(read_live(dir)?),
+            write_lock: Mutex::default(),
+            compacted_at: Default::default(),
+            out_of_room: Mutex::default(),
+            segment_size: 0,
             dir: dir.to_owned(),
             routes: std::sync::RwLock::default(),
             export_dead_letters: false,
@@ -154,14 +197,12 @@ impl Store {
     /// it (its events are kept while another endpoint has them); returns how many were pending.
     pub(super) fn remove_route(&self, endpoint: &str) -> Result<usize, OutboxError> {
         self.change_routes(|routes| routes.remove(endpoint));
-        let seqs: Vec<u64> = {
-            let txn = self.begin_read()?;
-            let pending = txn.open_table(PENDING)?;
-            pending
-                .range((endpoint, 0)..=(endpoint, u64::MAX))?
-                .map(|row| row.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?
-        };
+        let seqs: Vec<u64> = self
+            .live()
+            .pending_after(endpoint, 0, usize::MAX)
+            .iter()
+            .map(|p| p.seq)
+            .collect();
         let finished: Vec<Completion> = seqs
             .iter()
             .map(|&seq| Completion::Delivered {
@@ -173,8 +214,23 @@ impl Store {
         Ok(seqs.len())
     }
 
-    /// Rewrites one small record, durably: whether the file can be written again.
+    /// Rewrites one small record, durably, and commits nothing to the log: whether the files
+    /// can be written again. After a full disk, also whether the log's next segment fits.
     pub(super) fn probe_write(&self) -> Result<(), OutboxError> {
+        if let Some(reason) = self.out_of_room() {
+            let free = free_bytes(&self.dir.join(LOG_DIR)).unwrap_or(u64::MAX);
+            if free < self.segment_size {
+                return Err(OutboxError::Unwritable {
+                    reason,
+                    disk_full: true,
+                });
+            }
+            *self
+                .out_of_room
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self.write_records(Vec::new())?;
         let txn = self.begin_durable()?;
         txn.open_table(STATE)?
             .insert(WRITE_PROBE, now_ms().to_be_bytes().as_slice())?;
@@ -188,7 +244,123 @@ impl Store {
         // Drop the old handle first: it holds the file's lock.
         *handle = Handle::Closed;
         *handle = Handle::Write(open::writable(&self.dir, self.sharing)?);
+        // The log needs no reopening: its writer rewrites a failed commit in place, and the live
+        // set only ever took in what was committed.
         Ok(())
+    }
+
+    /// Refuses new events while the log has no room for its next segment: the segment written
+    /// would take a few more and fail again. What frees room (recording deliveries, which lets
+    /// old segments go) still writes meanwhile, without making the outbox writable again: that
+    /// waits for the next segment to fit (`probe_write`).
+    pub(super) fn refuse_if_out_of_room(&self) -> Result<(), OutboxError> {
+        match self.out_of_room() {
+            Some(reason) => Err(OutboxError::Unwritable {
+                reason,
+                disk_full: true,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the log has no room for its next segment, since a commit failed on a full disk.
+    pub(super) fn out_of_room(&self) -> Option<String> {
+        self.out_of_room
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The outbox's directory (`DATA_DIR`).
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The live set, to read.
+    pub(super) fn live(&self) -> RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Taken around deciding what to append and appending it.
+    pub(super) fn lock_writes(&self) -> MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `records` in one commit, waits until it is on disk, and applies them to the live
+    /// set; returns the commit's number. The caller holds [`Self::lock_writes`].
+    pub(super) fn write_records(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
+        self.write_records_with(records, Urgency::Now)
+    }
+
+    /// As [`Self::write_records`], for records that may wait for the next urgent commit (at most
+    /// the log's linger time), applied once that is on disk. The caller does not hold
+    /// [`Self::lock_writes`]: it is taken only to queue them, so that appends go on meanwhile.
+    pub(super) fn write_riding(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
+        let pending = {
+            let _writing = self.lock_writes();
+            self.send(&records, Urgency::WithNext)?
+        };
+        self.apply_committed(records, pending)
+    }
+
+    fn write_records_with(
+        &self,
+        records: Vec<JournalRecord>,
+        urgency: Urgency,
+    ) -> Result<u64, OutboxError> {
+        let pending = self.send(&records, urgency)?;
+        self.apply_committed(records, pending)
+    }
+
+    fn send(
+        &self,
+        records: &[JournalRecord],
+        urgency: Urgency,
+    ) -> Result<super::log::PendingCommit, OutboxError> {
+        let encoded = records.iter().map(JournalRecord::encode).collect();
+        self.with_log(|log| Ok(log.append(encoded, urgency)))
+    }
+
+    fn apply_committed(
+        &self,
+        records: Vec<JournalRecord>,
+        pending: super::log::PendingCommit,
+    ) -> Result<u64, OutboxError> {
+        let committed = pending.wait_blocking().inspect_err(|e| {
+            if e.disk_full() {
+                *self
+                    .out_of_room
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            }
+        })?;
+        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        for (record, location) in records.into_iter().zip(committed.locations) {
+            live.apply(record, committed.number, location)?;
+        }
+        Ok(committed.number)
+    }
+
+    /// Runs `op` on the open log.
+    pub(super) fn with_log<T>(
+        &self,
+        op: impl FnOnce(&Log) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        let log = self.log.read().unwrap_or_else(PoisonError::into_inner);
+        match log.as_ref() {
+            Some(log) => op(log),
+            None => Err(closed()),
+        }
+    }
+
+    /// Reads the record at `location` again (without the writer in a read-only store).
+    pub(super) fn read_record(
+        &self,
+        location: super::log::Location,
+    ) -> Result<JournalRecord, OutboxError> {
+        JournalRecord::decode(&super::log::read_at(&self.dir.join(LOG_DIR), location)?)
     }
 
     pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {
@@ -220,9 +392,7 @@ impl Store {
     }
 
     pub(super) fn last_seq(&self) -> Result<u64, OutboxError> {
-        let txn = self.begin_read()?;
-        let state = txn.open_table(STATE)?;
-        Ok(read_counter(&state, NEXT_SEQ)?.saturating_sub(1))
+        Ok(self.live().next_seq() - 1)
     }
 
     pub(super) fn load_state(&self, key: &str) -> Result<Option<Vec<u8>>, OutboxError> {
@@ -249,6 +419,62 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Opens the log in `dir`, rebuilding the live set from it.
+fn open_log(dir: &Path, segment_size: u64) -> Result<(Log, Live), OutboxError> {
+    let log_dir = dir.join(LOG_DIR);
+    let mut live = Live::default();
+    let options = LogOptions {
+        segment_size,
+        ..LogOptions::default()
+    };
+    let log = Log::open(&log_dir, options, |record: Record<'_>| {
+        live.apply(
+            JournalRecord::decode(record.payload)?,
+            record.commit,
+            record.location,
+        )
+    })?;
+    Ok((log, live))
+}
+
+/// The live set of the log in `dir`, read while the service may be appending to it: a scan
+/// that raced the writer (a segment deleted or recycled under it) is tried again.
+fn read_live(dir: &Path) -> Result<Live, OutboxError> {
+    let mut attempt = 0;
+    loop {
+        let mut live = Live::default();
+        let read = super::log::scan_dir(&dir.join(LOG_DIR), ScanMode::Reading, |r| {
+            live.apply(JournalRecord::decode(r.payload)?, r.commit, r.location)
+        });
+        match read {
+            Ok(_) => return Ok(live),
+            Err(OutboxError::Unwritable { .. }) if !dir.join(LOG_DIR).exists() => {
+                return Ok(Live::default());
+            }
+            Err(_) if attempt < 3 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Segments of 64 MiB, or an eighth of the free space (at least 256 KiB) on a small disk, so
+/// that a disk that fills shows up while events arrive, not only after a segment's worth.
+fn segment_size(dir: &Path) -> u64 {
+    let full = LogOptions::default().segment_size;
+    free_bytes(dir).map_or(full, |free| (free / 8 / 4096 * 4096).clamp(256 << 10, full))
+}
+
+/// Free space for an unprivileged writer on the file system of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs only fills the struct it is given; the path is a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub(crate) use scan::{Record, ScanMode, scan_dir};
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -122,6 +123,7 @@ pub(crate) struct Log {
     dir: PathBuf,
     requests: Option<mpsc::Sender<Request>>,
     committed: watch::Receiver<u64>,
+    segment_count: Arc<AtomicUsize>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -154,6 +156,7 @@ impl Log {
             }
         };
         let (committed, watching) = watch::channel(next_commit - 1);
+        let segment_count = Arc::new(AtomicUsize::new(segments.len()));
         let writer = Writer {
             dir: dir.to_owned(),
             segment_size: options.segment_size,
@@ -164,6 +167,7 @@ impl Log {
             next_commit,
             poisoned: false,
             committed,
+            segment_count: segment_count.clone(),
             linger: options.linger,
         };
         let (requests, received) = mpsc::channel();
@@ -175,6 +179,7 @@ impl Log {
             dir: dir.to_owned(),
             requests: Some(requests),
             committed: watching,
+            segment_count,
             writer: Some(writer),
         })
     }
@@ -202,9 +207,9 @@ impl Log {
         *self.committed.borrow()
     }
 
-    /// Changes whenever a commit is on disk.
-    pub(crate) fn watch_committed(&self) -> watch::Receiver<u64> {
-        self.committed.clone()
+    /// How many segment files the log has.
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segment_count.load(Ordering::Relaxed)
     }
 
     /// Deletes the segments whose commits are all numbered below `before` (never the one being
@@ -215,35 +220,7 @@ impl Log {
 
     /// Reads the record at `location` again, checking its checksum.
     pub(crate) fn read(&self, location: Location) -> Result<Vec<u8>, LogError> {
-        let path = segments::path(&self.dir, location.segment);
-        let file = std::fs::File::open(&path).map_err(|e| LogError::io("open", &path, e))?;
-        let mut header = [0; frame::FRAME_HEADER];
-        file.read_exact_at(&mut header, location.offset)
-            .map_err(|e| LogError::io("read", &path, e))?;
-        let len = u64::from(u32::from_le_bytes([
-            header[0], header[1], header[2], header[3],
-        ]));
-        let size = file
-            .metadata()
-            .map_err(|e| LogError::io("read", &path, e))?
-            .len();
-        let damaged = |path: PathBuf| LogError::Damaged {
-            path,
-            reason: format!(
-                "the record at byte {} does not match its checksum",
-                location.offset
-            ),
-        };
-        if location.offset + frame::FRAME_HEADER as u64 + len > size {
-            return Err(damaged(path));
-        }
-        let len = len as usize;
-        let mut bytes = vec![0; frame::FRAME_HEADER + len];
-        file.read_exact_at(&mut bytes, location.offset)
-            .map_err(|e| LogError::io("read", &path, e))?;
-        frame::read_frame(&bytes, 0)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| damaged(path))
+        read_at(&self.dir, location)
     }
 }
 
@@ -255,6 +232,40 @@ impl Drop for Log {
             let _ = writer.join();
         }
     }
+}
+
+/// Reads the record at `location` of the log in `dir`, checking its checksum (also without the
+/// writer: the read-only reader).
+pub(crate) fn read_at(dir: &Path, location: Location) -> Result<Vec<u8>, LogError> {
+    let path = segments::path(dir, location.segment);
+    let file = std::fs::File::open(&path).map_err(|e| LogError::io("open", &path, e))?;
+    let mut header = [0; frame::FRAME_HEADER];
+    file.read_exact_at(&mut header, location.offset)
+        .map_err(|e| LogError::io("read", &path, e))?;
+    let len = u64::from(u32::from_le_bytes([
+        header[0], header[1], header[2], header[3],
+    ]));
+    let size = file
+        .metadata()
+        .map_err(|e| LogError::io("read", &path, e))?
+        .len();
+    let damaged = |path: PathBuf| LogError::Damaged {
+        path,
+        reason: format!(
+            "the record at byte {} does not match its checksum",
+            location.offset
+        ),
+    };
+    if location.offset + frame::FRAME_HEADER as u64 + len > size {
+        return Err(damaged(path));
+    }
+    let len = len as usize;
+    let mut bytes = vec![0; frame::FRAME_HEADER + len];
+    file.read_exact_at(&mut bytes, location.offset)
+        .map_err(|e| LogError::io("read", &path, e))?;
+    frame::read_frame(&bytes, 0)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| damaged(path))
 }
 
 #[cfg(test)]

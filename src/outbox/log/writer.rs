@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -47,6 +49,8 @@ pub(super) struct Writer {
     pub(super) poisoned: bool,
     /// The number of the last durable commit.
     pub(super) committed: watch::Sender<u64>,
+    /// How many segments there are, for the owner to decide when to give old ones back.
+    pub(super) segment_count: Arc<AtomicUsize>,
     pub(super) linger: Duration,
 }
 
@@ -182,6 +186,8 @@ impl Writer {
             self.segments.pop_back();
         }
         self.segments.push_back(segment);
+        self.segment_count
+            .store(self.segments.len(), Ordering::Relaxed);
         self.file = file;
         self.capacity = size;
         self.position = 0;
@@ -194,6 +200,8 @@ impl Writer {
         while self.segments.len() > 1 && self.segments[1].first <= before {
             segments::delete(&self.dir, &self.segments[0], self.segment_size)?;
             self.segments.pop_front();
+            self.segment_count
+                .store(self.segments.len(), Ordering::Relaxed);
         }
         Ok(())
     }
