@@ -1,6 +1,7 @@
-//! Giving old segments of the log back: once it has more than two, and not more often than
-//! every so many commits, the events still live from before the previous round are appended again (for the endpoints that still have them), a
-//! snapshot carries forward what outlives events, and the segments before both are deleted.
+//! Giving old segments of the log back: once it has more than two, and a segment was started
+//! since the previous round (or many commits were made), the events still live from before the
+//! previous round are appended again (for the endpoints that still have them), a snapshot
+//! carries forward what outlives events, and the segments before both are deleted.
 
 use super::OutboxError;
 use super::journal::JournalRecord;
@@ -13,11 +14,35 @@ const COMPACT_EVERY: u64 = 256;
 impl Store {
     /// Runs a round when one is due. The caller holds [`Store::lock_writes`].
     pub(super) fn compact_if_due(&self) -> Result<(), OutboxError> {
-        let (committed, segments) =
-            self.with_log(|log| Ok((log.committed(), log.segment_count())))?;
+        self.compact(false)
+    }
+
+    /// Runs a round whenever a segment besides the one written could go: on a full disk, where
+    /// the next segment only fits once old ones are given back, and no delivery may be left to
+    /// start a round once every event is finished. The caller holds [`Store::lock_writes`].
+    pub(super) fn compact_now(&self) -> Result<(), OutboxError> {
+        self.compact(true)
+    }
+
+    fn compact(&self, now: bool) -> Result<(), OutboxError> {
+        let (committed, segments, newest) = self.with_log(|log| {
+            Ok((
+                log.committed(),
+                log.segment_count(),
+                log.newest_segment_start(),
+            ))
+        })?;
         let previous = self.compacted_at.load(Ordering::Relaxed);
-        // Due once the log has grown past the segment written and the one before.
-        if segments <= 2 || committed < previous + COMPACT_EVERY {
+        // Due once the log has grown past the segment written and the one before, paced by the
+        // space it takes (a new segment: commits of many events fill small segments in a few
+        // commits, on a small disk) as well as by commits (each small, at a cluster's rates).
+        let grown = newest > previous || committed >= previous + COMPACT_EVERY;
+        let due = if now {
+            segments > 1
+        } else {
+            segments > 2 && grown
+        };
+        if !due {
             return Ok(());
         }
         self.compacted_at.store(committed, Ordering::Relaxed);

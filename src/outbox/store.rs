@@ -218,7 +218,16 @@ impl Store {
     /// can be written again. After a full disk, also whether the log's next segment fits.
     pub(super) fn probe_write(&self) -> Result<(), OutboxError> {
         if let Some(reason) = self.out_of_room() {
-            let free = free_bytes(&self.dir.join(LOG_DIR)).unwrap_or(u64::MAX);
+            let spare = {
+                let _writing = self.lock_writes();
+                if let Err(e) = self.compact_now() {
+                    tracing::debug!(error = %e, "could not give old outbox log segments back yet");
+                }
+                self.with_log(|log| Ok(log.spare_bytes()))?
+            };
+            let free = free_bytes(&self.dir.join(LOG_DIR))
+                .unwrap_or(u64::MAX)
+                .saturating_add(spare);
             if free < self.segment_size {
                 return Err(OutboxError::Unwritable {
                     reason,

@@ -19,7 +19,7 @@ pub(crate) use scan::{Record, ScanMode, scan_dir};
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -124,6 +124,7 @@ pub(crate) struct Log {
     requests: Option<mpsc::Sender<Request>>,
     committed: watch::Receiver<u64>,
     segment_count: Arc<AtomicUsize>,
+    newest_segment: Arc<AtomicU64>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -157,6 +158,7 @@ impl Log {
         };
         let (committed, watching) = watch::channel(next_commit - 1);
         let segment_count = Arc::new(AtomicUsize::new(segments.len()));
+        let newest_segment = Arc::new(AtomicU64::new(segments.back().map_or(1, |s| s.first)));
         let writer = Writer {
             dir: dir.to_owned(),
             segment_size: options.segment_size,
@@ -168,6 +170,7 @@ impl Log {
             poisoned: false,
             committed,
             segment_count: segment_count.clone(),
+            newest_segment: newest_segment.clone(),
             linger: options.linger,
         };
         let (requests, received) = mpsc::channel();
@@ -180,6 +183,7 @@ impl Log {
             requests: Some(requests),
             committed: watching,
             segment_count,
+            newest_segment,
             writer: Some(writer),
         })
     }
@@ -210,6 +214,16 @@ impl Log {
     /// How many segment files the log has.
     pub(crate) fn segment_count(&self) -> usize {
         self.segment_count.load(Ordering::Relaxed)
+    }
+
+    /// The size of the spare segment kept for the next one (0 without one).
+    pub(crate) fn spare_bytes(&self) -> u64 {
+        segments::spare_len(&self.dir)
+    }
+
+    /// The number of the first commit in the segment being written.
+    pub(crate) fn newest_segment_start(&self) -> u64 {
+        self.newest_segment.load(Ordering::Relaxed)
     }
 
     /// Deletes the segments whose commits are all numbered below `before` (never the one being

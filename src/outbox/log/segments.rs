@@ -123,6 +123,11 @@ fn write_zeros(path: &Path, size: u64) -> Result<(), LogError> {
     file.sync_all().map_err(io)
 }
 
+/// The size of the spare segment, if there is one: room a new segment takes without more space.
+pub(super) fn spare_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(SPARE)).map_or(0, |m| m.len())
+}
+
 /// Deletes a segment whose commits are all finished; it becomes the spare when there is none
 /// and it has the usual `size`.
 pub(super) fn delete(dir: &Path, segment: &Segment, size: u64) -> Result<(), LogError> {

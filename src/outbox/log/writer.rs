@@ -12,7 +12,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -51,6 +51,8 @@ pub(super) struct Writer {
     pub(super) committed: watch::Sender<u64>,
     /// How many segments there are, for the owner to decide when to give old ones back.
     pub(super) segment_count: Arc<AtomicUsize>,
+    /// The first commit of the segment written, for the owner to pace its rounds by segments.
+    pub(super) newest_segment: Arc<AtomicU64>,
     pub(super) linger: Duration,
 }
 
@@ -185,6 +187,7 @@ impl Writer {
             // The segment written was still empty, and is the one just replaced under its name.
             self.segments.pop_back();
         }
+        self.newest_segment.store(segment.first, Ordering::Relaxed);
         self.segments.push_back(segment);
         self.segment_count
             .store(self.segments.len(), Ordering::Relaxed);
