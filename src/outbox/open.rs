@@ -19,6 +19,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
+/// The log's directory in `DATA_DIR`.
+pub(super) const LOG_DIR: &str = "outbox-log";
+
 /// The database file in `DATA_DIR`.
 pub(super) const DATABASE_FILE: &str = "outbox.redb";
 /// The marker file: the id of the store that lives in `DATA_DIR`.
@@ -267,7 +270,7 @@ pub(super) fn move_aside(
     } else {
         PathBuf::new()
     };
-    let log = dir.join(super::store::LOG_DIR);
+    let log = dir.join(LOG_DIR);
     if log.exists() {
         aside(&log)?;
     }

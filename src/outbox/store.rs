@@ -12,7 +12,7 @@
 use super::journal::JournalRecord;
 use super::live::Live;
 use super::log::{Log, LogOptions, Record, ScanMode, Urgency};
-use super::open::FileSharing;
+use super::open::{FileSharing, LOG_DIR};
 use super::records::{
     DEAD, DEAD_EXPORT, ENDPOINTS, LOG_CREATED, STATE, STORE_ID, WRITE_PROBE, encode,
 };
@@ -23,9 +23,6 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use uuid::Uuid;
-
-/// The log's directory in `DATA_DIR`.
-pub(super) const LOG_DIR: &str = "outbox-log";
 
 enum Handle {
     Write(Database),
