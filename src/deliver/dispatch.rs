@@ -79,6 +79,10 @@ enum Ended {
     /// Started on demand and nothing is left to deliver (nothing loaded, in flight, to commit
     /// or on disk): the task may end until the next append.
     Idle,
+    /// Started on demand, its next attempt due and nothing else in flight or to commit, but no
+    /// permit free: it waits in its team's line without its loop's state and loaded deliveries
+    /// (read again once it has the permit), so thousands of webhooks waiting hold little.
+    NeedsPermit,
 }
 
 impl Dispatcher {
@@ -88,12 +92,13 @@ impl Dispatcher {
         shutdown: CancellationToken,
         drain: Duration,
     ) -> Result<(), OutboxError> {
-        self.deliver(shutdown, drain, false).await.map(|_| ())
+        self.deliver(shutdown, drain, false, None).await.map(|_| ())
     }
 
     /// Like [`Self::run`]; `on_demand`, it also returns once it has nothing left to deliver
     /// (after [`LINGER`] when it delivered something), and when this instance does not deliver
-    /// and the endpoint has nothing on disk.
+    /// and the endpoint has nothing on disk, and when it would wait for a permit with nothing
+    /// else to do ([`Ended::NeedsPermit`]); `permits`, waited for then, go to its first attempt.
     ///
     /// The outbox calls are boxed: this future is what a dispatcher holds in memory while it
     /// waits, so it should not carry their space.
@@ -102,6 +107,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
         drain: Duration,
         on_demand: bool,
+        permits: Option<AttemptPermits>,
     ) -> Result<Ended, OutboxError> {
         let appended = &self.appended;
         let mut pause = self.paused.clone();
@@ -123,7 +129,7 @@ impl Dispatcher {
         // Permits of the team's share: waited for in line when none was free, then kept for the
         // next attempt.
         let mut acquiring: Option<Acquiring> = None;
-        let mut spare: Option<AttemptPermits> = None;
+        let mut spare: Option<AttemptPermits> = permits;
         // Cancelled at the drain deadline: attempts still waiting for an answer end, canceled.
         let abandon = CancellationToken::new();
         // On demand: since when it has had nothing to do, and whether it has loaded anything.
@@ -184,6 +190,7 @@ impl Dispatcher {
                 }
             }
             let mut due = Vec::new();
+            let mut needs_permit = false;
             let paused = *pause.borrow_and_update();
             while !stopping
                 && !paused
@@ -198,6 +205,10 @@ impl Dispatcher {
                     (Some(_), Some(kept)) => Some(kept),
                     (Some(share), None) => match share.try_acquire() {
                         Some(permits) => Some(permits),
+                        None if on_demand && in_flight.is_empty() && due.is_empty() => {
+                            needs_permit = true;
+                            break;
+                        }
                         None => {
                             acquiring = Some(Box::pin(share.clone().acquire()));
                             break;
@@ -209,6 +220,12 @@ impl Dispatcher {
                     break;
                 };
                 due.push((next, permits));
+            }
+            if needs_permit {
+                // Its results recorded first: what is read again after the wait is current.
+                Box::pin(self.commit_all(committing.take(), std::mem::take(&mut completions)))
+                    .await?;
+                return Ok(Ended::NeedsPermit);
             }
             // Permits are held only for an attempt about to start.
             if stopping || paused || schedule.next_due().is_none_or(|at| at > now_ms()) {
@@ -387,6 +404,9 @@ impl Dispatcher {
         if completions.is_empty() {
             return Ok(());
         }
-        self.outbox.complete(completions.into()).await
+        match &self.commits {
+            Some(queue) => queue.complete(completions.into()).await,
+            None => self.outbox.complete(completions.into()).await,
+        }
     }
 }

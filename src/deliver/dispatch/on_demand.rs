@@ -56,13 +56,28 @@ impl Slot {
         self.task.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Delivers until stopped or idle; then ends, unless a wake-up came meanwhile.
+    /// Delivers until stopped or idle; then ends, unless a wake-up came meanwhile. While it
+    /// waits for a permit it holds only this future: its loop's state is boxed and dropped.
     async fn serve(self: Arc<Self>) {
+        let mut permits = None;
         loop {
-            let ended = self
-                .dispatcher
-                .deliver(self.stop.clone(), self.drain, true)
-                .await;
+            let ended = Box::pin(self.dispatcher.deliver(
+                self.stop.clone(),
+                self.drain,
+                true,
+                permits.take(),
+            ))
+            .await;
+            if let (Ok(Ended::NeedsPermit), Some(share)) = (&ended, &self.dispatcher.share) {
+                // In its team's line (first come, first served), as the loop would have waited.
+                tokio::select! {
+                    got = share.clone().acquire() => {
+                        permits = Some(got);
+                        continue;
+                    }
+                    () = self.stop.cancelled() => {}
+                }
+            }
             let mut task = self.lock();
             match ended {
                 // A wake-up that came since its last wait is its permit, still stored: deliver
