@@ -61,8 +61,9 @@ impl Slot {
         self.task.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Delivers until stopped or idle (then lingers); then ends, unless a wake-up came meanwhile. While it
-    /// waits for a permit it holds only this future: its loop's state is boxed and dropped.
+    /// Delivers until stopped or idle (then lingers); then ends, unless a wake-up came
+    /// meanwhile. While it waits for a permit or lingers it holds only this future: its loop's
+    /// state is boxed and dropped.
     async fn serve(self: Arc<Self>) {
         let mut permits = None;
         loop {
