@@ -210,7 +210,7 @@ fn a_frozen_leader_is_replaced_and_stops_delivering_when_it_resumes() {
 
     // Events keep coming while the leader is frozen and replaced.
     let (events, expected) = common::lifecycle_ndjson(60, 20); // 1 200 events
-    let writer = write_in_background(&redis.url(), &events);
+    let writer = write_in_background(&redis.url(), &events, 20, Duration::from_millis(100));
     std::thread::sleep(Duration::from_millis(1500));
     frozen.signal(Signal::SIGSTOP);
     let stopped_at = Instant::now();
@@ -428,7 +428,6 @@ fn restarts_under_new_consumer_names_keep_order_and_lose_nothing() {
     )
     .unwrap();
     let (events, expected) = common::lifecycle_ndjson(150, 20); // 3 000 events
-    let lines: Vec<String> = events.lines().map(str::to_owned).collect();
     let config_arg = config.display().to_string();
     let incarnation = |round: usize| {
         // A new name each time, as a rescheduled allocation (or a shell without HOSTNAME) gets,
@@ -441,25 +440,7 @@ fn restarts_under_new_consumer_names_keep_order_and_lose_nothing() {
     let mut first = incarnation(0);
     first.start(&redis, receiver.port);
     assert!(eventually(Duration::from_secs(15), || first.is_active()));
-    let writer = {
-        let url = redis.url();
-        std::thread::spawn(move || {
-            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-            for chunk in lines.chunks(100) {
-                let mut pipe = redis::pipe();
-                for line in chunk {
-                    pipe.cmd("XADD")
-                        .arg(STREAM)
-                        .arg("*")
-                        .arg("payload")
-                        .arg(line)
-                        .ignore();
-                }
-                let () = pipe.query(&mut conn).unwrap();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-    };
+    let writer = write_in_background(&redis.url(), &events, 100, Duration::from_millis(200));
     let mut kills = 0;
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = Some(first);

@@ -10,12 +10,41 @@ mod support;
 use common::events_api::{api_call, wait_for_api};
 use common::{RunningEmitter, TestReceiver, eventually, free_port};
 use serde_json::{Value, json};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::docs_receiver::{Receiver, SECRET_A, SECRET_B, gate_exists, xadd};
 use support::postgres::PostgresServer;
 use support::redis::RedisServer;
+
+/// The emitter serving registered webhooks only (no `WEBHOOK_URL`, no `E2B_TEAM_IDS`) from `pg`
+/// and `redis` on `port`, its data and log in `dir`; loopback is allowed, where the receivers
+/// are (user webhooks may not reach it otherwise). `extra` adds settings.
+fn start_registered_only(
+    pg: &PostgresServer,
+    redis: &RedisServer,
+    port: u16,
+    dir: &Path,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> RunningEmitter {
+    let (url, listen, data) = (
+        pg.url(),
+        format!("127.0.0.1:{port}"),
+        dir.join("data").to_str().unwrap().to_owned(),
+    );
+    let mut env = vec![
+        ("POSTGRES_CONNECTION_STRING", url.as_str()),
+        ("LISTEN_ADDR", listen.as_str()),
+        ("DATA_DIR", data.as_str()),
+        ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
+    ];
+    let redis_url = redis.host_port();
+    env.push(("REDIS_URL", redis_url.as_str()));
+    env.extend_from_slice(extra);
+    RunningEmitter::start_with_env(args, &env, dir.join("emitter.log"))
+}
 
 #[test]
 fn each_team_gets_its_own_events_signed_with_its_own_secret() {
@@ -27,20 +56,7 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
     let (team_c, _key_c) = pg.add_team("gamma");
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let (listen, data) = (format!("127.0.0.1:{port}"), dir.path().join("data"));
-    // No WEBHOOK_URL and no E2B_TEAM_IDS: registered webhooks only.
-    let emitter = RunningEmitter::start_with_env(
-        &[],
-        &[
-            ("POSTGRES_CONNECTION_STRING", &pg.url()),
-            ("LISTEN_ADDR", &listen),
-            ("DATA_DIR", data.to_str().unwrap()),
-            ("REDIS_URL", &redis.host_port()),
-            // The receiver is on loopback, which user webhooks may not reach unless allowed.
-            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
-        ],
-        dir.path().join("emitter.log"),
-    );
+    let emitter = start_registered_only(&pg, &redis, port, dir.path(), &[], &[]);
     let mut conn = redis.connection();
     wait_for_api(port, &key_a);
     assert!(!gate_exists(&mut conn, &team_a), "no webhook, no gate key");
@@ -168,7 +184,9 @@ fn each_team_gets_its_own_events_signed_with_its_own_secret() {
     drop(emitter);
     for json in [true, false] {
         let mut status = common::emitter();
-        status.args(["status", "--data-dir"]).arg(&data);
+        status
+            .args(["status", "--data-dir"])
+            .arg(dir.path().join("data"));
         if json {
             status.arg("--json");
         }
@@ -255,18 +273,13 @@ fn every_attempt_is_in_the_delivery_log_for_the_team_and_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("retry.toml");
     std::fs::write(&config, "[retry]\nschedule = [\"300ms\"]\njitter = 0.0\n").unwrap();
-    let (listen, data) = (format!("127.0.0.1:{port}"), dir.path().join("data"));
-    let emitter = RunningEmitter::start_with_env(
+    let emitter = start_registered_only(
+        &pg,
+        &redis,
+        port,
+        dir.path(),
         &[],
-        &[
-            ("POSTGRES_CONNECTION_STRING", &pg.url()),
-            ("LISTEN_ADDR", &listen),
-            ("DATA_DIR", data.to_str().unwrap()),
-            ("REDIS_URL", &redis.host_port()),
-            ("CONFIG_FILE", config.to_str().unwrap()),
-            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
-        ],
-        dir.path().join("emitter.log"),
+        &[("CONFIG_FILE", config.to_str().unwrap())],
     );
     let mut conn = redis.connection();
     wait_for_api(port, &key);
@@ -387,17 +400,8 @@ fn a_registered_webhooks_backlog_gauge_returns_to_zero_once_it_catches_up() {
         "[retry]\nschedule = [\"200ms\"]\nmax_age = \"5m\"\n",
     )
     .unwrap();
-    let emitter = RunningEmitter::start_with_env(
-        &["--config", config.to_str().unwrap()],
-        &[
-            ("POSTGRES_CONNECTION_STRING", &pg.url()),
-            ("LISTEN_ADDR", &format!("127.0.0.1:{port}")),
-            ("DATA_DIR", dir.path().join("data").to_str().unwrap()),
-            ("REDIS_URL", &redis.host_port()),
-            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
-        ],
-        dir.path().join("emitter.log"),
-    );
+    let args = ["--config", config.to_str().unwrap()];
+    let emitter = start_registered_only(&pg, &redis, port, dir.path(), &args, &[]);
     wait_for_api(port, &key);
     let body = json!({
         "name": "catching-up", "url": format!("http://127.0.0.1:{}/hook", receiver.port),
@@ -454,17 +458,7 @@ fn an_idle_webhooks_dispatcher_ends_and_its_next_event_starts_it_again() {
     let (team, key) = pg.add_team("alpha");
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let emitter = RunningEmitter::start_with_env(
-        &[],
-        &[
-            ("POSTGRES_CONNECTION_STRING", &pg.url()),
-            ("LISTEN_ADDR", &format!("127.0.0.1:{port}")),
-            ("DATA_DIR", dir.path().join("data").to_str().unwrap()),
-            ("REDIS_URL", &redis.host_port()),
-            ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
-        ],
-        dir.path().join("emitter.log"),
-    );
+    let emitter = start_registered_only(&pg, &redis, port, dir.path(), &[], &[]);
     wait_for_api(port, &key);
     let body = json!({
         "name": "a", "url": format!("http://127.0.0.1:{}/a", receiver.port),

@@ -402,7 +402,7 @@ fn the_released_version_and_this_one_side_by_side_deliver_every_event_once_in_or
 
     // Events keep coming through the whole upgrade: 2 400 over about 12 s.
     let (events, expected) = common::lifecycle_ndjson(120, 20);
-    let writer = write_in_background(&redis.url(), &events);
+    let writer = write_in_background(&redis.url(), &events, 20, Duration::from_millis(100));
     // Replaced one at a time, each stopped gracefully and started again once the other
     // delivers (as Nomad's update stanza does): the lease goes from the previous release to
     // this version; then this version hands it back to the previous release (a rollback).

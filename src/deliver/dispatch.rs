@@ -40,9 +40,6 @@ const COMMIT_DELAY: Duration = Duration::from_millis(25);
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
 /// After the drain deadline, how long canceled attempts get to report (they return at once).
 const ABANDON_GRACE: Duration = Duration::from_secs(1);
-/// How long a dispatcher started on demand stays after its last delivery with nothing left to
-/// do, so a webhook receiving an event every few seconds is not started for each one.
-const LINGER: Duration = Duration::from_secs(5);
 
 /// A batch of delivery results being committed while deliveries go on; it hands the batch back
 /// with the result, so a failed commit can be tried again.
@@ -77,8 +74,12 @@ enum Ended {
     /// Asked to stop: in-flight attempts finished or the drain deadline passed.
     Stopped,
     /// Started on demand and nothing is left to deliver (nothing loaded, in flight, to commit
-    /// or on disk): the task may end until the next append.
-    Idle,
+    /// or on disk): the task may end until the next append. `loaded`: it had deliveries.
+    Idle { loaded: bool },
+    /// Started on demand, its next attempt due and nothing else in flight or to commit, but no
+    /// permit free: it waits in its team's line without its loop's state and loaded deliveries
+    /// (read again once it has the permit), so thousands of webhooks waiting hold little.
+    NeedsPermit,
 }
 
 impl Dispatcher {
@@ -88,12 +89,13 @@ impl Dispatcher {
         shutdown: CancellationToken,
         drain: Duration,
     ) -> Result<(), OutboxError> {
-        self.deliver(shutdown, drain, false).await.map(|_| ())
+        self.deliver(shutdown, drain, false, None).await.map(|_| ())
     }
 
-    /// Like [`Self::run`]; `on_demand`, it also returns once it has nothing left to deliver
-    /// (after [`LINGER`] when it delivered something), and when this instance does not deliver
-    /// and the endpoint has nothing on disk.
+    /// Like [`Self::run`]; `on_demand`, it also returns once it has nothing left to deliver,
+    /// and when this instance does not deliver
+    /// and the endpoint has nothing on disk, and when it would wait for a permit with nothing
+    /// else to do ([`Ended::NeedsPermit`]); `permits`, waited for then, go to its first attempt.
     ///
     /// The outbox calls are boxed: this future is what a dispatcher holds in memory while it
     /// waits, so it should not carry their space.
@@ -102,6 +104,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
         drain: Duration,
         on_demand: bool,
+        permits: Option<AttemptPermits>,
     ) -> Result<Ended, OutboxError> {
         let appended = &self.appended;
         let mut pause = self.paused.clone();
@@ -123,11 +126,10 @@ impl Dispatcher {
         // Permits of the team's share: waited for in line when none was free, then kept for the
         // next attempt.
         let mut acquiring: Option<Acquiring> = None;
-        let mut spare: Option<AttemptPermits> = None;
+        let mut spare: Option<AttemptPermits> = permits;
         // Cancelled at the drain deadline: attempts still waiting for an answer end, canceled.
         let abandon = CancellationToken::new();
-        // On demand: since when it has had nothing to do, and whether it has loaded anything.
-        let mut idle_since: Option<tokio::time::Instant> = None;
+        // On demand: whether it has loaded anything.
         let mut loaded_any = false;
         loop {
             let current = self.leadership.delivery_term();
@@ -147,7 +149,7 @@ impl Dispatcher {
                     // Waiting for the lease costs a task per webhook: on demand, only those
                     // with deliveries on disk wait (an append or the lease's return wakes them).
                     if on_demand && !stopping && !Box::pin(self.has_pending()).await {
-                        return Ok(Ended::Idle);
+                        return Ok(Ended::Idle { loaded: false });
                     }
                     tokio::select! {
                         () = Box::pin(self.leadership.until_delivering()) => {}
@@ -184,6 +186,7 @@ impl Dispatcher {
                 }
             }
             let mut due = Vec::new();
+            let mut needs_permit = false;
             let paused = *pause.borrow_and_update();
             while !stopping
                 && !paused
@@ -198,6 +201,10 @@ impl Dispatcher {
                     (Some(_), Some(kept)) => Some(kept),
                     (Some(share), None) => match share.try_acquire() {
                         Some(permits) => Some(permits),
+                        None if on_demand && in_flight.is_empty() && due.is_empty() => {
+                            needs_permit = true;
+                            break;
+                        }
                         None => {
                             acquiring = Some(Box::pin(share.clone().acquire()));
                             break;
@@ -209,6 +216,12 @@ impl Dispatcher {
                     break;
                 };
                 due.push((next, permits));
+            }
+            if needs_permit {
+                // Its results recorded first: what is read again after the wait is current.
+                Box::pin(self.commit_all(committing.take(), std::mem::take(&mut completions)))
+                    .await?;
+                return Ok(Ended::NeedsPermit);
             }
             // Permits are held only for an attempt about to start.
             if stopping || paused || schedule.next_due().is_none_or(|at| at > now_ms()) {
@@ -276,15 +289,8 @@ impl Dispatcher {
                 && in_flight.is_empty()
                 && completions.is_empty()
                 && committing.is_none();
-            let idle_until = idle.then(|| {
-                let since = *idle_since.get_or_insert(now);
-                since + if loaded_any { LINGER } else { Duration::ZERO }
-            });
-            if !idle {
-                idle_since = None;
-            }
-            if idle_until.is_some_and(|at| at <= now) {
-                return Ok(Ended::Idle);
+            if idle {
+                return Ok(Ended::Idle { loaded: loaded_any });
             }
             let wake_at = schedule.next_due().filter(|_| {
                 !stopping && !paused && acquiring.is_none() && in_flight.len() < self.max_in_flight
@@ -300,7 +306,7 @@ impl Dispatcher {
                 });
                 let reload_at = reads_paused_until.filter(|_| on_disk && !stopping);
                 let times = due.into_iter().chain(commit_at).chain(reload_at);
-                match times.chain(idle_until).min() {
+                match times.min() {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -334,7 +340,6 @@ impl Dispatcher {
                 }
                 () = appended.notified(), if !stopping => {
                     on_disk = true;
-                    idle_since = None;
                 }
                 // Paused or resumed: the loop re-reads the switch.
                 Ok(()) = pause.changed(), if !stopping => {}
@@ -387,6 +392,9 @@ impl Dispatcher {
         if completions.is_empty() {
             return Ok(());
         }
-        self.outbox.complete(completions.into()).await
+        match &self.commits {
+            Some(queue) => queue.complete(completions.into()).await,
+            None => self.outbox.complete(completions.into()).await,
+        }
     }
 }

@@ -160,17 +160,22 @@ pub fn write_events(redis: &RedisServer, ndjson: &str) {
     let mut conn = redis.connection();
     let lines: Vec<&str> = ndjson.lines().collect();
     for chunk in lines.chunks(200) {
-        let mut pipe = redis::pipe();
-        for line in chunk {
-            pipe.cmd("XADD")
-                .arg(STREAM)
-                .arg("*")
-                .arg("payload")
-                .arg(*line)
-                .ignore();
-        }
-        let () = pipe.query(&mut conn).unwrap();
+        let () = payload_xadds(chunk).query(&mut conn).unwrap();
     }
+}
+
+/// One `XADD … payload <line>` per line, in one pipeline, as the orchestrator writes them.
+fn payload_xadds(lines: &[impl AsRef<str>]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for line in lines {
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("payload")
+            .arg(line.as_ref())
+            .ignore();
+    }
+    pipe
 }
 
 /// Entries read by the group and not acknowledged yet.
@@ -421,25 +426,21 @@ pub fn shared_dead_letters(redis: &RedisServer) -> Vec<Value> {
         .collect()
 }
 
-/// Appends `events` (one JSON line each) to the orchestrator's stream from a thread, 20 every
-/// 100 ms (200 events/s), so they keep coming while a test stops and starts instances.
-pub fn write_in_background(redis_url: &str, events: &str) -> std::thread::JoinHandle<()> {
+/// Appends `events` (one JSON line each) to the orchestrator's stream from a thread, `chunk` at a
+/// time with `pause` between, so they keep coming while a test stops and starts instances.
+pub fn write_in_background(
+    redis_url: &str,
+    events: &str,
+    chunk: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
     let url = redis_url.to_owned();
     let lines: Vec<String> = events.lines().map(str::to_owned).collect();
     std::thread::spawn(move || {
         let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-        for chunk in lines.chunks(20) {
-            let mut pipe = redis::pipe();
-            for line in chunk {
-                pipe.cmd("XADD")
-                    .arg(STREAM)
-                    .arg("*")
-                    .arg("payload")
-                    .arg(line)
-                    .ignore();
-            }
-            let () = pipe.query(&mut conn).unwrap();
-            std::thread::sleep(Duration::from_millis(100));
+        for lines in lines.chunks(chunk) {
+            let () = payload_xadds(lines).query(&mut conn).unwrap();
+            std::thread::sleep(pause);
         }
     })
 }

@@ -11,6 +11,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long a dispatcher started on demand stays after its last delivery with nothing left to
+/// do, so a webhook receiving an event every few seconds is not started for each one. It waits
+/// here, outside its delivery loop, so thousands of webhooks done with a burst hold little.
+const LINGER: Duration = Duration::from_secs(5);
+
 /// A dispatcher started when its endpoint has deliveries, and stopped for good with [`Self::stop`].
 pub struct OnDemand {
     slot: Arc<Slot>,
@@ -56,18 +61,41 @@ impl Slot {
         self.task.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Delivers until stopped or idle; then ends, unless a wake-up came meanwhile.
+    /// Delivers until stopped or idle (then lingers); then ends, unless a wake-up came
+    /// meanwhile. While it waits for a permit or lingers it holds only this future: its loop's
+    /// state is boxed and dropped.
     async fn serve(self: Arc<Self>) {
+        let mut permits = None;
         loop {
-            let ended = self
-                .dispatcher
-                .deliver(self.stop.clone(), self.drain, true)
-                .await;
+            let ended = Box::pin(self.dispatcher.deliver(
+                self.stop.clone(),
+                self.drain,
+                true,
+                permits.take(),
+            ))
+            .await;
+            if let (Ok(Ended::NeedsPermit), Some(share)) = (&ended, &self.dispatcher.share) {
+                // In its team's line (first come, first served), as the loop would have waited.
+                tokio::select! {
+                    got = share.clone().acquire() => {
+                        permits = Some(got);
+                        continue;
+                    }
+                    () = self.stop.cancelled() => {}
+                }
+            }
+            if let Ok(Ended::Idle { loaded: true }) = ended {
+                tokio::select! {
+                    () = self.dispatcher.appended.notified() => continue,
+                    () = tokio::time::sleep(LINGER) => {}
+                    () = self.stop.cancelled() => {}
+                }
+            }
             let mut task = self.lock();
             match ended {
                 // A wake-up that came since its last wait is its permit, still stored: deliver
                 // again rather than leave those deliveries waiting for the next append.
-                Ok(Ended::Idle)
+                Ok(Ended::Idle { .. })
                     if !self.stop.is_cancelled()
                         && self.dispatcher.appended.notified().now_or_never().is_some() =>
                 {
