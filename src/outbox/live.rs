@@ -7,6 +7,7 @@
 
 use super::journal::{JournalRecord, Snapshot};
 use super::log::{Location, Log};
+use super::recent_ids::RecentIds;
 use super::{
     DeliveryState, OutboxError, PendingDelivery, SandboxRecord, SandboxState, StreamEntryRef,
 };
@@ -35,8 +36,8 @@ pub(super) struct Live {
     entries: HashMap<String, u64>,
     /// Entries to acknowledge: id → generation.
     acks: BTreeMap<String, String>,
-    /// Event id → when it was appended (ms): the de-duplication window.
-    event_ids: HashMap<String, i64>,
+    /// The de-duplication window.
+    event_ids: RecentIds,
     sandboxes: BTreeMap<String, SandboxRecord>,
 }
 
@@ -89,7 +90,8 @@ impl Live {
             } => {
                 let event = SandboxEvent::from_value(event)
                     .map_err(|e| OutboxError::Corrupt(format!("event {seq}: {e}")))?;
-                self.event_ids.insert(event.id().to_owned(), appended_at_ms);
+                self.event_ids
+                    .remember(event.id().to_owned(), appended_at_ms);
                 if tracks_sandbox {
                     let known =
                         || Ok::<_, OutboxError>(self.sandboxes.contains_key(event.sandbox_id()));
@@ -178,9 +180,7 @@ impl Live {
                     .map(|r| (r.sandbox_id.clone(), r))
                     .collect();
             }
-            JournalRecord::IdsPruned { before_ms } => {
-                self.event_ids.retain(|_, at| *at >= before_ms)
-            }
+            JournalRecord::IdsPruned { before_ms } => self.event_ids.forget_before(before_ms),
             JournalRecord::Snapshot(snapshot) => self.restore(snapshot),
         }
         Ok(())
@@ -209,7 +209,7 @@ impl Live {
 
     fn restore(&mut self, snapshot: Snapshot) {
         self.next_seq = self.next_seq.max(snapshot.next_seq);
-        self.event_ids = snapshot.event_ids.into_iter().collect();
+        self.event_ids = RecentIds::from_snapshot(snapshot.event_ids);
         self.sandboxes = snapshot
             .sandboxes
             .into_iter()
@@ -245,11 +245,7 @@ impl Live {
             .collect();
         Snapshot {
             next_seq: self.next_seq,
-            event_ids: self
-                .event_ids
-                .iter()
-                .map(|(id, at)| (id.clone(), *at))
-                .collect(),
+            event_ids: self.event_ids.to_vec(),
             sandboxes: self.sandboxes.values().cloned().collect(),
             acks: self
                 .acks
@@ -322,7 +318,7 @@ impl Live {
 
     /// Whether an event with this id was appended within the window.
     pub(super) fn knows_event(&self, id: &str) -> bool {
-        self.event_ids.contains_key(id)
+        self.event_ids.contains(id)
     }
 
     /// The event still pending here that stream entry `id` carries, if any.
@@ -371,10 +367,7 @@ impl Live {
 
     /// Event ids remembered from before `cutoff_ms`.
     pub(super) fn ids_before(&self, cutoff_ms: i64) -> usize {
-        self.event_ids
-            .values()
-            .filter(|at| **at < cutoff_ms)
-            .count()
+        self.event_ids.count_before(cutoff_ms)
     }
 
     /// The view of sandboxes, by sandbox id.

@@ -6,6 +6,7 @@
 //! outbox whose events it would not see instead of running with an empty one.
 
 use super::journal::{JournalRecord, Snapshot};
+use super::recent_ids::RECENT_IDS_KEPT;
 use super::records::{
     ACKS, EVENT_IDS, EVENTS, EventRecord, MOVED, NEXT_SEQ, PENDING, SANDBOXES, STATE,
     STREAM_ENTRIES, decode, read_counter,
@@ -13,7 +14,8 @@ use super::records::{
 use super::store::Store;
 use super::{DeliveryState, OutboxError, StreamEntryRef, open};
 use redb::{ReadableTable, ReadableTableMetadata, TableError};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// What the `events` table says to an older emitter.
 const MOVED_NOTE: &str = "the events of this outbox are in outbox-log/ (e2b-webhook-emitter with \
@@ -74,10 +76,21 @@ impl Store {
             retries,
             ..Snapshot::default()
         };
+        // The newest ids only (a day of them can be millions), oldest first.
+        let mut newest = BinaryHeap::new();
         for row in txn.open_table(EVENT_IDS)?.iter()? {
             let (id, at) = row?;
-            snapshot.event_ids.push((id.value().to_owned(), at.value()));
+            newest.push(Reverse((at.value(), id.value().to_owned())));
+            if newest.len() > RECENT_IDS_KEPT {
+                newest.pop();
+            }
         }
+        snapshot.event_ids = newest
+            .into_sorted_vec()
+            .into_iter()
+            .rev()
+            .map(|Reverse((at, id))| (id, at))
+            .collect();
         for row in txn.open_table(SANDBOXES)?.iter()? {
             let (_, value) = row?;
             snapshot.sandboxes.push(decode("sandbox", value.value())?);

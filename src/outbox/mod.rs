@@ -15,6 +15,7 @@ mod offline;
 mod open;
 mod raw_input;
 mod recent;
+mod recent_ids;
 mod records;
 mod recovery;
 mod route_table;
