@@ -2,6 +2,7 @@
 //! their results (delivered, to retry, dead), which finishes events and their stream entries.
 
 use super::journal::JournalRecord;
+use super::log::PendingCommit;
 use super::store::Store;
 use super::{DeadLetter, DeliveryState, OutboxError, PendingDelivery, RawInput, StoredEvent};
 use crate::event::SandboxEvent;
@@ -93,6 +94,43 @@ impl Store {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
+        let (records, letters, finished) = self.completion_records(completions)?;
+        self.add_dead_letters(letters)?;
+        let was_live = self.still_live(finished);
+        // They ride on the next event's commit: a crash before it delivers them once more.
+        self.write_riding(records)?;
+        let removed = self.removed(was_live);
+        // The results are recorded; old segments go at a later round if this one fails.
+        let _writing = self.lock_writes();
+        if let Err(e) = self.compact_if_due() {
+            tracing::debug!(error = %e, "could not give old outbox log segments back yet");
+        }
+        Ok(removed)
+    }
+
+    /// Queues the records of results that carry no dead letter (no write to redb), to be
+    /// awaited in the caller's task and then applied with [`QueuedCompletions::apply`]: the
+    /// common case, a delivery, costs no thread of the blocking pool (issue 30, item 4).
+    pub(super) fn queue_completions(
+        &self,
+        completions: &[Completion],
+    ) -> Result<QueuedCompletions, OutboxError> {
+        let (records, letters, finished) = self.completion_records(completions)?;
+        debug_assert!(letters.is_empty(), "dead letters go through `complete`");
+        let was_live = self.still_live(finished);
+        let commit = self.queue_riding(&records)?;
+        Ok(QueuedCompletions {
+            records,
+            was_live,
+            commit,
+        })
+    }
+
+    /// The records of `completions`, the dead letters they make, and the events they finish.
+    fn completion_records(
+        &self,
+        completions: &[Completion],
+    ) -> Result<(Vec<JournalRecord>, Vec<DeadLetter>, Vec<u64>), OutboxError> {
         let mut records = Vec::new();
         let mut letters = Vec::new();
         let mut finished = Vec::new();
@@ -132,16 +170,18 @@ impl Store {
                 }
             }
         }
-        self.add_dead_letters(letters)?;
-        let was_live: Vec<u64> = {
-            let live = self.live();
-            finished
-                .into_iter()
-                .filter(|seq| live.event(*seq).is_some())
-                .collect()
-        };
-        // They ride on the next event's commit: a crash before it delivers them once more.
-        self.write_riding(records)?;
+        Ok((records, letters, finished))
+    }
+
+    fn still_live(&self, seqs: Vec<u64>) -> Vec<u64> {
+        let live = self.live();
+        seqs.into_iter()
+            .filter(|seq| live.event(*seq).is_some())
+            .collect()
+    }
+
+    /// Of `was_live`, the events now gone from the live set, in order.
+    fn removed(&self, was_live: Vec<u64>) -> Vec<u64> {
         let live = self.live();
         let mut removed: Vec<u64> = was_live
             .into_iter()
@@ -149,13 +189,24 @@ impl Store {
             .collect();
         removed.sort_unstable();
         removed.dedup();
-        drop(live);
-        // The results are recorded; old segments go at a later round if this one fails.
-        let _writing = self.lock_writes();
-        if let Err(e) = self.compact_if_due() {
-            tracing::debug!(error = %e, "could not give old outbox log segments back yet");
-        }
-        Ok(removed)
+        removed
+    }
+}
+
+/// Delivery results queued in the log (see [`Store::queue_completions`]).
+pub(super) struct QueuedCompletions {
+    records: Vec<JournalRecord>,
+    was_live: Vec<u64>,
+    commit: PendingCommit,
+}
+
+impl QueuedCompletions {
+    /// Waits for the commit the results ride on, applies them, and returns the events no
+    /// endpoint has pending any more; says whether a compaction round is due.
+    pub(super) async fn apply(self, store: &Store) -> Result<(Vec<u64>, bool), OutboxError> {
+        let committed = self.commit.wait().await;
+        store.apply_committed(self.records, committed)?;
+        Ok((store.removed(self.was_live), store.compaction_due()))
     }
 }
 

@@ -1,7 +1,9 @@
 //! The durable outbox on redb: events are committed (fsync) before their source is acknowledged,
 //! and stay on disk, not in memory, until every endpoint has them or they are dead-lettered.
 
+mod after_append;
 mod append;
+mod commit;
 mod compaction;
 mod dead_letters;
 mod delivery;
@@ -119,31 +121,6 @@ impl Outbox {
         })
     }
 
-    /// Also sends every newly received event to `history`, without ever waiting for it: when
-    /// its buffer is full the event is left out of the history and counted. Set once.
-    pub fn send_received_to(&self, history: tokio::sync::mpsc::Sender<SandboxEvent>) {
-        let _ = self.received.set(history);
-    }
-
-    /// Copies of `events` for the history, when one is attached.
-    fn copies_for_history<'a>(
-        &self,
-        events: impl Iterator<Item = &'a SandboxEvent>,
-    ) -> Option<Vec<SandboxEvent>> {
-        self.received.get().map(|_| events.cloned().collect())
-    }
-
-    fn send_to_history(&self, copies: Option<Vec<SandboxEvent>>, report: &AppendReport) {
-        let (Some(history), Some(copies)) = (self.received.get(), copies) else {
-            return;
-        };
-        for (event, new) in copies.into_iter().zip(&report.is_new) {
-            if *new && history.try_send(event).is_err() {
-                self.metrics.event_history_dropped.inc();
-            }
-        }
-    }
-
     /// Durably appends events (one fsync for the batch); ids already in the outbox are skipped.
     /// While the outbox cannot be written, waits (see `write_waiting`).
     pub async fn append(
@@ -191,44 +168,6 @@ impl Outbox {
         // Duplicates and events no endpoint wants are acknowledged at once.
         self.finished.notify_one();
         Ok(report)
-    }
-
-    /// Keeps what was just stored for delivery in memory too (see [`recent`]).
-    fn keep_recent(&self, source: &str, events: Arc<Vec<SandboxEvent>>, report: &AppendReport) {
-        // The write closure holding the other reference is gone once the append returned.
-        let events = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
-        self.recent.keep(
-            events
-                .into_iter()
-                .zip(&report.seqs)
-                .filter_map(|(event, seq)| {
-                    // Duplicates and events no endpoint wants got no sequence number.
-                    let seq = (*seq)?;
-                    let stored = StoredEvent {
-                        event,
-                        appended_at_ms: report.appended_at_ms,
-                        source: source.to_owned(),
-                    };
-                    Some((seq, stored))
-                }),
-        );
-    }
-
-    fn after_append(&self, source: &'static str, labels: &[String], report: &AppendReport) {
-        for (label, new) in labels.iter().zip(&report.is_new) {
-            if *new {
-                self.metrics.event_received(source, label);
-            }
-        }
-        if let Some(last) = report.last_seq {
-            self.appended.send_replace(last);
-            let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            for endpoint in &report.endpoints {
-                if let Some(waker) = wakers.get(endpoint) {
-                    waker.clone().wake();
-                }
-            }
-        }
     }
 
     /// Durably keeps malformed inputs in the dead-letter store, for an operator to inspect;
@@ -375,9 +314,15 @@ impl Outbox {
     /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
     /// tries again, so deliveries go on while sources wait for the disk.
     pub async fn complete(&self, completions: Arc<[Completion]>) -> Result<(), OutboxError> {
-        let removed = self
-            .write(move |store| store.complete(&completions))
-            .await?;
+        let letters = completions
+            .iter()
+            .any(|c| matches!(c, Completion::Dead { .. }));
+        let removed = if letters || self.writability.failed() {
+            self.write(move |store| store.complete(&completions))
+                .await?
+        } else {
+            self.complete_in_task(&completions).await?
+        };
         self.recent.forget(&removed);
         self.finished.notify_one();
         Ok(())

@@ -82,26 +82,6 @@ pub(super) struct EventRecord {
     pub(super) entry: Option<StreamEntryRef>,
 }
 
-/// An [`EventRecord`] as it was written: the same fields, borrowed. Kept with [`RecordEntry`]
-/// so that `store_tests.rs` pins the format outboxes written before the log hold.
-#[derive(Serialize)]
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) struct EventRecordRef<'a> {
-    pub(super) appended_at_ms: i64,
-    pub(super) source: &'a str,
-    pub(super) event: &'a serde_json::Map<String, Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) entry: Option<&'a StreamEntryRef>,
-}
-
-/// Only the entry of an [`EventRecord`]: the event is skipped over, not decoded.
-#[derive(Deserialize)]
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) struct RecordEntry {
-    #[serde(default)]
-    pub(super) entry: Option<StreamEntryRef>,
-}
-
 /// A Redis stream entry, with the generation of the Redis data set it belongs to (a Redis that
 /// restarted without its data has a new generation, and its old entry ids mean nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

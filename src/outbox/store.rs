@@ -11,7 +11,7 @@
 
 use super::journal::JournalRecord;
 use super::live::Live;
-use super::log::{Log, LogOptions, Record, ScanMode, Urgency};
+use super::log::{Log, LogOptions, Record, ScanMode};
 use super::open::{FileSharing, LOG_DIR};
 use super::records::{
     DEAD, DEAD_EXPORT, ENDPOINTS, LOG_CREATED, STATE, STORE_ID, WRITE_PROBE, encode,
@@ -21,7 +21,7 @@ use super::{Completion, OutboxError, Route, open};
 use crate::util::time::now_ms;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, PoisonError, RwLock};
 use uuid::Uuid;
 
 enum Handle {
@@ -34,19 +34,19 @@ enum Handle {
 pub(super) struct Store {
     db: std::sync::RwLock<Handle>,
     /// The segment log; none while closed after an I/O error, and in a read-only store.
-    log: RwLock<Option<Log>>,
+    pub(super) log: RwLock<Option<Log>>,
     /// What the log says is live.
-    live: RwLock<Live>,
+    pub(super) live: RwLock<Live>,
     /// Held by every operation that appends to the log, from deciding what to append until it
     /// is applied to the live set: they happen one at a time, in log order.
-    write_lock: Mutex<()>,
+    pub(super) write_lock: Mutex<()>,
     /// The last commit when old segments were last given back (see `compaction.rs`).
     pub(super) compacted_at: std::sync::atomic::AtomicU64,
     /// Set when a commit failed on a full disk (why), until the next segment fits again.
-    out_of_room: Mutex<Option<String>>,
+    pub(super) out_of_room: Mutex<Option<String>>,
     /// Size of the log's segments.
     segment_size: u64,
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     /// The endpoints events are routed to; registered webhooks come and go while running.
     /// Replaced whole on a change, so a transaction holds one cheap snapshot.
     routes: std::sync::RwLock<std::sync::Arc<RouteTable>>,
@@ -56,7 +56,7 @@ pub(super) struct Store {
     sharing: FileSharing,
 }
 
-fn closed() -> OutboxError {
+pub(super) fn closed() -> OutboxError {
     OutboxError::Unwritable {
         reason: "the outbox is closed after an I/O error, and reopened when writing works again"
             .into(),
@@ -280,93 +280,6 @@ impl Store {
     /// The outbox's directory (`DATA_DIR`).
     pub(super) fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The live set, to read.
-    pub(super) fn live(&self) -> RwLockReadGuard<'_, Live> {
-        self.live.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Taken around deciding what to append and appending it.
-    pub(super) fn lock_writes(&self) -> MutexGuard<'_, ()> {
-        self.write_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Appends `records` in one commit, waits until it is on disk, and applies them to the live
-    /// set; returns the commit's number. The caller holds [`Self::lock_writes`].
-    pub(super) fn write_records(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
-        self.write_records_with(records, Urgency::Now)
-    }
-
-    /// As [`Self::write_records`], for records that may wait for the next urgent commit (at most
-    /// the log's linger time), applied once that is on disk. The caller does not hold
-    /// [`Self::lock_writes`]: it is taken only to queue them, so that appends go on meanwhile.
-    pub(super) fn write_riding(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
-        let pending = {
-            let _writing = self.lock_writes();
-            self.send(&records, Urgency::WithNext)?
-        };
-        self.apply_committed(records, pending)
-    }
-
-    fn write_records_with(
-        &self,
-        records: Vec<JournalRecord>,
-        urgency: Urgency,
-    ) -> Result<u64, OutboxError> {
-        let pending = self.send(&records, urgency)?;
-        self.apply_committed(records, pending)
-    }
-
-    fn send(
-        &self,
-        records: &[JournalRecord],
-        urgency: Urgency,
-    ) -> Result<super::log::PendingCommit, OutboxError> {
-        let encoded = records.iter().map(JournalRecord::encode).collect();
-        self.with_log(|log| Ok(log.append(encoded, urgency)))
-    }
-
-    fn apply_committed(
-        &self,
-        records: Vec<JournalRecord>,
-        pending: super::log::PendingCommit,
-    ) -> Result<u64, OutboxError> {
-        let committed = pending.wait_blocking().inspect_err(|e| {
-            if e.disk_full() {
-                *self
-                    .out_of_room
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
-            }
-        })?;
-        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
-        for (record, location) in records.into_iter().zip(committed.locations) {
-            live.apply(record, committed.number, location)?;
-        }
-        Ok(committed.number)
-    }
-
-    /// Runs `op` on the open log.
-    pub(super) fn with_log<T>(
-        &self,
-        op: impl FnOnce(&Log) -> Result<T, OutboxError>,
-    ) -> Result<T, OutboxError> {
-        let log = self.log.read().unwrap_or_else(PoisonError::into_inner);
-        match log.as_ref() {
-            Some(log) => op(log),
-            None => Err(closed()),
-        }
-    }
-
-    /// Reads the record at `location` again (without the writer in a read-only store).
-    pub(super) fn read_record(
-        &self,
-        location: super::log::Location,
-    ) -> Result<JournalRecord, OutboxError> {
-        JournalRecord::decode(&super::log::read_at(&self.dir.join(LOG_DIR), location)?)
     }
 
     pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction, OutboxError> {

@@ -1,0 +1,108 @@
+//! Writing the outbox's records to the log, and applying them to the live set once their commit
+//! is on disk: urgent records are waited for, riding ones go with the next commit (issue 30).
+
+use super::OutboxError;
+use super::journal::JournalRecord;
+use super::live::Live;
+use super::log::{Committed, Location, Log, LogError, PendingCommit, Urgency};
+use super::open::LOG_DIR;
+use super::store::{Store, closed};
+use std::sync::{MutexGuard, PoisonError, RwLockReadGuard};
+
+impl Store {
+    /// The live set, to read.
+    pub(super) fn live(&self) -> RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Taken around deciding what to append and appending it.
+    pub(super) fn lock_writes(&self) -> MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `records` in one commit, waits until it is on disk, and applies them to the live
+    /// set; returns the commit's number. The caller holds [`Self::lock_writes`].
+    pub(super) fn write_records(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
+        self.write_records_with(records, Urgency::Now)
+    }
+
+    /// As [`Self::write_records`], for records that may wait for the next urgent commit (at most
+    /// the log's linger time), applied once that is on disk. The caller does not hold
+    /// [`Self::lock_writes`]: it is taken only to queue them, so that appends go on meanwhile.
+    pub(super) fn write_riding(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
+        let pending = {
+            let _writing = self.lock_writes();
+            self.send(&records, Urgency::WithNext, Log::append)?
+        };
+        self.apply_committed(records, pending.wait_blocking())
+    }
+
+    /// As [`Self::write_riding`], waited for in the caller's task: queued here, then
+    /// [`Self::apply_committed`] once [`PendingCommit::wait`] returns.
+    pub(super) fn queue_riding(
+        &self,
+        records: &[JournalRecord],
+    ) -> Result<PendingCommit, OutboxError> {
+        let _writing = self.lock_writes();
+        self.send(records, Urgency::WithNext, Log::append_for_task)
+    }
+
+    fn write_records_with(
+        &self,
+        records: Vec<JournalRecord>,
+        urgency: Urgency,
+    ) -> Result<u64, OutboxError> {
+        let pending = self.send(&records, urgency, Log::append)?;
+        self.apply_committed(records, pending.wait_blocking())
+    }
+
+    fn send(
+        &self,
+        records: &[JournalRecord],
+        urgency: Urgency,
+        append: fn(&Log, Vec<Vec<u8>>, Urgency) -> PendingCommit,
+    ) -> Result<PendingCommit, OutboxError> {
+        let encoded = records.iter().map(JournalRecord::encode).collect();
+        self.with_log(|log| Ok(append(log, encoded, urgency)))
+    }
+
+    /// Applies `records` to the live set once their commit is on disk; returns its number.
+    pub(super) fn apply_committed(
+        &self,
+        records: Vec<JournalRecord>,
+        committed: Result<Committed, LogError>,
+    ) -> Result<u64, OutboxError> {
+        let committed = committed.inspect_err(|e| {
+            if e.disk_full() {
+                *self
+                    .out_of_room
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            }
+        })?;
+        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        for (record, location) in records.into_iter().zip(committed.locations) {
+            live.apply(record, committed.number, location)?;
+        }
+        Ok(committed.number)
+    }
+
+    /// Runs `op` on the open log.
+    pub(super) fn with_log<T>(
+        &self,
+        op: impl FnOnce(&Log) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        let log = self.log.read().unwrap_or_else(PoisonError::into_inner);
+        match log.as_ref() {
+            Some(log) => op(log),
+            None => Err(closed()),
+        }
+    }
+
+    /// Reads the record at `location` again (without the writer in a read-only store).
+    pub(super) fn read_record(&self, location: Location) -> Result<JournalRecord, OutboxError> {
+        JournalRecord::decode(&super::log::read_at(&self.dir.join(LOG_DIR), location)?)
+    }
+}
