@@ -94,7 +94,11 @@ impl Store {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
-        let (records, letters, finished) = self.completion_records(completions)?;
+        let CompletionRecords {
+            records,
+            letters,
+            finished,
+        } = self.completion_records(completions)?;
         self.add_dead_letters(letters)?;
         let was_live = self.still_live(finished);
         // They ride on the next event's commit: a crash before it delivers them once more.
@@ -115,7 +119,11 @@ impl Store {
         &self,
         completions: &[Completion],
     ) -> Result<QueuedCompletions, OutboxError> {
-        let (records, letters, finished) = self.completion_records(completions)?;
+        let CompletionRecords {
+            records,
+            letters,
+            finished,
+        } = self.completion_records(completions)?;
         debug_assert!(letters.is_empty(), "dead letters go through `complete`");
         let was_live = self.still_live(finished);
         let commit = self.queue_riding(&records)?;
@@ -130,7 +138,7 @@ impl Store {
     fn completion_records(
         &self,
         completions: &[Completion],
-    ) -> Result<(Vec<JournalRecord>, Vec<DeadLetter>, Vec<u64>), OutboxError> {
+    ) -> Result<CompletionRecords, OutboxError> {
         let mut records = Vec::new();
         let mut letters = Vec::new();
         let mut finished = Vec::new();
@@ -170,7 +178,11 @@ impl Store {
                 }
             }
         }
-        Ok((records, letters, finished))
+        Ok(CompletionRecords {
+            records,
+            letters,
+            finished,
+        })
     }
 
     fn still_live(&self, seqs: Vec<u64>) -> Vec<u64> {
@@ -191,6 +203,14 @@ impl Store {
         removed.dedup();
         removed
     }
+}
+
+/// What recording delivery results writes: log records, dead letters (to redb, first), and the
+/// events whose delivery is over for an endpoint.
+struct CompletionRecords {
+    records: Vec<JournalRecord>,
+    letters: Vec<DeadLetter>,
+    finished: Vec<u64>,
 }
 
 /// Delivery results queued in the log (see [`Store::queue_completions`]).
