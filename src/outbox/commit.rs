@@ -34,19 +34,9 @@ impl Store {
     pub(super) fn write_riding(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
         let pending = {
             let _writing = self.lock_writes();
-            self.send(&records, Urgency::WithNext, Log::append)?
+            self.send(&records, Urgency::WithNext)?
         };
         self.apply_committed(records, pending.wait_blocking())
-    }
-
-    /// As [`Self::write_riding`], waited for in the caller's task: queued here, then
-    /// [`Self::apply_committed`] once [`PendingCommit::wait`] returns.
-    pub(super) fn queue_riding(
-        &self,
-        records: &[JournalRecord],
-    ) -> Result<PendingCommit, OutboxError> {
-        let _writing = self.lock_writes();
-        self.send(records, Urgency::WithNext, Log::append_for_task)
     }
 
     fn write_records_with(
@@ -54,7 +44,7 @@ impl Store {
         records: Vec<JournalRecord>,
         urgency: Urgency,
     ) -> Result<u64, OutboxError> {
-        let pending = self.send(&records, urgency, Log::append)?;
+        let pending = self.send(&records, urgency)?;
         self.apply_committed(records, pending.wait_blocking())
     }
 
@@ -62,10 +52,9 @@ impl Store {
         &self,
         records: &[JournalRecord],
         urgency: Urgency,
-        append: fn(&Log, Vec<Vec<u8>>, Urgency) -> PendingCommit,
     ) -> Result<PendingCommit, OutboxError> {
         let encoded = records.iter().map(JournalRecord::encode).collect();
-        self.with_log(|log| Ok(append(log, encoded, urgency)))
+        self.with_log(|log| Ok(log.append(encoded, urgency)))
     }
 
     /// Applies `records` to the live set once their commit is on disk; returns its number.

@@ -24,13 +24,7 @@ impl Store {
         self.compact(true)
     }
 
-    /// Whether [`Self::compact_if_due`] would run a round now (cheap: counters only).
-    pub(super) fn compaction_due(&self) -> bool {
-        self.round_due(false).is_ok_and(|(due, _, _)| due)
-    }
-
-    /// Whether a round is due, with the last commit and the previous round's.
-    fn round_due(&self, now: bool) -> Result<(bool, u64, u64), OutboxError> {
+    fn compact(&self, now: bool) -> Result<(), OutboxError> {
         let (committed, segments, newest) = self.with_log(|log| {
             Ok((
                 log.committed(),
@@ -48,11 +42,6 @@ impl Store {
         } else {
             segments > 2 && grown
         };
-        Ok((due, committed, previous))
-    }
-
-    fn compact(&self, now: bool) -> Result<(), OutboxError> {
-        let (due, committed, previous) = self.round_due(now)?;
         if !due {
             return Ok(());
         }

@@ -2,7 +2,6 @@
 //! their results (delivered, to retry, dead), which finishes events and their stream entries.
 
 use super::journal::JournalRecord;
-use super::log::PendingCommit;
 use super::store::Store;
 use super::{DeadLetter, DeliveryState, OutboxError, PendingDelivery, RawInput, StoredEvent};
 use crate::event::SandboxEvent;
@@ -112,28 +111,6 @@ impl Store {
         Ok(removed)
     }
 
-    /// Queues the records of results that carry no dead letter (no write to redb), to be
-    /// awaited in the caller's task and then applied with [`QueuedCompletions::apply`]: the
-    /// common case, a delivery, costs no thread of the blocking pool (issue 30, item 4).
-    pub(super) fn queue_completions(
-        &self,
-        completions: &[Completion],
-    ) -> Result<QueuedCompletions, OutboxError> {
-        let CompletionRecords {
-            records,
-            letters,
-            finished,
-        } = self.completion_records(completions)?;
-        debug_assert!(letters.is_empty(), "dead letters go through `complete`");
-        let was_live = self.still_live(finished);
-        let commit = self.queue_riding(&records)?;
-        Ok(QueuedCompletions {
-            records,
-            was_live,
-            commit,
-        })
-    }
-
     /// The records of `completions`, the dead letters they make, and the events they finish.
     fn completion_records(
         &self,
@@ -211,23 +188,6 @@ struct CompletionRecords {
     records: Vec<JournalRecord>,
     letters: Vec<DeadLetter>,
     finished: Vec<u64>,
-}
-
-/// Delivery results queued in the log (see [`Store::queue_completions`]).
-pub(super) struct QueuedCompletions {
-    records: Vec<JournalRecord>,
-    was_live: Vec<u64>,
-    commit: PendingCommit,
-}
-
-impl QueuedCompletions {
-    /// Waits for the commit the results ride on, applies them, and returns the events no
-    /// endpoint has pending any more; says whether a compaction round is due.
-    pub(super) async fn apply(self, store: &Store) -> Result<(Vec<u64>, bool), OutboxError> {
-        let committed = self.commit.wait().await;
-        store.apply_committed(self.records, committed)?;
-        Ok((store.removed(self.was_live), store.compaction_due()))
-    }
 }
 
 /// The dead letter of a delivery whose retry policy is exhausted.

@@ -314,15 +314,9 @@ impl Outbox {
     /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
     /// tries again, so deliveries go on while sources wait for the disk.
     pub async fn complete(&self, completions: Arc<[Completion]>) -> Result<(), OutboxError> {
-        let letters = completions
-            .iter()
-            .any(|c| matches!(c, Completion::Dead { .. }));
-        let removed = if letters || self.writability.failed() {
-            self.write(move |store| store.complete(&completions))
-                .await?
-        } else {
-            self.complete_in_task(&completions).await?
-        };
+        let removed = self
+            .write(move |store| store.complete(&completions))
+            .await?;
         self.recent.forget(&removed);
         self.finished.notify_one();
         Ok(())

@@ -3,7 +3,7 @@
 //! is reopened and sources wait until writing works again.
 
 use super::store::Store;
-use super::{Completion, Outbox, OutboxError};
+use super::{Outbox, OutboxError};
 use crate::util::panic::catch_quietly;
 use std::sync::Arc;
 
@@ -68,38 +68,6 @@ impl Outbox {
             return self.writability.note_read(result);
         }
         self.writability.note_write(result)
-    }
-
-    /// Records delivery results that carry no dead letter without the blocking pool: queued
-    /// here (a lock and a channel), awaited, applied; a compaction round that is due runs on
-    /// the pool. Seen by writability as [`Self::write`]'s results are.
-    pub(super) async fn complete_in_task(
-        &self,
-        completions: &[Completion],
-    ) -> Result<Vec<u64>, OutboxError> {
-        let result = match self.store.queue_completions(completions) {
-            Ok(queued) => queued.apply(&self.store).await,
-            Err(e) => Err(e),
-        };
-        let result = if self.store.out_of_room().is_some() {
-            self.writability.note_read(result)
-        } else {
-            self.writability.note_write(result)
-        };
-        let (removed, compaction_due) = result?;
-        if compaction_due {
-            // Old segments go at a later round if this one fails.
-            let compacted = self
-                .on_blocking_pool(|store| {
-                    let _writing = store.lock_writes();
-                    store.compact_if_due()
-                })
-                .await;
-            if let Ok(Err(e)) | Err(e) = compacted {
-                tracing::debug!(error = %e, "could not give old outbox log segments back yet");
-            }
-        }
-        Ok(removed)
     }
 
     /// Runs `op` on the blocking pool. The outer error is the task's (it panicked), the inner

@@ -20,10 +20,10 @@ use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
-use writer::{Append, Request, Waiter, Writer};
+use tokio::sync::watch;
+use writer::{Append, Request, Writer};
 
 /// How a log fails.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -105,31 +105,15 @@ impl Default for LogOptions {
     }
 }
 
-/// A commit being written, waited for on a thread or in a task.
-pub(crate) enum PendingCommit {
-    /// A std channel, so that this works on any thread (the outbox is opened from within the
-    /// runtime at start, where a tokio channel's blocking receive panics).
-    Thread(mpsc::Receiver<Result<Committed, LogError>>),
-    /// Awaited where it was queued, with no thread of the blocking pool in between.
-    Task(oneshot::Receiver<Result<Committed, LogError>>),
-}
+/// A commit being written.
+pub(crate) struct PendingCommit(mpsc::Receiver<Result<Committed, LogError>>);
 
 impl PendingCommit {
-    /// Waits on this thread.
+    /// Waits on this thread: a std channel, so that this works on any thread (the outbox's
+    /// writes run on the blocking pool, but it is opened from within the runtime at start, where
+    /// a tokio channel's blocking receive panics — found putting the outbox on the log).
     pub(crate) fn wait_blocking(self) -> Result<Committed, LogError> {
-        match self {
-            Self::Thread(receiver) => receiver.recv().unwrap_or(Err(LogError::Stopped)),
-            // Only ever on a thread outside the runtime (tokio's receive panics inside it).
-            Self::Task(receiver) => receiver.blocking_recv().unwrap_or(Err(LogError::Stopped)),
-        }
-    }
-
-    /// Waits in this task.
-    pub(crate) async fn wait(self) -> Result<Committed, LogError> {
-        match self {
-            Self::Thread(receiver) => receiver.recv().unwrap_or(Err(LogError::Stopped)),
-            Self::Task(receiver) => receiver.await.unwrap_or(Err(LogError::Stopped)),
-        }
+        self.0.recv().unwrap_or(Err(LogError::Stopped))
     }
 }
 
@@ -141,8 +125,6 @@ pub(crate) struct Log {
     committed: watch::Receiver<u64>,
     segment_count: Arc<AtomicUsize>,
     newest_segment: Arc<AtomicU64>,
-    /// Records that ride on the next commit, taken by the writer without being woken for them.
-    riding: Arc<Mutex<Vec<Append>>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -177,7 +159,6 @@ impl Log {
         let (committed, watching) = watch::channel(next_commit - 1);
         let segment_count = Arc::new(AtomicUsize::new(segments.len()));
         let newest_segment = Arc::new(AtomicU64::new(segments.back().map_or(1, |s| s.first)));
-        let riding = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
             dir: dir.to_owned(),
             segment_size: options.segment_size,
@@ -190,7 +171,6 @@ impl Log {
             committed,
             segment_count: segment_count.clone(),
             newest_segment: newest_segment.clone(),
-            riding: riding.clone(),
             linger: options.linger,
         };
         let (requests, received) = mpsc::channel();
@@ -204,7 +184,6 @@ impl Log {
             committed: watching,
             segment_count,
             newest_segment,
-            riding,
             writer: Some(writer),
         })
     }
@@ -216,36 +195,15 @@ impl Log {
         }
     }
 
-    /// Appends `records`, in order, in one commit, waited for on a thread.
+    /// Appends `records`, in order, in one commit.
     pub(crate) fn append(&self, records: Vec<Vec<u8>>, urgency: Urgency) -> PendingCommit {
         let (done, pending) = mpsc::sync_channel(1);
-        self.queue(records, urgency, Waiter::Thread(done));
-        PendingCommit::Thread(pending)
-    }
-
-    /// As [`Self::append`], waited for in a task.
-    pub(crate) fn append_for_task(&self, records: Vec<Vec<u8>>, urgency: Urgency) -> PendingCommit {
-        let (done, pending) = oneshot::channel();
-        self.queue(records, urgency, Waiter::Task(done));
-        PendingCommit::Task(pending)
-    }
-
-    fn queue(&self, records: Vec<Vec<u8>>, urgency: Urgency, done: Waiter) {
-        let append = Append {
+        self.send(Request::Append(Append {
             records,
             urgency,
             done,
-        };
-        match urgency {
-            Urgency::Now => self.send(Request::Append(append)),
-            // Not worth waking the writer for: it takes them with the next commit, or when it
-            // wakes at the linger time (BENCHMARKS.md, issue 30: wake-ups per event).
-            Urgency::WithNext => self
-                .riding
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(append),
-        }
+        }));
+        PendingCommit(pending)
     }
 
     /// The number of the last commit on disk.

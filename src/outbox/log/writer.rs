@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Work for the writer.
 pub(super) enum Request {
@@ -28,27 +28,7 @@ pub(super) enum Request {
 pub(super) struct Append {
     pub(super) records: Vec<Vec<u8>>,
     pub(super) urgency: Urgency,
-    pub(super) done: Waiter,
-}
-
-/// Who waits for an append's commit.
-pub(super) enum Waiter {
-    Thread(SyncSender<Result<Committed, LogError>>),
-    Task(oneshot::Sender<Result<Committed, LogError>>),
-}
-
-impl Waiter {
-    fn send(self, result: Result<Committed, LogError>) {
-        // A caller that stopped waiting needs no answer.
-        match self {
-            Self::Thread(done) => {
-                let _ = done.send(result);
-            }
-            Self::Task(done) => {
-                let _ = done.send(result);
-            }
-        }
-    }
+    pub(super) done: SyncSender<Result<Committed, LogError>>,
 }
 
 /// The writer's state; it lives on its thread.
@@ -73,37 +53,23 @@ pub(super) struct Writer {
     pub(super) segment_count: Arc<AtomicUsize>,
     /// The first commit of the segment written, for the owner to pace its rounds by segments.
     pub(super) newest_segment: Arc<AtomicU64>,
-    /// Appends that ride on the next commit, queued without waking this thread.
-    pub(super) riding: Arc<Mutex<Vec<Append>>>,
     pub(super) linger: Duration,
 }
 
 impl Writer {
     /// Runs until every handle is dropped, then commits what is left.
-    ///
-    /// Riding appends do not wake the thread: it takes them with each urgent commit, and wakes
-    /// every linger time to commit those that found none (so they wait at most that long).
     pub(super) fn run(mut self, requests: Receiver<Request>) {
         let mut batch = Vec::new();
         let mut lingering_since: Option<Instant> = None;
         loop {
-            let wait = lingering_since.map_or(self.linger, |since| {
-                self.linger.saturating_sub(since.elapsed())
-            });
-            // Riding appends queued before a request go before it: the outbox queues both under
-            // one lock, so this is the order they were queued in.
-            let mut timed_out = false;
-            match requests.recv_timeout(wait) {
-                Ok(request) => {
-                    self.take_riding(&mut batch);
-                    self.take(request, &mut batch);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    timed_out = true;
-                    self.take_riding(&mut batch);
-                }
+            let received = match lingering_since {
+                None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => requests.recv_timeout(self.linger.saturating_sub(since.elapsed())),
+            };
+            match received {
+                Ok(request) => self.take(request, &mut batch),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.take_riding(&mut batch);
                     if !batch.is_empty() {
                         self.commit(batch);
                     }
@@ -112,7 +78,6 @@ impl Writer {
             }
             // Everything that arrived meanwhile shares the commit.
             while let Ok(request) = requests.try_recv() {
-                self.take_riding(&mut batch);
                 self.take(request, &mut batch);
             }
             if batch.is_empty() {
@@ -121,17 +86,11 @@ impl Writer {
             }
             let since = *lingering_since.get_or_insert_with(Instant::now);
             let urgent = batch.iter().any(|a| a.urgency == Urgency::Now);
-            // On a timeout, riding appends have waited up to the linger time already.
-            if urgent || timed_out || since.elapsed() >= self.linger {
+            if urgent || since.elapsed() >= self.linger {
                 self.commit(std::mem::take(&mut batch));
                 lingering_since = None;
             }
         }
-    }
-
-    fn take_riding(&self, batch: &mut Vec<Append>) {
-        let mut riding = self.riding.lock().unwrap_or_else(PoisonError::into_inner);
-        batch.append(&mut riding);
     }
 
     fn take(&mut self, request: Request, batch: &mut Vec<Append>) {
@@ -159,12 +118,13 @@ impl Writer {
                         .zip(offsets.by_ref())
                         .map(|(_, offset)| Location { segment, offset })
                         .collect();
-                    append.done.send(Ok(Committed { number, locations }));
+                    // A caller that stopped waiting needs no answer.
+                    let _ = append.done.send(Ok(Committed { number, locations }));
                 }
             }
             Err(e) => {
                 for append in batch {
-                    append.done.send(Err(e.clone()));
+                    let _ = append.done.send(Err(e.clone()));
                 }
             }
         }
