@@ -22,12 +22,15 @@
 //!   measures the HTTP floor: the same client alone on one thread, and its CPU per request) and
 //!   issue 17's rows `https,formats,endpoints,ha,stream-backlog,sandboxes,instructions` (see
 //!   rows.rs).
+//! - `nginx` (issue 30): `BENCH_BACKLOG` events already in the stream drained into a real nginx,
+//!   first request → last by its access log, against `wrk` on the same nginx (nginx.rs).
 //! - `BENCH_EMITTER`: another emitter binary to drive (default: this build's release binary).
 
 mod backlog;
 mod emitter;
 mod instructions;
 mod measure;
+mod nginx;
 mod receiver;
 mod redis_server;
 mod rows;
@@ -220,6 +223,36 @@ fn main() {
                     result.rss_after_drain
                 ));
                 measured.backlog = Some(result);
+            })
+            .await;
+        }
+        if settings.wants("nginx") {
+            guarded(failures, "nginx", async {
+                let work = Workload {
+                    events: settings.backlog,
+                    sandboxes: 1_000.min(settings.backlog),
+                };
+                for r in 0..runs {
+                    let result =
+                        nginx::nginx_backlog_run(&redis, &mut conn, work, mif, &format!("n{r}")).await;
+                    match &result {
+                        Ok(n) => log(format!(
+                            "nginx run #{}: {} events first → last request in {:.2} s = {:.0}/s; wrk → the same nginx {:.0}/s ({:.2}×)",
+                            r + 1,
+                            n.events,
+                            n.delivering_secs,
+                            n.rate(),
+                            n.wrk_rate,
+                            n.rate() / n.wrk_rate
+                        )),
+                        Err(e) => log(format!("nginx run #{}: {e}", r + 1)),
+                    }
+                    let failed = result.is_err();
+                    measured.nginx.push(result);
+                    if failed {
+                        break;
+                    }
+                }
             })
             .await;
         }

@@ -20,6 +20,8 @@ pub struct Results {
     pub rates: Vec<(usize, usize, Vec<RateResult>)>,
     pub latencies: Vec<Vec<Latency>>,
     pub backlog: Option<BacklogResult>,
+    /// Issue 30's `nginx` runs, or why one could not run.
+    pub nginx: Vec<Result<crate::nginx::NginxResult, String>>,
     pub issue: IssueRows,
     /// Rows that did not finish: (row, why).
     pub failures: Vec<(String, String)>,
@@ -92,6 +94,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
         rates,
         latencies,
         backlog,
+        nginx: _,
         issue: _,
         failures,
     } = results;

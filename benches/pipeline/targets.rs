@@ -19,6 +19,8 @@ const BACKLOG_RSS_MIB: f64 = 64.0;
 const SANDBOX_SPREAD: f64 = 0.2;
 /// Issue 30: what an event written to disk may cost, at 100 and at 1 000 events/s.
 const DISK_KIB_PER_EVENT: f64 = 4.0;
+/// Issue 30: a stream backlog drained into nginx, over what `wrk` gets from the same nginx.
+const NGINX_RATIO: f64 = 0.4;
 /// Issue 30: the emitter's CPU per event at 100 events/s and at 1 000 events/s.
 const CPU_US_AT_RATE: [(f64, &str); 2] = [(200.0, "100"), (100.0, "1 000")];
 /// Issue 30: `fdatasync` per event at 1 000 events/s (commits shared by the events that arrive
@@ -317,6 +319,48 @@ pub fn render_outbox(results: &Results) -> String {
                 target.map(|t| syncs <= t),
             );
         }
+    }
+    let ratios = median(
+        results
+            .nginx
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|n| n.rate() / n.wrk_rate),
+    );
+    match (ratios, results.nginx.iter().find_map(|r| r.as_ref().err())) {
+        (Some(ratio), _) => {
+            let rates = median(
+                results
+                    .nginx
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .map(|n| n.rate()),
+            );
+            let wrk = median(
+                results
+                    .nginx
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .map(|n| n.wrk_rate),
+            );
+            rows.add(
+                "stream backlog → nginx, first request → last, over `wrk` → the same nginx",
+                format!(
+                    "{} /s over {} /s = {ratio:.2}×",
+                    num(rates.unwrap_or(f64::NAN), 0),
+                    num(wrk.unwrap_or(f64::NAN), 0)
+                ),
+                "≥ 0.4×",
+                Some(ratio >= NGINX_RATIO),
+            );
+        }
+        (None, Some(why)) => rows.add(
+            "stream backlog → nginx, over `wrk` → the same nginx",
+            format!("not measured: {}", why.lines().next().unwrap_or_default()),
+            "≥ 0.4×",
+            None,
+        ),
+        (None, None) => {}
     }
     let mut t = String::new();
     if !rows.0.is_empty() {

@@ -28,7 +28,7 @@ use super::{RedisClient, RedisConnection};
 use crate::leadership::Leadership;
 use crate::metrics::Metrics;
 use redis::{FromRedisValue, RedisError, Script};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -92,8 +92,9 @@ pub(crate) async fn fenced<T: FromRedisValue>(
     token: &str,
     command: &[String],
 ) -> Result<T, RedisError> {
-    let script = Script::new(FENCED);
-    let mut invocation = script.key(keys.lease());
+    // Hashed once: the script's SHA-1 would otherwise be computed for every stream read.
+    static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FENCED));
+    let mut invocation = SCRIPT.key(keys.lease());
     invocation.key(&keys.stream).arg(token);
     for arg in command {
         invocation.arg(arg);

@@ -18,7 +18,7 @@ use crate::util::time::now_ms;
 use futures_util::future::BoxFuture;
 use redis::{AsyncCommands, RedisError, Script};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// The field that says the view exists (it is missing in a new Redis, or one that lost its
 /// data); it never collides with a sandbox id.
@@ -118,8 +118,9 @@ pub(super) async fn apply(
     if changes.is_empty() {
         return Ok(true);
     }
-    let script = Script::new(APPLY);
-    let mut invocation = script.key(keys.sandboxes());
+    // Hashed once: applied for every event read.
+    static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(APPLY));
+    let mut invocation = SCRIPT.key(keys.sandboxes());
     invocation.arg(BUILT_FIELD);
     for change in changes {
         invocation
