@@ -320,29 +320,18 @@ pub fn render_outbox(results: &Results) -> String {
             );
         }
     }
-    let ratios = median(
-        results
-            .nginx
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(|n| n.rate() / n.wrk_rate),
-    );
-    match (ratios, results.nginx.iter().find_map(|r| r.as_ref().err())) {
+    let nginx: Vec<_> = results
+        .nginx
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .collect();
+    let of = |f: fn(&crate::nginx::NginxResult) -> f64| median(nginx.iter().map(|n| f(n)));
+    match (
+        of(|n| n.rate() / n.wrk_rate),
+        results.nginx.iter().find_map(|r| r.as_ref().err()),
+    ) {
         (Some(ratio), _) => {
-            let rates = median(
-                results
-                    .nginx
-                    .iter()
-                    .filter_map(|r| r.as_ref().ok())
-                    .map(|n| n.rate()),
-            );
-            let wrk = median(
-                results
-                    .nginx
-                    .iter()
-                    .filter_map(|r| r.as_ref().ok())
-                    .map(|n| n.wrk_rate),
-            );
+            let (rates, wrk) = (of(|n| n.rate()), of(|n| n.wrk_rate));
             rows.add(
                 "stream backlog → nginx, first request → last, over `wrk` → the same nginx",
                 format!(
