@@ -7,12 +7,17 @@ use super::live::Live;
 use super::log::{Committed, Location, Log, LogError, PendingCommit, Urgency};
 use super::open::LOG_DIR;
 use super::store::{Store, closed};
-use std::sync::{MutexGuard, PoisonError, RwLockReadGuard};
+use std::sync::{MutexGuard, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 impl Store {
     /// The live set, to read.
     pub(super) fn live(&self) -> RwLockReadGuard<'_, Live> {
         self.live.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live set, to change.
+    pub(super) fn live_mut(&self) -> RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Taken around deciding what to append and appending it.
@@ -71,7 +76,7 @@ impl Store {
                     .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
             }
         })?;
-        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        let mut live = self.live_mut();
         for (record, location) in records.into_iter().zip(committed.locations) {
             live.apply(record, committed.number, location)?;
         }

@@ -1,7 +1,12 @@
-//! Giving old segments of the log back: once it has more than two, and a segment was started
-//! since the previous round (or many commits were made), the events still live from before the
-//! previous round are appended again (for the endpoints that still have them), a snapshot
-//! carries forward what outlives events, and the segments before both are deleted.
+//! Giving old segments of the log back: once it has more than two, a segment was started since
+//! the previous round (or many commits were made), and at most a third of the events in the
+//! segments before the newest are still live, those are appended again (for the endpoints that
+//! still have them), a snapshot carries forward what outlives events, and the segments before
+//! both are deleted.
+//!
+//! The third bounds what a round copies by what it gives back (each event copied frees the
+//! space of two finished ones): a backlog that is all live (a receiver down for hours) stays
+//! where it was written instead of being rewritten, and read back into memory, every round.
 
 use super::OutboxError;
 use super::journal::JournalRecord;
@@ -10,6 +15,9 @@ use std::sync::atomic::Ordering;
 
 /// Commits at least between rounds: each writes the snapshot (the event-id window) once more.
 const COMPACT_EVERY: u64 = 256;
+
+/// Events copied per commit: what a round holds in memory at once.
+const COPY_BATCH: usize = 512;
 
 impl Store {
     /// Runs a round when one is due. The caller holds [`Store::lock_writes`].
@@ -40,22 +48,31 @@ impl Store {
         let due = if now {
             segments > 1
         } else {
-            segments > 2 && grown
+            let older = self.live().events_in_segments_before(newest);
+            segments > 2 && grown && older.live * 3 <= older.appended
         };
         if !due {
             return Ok(());
         }
         self.compacted_at.store(committed, Ordering::Relaxed);
-        let copies = {
-            let live = self.live();
-            self.with_log(|log| live.copies_forward(log, previous))?
-        };
-        if !copies.is_empty() {
+        loop {
+            let copies = {
+                let live = self.live();
+                self.with_log(|log| live.copies_forward(log, newest, COPY_BATCH))?
+            };
+            if copies.is_empty() {
+                break;
+            }
             self.write_records(copies)?;
         }
         let snapshot = JournalRecord::Snapshot(self.live().snapshot());
         let at = self.write_records(vec![snapshot])?;
-        let point = self.live().release_point(at);
+        let point = {
+            let mut live = self.live_mut();
+            let point = live.release_point(at);
+            live.forget_segments_before(point);
+            point
+        };
         self.with_log(|log| {
             log.release_before(point);
             Ok(())

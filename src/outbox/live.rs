@@ -6,6 +6,7 @@
 //! applied while running or while reading the log back.
 
 use super::journal::{JournalRecord, Snapshot};
+use super::live_keys::{EntryId, LiveEntry, SharedStrings};
 use super::log::{Location, Log};
 use super::recent_ids::RecentIds;
 use super::{
@@ -13,6 +14,7 @@ use super::{
 };
 use crate::event::{Lifecycle, SandboxEvent};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// An event not yet finished everywhere.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +23,18 @@ pub(super) struct LiveEvent {
     pub(super) location: Location,
     /// The commit that holds that record: its segment is kept until the event is finished.
     pub(super) commit: u64,
-    pub(super) entry: Option<StreamEntryRef>,
+    pub(super) entry: Option<LiveEntry>,
     pub(super) appended_at_ms: i64,
+    /// Its sandbox: an endpoint gets the events of a sandbox in order.
+    pub(super) sandbox: Arc<str>,
+}
+
+/// The `Appended` records of one segment, and how many of their events are still live: what
+/// copying its live events forward would cost against the space it gives back.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(super) struct SegmentEvents {
+    pub(super) appended: u64,
+    pub(super) live: u64,
 }
 
 /// What the log says is live.
@@ -30,15 +42,20 @@ pub(super) struct LiveEvent {
 pub(super) struct Live {
     next_seq: u64,
     events: BTreeMap<u64, LiveEvent>,
-    /// Endpoint → seq → delivery state.
-    pending: HashMap<String, BTreeMap<u64, DeliveryState>>,
+    /// Endpoint → seq → the state of a delivery tried before; none for one not tried yet, whose
+    /// state is the default for its event's sandbox.
+    pending: HashMap<String, BTreeMap<u64, Option<Box<DeliveryState>>>>,
     /// Stream entry id → the seq of its event.
-    entries: HashMap<String, u64>,
+    entries: HashMap<EntryId, u64>,
     /// Entries to acknowledge: id → generation.
-    acks: BTreeMap<String, String>,
+    acks: BTreeMap<EntryId, Arc<str>>,
     /// The de-duplication window.
     event_ids: RecentIds,
     sandboxes: BTreeMap<String, SandboxRecord>,
+    /// Sandbox ids and generations, once each.
+    strings: SharedStrings,
+    /// Segment (its first commit) → its events.
+    segments: BTreeMap<u64, SegmentEvents>,
 }
 
 /// What an event does to the view of sandboxes.
@@ -105,38 +122,43 @@ impl Live {
                         }
                     }
                 }
+                self.segments.entry(location.segment).or_default().appended += 1;
+                let entry = entry.map(|entry| LiveEntry {
+                    id: EntryId::of(&entry.id),
+                    generation: self.strings.get(&entry.generation),
+                });
                 if endpoints.is_empty() {
                     if let Some(entry) = entry {
-                        self.acks.insert(entry.id, entry.generation);
+                        self.queue_ack(entry);
                     }
                     return Ok(());
                 }
                 // Only an event with somewhere to go takes a sequence number.
                 self.next_seq = self.next_seq.max(seq + 1);
-                let delivery = DeliveryState {
-                    sandbox_id: event.sandbox_id().to_owned(),
-                    ..DeliveryState::default()
-                };
                 // An event appended again (copied forward) keeps the state its deliveries have.
                 for endpoint in endpoints {
                     self.pending
                         .entry(endpoint)
                         .or_default()
                         .entry(seq)
-                        .or_insert_with(|| delivery.clone());
+                        .or_insert(None);
                 }
                 if let Some(entry) = &entry {
                     self.entries.insert(entry.id.clone(), seq);
                 }
-                self.events.insert(
-                    seq,
-                    LiveEvent {
-                        location,
-                        commit,
-                        entry,
-                        appended_at_ms,
-                    },
-                );
+                let live = LiveEvent {
+                    location,
+                    commit,
+                    entry,
+                    appended_at_ms,
+                    sandbox: self.strings.get(event.sandbox_id()),
+                };
+                self.segments.entry(location.segment).or_default().live += 1;
+                if let Some(copied) = self.events.insert(seq, live) {
+                    if let Some(entry) = self.let_go(copied) {
+                        self.strings.release(entry.generation);
+                    }
+                }
             }
             JournalRecord::Retry {
                 endpoint,
@@ -148,26 +170,36 @@ impl Live {
                     .get_mut(&endpoint)
                     .and_then(|p| p.get_mut(&seq))
                 {
-                    *pending = state;
+                    *pending = Some(Box::new(state));
                 }
             }
             JournalRecord::Finished { endpoint, seq } => self.finish(&endpoint, seq),
             JournalRecord::AckQueued { entries } => {
                 for entry in entries {
-                    self.acks.insert(entry.id, entry.generation);
+                    let entry = LiveEntry {
+                        id: EntryId::of(&entry.id),
+                        generation: self.strings.get(&entry.generation),
+                    };
+                    self.queue_ack(entry);
                 }
             }
             JournalRecord::Acknowledged { entries } => {
                 for entry in entries {
-                    self.acks.remove(&entry);
+                    if let Some(generation) = self.acks.remove(&EntryId::of(&entry)) {
+                        self.strings.release(generation);
+                    }
                 }
             }
             JournalRecord::Forgotten { entries } => {
                 for entry in entries {
-                    let Some(seq) = self.entries.remove(&entry) else {
+                    let Some(seq) = self.entries.remove(&EntryId::of(&entry)) else {
                         continue;
                     };
-                    self.events.remove(&seq);
+                    if let Some(event) = self.events.remove(&seq)
+                        && let Some(entry) = self.let_go(event)
+                    {
+                        self.strings.release(entry.generation);
+                    }
                     for pending in self.pending.values_mut() {
                         pending.remove(&seq);
                     }
@@ -198,12 +230,27 @@ impl Live {
         if self.pending.values().any(|p| p.contains_key(&seq)) {
             return;
         }
-        if let Some(LiveEvent {
-            entry: Some(entry), ..
-        }) = self.events.remove(&seq)
+        if let Some(event) = self.events.remove(&seq)
+            && let Some(entry) = self.let_go(event)
         {
             self.entries.remove(&entry.id);
-            self.acks.insert(entry.id, entry.generation);
+            self.queue_ack(entry);
+        }
+    }
+
+    /// Counts `event`, taken out of the live events, out of its segment and gives back its
+    /// sandbox id; returns its entry.
+    fn let_go(&mut self, event: LiveEvent) -> Option<LiveEntry> {
+        if let Some(segment) = self.segments.get_mut(&event.location.segment) {
+            segment.live = segment.live.saturating_sub(1);
+        }
+        self.strings.release(event.sandbox);
+        event.entry
+    }
+
+    fn queue_ack(&mut self, entry: LiveEntry) {
+        if let Some(before) = self.acks.insert(entry.id, entry.generation) {
+            self.strings.release(before);
         }
     }
 
@@ -215,18 +262,23 @@ impl Live {
             .into_iter()
             .map(|r| (r.sandbox_id.clone(), r))
             .collect();
-        self.acks = snapshot
-            .acks
-            .into_iter()
-            .map(|e| (e.id, e.generation))
-            .collect();
+        for (_, generation) in std::mem::take(&mut self.acks) {
+            self.strings.release(generation);
+        }
+        for entry in snapshot.acks {
+            let generation = self.strings.get(&entry.generation);
+            self.queue_ack(LiveEntry {
+                id: EntryId::of(&entry.id),
+                generation,
+            });
+        }
         for (endpoint, seq, state) in snapshot.retries {
             if let Some(pending) = self
                 .pending
                 .get_mut(&endpoint)
                 .and_then(|p| p.get_mut(&seq))
             {
-                *pending = state;
+                *pending = Some(Box::new(state));
             }
         }
     }
@@ -239,6 +291,7 @@ impl Live {
             .flat_map(|(endpoint, pending)| {
                 pending
                     .iter()
+                    .filter_map(|(seq, state)| Some((seq, state.as_deref()?)))
                     .filter(|(_, state)| state.attempts > 0 || state.last_error.is_some())
                     .map(|(seq, state)| (endpoint.clone(), *seq, state.clone()))
             })
@@ -247,14 +300,7 @@ impl Live {
             next_seq: self.next_seq,
             event_ids: self.event_ids.to_vec(),
             sandboxes: self.sandboxes.values().cloned().collect(),
-            acks: self
-                .acks
-                .iter()
-                .map(|(id, generation)| StreamEntryRef {
-                    id: id.clone(),
-                    generation: generation.clone(),
-                })
-                .collect(),
+            acks: self.acks(usize::MAX),
             retries,
         }
     }
@@ -269,16 +315,42 @@ impl Live {
             .map_or(snapshot_commit, |oldest| oldest.min(snapshot_commit))
     }
 
-    /// The records that copy forward the live events appended before commit `before`, which
-    /// hold old segments back (an endpoint down for hours): each appended again for the
-    /// endpoints that still have it, without changing the view of sandboxes a second time.
+    /// The events appended in the segments that start before commit `segment`, and how many
+    /// of them are live.
+    pub(super) fn events_in_segments_before(&self, segment: u64) -> SegmentEvents {
+        self.segments
+            .range(..segment)
+            .fold(SegmentEvents::default(), |sum, (_, s)| SegmentEvents {
+                appended: sum.appended + s.appended,
+                live: sum.live + s.live,
+            })
+    }
+
+    /// Forgets the counts of the segments the log deletes once commit `point` is the first
+    /// it needs (every segment but the one that holds `point`, or starts after it).
+    pub(super) fn forget_segments_before(&mut self, point: u64) {
+        if let Some((&kept, _)) = self.segments.range(..=point).next_back() {
+            self.segments = self.segments.split_off(&kept);
+        }
+    }
+
+    /// The records that copy forward up to `limit` of the live events in the segments that
+    /// start before commit `segment`, oldest first, which hold those segments back (an endpoint
+    /// down for hours): each appended again for the endpoints that still have it, without
+    /// changing the view of sandboxes a second time.
     pub(super) fn copies_forward(
         &self,
         log: &Log,
-        before: u64,
+        segment: u64,
+        limit: usize,
     ) -> Result<Vec<JournalRecord>, OutboxError> {
         let mut copies = Vec::new();
-        for (seq, event) in self.events.iter().filter(|(_, e)| e.commit < before) {
+        let older = self
+            .events
+            .iter()
+            .filter(|(_, e)| e.location.segment < segment)
+            .take(limit);
+        for (seq, event) in older {
             let JournalRecord::Appended {
                 seq: stored,
                 appended_at_ms,
@@ -323,7 +395,7 @@ impl Live {
 
     /// The event still pending here that stream entry `id` carries, if any.
     pub(super) fn entry_seq(&self, id: &str) -> Option<u64> {
-        self.entries.get(id).copied()
+        self.entries.get(&EntryId::of(id)).copied()
     }
 
     /// Pending deliveries of `endpoint` numbered above `after`, oldest first.
@@ -339,10 +411,25 @@ impl Live {
                 .take(limit)
                 .map(|(seq, state)| PendingDelivery {
                     seq: *seq,
-                    state: state.clone(),
+                    state: self.delivery_state(*seq, state),
                 })
                 .collect()
         })
+    }
+
+    /// The state of delivering `seq`, as kept in `pending`.
+    fn delivery_state(&self, seq: u64, state: &Option<Box<DeliveryState>>) -> DeliveryState {
+        match state {
+            Some(state) => DeliveryState::clone(state),
+            None => DeliveryState {
+                sandbox_id: self
+                    .events
+                    .get(&seq)
+                    .map(|e| e.sandbox.to_string())
+                    .unwrap_or_default(),
+                ..DeliveryState::default()
+            },
+        }
     }
 
     /// Entries to acknowledge, up to `limit`.
@@ -351,8 +438,8 @@ impl Live {
             .iter()
             .take(limit)
             .map(|(id, generation)| StreamEntryRef {
-                id: id.clone(),
-                generation: generation.clone(),
+                id: id.to_string(),
+                generation: generation.to_string(),
             })
             .collect()
     }
@@ -361,7 +448,7 @@ impl Live {
     pub(super) fn live_entries(&self) -> Vec<StreamEntryRef> {
         self.events
             .values()
-            .filter_map(|e| e.entry.clone())
+            .filter_map(|e| e.entry.as_ref().map(LiveEntry::to_ref))
             .collect()
     }
 
@@ -387,7 +474,8 @@ impl Live {
             .iter()
             .filter_map(|(endpoint, pending)| {
                 let (seq, state) = pending.first_key_value()?;
-                Some((endpoint.clone(), pending.len() as u64, *seq, state.clone()))
+                let state = self.delivery_state(*seq, state);
+                Some((endpoint.clone(), pending.len() as u64, *seq, state))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));

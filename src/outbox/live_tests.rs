@@ -156,7 +156,11 @@ fn old_segments_go_once_a_snapshot_carries_their_state_and_live_events_are_copie
     // Event 1 holds its segment back until it is copied forward, for the endpoint that still has it.
     let snapshot_commit = log.committed() + 1;
     assert_eq!(live.release_point(snapshot_commit), 1);
-    let copies = live.copies_forward(&log, snapshot_commit).unwrap();
+    let older = live.events_in_segments_before(log.newest_segment_start());
+    assert_eq!((older.appended, older.live), (20, 1));
+    let copies = live
+        .copies_forward(&log, log.newest_segment_start(), 10)
+        .unwrap();
     assert_eq!(copies.len(), 1);
     let JournalRecord::Appended { seq, endpoints, .. } = &copies[0] else {
         panic!("not an appended record: {:?}", copies[0]);
@@ -171,6 +175,7 @@ fn old_segments_go_once_a_snapshot_carries_their_state_and_live_events_are_copie
     let point = live.release_point(snapshot_commit);
     assert!(point > 40, "{point}");
     log.release_before(point);
+    live.forget_segments_before(point);
     write(
         &log,
         &mut live,

@@ -11,6 +11,7 @@ mod error;
 mod intake;
 mod journal;
 mod live;
+mod live_keys;
 mod log;
 mod migrate;
 mod offline;

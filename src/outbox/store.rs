@@ -71,6 +71,17 @@ impl Store {
         export_dead_letters: bool,
         sharing: FileSharing,
     ) -> Result<Self, OutboxError> {
+        Self::open_sized(dir, routes, export_dead_letters, sharing, segment_size)
+    }
+
+    /// As [`Self::open`], with the log's segments `segment_size(dir)` bytes long.
+    pub(super) fn open_sized(
+        dir: &Path,
+        routes: Vec<Route>,
+        export_dead_letters: bool,
+        sharing: FileSharing,
+        segment_size: fn(&Path) -> u64,
+    ) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| OutboxError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         open::refuse_lost(dir)?;

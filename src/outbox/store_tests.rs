@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::event::{EventFilter, SandboxEvent};
-use crate::outbox::{FileSharing, Route, StreamEntryRef, records};
+use crate::outbox::{DeliveryState, FileSharing, Route, StreamEntryRef, records};
 
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 
@@ -180,4 +180,89 @@ fn an_event_record_as_released_versions_wrote_it_is_read_for_the_migration() {
     )
     .unwrap();
     assert_eq!(without.entry, None);
+}
+
+/// Segments of 64 KiB: a few hundred one-event commits fill dozens.
+fn open_small(dir: &std::path::Path) -> Store {
+    Store::open_sized(
+        dir,
+        vec![route("a", "*")],
+        false,
+        FileSharing::WithReaders,
+        |_| 64 << 10,
+    )
+    .unwrap()
+}
+
+fn failed(seq: u64) -> Completion {
+    Completion::Retry {
+        endpoint: "a".into(),
+        seq,
+        state: DeliveryState {
+            sandbox_id: format!("s{seq}"),
+            attempts: 1,
+            next_attempt_at_ms: 1,
+            last_error: Some("connection refused".into()),
+            last_status: None,
+        },
+    }
+}
+
+fn segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join(crate::outbox::open::LOG_DIR))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_backlog_is_written_once_and_copied_forward_only_once_most_of_it_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_small(dir.path());
+    // The receiver is down: every event stays, and every attempt fails (each failure is a round
+    // of compaction that could start).
+    for seq in 1..=300 {
+        let id = format!("ev-{seq}");
+        store
+            .append("test", &[event(&id, &format!("s{seq}"), "created")], None)
+            .unwrap();
+        store.complete(&[failed(seq)]).unwrap();
+    }
+    let first = store.live().event(1).unwrap().location;
+    let written = store.live().events_in_segments_before(u64::MAX);
+    assert!(
+        segments(dir.path()) > 10,
+        "{} segments",
+        segments(dir.path())
+    );
+    assert_eq!(
+        (written.appended, written.live, first.segment),
+        (300, 300, 1),
+        "no live event of a backlog is copied"
+    );
+
+    // The receiver is back for all but the first two: the segments they hold go, once they are
+    // copied forward.
+    let delivered: Vec<Completion> = (3..=300).map(|seq| delivered("a", seq)).collect();
+    store.complete(&delivered).unwrap();
+    store.complete(&[failed(1)]).unwrap();
+    assert!(
+        segments(dir.path()) <= 3,
+        "{} segments",
+        segments(dir.path())
+    );
+    let copied = store.live().event(1).unwrap().location;
+    assert!(copied.segment > first.segment, "{copied:?}");
+    assert_eq!(seqs(&store, "a", 0, 10), [1, 2]);
+    drop(store);
+
+    let store = open_small(dir.path());
+    assert_eq!(seqs(&store, "a", 0, 10), [1, 2]);
+    let pending = store.pending_after("a", 0, 10).unwrap();
+    assert_eq!(
+        (
+            pending[0].state.attempts,
+            pending[1].state.sandbox_id.as_str()
+        ),
+        (1, "s2")
+    );
 }

@@ -1,0 +1,114 @@
+//! Small keys for the live set: a pending event is a few dozen bytes in memory, not a handful of
+//! strings on the heap, so a receiver down for an hour does not run the job out of memory
+//! (issue 30: a backlog of 100 000 events took 101 MiB with strings, BENCHMARKS.md).
+
+use super::StreamEntryRef;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+/// A stream entry id. Redis gives `<ms>-<seq>` (two numbers, no heap); anything else is kept as
+/// it came.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum EntryId {
+    Stream { ms: u64, seq: u64 },
+    Other(Box<str>),
+}
+
+impl EntryId {
+    pub(super) fn of(id: &str) -> Self {
+        let parsed = id
+            .split_once('-')
+            .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
+        match parsed {
+            // Only the canonical spelling: the id must read back exactly as it came.
+            Some((ms, seq)) if format!("{ms}-{seq}") == id => Self::Stream { ms, seq },
+            _ => Self::Other(id.into()),
+        }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stream { ms, seq } => write!(f, "{ms}-{seq}"),
+            Self::Other(id) => f.write_str(id),
+        }
+    }
+}
+
+/// A stream entry as the live set keeps it: its generation is shared by every entry read from
+/// the same Redis data set.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LiveEntry {
+    pub(super) id: EntryId,
+    pub(super) generation: Arc<str>,
+}
+
+impl LiveEntry {
+    pub(super) fn to_ref(&self) -> StreamEntryRef {
+        StreamEntryRef {
+            id: self.id.to_string(),
+            generation: self.generation.to_string(),
+        }
+    }
+}
+
+/// Strings many live records repeat (a sandbox's id, a Redis generation), each kept once for as
+/// long as a record holds it.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct SharedStrings(HashSet<Arc<str>>);
+
+impl SharedStrings {
+    pub(super) fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = text.into();
+        self.0.insert(shared.clone());
+        shared
+    }
+
+    /// Gives back a record's copy: the string goes once only this set holds it.
+    pub(super) fn release(&mut self, shared: Arc<str>) {
+        if Arc::strong_count(&shared) == 2 {
+            self.0.remove(&*shared);
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_read_back_exactly_as_they_came() {
+        for id in ["1733526000000-0", "0-1", "18446744073709551615-7"] {
+            assert!(matches!(EntryId::of(id), EntryId::Stream { .. }), "{id}");
+            assert_eq!(EntryId::of(id).to_string(), id);
+        }
+        for id in ["e1", "01-0", "1-", "-1", "1-2-3", "1-+2", ""] {
+            assert_eq!(EntryId::of(id), EntryId::Other(id.into()), "{id}");
+            assert_eq!(EntryId::of(id).to_string(), id);
+        }
+        assert!(EntryId::of("2-0") < EntryId::of("10-0"));
+    }
+
+    #[test]
+    fn a_shared_string_goes_with_its_last_holder() {
+        let mut strings = SharedStrings::default();
+        let a = strings.get("sb1");
+        let b = strings.get("sb1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(strings.len(), 1);
+        strings.release(a);
+        assert_eq!(strings.len(), 1);
+        strings.release(b);
+        assert_eq!(strings.len(), 0);
+    }
+}
