@@ -9,6 +9,7 @@ use super::journal::{JournalRecord, Snapshot};
 use super::live_keys::{EntryId, LiveEntry, SharedStrings};
 use super::log::{Location, Log};
 use super::recent_ids::RecentIds;
+use super::seq_map::SeqMap;
 use super::{
     DeliveryState, OutboxError, PendingDelivery, SandboxRecord, SandboxState, StreamEntryRef,
 };
@@ -41,10 +42,10 @@ pub(super) struct SegmentEvents {
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Live {
     next_seq: u64,
-    events: BTreeMap<u64, LiveEvent>,
+    events: SeqMap<LiveEvent>,
     /// Endpoint → seq → the state of a delivery tried before; none for one not tried yet, whose
     /// state is the default for its event's sandbox.
-    pending: HashMap<String, BTreeMap<u64, Option<Box<DeliveryState>>>>,
+    pending: HashMap<String, SeqMap<Option<Box<DeliveryState>>>>,
     /// Stream entry id → the seq of its event.
     entries: HashMap<EntryId, u64>,
     /// Entries to acknowledge: id → generation.
@@ -140,8 +141,7 @@ impl Live {
                     self.pending
                         .entry(endpoint)
                         .or_default()
-                        .entry(seq)
-                        .or_insert(None);
+                        .insert_if_absent(seq, || None);
                 }
                 if let Some(entry) = &entry {
                     self.entries.insert(entry.id.clone(), seq);
@@ -165,10 +165,7 @@ impl Live {
                 seq,
                 state,
             } => {
-                if let Some(pending) = self
-                    .pending
-                    .get_mut(&endpoint)
-                    .and_then(|p| p.get_mut(&seq))
+                if let Some(pending) = self.pending.get_mut(&endpoint).and_then(|p| p.get_mut(seq))
                 {
                     *pending = Some(Box::new(state));
                 }
@@ -195,13 +192,13 @@ impl Live {
                     let Some(seq) = self.entries.remove(&EntryId::of(&entry)) else {
                         continue;
                     };
-                    if let Some(event) = self.events.remove(&seq)
+                    if let Some(event) = self.events.remove(seq)
                         && let Some(entry) = self.let_go(event)
                     {
                         self.strings.release(entry.generation);
                     }
                     for pending in self.pending.values_mut() {
-                        pending.remove(&seq);
+                        pending.remove(seq);
                     }
                 }
                 self.pending.retain(|_, p| !p.is_empty());
@@ -222,15 +219,15 @@ impl Live {
     /// its stream entry is queued for acknowledgement.
     fn finish(&mut self, endpoint: &str, seq: u64) {
         if let Some(pending) = self.pending.get_mut(endpoint) {
-            pending.remove(&seq);
+            pending.remove(seq);
             if pending.is_empty() {
                 self.pending.remove(endpoint);
             }
         }
-        if self.pending.values().any(|p| p.contains_key(&seq)) {
+        if self.pending.values().any(|p| p.contains(seq)) {
             return;
         }
-        if let Some(event) = self.events.remove(&seq)
+        if let Some(event) = self.events.remove(seq)
             && let Some(entry) = self.let_go(event)
         {
             self.entries.remove(&entry.id);
@@ -273,11 +270,7 @@ impl Live {
             });
         }
         for (endpoint, seq, state) in snapshot.retries {
-            if let Some(pending) = self
-                .pending
-                .get_mut(&endpoint)
-                .and_then(|p| p.get_mut(&seq))
-            {
+            if let Some(pending) = self.pending.get_mut(&endpoint).and_then(|p| p.get_mut(seq)) {
                 *pending = Some(Box::new(state));
             }
         }
@@ -293,7 +286,7 @@ impl Live {
                     .iter()
                     .filter_map(|(seq, state)| Some((seq, state.as_deref()?)))
                     .filter(|(_, state)| state.attempts > 0 || state.last_error.is_some())
-                    .map(|(seq, state)| (endpoint.clone(), *seq, state.clone()))
+                    .map(|(seq, state)| (endpoint.clone(), seq, state.clone()))
             })
             .collect();
         Snapshot {
@@ -367,7 +360,7 @@ impl Live {
             let endpoints = self
                 .pending
                 .iter()
-                .filter(|(_, p)| p.contains_key(seq))
+                .filter(|(_, p)| p.contains(seq))
                 .map(|(endpoint, _)| endpoint.clone())
                 .collect();
             copies.push(JournalRecord::Appended {
@@ -407,11 +400,11 @@ impl Live {
     ) -> Vec<PendingDelivery> {
         self.pending.get(endpoint).map_or_else(Vec::new, |pending| {
             pending
-                .range(after.saturating_add(1)..)
+                .iter_after(after)
                 .take(limit)
                 .map(|(seq, state)| PendingDelivery {
-                    seq: *seq,
-                    state: self.delivery_state(*seq, state),
+                    seq,
+                    state: self.delivery_state(seq, state),
                 })
                 .collect()
         })
@@ -424,7 +417,7 @@ impl Live {
             None => DeliveryState {
                 sandbox_id: self
                     .events
-                    .get(&seq)
+                    .get(seq)
                     .map(|e| e.sandbox.to_string())
                     .unwrap_or_default(),
                 ..DeliveryState::default()
@@ -473,9 +466,9 @@ impl Live {
             .pending
             .iter()
             .filter_map(|(endpoint, pending)| {
-                let (seq, state) = pending.first_key_value()?;
-                let state = self.delivery_state(*seq, state);
-                Some((endpoint.clone(), pending.len() as u64, *seq, state))
+                let (seq, state) = pending.first()?;
+                let state = self.delivery_state(seq, state);
+                Some((endpoint.clone(), pending.len() as u64, seq, state))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -484,7 +477,7 @@ impl Live {
 
     /// Where the `Appended` record of event `seq` is, while it is live.
     pub(super) fn event(&self, seq: u64) -> Option<&LiveEvent> {
-        self.events.get(&seq)
+        self.events.get(seq)
     }
 }
 

@@ -22,6 +22,7 @@ mod recent_ids;
 mod records;
 mod recovery;
 mod route_table;
+mod seq_map;
 mod status;
 mod store;
 mod stream_acks;
