@@ -5,6 +5,7 @@
 //! Records are applied in log order, so the state after a record is the same whether it was
 //! applied while running or while reading the log back.
 
+use super::entry_index::EntryIndex;
 use super::journal::{JournalRecord, Snapshot};
 use super::live_keys::{EntryId, LiveEntry, SharedStrings};
 use super::log::{Location, Log};
@@ -47,7 +48,7 @@ pub(super) struct Live {
     /// state is the default for its event's sandbox.
     pending: HashMap<String, SeqMap<Option<Box<DeliveryState>>>>,
     /// Stream entry id → the seq of its event.
-    entries: HashMap<EntryId, u64>,
+    entries: EntryIndex,
     /// Entries to acknowledge: id → generation.
     acks: BTreeMap<EntryId, Arc<str>>,
     /// The de-duplication window.
@@ -108,8 +109,7 @@ impl Live {
             } => {
                 let event = SandboxEvent::from_value(event)
                     .map_err(|e| OutboxError::Corrupt(format!("event {seq}: {e}")))?;
-                self.event_ids
-                    .remember(event.id().to_owned(), appended_at_ms);
+                self.event_ids.remember(event.id(), appended_at_ms);
                 if tracks_sandbox {
                     let known =
                         || Ok::<_, OutboxError>(self.sandboxes.contains_key(event.sandbox_id()));
@@ -143,9 +143,6 @@ impl Live {
                         .or_default()
                         .insert_if_absent(seq, || None);
                 }
-                if let Some(entry) = &entry {
-                    self.entries.insert(entry.id.clone(), seq);
-                }
                 let live = LiveEvent {
                     location,
                     commit,
@@ -154,10 +151,14 @@ impl Live {
                     sandbox: self.strings.get(event.sandbox_id()),
                 };
                 self.segments.entry(location.segment).or_default().live += 1;
-                if let Some(copied) = self.events.insert(seq, live) {
-                    if let Some(entry) = self.let_go(copied) {
-                        self.strings.release(entry.generation);
-                    }
+                let id = live.entry.as_ref().map(|e| e.id.clone());
+                if let Some(copied) = self.events.insert(seq, live)
+                    && let Some(entry) = self.let_go(copied)
+                {
+                    self.strings.release(entry.generation);
+                }
+                if let Some(id) = id {
+                    self.entries.insert(&self.events, &id, seq);
                 }
             }
             JournalRecord::Retry {
@@ -189,7 +190,7 @@ impl Live {
             }
             JournalRecord::Forgotten { entries } => {
                 for entry in entries {
-                    let Some(seq) = self.entries.remove(&EntryId::of(&entry)) else {
+                    let Some(seq) = self.entries.remove(&self.events, &EntryId::of(&entry)) else {
                         continue;
                     };
                     if let Some(event) = self.events.remove(seq)
@@ -227,10 +228,16 @@ impl Live {
         if self.pending.values().any(|p| p.contains(seq)) {
             return;
         }
+        let id = self
+            .events
+            .get(seq)
+            .and_then(|e| Some(e.entry.as_ref()?.id.clone()));
+        if let Some(id) = id {
+            self.entries.remove(&self.events, &id);
+        }
         if let Some(event) = self.events.remove(seq)
             && let Some(entry) = self.let_go(event)
         {
-            self.entries.remove(&entry.id);
             self.queue_ack(entry);
         }
     }
@@ -388,7 +395,7 @@ impl Live {
 
     /// The event still pending here that stream entry `id` carries, if any.
     pub(super) fn entry_seq(&self, id: &str) -> Option<u64> {
-        self.entries.get(&EntryId::of(id)).copied()
+        self.entries.get(&self.events, &EntryId::of(id))
     }
 
     /// Pending deliveries of `endpoint` numbered above `after`, oldest first.

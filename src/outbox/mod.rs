@@ -7,6 +7,7 @@ mod commit;
 mod compaction;
 mod dead_letters;
 mod delivery;
+mod entry_index;
 mod error;
 mod intake;
 mod journal;
