@@ -158,6 +158,11 @@ mod tests {
             map.insert(seq, [0u8; 40]);
         }
         assert_eq!(map.blocks[&0].capacity(), BLOCK as usize);
+        for seq in BLOCK..100 * BLOCK + 1 {
+            map.insert(seq, [0u8; 40]);
+        }
+        let room: usize = map.blocks.values().map(Vec::capacity).sum();
+        assert_eq!(room, 101 * BLOCK as usize);
         for seq in 1..BLOCK {
             map.remove(seq);
         }
