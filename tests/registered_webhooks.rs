@@ -29,19 +29,19 @@ fn start_registered_only(
     args: &[&str],
     extra: &[(&str, &str)],
 ) -> RunningEmitter {
-    let (url, listen, data) = (
+    let (url, listen, data, redis_url) = (
         pg.url(),
         format!("127.0.0.1:{port}"),
         dir.join("data").to_str().unwrap().to_owned(),
+        redis.host_port(),
     );
     let mut env = vec![
         ("POSTGRES_CONNECTION_STRING", url.as_str()),
         ("LISTEN_ADDR", listen.as_str()),
         ("DATA_DIR", data.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
         ("API_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32"),
     ];
-    let redis_url = redis.host_port();
-    env.push(("REDIS_URL", redis_url.as_str()));
     env.extend_from_slice(extra);
     RunningEmitter::start_with_env(args, &env, dir.join("emitter.log"))
 }

@@ -112,6 +112,20 @@ impl StreamBacklogResult {
     }
 }
 
+/// What an earlier instance leaves when it stops (SIGTERM, as on an update): the group (at the
+/// end of the then empty stream), the gate key, so the orchestrator publishes, and its lease
+/// given up. The backlog rows write their events after this, before their emitter starts.
+pub async fn leave_as_an_earlier_instance(
+    redis: &RedisServer,
+    conn: &mut MultiplexedConnection,
+    webhook_url: &str,
+    max_in_flight: usize,
+) {
+    let mut earlier = Emitter::launch(redis, &Launch::new(webhook_url, max_in_flight));
+    earlier.wait_active(conn).await;
+    earlier.stop();
+}
+
 /// Issue 17 item 4: the workload is already in the stream when the emitter starts (its consumer
 /// group exists, as after a restart or an outage), and drains into a receiver that answers 200
 /// without checking anything.
@@ -123,13 +137,8 @@ pub async fn stream_backlog_run(
     run: &str,
 ) -> StreamBacklogResult {
     reset_redis(conn).await;
-    // What an earlier instance leaves when it stops (SIGTERM, as on an update): the group (at the
-    // end of the then empty stream), the gate key, so the orchestrator publishes, and its lease
-    // given up.
     let receiver = Receiver::start_with(0, Check::Nothing, &[ENDPOINT_PATH]);
-    let mut earlier = Emitter::launch(redis, &Launch::new(&receiver.url(), max_in_flight));
-    earlier.wait_active(conn).await;
-    earlier.stop();
+    leave_as_an_earlier_instance(redis, conn, &receiver.url(), max_in_flight).await;
     drop(receiver);
     write_burst(conn, run, work).await;
     let receiver = Receiver::start_with(0, Check::Nothing, &[ENDPOINT_PATH]);

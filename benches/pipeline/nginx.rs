@@ -5,6 +5,7 @@
 //! Needs `nginx` and `wrk` (Debian's packages, which `scripts/bench` installs); without them the
 //! row says so instead of a figure.
 
+use crate::backlog::leave_as_an_earlier_instance;
 use crate::emitter::{Emitter, Launch};
 use crate::redis_server::RedisServer;
 use crate::workload::{Workload, event_json, write_burst};
@@ -148,10 +149,7 @@ pub async fn nginx_backlog_run(
     crate::redis_server::reset_redis(conn).await;
     let nginx = Nginx::start()?;
     let wrk_rate = tokio::task::block_in_place(|| wrk_rate(&nginx.url(), nginx.dir.path()))?;
-    // The group and the gate key, as an earlier instance leaves them (see `stream_backlog_run`).
-    let mut earlier = Emitter::launch(redis, &Launch::new(&nginx.url(), max_in_flight));
-    earlier.wait_active(conn).await;
-    earlier.stop();
+    leave_as_an_earlier_instance(redis, conn, &nginx.url(), max_in_flight).await;
     write_burst(conn, run, work).await;
     tokio::task::block_in_place(|| nginx.clear_log());
     let emitter = Emitter::launch(redis, &Launch::new(&nginx.url(), max_in_flight));
