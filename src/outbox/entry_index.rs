@@ -5,8 +5,7 @@
 //! The index is kept in step with the events: a seq is indexed after its event is in `events`,
 //! and taken out before the event is.
 
-use super::live::LiveEvent;
-use super::live_keys::EntryId;
+use super::live_keys::{EntryId, LiveEvent};
 use super::seq_map::SeqMap;
 use hashbrown::{DefaultHashBuilder, HashTable, hash_table::Entry};
 use std::hash::BuildHasher;

@@ -7,7 +7,7 @@
 
 use super::entry_index::EntryIndex;
 use super::journal::{JournalRecord, Snapshot};
-use super::live_keys::{EntryId, LiveEntry, SharedStrings};
+use super::live_keys::{EntryId, LiveEntry, LiveEvent, SegmentEvents, SharedStrings};
 use super::log::{Location, Log};
 use super::recent_ids::RecentIds;
 use super::seq_map::SeqMap;
@@ -17,27 +17,6 @@ use super::{
 use crate::event::{Lifecycle, SandboxEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-
-/// An event not yet finished everywhere.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct LiveEvent {
-    /// Its `Appended` record.
-    pub(super) location: Location,
-    /// The commit that holds that record: its segment is kept until the event is finished.
-    pub(super) commit: u64,
-    pub(super) entry: Option<LiveEntry>,
-    pub(super) appended_at_ms: i64,
-    /// Its sandbox: an endpoint gets the events of a sandbox in order.
-    pub(super) sandbox: Arc<str>,
-}
-
-/// The `Appended` records of one segment, and how many of their events are still live: what
-/// copying its live events forward would cost against the space it gives back.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub(super) struct SegmentEvents {
-    pub(super) appended: u64,
-    pub(super) live: u64,
-}
 
 /// What the log says is live.
 #[derive(Debug, Default, PartialEq)]

@@ -1,8 +1,9 @@
-//! Small keys for the live set: a pending event is a few dozen bytes in memory, not a handful of
-//! strings on the heap, so a receiver down for an hour does not run the job out of memory
-//! (issue 30: a backlog of 100 000 events took 101 MiB with strings, BENCHMARKS.md).
+//! What the live set keeps per event, small: a pending event is about a hundred bytes in memory,
+//! not a handful of strings on the heap, so a receiver down for an hour does not run the job out
+//! of memory (issue 30: a backlog of 100 000 events took 101 MiB with strings, BENCHMARKS.md).
 
 use super::StreamEntryRef;
+use super::log::Location;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -52,6 +53,27 @@ impl LiveEntry {
             generation: self.generation.to_string(),
         }
     }
+}
+
+/// An event not yet finished everywhere.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LiveEvent {
+    /// Its `Appended` record.
+    pub(super) location: Location,
+    /// The commit that holds that record: its segment is kept until the event is finished.
+    pub(super) commit: u64,
+    pub(super) entry: Option<LiveEntry>,
+    pub(super) appended_at_ms: i64,
+    /// Its sandbox: an endpoint gets the events of a sandbox in order.
+    pub(super) sandbox: Arc<str>,
+}
+
+/// The `Appended` records of one segment, and how many of their events are still live: what
+/// copying its live events forward would cost against the space it gives back.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(super) struct SegmentEvents {
+    pub(super) appended: u64,
+    pub(super) live: u64,
 }
 
 /// Strings many live records repeat (a sandbox's id, a Redis generation), each kept once for as
