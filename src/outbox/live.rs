@@ -103,10 +103,7 @@ impl Live {
                     }
                 }
                 self.segments.entry(location.segment).or_default().appended += 1;
-                let entry = entry.map(|entry| LiveEntry {
-                    id: EntryId::of(&entry.id),
-                    generation: self.strings.get(&entry.generation),
-                });
+                let entry = entry.map(|entry| self.live_entry(&entry));
                 if endpoints.is_empty() {
                     if let Some(entry) = entry {
                         self.queue_ack(entry);
@@ -153,10 +150,7 @@ impl Live {
             JournalRecord::Finished { endpoint, seq } => self.finish(&endpoint, seq),
             JournalRecord::AckQueued { entries } => {
                 for entry in entries {
-                    let entry = LiveEntry {
-                        id: EntryId::of(&entry.id),
-                        generation: self.strings.get(&entry.generation),
-                    };
+                    let entry = self.live_entry(&entry);
                     self.queue_ack(entry);
                 }
             }
@@ -169,12 +163,10 @@ impl Live {
             }
             JournalRecord::Forgotten { entries } => {
                 for entry in entries {
-                    let Some(seq) = self.entries.remove(&self.events, &EntryId::of(&entry)) else {
+                    let Some(seq) = self.entries.get(&self.events, &EntryId::of(&entry)) else {
                         continue;
                     };
-                    if let Some(event) = self.events.remove(seq)
-                        && let Some(entry) = self.let_go(event)
-                    {
+                    if let Some(entry) = self.take_event(seq) {
                         self.strings.release(entry.generation);
                     }
                     for pending in self.pending.values_mut() {
@@ -207,17 +199,30 @@ impl Live {
         if self.pending.values().any(|p| p.contains(seq)) {
             return;
         }
+        if let Some(entry) = self.take_event(seq) {
+            self.queue_ack(entry);
+        }
+    }
+
+    /// Takes event `seq` out of the live events and the entry index; returns its entry.
+    fn take_event(&mut self, seq: u64) -> Option<LiveEntry> {
         let id = self
             .events
             .get(seq)
             .and_then(|e| Some(e.entry.as_ref()?.id.clone()));
+        // The index reads ids from the events: out of it first.
         if let Some(id) = id {
             self.entries.remove(&self.events, &id);
         }
-        if let Some(event) = self.events.remove(seq)
-            && let Some(entry) = self.let_go(event)
-        {
-            self.queue_ack(entry);
+        let event = self.events.remove(seq)?;
+        self.let_go(event)
+    }
+
+    /// A stream entry as the live set keeps it, its generation shared.
+    fn live_entry(&mut self, entry: &StreamEntryRef) -> LiveEntry {
+        LiveEntry {
+            id: EntryId::of(&entry.id),
+            generation: self.strings.get(&entry.generation),
         }
     }
 
@@ -249,11 +254,8 @@ impl Live {
             self.strings.release(generation);
         }
         for entry in snapshot.acks {
-            let generation = self.strings.get(&entry.generation);
-            self.queue_ack(LiveEntry {
-                id: EntryId::of(&entry.id),
-                generation,
-            });
+            let entry = self.live_entry(&entry);
+            self.queue_ack(entry);
         }
         for (endpoint, seq, state) in snapshot.retries {
             if let Some(pending) = self.pending.get_mut(&endpoint).and_then(|p| p.get_mut(seq)) {
