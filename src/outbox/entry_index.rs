@@ -36,7 +36,9 @@ impl EntryIndex {
         let entry = self.seqs.entry(
             hash,
             |indexed| id_of(events, *indexed) == Some(id),
-            |indexed| hasher.hash_one(id_of(events, *indexed)),
+            // Growing the table hashes every indexed id again: as `get` hashes it (the id, not
+            // an `Option` of it), or no id indexed before a growth would be found after it.
+            |indexed| id_of(events, *indexed).map_or(0, |id| hasher.hash_one(id)),
         );
         match entry {
             Entry::Occupied(mut found) => *found.get_mut() = seq,
@@ -65,5 +67,56 @@ impl PartialEq for EntryIndex {
             seqs
         };
         sorted(self) == sorted(other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::live_keys::LiveEntry;
+    use crate::outbox::log::Location;
+    use std::sync::Arc;
+
+    fn event(id: &EntryId, generation: &Arc<str>) -> LiveEvent {
+        LiveEvent {
+            location: Location {
+                segment: 1,
+                offset: 0,
+            },
+            commit: 1,
+            entry: Some(LiveEntry {
+                id: id.clone(),
+                generation: generation.clone(),
+            }),
+            appended_at_ms: 0,
+            sandbox: "sb".into(),
+        }
+    }
+
+    #[test]
+    fn every_id_is_found_after_the_table_grew_and_gone_once_removed() {
+        let generation: Arc<str> = "g1".into();
+        let ids: Vec<EntryId> = (0..5_000u64)
+            .map(|n| EntryId::of(&format!("17335260{n:05}-{}", n % 3)))
+            .chain((0..100).map(|n| EntryId::of(&format!("other-{n}"))))
+            .collect();
+        let mut events = SeqMap::default();
+        let mut index = EntryIndex::default();
+        for (seq, id) in (1..).zip(&ids) {
+            events.insert(seq, event(id, &generation));
+            index.insert(&events, id, seq);
+        }
+        for (seq, id) in (1..).zip(&ids) {
+            assert_eq!(index.get(&events, id), Some(seq), "{id}");
+        }
+        for (seq, id) in (1..).zip(&ids).step_by(2) {
+            assert_eq!(index.remove(&events, id), Some(seq), "{id}");
+            events.remove(seq);
+        }
+        for (seq, id) in (1..).zip(&ids) {
+            let expected = (seq % 2 == 0).then_some(seq);
+            assert_eq!(index.get(&events, id), expected, "{id}");
+        }
+        assert_eq!(index.get(&events, &EntryId::of("1-0")), None);
     }
 }
