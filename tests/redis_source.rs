@@ -360,6 +360,79 @@ fn entries_pending_for_a_dead_consumer_are_claimed_by_another_instance() {
 }
 
 #[test]
+fn the_periodic_claim_leaves_its_own_backlog_alone_and_takes_what_others_left() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let receiver = Receiver::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut args = EmitterArgs::new(&redis, &receiver, data.path());
+    // A receiver that is down: the emitter's own entries stay pending, waiting for it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    args.webhook_url = format!("http://{}/hooks/e2b", closed.local_addr().unwrap());
+    drop(closed);
+    // A sweep every 500 ms for entries idle over a second.
+    args.extra(&["--redis-consumer", "emitter-a", "--redis-claim-idle", "1s"]);
+    let emitter = Emitter::start(args);
+    wait_for_gate_keys(&mut conn, &[TEAM_A, TEAM_B]);
+    emitter.wait_until_redis_ready(true);
+    for i in 0..5 {
+        let event = v2_event("created", &format!("isb-own-{i}"), TEAM_A, json!({}));
+        xadd_payload(&mut conn, &event.to_string());
+    }
+    wait_until("the emitter holds its five entries", || {
+        (pending_of(&mut conn, "emitter-a") == 5).then_some(())
+    });
+    // Idle for three seconds, past five sweeps: none claimed them again (a claim counts as a
+    // delivery), so a receiver's backlog is not read from Redis once more at every sweep.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let times_delivered = |conn: &mut redis::Connection| -> Vec<(String, u64)> {
+        let entries: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(100)
+            .query(conn)
+            .unwrap();
+        entries.into_iter().map(|(id, _, _, n)| (id, n)).collect()
+    };
+    let own = times_delivered(&mut conn);
+    assert_eq!(own.len(), 5);
+    assert!(own.iter().all(|(_, n)| *n == 1), "{own:?}");
+    // Another consumer reads three while the emitter is active, and goes away: after
+    // REDIS_CLAIM_IDLE a sweep takes them over.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..3 {
+        let event = v2_event("created", &format!("isb-left-{i}"), TEAM_A, json!({}));
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("payload")
+            .arg(event.to_string());
+    }
+    pipe.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("gone-one")
+        .arg("COUNT")
+        .arg(3)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .ignore();
+    let left: Vec<String> = pipe.query(&mut conn).unwrap();
+    wait_until("the gone consumer's entries are claimed", || {
+        (pending_of(&mut conn, "emitter-a") == 8 && pending_of(&mut conn, "gone-one") == 0)
+            .then_some(())
+    });
+    let after = times_delivered(&mut conn);
+    let claimed: Vec<&(String, u64)> = after.iter().filter(|(id, _)| left.contains(id)).collect();
+    assert_eq!(claimed.len(), 3, "{after:?}");
+    assert!(claimed.iter().all(|(_, n)| *n >= 2), "{after:?}");
+}
+
+#[test]
 fn redis_restart_loses_nothing_redis_kept_and_the_emitter_reconnects() {
     let mut redis = RedisServer::start_with(RedisOptions {
         persistence: Persistence::AppendFsyncAlways,

@@ -139,8 +139,12 @@ impl RedisStreamSource {
         min_idle: Duration,
         mut claimed: Option<&mut HashSet<String>>,
     ) -> Result<bool, RedisSourceError> {
+        // The periodic sweep is for entries other consumers left. This instance's own are
+        // pending because they wait for delivery here: sweeping them would read a receiver's
+        // whole backlog from Redis again at every interval, to no end.
+        let sweep = min_idle.is_zero() || self.others_hold_pending(conn).await?;
         let mut cursor = "0-0".to_owned();
-        loop {
+        while sweep {
             let command = [
                 "XAUTOCLAIM".to_owned(),
                 self.config.stream.clone(),
@@ -178,6 +182,25 @@ impl RedisStreamSource {
         }
         self.forget_replaced_consumers(conn).await?;
         Ok(true)
+    }
+
+    /// Whether a consumer other than this instance has entries pending in the group
+    /// (`XPENDING`'s summary counts them per consumer).
+    async fn others_hold_pending(
+        &self,
+        conn: &mut RedisConnection,
+    ) -> Result<bool, RedisSourceError> {
+        let pending: StreamPendingReply = conn
+            .xpending(&self.config.stream, &self.config.group)
+            .await
+            .map_err(|e| self.redis_error(e))?;
+        Ok(match pending {
+            StreamPendingReply::Data(data) => data
+                .consumers
+                .iter()
+                .any(|c| c.name != self.config.consumer && c.pending > 0),
+            _ => false,
+        })
     }
 
     pub(super) async fn forget_replaced_consumers(

@@ -394,8 +394,14 @@ impl RedisStreamSource {
                 };
                 if let Some(last) = entries.last() {
                     last_seen = last.id.clone();
+                    let full = entries.len() == BATCH;
                     self.commit(&mut conn, entries, &generation).await?;
-                    continue;
+                    if full {
+                        continue;
+                    }
+                    // A short batch was all there was: asking again would cost a fenced read
+                    // that finds nothing, at the rates a cluster runs once per event. Whatever
+                    // arrived meanwhile is past `last_seen`, so the wait below returns at once.
                 }
                 // Nothing new: wait for the stream to grow past what was seen.
                 if let Some(last) = self.wait_for_growth(&mut conn, &last_seen).await? {
