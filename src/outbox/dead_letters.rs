@@ -63,31 +63,22 @@ impl Store {
         let now = now_ms();
         let _writing = self.lock_writes();
         let mut next_seq = self.live().next_seq();
+        let (targets, skipped) = DeadLetter::replay_targets(&letters, &wanted);
+        report.skipped = skipped;
         let mut records = Vec::new();
-        for id in wanted {
-            let Some(letter) = letters.iter().find(|d| d.id == id) else {
-                report.skipped.push((id, "no such dead letter".into()));
-                continue;
-            };
-            let (endpoint, event) = match letter.replayable() {
-                Ok(target) => target,
-                Err(why) => {
-                    report.skipped.push((id, why.into()));
-                    continue;
-                }
-            };
+        for target in targets {
             // A fresh entry time: the replayed event gets the whole retry policy again.
             records.push(JournalRecord::Appended {
                 seq: next_seq,
                 appended_at_ms: now,
-                source: letter.source.clone(),
-                event: event.clone(),
+                source: target.letter.source.clone(),
+                event: target.event.clone(),
                 entry: None,
-                endpoints: vec![endpoint.to_owned()],
+                endpoints: vec![target.endpoint.to_owned()],
                 tracks_sandbox: false,
             });
             next_seq += 1;
-            report.replayed.push(id);
+            report.replayed.push(target.letter.id);
         }
         if records.is_empty() {
             return Ok(report);

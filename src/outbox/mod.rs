@@ -39,8 +39,8 @@ pub use dead_letters::ReplayReport;
 pub use delivery::Completion;
 pub use error::OutboxError;
 pub use records::{
-    DeadLetter, DeliveryState, FromStream, MalformedInput, PendingDelivery, SandboxRecord,
-    SandboxState, StoredEvent, StreamEntryRef,
+    DeadLetter, DeliveryState, FromStream, MalformedInput, PendingDelivery, ReplayTarget,
+    SandboxRecord, SandboxState, StoredEvent, StreamEntryRef,
 };
 pub use status::{EndpointBacklog, OutboxStatus};
 pub use stream_acks::StreamSync;

@@ -169,6 +169,38 @@ impl DeadLetter {
             _ => Err("malformed input: there is no event to deliver"),
         }
     }
+
+    /// The letters of `wanted`, in its order, that a replay delivers — each with its endpoint
+    /// and event — and the ids it skips, with why: no such letter, or nothing to deliver.
+    pub fn replay_targets<'a>(
+        letters: &'a [DeadLetter],
+        wanted: &[u64],
+    ) -> (Vec<ReplayTarget<'a>>, Vec<(u64, String)>) {
+        let mut targets = Vec::new();
+        let mut skipped = Vec::new();
+        for &id in wanted {
+            let Some(letter) = letters.iter().find(|d| d.id == id) else {
+                skipped.push((id, "no such dead letter".into()));
+                continue;
+            };
+            match letter.replayable() {
+                Ok((endpoint, event)) => targets.push(ReplayTarget {
+                    letter,
+                    endpoint,
+                    event,
+                }),
+                Err(why) => skipped.push((id, why.into())),
+            }
+        }
+        (targets, skipped)
+    }
+}
+
+/// A dead letter a replay delivers again, to the endpoint it failed for.
+pub struct ReplayTarget<'a> {
+    pub letter: &'a DeadLetter,
+    pub endpoint: &'a str,
+    pub event: &'a Value,
 }
 
 /// Whether a sandbox runs or sleeps, according to the event stream.

@@ -5,7 +5,7 @@
 
 use super::keys::Keys;
 use super::{RedisClient, RedisConnection, RedisSourceError};
-use crate::outbox::DeadLetter;
+use crate::outbox::{DeadLetter, ReplayTarget};
 use redis::{AsyncCommands, RedisError, Script};
 use std::collections::HashMap;
 
@@ -119,29 +119,31 @@ impl SharedDeadLetters {
         endpoint: Option<&str>,
     ) -> Result<SharedReplay, RedisSourceError> {
         let letters = self.list().await?;
-        let wanted: Vec<u64> = letters
+        // Ids asked for that name no letter at all come first, as skipped; a letter of another
+        // endpoint is left out without a word.
+        let missing = ids
+            .unwrap_or_default()
+            .iter()
+            .filter(|id| !letters.iter().any(|l| l.id == **id))
+            .copied();
+        let chosen = letters
             .iter()
             .filter(|l| endpoint.is_none_or(|e| l.endpoint.as_deref() == Some(e)))
             .filter(|l| ids.is_none_or(|ids| ids.contains(&l.id)))
-            .map(|l| l.id)
-            .collect();
-        let mut report = SharedReplay::default();
-        for id in ids.unwrap_or_default() {
-            if !wanted.contains(id) && !letters.iter().any(|l| l.id == *id) {
-                report.skipped.push((*id, "no such dead letter".into()));
-            }
-        }
-        for id in wanted {
-            let Some(letter) = letters.iter().find(|l| l.id == id) else {
-                continue;
-            };
-            let (endpoint, event) = match letter.replayable() {
-                Ok(target) => target,
-                Err(why) => {
-                    report.skipped.push((id, why.into()));
-                    continue;
-                }
-            };
+            .map(|l| l.id);
+        let wanted: Vec<u64> = missing.chain(chosen).collect();
+        let (targets, skipped) = DeadLetter::replay_targets(&letters, &wanted);
+        let mut report = SharedReplay {
+            skipped,
+            ..SharedReplay::default()
+        };
+        for ReplayTarget {
+            letter,
+            endpoint,
+            event,
+        } in targets
+        {
+            let id = letter.id;
             let entry: Option<String> = Script::new(REPLAY)
                 .key(self.keys.dead_letters())
                 .key(&self.keys.stream)
