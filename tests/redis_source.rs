@@ -433,6 +433,63 @@ fn the_periodic_claim_leaves_its_own_backlog_alone_and_takes_what_others_left() 
 }
 
 #[test]
+fn after_a_restart_undelivered_entries_stay_pending_until_delivered() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let receiver = Receiver::start();
+    let data = tempfile::tempdir().unwrap();
+    let args = || {
+        let mut args = EmitterArgs::new(&redis, &receiver, data.path());
+        // The receiver is down for the first instance only.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        args.webhook_url = format!("http://{}/hooks/e2b", closed.local_addr().unwrap());
+        args.extra(&["--redis-consumer", "emitter-a"]);
+        args
+    };
+    let mut first = Emitter::start(args());
+    wait_for_gate_keys(&mut conn, &[TEAM_A, TEAM_B]);
+    first.wait_until_redis_ready(true);
+    // Enough entries that the outbox's index of them grows several times as it is rebuilt.
+    let events: Vec<Value> = (0..40)
+        .map(|i| {
+            v2_event(
+                "created",
+                &format!("isb-restart-pending-{i}"),
+                TEAM_A,
+                json!({}),
+            )
+        })
+        .collect();
+    for event in &events {
+        xadd_payload(&mut conn, &event.to_string());
+    }
+    wait_until("the emitter holds every entry", || {
+        (pending_of(&mut conn, "emitter-a") == events.len()).then_some(())
+    });
+    first.terminate();
+
+    // Started again, still with the receiver down, it claims its entries back (the same ones its
+    // outbox holds) and acknowledges none: nothing was delivered.
+    let mut second = Emitter::start(args());
+    second.wait_for_log(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("took over"))
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(pending_of(&mut conn, "emitter-a"), events.len());
+    second.terminate();
+
+    let mut third = args();
+    third.webhook_url = receiver.url();
+    let _third = Emitter::start(third);
+    receiver.wait_for_ids(&ids_of(&events));
+    wait_until("every entry acknowledged once delivered", || {
+        (pending_of(&mut conn, "emitter-a") == 0).then_some(())
+    });
+}
+
+#[test]
 fn redis_restart_loses_nothing_redis_kept_and_the_emitter_reconnects() {
     let mut redis = RedisServer::start_with(RedisOptions {
         persistence: Persistence::AppendFsyncAlways,
