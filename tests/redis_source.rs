@@ -438,12 +438,17 @@ fn after_a_restart_undelivered_entries_stay_pending_until_delivered() {
     let mut conn = redis.connection();
     let receiver = Receiver::start();
     let data = tempfile::tempdir().unwrap();
+    // Retries a second apart, so the last instance delivers at once what the others tried.
+    let settings = tempfile::tempdir().unwrap();
+    let config = settings.path().join("emitter.toml");
+    std::fs::write(&config, "[retry]\nschedule = [\"1s\"]\n").unwrap();
     let args = || {
         let mut args = EmitterArgs::new(&redis, &receiver, data.path());
-        // The receiver is down for the first instance only.
+        // The receiver is down until the last instance.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         args.webhook_url = format!("http://{}/hooks/e2b", closed.local_addr().unwrap());
-        args.extra(&["--redis-consumer", "emitter-a"]);
+        args.extra(&["--redis-consumer", "emitter-a", "--config"]);
+        args.extra(&[config.to_str().unwrap()]);
         args
     };
     let mut first = Emitter::start(args());
