@@ -42,6 +42,7 @@ mod targets;
 /// The private CA and certificates of the `https` row, shared with the tests.
 #[path = "../../tests/support/tls.rs"]
 mod tls;
+mod wakeups;
 mod workload;
 
 use futures_util::FutureExt as _;
@@ -185,7 +186,7 @@ fn main() {
                             .await;
                     for (rate, l) in [100, 1000].iter().zip(&result) {
                         log(format!(
-                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk and {:.2} fdatasync + fsync per event",
+                            "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk and {:.2} fdatasync + fsync per event; {:.1} context switches per event, a wake-up costing {:.0} µs of CPU on this host",
                             r + 1,
                             l.p50,
                             l.p99,
@@ -194,7 +195,9 @@ fn main() {
                             l.cpu_pct,
                             l.cpu_us_per_event,
                             l.disk_kib_per_event,
-                            l.syncs_per_event
+                            l.syncs_per_event,
+                            l.switches_per_event,
+                            l.host_us_per_wakeup
                         ));
                     }
                     measured.latencies.push(result);

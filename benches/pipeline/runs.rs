@@ -9,6 +9,7 @@ use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
 use crate::syncs::SyncCount;
 use crate::tls::PrivateCa;
+use crate::wakeups::{context_switches, cpu_us_per_wakeup};
 use crate::workload::{Workload, event_json, write_burst, write_paced};
 use crate::{ENDPOINT_PATH, SECRET};
 use axum::body::Bytes;
@@ -326,6 +327,10 @@ pub struct Latency {
     pub disk_kib_per_event: f64,
     /// `fdatasync` and `fsync` calls per event (`perf stat`; NaN when perf could not count).
     pub syncs_per_event: f64,
+    /// The emitter's context switches per event, every thread: the wake-ups an event costs.
+    pub switches_per_event: f64,
+    /// What one wake-up costs on this host at the same pacing, in CPU µs ([`crate::wakeups`]).
+    pub host_us_per_wakeup: f64,
 }
 
 /// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms.
@@ -353,6 +358,7 @@ pub async fn latency_run(
         let from = jiff::Timestamp::now().as_microsecond();
         let (cpu_from, wall_from) = (cpu_seconds(emitter.pid()), Instant::now());
         let disk_from = disk_bytes_written(emitter.pid());
+        let switches_from = context_switches(emitter.pid());
         let written = write_paced(conn, run, work, rate, secs as f64, offset).await;
         offset += written;
         let to = jiff::Timestamp::now().as_microsecond();
@@ -360,7 +366,11 @@ pub async fn latency_run(
         let syncs = tokio::task::block_in_place(|| syncs.and_then(SyncCount::stop));
         let cpu = cpu_seconds(emitter.pid()) - cpu_from;
         let disk = disk_bytes_written(emitter.pid()) - disk_from;
+        let switches = context_switches(emitter.pid()) - switches_from;
         let wall = wall_from.elapsed().as_secs_f64();
+        // Measured after the run, not during it, so the two do not share the CPU.
+        let gap = Duration::from_secs_f64(1.0 / rate);
+        let host_us_per_wakeup = tokio::task::block_in_place(|| cpu_us_per_wakeup(gap, 200));
         let mut ms: Vec<f64> = receiver
             .stats
             .latencies
@@ -380,6 +390,8 @@ pub async fn latency_run(
             cpu_us_per_event: us_per_event(cpu, written),
             disk_kib_per_event: disk / 1024.0 / written as f64,
             syncs_per_event: syncs.map_or(f64::NAN, |n| n as f64 / written as f64),
+            switches_per_event: switches / written as f64,
+            host_us_per_wakeup,
         });
     }
     receiver.check_signatures();

@@ -210,7 +210,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
     if !latencies.is_empty() {
         let _ = writeln!(
             t,
-            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) | `fdatasync` + `fsync` per event (`perf stat`) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) | `fdatasync` + `fsync` per event (`perf stat`) | context switches per event (all threads) | CPU-µs per wake-up on this host, same pacing |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             settings.latency_secs
         );
         for (i, rate) in ["100/s", "1 000/s"].iter().enumerate() {
@@ -223,7 +223,7 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 .map_or(0, |l| l.samples);
             let _ = writeln!(
                 t,
-                "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 num(samples as f64, 0),
                 show(&pick(|l| l.p50), 2),
                 show(&pick(|l| l.p99), 2),
@@ -231,7 +231,9 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
                 show(&pick(|l| l.cpu_pct), 1),
                 show(&pick(|l| l.cpu_us_per_event), 0),
                 show(&pick(|l| l.disk_kib_per_event), 1),
-                show(&pick(|l| l.syncs_per_event), 2)
+                show(&pick(|l| l.syncs_per_event), 2),
+                show(&pick(|l| l.switches_per_event), 1),
+                show(&pick(|l| l.host_us_per_wakeup), 0)
             );
         }
     }
