@@ -62,14 +62,14 @@ impl Store {
         };
         let now = now_ms();
         let _writing = self.lock_writes();
-        let mut next_seq = self.live().next_seq();
+        let next_seq = self.live().next_seq();
         let (targets, skipped) = DeadLetter::replay_targets(&letters, &wanted);
         report.skipped = skipped;
         let mut records = Vec::new();
-        for target in targets {
+        for (seq, target) in (next_seq..).zip(targets) {
             // A fresh entry time: the replayed event gets the whole retry policy again.
             records.push(JournalRecord::Appended {
-                seq: next_seq,
+                seq,
                 appended_at_ms: now,
                 source: target.letter.source.clone(),
                 event: target.event.clone(),
@@ -77,7 +77,6 @@ impl Store {
                 endpoints: vec![target.endpoint.to_owned()],
                 tracks_sandbox: false,
             });
-            next_seq += 1;
             report.replayed.push(target.letter.id);
         }
         if records.is_empty() {

@@ -50,13 +50,19 @@ pub(super) struct EncodedCommit {
 }
 
 /// Encodes commit `number` holding `records`, in order.
-pub(super) fn encode_commit<'a>(
-    number: u64,
-    records: impl IntoIterator<Item = &'a [u8]>,
-) -> EncodedCommit {
+pub(super) fn encode_commit<'a, I>(number: u64, records: I) -> EncodedCommit
+where
+    I: IntoIterator<Item = &'a [u8]>,
+    I::IntoIter: Clone,
+{
+    let records = records.into_iter();
     let body_start = FRAME_HEADER + COMMIT_HEADER;
-    let mut bytes = vec![0; body_start];
-    let mut record_offsets = Vec::new();
+    // Sized once: grown by doubling, a large commit (a compaction's snapshot, megabytes) would
+    // hold up to three times its size while it is copied.
+    let framed: usize = records.clone().map(|r| FRAME_HEADER + r.len()).sum();
+    let mut bytes = Vec::with_capacity(page_up(body_start + framed));
+    bytes.resize(body_start, 0);
+    let mut record_offsets = Vec::with_capacity(records.clone().count());
     for record in records {
         record_offsets.push(bytes.len());
         frame(&mut bytes, record);
@@ -131,6 +137,15 @@ pub(super) fn read_commit(bytes: &[u8], at: usize, header: CommitHeader) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_commit_is_allocated_once_at_its_size() {
+        let snapshot = vec![7u8; 3 << 20];
+        let records: [&[u8]; 2] = [b"small", &snapshot];
+        let commit = encode_commit(1, records);
+        assert_eq!(commit.bytes.len() % PAGE, 0);
+        assert_eq!(commit.bytes.capacity(), commit.bytes.len());
+    }
 
     #[test]
     fn a_commit_reads_back_with_its_records_and_ends_on_a_page() {

@@ -143,15 +143,15 @@ impl RedisStreamSource {
         // pending because they wait for delivery here: sweeping them would read a receiver's
         // whole backlog from Redis again at every interval, to no end.
         let sweep = min_idle.is_zero() || self.others_hold_pending(conn).await?;
-        let mut cursor = "0-0".to_owned();
-        while sweep {
+        let mut cursor = sweep.then(|| "0-0".to_owned());
+        while let Some(at) = cursor.take() {
             let command = [
                 "XAUTOCLAIM".to_owned(),
                 self.config.stream.clone(),
                 self.config.group.clone(),
                 self.config.consumer.clone(),
                 (min_idle.as_millis() as u64).to_string(),
-                cursor.clone(),
+                at,
                 "COUNT".to_owned(),
                 BATCH.to_string(),
             ];
@@ -175,10 +175,8 @@ impl RedisStreamSource {
                 claimed.extend(claim.entries.iter().map(|e| e.id.clone()));
             }
             self.commit(conn, claim.entries, generation).await?;
-            if claim.next == "0-0" {
-                break;
-            }
-            cursor = claim.next;
+            // `0-0`: the sweep went round the whole pending list.
+            cursor = (claim.next != "0-0").then_some(claim.next);
         }
         self.forget_replaced_consumers(conn).await?;
         Ok(true)
