@@ -367,9 +367,7 @@ fn the_periodic_claim_leaves_its_own_backlog_alone_and_takes_what_others_left() 
     let data = tempfile::tempdir().unwrap();
     let mut args = EmitterArgs::new(&redis, &receiver, data.path());
     // A receiver that is down: the emitter's own entries stay pending, waiting for it.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    args.webhook_url = format!("http://{}/hooks/e2b", closed.local_addr().unwrap());
-    drop(closed);
+    args.webhook_url = nobody_listens();
     // A sweep every 500 ms for entries idle over a second.
     args.extra(&["--redis-consumer", "emitter-a", "--redis-claim-idle", "1s"]);
     let emitter = Emitter::start(args);
@@ -401,27 +399,7 @@ fn the_periodic_claim_leaves_its_own_backlog_alone_and_takes_what_others_left() 
     assert!(own.iter().all(|(_, n)| *n == 1), "{own:?}");
     // Another consumer reads three while the emitter is active, and goes away: after
     // REDIS_CLAIM_IDLE a sweep takes them over.
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for i in 0..3 {
-        let event = v2_event("created", &format!("isb-left-{i}"), TEAM_A, json!({}));
-        pipe.cmd("XADD")
-            .arg(STREAM)
-            .arg("*")
-            .arg("payload")
-            .arg(event.to_string());
-    }
-    pipe.cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("gone-one")
-        .arg("COUNT")
-        .arg(3)
-        .arg("STREAMS")
-        .arg(STREAM)
-        .arg(">")
-        .ignore();
-    let left: Vec<String> = pipe.query(&mut conn).unwrap();
+    let left = written_and_read_by(&mut conn, "gone-one", "isb-left");
     wait_until("the gone consumer's entries are claimed", || {
         (pending_of(&mut conn, "emitter-a") == 8 && pending_of(&mut conn, "gone-one") == 0)
             .then_some(())
@@ -445,8 +423,7 @@ fn after_a_restart_undelivered_entries_stay_pending_until_delivered() {
     let args = || {
         let mut args = EmitterArgs::new(&redis, &receiver, data.path());
         // The receiver is down until the last instance.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        args.webhook_url = format!("http://{}/hooks/e2b", closed.local_addr().unwrap());
+        args.webhook_url = nobody_listens();
         args.extra(&["--redis-consumer", "emitter-a", "--config"]);
         args.extra(&[config.to_str().unwrap()]);
         args
@@ -649,26 +626,7 @@ fn the_stream_is_trimmed_while_events_flow_but_never_past_a_pending_entry() {
     // Three entries another consumer reads while the emitter is active (written and read in one
     // MULTI, so the emitter cannot read them first) and holds unacknowledged. The emitter claims
     // another consumer's entries only when it takes over, or after REDIS_CLAIM_IDLE (60 s).
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for i in 0..3 {
-        pipe.cmd("XADD")
-            .arg(STREAM)
-            .arg("*")
-            .arg("payload")
-            .arg(v2_event("created", &format!("isb-held-{i}"), TEAM_A, json!({})).to_string());
-    }
-    pipe.cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("slow-one")
-        .arg("COUNT")
-        .arg(3)
-        .arg("STREAMS")
-        .arg(STREAM)
-        .arg(">")
-        .ignore();
-    let held: Vec<String> = pipe.query(&mut conn).unwrap();
+    let held = written_and_read_by(&mut conn, "slow-one", "isb-held");
 
     let mut flowing = Vec::new();
     for wave in 0..4 {
@@ -846,6 +804,38 @@ fn group_exists(conn: &mut redis::Connection) -> bool {
 }
 
 /// Reads up to `count` new entries as `consumer` and never acknowledges them.
+/// Three new entries (events of sandboxes `<prefix>-0..2`) that `consumer` reads as they are
+/// written, in one MULTI, so that no instance reads them first; their ids.
+fn written_and_read_by(conn: &mut redis::Connection, consumer: &str, prefix: &str) -> Vec<String> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for i in 0..3 {
+        let event = v2_event("created", &format!("{prefix}-{i}"), TEAM_A, json!({}));
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("payload")
+            .arg(event.to_string());
+    }
+    pipe.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(3)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .ignore();
+    pipe.query(conn).unwrap()
+}
+
+/// A webhook URL on a loopback port where nothing listens (a receiver that is down).
+fn nobody_listens() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/hooks/e2b", closed.local_addr().unwrap())
+}
+
 fn read_as(conn: &mut redis::Connection, consumer: &str, count: usize) {
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
