@@ -21,24 +21,28 @@ fn id_of(events: &SeqMap<LiveEvent>, seq: u64) -> Option<&EntryId> {
     events.get(seq)?.entry.as_ref().map(|e| &e.id)
 }
 
+/// The one hash of an id, for lookups and for growing the table alike: hashed differently there
+/// (it once hashed an `Option` of the id), no id indexed before a growth is found after it.
+fn hash_of(hasher: &DefaultHashBuilder, id: &EntryId) -> u64 {
+    hasher.hash_one(id)
+}
+
 impl EntryIndex {
     pub(super) fn get(&self, events: &SeqMap<LiveEvent>, id: &EntryId) -> Option<u64> {
-        let hash = self.hasher.hash_one(id);
         self.seqs
-            .find(hash, |seq| id_of(events, *seq) == Some(id))
+            .find(hash_of(&self.hasher, id), |seq| {
+                id_of(events, *seq) == Some(id)
+            })
             .copied()
     }
 
     /// Indexes event `seq`, already in `events`, under `id`; an id indexed before now finds it.
     pub(super) fn insert(&mut self, events: &SeqMap<LiveEvent>, id: &EntryId, seq: u64) {
         let hasher = &self.hasher;
-        let hash = hasher.hash_one(id);
         let entry = self.seqs.entry(
-            hash,
+            hash_of(hasher, id),
             |indexed| id_of(events, *indexed) == Some(id),
-            // Growing the table hashes every indexed id again: as `get` hashes it (the id, not
-            // an `Option` of it), or no id indexed before a growth would be found after it.
-            |indexed| id_of(events, *indexed).map_or(0, |id| hasher.hash_one(id)),
+            |indexed| id_of(events, *indexed).map_or(0, |id| hash_of(hasher, id)),
         );
         match entry {
             Entry::Occupied(mut found) => *found.get_mut() = seq,
@@ -50,10 +54,11 @@ impl EntryIndex {
 
     /// Takes `id` out, while its event is still in `events`; returns the seq it found.
     pub(super) fn remove(&mut self, events: &SeqMap<LiveEvent>, id: &EntryId) -> Option<u64> {
-        let hash = self.hasher.hash_one(id);
         let found = self
             .seqs
-            .find_entry(hash, |seq| id_of(events, *seq) == Some(id))
+            .find_entry(hash_of(&self.hasher, id), |seq| {
+                id_of(events, *seq) == Some(id)
+            })
             .ok()?;
         Some(found.remove().0)
     }
