@@ -20,13 +20,23 @@ impl EntryId {
     pub(super) fn of(id: &str) -> Self {
         let parsed = id
             .split_once('-')
-            .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
+            .and_then(|(ms, seq)| Some((canonical_number(ms)?, canonical_number(seq)?)));
         match parsed {
-            // Only the canonical spelling: the id must read back exactly as it came.
-            Some((ms, seq)) if format!("{ms}-{seq}") == id => Self::Stream { ms, seq },
-            _ => Self::Other(id.into()),
+            Some((ms, seq)) => Self::Stream { ms, seq },
+            None => Self::Other(id.into()),
         }
     }
+}
+
+/// `text` as a number when it is the number's only spelling (digits, no leading zero, no sign),
+/// so that the id reads back exactly as it came; checked without formatting it again, as this
+/// runs for every entry read.
+fn canonical_number(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = text.len() > 1 && text.starts_with('0');
+    (digits && !leading_zero)
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 impl fmt::Display for EntryId {

@@ -25,9 +25,11 @@ enum EventKey {
 
 impl EventKey {
     fn of(id: &str) -> Self {
+        // Only the canonical spelling, so that the id reads back exactly as it came; compared
+        // on the stack, as this runs for every event appended or checked.
+        let mut canonical = Uuid::encode_buffer();
         match Uuid::try_parse(id) {
-            // Only the canonical spelling: the id must read back exactly as it came.
-            Ok(uuid) if uuid.hyphenated().to_string() == id => Self::Uuid(uuid),
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut canonical) == id => Self::Uuid(uuid),
             _ => Self::Other(id.into()),
         }
     }
