@@ -98,15 +98,38 @@ fn xadd_events(redis: &RedisServer, from: usize, count: usize) -> Vec<String> {
     ids
 }
 
-#[test]
-fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
-    let tmpfs = match Tmpfs::mount("3m") {
+/// An emitter whose disk filled while it read, its receiver answering again: what it held is
+/// delivered, and results cannot be recorded while the disk stays full.
+struct FullDisk {
+    // Dropped last: the emitter, Redis and the receiver stop before the tmpfs goes.
+    running: RunningEmitter,
+    receiver: TestReceiver,
+    _redis: RedisServer,
+    port: u16,
+    filler: PathBuf,
+    filled: u64,
+    in_outbox: u64,
+    expected: Vec<String>,
+    /// The emitter's arguments, to start it again.
+    args: Vec<String>,
+    /// Its configuration file and logs.
+    log_dir: tempfile::TempDir,
+    _tmpfs: Tmpfs,
+}
+
+/// Runs the emitter on a small tmpfs until its disk is full and it delivered what its outbox
+/// holds; `None` where no tmpfs can be mounted (the test then skips).
+fn fill_while_reading() -> Option<FullDisk> {
+    // Room enough that what the emitter writes after the space returns (the events read then,
+    // their results, the attempt log's lines for every retry while the receiver failed) fits:
+    // on 3 MiB it sometimes filled the disk again, and the test waited on a second full disk.
+    let tmpfs = match Tmpfs::mount("8m") {
         Ok(t) => t,
         Err(e) => {
             eprintln!(
                 "SKIPPED: cannot mount a tmpfs for the full-disk test (needs root or CAP_SYS_ADMIN): {e}"
             );
-            return;
+            return None;
         }
     };
     let redis = RedisServer::start();
@@ -126,25 +149,26 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
     let config = log_dir.path().join("c.toml");
     std::fs::write(&config, "[retry]\nschedule = [\"200ms\"]\n").unwrap();
     let port = free_port();
-    let mut running = RunningEmitter::start(
-        &[
-            "--webhook-url",
-            &format!("http://127.0.0.1:{}/hook", receiver.port),
-            "--webhook-secret",
-            SECRET,
-            "--config",
-            config.to_str().unwrap(),
-            "--redis-url",
-            &redis.url(),
-            "--team-ids",
-            TEAM,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-        log_dir.path().join("log"),
-    );
+    let args: Vec<String> = [
+        "--webhook-url",
+        &format!("http://127.0.0.1:{}/hook", receiver.port),
+        "--webhook-secret",
+        SECRET,
+        "--config",
+        config.to_str().unwrap(),
+        "--redis-url",
+        &redis.url(),
+        "--team-ids",
+        TEAM,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]
+    .map(str::to_owned)
+    .into();
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut running = RunningEmitter::start(&arg_refs, log_dir.path().join("log"));
     wait_for_port(port, Duration::from_secs(10));
     assert!(
         eventually(Duration::from_secs(20), || http_get_as(
@@ -227,24 +251,49 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
         running.log_text()
     );
     assert!(filler.exists());
+    Some(FullDisk {
+        running,
+        receiver,
+        _redis: redis,
+        port,
+        filler,
+        filled,
+        in_outbox,
+        expected,
+        args,
+        log_dir,
+        _tmpfs: tmpfs,
+    })
+}
 
+/// Whether every event of `expected` reached `receiver`.
+fn all_delivered(receiver: &TestReceiver, expected: &[String]) -> bool {
+    let delivered: std::collections::HashSet<String> = receiver
+        .deliveries()
+        .into_iter()
+        .map(|d| d.event_id)
+        .collect();
+    expected.iter().all(|id| delivered.contains(id))
+}
+
+#[test]
+fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
+    let Some(mut disk) = fill_while_reading() else {
+        return;
+    };
+    let port = disk.port;
     // Space returns: writing resumes by itself and every event arrives, with no restart.
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&disk.filler).unwrap();
     let all = eventually(Duration::from_secs(90), || {
-        let delivered: std::collections::HashSet<String> = receiver
-            .deliveries()
-            .into_iter()
-            .map(|d| d.event_id)
-            .collect();
-        expected.iter().all(|id| delivered.contains(id))
+        all_delivered(&disk.receiver, &disk.expected)
     });
-    let delivered = receiver.deliveries().len();
+    let delivered = disk.receiver.deliveries().len();
     assert!(
         all,
         "{delivered} of {} delivered; readyz {:?}\n{}",
-        expected.len(),
+        disk.expected.len(),
         http_get_as(port, "/readyz", Some(ADMIN_TOKEN)),
-        running.log_text()
+        disk.running.log_text()
     );
     assert!(
         eventually(Duration::from_secs(10), || http_get_as(
@@ -255,20 +304,53 @@ fn a_full_disk_pauses_reading_and_recovers_by_itself_with_nothing_lost() {
         http_get_as(port, "/readyz", Some(ADMIN_TOKEN))
     );
     assert!(
-        running.child.try_wait().unwrap().is_none(),
+        disk.running.child.try_wait().unwrap().is_none(),
         "the service stayed up"
     );
-    let log = running.log_text();
+    let log = disk.running.log_text();
     assert!(log.contains("the outbox can be written again"), "{log}");
     eprintln!(
-        "full disk: {} KiB filler; {in_outbox} events in the outbox while full; {delivered} deliveries for {} events",
-        filled / 1024,
-        expected.len()
+        "full disk: {} KiB filler; {} events in the outbox while full; {delivered} deliveries for {} events",
+        disk.filled / 1024,
+        disk.in_outbox,
+        disk.expected.len()
     );
-    running.signal(nix::sys::signal::Signal::SIGTERM);
+    disk.running.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
-        running.child.wait().unwrap().success(),
+        disk.running.child.wait().unwrap().success(),
         "{}",
-        running.log_text()
+        disk.running.log_text()
+    );
+}
+
+/// Stopped while the disk is still full, with delivery results it may not be able to record
+/// (when recording them needs a new segment): the stop is clean (exit 0, not an error), and a
+/// restart once there is space delivers every event, none lost.
+#[test]
+fn a_stop_while_the_disk_is_full_is_clean_and_nothing_is_lost() {
+    let Some(mut disk) = fill_while_reading() else {
+        return;
+    };
+    disk.running.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = disk.running.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "exit {status}\n{}",
+        disk.running.log_text()
+    );
+
+    std::fs::remove_file(&disk.filler).unwrap();
+    let args: Vec<&str> = disk.args.iter().map(String::as_str).collect();
+    let restarted = RunningEmitter::start(&args, disk.log_dir.path().join("log-after-restart"));
+    wait_for_port(disk.port, Duration::from_secs(10));
+    assert!(
+        eventually(Duration::from_secs(90), || all_delivered(
+            &disk.receiver,
+            &disk.expected
+        )),
+        "{} deliveries for {} events\n{}",
+        disk.receiver.deliveries().len(),
+        disk.expected.len(),
+        restarted.log_text()
     );
 }

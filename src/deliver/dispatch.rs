@@ -331,7 +331,7 @@ impl Dispatcher {
                             first_uncommitted = Some(tokio::time::Instant::now());
                             commits_paused_until = Some(tokio::time::Instant::now() + STORAGE_RETRY);
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => self.unrecorded_at_stop(batch.len(), &e),
                     }
                 }
                 permits = async { acquiring.as_mut().expect("guarded").await }, if acquiring.is_some() => {
@@ -367,8 +367,17 @@ impl Dispatcher {
                 }
             }
         }
-        Box::pin(self.commit_all(committing.take(), completions)).await?;
+        let left = completions.len();
+        if let Err(e) = Box::pin(self.commit_all(committing.take(), completions)).await {
+            self.unrecorded_at_stop(left, &e);
+        }
         Ok(Ended::Stopped)
+    }
+
+    /// Stopping with results the outbox cannot take (a full disk): not a failure of the stop.
+    /// Their events are still owed in the outbox, so they are delivered again after the restart.
+    fn unrecorded_at_stop(&self, results: usize, error: &OutboxError) {
+        tracing::warn!(endpoint = %self.endpoint.id, results, %error, "could not record delivery results before stopping; their events are delivered again after the restart");
     }
 
     /// Whether the endpoint has deliveries on disk (or they cannot be read: assumed so).
