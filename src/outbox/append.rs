@@ -2,12 +2,14 @@
 //! dead letters, and the running/paused view of sandboxes the events keep.
 
 use super::journal::JournalRecord;
+use super::log::Urgency;
 use super::store::Store;
 use super::{
     DeadLetter, FromStream, MalformedInput, OutboxError, RawInput, Route, SandboxRecord,
     StreamEntryRef,
 };
 use crate::event::SandboxEvent;
+use crate::util::panic::catch_quietly;
 use crate::util::time::now_ms;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -32,24 +34,57 @@ pub struct AppendReport {
     pub endpoints: std::collections::BTreeSet<String>,
 }
 
+/// What an append writes, decided under the write lock.
+struct AppendPlan {
+    report: AppendReport,
+    records: Vec<JournalRecord>,
+    letters: Vec<DeadLetter>,
+}
+
 impl Store {
     /// Appends `events` in one commit of the log; with `from` (one per event), each event
     /// remembers its stream entry, and entries with nothing (new) to deliver are queued for
     /// acknowledgement at once.
-    pub(super) fn append(
+    ///
+    /// Runs on the caller's task, not the blocking pool: deciding and encoding are work of
+    /// microseconds, and the commit is awaited, so an event is not handed to a pool thread and
+    /// back on its way to delivery (issue 30: two thread wake-ups per event fewer).
+    pub(super) async fn append(
         &self,
         source: &str,
         events: &[SandboxEvent],
         from: Option<&[FromStream]>,
     ) -> Result<AppendReport, OutboxError> {
+        self.refuse_if_out_of_room()?;
+        let _writing = self.write_lock.lock().await;
+        let AppendPlan {
+            report,
+            records,
+            letters,
+        } = catch_quietly(|| self.plan_append(source, events, from)).map_err(OutboxError::Task)?;
+        // The letters first: an entry is acknowledged only after its letter is kept. They are
+        // rare (a replay for an endpoint this instance does not have), and a redb commit.
+        self.add_dead_letters(letters)?;
+        if !records.is_empty() {
+            let pending = self.send(&records, Urgency::Now)?;
+            self.apply_committed(records, pending.wait().await)?;
+        }
+        Ok(report)
+    }
+
+    /// What appending `events` writes, given the live set; the caller holds the write lock.
+    fn plan_append(
+        &self,
+        source: &str,
+        events: &[SandboxEvent],
+        from: Option<&[FromStream]>,
+    ) -> AppendPlan {
         let now = now_ms();
         let mut report = AppendReport {
             appended_at_ms: now,
             ..AppendReport::default()
         };
-        self.refuse_if_out_of_room()?;
         let all_routes = self.routes();
-        let _writing = self.lock_writes();
         let mut records = Vec::new();
         let mut acks = Vec::new();
         let mut letters = Vec::new();
@@ -115,12 +150,11 @@ impl Store {
         if !acks.is_empty() {
             records.push(JournalRecord::AckQueued { entries: acks });
         }
-        // The letters first: an entry is acknowledged only after its letter is kept.
-        self.add_dead_letters(letters)?;
-        if !records.is_empty() {
-            self.write_records(records)?;
+        AppendPlan {
+            report,
+            records,
+            letters,
         }
-        Ok(report)
     }
 
     /// Keeps malformed inputs as dead letters; `entries` (the stream entries they were) are

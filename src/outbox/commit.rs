@@ -7,7 +7,8 @@ use super::live::Live;
 use super::log::{Committed, Location, Log, LogError, PendingCommit, Urgency};
 use super::open::LOG_DIR;
 use super::store::{Store, closed};
-use std::sync::{MutexGuard, PoisonError, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::MutexGuard;
 
 impl Store {
     /// The live set, to read.
@@ -20,11 +21,10 @@ impl Store {
         self.live.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Taken around deciding what to append and appending it.
+    /// Taken around deciding what to append and appending it, on a thread that may block (the
+    /// blocking pool, or the runtime's thread at start, before anything else writes).
     pub(super) fn lock_writes(&self) -> MutexGuard<'_, ()> {
-        self.write_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        futures_executor::block_on(self.write_lock.lock())
     }
 
     /// Appends `records` in one commit, waits until it is on disk, and applies them to the live
@@ -53,7 +53,7 @@ impl Store {
         self.apply_committed(records, pending.wait_blocking())
     }
 
-    fn send(
+    pub(super) fn send(
         &self,
         records: &[JournalRecord],
         urgency: Urgency,

@@ -136,11 +136,8 @@ impl Outbox {
             .map(|e| e.lifecycle.label().to_owned())
             .collect();
         let copies = self.copies_for_history(events.iter());
+        let report = self.append_waiting(source, &events, None).await?;
         let events = Arc::new(events);
-        let appending = events.clone();
-        let report = self
-            .write_waiting(move |store| store.append(source, &appending, None))
-            .await?;
         self.keep_recent(source, events, &report);
         self.after_append(source, &labels, &report);
         self.send_to_history(copies, &report);
@@ -160,11 +157,8 @@ impl Outbox {
             .collect();
         let (events, from): (Vec<_>, Vec<_>) = events.into_iter().unzip();
         let copies = self.copies_for_history(events.iter());
+        let report = self.append_waiting(source, &events, Some(&from)).await?;
         let events = Arc::new(events);
-        let appending = events.clone();
-        let report = self
-            .write_waiting(move |store| store.append(source, &appending, Some(&from)))
-            .await?;
         self.keep_recent(source, events, &report);
         self.after_append(source, &labels, &report);
         self.send_to_history(copies, &report);

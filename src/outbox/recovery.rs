@@ -3,7 +3,8 @@
 //! is reopened and sources wait until writing works again.
 
 use super::store::Store;
-use super::{Outbox, OutboxError};
+use super::{AppendReport, FromStream, Outbox, OutboxError};
+use crate::event::SandboxEvent;
 use crate::util::panic::catch_quietly;
 use std::sync::Arc;
 
@@ -23,6 +24,24 @@ impl Outbox {
             self.writability.until_writable().await?;
             let write = write.clone();
             let result = self.on_blocking_pool(move |store| write(store)).await?;
+            match self.writability.note_write(result) {
+                Err(OutboxError::Unwritable { .. }) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// As [`Self::write_waiting`], for an append that runs on the caller's task and awaits its
+    /// commit (see [`Store::append`]).
+    pub(super) async fn append_waiting(
+        &self,
+        source: &str,
+        events: &[SandboxEvent],
+        from: Option<&[FromStream]>,
+    ) -> Result<AppendReport, OutboxError> {
+        loop {
+            self.writability.until_writable().await?;
+            let result = self.store.append(source, events, from).await;
             match self.writability.note_write(result) {
                 Err(OutboxError::Unwritable { .. }) => continue,
                 other => return other,

@@ -38,8 +38,9 @@ pub(super) struct Store {
     /// What the log says is live.
     pub(super) live: RwLock<Live>,
     /// Held by every operation that appends to the log, from deciding what to append until it
-    /// is applied to the live set: they happen one at a time, in log order.
-    pub(super) write_lock: Mutex<()>,
+    /// is applied to the live set: they happen one at a time, in log order. An async lock: an
+    /// append holds it while its task awaits the commit.
+    pub(super) write_lock: tokio::sync::Mutex<()>,
     /// The last commit when old segments were last given back (see `compaction.rs`).
     pub(super) compacted_at: std::sync::atomic::AtomicU64,
     /// Set when a commit failed on a full disk (why), until the next segment fits again.
@@ -149,7 +150,7 @@ impl Store {
             db: std::sync::RwLock::new(Handle::Write(db)),
             log: RwLock::new(Some(log)),
             live: RwLock::new(live),
-            write_lock: Mutex::default(),
+            write_lock: tokio::sync::Mutex::default(),
             compacted_at: Default::default(),
             out_of_room: Mutex::default(),
             segment_size,
@@ -168,7 +169,7 @@ impl Store {
             db: std::sync::RwLock::new(Handle::Read(db)),
             log: RwLock::new(None),
             live: RwLock::new(read_live(dir)?),
-            write_lock: Mutex::default(),
+            write_lock: tokio::sync::Mutex::default(),
             compacted_at: Default::default(),
             out_of_room: Mutex::default(),
             segment_size: 0,

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::event::{EventFilter, SandboxEvent};
-use crate::outbox::{DeliveryState, FileSharing, Route, StreamEntryRef, records};
+use crate::outbox::{AppendReport, DeliveryState, FileSharing, Route, StreamEntryRef, records};
 
 const TEAM: &str = "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d";
 
@@ -18,6 +18,15 @@ fn event(id: &str, sandbox: &str, kind: &str) -> SandboxEvent {
 /// A store in `dir` routing to `routes`, as one instance without Redis opens it.
 fn open(dir: &std::path::Path, routes: Vec<Route>) -> Store {
     Store::open(dir, routes, false, FileSharing::WithReaders).unwrap()
+}
+
+/// `Store::append` of events from no stream, waited for on this thread.
+fn append(
+    store: &Store,
+    source: &str,
+    events: &[SandboxEvent],
+) -> Result<AppendReport, OutboxError> {
+    futures_executor::block_on(store.append(source, events, None))
 }
 
 fn route(endpoint: &str, labels: &str) -> Route {
@@ -56,7 +65,7 @@ fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_ano
             event(&format!("ev-{i:02}"), &format!("s{}", i % 4), kind)
         })
         .collect();
-    let report = store.append("test", &events, None).unwrap();
+    let report = append(&store, "test", &events).unwrap();
     assert_eq!((report.appended, report.last_seq), (12, Some(12)));
     assert_eq!(seqs(&store, "a", 0, 100), (1..=12).collect::<Vec<_>>());
     assert_eq!(seqs(&store, "ab", 0, 100), [1, 4, 7, 10]);
@@ -77,21 +86,18 @@ fn pending_rows_are_per_endpoint_in_sequence_order_even_when_one_id_prefixes_ano
 fn an_event_id_is_taken_once_across_batches_and_within_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), vec![route("a", "*")]);
-    let first = store
-        .append("test", &[event("x", "s", "created")], None)
-        .unwrap();
+    let first = append(&store, "test", &[event("x", "s", "created")]).unwrap();
     assert_eq!(first.is_new, [true]);
-    let again = store
-        .append(
-            "test",
-            &[
-                event("x", "s", "created"),
-                event("y", "s", "killed"),
-                event("y", "s", "killed"),
-            ],
-            None,
-        )
-        .unwrap();
+    let again = append(
+        &store,
+        "test",
+        &[
+            event("x", "s", "created"),
+            event("y", "s", "killed"),
+            event("y", "s", "killed"),
+        ],
+    )
+    .unwrap();
     assert_eq!(again.is_new, [false, true, false]);
     assert_eq!((again.appended, again.duplicates), (1, 2));
     assert_eq!(seqs(&store, "a", 0, 10), [1, 2]);
@@ -102,9 +108,7 @@ fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), vec![route("a", "*"), route("b", "*")]);
     let sent = event("x", "s", "created");
-    store
-        .append("file", std::slice::from_ref(&sent), None)
-        .unwrap();
+    append(&store, "file", std::slice::from_ref(&sent)).unwrap();
     let stored = store.events(&[1]).unwrap().remove(0).unwrap();
     assert_eq!(stored.event, sent);
     assert_eq!(stored.source, "file");
@@ -134,20 +138,14 @@ fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reu
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path(), vec![route("a", "kill")]);
-        let report = store
-            .append("test", &[event("c", "s", "created")], None)
-            .unwrap();
+        let report = append(&store, "test", &[event("c", "s", "created")]).unwrap();
         assert_eq!((report.appended, report.last_seq), (1, None));
-        store
-            .append("test", &[event("k", "s", "killed")], None)
-            .unwrap();
+        append(&store, "test", &[event("k", "s", "killed")]).unwrap();
         store.complete(&[delivered("a", 1)]).unwrap();
         assert_eq!(store.last_seq().unwrap(), 1);
     }
     let store = open(dir.path(), vec![route("a", "kill")]);
-    let report = store
-        .append("test", &[event("k2", "s", "killed")], None)
-        .unwrap();
+    let report = append(&store, "test", &[event("k2", "s", "killed")]).unwrap();
     assert_eq!(
         report.last_seq,
         Some(2),
@@ -222,9 +220,7 @@ fn a_backlog_is_written_once_and_copied_forward_only_once_most_of_it_is_delivere
     // of compaction that could start).
     for seq in 1..=300 {
         let id = format!("ev-{seq}");
-        store
-            .append("test", &[event(&id, &format!("s{seq}"), "created")], None)
-            .unwrap();
+        append(&store, "test", &[event(&id, &format!("s{seq}"), "created")]).unwrap();
         store.complete(&[failed(seq)]).unwrap();
     }
     let first = store.live().event(1).unwrap().location;

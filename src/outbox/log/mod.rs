@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use writer::{Append, Request, Writer};
 
 /// How a log fails.
@@ -105,15 +105,20 @@ impl Default for LogOptions {
     }
 }
 
-/// A commit being written.
-pub(crate) struct PendingCommit(mpsc::Receiver<Result<Committed, LogError>>);
+/// A commit being written: awaited by a task (an append waits for it without a thread of the
+/// blocking pool in between), or waited for on a thread.
+pub(crate) struct PendingCommit(oneshot::Receiver<Result<Committed, LogError>>);
 
 impl PendingCommit {
-    /// Waits on this thread: a std channel, so that this works on any thread (the outbox's
-    /// writes run on the blocking pool, but it is opened from within the runtime at start, where
-    /// a tokio channel's blocking receive panics — found putting the outbox on the log).
+    /// Waits without blocking a thread.
+    pub(crate) async fn wait(self) -> Result<Committed, LogError> {
+        self.0.await.unwrap_or(Err(LogError::Stopped))
+    }
+
+    /// Waits on this thread. Not tokio's `blocking_recv`: the outbox is opened (and an old one
+    /// migrated) from within the runtime at start, where that panics.
     pub(crate) fn wait_blocking(self) -> Result<Committed, LogError> {
-        self.0.recv().unwrap_or(Err(LogError::Stopped))
+        futures_executor::block_on(self.wait())
     }
 }
 
@@ -197,7 +202,7 @@ impl Log {
 
     /// Appends `records`, in order, in one commit.
     pub(crate) fn append(&self, records: Vec<Vec<u8>>, urgency: Urgency) -> PendingCommit {
-        let (done, pending) = mpsc::sync_channel(1);
+        let (done, pending) = oneshot::channel();
         self.send(Request::Append(Append {
             records,
             urgency,

@@ -13,9 +13,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// Work for the writer.
 pub(super) enum Request {
@@ -28,7 +28,7 @@ pub(super) enum Request {
 pub(super) struct Append {
     pub(super) records: Vec<Vec<u8>>,
     pub(super) urgency: Urgency,
-    pub(super) done: SyncSender<Result<Committed, LogError>>,
+    pub(super) done: oneshot::Sender<Result<Committed, LogError>>,
 }
 
 /// The writer's state; it lives on its thread.
