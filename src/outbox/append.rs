@@ -2,7 +2,6 @@
 //! dead letters, and the running/paused view of sandboxes the events keep.
 
 use super::journal::JournalRecord;
-use super::log::Urgency;
 use super::store::Store;
 use super::{
     DeadLetter, FromStream, MalformedInput, OutboxError, RawInput, Route, SandboxRecord,
@@ -66,8 +65,7 @@ impl Store {
         // rare (a replay for an endpoint this instance does not have), and a redb commit.
         self.add_dead_letters(letters)?;
         if !records.is_empty() {
-            let pending = self.send(&records, Urgency::Now)?;
-            self.apply_committed(records, pending.wait().await)?;
+            self.write_records_awaited(records).await?;
         }
         Ok(report)
     }

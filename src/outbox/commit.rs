@@ -34,14 +34,27 @@ impl Store {
     }
 
     /// As [`Self::write_records`], for records that may wait for the next urgent commit (at most
-    /// the log's linger time), applied once that is on disk. The caller does not hold
-    /// [`Self::lock_writes`]: it is taken only to queue them, so that appends go on meanwhile.
-    pub(super) fn write_riding(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
+    /// the log's linger time), applied once that is on disk; awaited, so no thread waits. The
+    /// caller does not hold the write lock: it is taken only to queue them, so that appends go
+    /// on meanwhile.
+    pub(super) async fn write_riding(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> Result<u64, OutboxError> {
         let pending = {
-            let _writing = self.lock_writes();
+            let _writing = self.write_lock.lock().await;
             self.send(&records, Urgency::WithNext)?
         };
-        self.apply_committed(records, pending.wait_blocking())
+        self.apply_committed(records, pending.wait().await)
+    }
+
+    /// As [`Self::write_records`], awaiting the commit instead of blocking the thread.
+    pub(super) async fn write_records_awaited(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> Result<u64, OutboxError> {
+        let pending = self.send(&records, Urgency::Now)?;
+        self.apply_committed(records, pending.wait().await)
     }
 
     fn write_records_with(
@@ -53,7 +66,7 @@ impl Store {
         self.apply_committed(records, pending.wait_blocking())
     }
 
-    pub(super) fn send(
+    fn send(
         &self,
         records: &[JournalRecord],
         urgency: Urgency,

@@ -32,28 +32,24 @@ impl Store {
         self.compact(true)
     }
 
-    fn compact(&self, now: bool) -> Result<(), OutboxError> {
-        let (committed, segments, newest) = self.with_log(|log| {
-            Ok((
-                log.committed(),
-                log.segment_count(),
-                log.newest_segment_start(),
-            ))
-        })?;
-        let previous = self.compacted_at.load(Ordering::Relaxed);
-        // Due once the log has grown past the segment written and the one before, paced by the
-        // space it takes (a new segment: commits of many events fill small segments in a few
-        // commits, on a small disk) as well as by commits (each small, at a cluster's rates).
-        let grown = newest > previous || committed >= previous + COMPACT_EVERY;
-        let due = if now {
-            segments > 1
-        } else {
-            let older = self.live().events_in_segments_before(newest);
-            segments > 2 && grown && older.live * 3 <= older.appended
-        };
-        if !due {
-            return Ok(());
+    /// Runs a round when one is due, taking the write lock; a round that fails is tried again
+    /// later (the segments only take disk meanwhile).
+    pub(super) fn give_back_segments(&self) {
+        let _writing = self.lock_writes();
+        if let Err(e) = self.compact_if_due() {
+            tracing::debug!(error = %e, "could not give old outbox log segments back yet");
         }
+    }
+
+    /// Whether a round is due (checked again under the write lock when it runs).
+    pub(super) fn compaction_due(&self) -> bool {
+        matches!(self.due_round(false), Ok(Some(_)))
+    }
+
+    fn compact(&self, now: bool) -> Result<(), OutboxError> {
+        let Some((committed, newest)) = self.due_round(now)? else {
+            return Ok(());
+        };
         self.compacted_at.store(committed, Ordering::Relaxed);
         loop {
             let copies = {
@@ -77,5 +73,29 @@ impl Store {
             log.release_before(point);
             Ok(())
         })
+    }
+
+    /// When a round is due (see [`Self::compact_now`] for `now`): the last commit and the
+    /// first commit of the segment written, which the round copies events forward into.
+    fn due_round(&self, now: bool) -> Result<Option<(u64, u64)>, OutboxError> {
+        let (committed, segments, newest) = self.with_log(|log| {
+            Ok((
+                log.committed(),
+                log.segment_count(),
+                log.newest_segment_start(),
+            ))
+        })?;
+        let previous = self.compacted_at.load(Ordering::Relaxed);
+        // Due once the log has grown past the segment written and the one before, paced by the
+        // space it takes (a new segment: commits of many events fill small segments in a few
+        // commits, on a small disk) as well as by commits (each small, at a cluster's rates).
+        let grown = newest > previous || committed >= previous + COMPACT_EVERY;
+        let due = if now {
+            segments > 1
+        } else {
+            let older = self.live().events_in_segments_before(newest);
+            segments > 2 && grown && older.live * 3 <= older.appended
+        };
+        Ok(due.then_some((committed, newest)))
     }
 }

@@ -38,6 +38,13 @@ pub enum Completion {
     },
 }
 
+impl Completion {
+    /// Whether recording this makes a dead letter: a commit to redb, on a thread that may block.
+    pub(super) fn makes_dead_letter(&self) -> bool {
+        matches!(self, Self::Dead { .. })
+    }
+}
+
 impl Store {
     pub(super) fn pending_after(
         &self,
@@ -89,7 +96,14 @@ impl Store {
     /// Records delivery results; returns the events no endpoint has pending any more (removed).
     /// Dead letters are kept (in redb) before the records that finish their deliveries, and
     /// entries are acknowledged only once those records are on disk.
-    pub(super) fn complete(&self, completions: &[Completion]) -> Result<Vec<u64>, OutboxError> {
+    ///
+    /// Without `Dead` results this is work in memory and an awaited commit, for the caller's
+    /// task; with them it reads their events back and commits to redb, which blocks (see
+    /// [`Completion::makes_dead_letter`]).
+    pub(super) async fn complete(
+        &self,
+        completions: &[Completion],
+    ) -> Result<Vec<u64>, OutboxError> {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
@@ -101,14 +115,8 @@ impl Store {
         self.add_dead_letters(letters)?;
         let was_live = self.still_live(finished);
         // They ride on the next event's commit: a crash before it delivers them once more.
-        self.write_riding(records)?;
-        let removed = self.removed(was_live);
-        // The results are recorded; old segments go at a later round if this one fails.
-        let _writing = self.lock_writes();
-        if let Err(e) = self.compact_if_due() {
-            tracing::debug!(error = %e, "could not give old outbox log segments back yet");
-        }
-        Ok(removed)
+        self.write_riding(records).await?;
+        Ok(self.removed(was_live))
     }
 
     /// The records of `completions`, the dead letters they make, and the events they finish.

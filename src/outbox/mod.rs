@@ -311,11 +311,18 @@ impl Outbox {
     /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
     /// tries again, so deliveries go on while sources wait for the disk.
     pub async fn complete(&self, completions: Arc<[Completion]>) -> Result<(), OutboxError> {
-        let removed = self
-            .write(move |store| store.complete(&completions))
-            .await?;
+        let removed = if completions.iter().any(Completion::makes_dead_letter) {
+            self.write(move |store| futures_executor::block_on(store.complete(&completions)))
+                .await?
+        } else {
+            // On this task: the blocking pool's hand-off there and back would cost more than
+            // the work (issue 30).
+            let result = self.store.complete(&completions).await;
+            self.note_write(result)?
+        };
         self.recent.forget(&removed);
         self.finished.notify_one();
+        self.give_back_segments_when_due().await;
         Ok(())
     }
 

@@ -83,10 +83,25 @@ impl Outbox {
         op: impl FnOnce(&Store) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let result = self.on_blocking_pool(op).await?;
+        self.note_write(result)
+    }
+
+    /// Shows a write's result to [`super::writability::Writability`] (see [`Self::write`]).
+    pub(super) fn note_write<T>(&self, result: Result<T, OutboxError>) -> Result<T, OutboxError> {
         if self.store.out_of_room().is_some() {
             return self.writability.note_read(result);
         }
         self.writability.note_write(result)
+    }
+
+    /// Gives old log segments back when a round is due, on the blocking pool (a round copies
+    /// events forward and writes a snapshot).
+    pub(super) async fn give_back_segments_when_due(&self) {
+        if self.store.compaction_due() {
+            let store = self.store.clone();
+            // A panic in the round is the task's; the next round tries again.
+            let _ = tokio::task::spawn_blocking(move || store.give_back_segments()).await;
+        }
     }
 
     /// Runs `op` on the blocking pool. The outer error is the task's (it panicked), the inner

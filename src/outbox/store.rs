@@ -219,7 +219,8 @@ impl Store {
                 seq,
             })
             .collect();
-        self.complete(&finished)?;
+        futures_executor::block_on(self.complete(&finished))?;
+        self.give_back_segments();
         Ok(seqs.len())
     }
 

@@ -29,6 +29,14 @@ fn append(
     futures_executor::block_on(store.append(source, events, None))
 }
 
+/// Records `completions` as the outbox does: the results, then a round of giving segments back
+/// when one is due.
+fn complete(store: &Store, completions: &[Completion]) -> Vec<u64> {
+    let removed = futures_executor::block_on(store.complete(completions)).unwrap();
+    store.give_back_segments();
+    removed
+}
+
 fn route(endpoint: &str, labels: &str) -> Route {
     Route {
         endpoint: endpoint.into(),
@@ -126,10 +134,10 @@ fn an_event_is_stored_as_received_and_kept_until_every_endpoint_is_done() {
         ]
     );
 
-    store.complete(&[delivered("a", 1)]).unwrap();
+    complete(&store, &[delivered("a", 1)]);
     assert!(store.events(&[1]).unwrap()[0].is_some(), "b still has it");
     assert!(seqs(&store, "a", 0, 10).is_empty());
-    store.complete(&[delivered("b", 1)]).unwrap();
+    complete(&store, &[delivered("b", 1)]);
     assert_eq!(store.events(&[1]).unwrap(), [None]);
 }
 
@@ -141,7 +149,7 @@ fn an_event_no_endpoint_wants_takes_no_sequence_number_and_numbers_are_never_reu
         let report = append(&store, "test", &[event("c", "s", "created")]).unwrap();
         assert_eq!((report.appended, report.last_seq), (1, None));
         append(&store, "test", &[event("k", "s", "killed")]).unwrap();
-        store.complete(&[delivered("a", 1)]).unwrap();
+        complete(&store, &[delivered("a", 1)]);
         assert_eq!(store.last_seq().unwrap(), 1);
     }
     let store = open(dir.path(), vec![route("a", "kill")]);
@@ -221,7 +229,7 @@ fn a_backlog_is_written_once_and_copied_forward_only_once_most_of_it_is_delivere
     for seq in 1..=300 {
         let id = format!("ev-{seq}");
         append(&store, "test", &[event(&id, &format!("s{seq}"), "created")]).unwrap();
-        store.complete(&[failed(seq)]).unwrap();
+        complete(&store, &[failed(seq)]);
     }
     let first = store.live().event(1).unwrap().location;
     let written = store.live().events_in_segments_before(u64::MAX);
@@ -239,8 +247,8 @@ fn a_backlog_is_written_once_and_copied_forward_only_once_most_of_it_is_delivere
     // The receiver is back for all but the first two: the segments they hold go, once they are
     // copied forward.
     let delivered: Vec<Completion> = (3..=300).map(|seq| delivered("a", seq)).collect();
-    store.complete(&delivered).unwrap();
-    store.complete(&[failed(1)]).unwrap();
+    complete(&store, &delivered);
+    complete(&store, &[failed(1)]);
     assert!(
         segments(dir.path()) <= 3,
         "{} segments",

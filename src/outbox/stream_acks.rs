@@ -66,9 +66,9 @@ impl Store {
         if !done.acks.is_empty() {
             // Lost in a crash, an entry is acknowledged once more: it rides on the next commit,
             // without holding back appends meanwhile (nothing it does depends on their order).
-            self.write_riding(vec![JournalRecord::Acknowledged {
+            futures_executor::block_on(self.write_riding(vec![JournalRecord::Acknowledged {
                 entries: done.acks.iter().map(|e| e.id.clone()).collect(),
-            }])?;
+            }]))?;
         }
         Ok(())
     }
