@@ -148,6 +148,7 @@ resource "nomad_job" "emitter" {
     webhooks_per_team    = var.webhooks_per_team
     team_concurrency     = var.team_delivery_concurrency
     cpu_mhz              = var.cpu_mhz
+    worker_threads       = var.worker_threads
     memory_mb            = var.memory_mb
     disk_mb              = var.disk_mb
   })

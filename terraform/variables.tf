@@ -429,6 +429,17 @@ variable "cpu_mhz" {
   }
 }
 
+variable "worker_threads" {
+  description = "Threads running the service's tasks (WORKER_THREADS). One is the cheapest per event at a cluster's rates; raise it, with cpu_mhz, to drain large backlogs faster."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.worker_threads >= 1 && floor(var.worker_threads) == var.worker_threads
+    error_message = "The worker_threads must be a whole number, at least 1."
+  }
+}
+
 variable "memory_mb" {
   description = "Memory reserved for each instance, in MB. Events wait on disk, but the outbox keeps where each undelivered one is: about 30 MiB plus half a KiB per undelivered event, so the default rides out about 450 000 (a receiver down for over an hour at 100 events/s). Raise it for longer outages."
   type        = number

@@ -195,11 +195,22 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The service's runtime: `worker_threads` threads, not one per CPU of the host, which on a
+/// Nomad client of many cores would be many threads for a job that reserves a fraction of one.
+fn service_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn dispatch(command: Command, log_lines_dropped: Counter) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => {
             let config = RunConfig::from_args(&args)?;
-            runtime()?.block_on(crate::service::run(config, log_lines_dropped))?;
+            service_runtime(config.worker_threads)?
+                .block_on(crate::service::run(config, log_lines_dropped))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sign(args) => webhook_tools::sign(args),

@@ -72,6 +72,8 @@ pub struct RunConfig {
     pub retry: RetryPolicy,
     /// Sandboxes delivered concurrently per endpoint.
     pub max_in_flight: usize,
+    /// Threads of the async runtime.
+    pub worker_threads: usize,
     /// The Redis source, if configured.
     pub redis: Option<RedisSettings>,
     /// The teams served: `E2B_TEAM_IDS`, or else every team an endpoint names. Their `wh:<team>`
@@ -172,6 +174,12 @@ impl RunConfig {
                 "must be at least 1",
             ));
         }
+        if args.worker_threads == 0 {
+            return Err(ConfigError::new(
+                "WORKER_THREADS (--worker-threads)",
+                "must be at least 1",
+            ));
+        }
         let redis = redis_config(args)?;
         let team_ids = teams::scope_endpoints(team_ids, &mut endpoints, endpoint_teams);
         let nomad = nomad::nomad_config(args)?;
@@ -186,6 +194,7 @@ impl RunConfig {
             endpoints,
             retry,
             max_in_flight,
+            worker_threads: args.worker_threads,
             redis,
             team_ids,
             nomad,
@@ -271,6 +280,7 @@ mod tests {
             outbox_exclusive: false,
             listen: "127.0.0.1:0".into(),
             max_in_flight: 8,
+            worker_threads: 1,
             orchestrator_timeout: "10s".into(),
             reconcile_interval: "30s".into(),
             reconcile_grace: "60s".into(),
@@ -315,6 +325,16 @@ mod tests {
                 .setting
                 .starts_with("WEBHOOK_FORMAT")
         );
+        let mut a = args();
+        a.worker_threads = 0;
+        assert!(
+            RunConfig::from_args(&a)
+                .unwrap_err()
+                .setting
+                .starts_with("WORKER_THREADS")
+        );
+        a.worker_threads = 3;
+        assert_eq!(RunConfig::from_args(&a).unwrap().worker_threads, 3);
         let mut a = args();
         a.team_ids = "not-a-uuid".into();
         assert!(

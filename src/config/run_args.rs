@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// Sandboxes delivered concurrently per endpoint.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
+    /// Threads running the service's tasks. One is cheapest per event at a cluster's rates
+    /// (BENCHMARKS.md, issue 30); more add throughput for draining large backlogs.
+    #[arg(long, env = "WORKER_THREADS", value_name = "N", default_value_t = 1)]
+    pub worker_threads: usize,
     /// Bearer token of the admin API (/admin/v1/), the console (/), /status and /readyz details
     /// on LISTEN_ADDR; unset, they are off.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]

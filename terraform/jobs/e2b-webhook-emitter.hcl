@@ -227,6 +227,8 @@ job "${job_name}" {
         # and stays aside (its undelivered entries are pending in Redis).
         DATA_DIR    = "$${NOMAD_ALLOC_DIR}/data/emitter"
         LISTEN_ADDR = "$${NOMAD_ADDR_http}"
+        # Not one per CPU of the node: the job reserves cpu_mhz of it.
+        WORKER_THREADS = "${worker_threads}"
         %{~ if events_api }
         API_LISTEN_ADDR           = "$${NOMAD_ADDR_api}"
         WEBHOOKS_PER_TEAM         = "${webhooks_per_team}"
