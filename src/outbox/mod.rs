@@ -1,5 +1,7 @@
-//! The durable outbox on redb: events are committed (fsync) before their source is acknowledged,
-//! and stay on disk, not in memory, until every endpoint has them or they are dead-lettered.
+//! The durable outbox: events are committed to an appending log of segments (`log/`, one
+//! `fdatasync` per group commit) before their source is acknowledged, and stay on disk, not in
+//! memory, until every endpoint has them or they are dead-lettered; the live set in memory says
+//! where each is. Dead letters and source positions, written rarely, are kept in redb.
 
 mod after_append;
 mod append;

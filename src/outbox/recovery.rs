@@ -9,7 +9,8 @@ use crate::util::panic::catch_quietly;
 use std::sync::Arc;
 
 /// A read that can return at most this many rows runs on the caller's thread (see
-/// [`Outbox::read_small`]): about a hundred microseconds at worst, on pages redb has cached.
+/// [`Outbox::read_small`]): the live set in memory, and at most that many records read from
+/// the log's segments through the page cache.
 pub(super) const READ_HERE_ROWS: usize = 64;
 
 impl Outbox {
@@ -59,8 +60,8 @@ impl Outbox {
     }
 
     /// Runs a read that returns at most `rows` rows. While the outbox is healthy and `rows` is at
-    /// most [`READ_HERE_ROWS`], it runs on the caller's thread: a read transaction over a few
-    /// cached pages costs less than the blocking pool's hand-off and wake-up there and back,
+    /// most [`READ_HERE_ROWS`], it runs on the caller's thread: a lookup in the live set and a
+    /// few records read through the page cache cost less than the blocking pool's hand-off and wake-up there and back,
     /// which the dispatcher and the stream intake otherwise pay for every append (BENCHMARKS.md,
     /// issue 17, fourth round). Larger reads, and every read while the outbox is failing (when the
     /// file may be being reopened, which a read would wait for), go to the blocking pool.
