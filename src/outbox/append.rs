@@ -47,7 +47,8 @@ impl Store {
     ///
     /// Runs on the caller's task, not the blocking pool: deciding and encoding are work of
     /// microseconds, and the commit is awaited, so an event is not handed to a pool thread and
-    /// back on its way to delivery (issue 30: two thread wake-ups per event fewer).
+    /// back on its way to delivery (issue 30: two thread wake-ups per event fewer). Not
+    /// cancel-safe: see [`super::Outbox::append`].
     pub(super) async fn append(
         &self,
         source: &str,

@@ -128,6 +128,12 @@ impl Outbox {
 
     /// Durably appends events (one fsync for the batch); ids already in the outbox are skipped.
     /// While the outbox cannot be written, waits (see `write_waiting`).
+    ///
+    /// Await it to the end: it is not cancel-safe. A future dropped while its commit is being
+    /// written leaves the records on disk but not in the live set, and an append after that would
+    /// reuse their sequence numbers. Every caller awaits it outside any `select!` or timeout (a
+    /// source's loop stops between batches); the same holds for [`Self::append_from_stream`] and
+    /// [`Self::complete`].
     pub async fn append(
         &self,
         source: &'static str,
@@ -311,7 +317,8 @@ impl Outbox {
     }
 
     /// Records delivery results in one transaction. Does not wait: the dispatcher keeps them and
-    /// tries again, so deliveries go on while sources wait for the disk.
+    /// tries again, so deliveries go on while sources wait for the disk. Not cancel-safe (see
+    /// [`Self::append`]): the dispatcher awaits each commit before it stops or lets its batch go.
     pub async fn complete(&self, completions: Arc<[Completion]>) -> Result<(), OutboxError> {
         let removed = if completions.iter().any(Completion::makes_dead_letter) {
             self.write(move |store| futures_executor::block_on(store.complete(&completions)))
