@@ -27,10 +27,12 @@ impl Store {
         futures_executor::block_on(self.write_lock.lock())
     }
 
-    /// Appends `records` in one commit, waits until it is on disk, and applies them to the live
-    /// set; returns the commit's number. The caller holds [`Self::lock_writes`].
+    /// Appends `records` in one commit, waits on this thread until it is on disk, and applies
+    /// them to the live set; returns the commit's number. The caller holds [`Self::lock_writes`].
+    /// Not tokio's `blocking_recv`: the outbox is opened (and an old one migrated) from within
+    /// the runtime at start, where that panics.
     pub(super) fn write_records(&self, records: Vec<JournalRecord>) -> Result<u64, OutboxError> {
-        self.write_records_with(records, Urgency::Now)
+        futures_executor::block_on(self.write_records_awaited(records))
     }
 
     /// As [`Self::write_records`], for records that may wait for the next urgent commit (at most
@@ -48,22 +50,14 @@ impl Store {
         self.apply_committed(records, pending.wait().await)
     }
 
-    /// As [`Self::write_records`], awaiting the commit instead of blocking the thread.
+    /// As [`Self::write_records`], awaiting the commit instead of blocking the thread; the
+    /// caller holds the write lock.
     pub(super) async fn write_records_awaited(
         &self,
         records: Vec<JournalRecord>,
     ) -> Result<u64, OutboxError> {
         let pending = self.send(&records, Urgency::Now)?;
         self.apply_committed(records, pending.wait().await)
-    }
-
-    fn write_records_with(
-        &self,
-        records: Vec<JournalRecord>,
-        urgency: Urgency,
-    ) -> Result<u64, OutboxError> {
-        let pending = self.send(&records, urgency)?;
-        self.apply_committed(records, pending.wait_blocking())
     }
 
     fn send(

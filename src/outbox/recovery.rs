@@ -6,6 +6,7 @@ use super::store::Store;
 use super::{AppendReport, FromStream, Outbox, OutboxError};
 use crate::event::SandboxEvent;
 use crate::util::panic::catch_quietly;
+use std::future::Future;
 use std::sync::Arc;
 
 /// A read that can return at most this many rows runs on the caller's thread (see
@@ -14,36 +15,40 @@ use std::sync::Arc;
 pub(super) const READ_HERE_ROWS: usize = 64;
 
 impl Outbox {
-    /// Runs a write for a source: waits while the outbox cannot be written, and tries again
-    /// after it recovered, so the source does not read on meanwhile. Fails only when stopping.
+    /// Runs a write for a source on the blocking pool: see [`Self::until_written`].
     pub(super) async fn write_waiting<T: Send + 'static>(
         &self,
         write: impl Fn(&Store) -> Result<T, OutboxError> + Send + Sync + 'static,
     ) -> Result<T, OutboxError> {
         let write = Arc::new(write);
-        loop {
-            self.writability.until_writable().await?;
+        self.until_written(|| {
             let write = write.clone();
-            let result = self.on_blocking_pool(move |store| write(store)).await?;
-            match self.writability.note_write(result) {
-                Err(OutboxError::Unwritable { .. }) => continue,
-                other => return other,
-            }
-        }
+            async move { self.on_blocking_pool(move |store| write(store)).await? }
+        })
+        .await
     }
 
-    /// As [`Self::write_waiting`], for an append that runs on the caller's task and awaits its
-    /// commit (see [`Store::append`]).
+    /// Appends for a source on its own task, awaiting the commit (see [`Store::append`]); see
+    /// [`Self::until_written`].
     pub(super) async fn append_waiting(
         &self,
         source: &str,
         events: &[SandboxEvent],
         from: Option<&[FromStream]>,
     ) -> Result<AppendReport, OutboxError> {
+        self.until_written(|| self.store.append(source, events, from))
+            .await
+    }
+
+    /// Runs `attempt` for a source: waits while the outbox cannot be written, and tries again
+    /// after it recovered, so the source does not read on meanwhile. Fails only when stopping.
+    async fn until_written<T, F: Future<Output = Result<T, OutboxError>>>(
+        &self,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, OutboxError> {
         loop {
             self.writability.until_writable().await?;
-            let result = self.store.append(source, events, from).await;
-            match self.writability.note_write(result) {
+            match self.writability.note_write(attempt().await) {
                 Err(OutboxError::Unwritable { .. }) => continue,
                 other => return other,
             }
@@ -61,9 +66,9 @@ impl Outbox {
 
     /// Runs a read that returns at most `rows` rows. While the outbox is healthy and `rows` is at
     /// most [`READ_HERE_ROWS`], it runs on the caller's thread: a lookup in the live set and a
-    /// few records read through the page cache cost less than the blocking pool's hand-off and wake-up there and back,
-    /// which the dispatcher and the stream intake otherwise pay for every append (BENCHMARKS.md,
-    /// issue 17, fourth round). Larger reads, and every read while the outbox is failing (when the
+    /// few records read through the page cache cost less than the blocking pool's hand-off and
+    /// wake-up there and back, which the dispatcher and the stream intake otherwise pay for every
+    /// append (BENCHMARKS.md, issue 17, fourth round). Larger reads, and every read while the outbox is failing (when the
     /// file may be being reopened, which a read would wait for), go to the blocking pool.
     pub(super) async fn read_small<T: Send + 'static>(
         &self,

@@ -115,8 +115,8 @@ impl PendingCommit {
         self.0.await.unwrap_or(Err(LogError::Stopped))
     }
 
-    /// Waits on this thread. Not tokio's `blocking_recv`: the outbox is opened (and an old one
-    /// migrated) from within the runtime at start, where that panics.
+    /// Waits on this thread (the log's tests).
+    #[cfg(test)]
     pub(crate) fn wait_blocking(self) -> Result<Committed, LogError> {
         futures_executor::block_on(self.wait())
     }
