@@ -24,11 +24,13 @@ fn appended(seq: u64, kind: &str, sandbox: &str, endpoints: &[&str]) -> JournalR
     }
 }
 
-/// A log whose segments hold two one-page commits each.
+/// A log whose segments hold two one-page commits each (through the page cache: written
+/// straight to the disk, a commit would take a sector).
 fn options() -> LogOptions {
     LogOptions {
         segment_size: 2 * 4096,
         linger: Duration::from_millis(5),
+        direct: false,
     }
 }
 

@@ -188,14 +188,14 @@ fn an_event_record_as_released_versions_wrote_it_is_read_for_the_migration() {
     assert_eq!(without.entry, None);
 }
 
-/// Segments of 64 KiB: a few hundred one-event commits fill dozens.
+/// Segments of 16 KiB: a few hundred one-event commits (a sector or a page each) fill dozens.
 fn open_small(dir: &std::path::Path) -> Store {
     Store::open_sized(
         dir,
         vec![route("a", "*")],
         false,
         FileSharing::WithReaders,
-        |_| 64 << 10,
+        |_| 16 << 10,
     )
     .unwrap()
 }

@@ -2,7 +2,9 @@
 //! here instead of a commit of B-trees each.
 //!
 //! Records are appended by one writer thread in commits, each synced once (`fdatasync`) for
-//! everything queued while the previous one was written; a commit is padded to a 4 KiB page.
+//! everything queued while the previous one was written; a commit is written straight to the
+//! disk and padded to a 512-byte sector where the filesystem allows it, else padded to a 4 KiB
+//! page of the page cache.
 //! Segments are files of a fixed size (zeros until written), named after their first commit, and
 //! deleted (or recycled) once the caller says every commit in them is finished. At start every
 //! record is read back in order; a commit torn by a crash is cut, a damaged one that had been
@@ -15,6 +17,7 @@ mod segments;
 mod writer;
 
 pub(crate) use scan::{Record, ScanMode, scan_dir};
+pub(crate) use segments::Writes;
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
@@ -94,6 +97,8 @@ pub(crate) struct LogOptions {
     pub(crate) segment_size: u64,
     /// How long records that are not urgent wait for an urgent commit to ride on.
     pub(crate) linger: Duration,
+    /// Write straight to the disk where the filesystem allows it (else through the page cache).
+    pub(crate) direct: bool,
 }
 
 impl Default for LogOptions {
@@ -101,6 +106,7 @@ impl Default for LogOptions {
         Self {
             segment_size: 64 << 20,
             linger: Duration::from_millis(100),
+            direct: true,
         }
     }
 }
@@ -143,24 +149,29 @@ impl Log {
         std::fs::create_dir_all(dir).map_err(|e| LogError::io("create", dir, e))?;
         let recovered = scan_dir(dir, ScanMode::Recovery, visit)?;
         let mut segments = VecDeque::from(recovered.segments);
-        let (next_commit, position) = recovered
+        let (next_commit, end) = recovered
             .last
-            .map_or((1, 0), |end| (end.next_commit, end.end as u64));
-        let (file, capacity) = match segments.back() {
+            .map_or((1, 0), |end| (end.next_commit, end.end));
+        let (file, capacity, writes) = match segments.back() {
             Some(last) => {
-                let file = segments::open_for_writing(&last.path)?;
+                let writes = Self::writes(&last.path, options);
+                let file = segments::open_for_writing(&last.path, writes)?;
                 let len = file
                     .metadata()
                     .map_err(|e| LogError::io("read", &last.path, e))?
                     .len();
-                (file, len.max(options.segment_size))
+                (file, len.max(options.segment_size), writes)
             }
             None => {
-                let (segment, file) = segments::create(dir, 1, options.segment_size)?;
+                let segment = segments::create(dir, 1, options.segment_size)?;
+                let writes = Self::writes(&segment.path, options);
+                let file = segments::open_for_writing(&segment.path, writes)?;
                 segments.push_back(segment);
-                (file, options.segment_size)
+                (file, options.segment_size, writes)
             }
         };
+        // A commit starts on a block of the writer's own.
+        let position = frame::round_up(end, writes.unit()) as u64;
         let (committed, watching) = watch::channel(next_commit - 1);
         let segment_count = Arc::new(AtomicUsize::new(segments.len()));
         let newest_segment = Arc::new(AtomicU64::new(segments.back().map_or(1, |s| s.first)));
@@ -177,6 +188,8 @@ impl Log {
             segment_count: segment_count.clone(),
             newest_segment: newest_segment.clone(),
             linger: options.linger,
+            writes,
+            scratch: Vec::new(),
         };
         let (requests, received) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -191,6 +204,15 @@ impl Log {
             newest_segment,
             writer: Some(writer),
         })
+    }
+
+    /// How the segment at `path` is written.
+    fn writes(path: &Path, options: LogOptions) -> Writes {
+        if options.direct {
+            Writes::allowed_for(path)
+        } else {
+            Writes::Buffered
+        }
     }
 
     fn send(&self, request: Request) {

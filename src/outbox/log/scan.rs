@@ -9,7 +9,7 @@
 //!   silently lost: the operator restores the file or moves the outbox aside on purpose.
 //! - A corrupted last commit of the last segment looks exactly like a torn one and is cut.
 
-use super::frame::{PAGE, commit_header, read_commit};
+use super::frame::{SECTOR, commit_header, next_starts, read_commit};
 use super::segments::{self, Segment};
 use super::{Location, LogError};
 use std::path::Path;
@@ -39,7 +39,7 @@ pub(crate) enum ScanMode {
 pub(super) struct SegmentEnd {
     /// The number the next commit takes.
     pub(super) next_commit: u64,
-    /// Where the next commit goes (a page boundary).
+    /// Where the next commit goes (a sector boundary).
     pub(super) end: usize,
     /// A commit numbered at or past `next_commit` found beyond `end` (damage).
     pub(super) later_commit: Option<u64>,
@@ -54,13 +54,12 @@ pub(super) fn scan_segment<E>(
 ) -> Result<SegmentEnd, E> {
     let mut at = 0;
     let mut next_commit = first;
-    while let Some(header) = commit_header(bytes, at) {
-        if header.number != next_commit {
-            break;
-        }
-        let Some(commit) = read_commit(bytes, at, header) else {
-            break;
-        };
+    // Where the next commit may start: the first sector, then the first page, after the last one.
+    let mut starts = vec![0];
+    while let Some((header, commit)) = starts.iter().find_map(|&start| {
+        let header = commit_header(bytes, start).filter(|h| h.number == next_commit)?;
+        Some((header, read_commit(bytes, start, header)?))
+    }) {
         for (offset, payload) in commit.records {
             visit(Record {
                 commit: header.number,
@@ -72,14 +71,17 @@ pub(super) fn scan_segment<E>(
             })?;
         }
         next_commit += 1;
-        at = commit.next;
+        starts = next_starts(commit.end).collect();
+        at = starts[0];
     }
-    // Only the cut commit itself is at `at`: a header numbered `next_commit` further on, or a
-    // higher one anywhere, was written after it.
+    // Only the cut commit itself is where the next one may start: a header numbered
+    // `next_commit` elsewhere, or a higher one anywhere, was written after it.
     let later_commit = (at..bytes.len())
-        .step_by(PAGE)
-        .filter_map(|page| Some((page, commit_header(bytes, page)?.number)))
-        .find(|&(page, number)| number > next_commit || (page > at && number == next_commit))
+        .step_by(SECTOR)
+        .filter_map(|sector| Some((sector, commit_header(bytes, sector)?.number)))
+        .find(|&(sector, number)| {
+            number > next_commit || (number == next_commit && !starts.contains(&sector))
+        })
         .map(|(_, number)| number);
     Ok(SegmentEnd {
         next_commit,

@@ -6,10 +6,16 @@
 //! disk shows up when a segment is created, not in the middle of a commit. A deleted segment is
 //! kept as the spare and renamed to be the next one, so zeros are written once per file, not once
 //! per segment; what it held before is told apart by its lower commit numbers (see `frame.rs`).
+//!
+//! Where the filesystem allows it, segments are written straight to the disk (`O_DIRECT`): a
+//! commit then writes the 512-byte sectors it fills. Through the page cache, an `fdatasync`
+//! writes back every 4 KiB page a commit touched, however little of it the commit filled.
 
 use super::LogError;
+use super::frame::{PAGE, SECTOR};
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Segment files end in this.
@@ -56,9 +62,63 @@ pub(super) fn list(dir: &Path) -> Result<Vec<Segment>, LogError> {
     Ok(segments)
 }
 
+/// How commits reach a segment's blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// Straight to the disk, in blocks of `unit` bytes (a sector, or a page where the disk's
+    /// blocks are bigger than a sector).
+    Direct { unit: usize },
+    /// Through the page cache, in pages.
+    Buffered,
+}
+
+impl Writes {
+    /// What a commit is padded to, and the next one starts on.
+    pub(super) fn unit(self) -> usize {
+        match self {
+            Self::Direct { unit } => unit,
+            Self::Buffered => PAGE,
+        }
+    }
+
+    /// Direct writes where the filesystem of the file at `path` takes them, as `statx` tells
+    /// (Linux 6.1 and later; ext4, XFS and btrfs answer, tmpfs and older kernels do not).
+    pub(super) fn allowed_for(path: &Path) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return Self::Buffered;
+        };
+        // SAFETY: `statx` is a plain C struct, for which all zeros is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a buffer of the type the call fills, both live for
+        // the call.
+        let done = unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                0,
+                libc::STATX_DIOALIGN,
+                &raw mut stx,
+            )
+        };
+        let offset = stx.stx_dio_offset_align as usize;
+        let memory = stx.stx_dio_mem_align as usize;
+        if done != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || memory == 0 || memory > PAGE {
+            return Self::Buffered;
+        }
+        match offset {
+            0 => Self::Buffered,
+            o if o <= SECTOR => Self::Direct { unit: SECTOR },
+            // A disk whose blocks are bigger than a sector, up to a page (a 4Kn disk).
+            o if o <= PAGE => Self::Direct { unit: PAGE },
+            _ => Self::Buffered,
+        }
+    }
+}
+
 /// Makes segment `first` of `size` bytes (the spare, when it has that size, or a new file of
-/// zeros), durably named; returns it opened for writing.
-pub(super) fn create(dir: &Path, first: u64, size: u64) -> Result<(Segment, File), LogError> {
+/// zeros), durably named.
+pub(super) fn create(dir: &Path, first: u64, size: u64) -> Result<Segment, LogError> {
     let target = path(dir, first);
     let spare = dir.join(SPARE);
     let reused = std::fs::metadata(&spare).is_ok_and(|m| m.len() == size)
@@ -75,24 +135,26 @@ pub(super) fn create(dir: &Path, first: u64, size: u64) -> Result<(Segment, File
         }
     }
     sync_dir(dir)?;
-    let file = open_for_writing(&target)?;
-    Ok((
-        Segment {
-            first,
-            path: target,
-        },
-        file,
-    ))
+    Ok(Segment {
+        first,
+        path: target,
+    })
 }
 
-/// Opens a segment to append to. Its pages are dropped from the page cache first: they were
-/// cached in large pieces (the zeros written in megabytes, or the file read whole at start), and
-/// on a kernel with large folios (ext4 since Linux 6.16) a commit that changes one 4 KiB page of
-/// such a piece dirties, and writes back, all of it — a megabyte per commit, measured.
-pub(super) fn open_for_writing(path: &Path) -> Result<File, LogError> {
+/// Opens a segment to append to, as `writes` says. Its pages are dropped from the page cache
+/// first: they were cached in large pieces (the zeros written in megabytes, or the file read
+/// whole at start), and on a kernel with large folios (ext4 since Linux 6.16) a commit that
+/// changes one 4 KiB page of such a piece dirties, and writes back, all of it — a megabyte per
+/// commit, measured.
+pub(super) fn open_for_writing(path: &Path, writes: Writes) -> Result<File, LogError> {
+    let direct = match writes {
+        Writes::Direct { .. } => libc::O_DIRECT,
+        Writes::Buffered => 0,
+    };
     let file = File::options()
         .read(true)
         .write(true)
+        .custom_flags(direct)
         .open(path)
         .map_err(|e| LogError::io("open", path, e))?;
     // SAFETY: a plain advice call on a file descriptor this function owns.

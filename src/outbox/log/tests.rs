@@ -5,10 +5,31 @@ use std::time::Instant;
 /// A record read back: its commit, where it is, its bytes.
 type Read = (u64, Location, Vec<u8>);
 
+/// A log written through the page cache: a commit takes a page.
 fn options(segment_pages: u64, linger: Duration) -> LogOptions {
     LogOptions {
         segment_size: segment_pages * PAGE as u64,
         linger,
+        direct: false,
+    }
+}
+
+/// The unit a log in `dir` writes in when it may write straight to the disk; `None`, said on
+/// stderr, where the filesystem takes no direct writes.
+fn direct_unit(dir: &Path) -> Option<usize> {
+    let probe = dir.join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let writes = Writes::allowed_for(&probe);
+    std::fs::remove_file(&probe).unwrap();
+    match writes {
+        Writes::Direct { unit } => Some(unit),
+        Writes::Buffered => {
+            eprintln!(
+                "skipped direct writes: the filesystem of {} takes none",
+                dir.display()
+            );
+            None
+        }
     }
 }
 
@@ -172,16 +193,41 @@ fn a_commit_larger_than_a_segment_gets_a_segment_of_its_own() {
 /// its records and where its header and body lie (`start..end`).
 struct Damageable {
     dir: tempfile::TempDir,
+    /// What a commit is padded to: a page through the page cache, a sector written directly.
+    unit: usize,
     last: PathBuf,
     bytes: Vec<u8>,
     earlier: Vec<Vec<u8>>,
     commits: Vec<(std::ops::Range<usize>, Vec<Vec<u8>>)>,
 }
 
-fn damageable() -> Damageable {
+/// Every way the log writes that this filesystem allows: through the page cache, and directly.
+fn damageables() -> Vec<Damageable> {
+    let mut all = vec![damageable(false).unwrap()];
+    all.extend(damageable(true));
+    all
+}
+
+fn damageable(direct: bool) -> Option<Damageable> {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open(dir.path(), options(8, Duration::from_millis(10))).unwrap();
-    let earlier: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'e', i]).collect();
+    let unit = if direct {
+        direct_unit(dir.path())?
+    } else {
+        PAGE
+    };
+    let opts = LogOptions {
+        direct,
+        ..options(8, Duration::from_millis(10))
+    };
+    let (log, _) = open(dir.path(), opts).unwrap();
+    // Records that fill a page each with their commit's header and frame (25 + 8 bytes).
+    let earlier: Vec<Vec<u8>> = (0..8u8)
+        .map(|i| {
+            let mut record = vec![i; PAGE - 33];
+            record[0] = b'e';
+            record
+        })
+        .collect();
     for record in &earlier {
         append_now(&log, &[record]);
     }
@@ -209,13 +255,14 @@ fn damageable() -> Damageable {
     drop(log);
     let last = segments::path(dir.path(), 9);
     let bytes = std::fs::read(&last).unwrap();
-    Damageable {
+    Some(Damageable {
         dir,
+        unit,
         last,
         bytes,
         earlier,
         commits,
-    }
+    })
 }
 
 impl Damageable {
@@ -230,16 +277,21 @@ impl Damageable {
         out
     }
 
-    /// From the first byte of the last three commits to just past the last one's page.
+    /// From the first byte of the last three commits to just past the last one's unit.
     fn offsets(&self) -> std::ops::Range<usize> {
         let last_end = self.commits.last().unwrap().0.end;
-        self.commits[1].0.start..(last_end.div_ceil(PAGE) * PAGE + 16)
+        self.commits[1].0.start..(last_end.div_ceil(self.unit) * self.unit + 16)
     }
 }
 
 #[test]
 fn a_last_segment_cut_at_every_byte_of_its_last_commits_keeps_every_whole_commit() {
-    let log = damageable();
+    for log in damageables() {
+        cut_at_every_byte(&log);
+    }
+}
+
+fn cut_at_every_byte(log: &Damageable) {
     for offset in log.offsets().clone().take_while(|o| *o <= log.bytes.len()) {
         std::fs::write(&log.last, &log.bytes[..offset]).unwrap();
         let expected = log.expected(|commit| commit.end <= offset);
@@ -250,7 +302,11 @@ fn a_last_segment_cut_at_every_byte_of_its_last_commits_keeps_every_whole_commit
         );
         if offset % 97 == 0 {
             // The log goes on after the cut, and what follows reads back after it.
-            let (reopened, read) = open(log.dir.path(), options(8, Duration::ZERO)).unwrap();
+            let opts = LogOptions {
+                direct: log.unit != PAGE,
+                ..options(8, Duration::ZERO)
+            };
+            let (reopened, read) = open(log.dir.path(), opts).unwrap();
             assert_eq!(payloads(&read), expected, "cut at {offset}");
             append_now(&reopened, &[b"after the cut"]);
             drop(reopened);
@@ -267,7 +323,12 @@ fn a_last_segment_cut_at_every_byte_of_its_last_commits_keeps_every_whole_commit
 
 #[test]
 fn a_byte_damaged_anywhere_in_the_last_commits_is_cut_when_last_and_refused_when_committed_after() {
-    let log = damageable();
+    for log in damageables() {
+        damage_every_byte(&log);
+    }
+}
+
+fn damage_every_byte(log: &Damageable) {
     let last_commit = log.commits.last().unwrap().0.clone();
     for offset in log.offsets() {
         for flip in [0x01u8, 0x80, 0xff] {
@@ -302,7 +363,12 @@ fn a_byte_damaged_anywhere_in_the_last_commits_is_cut_when_last_and_refused_when
 
 #[test]
 fn a_damaged_segment_other_than_the_last_is_refused_with_its_name() {
-    let log = damageable();
+    for log in damageables() {
+        refuse_damaged_first_segment(&log);
+    }
+}
+
+fn refuse_damaged_first_segment(log: &Damageable) {
     let first = segments::path(log.dir.path(), 1);
     let intact = std::fs::read(&first).unwrap();
     let refused = |what: &str| match open(log.dir.path(), LogOptions::default()) {
@@ -388,4 +454,41 @@ fn a_full_disk_fails_commits_until_space_returns_and_loses_nothing_committed() {
     committed.push(b"space again".to_vec());
     drop(log);
     assert_eq!(recover(&dir).unwrap(), committed);
+}
+
+#[test]
+fn written_directly_a_small_commit_takes_a_sector_and_through_the_cache_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(unit) = direct_unit(dir.path()) else {
+        return;
+    };
+    let direct = LogOptions {
+        direct: true,
+        ..options(16, Duration::ZERO)
+    };
+    let starts = |log: &Log| -> Vec<u64> {
+        (0..3)
+            .map(|_| append_now(log, &[&[5; 300]]).locations[0].offset - 25)
+            .collect()
+    };
+    let (log, _) = open(dir.path(), direct).unwrap();
+    assert_eq!(starts(&log), [0, unit as u64, 2 * unit as u64]);
+    drop(log);
+    // Through the page cache the log goes on at the next page, a page a commit.
+    let (log, _) = open(dir.path(), options(16, Duration::ZERO)).unwrap();
+    let page = PAGE as u64;
+    let next = (3 * unit as u64).div_ceil(page) * page;
+    assert_eq!(starts(&log), [next, next + page, next + 2 * page]);
+    drop(log);
+    // And directly again, from the unit after the last commit (25 + 8 + 300 bytes): one reader
+    // reads both kinds of commit.
+    let (log, read) = open(dir.path(), direct).unwrap();
+    assert_eq!(read.len(), 6);
+    let unit = unit as u64;
+    assert_eq!(
+        starts(&log)[0],
+        (next + 2 * page + 333).div_ceil(unit) * unit
+    );
+    drop(log);
+    assert_eq!(recover(dir.path()).unwrap(), vec![vec![5; 300]; 9]);
 }

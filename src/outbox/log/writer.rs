@@ -3,9 +3,13 @@
 //! Everything queued while a commit is written and synced goes into the next commit, with one
 //! `fdatasync` for all of it. Records that need not be durable before their caller goes on
 //! ([`Urgency::WithNext`]) wait for the next urgent commit, or at most the linger time.
+//!
+//! A commit is written straight to the disk where the filesystem allows it, padded to a sector
+//! (see `segments.rs`); an event alone in its commit then costs the disk about 1 KiB instead of
+//! the 4 KiB page the page cache writes back (BENCHMARKS.md, issue 30's seventh round).
 
-use super::frame::{PAGE, encode_commit};
-use super::segments::{self, Segment};
+use super::frame::{PAGE, encode_commit, round_up};
+use super::segments::{self, Segment, Writes};
 use super::{Committed, Location, LogError, Urgency};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -54,6 +58,9 @@ pub(super) struct Writer {
     /// The first commit of the segment written, for the owner to pace its rounds by segments.
     pub(super) newest_segment: Arc<AtomicU64>,
     pub(super) linger: Duration,
+    pub(super) writes: Writes,
+    /// Where a commit is copied for a direct write, which needs its memory aligned.
+    pub(super) scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -139,17 +146,16 @@ impl Writer {
                 .flat_map(|a| a.records.iter().map(Vec::as_slice))
         };
         let mut commit = encode_commit(self.next_commit, records());
-        let len = commit.bytes.len() as u64;
-        if self.position + len > self.capacity {
+        if self.position + self.padded_len(commit.bytes.len()) > self.capacity {
             if self.poisoned {
                 // What the failed commit left is overwritten here before moving on.
-                self.write_at(&encode_commit(self.next_commit, []).bytes)?;
+                self.write_at(encode_commit(self.next_commit, []).bytes)?;
             }
-            self.rotate(len)?;
+            self.rotate(commit.bytes.len() as u64)?;
             commit = encode_commit(self.next_commit, records());
         }
         let start = self.position;
-        self.write_at(&commit.bytes)?;
+        self.write_at(commit.bytes)?;
         let segment = self.segments.back().map_or(0, |s| s.first);
         let offsets = commit
             .record_offsets
@@ -159,22 +165,52 @@ impl Writer {
         Ok((self.next_commit - 1, segment, offsets))
     }
 
-    /// Writes one encoded commit at the current position and syncs it.
-    fn write_at(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+    /// How many bytes a commit of `len` takes at the current position: up to the next unit.
+    fn padded_len(&self, len: usize) -> u64 {
+        let position = self.position as usize;
+        (round_up(position + len, self.writes.unit()) - position) as u64
+    }
+
+    /// Writes one encoded commit at the current position, padded, and syncs it.
+    fn write_at(&mut self, mut bytes: Vec<u8>) -> Result<(), LogError> {
+        bytes.resize(self.padded_len(bytes.len()) as usize, 0);
         self.poisoned = true;
         let path = self
             .segments
             .back()
             .map(|s| s.path.clone())
             .unwrap_or_default();
-        self.file
-            .write_all_at(bytes, self.position)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| LogError::io("write", &path, e))?;
+        let mut written = self.write_synced(&bytes);
+        if matches!(self.writes, Writes::Direct { .. })
+            && written
+                .as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL))
+        {
+            // The filesystem said it takes direct writes, then refused one: the page cache it is.
+            tracing::warn!(path = %path.display(), "the outbox log's filesystem refused a direct write; writing through the page cache from now on");
+            self.writes = Writes::Buffered;
+            self.file = segments::open_for_writing(&path, self.writes)?;
+            written = self.write_synced(&bytes);
+        }
+        written.map_err(|e| LogError::io("write", &path, e))?;
         self.poisoned = false;
         self.position += bytes.len() as u64;
         self.next_commit += 1;
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            // A snapshot's megabytes are not kept for the next commit of a kilobyte.
+            self.scratch = Vec::new();
+        }
         Ok(())
+    }
+
+    fn write_synced(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let bytes = match self.writes {
+            Writes::Direct { .. } => aligned(&mut self.scratch, bytes),
+            Writes::Buffered => bytes,
+        };
+        self.file
+            .write_all_at(bytes, self.position)
+            .and_then(|()| self.file.sync_data())
     }
 
     /// Starts a new segment big enough for a commit of `len` bytes.
@@ -182,7 +218,8 @@ impl Writer {
         let size = self
             .segment_size
             .max(len.div_ceil(PAGE as u64) * PAGE as u64);
-        let (segment, file) = segments::create(&self.dir, self.next_commit, size)?;
+        let segment = segments::create(&self.dir, self.next_commit, size)?;
+        let file = segments::open_for_writing(&segment.path, self.writes)?;
         if self.position == 0 {
             // The segment written was still empty, and is the one just replaced under its name.
             self.segments.pop_back();
@@ -208,4 +245,18 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The scratch buffer's capacity kept from one commit to the next.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+/// `bytes` copied to where a direct write can take them from: memory aligned to a page (more
+/// than any filesystem asks, see `Writes::allowed_for`).
+fn aligned<'a>(scratch: &'a mut Vec<u8>, bytes: &[u8]) -> &'a [u8] {
+    scratch.clear();
+    scratch.resize(bytes.len() + PAGE, 0);
+    let start = scratch.as_ptr().align_offset(PAGE);
+    let copy = &mut scratch[start..start + bytes.len()];
+    copy.copy_from_slice(bytes);
+    copy
 }
