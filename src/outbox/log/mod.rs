@@ -154,8 +154,8 @@ impl Log {
             .map_or((1, 0), |end| (end.next_commit, end.end));
         let (file, capacity, writes) = match segments.back() {
             Some(last) => {
-                let writes = Self::writes(&last.path, options);
-                let file = segments::open_for_writing(&last.path, writes)?;
+                let (file, writes) =
+                    segments::open_for_writing(&last.path, Self::writes(&last.path, options))?;
                 let len = file
                     .metadata()
                     .map_err(|e| LogError::io("read", &last.path, e))?
@@ -164,8 +164,10 @@ impl Log {
             }
             None => {
                 let segment = segments::create(dir, 1, options.segment_size)?;
-                let writes = Self::writes(&segment.path, options);
-                let file = segments::open_for_writing(&segment.path, writes)?;
+                let (file, writes) = segments::open_for_writing(
+                    &segment.path,
+                    Self::writes(&segment.path, options),
+                )?;
                 segments.push_back(segment);
                 (file, options.segment_size, writes)
             }

@@ -141,22 +141,28 @@ pub(super) fn create(dir: &Path, first: u64, size: u64) -> Result<Segment, LogEr
     })
 }
 
-/// Opens a segment to append to, as `writes` says. Its pages are dropped from the page cache
-/// first: they were cached in large pieces (the zeros written in megabytes, or the file read
-/// whole at start), and on a kernel with large folios (ext4 since Linux 6.16) a commit that
-/// changes one 4 KiB page of such a piece dirties, and writes back, all of it — a megabyte per
-/// commit, measured.
-pub(super) fn open_for_writing(path: &Path, writes: Writes) -> Result<File, LogError> {
-    let direct = match writes {
-        Writes::Direct { .. } => libc::O_DIRECT,
-        Writes::Buffered => 0,
+/// Opens a segment to append to, as `writes` says, or through the page cache where the
+/// filesystem refuses `O_DIRECT` after all; returns how it is written. Its pages are dropped from
+/// the page cache first: they were cached in large pieces (the zeros written in megabytes, or
+/// the file read whole at start), and on a kernel with large folios (ext4 since Linux 6.16) a
+/// commit that changes one 4 KiB page of such a piece dirties, and writes back, all of it — a
+/// megabyte per commit, measured.
+pub(super) fn open_for_writing(path: &Path, writes: Writes) -> Result<(File, Writes), LogError> {
+    let open = |flags| {
+        File::options()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open(path)
     };
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .custom_flags(direct)
-        .open(path)
-        .map_err(|e| LogError::io("open", path, e))?;
+    let (file, writes) = match writes {
+        Writes::Direct { .. } => match open(libc::O_DIRECT) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0), Writes::Buffered),
+            opened => (opened, writes),
+        },
+        Writes::Buffered => (open(0), writes),
+    };
+    let file = file.map_err(|e| LogError::io("open", path, e))?;
     // SAFETY: a plain advice call on a file descriptor this function owns.
     let advised = unsafe {
         libc::posix_fadvise(
@@ -169,7 +175,7 @@ pub(super) fn open_for_writing(path: &Path, writes: Writes) -> Result<File, LogE
     if advised != 0 {
         tracing::debug!(path = %path.display(), error = advised, "posix_fadvise failed");
     }
-    Ok(file)
+    Ok((file, writes))
 }
 
 fn write_zeros(path: &Path, size: u64) -> Result<(), LogError> {

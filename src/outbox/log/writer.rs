@@ -188,8 +188,7 @@ impl Writer {
         {
             // The filesystem said it takes direct writes, then refused one: the page cache it is.
             tracing::warn!(path = %path.display(), "the outbox log's filesystem refused a direct write; writing through the page cache from now on");
-            self.writes = Writes::Buffered;
-            self.file = segments::open_for_writing(&path, self.writes)?;
+            (self.file, self.writes) = segments::open_for_writing(&path, Writes::Buffered)?;
             written = self.write_synced(&bytes);
         }
         written.map_err(|e| LogError::io("write", &path, e))?;
@@ -219,7 +218,8 @@ impl Writer {
             .segment_size
             .max(len.div_ceil(PAGE as u64) * PAGE as u64);
         let segment = segments::create(&self.dir, self.next_commit, size)?;
-        let file = segments::open_for_writing(&segment.path, self.writes)?;
+        let (file, writes) = segments::open_for_writing(&segment.path, self.writes)?;
+        self.writes = writes;
         if self.position == 0 {
             // The segment written was still empty, and is the one just replaced under its name.
             self.segments.pop_back();
@@ -248,7 +248,7 @@ impl Writer {
 }
 
 /// The scratch buffer's capacity kept from one commit to the next.
-const SCRATCH_KEPT: usize = 1 << 20;
+const SCRATCH_KEPT: usize = 256 << 10;
 
 /// `bytes` copied to where a direct write can take them from: memory aligned to a page (more
 /// than any filesystem asks, see `Writes::allowed_for`).
