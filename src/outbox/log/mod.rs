@@ -17,7 +17,7 @@ mod segments;
 mod writer;
 
 pub(crate) use scan::{Record, ScanMode, scan_dir};
-pub(crate) use segments::Writes;
+use segments::Writes;
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
@@ -311,5 +311,7 @@ pub(crate) fn read_at(dir: &Path, location: Location) -> Result<Vec<u8>, LogErro
         .ok_or_else(|| damaged(path))
 }
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;
