@@ -15,6 +15,8 @@
 //! - `BENCH_EVENTS` (20000): events per throughput run (the 1-sandbox run uses a quarter).
 //! - `BENCH_BACKLOG` (100000): events in the backlog run.
 //! - `BENCH_LATENCY_SECS` (10): measured seconds at each fixed rate (after 1 s of warm-up).
+//! - `BENCH_LATENCY_EXTRA_RATES` (none): more fixed rates after 100/s and 1 000/s, comma-separated
+//!   events per second (to see at what rate commits start to be shared, say `3000,10000`).
 //! - `BENCH_MAX_IN_FLIGHT` (64): `--max-in-flight`, and the load generator's connection count.
 //! - `BENCH_PER_SANDBOX` (100): events per sandbox when comparing 1 with 10 000 sandboxes.
 //! - `BENCH_CALLGRIND_EVENTS` (2000): events the emitter delivers under callgrind.
@@ -182,9 +184,9 @@ fn main() {
             guarded(failures, "latency", async {
                 for r in 0..runs {
                     let result =
-                        runs::latency_run(&redis, &mut conn, mif, settings.latency_secs, &format!("l{r}"))
+                        runs::latency_run(&redis, &mut conn, mif, &settings, &format!("l{r}"))
                             .await;
-                    for (rate, l) in [100, 1000].iter().zip(&result) {
+                    for (rate, l) in settings.latency_rates.iter().zip(&result) {
                         log(format!(
                             "latency run #{} at {rate}/s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} events); emitter CPU {:.1} % of a core, {:.0} µs per event, {:.1} KiB written to disk and {:.2} fdatasync + fsync per event; {:.1} context switches per event, a wake-up costing {:.0} µs of CPU on this host",
                             r + 1,

@@ -7,6 +7,7 @@ use crate::measure::{
 };
 use crate::receiver::{Check, Receiver};
 use crate::redis_server::{RedisServer, reset_redis};
+use crate::settings::Settings;
 use crate::syncs::SyncCount;
 use crate::tls::PrivateCa;
 use crate::wakeups::{context_switches, cpu_us_per_wakeup};
@@ -333,14 +334,15 @@ pub struct Latency {
     pub host_us_per_wakeup: f64,
 }
 
-/// Fixed rates (100/s, then 1 000/s), each with 1 s of warm-up; latency in ms.
+/// Fixed rates (100/s, 1 000/s, then any extra ones), each with 1 s of warm-up; latency in ms.
 pub async fn latency_run(
     redis: &RedisServer,
     conn: &mut MultiplexedConnection,
     max_in_flight: usize,
-    secs: u64,
+    settings: &Settings,
     run: &str,
 ) -> Vec<Latency> {
+    let secs = settings.latency_secs;
     reset_redis(conn).await;
     let receiver = Receiver::start(0);
     let mut emitter = Emitter::start(redis, &receiver.url(), max_in_flight, "");
@@ -351,7 +353,7 @@ pub async fn latency_run(
     };
     let mut out = Vec::new();
     let mut offset = 0;
-    for rate in [100.0, 1_000.0] {
+    for rate in settings.latency_rates.iter().map(|r| f64::from(*r)) {
         offset += write_paced(conn, run, work, rate, 1.0, offset).await;
         // Attached before the window opens: perf takes a moment to.
         let syncs = tokio::task::block_in_place(|| SyncCount::start(emitter.pid()));

@@ -213,7 +213,8 @@ pub fn render(settings: &Settings, results: &Results, elapsed_secs: f64) -> Stri
             "\n### Latency: event written to Redis → signed delivery received ({} s per rate, after 1 s warm-up; 1 000 sandboxes; emitter CPU over the measured seconds, from /proc)\n\n| rate | events per run | p50 (ms) | p99 (ms) | max (ms) | emitter CPU (% of one core) | emitter CPU-µs per event | disk written per event (KiB, /proc/<pid>/io) | `fdatasync` + `fsync` per event (`perf stat`) | context switches per event (all threads) | CPU-µs per wake-up on this host, same pacing |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             settings.latency_secs
         );
-        for (i, rate) in ["100/s", "1 000/s"].iter().enumerate() {
+        for (i, rate) in settings.latency_rates.iter().enumerate() {
+            let rate = format!("{}/s", num(f64::from(*rate), 0));
             let pick = |f: fn(&Latency) -> f64| -> Vec<f64> {
                 latencies.iter().filter_map(|r| r.get(i)).map(f).collect()
             };
