@@ -188,18 +188,19 @@ fn init_logging(format: &str, default_level: &str, ship: Option<ShipLayer>) {
         .init();
 }
 
+/// A runtime for a command: tokio's default of one thread per CPU.
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    built(&mut tokio::runtime::Builder::new_multi_thread())
 }
 
 /// The service's runtime: `worker_threads` threads, not one per CPU of the host, which on a
 /// Nomad client of many cores would be many threads for a job that reserves a fraction of one.
 fn service_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
+    built(tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads))
+}
+
+fn built(builder: &mut tokio::runtime::Builder) -> anyhow::Result<tokio::runtime::Runtime> {
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -152,26 +152,16 @@ impl Log {
         let (next_commit, end) = recovered
             .last
             .map_or((1, 0), |end| (end.next_commit, end.end));
-        let (file, capacity, writes) = match segments.back() {
-            Some(last) => {
-                let (file, writes) =
-                    segments::open_for_writing(&last.path, Self::writes(&last.path, options))?;
-                let len = file
-                    .metadata()
-                    .map_err(|e| LogError::io("read", &last.path, e))?
-                    .len();
-                (file, len.max(options.segment_size), writes)
-            }
-            None => {
-                let segment = segments::create(dir, 1, options.segment_size)?;
-                let (file, writes) = segments::open_for_writing(
-                    &segment.path,
-                    Self::writes(&segment.path, options),
-                )?;
-                segments.push_back(segment);
-                (file, options.segment_size, writes)
-            }
-        };
+        if segments.is_empty() {
+            segments.push_back(segments::create(dir, 1, options.segment_size)?);
+        }
+        let last = &segments.back().expect("the log has a segment").path;
+        let (file, writes) = segments::open_for_writing(last, Self::writes(last, options))?;
+        let capacity = file
+            .metadata()
+            .map_err(|e| LogError::io("read", last, e))?
+            .len()
+            .max(options.segment_size);
         // A commit starts on a block of the writer's own.
         let position = frame::round_up(end, writes.unit()) as u64;
         let (committed, watching) = watch::channel(next_commit - 1);

@@ -254,9 +254,10 @@ const SCRATCH_KEPT: usize = 256 << 10;
 /// than any filesystem asks, see `Writes::allowed_for`).
 fn aligned<'a>(scratch: &'a mut Vec<u8>, bytes: &[u8]) -> &'a [u8] {
     scratch.clear();
-    scratch.resize(bytes.len() + PAGE, 0);
+    scratch.reserve(bytes.len() + PAGE);
+    // Only the bytes before the aligned start are filled with zeros, not the whole buffer.
     let start = scratch.as_ptr().align_offset(PAGE);
-    let copy = &mut scratch[start..start + bytes.len()];
-    copy.copy_from_slice(bytes);
-    copy
+    scratch.resize(start, 0);
+    scratch.extend_from_slice(bytes);
+    &scratch[start..]
 }
