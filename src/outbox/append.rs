@@ -206,21 +206,21 @@ impl Store {
     }
 
     pub(super) fn sandboxes(&self) -> Result<Vec<SandboxRecord>, OutboxError> {
-        Ok(self.live().sandboxes())
+        Ok(self.live().sandboxes().records())
     }
 
-    /// Replaces the view of sandboxes with `records` (a copy of the view every instance
-    /// shares), unless it already holds exactly them; true when it changed.
+    /// Makes the view of sandboxes `records` (a copy of the view every instance shares),
+    /// writing only what differs, in pages; true when it changed.
     pub(super) fn replace_sandboxes(&self, records: &[SandboxRecord]) -> Result<bool, OutboxError> {
         self.refuse_if_out_of_room()?;
         let _writing = self.lock_writes();
-        let current = self.live().sandboxes();
-        let mut wanted = records.to_vec();
-        wanted.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
-        if current == wanted {
+        let changes = self.live().sandboxes().changes_to(records);
+        if changes.is_empty() {
             return Ok(false);
         }
-        self.write_records(vec![JournalRecord::Sandboxes { records: wanted }])?;
+        for page in changes.into_pages() {
+            self.write_records(vec![page.into()])?;
+        }
         Ok(true)
     }
 }

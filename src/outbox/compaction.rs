@@ -1,8 +1,8 @@
 //! Giving old segments of the log back: once it has more than two, a segment was started since
 //! the previous round (or many commits were made), and at most a third of the events in the
 //! segments before the newest are still live, those are appended again (for the endpoints that
-//! still have them), a snapshot carries forward what outlives events, and the segments before
-//! both are deleted.
+//! still have them), a snapshot and the view of sandboxes carry forward what outlives events, and
+//! the segments before them are deleted.
 //!
 //! The third bounds what a round copies by what it gives back (each event copied frees the
 //! space of two finished ones): a backlog that is all live (a receiver down for hours) stays
@@ -10,6 +10,9 @@
 
 use super::OutboxError;
 use super::journal::JournalRecord;
+use super::journal::PAGE;
+use super::live::Live;
+use super::sandbox_view::ViewChanges;
 use super::store::Store;
 use std::sync::atomic::Ordering;
 
@@ -63,6 +66,7 @@ impl Store {
         }
         let snapshot = JournalRecord::Snapshot(self.live().snapshot());
         let at = self.write_records(vec![snapshot])?;
+        self.write_pages()?;
         let point = {
             let mut live = self.live_mut();
             let point = live.release_point(at);
@@ -73,6 +77,58 @@ impl Store {
             log.release_before(point);
             Ok(())
         })
+    }
+
+    /// Writes again, a page a commit, what a snapshot leaves out because it grows with the
+    /// backlog or the cluster: the entries to acknowledge, the states of deliveries tried
+    /// before, the view of sandboxes (see `journal.rs`). The caller holds
+    /// [`Store::lock_writes`]; results recorded meanwhile only make a page older than the log
+    /// around it, as they made the whole snapshot before.
+    fn write_pages(&self) -> Result<(), OutboxError> {
+        self.write_paged(|live, after: Option<&String>| {
+            let entries = live.acks_after(after.map(String::as_str), PAGE);
+            let last = entries.last()?.id.clone();
+            Some((vec![JournalRecord::AckQueued { entries }], last))
+        })?;
+        self.write_paged(|live, after: Option<&(String, u64)>| {
+            let after = after.map(|(endpoint, seq)| (endpoint.as_str(), *seq));
+            let retries = live.retries_after(after, PAGE);
+            let last = retries
+                .last()
+                .map(|(endpoint, seq, _)| (endpoint.clone(), *seq))?;
+            let records = retries
+                .into_iter()
+                .map(|(endpoint, seq, state)| JournalRecord::Retry {
+                    endpoint,
+                    seq,
+                    state,
+                })
+                .collect();
+            Some((records, last))
+        })?;
+        self.write_paged(|live, after: Option<&String>| {
+            let set = live.sandboxes().page_after(after.map(String::as_str), PAGE);
+            let last = set.last()?.sandbox_id.clone();
+            let removed = Vec::new();
+            Some((vec![ViewChanges { set, removed }.into()], last))
+        })
+    }
+
+    /// Writes the pages `page` gives, each after the last item of the one before, until it
+    /// gives none; the live set is read under its lock, and the commit is made without it.
+    fn write_paged<C>(
+        &self,
+        page: impl Fn(&Live, Option<&C>) -> Option<(Vec<JournalRecord>, C)>,
+    ) -> Result<(), OutboxError> {
+        let mut after = None;
+        loop {
+            let next = page(&self.live(), after.as_ref());
+            let Some((records, last)) = next else {
+                return Ok(());
+            };
+            self.write_records(records)?;
+            after = Some(last);
+        }
     }
 
     /// When a round is due (see [`Self::compact_now`] for `now`): the last commit and the

@@ -2,10 +2,17 @@
 //! facts the live set is rebuilt from at start (`live.rs`).
 //!
 //! Only [`JournalRecord::Appended`] is waited for before its event is delivered; every other
-//! record rides on the next commit. A [`JournalRecord::Snapshot`] carries forward what outlives
-//! the events it came from (the event-id window, the view of sandboxes, entries to acknowledge,
-//! retry states) before the segments that held it are deleted.
+//! record rides on the next commit. Before the segments that hold them are deleted, what outlives
+//! the events it came from is written again: a [`JournalRecord::Snapshot`] (the next sequence
+//! number, the event-id window), then in pages of [`PAGE`] records, each a commit, the entries to
+//! acknowledge ([`JournalRecord::AckQueued`]), the states of deliveries tried before
+//! ([`JournalRecord::Retry`]) and the view of sandboxes ([`JournalRecord::ViewChanged`]). Each
+//! page sets what it holds and clears nothing, so a round cut short by a crash harms nothing: the
+//! segments it would have replaced are still there. Written whole, a hundred thousand sandboxes
+//! with a failed delivery each took some 100 MiB at once (BENCHMARKS.md, issue 30's eighth
+//! round).
 
+use super::sandbox_view::ViewChanges;
 use super::{DeliveryState, OutboxError, SandboxRecord, StreamEntryRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -42,23 +49,37 @@ pub(super) enum JournalRecord {
     Acknowledged { entries: Vec<String> },
     /// Entries another instance finished: their events are dropped undelivered.
     Forgotten { entries: Vec<String> },
-    /// The view of sandboxes, replaced whole.
-    Sandboxes { records: Vec<SandboxRecord> },
+    /// Sandboxes set in the view and ids removed from it: after a snapshot, to carry the view
+    /// forward, and to copy another instance's, never more than a page at once.
+    ViewChanged {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        set: Vec<SandboxRecord>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<String>,
+    },
     /// Event ids remembered before this time (ms) are forgotten.
     IdsPruned { before_ms: i64 },
-    /// What outlives events, as it stood at this point of the log.
+    /// What outlives events and is small, as it stood at this point of the log.
     Snapshot(Snapshot),
 }
 
-/// The state a snapshot carries forward.
+/// The state a snapshot carries forward in one record: the rest grows with the backlog or the
+/// cluster, and follows it in pages of other records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Snapshot {
     pub(super) next_seq: u64,
+    /// At most `RECENT_IDS_KEPT` of them, oldest first.
     pub(super) event_ids: Vec<(String, i64)>,
-    pub(super) sandboxes: Vec<SandboxRecord>,
-    pub(super) acks: Vec<StreamEntryRef>,
-    /// Pending deliveries that failed before: (endpoint, seq, state).
-    pub(super) retries: Vec<(String, u64, DeliveryState)>,
+}
+
+/// Records per commit when what outlives events is written again in pages: about 0.2 MiB.
+pub(super) const PAGE: usize = 1_024;
+
+impl From<ViewChanges> for JournalRecord {
+    fn from(changes: ViewChanges) -> Self {
+        let ViewChanges { set, removed } = changes;
+        Self::ViewChanged { set, removed }
+    }
 }
 
 impl JournalRecord {
@@ -99,6 +120,10 @@ mod tests {
                 next_seq: 4,
                 ..Snapshot::default()
             }),
+            JournalRecord::ViewChanged {
+                set: Vec::new(),
+                removed: vec!["sb".into()],
+            },
         ];
         for record in records {
             assert_eq!(JournalRecord::decode(&record.encode()).unwrap(), record);

@@ -10,12 +10,14 @@ use super::journal::{JournalRecord, Snapshot};
 use super::live_keys::{EntryId, LiveEntry, LiveEvent, SegmentEvents, SharedStrings};
 use super::log::{Location, Log};
 use super::recent_ids::RecentIds;
+use super::sandbox_view::{SandboxView, ViewChanges};
 use super::seq_map::SeqMap;
 use super::{
     DeliveryState, OutboxError, PendingDelivery, SandboxRecord, SandboxState, StreamEntryRef,
 };
 use crate::event::{Lifecycle, SandboxEvent};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 /// What the log says is live.
@@ -32,7 +34,7 @@ pub(super) struct Live {
     acks: BTreeMap<EntryId, Arc<str>>,
     /// The de-duplication window.
     event_ids: RecentIds,
-    sandboxes: BTreeMap<String, SandboxRecord>,
+    sandboxes: SandboxView,
     /// Sandbox ids and generations, once each.
     strings: SharedStrings,
     /// Segment (its first commit) → its events.
@@ -91,15 +93,13 @@ impl Live {
                 self.event_ids.remember(event.id(), appended_at_ms);
                 if tracks_sandbox {
                     let known =
-                        || Ok::<_, OutboxError>(self.sandboxes.contains_key(event.sandbox_id()));
+                        || Ok::<_, OutboxError>(self.sandboxes.contains(event.sandbox_id()));
                     match sandbox_change(&event, known, appended_at_ms)? {
                         SandboxChange::Keep => {}
                         SandboxChange::Remove => {
                             self.sandboxes.remove(event.sandbox_id());
                         }
-                        SandboxChange::Set(record) => {
-                            self.sandboxes.insert(record.sandbox_id.clone(), record);
-                        }
+                        SandboxChange::Set(record) => self.sandboxes.set(record),
                     }
                 }
                 self.segments.entry(location.segment).or_default().appended += 1;
@@ -175,11 +175,8 @@ impl Live {
                 }
                 self.pending.retain(|_, p| !p.is_empty());
             }
-            JournalRecord::Sandboxes { records } => {
-                self.sandboxes = records
-                    .into_iter()
-                    .map(|r| (r.sandbox_id.clone(), r))
-                    .collect();
+            JournalRecord::ViewChanged { set, removed } => {
+                self.sandboxes.apply(ViewChanges { set, removed });
             }
             JournalRecord::IdsPruned { before_ms } => self.event_ids.forget_before(before_ms),
             JournalRecord::Snapshot(snapshot) => self.restore(snapshot),
@@ -245,45 +242,58 @@ impl Live {
     fn restore(&mut self, snapshot: Snapshot) {
         self.next_seq = self.next_seq.max(snapshot.next_seq);
         self.event_ids = RecentIds::from_snapshot(snapshot.event_ids);
-        self.sandboxes = snapshot
-            .sandboxes
-            .into_iter()
-            .map(|r| (r.sandbox_id.clone(), r))
-            .collect();
-        for (_, generation) in std::mem::take(&mut self.acks) {
-            self.strings.release(generation);
-        }
-        for entry in snapshot.acks {
-            let entry = self.live_entry(&entry);
-            self.queue_ack(entry);
-        }
-        for (endpoint, seq, state) in snapshot.retries {
-            if let Some(pending) = self.pending.get_mut(&endpoint).and_then(|p| p.get_mut(seq)) {
-                *pending = Some(Box::new(state));
-            }
-        }
     }
 
-    /// What outlives events, to carry it forward before old segments are deleted.
+    /// What outlives events besides the entries to acknowledge, the retry states and the view
+    /// of sandboxes, which follow it in pages ([`Self::acks_after`], [`Self::retries_after`],
+    /// [`SandboxView::page_after`]), to carry it forward before old segments are deleted.
     pub(super) fn snapshot(&self) -> Snapshot {
-        let retries = self
-            .pending
-            .iter()
-            .flat_map(|(endpoint, pending)| {
-                pending
-                    .iter()
-                    .filter_map(|(seq, state)| Some((seq, state.as_deref()?)))
-                    .filter(|(_, state)| state.attempts > 0 || state.last_error.is_some())
-                    .map(|(seq, state)| (endpoint.clone(), seq, state.clone()))
-            })
-            .collect();
         Snapshot {
             next_seq: self.next_seq,
             event_ids: self.event_ids.to_vec(),
-            sandboxes: self.sandboxes.values().cloned().collect(),
-            acks: self.acks(usize::MAX),
-            retries,
         }
+    }
+
+    /// Up to `limit` entries to acknowledge after id `after` (from the first when `None`).
+    pub(super) fn acks_after(&self, after: Option<&str>, limit: usize) -> Vec<StreamEntryRef> {
+        let from = after.map_or(Bound::Unbounded, |id| Bound::Excluded(EntryId::of(id)));
+        self.acks
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, generation)| StreamEntryRef {
+                id: id.to_string(),
+                generation: generation.to_string(),
+            })
+            .collect()
+    }
+
+    /// Up to `limit` states of deliveries tried before, after (endpoint, seq) `after`, by
+    /// endpoint and seq: (endpoint, seq, state).
+    pub(super) fn retries_after(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Vec<(String, u64, DeliveryState)> {
+        let mut endpoints: Vec<&String> = self
+            .pending
+            .keys()
+            .filter(|e| after.is_none_or(|(last, _)| e.as_str() >= last))
+            .collect();
+        endpoints.sort();
+        endpoints
+            .into_iter()
+            .flat_map(|endpoint| {
+                let from = after
+                    .filter(|(last, _)| last == endpoint)
+                    .map_or(0, |a| a.1);
+                self.pending[endpoint]
+                    .iter_after(from)
+                    .filter_map(|(seq, state)| Some((seq, state.as_deref()?)))
+                    .filter(|(_, state)| state.attempts > 0 || state.last_error.is_some())
+                    .map(move |(seq, state)| (endpoint.clone(), seq, state.clone()))
+            })
+            .take(limit)
+            .collect()
     }
 
     /// The first commit still needed once commit `snapshot_commit` holds a snapshot: the
@@ -413,18 +423,6 @@ impl Live {
         }
     }
 
-    /// Entries to acknowledge, up to `limit`.
-    pub(super) fn acks(&self, limit: usize) -> Vec<StreamEntryRef> {
-        self.acks
-            .iter()
-            .take(limit)
-            .map(|(id, generation)| StreamEntryRef {
-                id: id.to_string(),
-                generation: generation.to_string(),
-            })
-            .collect()
-    }
-
     /// Stream entries whose events are still pending here.
     pub(super) fn live_entries(&self) -> Vec<StreamEntryRef> {
         self.events
@@ -438,9 +436,9 @@ impl Live {
         self.event_ids.count_before(cutoff_ms)
     }
 
-    /// The view of sandboxes, by sandbox id.
-    pub(super) fn sandboxes(&self) -> Vec<SandboxRecord> {
-        self.sandboxes.values().cloned().collect()
+    /// The view of sandboxes.
+    pub(super) fn sandboxes(&self) -> &SandboxView {
+        &self.sandboxes
     }
 
     /// Events not yet finished everywhere.

@@ -7,6 +7,7 @@ use super::log::Location;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// A stream entry id. Redis gives `<ms>-<seq>` (two numbers, no heap); anything else is kept as
 /// it came.
@@ -43,6 +44,35 @@ impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Stream { ms, seq } => write!(f, "{ms}-{seq}"),
+            Self::Other(id) => f.write_str(id),
+        }
+    }
+}
+
+/// An id kept small: E2B's event, execution and team ids are UUIDs, 16 bytes here instead of a
+/// 36-character string on the heap; anything else is kept as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum SmallId {
+    Uuid(Uuid),
+    Other(Box<str>),
+}
+
+impl SmallId {
+    pub(super) fn of(id: &str) -> Self {
+        // Only the canonical spelling, so that the id reads back exactly as it came; compared
+        // on the stack, as this runs for every event appended or checked.
+        let mut canonical = Uuid::encode_buffer();
+        match Uuid::try_parse(id) {
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut canonical) == id => Self::Uuid(uuid),
+            _ => Self::Other(id.into()),
+        }
+    }
+}
+
+impl fmt::Display for SmallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Uuid(uuid) => uuid.hyphenated().fmt(f),
             Self::Other(id) => f.write_str(id),
         }
     }

@@ -55,6 +55,41 @@ fn write(log: &Log, live: &mut Live, record: JournalRecord) {
         .unwrap();
 }
 
+/// Writes what a snapshot leaves to pages of `page` records, as a round of compaction does.
+fn write_pages(log: &Log, live: &mut Live, page: usize) {
+    let mut after = None;
+    loop {
+        let entries = live.acks_after(after.as_deref(), page);
+        let Some(last) = entries.last() else { break };
+        after = Some(last.id.clone());
+        write(log, live, JournalRecord::AckQueued { entries });
+    }
+    let mut after: Option<(String, u64)> = None;
+    loop {
+        let retries = live.retries_after(after.as_ref().map(|(e, s)| (e.as_str(), *s)), page);
+        let Some((endpoint, seq, _)) = retries.last() else {
+            break;
+        };
+        after = Some((endpoint.clone(), *seq));
+        for (endpoint, seq, state) in retries {
+            let retry = JournalRecord::Retry {
+                endpoint,
+                seq,
+                state,
+            };
+            write(log, live, retry);
+        }
+    }
+    let mut after = None;
+    loop {
+        let set = live.sandboxes().page_after(after.as_deref(), page);
+        let Some(last) = set.last() else { break };
+        after = Some(last.sandbox_id.clone());
+        let removed = Vec::new();
+        write(log, live, ViewChanges { set, removed }.into());
+    }
+}
+
 fn failed(attempts: u32) -> DeliveryState {
     DeliveryState {
         sandbox_id: "sb1".into(),
@@ -100,13 +135,17 @@ fn the_live_set_rebuilt_from_the_log_is_the_one_kept_while_running() {
     assert_eq!(pending.len(), 1);
     assert_eq!((pending[0].seq, pending[0].state.attempts), (1, 1));
     assert!(live.pending_after("b", 0, 10).is_empty());
-    let acks: Vec<String> = live.acks(10).into_iter().map(|e| e.id).collect();
+    let acks: Vec<String> = live
+        .acks_after(None, 10)
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(acks, ["3-0"]);
     assert_eq!(live.entry_seq("1-0"), Some(1));
     assert_eq!(live.entry_seq("2-0"), None);
     assert!(live.knows_event("event-0"));
     assert_eq!(live.next_seq(), 4);
-    let sandboxes: Vec<SandboxState> = live.sandboxes.values().map(|s| s.state).collect();
+    let sandboxes: Vec<SandboxState> = live.sandboxes.records().iter().map(|s| s.state).collect();
     assert_eq!(sandboxes, [SandboxState::Paused]);
     let location = live.event(1).unwrap().location;
     assert_eq!(
@@ -174,6 +213,7 @@ fn old_segments_go_once_a_snapshot_carries_their_state_and_live_events_are_copie
     let snapshot = JournalRecord::Snapshot(live.snapshot());
     write(&log, &mut live, snapshot);
     let snapshot_commit = log.committed();
+    write_pages(&log, &mut live, crate::outbox::journal::PAGE);
     let point = live.release_point(snapshot_commit);
     assert!(point > 40, "{point}");
     log.release_before(point);
@@ -198,5 +238,89 @@ fn old_segments_go_once_a_snapshot_carries_their_state_and_live_events_are_copie
         rebuilt.knows_event("event-2"),
         "the id window is carried forward"
     );
-    assert_eq!(rebuilt.acks(100).len(), 19, "acknowledgements still to do");
+    assert_eq!(
+        rebuilt.acks_after(None, 100).len(),
+        19,
+        "acknowledgements still to do"
+    );
+    assert_eq!(rebuilt.sandboxes().len(), 20, "the view is carried forward");
+}
+
+#[test]
+fn a_view_written_only_in_part_before_a_crash_loses_no_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut live) = rebuild(dir.path());
+    for seq in 1..=6 {
+        write(
+            &log,
+            &mut live,
+            appended(seq, "created", &format!("sb{seq}"), &[]),
+        );
+    }
+    write(&log, &mut live, appended(7, "killed", "sb2", &[]));
+    let view = live.sandboxes().records();
+    assert_eq!(view.len(), 5);
+    let snapshot = JournalRecord::Snapshot(live.snapshot());
+    write(&log, &mut live, snapshot);
+    // The process dies after the first page of the view: the segments before are still there.
+    let first_page = ViewChanges {
+        set: view[..2].to_vec(),
+        removed: Vec::new(),
+    };
+    write(&log, &mut live, first_page.into());
+    drop(log);
+
+    let (_log, rebuilt) = rebuild(dir.path());
+    assert_eq!(rebuilt.sandboxes().records(), view);
+}
+
+#[test]
+fn retry_states_and_entries_to_acknowledge_are_read_in_pages_that_follow_one_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut live) = rebuild(dir.path());
+    for seq in 1..=3 {
+        let sandbox = format!("sb{seq}");
+        write(
+            &log,
+            &mut live,
+            appended(seq, "created", &sandbox, &["a", "b"]),
+        );
+    }
+    for (endpoint, seq) in [("b", 2), ("a", 3), ("a", 1)] {
+        let state = failed(seq as u32);
+        let endpoint = endpoint.to_owned();
+        write(
+            &log,
+            &mut live,
+            JournalRecord::Retry {
+                endpoint,
+                seq,
+                state,
+            },
+        );
+    }
+    let first = live.retries_after(None, 2);
+    let rest = live.retries_after(Some(("a", 3)), 2);
+    let keys: Vec<_> = [first, rest]
+        .concat()
+        .into_iter()
+        .map(|(endpoint, seq, state)| (endpoint, seq, state.attempts))
+        .collect();
+    assert_eq!(
+        keys,
+        [("a".into(), 1, 1), ("a".into(), 3, 3), ("b".into(), 2, 2)]
+    );
+
+    let entries = ["10-0", "5-0", "7-0"].map(|id| StreamEntryRef {
+        id: id.into(),
+        generation: "g1".into(),
+    });
+    let queued = JournalRecord::AckQueued {
+        entries: entries.to_vec(),
+    };
+    write(&log, &mut live, queued);
+    let first = live.acks_after(None, 2);
+    let rest = live.acks_after(Some(&first[1].id), 2);
+    let ids: Vec<_> = [first, rest].concat().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["5-0", "7-0", "10-0"], "in stream order");
 }

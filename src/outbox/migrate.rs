@@ -11,6 +11,7 @@ use super::records::{
     ACKS, EVENT_IDS, EVENTS, EventRecord, MOVED, NEXT_SEQ, PENDING, SANDBOXES, STATE,
     STREAM_ENTRIES, decode, read_counter,
 };
+use super::sandbox_view::ViewChanges;
 use super::store::Store;
 use super::{DeliveryState, OutboxError, StreamEntryRef, open};
 use redb::{ReadableTable, ReadableTableMetadata, TableError};
@@ -50,7 +51,11 @@ impl Store {
             let (endpoint, seq) = key.value();
             let state: DeliveryState = decode("pending", value.value())?;
             if state.attempts > 0 || state.last_error.is_some() {
-                retries.push((endpoint.to_owned(), seq, state));
+                retries.push(JournalRecord::Retry {
+                    endpoint: endpoint.to_owned(),
+                    seq,
+                    state,
+                });
             }
             endpoints.entry(seq).or_default().push(endpoint.to_owned());
         }
@@ -73,7 +78,6 @@ impl Store {
         }
         let mut snapshot = Snapshot {
             next_seq: read_counter(&txn.open_table(STATE)?, NEXT_SEQ)?,
-            retries,
             ..Snapshot::default()
         };
         // The newest ids only (a day of them can be millions), oldest first.
@@ -91,20 +95,26 @@ impl Store {
             .rev()
             .map(|Reverse((at, id))| (id, at))
             .collect();
+        let mut view = ViewChanges::default();
         for row in txn.open_table(SANDBOXES)?.iter()? {
             let (_, value) = row?;
-            snapshot.sandboxes.push(decode("sandbox", value.value())?);
+            view.set.push(decode("sandbox", value.value())?);
         }
+        let mut acks = Vec::new();
         for row in txn.open_table(ACKS)?.iter()? {
             let (id, generation) = row?;
-            snapshot.acks.push(StreamEntryRef {
+            acks.push(StreamEntryRef {
                 id: id.value().to_owned(),
                 generation: generation.value().to_owned(),
             });
         }
         drop(events);
         drop(txn);
+        // After the events: a retry state applies to a delivery pending.
         records.push(JournalRecord::Snapshot(snapshot));
+        records.extend(retries);
+        records.push(JournalRecord::AckQueued { entries: acks });
+        records.push(view.into());
         // Converting again after a crash in between appends the same facts again: no harm.
         {
             let _writing = self.lock_writes();

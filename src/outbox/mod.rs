@@ -25,6 +25,7 @@ mod recent_ids;
 mod records;
 mod recovery;
 mod route_table;
+mod sandbox_view;
 mod seq_map;
 mod status;
 mod store;

@@ -8,57 +8,30 @@
 //! repeat the window no longer holds is delivered again with the same event id, which receivers
 //! de-duplicate on (at least once, as documented).
 
+use super::live_keys::SmallId;
 use hashlink::LinkedHashMap;
-use uuid::Uuid;
 
 /// Ids remembered at most: about 3 MiB in memory, a minute at 1 000 events/s, ten at 100/s;
 /// far longer than a stream entry waits to be read again or a publisher retries.
 pub(super) const RECENT_IDS_KEPT: usize = 65_536;
 
-/// An event id as the window keeps it: E2B's are UUIDs, 16 bytes here instead of a 36-character
-/// string on the heap.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum EventKey {
-    Uuid(Uuid),
-    Other(Box<str>),
-}
-
-impl EventKey {
-    fn of(id: &str) -> Self {
-        // Only the canonical spelling, so that the id reads back exactly as it came; compared
-        // on the stack, as this runs for every event appended or checked.
-        let mut canonical = Uuid::encode_buffer();
-        match Uuid::try_parse(id) {
-            Ok(uuid) if uuid.hyphenated().encode_lower(&mut canonical) == id => Self::Uuid(uuid),
-            _ => Self::Other(id.into()),
-        }
-    }
-
-    fn to_id(&self) -> String {
-        match self {
-            Self::Uuid(uuid) => uuid.hyphenated().to_string(),
-            Self::Other(id) => id.to_string(),
-        }
-    }
-}
-
 /// Event id → when it was appended (ms), oldest first.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct RecentIds {
-    ids: LinkedHashMap<EventKey, i64>,
+    ids: LinkedHashMap<SmallId, i64>,
 }
 
 impl RecentIds {
     /// Remembers `id`, forgetting the oldest beyond [`RECENT_IDS_KEPT`].
     pub(super) fn remember(&mut self, id: &str, appended_at_ms: i64) {
-        self.ids.insert(EventKey::of(id), appended_at_ms);
+        self.ids.insert(SmallId::of(id), appended_at_ms);
         while self.ids.len() > RECENT_IDS_KEPT {
             self.ids.pop_front();
         }
     }
 
     pub(super) fn contains(&self, id: &str) -> bool {
-        self.ids.contains_key(&EventKey::of(id))
+        self.ids.contains_key(&SmallId::of(id))
     }
 
     /// Forgets the ids appended before `before_ms`.
@@ -73,7 +46,10 @@ impl RecentIds {
 
     /// The ids, oldest first, as a snapshot carries them.
     pub(super) fn to_vec(&self) -> Vec<(String, i64)> {
-        self.ids.iter().map(|(id, at)| (id.to_id(), *at)).collect()
+        self.ids
+            .iter()
+            .map(|(id, at)| (id.to_string(), *at))
+            .collect()
     }
 
     /// The window a snapshot carried (oldest first), kept to the bound.
@@ -112,7 +88,7 @@ mod tests {
             "{0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d}",
             "ev-1",
         ];
-        assert!(matches!(EventKey::of(uuid), EventKey::Uuid(_)));
+        assert!(matches!(SmallId::of(uuid), SmallId::Uuid(_)));
         let mut recent = RecentIds::default();
         for (n, id) in std::iter::once(uuid).chain(others).enumerate() {
             recent.remember(id, n as i64);

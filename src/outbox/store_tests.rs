@@ -270,3 +270,33 @@ fn a_backlog_is_written_once_and_copied_forward_only_once_most_of_it_is_delivere
         (1, "s2")
     );
 }
+
+#[test]
+fn a_copied_view_writes_only_what_differs_and_reads_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), vec![route("a", "*")]);
+    let record = |n: usize| records::SandboxRecord {
+        sandbox_id: format!("sb{n:05}"),
+        state: records::SandboxState::Running,
+        team_id: TEAM.into(),
+        template_id: Some("base".into()),
+        execution_id: Some(format!("00000000-0000-4000-8000-{n:012}")),
+        updated_at_ms: n as i64,
+    };
+    // More than a page of the view, so the copy takes several commits.
+    let view: Vec<_> = (0..2_500).map(record).collect();
+    assert!(store.replace_sandboxes(&view).unwrap());
+    let committed = || store.with_log(|log| Ok(log.committed())).unwrap();
+    let after_copy = committed();
+    assert!(!store.replace_sandboxes(&view).unwrap(), "nothing differs");
+    assert_eq!(committed(), after_copy, "and nothing is written");
+    let mut changed = view[1..].to_vec();
+    changed[0].state = records::SandboxState::Paused;
+    changed.push(record(9_999));
+    assert!(store.replace_sandboxes(&changed).unwrap());
+    assert_eq!(committed(), after_copy + 1, "one page of changes");
+    drop(store);
+
+    let store = open(dir.path(), vec![route("a", "*")]);
+    assert_eq!(store.sandboxes().unwrap(), changed);
+}

@@ -30,7 +30,7 @@ impl StreamSync {
 impl Store {
     pub(super) fn stream_sync(&self, limit: usize) -> Result<StreamSync, OutboxError> {
         let mut sync = StreamSync {
-            acks: self.live().acks(limit),
+            acks: self.live().acks_after(None, limit),
             ..StreamSync::default()
         };
         let txn = self.begin_read()?;

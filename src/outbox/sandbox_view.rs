@@ -1,0 +1,281 @@
+//! The view of sandboxes as the outbox keeps it in memory, small: the log holds no table to
+//! look a sandbox up in, so every sandbox the stream says exists is here for as long as it does
+//! (issue 30). A record of five strings took about 0.4 KiB; here a sandbox is its id, two
+//! shared strings (its team's and its template's, each kept once), its execution id as 16 bytes
+//! when it is a UUID (E2B's are), its state and a time: about 0.15 KiB, measured in
+//! BENCHMARKS.md.
+//!
+//! Records go to the log in pages ([`PAGE`]), so writing the view never copies all of it at once.
+
+use super::journal::PAGE;
+use super::live_keys::{SharedStrings, SmallId};
+use super::{SandboxRecord, SandboxState};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// Sandbox id → what the stream says of it, by id.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct SandboxView {
+    sandboxes: BTreeMap<Box<str>, Sandbox>,
+    /// Team and template ids: a cluster has few, shared by many sandboxes.
+    strings: SharedStrings,
+}
+
+#[derive(Debug, PartialEq)]
+struct Sandbox {
+    state: SandboxState,
+    team_id: Arc<str>,
+    template_id: Option<Arc<str>>,
+    execution_id: Option<SmallId>,
+    updated_at_ms: i64,
+}
+
+/// What to write to make one view another: sandboxes to set, ids to remove.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct ViewChanges {
+    pub(super) set: Vec<SandboxRecord>,
+    pub(super) removed: Vec<String>,
+}
+
+impl SandboxView {
+    pub(super) fn contains(&self, sandbox_id: &str) -> bool {
+        self.sandboxes.contains_key(sandbox_id)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.sandboxes.len()
+    }
+
+    /// Sets `record`, in place of what was kept for its sandbox.
+    pub(super) fn set(&mut self, record: SandboxRecord) {
+        let sandbox = Sandbox {
+            state: record.state,
+            team_id: self.strings.get(&record.team_id),
+            template_id: record.template_id.map(|t| self.strings.get(&t)),
+            execution_id: record.execution_id.as_deref().map(SmallId::of),
+            updated_at_ms: record.updated_at_ms,
+        };
+        if let Some(before) = self.sandboxes.insert(record.sandbox_id.into(), sandbox) {
+            self.release(before);
+        }
+    }
+
+    pub(super) fn remove(&mut self, sandbox_id: &str) {
+        if let Some(before) = self.sandboxes.remove(sandbox_id) {
+            self.release(before);
+        }
+    }
+
+    pub(super) fn apply(&mut self, changes: ViewChanges) {
+        for id in changes.removed {
+            self.remove(&id);
+        }
+        for record in changes.set {
+            self.set(record);
+        }
+    }
+
+    fn release(&mut self, sandbox: Sandbox) {
+        self.strings.release(sandbox.team_id);
+        if let Some(template) = sandbox.template_id {
+            self.strings.release(template);
+        }
+    }
+
+    /// Every sandbox, by id.
+    pub(super) fn records(&self) -> Vec<SandboxRecord> {
+        self.page_after(None, usize::MAX)
+    }
+
+    /// Up to `limit` sandboxes after id `after` (from the first when `None`), by id.
+    pub(super) fn page_after(&self, after: Option<&str>, limit: usize) -> Vec<SandboxRecord> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.sandboxes
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, sandbox)| sandbox.record(id))
+            .collect()
+    }
+
+    /// What to write to make this view hold exactly `wanted` (empty when it does).
+    pub(super) fn changes_to(&self, wanted: &[SandboxRecord]) -> ViewChanges {
+        let mut changes = ViewChanges::default();
+        let mut kept = std::collections::HashSet::with_capacity(wanted.len());
+        for record in wanted {
+            kept.insert(record.sandbox_id.as_str());
+            let same = self
+                .sandboxes
+                .get(record.sandbox_id.as_str())
+                .is_some_and(|s| s.record(&record.sandbox_id) == *record);
+            if !same {
+                changes.set.push(record.clone());
+            }
+        }
+        changes.removed = self
+            .sandboxes
+            .keys()
+            .filter(|id| !kept.contains::<str>(id))
+            .map(|id| id.to_string())
+            .collect();
+        changes
+    }
+}
+
+impl Sandbox {
+    fn record(&self, sandbox_id: &str) -> SandboxRecord {
+        SandboxRecord {
+            sandbox_id: sandbox_id.to_owned(),
+            state: self.state,
+            team_id: self.team_id.to_string(),
+            template_id: self.template_id.as_deref().map(str::to_owned),
+            execution_id: self.execution_id.as_ref().map(SmallId::to_string),
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
+impl ViewChanges {
+    pub(super) fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.removed.is_empty()
+    }
+
+    /// The changes in pages of at most [`PAGE`] sandboxes, removals first.
+    pub(super) fn into_pages(self) -> Vec<ViewChanges> {
+        let mut pages: Vec<ViewChanges> = Vec::new();
+        for id in self.removed {
+            match pages.last_mut() {
+                Some(page) if page.removed.len() < PAGE => page.removed.push(id),
+                _ => pages.push(ViewChanges {
+                    set: Vec::new(),
+                    removed: vec![id],
+                }),
+            }
+        }
+        for record in self.set {
+            match pages.last_mut() {
+                Some(page) if page.removed.len() + page.set.len() < PAGE => {
+                    page.set.push(record);
+                }
+                _ => pages.push(ViewChanges {
+                    set: vec![record],
+                    removed: Vec::new(),
+                }),
+            }
+        }
+        pages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, team: &str, execution: Option<&str>) -> SandboxRecord {
+        SandboxRecord {
+            sandbox_id: id.to_owned(),
+            state: SandboxState::Running,
+            team_id: team.to_owned(),
+            template_id: Some("base".to_owned()),
+            execution_id: execution.map(str::to_owned),
+            updated_at_ms: 7,
+        }
+    }
+
+    #[test]
+    fn records_read_back_exactly_as_they_were_set() {
+        let records = [
+            record("sb-a", "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d", None),
+            record(
+                "sb-b",
+                "team-x",
+                Some("0B8B8A4E-6F4E-4C4A-9A57-3A2F5D3B1C2D"),
+            ),
+            record(
+                "sb-c",
+                "0b8b8a4e-6f4e-4c4a-9a57-3a2f5d3b1c2d",
+                Some("9c1e0f5a-2b7d-4e8f-a1b2-c3d4e5f60718"),
+            ),
+            SandboxRecord {
+                template_id: None,
+                state: SandboxState::Paused,
+                ..record("sb-d", "", Some(""))
+            },
+        ];
+        let mut view = SandboxView::default();
+        for record in records.iter().rev() {
+            view.set(record.clone());
+        }
+        assert_eq!(view.records(), records);
+        assert!(view.contains("sb-c") && !view.contains("sb"));
+    }
+
+    #[test]
+    fn shared_strings_go_with_the_last_sandbox_that_holds_them() {
+        let mut view = SandboxView::default();
+        view.set(record("sb-a", "team-1", None));
+        view.set(record("sb-b", "team-1", None));
+        view.set(record("sb-b", "team-2", None));
+        assert_eq!(view.strings.len(), 3, "team-1, team-2 and the template");
+        view.remove("sb-a");
+        view.remove("sb-missing");
+        assert_eq!(view.strings.len(), 2);
+        view.remove("sb-b");
+        assert_eq!(view, SandboxView::default());
+    }
+
+    #[test]
+    fn pages_follow_one_another_by_id() {
+        let mut view = SandboxView::default();
+        for n in 0..5 {
+            view.set(record(&format!("sb-{n}"), "team", None));
+        }
+        let first = view.page_after(None, 2);
+        let second = view.page_after(Some(&first[1].sandbox_id), 2);
+        let last = view.page_after(Some(&second[1].sandbox_id), 2);
+        let ids: Vec<_> = [first, second, last]
+            .concat()
+            .into_iter()
+            .map(|r| r.sandbox_id)
+            .collect();
+        assert_eq!(ids, ["sb-0", "sb-1", "sb-2", "sb-3", "sb-4"]);
+    }
+
+    #[test]
+    fn the_changes_to_another_view_make_this_one_that_one() {
+        let mut view = SandboxView::default();
+        for id in ["sb-a", "sb-b", "sb-c"] {
+            view.set(record(id, "team", None));
+        }
+        let wanted = vec![
+            record("sb-a", "team", None),
+            record("sb-c", "team", Some("exec")),
+            record("sb-d", "team", None),
+        ];
+        let changes = view.changes_to(&wanted);
+        assert_eq!(changes.removed, ["sb-b"]);
+        let set: Vec<_> = changes.set.iter().map(|r| r.sandbox_id.as_str()).collect();
+        assert_eq!(set, ["sb-c", "sb-d"]);
+        for page in changes.into_pages() {
+            view.apply(page);
+        }
+        assert_eq!(view.records(), wanted);
+        assert!(view.changes_to(&wanted).is_empty());
+    }
+
+    #[test]
+    fn changes_are_written_in_pages_of_at_most_a_page_of_sandboxes() {
+        let changes = ViewChanges {
+            removed: (0..PAGE + 1).map(|n| format!("gone-{n}")).collect(),
+            set: (0..PAGE)
+                .map(|n| record(&format!("sb-{n}"), "t", None))
+                .collect(),
+        };
+        let pages = changes.into_pages();
+        let sizes: Vec<_> = pages
+            .iter()
+            .map(|p| (p.removed.len(), p.set.len()))
+            .collect();
+        assert_eq!(sizes, [(PAGE, 0), (1, PAGE - 1), (0, 1)]);
+    }
+}
