@@ -106,11 +106,12 @@ impl Store {
                 .collect();
             Some((records, last))
         })?;
-        self.write_paged(|live, after: Option<&String>| {
-            let set = live.sandboxes().page_after(after.map(String::as_str), PAGE);
-            let last = set.last()?.sandbox_id.clone();
+        // The view holds still meanwhile: only appends change it, and they wait for the lock.
+        self.write_paged(|live, before: Option<&usize>| {
+            let number = before.map_or(0, |n| n + 1);
+            let set = live.sandboxes().page(number, PAGE);
             let removed = Vec::new();
-            Some((vec![ViewChanges { set, removed }.into()], last))
+            (!set.is_empty()).then(|| (vec![ViewChanges { set, removed }.into()], number))
         })
     }
 

@@ -9,6 +9,7 @@ use super::entry_index::EntryIndex;
 use super::journal::{JournalRecord, Snapshot};
 use super::live_keys::{EntryId, LiveEntry, LiveEvent, SegmentEvents, SharedStrings};
 use super::log::{Location, Log};
+use super::pending_deliveries::{PendingDeliveries, Tried};
 use super::recent_ids::RecentIds;
 use super::sandbox_view::{SandboxView, ViewChanges};
 use super::seq_map::SeqMap;
@@ -16,7 +17,7 @@ use super::{
     DeliveryState, OutboxError, PendingDelivery, SandboxRecord, SandboxState, StreamEntryRef,
 };
 use crate::event::{Lifecycle, SandboxEvent};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -25,9 +26,8 @@ use std::sync::Arc;
 pub(super) struct Live {
     next_seq: u64,
     events: SeqMap<LiveEvent>,
-    /// Endpoint → seq → the state of a delivery tried before; none for one not tried yet, whose
-    /// state is the default for its event's sandbox.
-    pending: HashMap<String, SeqMap<Option<Box<DeliveryState>>>>,
+    /// The deliveries still to make.
+    pending: PendingDeliveries,
     /// Stream entry id → the seq of its event.
     entries: EntryIndex,
     /// Entries to acknowledge: id → generation.
@@ -35,7 +35,7 @@ pub(super) struct Live {
     /// The de-duplication window.
     event_ids: RecentIds,
     sandboxes: SandboxView,
-    /// Sandbox ids and generations, once each.
+    /// Sandbox, team and template ids and generations, once each.
     strings: SharedStrings,
     /// Segment (its first commit) → its events.
     segments: BTreeMap<u64, SegmentEvents>,
@@ -97,9 +97,9 @@ impl Live {
                     match sandbox_change(&event, known, appended_at_ms)? {
                         SandboxChange::Keep => {}
                         SandboxChange::Remove => {
-                            self.sandboxes.remove(event.sandbox_id());
+                            self.sandboxes.remove(event.sandbox_id(), &mut self.strings);
                         }
-                        SandboxChange::Set(record) => self.sandboxes.set(record),
+                        SandboxChange::Set(record) => self.sandboxes.set(record, &mut self.strings),
                     }
                 }
                 self.segments.entry(location.segment).or_default().appended += 1;
@@ -114,10 +114,7 @@ impl Live {
                 self.next_seq = self.next_seq.max(seq + 1);
                 // An event appended again (copied forward) keeps the state its deliveries have.
                 for endpoint in endpoints {
-                    self.pending
-                        .entry(endpoint)
-                        .or_default()
-                        .insert_if_absent(seq, || None);
+                    self.pending.add(endpoint, seq);
                 }
                 let live = LiveEvent {
                     location,
@@ -141,12 +138,7 @@ impl Live {
                 endpoint,
                 seq,
                 state,
-            } => {
-                if let Some(pending) = self.pending.get_mut(&endpoint).and_then(|p| p.get_mut(seq))
-                {
-                    *pending = Some(Box::new(state));
-                }
-            }
+            } => self.pending.set_state(&endpoint, seq, state),
             JournalRecord::Finished { endpoint, seq } => self.finish(&endpoint, seq),
             JournalRecord::AckQueued { entries } => {
                 for entry in entries {
@@ -169,14 +161,12 @@ impl Live {
                     if let Some(entry) = self.take_event(seq) {
                         self.strings.release(entry.generation);
                     }
-                    for pending in self.pending.values_mut() {
-                        pending.remove(seq);
-                    }
+                    self.pending.remove_everywhere(seq);
                 }
-                self.pending.retain(|_, p| !p.is_empty());
             }
             JournalRecord::ViewChanged { set, removed } => {
-                self.sandboxes.apply(ViewChanges { set, removed });
+                let changes = ViewChanges { set, removed };
+                self.sandboxes.apply(changes, &mut self.strings);
             }
             JournalRecord::IdsPruned { before_ms } => self.event_ids.forget_before(before_ms),
             JournalRecord::Snapshot(snapshot) => self.restore(snapshot),
@@ -187,13 +177,8 @@ impl Live {
     /// The delivery of `seq` to `endpoint` is over; the event goes once no endpoint has it, and
     /// its stream entry is queued for acknowledgement.
     fn finish(&mut self, endpoint: &str, seq: u64) {
-        if let Some(pending) = self.pending.get_mut(endpoint) {
-            pending.remove(seq);
-            if pending.is_empty() {
-                self.pending.remove(endpoint);
-            }
-        }
-        if self.pending.values().any(|p| p.contains(seq)) {
+        self.pending.remove(endpoint, seq);
+        if self.pending.anywhere(seq) {
             return;
         }
         if let Some(entry) = self.take_event(seq) {
@@ -274,25 +259,13 @@ impl Live {
         after: Option<(&str, u64)>,
         limit: usize,
     ) -> Vec<(String, u64, DeliveryState)> {
-        let mut endpoints: Vec<&String> = self
-            .pending
-            .keys()
-            .filter(|e| after.is_none_or(|(last, _)| e.as_str() >= last))
-            .collect();
-        endpoints.sort();
-        endpoints
+        self.pending
+            .tried_after(after, limit)
             .into_iter()
-            .flat_map(|endpoint| {
-                let from = after
-                    .filter(|(last, _)| last == endpoint)
-                    .map_or(0, |a| a.1);
-                self.pending[endpoint]
-                    .iter_after(from)
-                    .filter_map(|(seq, state)| Some((seq, state.as_deref()?)))
-                    .filter(|(_, state)| state.attempts > 0 || state.last_error.is_some())
-                    .map(move |(seq, state)| (endpoint.clone(), seq, state.clone()))
+            .map(|(endpoint, seq, tried)| {
+                let state = self.delivery_state(seq, Some(tried));
+                (endpoint.to_owned(), seq, state)
             })
-            .take(limit)
             .collect()
     }
 
@@ -355,12 +328,7 @@ impl Live {
                     "outbox log: the record of event {seq} is not the event"
                 )));
             };
-            let endpoints = self
-                .pending
-                .iter()
-                .filter(|(_, p)| p.contains(seq))
-                .map(|(endpoint, _)| endpoint.clone())
-                .collect();
+            let endpoints = self.pending.endpoints_with(seq);
             copies.push(JournalRecord::Appended {
                 seq: stored,
                 appended_at_ms,
@@ -396,28 +364,27 @@ impl Live {
         after: u64,
         limit: usize,
     ) -> Vec<PendingDelivery> {
-        self.pending.get(endpoint).map_or_else(Vec::new, |pending| {
-            pending
-                .iter_after(after)
-                .take(limit)
-                .map(|(seq, state)| PendingDelivery {
-                    seq,
-                    state: self.delivery_state(seq, state),
-                })
-                .collect()
-        })
+        self.pending
+            .after(endpoint, after)
+            .take(limit)
+            .map(|(seq, tried)| PendingDelivery {
+                seq,
+                state: self.delivery_state(seq, tried),
+            })
+            .collect()
     }
 
-    /// The state of delivering `seq`, as kept in `pending`.
-    fn delivery_state(&self, seq: u64, state: &Option<Box<DeliveryState>>) -> DeliveryState {
-        match state {
-            Some(state) => DeliveryState::clone(state),
+    /// The state of delivering `seq`, as kept in `pending`, with its event's sandbox.
+    fn delivery_state(&self, seq: u64, tried: Option<&Tried>) -> DeliveryState {
+        let sandbox_id = self
+            .events
+            .get(seq)
+            .map(|e| e.sandbox.to_string())
+            .unwrap_or_default();
+        match tried {
+            Some(tried) => tried.state(sandbox_id),
             None => DeliveryState {
-                sandbox_id: self
-                    .events
-                    .get(seq)
-                    .map(|e| e.sandbox.to_string())
-                    .unwrap_or_default(),
+                sandbox_id,
                 ..DeliveryState::default()
             },
         }
@@ -448,17 +415,14 @@ impl Live {
 
     /// Per endpoint with something pending, by name: how much, and its oldest delivery.
     pub(super) fn backlogs(&self) -> Vec<(String, u64, u64, DeliveryState)> {
-        let mut out: Vec<_> = self
-            .pending
-            .iter()
-            .filter_map(|(endpoint, pending)| {
-                let (seq, state) = pending.first()?;
-                let state = self.delivery_state(seq, state);
-                Some((endpoint.clone(), pending.len() as u64, seq, state))
+        self.pending
+            .backlogs()
+            .into_iter()
+            .map(|(endpoint, count, seq, tried)| {
+                let state = self.delivery_state(seq, tried);
+                (endpoint.to_owned(), count, seq, state)
             })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+            .collect()
     }
 
     /// Where the `Appended` record of event `seq` is, while it is live.

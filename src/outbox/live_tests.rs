@@ -80,11 +80,11 @@ fn write_pages(log: &Log, live: &mut Live, page: usize) {
             write(log, live, retry);
         }
     }
-    let mut after = None;
-    loop {
-        let set = live.sandboxes().page_after(after.as_deref(), page);
-        let Some(last) = set.last() else { break };
-        after = Some(last.sandbox_id.clone());
+    for number in 0.. {
+        let set = live.sandboxes().page(number, page);
+        if set.is_empty() {
+            break;
+        }
         let removed = Vec::new();
         write(log, live, ViewChanges { set, removed }.into());
     }

@@ -19,6 +19,7 @@ mod log;
 mod migrate;
 mod offline;
 mod open;
+mod pending_deliveries;
 mod raw_input;
 mod recent;
 mod recent_ids;

@@ -1,25 +1,24 @@
 //! The view of sandboxes as the outbox keeps it in memory, small: the log holds no table to
 //! look a sandbox up in, so every sandbox the stream says exists is here for as long as it does
-//! (issue 30). A record of five strings took about 0.4 KiB; here a sandbox is its id, two
-//! shared strings (its team's and its template's, each kept once), its execution id as 16 bytes
-//! when it is a UUID (E2B's are), its state and a time: about 0.15 KiB, measured in
-//! BENCHMARKS.md.
+//! (issue 30). A record of five strings in a `BTreeMap` took about 0.4 KiB; here a sandbox is
+//! three shared strings (its id, which its pending events share, and its team's and template's,
+//! each kept once), its execution id as 16 bytes when it is a UUID (E2B's are), its state and a
+//! time, in a hash map, which unlike a `BTreeMap` is as full whatever order the ids come in
+//! (BENCHMARKS.md, issue 30's eighth round).
 //!
 //! Records go to the log in pages ([`PAGE`]), so writing the view never copies all of it at once.
 
 use super::journal::PAGE;
 use super::live_keys::{SharedStrings, SmallId};
 use super::{SandboxRecord, SandboxState};
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// Sandbox id → what the stream says of it, by id.
+/// Sandbox id → what the stream says of it. Its strings are kept in the live set's
+/// [`SharedStrings`], passed in.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct SandboxView {
-    sandboxes: BTreeMap<Box<str>, Sandbox>,
-    /// Team and template ids: a cluster has few, shared by many sandboxes.
-    strings: SharedStrings,
+    sandboxes: HashMap<Arc<str>, Sandbox>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -48,66 +47,67 @@ impl SandboxView {
     }
 
     /// Sets `record`, in place of what was kept for its sandbox.
-    pub(super) fn set(&mut self, record: SandboxRecord) {
+    pub(super) fn set(&mut self, record: SandboxRecord, strings: &mut SharedStrings) {
         let sandbox = Sandbox {
             state: record.state,
-            team_id: self.strings.get(&record.team_id),
-            template_id: record.template_id.map(|t| self.strings.get(&t)),
+            team_id: strings.get(&record.team_id),
+            template_id: record.template_id.map(|t| strings.get(&t)),
             execution_id: record.execution_id.as_deref().map(SmallId::of),
             updated_at_ms: record.updated_at_ms,
         };
-        if let Some(before) = self.sandboxes.insert(record.sandbox_id.into(), sandbox) {
-            self.release(before);
+        match self.sandboxes.get_mut(record.sandbox_id.as_str()) {
+            Some(kept) => release(std::mem::replace(kept, sandbox), strings),
+            None => {
+                let id = strings.get(&record.sandbox_id);
+                self.sandboxes.insert(id, sandbox);
+            }
         }
     }
 
-    pub(super) fn remove(&mut self, sandbox_id: &str) {
-        if let Some(before) = self.sandboxes.remove(sandbox_id) {
-            self.release(before);
+    pub(super) fn remove(&mut self, sandbox_id: &str, strings: &mut SharedStrings) {
+        if let Some((id, before)) = self.sandboxes.remove_entry(sandbox_id) {
+            strings.release(id);
+            release(before, strings);
         }
     }
 
-    pub(super) fn apply(&mut self, changes: ViewChanges) {
+    pub(super) fn apply(&mut self, changes: ViewChanges, strings: &mut SharedStrings) {
         for id in changes.removed {
-            self.remove(&id);
+            self.remove(&id, strings);
         }
         for record in changes.set {
-            self.set(record);
-        }
-    }
-
-    fn release(&mut self, sandbox: Sandbox) {
-        self.strings.release(sandbox.team_id);
-        if let Some(template) = sandbox.template_id {
-            self.strings.release(template);
+            self.set(record, strings);
         }
     }
 
     /// Every sandbox, by id.
     pub(super) fn records(&self) -> Vec<SandboxRecord> {
-        self.page_after(None, usize::MAX)
+        let mut records: Vec<_> = self.sandboxes.iter().map(Sandbox::record).collect();
+        records.sort_unstable_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        records
     }
 
-    /// Up to `limit` sandboxes after id `after` (from the first when `None`), by id.
-    pub(super) fn page_after(&self, after: Option<&str>, limit: usize) -> Vec<SandboxRecord> {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    /// Page `number` (from 0) of `size` sandboxes, in an order that holds while the view does
+    /// not change; empty past the last.
+    pub(super) fn page(&self, number: usize, size: usize) -> Vec<SandboxRecord> {
         self.sandboxes
-            .range::<str, _>((from, Bound::Unbounded))
-            .take(limit)
-            .map(|(id, sandbox)| sandbox.record(id))
+            .iter()
+            .skip(number.saturating_mul(size))
+            .take(size)
+            .map(Sandbox::record)
             .collect()
     }
 
     /// What to write to make this view hold exactly `wanted` (empty when it does).
     pub(super) fn changes_to(&self, wanted: &[SandboxRecord]) -> ViewChanges {
         let mut changes = ViewChanges::default();
-        let mut kept = std::collections::HashSet::with_capacity(wanted.len());
+        let mut kept = HashSet::with_capacity(wanted.len());
         for record in wanted {
             kept.insert(record.sandbox_id.as_str());
             let same = self
                 .sandboxes
                 .get(record.sandbox_id.as_str())
-                .is_some_and(|s| s.record(&record.sandbox_id) == *record);
+                .is_some_and(|s| s.holds(record));
             if !same {
                 changes.set.push(record.clone());
             }
@@ -123,15 +123,34 @@ impl SandboxView {
 }
 
 impl Sandbox {
-    fn record(&self, sandbox_id: &str) -> SandboxRecord {
+    fn record((sandbox_id, sandbox): (&Arc<str>, &Self)) -> SandboxRecord {
         SandboxRecord {
-            sandbox_id: sandbox_id.to_owned(),
-            state: self.state,
-            team_id: self.team_id.to_string(),
-            template_id: self.template_id.as_deref().map(str::to_owned),
-            execution_id: self.execution_id.as_ref().map(SmallId::to_string),
-            updated_at_ms: self.updated_at_ms,
+            sandbox_id: sandbox_id.to_string(),
+            state: sandbox.state,
+            team_id: sandbox.team_id.to_string(),
+            template_id: sandbox.template_id.as_deref().map(str::to_owned),
+            execution_id: sandbox.execution_id.as_ref().map(SmallId::to_string),
+            updated_at_ms: sandbox.updated_at_ms,
         }
+    }
+}
+
+impl Sandbox {
+    /// Whether this is what `record` says of its sandbox.
+    fn holds(&self, record: &SandboxRecord) -> bool {
+        self.state == record.state
+            && *self.team_id == *record.team_id
+            && self.template_id.as_deref() == record.template_id.as_deref()
+            && self.execution_id == record.execution_id.as_deref().map(SmallId::of)
+            && self.updated_at_ms == record.updated_at_ms
+    }
+}
+
+/// Gives back what `sandbox` held of the shared strings.
+fn release(sandbox: Sandbox, strings: &mut SharedStrings) {
+    strings.release(sandbox.team_id);
+    if let Some(template) = sandbox.template_id {
+        strings.release(template);
     }
 }
 
@@ -202,9 +221,9 @@ mod tests {
                 ..record("sb-d", "", Some(""))
             },
         ];
-        let mut view = SandboxView::default();
+        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
         for record in records.iter().rev() {
-            view.set(record.clone());
+            view.set(record.clone(), &mut strings);
         }
         assert_eq!(view.records(), records);
         assert!(view.contains("sb-c") && !view.contains("sb"));
@@ -212,40 +231,44 @@ mod tests {
 
     #[test]
     fn shared_strings_go_with_the_last_sandbox_that_holds_them() {
-        let mut view = SandboxView::default();
-        view.set(record("sb-a", "team-1", None));
-        view.set(record("sb-b", "team-1", None));
-        view.set(record("sb-b", "team-2", None));
-        assert_eq!(view.strings.len(), 3, "team-1, team-2 and the template");
-        view.remove("sb-a");
-        view.remove("sb-missing");
-        assert_eq!(view.strings.len(), 2);
-        view.remove("sb-b");
+        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
+        view.set(record("sb-a", "team-1", None), &mut strings);
+        view.set(record("sb-b", "team-1", None), &mut strings);
+        view.set(record("sb-b", "team-2", None), &mut strings);
+        assert_eq!(
+            strings.len(),
+            5,
+            "two sandboxes, team-1, team-2 and the template"
+        );
+        view.remove("sb-a", &mut strings);
+        view.remove("sb-missing", &mut strings);
+        assert_eq!(strings.len(), 3);
+        view.remove("sb-b", &mut strings);
         assert_eq!(view, SandboxView::default());
+        assert_eq!(strings, SharedStrings::default());
     }
 
     #[test]
-    fn pages_follow_one_another_by_id() {
-        let mut view = SandboxView::default();
+    fn the_pages_of_an_unchanged_view_hold_every_sandbox_once() {
+        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
         for n in 0..5 {
-            view.set(record(&format!("sb-{n}"), "team", None));
+            view.set(record(&format!("sb-{n}"), "team", None), &mut strings);
         }
-        let first = view.page_after(None, 2);
-        let second = view.page_after(Some(&first[1].sandbox_id), 2);
-        let last = view.page_after(Some(&second[1].sandbox_id), 2);
-        let ids: Vec<_> = [first, second, last]
-            .concat()
-            .into_iter()
+        let sizes: Vec<_> = (0..4).map(|n| view.page(n, 2).len()).collect();
+        assert_eq!(sizes, [2, 2, 1, 0]);
+        let mut ids: Vec<_> = (0..3)
+            .flat_map(|n| view.page(n, 2))
             .map(|r| r.sandbox_id)
             .collect();
+        ids.sort();
         assert_eq!(ids, ["sb-0", "sb-1", "sb-2", "sb-3", "sb-4"]);
     }
 
     #[test]
     fn the_changes_to_another_view_make_this_one_that_one() {
-        let mut view = SandboxView::default();
+        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
         for id in ["sb-a", "sb-b", "sb-c"] {
-            view.set(record(id, "team", None));
+            view.set(record(id, "team", None), &mut strings);
         }
         let wanted = vec![
             record("sb-a", "team", None),
@@ -257,7 +280,7 @@ mod tests {
         let set: Vec<_> = changes.set.iter().map(|r| r.sandbox_id.as_str()).collect();
         assert_eq!(set, ["sb-c", "sb-d"]);
         for page in changes.into_pages() {
-            view.apply(page);
+            view.apply(page, &mut strings);
         }
         assert_eq!(view.records(), wanted);
         assert!(view.changes_to(&wanted).is_empty());
