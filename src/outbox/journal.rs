@@ -12,7 +12,6 @@
 //! with a failed delivery each took some 100 MiB at once (BENCHMARKS.md, issue 30's eighth
 //! round).
 
-use super::sandbox_view::ViewChanges;
 use super::{DeliveryState, OutboxError, SandboxRecord, StreamEntryRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -74,13 +73,6 @@ pub(super) struct Snapshot {
 
 /// Records per commit when what outlives events is written again in pages: about 0.2 MiB.
 pub(super) const PAGE: usize = 1_024;
-
-impl From<ViewChanges> for JournalRecord {
-    fn from(changes: ViewChanges) -> Self {
-        let ViewChanges { set, removed } = changes;
-        Self::ViewChanged { set, removed }
-    }
-}
 
 impl JournalRecord {
     pub(super) fn encode(&self) -> Vec<u8> {

@@ -8,7 +8,7 @@
 //!
 //! Records go to the log in pages ([`PAGE`]), so writing the view never copies all of it at once.
 
-use super::journal::PAGE;
+use super::journal::{JournalRecord, PAGE};
 use super::live_keys::{SharedStrings, SmallId};
 use super::{SandboxRecord, SandboxState};
 use std::collections::{HashMap, HashSet};
@@ -151,6 +151,13 @@ fn release(sandbox: Sandbox, strings: &mut SharedStrings) {
     strings.release(sandbox.team_id);
     if let Some(template) = sandbox.template_id {
         strings.release(template);
+    }
+}
+
+impl From<ViewChanges> for JournalRecord {
+    fn from(changes: ViewChanges) -> Self {
+        let ViewChanges { set, removed } = changes;
+        Self::ViewChanged { set, removed }
     }
 }
 
