@@ -2,6 +2,7 @@
 //! dead letters, and the running/paused view of sandboxes the events keep.
 
 use super::journal::JournalRecord;
+use super::sandbox_view::ViewChanges;
 use super::store::Store;
 use super::{
     DeadLetter, FromStream, MalformedInput, OutboxError, RawInput, Route, SandboxRecord,
@@ -209,19 +210,38 @@ impl Store {
         Ok(self.live().sandboxes().records())
     }
 
-    /// Makes the view of sandboxes `records` (a copy of the view every instance shares),
-    /// writing only what differs, in pages; true when it changed.
-    pub(super) fn replace_sandboxes(&self, records: &[SandboxRecord]) -> Result<bool, OutboxError> {
+    /// Sets the sandboxes of `records` (a page of the view every instance shares) that this
+    /// view does not hold as they are; how many.
+    pub(super) fn copy_sandboxes(&self, records: &[SandboxRecord]) -> Result<usize, OutboxError> {
         self.refuse_if_out_of_room()?;
         let _writing = self.lock_writes();
-        let changes = self.live().sandboxes().changes_to(records);
-        if changes.is_empty() {
-            return Ok(false);
-        }
+        let set = self.live().sandboxes().differing(records);
+        self.write_view_changes(ViewChanges {
+            set,
+            removed: Vec::new(),
+        })
+    }
+
+    /// Removes the sandboxes whose ids are not in `ids` (the whole view every instance shares);
+    /// how many.
+    pub(super) fn keep_only_sandboxes(&self, ids: &HashSet<String>) -> Result<usize, OutboxError> {
+        self.refuse_if_out_of_room()?;
+        let _writing = self.lock_writes();
+        let removed = self.live().sandboxes().absent_from(ids);
+        self.write_view_changes(ViewChanges {
+            set: Vec::new(),
+            removed,
+        })
+    }
+
+    /// Writes `changes` a page a commit; how many sandboxes they change. The caller holds
+    /// [`Self::lock_writes`].
+    fn write_view_changes(&self, changes: ViewChanges) -> Result<usize, OutboxError> {
+        let count = changes.len();
         for page in changes.into_pages() {
             self.write_records(vec![page.into()])?;
         }
-        Ok(true)
+        Ok(count)
     }
 }
 

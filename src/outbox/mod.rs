@@ -256,14 +256,21 @@ impl Outbox {
         self.read(|store| store.sandboxes()).await
     }
 
-    /// Replaces the sandboxes the event stream says are running or paused with `records` — a
-    /// copy of the view every instance shares, so that a view rebuilt from this outbox after
-    /// Redis lost its data knows what other instances read; true when it changed.
-    pub async fn replace_sandboxes(
+    /// Copies a page of the view every instance shares into this outbox's view of sandboxes,
+    /// so that a view rebuilt from this outbox after Redis lost its data knows what other
+    /// instances read: sets those of `records` it does not hold as they are; how many.
+    pub async fn copy_sandboxes(&self, records: Vec<SandboxRecord>) -> Result<usize, OutboxError> {
+        self.write_waiting(move |store| store.copy_sandboxes(&records))
+            .await
+    }
+
+    /// Ends a copy of the shared view ([`Self::copy_sandboxes`]): removes the sandboxes whose
+    /// ids it did not have; how many.
+    pub async fn keep_only_sandboxes(
         &self,
-        records: Vec<SandboxRecord>,
-    ) -> Result<bool, OutboxError> {
-        self.write_waiting(move |store| store.replace_sandboxes(&records))
+        ids: std::collections::HashSet<String>,
+    ) -> Result<usize, OutboxError> {
+        self.write_waiting(move |store| store.keep_only_sandboxes(&ids))
             .await
     }
 

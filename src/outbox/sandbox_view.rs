@@ -30,7 +30,7 @@ struct Sandbox {
     updated_at_ms: i64,
 }
 
-/// What to write to make one view another: sandboxes to set, ids to remove.
+/// What to write to change a view: sandboxes to set, ids to remove.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct ViewChanges {
     pub(super) set: Vec<SandboxRecord>,
@@ -98,27 +98,27 @@ impl SandboxView {
             .collect()
     }
 
-    /// What to write to make this view hold exactly `wanted` (empty when it does).
-    pub(super) fn changes_to(&self, wanted: &[SandboxRecord]) -> ViewChanges {
-        let mut changes = ViewChanges::default();
-        let mut kept = HashSet::with_capacity(wanted.len());
-        for record in wanted {
-            kept.insert(record.sandbox_id.as_str());
-            let same = self
-                .sandboxes
-                .get(record.sandbox_id.as_str())
-                .is_some_and(|s| s.holds(record));
-            if !same {
-                changes.set.push(record.clone());
-            }
-        }
-        changes.removed = self
-            .sandboxes
+    /// Those of `records` this view does not hold exactly as they are.
+    pub(super) fn differing(&self, records: &[SandboxRecord]) -> Vec<SandboxRecord> {
+        records
+            .iter()
+            .filter(|r| {
+                !self
+                    .sandboxes
+                    .get(r.sandbox_id.as_str())
+                    .is_some_and(|s| s.holds(r))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The sandboxes of this view whose ids are not in `ids`.
+    pub(super) fn absent_from(&self, ids: &HashSet<String>) -> Vec<String> {
+        self.sandboxes
             .keys()
-            .filter(|id| !kept.contains::<str>(id))
+            .filter(|id| !ids.contains::<str>(id))
             .map(|id| id.to_string())
-            .collect();
-        changes
+            .collect()
     }
 }
 
@@ -162,8 +162,9 @@ impl From<ViewChanges> for JournalRecord {
 }
 
 impl ViewChanges {
-    pub(super) fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.removed.is_empty()
+    /// Sandboxes set and removed.
+    pub(super) fn len(&self) -> usize {
+        self.set.len() + self.removed.len()
     }
 
     /// The changes in pages of at most [`PAGE`] sandboxes, removals first.
@@ -272,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn the_changes_to_another_view_make_this_one_that_one() {
+    fn what_differs_and_what_is_absent_make_this_view_another() {
         let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
         for id in ["sb-a", "sb-b", "sb-c"] {
             view.set(record(id, "team", None), &mut strings);
@@ -282,7 +283,11 @@ mod tests {
             record("sb-c", "team", Some("exec")),
             record("sb-d", "team", None),
         ];
-        let changes = view.changes_to(&wanted);
+        let ids = wanted.iter().map(|r| r.sandbox_id.clone()).collect();
+        let changes = ViewChanges {
+            set: view.differing(&wanted),
+            removed: view.absent_from(&ids),
+        };
         assert_eq!(changes.removed, ["sb-b"]);
         let set: Vec<_> = changes.set.iter().map(|r| r.sandbox_id.as_str()).collect();
         assert_eq!(set, ["sb-c", "sb-d"]);
@@ -290,7 +295,8 @@ mod tests {
             view.apply(page, &mut strings);
         }
         assert_eq!(view.records(), wanted);
-        assert!(view.changes_to(&wanted).is_empty());
+        assert!(view.differing(&wanted).is_empty());
+        assert!(view.absent_from(&ids).is_empty());
     }
 
     #[test]

@@ -283,18 +283,25 @@ fn a_copied_view_writes_only_what_differs_and_reads_back_after_a_restart() {
         execution_id: Some(format!("00000000-0000-4000-8000-{n:012}")),
         updated_at_ms: n as i64,
     };
+    let ids = |view: &[records::SandboxRecord]| view.iter().map(|r| r.sandbox_id.clone()).collect();
     // More than a page of the view, so the copy takes several commits.
     let view: Vec<_> = (0..2_500).map(record).collect();
-    assert!(store.replace_sandboxes(&view).unwrap());
+    assert_eq!(store.copy_sandboxes(&view).unwrap(), 2_500);
     let committed = || store.with_log(|log| Ok(log.committed())).unwrap();
     let after_copy = committed();
-    assert!(!store.replace_sandboxes(&view).unwrap(), "nothing differs");
+    assert_eq!(store.copy_sandboxes(&view).unwrap(), 0, "nothing differs");
+    assert_eq!(store.keep_only_sandboxes(&ids(&view)).unwrap(), 0);
     assert_eq!(committed(), after_copy, "and nothing is written");
     let mut changed = view[1..].to_vec();
     changed[0].state = records::SandboxState::Paused;
     changed.push(record(9_999));
-    assert!(store.replace_sandboxes(&changed).unwrap());
-    assert_eq!(committed(), after_copy + 1, "one page of changes");
+    assert_eq!(
+        store.copy_sandboxes(&changed).unwrap(),
+        2,
+        "one changed, one new"
+    );
+    assert_eq!(store.keep_only_sandboxes(&ids(&changed)).unwrap(), 1);
+    assert_eq!(committed(), after_copy + 2, "a page of changes each");
     drop(store);
 
     let store = open(dir.path(), vec![route("a", "*")]);

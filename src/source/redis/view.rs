@@ -22,7 +22,7 @@ use std::sync::{Arc, LazyLock};
 
 /// The field that says the view exists (it is missing in a new Redis, or one that lost its
 /// data); it never collides with a sandbox id.
-const BUILT_FIELD: &str = ":view";
+pub(super) const BUILT_FIELD: &str = ":view";
 
 /// The error code of a change refused because the view does not exist.
 const UNBUILT_CODE: &str = "UNBUILT";
@@ -226,7 +226,7 @@ pub(super) async fn read_records(
 }
 
 /// The record in a value of the view; `None` for a tombstone or garbage.
-fn record(value: &str) -> Option<SandboxRecord> {
+pub(super) fn record(value: &str) -> Option<SandboxRecord> {
     let (_, record) = value.split_once('|')?;
     serde_json::from_str(record).ok()
 }

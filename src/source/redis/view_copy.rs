@@ -8,6 +8,7 @@
 
 use super::client::RedisConnection;
 use super::{RedisSourceError, RedisStreamSource, VIEW_COPY_EVERY, view};
+use std::collections::HashSet;
 use tokio::time::Instant;
 
 impl RedisStreamSource {
@@ -43,17 +44,51 @@ impl RedisStreamSource {
             return Ok(());
         }
         self.last_view_copy = Some(Instant::now());
-        let Some(records) = view::read_records(conn, &self.keys)
+        if !view::exists(conn, &self.keys)
             .await
             .map_err(|e| self.redis_error(e))?
-        else {
+        {
             return Ok(());
-        };
-        let count = records.len();
-        if self.outbox.replace_sandboxes(records).await? {
+        }
+        // A page at a time: a view of a hundred thousand sandboxes read whole took some 20 MB
+        // every `VIEW_COPY_EVERY` (BENCHMARKS.md, issue 30's eighth round). Only the ids stay.
+        let (mut ids, mut built, mut changed) = (HashSet::new(), false, 0);
+        let mut cursor = 0;
+        loop {
+            let (next, page) = view::scan_page(conn, &self.keys, cursor)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+            let mut records = Vec::with_capacity(page.len());
+            for (field, value) in page {
+                if field == view::BUILT_FIELD {
+                    built = true;
+                    continue;
+                }
+                // A field may come in more than one page: the last value read is the one.
+                match view::record(&value) {
+                    Some(record) => {
+                        records.push(record);
+                        ids.insert(field);
+                    }
+                    None => {
+                        ids.remove(&field);
+                    }
+                }
+            }
+            changed += self.outbox.copy_sandboxes(records).await?;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // Without its marker to the end the view was lost meanwhile: what it lacks is not gone.
+        if built {
+            changed += self.outbox.keep_only_sandboxes(ids).await?;
+        }
+        if changed > 0 {
             tracing::debug!(
-                sandboxes = count,
-                "copied the shared view of sandboxes into the local outbox"
+                sandboxes = changed,
+                "copied the changes of the shared view of sandboxes into the local outbox"
             );
         }
         Ok(())
