@@ -1,8 +1,8 @@
 //! Giving old segments of the log back: once it has more than two, a segment was started since
 //! the previous round (or many commits were made), and at most a third of the events in the
 //! segments before the newest are still live, those are appended again (for the endpoints that
-//! still have them), a snapshot and the view of sandboxes carry forward what outlives events, and
-//! the segments before them are deleted.
+//! still have them), a snapshot and pages after it (`journal.rs`) carry forward what outlives
+//! events, and the segments before them are deleted.
 //!
 //! The third bounds what a round copies by what it gives back (each event copied frees the
 //! space of two finished ones): a backlog that is all live (a receiver down for hours) stays

@@ -81,8 +81,13 @@ impl RedisStreamSource {
             }
             cursor = next;
         }
-        // Without its marker to the end the view was lost meanwhile: what it lacks is not gone.
-        if built {
+        // Only with the view's marker read in the scan and there still: a view Redis lost
+        // meanwhile would make every sandbox it no longer has look gone.
+        let kept = built
+            && view::exists(conn, &self.keys)
+                .await
+                .map_err(|e| self.redis_error(e))?;
+        if kept {
             changed += self.outbox.keep_only_sandboxes(ids).await?;
         }
         if changed > 0 {
