@@ -2,7 +2,7 @@
 //! dead letters, and the running/paused view of sandboxes the events keep.
 
 use super::journal::JournalRecord;
-use super::sandbox_view::ViewChanges;
+use super::known_sandboxes::ViewChanges;
 use super::store::Store;
 use super::{
     DeadLetter, FromStream, MalformedInput, OutboxError, RawInput, Route, SandboxRecord,

@@ -11,13 +11,16 @@
 use super::OutboxError;
 use super::journal::JournalRecord;
 use super::journal::PAGE;
+use super::known_sandboxes::ViewChanges;
 use super::live::Live;
-use super::sandbox_view::ViewChanges;
 use super::store::Store;
 use std::sync::atomic::Ordering;
 
 /// Commits at least between rounds: each writes the snapshot (the event-id window) once more.
 const COMPACT_EVERY: u64 = 256;
+
+/// A page's records and where the next page starts after; `None` past the last.
+pub(super) type Page<C> = Option<(Vec<JournalRecord>, C)>;
 
 /// Events copied per commit: what a round holds in memory at once.
 const COPY_BATCH: usize = 512;
@@ -85,41 +88,16 @@ impl Store {
     /// [`Store::lock_writes`]; results recorded meanwhile only make a page older than the log
     /// around it, as they made the whole snapshot before.
     fn write_pages(&self) -> Result<(), OutboxError> {
-        self.write_paged(|live, after: Option<&String>| {
-            let entries = live.acks_after(after.map(String::as_str), PAGE);
-            let last = entries.last()?.id.clone();
-            Some((vec![JournalRecord::AckQueued { entries }], last))
-        })?;
-        self.write_paged(|live, after: Option<&(String, u64)>| {
-            let after = after.map(|(endpoint, seq)| (endpoint.as_str(), *seq));
-            let retries = live.retries_after(after, PAGE);
-            let last = retries
-                .last()
-                .map(|(endpoint, seq, _)| (endpoint.clone(), *seq))?;
-            let records = retries
-                .into_iter()
-                .map(|(endpoint, seq, state)| JournalRecord::Retry {
-                    endpoint,
-                    seq,
-                    state,
-                })
-                .collect();
-            Some((records, last))
-        })?;
-        // The view holds still meanwhile: only appends change it, and they wait for the lock.
-        self.write_paged(|live, before: Option<&usize>| {
-            let number = before.map_or(0, |n| n + 1);
-            let set = live.sandboxes().page(number, PAGE);
-            let removed = Vec::new();
-            (!set.is_empty()).then(|| (vec![ViewChanges { set, removed }.into()], number))
-        })
+        self.write_paged(acks_page)?;
+        self.write_paged(retries_page)?;
+        self.write_paged(view_page)
     }
 
     /// Writes the pages `page` gives, each after the last item of the one before, until it
     /// gives none; the live set is read under its lock, and the commit is made without it.
     fn write_paged<C>(
         &self,
-        page: impl Fn(&Live, Option<&C>) -> Option<(Vec<JournalRecord>, C)>,
+        page: impl Fn(&Live, Option<&C>) -> Page<C>,
     ) -> Result<(), OutboxError> {
         let mut after = None;
         loop {
@@ -155,4 +133,38 @@ impl Store {
         };
         Ok(due.then_some((committed, newest)))
     }
+}
+
+/// The page of entries to acknowledge after the one `after` names, and the last of them.
+pub(super) fn acks_page(live: &Live, after: Option<&String>) -> Page<String> {
+    let entries = live.acks_after(after.map(String::as_str), PAGE);
+    let last = entries.last()?.id.clone();
+    Some((vec![JournalRecord::AckQueued { entries }], last))
+}
+
+/// The page of retry states after the (endpoint, seq) `after` names, and the last of them.
+pub(super) fn retries_page(live: &Live, after: Option<&(String, u64)>) -> Page<(String, u64)> {
+    let after = after.map(|(endpoint, seq)| (endpoint.as_str(), *seq));
+    let retries = live.retries_after(after, PAGE);
+    let last = retries
+        .last()
+        .map(|(endpoint, seq, _)| (endpoint.clone(), *seq))?;
+    let records = retries
+        .into_iter()
+        .map(|(endpoint, seq, state)| JournalRecord::Retry {
+            endpoint,
+            seq,
+            state,
+        })
+        .collect();
+    Some((records, last))
+}
+
+/// The page of the view of sandboxes after page `before`, and its number. The view holds still
+/// while a round writes it: only appends change it, and they wait for the write lock.
+pub(super) fn view_page(live: &Live, before: Option<&usize>) -> Page<usize> {
+    let number = before.map_or(0, |n| n + 1);
+    let set = live.sandboxes().page(number, PAGE);
+    let removed = Vec::new();
+    (!set.is_empty()).then(|| (vec![ViewChanges { set, removed }.into()], number))
 }

@@ -8,8 +8,8 @@
 //! acknowledge ([`JournalRecord::AckQueued`]), the states of deliveries tried before
 //! ([`JournalRecord::Retry`]) and the view of sandboxes ([`JournalRecord::ViewChanged`]). Each
 //! page sets what it holds and clears nothing, so a round cut short by a crash harms nothing: the
-//! segments it would have replaced are still there. Written whole, a hundred thousand sandboxes
-//! with a failed delivery each took some 100 MiB at once (BENCHMARKS.md, issue 30's eighth
+//! segments it would have replaced are still there. Written whole, a view of a hundred thousand
+//! sandboxes was cloned, encoded and copied twice at once (BENCHMARKS.md, issue 30's eighth
 //! round).
 
 use super::{DeliveryState, OutboxError, SandboxRecord, StreamEntryRef};

@@ -7,11 +7,11 @@
 
 use super::entry_index::EntryIndex;
 use super::journal::{JournalRecord, Snapshot};
+use super::known_sandboxes::{KnownSandboxes, ViewChanges};
 use super::live_keys::{EntryId, LiveEntry, LiveEvent, SegmentEvents, SharedStrings};
 use super::log::{Location, Log};
 use super::pending_deliveries::{PendingDeliveries, Tried};
 use super::recent_ids::RecentIds;
-use super::sandbox_view::{SandboxView, ViewChanges};
 use super::seq_map::SeqMap;
 use super::{
     DeliveryState, OutboxError, PendingDelivery, SandboxRecord, SandboxState, StreamEntryRef,
@@ -34,7 +34,7 @@ pub(super) struct Live {
     acks: BTreeMap<EntryId, Arc<str>>,
     /// The de-duplication window.
     event_ids: RecentIds,
-    sandboxes: SandboxView,
+    sandboxes: KnownSandboxes,
     /// Sandbox, team and template ids and generations, once each.
     strings: SharedStrings,
     /// Segment (its first commit) → its events.
@@ -231,7 +231,7 @@ impl Live {
 
     /// What outlives events besides the entries to acknowledge, the retry states and the view
     /// of sandboxes, which follow it in pages ([`Self::acks_after`], [`Self::retries_after`],
-    /// [`SandboxView::page_after`]), to carry it forward before old segments are deleted.
+    /// [`KnownSandboxes::page`]), to carry it forward before old segments are deleted.
     pub(super) fn snapshot(&self) -> Snapshot {
         Snapshot {
             next_seq: self.next_seq,
@@ -404,7 +404,7 @@ impl Live {
     }
 
     /// The view of sandboxes.
-    pub(super) fn sandboxes(&self) -> &SandboxView {
+    pub(super) fn sandboxes(&self) -> &KnownSandboxes {
         &self.sandboxes
     }
 

@@ -49,7 +49,7 @@ impl fmt::Display for EntryId {
     }
 }
 
-/// An id kept small: E2B's event, execution and team ids are UUIDs, 16 bytes here instead of a
+/// An id kept small: E2B's event and execution ids are UUIDs, 16 bytes here instead of a
 /// 36-character string on the heap; anything else is kept as it came.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum SmallId {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::outbox::compaction;
 use crate::outbox::log::{Log, LogOptions, Record, Urgency};
 use std::path::Path;
 use std::time::Duration;
@@ -55,38 +56,20 @@ fn write(log: &Log, live: &mut Live, record: JournalRecord) {
         .unwrap();
 }
 
-/// Writes what a snapshot leaves to pages of `page` records, as a round of compaction does.
-fn write_pages(log: &Log, live: &mut Live, page: usize) {
+/// Writes what a snapshot leaves to pages, as a round of compaction does.
+fn write_pages(log: &Log, live: &mut Live) {
+    write_paged(log, live, compaction::acks_page);
+    write_paged(log, live, compaction::retries_page);
+    write_paged(log, live, compaction::view_page);
+}
+
+fn write_paged<C>(log: &Log, live: &mut Live, page: fn(&Live, Option<&C>) -> compaction::Page<C>) {
     let mut after = None;
-    loop {
-        let entries = live.acks_after(after.as_deref(), page);
-        let Some(last) = entries.last() else { break };
-        after = Some(last.id.clone());
-        write(log, live, JournalRecord::AckQueued { entries });
-    }
-    let mut after: Option<(String, u64)> = None;
-    loop {
-        let retries = live.retries_after(after.as_ref().map(|(e, s)| (e.as_str(), *s)), page);
-        let Some((endpoint, seq, _)) = retries.last() else {
-            break;
-        };
-        after = Some((endpoint.clone(), *seq));
-        for (endpoint, seq, state) in retries {
-            let retry = JournalRecord::Retry {
-                endpoint,
-                seq,
-                state,
-            };
-            write(log, live, retry);
+    while let Some((records, last)) = page(live, after.as_ref()) {
+        for record in records {
+            write(log, live, record);
         }
-    }
-    for number in 0.. {
-        let set = live.sandboxes().page(number, page);
-        if set.is_empty() {
-            break;
-        }
-        let removed = Vec::new();
-        write(log, live, ViewChanges { set, removed }.into());
+        after = Some(last);
     }
 }
 
@@ -213,7 +196,7 @@ fn old_segments_go_once_a_snapshot_carries_their_state_and_live_events_are_copie
     let snapshot = JournalRecord::Snapshot(live.snapshot());
     write(&log, &mut live, snapshot);
     let snapshot_commit = log.committed();
-    write_pages(&log, &mut live, crate::outbox::journal::PAGE);
+    write_pages(&log, &mut live);
     let point = live.release_point(snapshot_commit);
     assert!(point > 40, "{point}");
     log.release_before(point);

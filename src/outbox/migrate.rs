@@ -6,12 +6,12 @@
 //! outbox whose events it would not see instead of running with an empty one.
 
 use super::journal::{JournalRecord, Snapshot};
+use super::known_sandboxes::ViewChanges;
 use super::recent_ids::RECENT_IDS_KEPT;
 use super::records::{
     ACKS, EVENT_IDS, EVENTS, EventRecord, MOVED, NEXT_SEQ, PENDING, SANDBOXES, STATE,
     STREAM_ENTRIES, decode, read_counter,
 };
-use super::sandbox_view::ViewChanges;
 use super::store::Store;
 use super::{DeliveryState, OutboxError, StreamEntryRef, open};
 use redb::{ReadableTable, ReadableTableMetadata, TableError};
@@ -50,7 +50,7 @@ impl Store {
             let (key, value) = row?;
             let (endpoint, seq) = key.value();
             let state: DeliveryState = decode("pending", value.value())?;
-            if state.attempts > 0 || state.last_error.is_some() {
+            if state.was_tried() {
                 retries.push(JournalRecord::Retry {
                     endpoint: endpoint.to_owned(),
                     seq,

@@ -29,11 +29,6 @@ pub(super) struct Tried {
 }
 
 impl Tried {
-    /// Whether there is anything to carry forward (a delivery may be reset to untried).
-    fn worth_keeping(state: &DeliveryState) -> bool {
-        state.attempts > 0 || state.last_error.is_some()
-    }
-
     /// The state, for a delivery of `sandbox_id`'s event.
     pub(super) fn state(&self, sandbox_id: String) -> DeliveryState {
         DeliveryState {
@@ -65,7 +60,7 @@ impl PendingDeliveries {
         else {
             return;
         };
-        let tried = Tried::worth_keeping(&state).then(|| {
+        let tried = state.was_tried().then(|| {
             Box::new(Tried {
                 attempts: state.attempts,
                 last_status: state.last_status,

@@ -117,6 +117,14 @@ pub struct DeliveryState {
     pub last_status: Option<u16>,
 }
 
+impl DeliveryState {
+    /// Whether the delivery was tried: a state worth carrying forward (one not tried is the
+    /// default for its sandbox).
+    pub(crate) fn was_tried(&self) -> bool {
+        self.attempts > 0 || self.last_error.is_some()
+    }
+}
+
 /// A pending delivery: sequence number and state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingDelivery {

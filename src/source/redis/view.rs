@@ -22,7 +22,7 @@ use std::sync::{Arc, LazyLock};
 
 /// The field that says the view exists (it is missing in a new Redis, or one that lost its
 /// data); it never collides with a sandbox id.
-pub(super) const BUILT_FIELD: &str = ":view";
+const BUILT_FIELD: &str = ":view";
 
 /// The error code of a change refused because the view does not exist.
 const UNBUILT_CODE: &str = "UNBUILT";
@@ -197,6 +197,44 @@ pub(super) async fn scan_page(
         .await
 }
 
+/// The view read a page at a time: each field with its record, `None` for a tombstone or
+/// garbage. A field may come in more than one page: the last value read is the one.
+#[derive(Default)]
+pub(super) struct ViewScan {
+    cursor: u64,
+    done: bool,
+    built: bool,
+}
+
+impl ViewScan {
+    /// The next page; `None` once the scan is over.
+    pub(super) async fn next(
+        &mut self,
+        conn: &mut RedisConnection,
+        keys: &Keys,
+    ) -> Result<Option<Vec<(String, Option<SandboxRecord>)>>, RedisError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (next, page) = scan_page(conn, keys, self.cursor).await?;
+        (self.cursor, self.done) = (next, next == 0);
+        let mut records = Vec::with_capacity(page.len());
+        for (field, value) in page {
+            if field == BUILT_FIELD {
+                self.built = true;
+            } else {
+                records.push((field, record(&value)));
+            }
+        }
+        Ok(Some(records))
+    }
+
+    /// Whether the view's marker came in a page read so far.
+    pub(super) fn built(&self) -> bool {
+        self.built
+    }
+}
+
 /// The records of a view read in pages: `None` when the view is not built (no marker), else
 /// its records, tombstones and garbage left out, each sandbox once (the last value read).
 pub(super) async fn read_records(
@@ -204,29 +242,20 @@ pub(super) async fn read_records(
     keys: &Keys,
 ) -> Result<Option<Vec<SandboxRecord>>, RedisError> {
     let mut records: HashMap<String, SandboxRecord> = HashMap::new();
-    let mut built = false;
-    let mut cursor = 0;
-    loop {
-        let (next, page) = scan_page(conn, keys, cursor).await?;
-        for (field, value) in page {
-            if field == BUILT_FIELD {
-                built = true;
-                continue;
-            }
-            match record(&value) {
+    let mut scan = ViewScan::default();
+    while let Some(page) = scan.next(conn, keys).await? {
+        for (field, record) in page {
+            match record {
                 Some(record) => records.insert(field, record),
                 None => records.remove(&field),
             };
         }
-        if next == 0 {
-            return Ok(built.then(|| records.into_values().collect()));
-        }
-        cursor = next;
     }
+    Ok(scan.built().then(|| records.into_values().collect()))
 }
 
 /// The record in a value of the view; `None` for a tombstone or garbage.
-pub(super) fn record(value: &str) -> Option<SandboxRecord> {
+fn record(value: &str) -> Option<SandboxRecord> {
     let (_, record) = value.split_once('|')?;
     serde_json::from_str(record).ok()
 }

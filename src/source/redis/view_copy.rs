@@ -7,7 +7,8 @@
 //! go to both views alike in between.
 
 use super::client::RedisConnection;
-use super::{RedisSourceError, RedisStreamSource, VIEW_COPY_EVERY, view};
+use super::view::{self, ViewScan};
+use super::{RedisSourceError, RedisStreamSource, VIEW_COPY_EVERY};
 use std::collections::HashSet;
 use tokio::time::Instant;
 
@@ -52,20 +53,15 @@ impl RedisStreamSource {
         }
         // A page at a time: a view of a hundred thousand sandboxes read whole took some 20 MB
         // every `VIEW_COPY_EVERY` (BENCHMARKS.md, issue 30's eighth round). Only the ids stay.
-        let (mut ids, mut built, mut changed) = (HashSet::new(), false, 0);
-        let mut cursor = 0;
-        loop {
-            let (next, page) = view::scan_page(conn, &self.keys, cursor)
-                .await
-                .map_err(|e| self.redis_error(e))?;
+        let (mut scan, mut ids, mut changed) = (ViewScan::default(), HashSet::new(), 0);
+        while let Some(page) = scan
+            .next(conn, &self.keys)
+            .await
+            .map_err(|e| self.redis_error(e))?
+        {
             let mut records = Vec::with_capacity(page.len());
-            for (field, value) in page {
-                if field == view::BUILT_FIELD {
-                    built = true;
-                    continue;
-                }
-                // A field may come in more than one page: the last value read is the one.
-                match view::record(&value) {
+            for (field, record) in page {
+                match record {
                     Some(record) => {
                         records.push(record);
                         ids.insert(field);
@@ -76,14 +72,10 @@ impl RedisStreamSource {
                 }
             }
             changed += self.outbox.copy_sandboxes(records).await?;
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         // Only with the view's marker read in the scan and there still: a view Redis lost
         // meanwhile would make every sandbox it no longer has look gone.
-        let kept = built
+        let kept = scan.built()
             && view::exists(conn, &self.keys)
                 .await
                 .map_err(|e| self.redis_error(e))?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// Sandbox id → what the stream says of it. Its strings are kept in the live set's
 /// [`SharedStrings`], passed in.
 #[derive(Debug, Default, PartialEq)]
-pub(super) struct SandboxView {
+pub(super) struct KnownSandboxes {
     sandboxes: HashMap<Arc<str>, Sandbox>,
 }
 
@@ -37,7 +37,7 @@ pub(super) struct ViewChanges {
     pub(super) removed: Vec<String>,
 }
 
-impl SandboxView {
+impl KnownSandboxes {
     pub(super) fn contains(&self, sandbox_id: &str) -> bool {
         self.sandboxes.contains_key(sandbox_id)
     }
@@ -229,7 +229,7 @@ mod tests {
                 ..record("sb-d", "", Some(""))
             },
         ];
-        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
+        let (mut view, mut strings) = (KnownSandboxes::default(), SharedStrings::default());
         for record in records.iter().rev() {
             view.set(record.clone(), &mut strings);
         }
@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn shared_strings_go_with_the_last_sandbox_that_holds_them() {
-        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
+        let (mut view, mut strings) = (KnownSandboxes::default(), SharedStrings::default());
         view.set(record("sb-a", "team-1", None), &mut strings);
         view.set(record("sb-b", "team-1", None), &mut strings);
         view.set(record("sb-b", "team-2", None), &mut strings);
@@ -252,13 +252,13 @@ mod tests {
         view.remove("sb-missing", &mut strings);
         assert_eq!(strings.len(), 3);
         view.remove("sb-b", &mut strings);
-        assert_eq!(view, SandboxView::default());
+        assert_eq!(view, KnownSandboxes::default());
         assert_eq!(strings, SharedStrings::default());
     }
 
     #[test]
     fn the_pages_of_an_unchanged_view_hold_every_sandbox_once() {
-        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
+        let (mut view, mut strings) = (KnownSandboxes::default(), SharedStrings::default());
         for n in 0..5 {
             view.set(record(&format!("sb-{n}"), "team", None), &mut strings);
         }
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn what_differs_and_what_is_absent_make_this_view_another() {
-        let (mut view, mut strings) = (SandboxView::default(), SharedStrings::default());
+        let (mut view, mut strings) = (KnownSandboxes::default(), SharedStrings::default());
         for id in ["sb-a", "sb-b", "sb-c"] {
             view.set(record(id, "team", None), &mut strings);
         }
